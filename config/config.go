@@ -1,0 +1,158 @@
+// Package config defines ssegw's configuration file, loads it with viper,
+// applies SSEGW_ environment overrides and validates the result.
+//
+// The YAML keys are snake_case and equal to the mapstructure tags below. A
+// field's documentation gives its meaning, default and what zero means.
+package config
+
+import (
+	"time"
+)
+
+// Defaults for keys that a file may leave out.
+const (
+	DefaultMaxMessageSize      ByteSize      = 16 << 20
+	DefaultMaxHeaderListSize   ByteSize      = 64 << 10
+	DefaultMinPingInterval     time.Duration = 5 * time.Second
+	DefaultBackendPingInterval time.Duration = 5 * time.Minute
+	DefaultLogLevel                          = "info"
+	DefaultLogFormat                         = "text"
+)
+
+// Config is the whole configuration of one gateway process.
+type Config struct {
+	// Listeners are the addresses Qlik engines connect to. At least one.
+	Listeners []Listener `mapstructure:"listeners"`
+
+	// Engines maps each Qlik engine name (the alias used in expressions, as
+	// in SSEPython.MyFunction) to the plugin that serves it. At least one.
+	Engines map[string]*Engine `mapstructure:"engines"`
+
+	// Limits bounds messages and headers on both sides of the gateway.
+	Limits Limits `mapstructure:"limits"`
+
+	// Keepalive sets the HTTP/2 ping policy towards Qlik and plugins.
+	Keepalive Keepalive `mapstructure:"keepalive"`
+
+	// Log selects the level and format of the gateway's log on stderr.
+	Log Log `mapstructure:"log"`
+}
+
+// Listener is one address on which the gateway accepts Qlik's gRPC calls.
+type Listener struct {
+	// Address is host:port to listen on; an empty host means every
+	// interface. Port 0 picks a free port (for tests).
+	Address string `mapstructure:"address"`
+
+	// Engine is the engine that calls on this listener go to when neither an
+	// x-sse-engine header nor the requested host name selects one. Empty
+	// means such calls fail with Unimplemented.
+	Engine string `mapstructure:"engine"`
+
+	// TLS makes the listener require mutual TLS, as Qlik does when an
+	// analytic connection has a certificate folder.
+	TLS *ServerTLS `mapstructure:"tls"`
+
+	// Insecure must be true for a listener without TLS, so that plaintext
+	// is always a visible choice and never the result of a forgotten key.
+	Insecure bool `mapstructure:"insecure"`
+}
+
+// ServerTLS locates the gateway's server certificate and the CA that signs
+// Qlik's client certificates. Either Dir, or CertFile, KeyFile and
+// ClientCAFile; explicit files take precedence over the folder's.
+type ServerTLS struct {
+	// Dir is a folder in the layout of an SSE plugin's certificates:
+	// root_cert.pem, sse_server_cert.pem and sse_server_key.pem.
+	Dir string `mapstructure:"dir"`
+
+	CertFile     string `mapstructure:"cert_file"`
+	KeyFile      string `mapstructure:"key_file"`
+	ClientCAFile string `mapstructure:"client_ca_file"`
+}
+
+// Engine is one Qlik engine name and the plugin replicas behind it.
+type Engine struct {
+	// Name is the engine's key in the engines map, with its spelling from
+	// the file. It is not a YAML key.
+	Name string `mapstructure:"-"`
+
+	// Hosts are host names that select this engine when Qlik connects with
+	// one of them (the :authority of the call, or the TLS server name).
+	// Several engines can then share one listener. Matching ignores case
+	// and the port.
+	Hosts []string `mapstructure:"hosts"`
+
+	// RequestTimeout bounds each call to the plugin. 0, the default, means
+	// no limit, as in Qlik. A shorter deadline from the client still wins.
+	RequestTimeout time.Duration `mapstructure:"request_timeout"`
+
+	// Backends are the plugin replicas; calls are spread over the ready ones
+	// round-robin. At least one.
+	Backends []Backend `mapstructure:"backends"`
+}
+
+// Backend is one replica of a plugin.
+type Backend struct {
+	// Address is the plugin's host:port.
+	Address string `mapstructure:"address"`
+
+	// TLS, when set, makes the gateway connect to the plugin over TLS. Nil
+	// means plaintext, as for a plugin without a certificate folder.
+	TLS *ClientTLS `mapstructure:"tls"`
+}
+
+// ClientTLS locates what the gateway needs to connect to a TLS plugin:
+// either Dir, in the layout Qlik uses for a plugin's certificate folder, or
+// explicit files, which take precedence over the folder's.
+type ClientTLS struct {
+	// Dir holds root_cert.pem, sse_client_cert.pem and sse_client_key.pem.
+	Dir string `mapstructure:"dir"`
+
+	CAFile   string `mapstructure:"ca_file"`
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
+
+	// ServerName is the name verified against the plugin's certificate
+	// instead of the host of Address. Certificates made with Qlik's usual
+	// script list IP addresses as DNS names, which Go never matches against
+	// an IP address; set this to one of the certificate's DNS names then.
+	ServerName string `mapstructure:"server_name"`
+}
+
+// Limits bounds what one call may carry.
+type Limits struct {
+	// MaxMessageSize is the largest message, in bytes, accepted from Qlik
+	// or from a plugin. Default 16 MiB; Qlik's own receive limit is 4 MiB.
+	MaxMessageSize ByteSize `mapstructure:"max_message_size"`
+
+	// MaxHeaderListSize is the largest header block, in bytes, accepted
+	// from Qlik or from a plugin. Default 64 KiB. EvaluateScript carries
+	// its whole script in a header, so this also bounds script size.
+	MaxHeaderListSize ByteSize `mapstructure:"max_header_list_size"`
+}
+
+// Keepalive is the HTTP/2 ping policy.
+type Keepalive struct {
+	// MinPingInterval is the shortest interval between a client's pings
+	// that the gateway accepts, also on connections without calls.
+	// Default 5s. A client that pings more often three times in a row
+	// while the gateway sends it nothing is sent GOAWAY "too_many_pings"
+	// and disconnected (grpc-go's rule, as of v1.85).
+	MinPingInterval time.Duration `mapstructure:"min_ping_interval"`
+
+	// BackendPingInterval is how often the gateway pings a plugin while
+	// calls are open on the connection, to notice a dead connection.
+	// Default 5m, which grpc-go servers accept by default; idle
+	// connections are never pinged.
+	BackendPingInterval time.Duration `mapstructure:"backend_ping_interval"`
+}
+
+// Log configures the gateway's structured log.
+type Log struct {
+	// Level is debug, info, warn or error. Default info.
+	Level string `mapstructure:"level"`
+
+	// Format is text or json. Default text.
+	Format string `mapstructure:"format"`
+}

@@ -1,0 +1,327 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
+)
+
+// EnvPrefix starts every environment variable that overrides a key of the
+// file: SSEGW_LOG_LEVEL for log.level, SSEGW_ENGINES_SSEPYTHON_REQUEST_TIMEOUT
+// for engines.SSEPython.request_timeout, SSEGW_LISTENERS_0_ADDRESS for the
+// first listener's address. A list of strings takes comma-separated values.
+const EnvPrefix = "SSEGW_"
+
+// Load reads the YAML file at path, applies SSEGW_ environment variables
+// from environ (as returned by os.Environ), fills in defaults and validates
+// the result. Its error lists every problem found, one per line, each naming
+// the key (and the file, for certificates) at fault.
+func Load(path string, environ []string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	cfg, err := Parse(data, environ)
+	if err != nil {
+		return nil, fmt.Errorf("config %s:\n%w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse is Load for a file's content already in memory.
+func Parse(data []byte, environ []string) (*Config, error) {
+	// Read the file. viper lowercases every key (as of v1.21), which would
+	// turn the engine SSEPython into ssepython in logs and span names, so
+	// the engine names' spelling is read from the YAML separately.
+	v := viper.New()
+	v.SetConfigType("yaml")
+	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
+		return nil, fmt.Errorf("invalid YAML: %w", err)
+	}
+	spelling, err := engineNameSpelling(data)
+	if err != nil {
+		return nil, err
+	}
+	settings := v.AllSettings()
+
+	// Apply the environment and decode. Unknown keys are errors, so that a
+	// misspelt key is reported instead of silently keeping its default.
+	var problems []error
+	problems = append(problems, applyEnv(settings, environ)...)
+	cfg := &Config{}
+	decoder, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(
+			durationHook,
+			byteSizeHook,
+			mapstructure.StringToSliceHookFunc(","),
+		),
+		ErrorUnused:      true,
+		WeaklyTypedInput: true,
+		Result:           cfg,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("building the config decoder: %w", err)
+	}
+	if err := decoder.Decode(settings); err != nil {
+		problems = append(problems, splitDecodeError(err)...)
+	}
+	if len(problems) > 0 {
+		return nil, errors.Join(problems...)
+	}
+
+	// Give engines back their spelling, then defaults, then validation.
+	for key, engine := range cfg.Engines {
+		if engine == nil {
+			engine = &Engine{}
+			cfg.Engines[key] = engine
+		}
+		engine.Name = spelling[key]
+		if engine.Name == "" {
+			engine.Name = key
+		}
+	}
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// ApplyDefaults fills in keys left out of the file, and names each engine
+// after its key when its Name is empty, as for a Config built in code.
+func (c *Config) ApplyDefaults() {
+	for key, engine := range c.Engines {
+		if engine != nil && engine.Name == "" {
+			engine.Name = key
+		}
+	}
+	if c.Limits.MaxMessageSize == 0 {
+		c.Limits.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if c.Limits.MaxHeaderListSize == 0 {
+		c.Limits.MaxHeaderListSize = DefaultMaxHeaderListSize
+	}
+	if c.Keepalive.MinPingInterval == 0 {
+		c.Keepalive.MinPingInterval = DefaultMinPingInterval
+	}
+	if c.Keepalive.BackendPingInterval == 0 {
+		c.Keepalive.BackendPingInterval = DefaultBackendPingInterval
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = DefaultLogLevel
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = DefaultLogFormat
+	}
+}
+
+// engineNameSpelling maps each engine name, lowercased, to its spelling in
+// the file.
+func engineNameSpelling(data []byte) (map[string]string, error) {
+	var doc struct {
+		Engines yaml.Node `yaml:"engines"`
+	}
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("invalid YAML: %w", err)
+	}
+	spelling := map[string]string{}
+	if doc.Engines.Kind != yaml.MappingNode {
+		return spelling, nil
+	}
+	var duplicates []error
+	for i := 0; i+1 < len(doc.Engines.Content); i += 2 {
+		name := doc.Engines.Content[i].Value
+		key := strings.ToLower(name)
+		if earlier, ok := spelling[key]; ok {
+			duplicates = append(duplicates, fmt.Errorf("engines: %q and %q differ only in case; Qlik engine names must be unique ignoring case", earlier, name))
+			continue
+		}
+		spelling[key] = name
+	}
+	return spelling, errors.Join(duplicates...)
+}
+
+// applyEnv overrides settings with the SSEGW_ variables in environ. It
+// walks the Config type to split a variable's name into keys, since keys
+// themselves contain underscores. Map entries and list items must already
+// exist in the file; a variable that names no key is a problem.
+func applyEnv(settings map[string]any, environ []string) []error {
+	var problems []error
+	for _, entry := range environ {
+		name, value, ok := strings.Cut(entry, "=")
+		if !ok || !strings.HasPrefix(name, EnvPrefix) {
+			continue
+		}
+		words := strings.Split(strings.ToLower(strings.TrimPrefix(name, EnvPrefix)), "_")
+		if err := setByWords(settings, reflect.TypeFor[Config](), words, value); err != nil {
+			problems = append(problems, fmt.Errorf("environment variable %s: %w", name, err))
+		}
+	}
+	return problems
+}
+
+// setByWords stores value at the key path spelt by words, where each key
+// of the path may span several words.
+func setByWords(node any, typ reflect.Type, words []string, value string) error {
+	for typ.Kind() == reflect.Pointer {
+		typ = typ.Elem()
+	}
+	switch typ.Kind() {
+	case reflect.Struct:
+		settings, ok := node.(map[string]any)
+		if !ok {
+			return errors.New("no such configuration key")
+		}
+		// Longest key first, so that request_timeout wins over request.
+		for n := len(words); n > 0; n-- {
+			key := strings.Join(words[:n], "_")
+			field, ok := fieldByTag(typ, key)
+			if !ok {
+				continue
+			}
+			if n == len(words) {
+				settings[key] = envValue(field.Type, value)
+				return nil
+			}
+			child, ok := settings[key]
+			if !ok || child == nil {
+				child = map[string]any{}
+				settings[key] = child
+			}
+			return setByWords(child, field.Type, words[n:], value)
+		}
+	case reflect.Map:
+		entries, ok := node.(map[string]any)
+		if !ok {
+			return errors.New("no such configuration key")
+		}
+		for n := len(words); n > 0; n-- {
+			key := strings.Join(words[:n], "_")
+			child, ok := entries[key]
+			if !ok {
+				continue
+			}
+			if n == len(words) {
+				return errors.New("names a whole entry; name one of its keys")
+			}
+			if child == nil {
+				child = map[string]any{}
+				entries[key] = child
+			}
+			return setByWords(child, typ.Elem(), words[n:], value)
+		}
+		return fmt.Errorf("no entry %q in the file; environment variables override entries, they cannot add one", words[0])
+	case reflect.Slice:
+		items, ok := node.([]any)
+		index, err := strconv.Atoi(words[0])
+		if !ok || err != nil || index < 0 || index >= len(items) {
+			return fmt.Errorf("no list item %q in the file; environment variables override items, they cannot add one", words[0])
+		}
+		if len(words) == 1 {
+			return errors.New("names a whole list item; name one of its keys")
+		}
+		return setByWords(items[index], typ.Elem(), words[1:], value)
+	}
+	return errors.New("no such configuration key")
+}
+
+func fieldByTag(typ reflect.Type, key string) (reflect.StructField, bool) {
+	for i := range typ.NumField() {
+		field := typ.Field(i)
+		if field.Tag.Get("mapstructure") == key {
+			return field, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+// envValue converts an environment string for a field of type typ: lists
+// are comma-separated; every other type is converted by the decoder.
+func envValue(typ reflect.Type, value string) any {
+	if typ.Kind() == reflect.Slice && typ.Elem().Kind() == reflect.String {
+		var items []any
+		for item := range strings.SplitSeq(value, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				items = append(items, item)
+			}
+		}
+		return items
+	}
+	return value
+}
+
+// durationHook decodes Go duration strings ("30s", "1m30s") and rejects
+// bare numbers other than 0: Qlik's own settings count timeouts in seconds,
+// and reading 30 as 30 nanoseconds would silently break calls.
+func durationHook(from, to reflect.Type, data any) (any, error) {
+	if to != reflect.TypeFor[time.Duration]() {
+		return data, nil
+	}
+	switch value := data.(type) {
+	case string:
+		if value == "0" {
+			return time.Duration(0), nil
+		}
+		d, err := time.ParseDuration(value)
+		if err != nil {
+			return nil, fmt.Errorf("invalid duration %q: write a number with a unit, such as 30s or 2m", value)
+		}
+		return d, nil
+	case int, int64, uint64, float64:
+		if reflect.ValueOf(value).IsZero() {
+			return time.Duration(0), nil
+		}
+		return nil, fmt.Errorf("duration %v has no unit: write %vs for seconds", value, value)
+	}
+	return data, nil
+}
+
+func byteSizeHook(from, to reflect.Type, data any) (any, error) {
+	if to != reflect.TypeFor[ByteSize]() {
+		return data, nil
+	}
+	switch value := data.(type) {
+	case string:
+		return ParseByteSize(value)
+	case int:
+		return ByteSize(value), nil
+	case int64:
+		return ByteSize(value), nil
+	case uint64:
+		return ByteSize(value), nil
+	}
+	return data, nil
+}
+
+// splitDecodeError turns mapstructure's combined error into one error per
+// problem, so that each is printed on its own line.
+func splitDecodeError(err error) []error {
+	var joined interface{ Unwrap() []error }
+	if errors.As(err, &joined) {
+		return flatten(joined.Unwrap())
+	}
+	return []error{err}
+}
+
+func flatten(errs []error) []error {
+	var out []error
+	for _, err := range errs {
+		if joined, ok := err.(interface{ Unwrap() []error }); ok {
+			out = append(out, flatten(joined.Unwrap())...)
+			continue
+		}
+		out = append(out, err)
+	}
+	slices.SortFunc(out, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return out
+}

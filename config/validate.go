@@ -1,0 +1,229 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ssegw/ssegw/tlsutil"
+)
+
+// engineNamePattern is what Qlik accepts in the engine part of an
+// expression such as SSEPython.SumOfRows.
+var engineNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// Validate reports every problem in the configuration, one error per
+// problem, joined. It also loads each certificate folder, so that a
+// missing, unreadable or mismatched file is named before anything listens.
+func (c *Config) Validate() error {
+	var problems []error
+	report := func(format string, args ...any) {
+		problems = append(problems, fmt.Errorf(format, args...))
+	}
+	names := c.EngineNames()
+
+	// Listeners.
+	if len(c.Listeners) == 0 {
+		report("listeners: none configured; add at least one address for Qlik to connect to")
+	}
+	seen := map[string]int{}
+	for i, listener := range c.Listeners {
+		key := fmt.Sprintf("listeners[%d]", i)
+		if err := checkListenAddress(listener.Address); err != nil {
+			report("%s.address: %w", key, err)
+		} else if j, ok := conflictingListener(seen, listener.Address); ok {
+			report("%s.address: %q is already used by listeners[%d]; each listener needs its own port", key, listener.Address, j)
+		} else {
+			seen[listener.Address] = i
+		}
+		if listener.Engine != "" && c.Engine(listener.Engine) == nil {
+			report("%s.engine: unknown engine %q; configured engines: %s", key, listener.Engine, strings.Join(names, ", "))
+		}
+		switch {
+		case listener.TLS == nil && !listener.Insecure:
+			report("%s: no tls section; give tls.dir for mutual TLS, or set insecure: true to accept plaintext", key)
+		case listener.TLS != nil && listener.Insecure:
+			report("%s: both tls and insecure: true are set; choose one", key)
+		case listener.TLS != nil:
+			files := tlsutil.ServerFilesInDir(listener.TLS.Dir, listener.TLS.CertFile, listener.TLS.KeyFile, listener.TLS.ClientCAFile)
+			if _, err := files.ServerConfig(); err != nil {
+				problems = append(problems, prefixEach(key+".tls", err)...)
+			}
+		}
+	}
+
+	// Engines, in name order so that the messages come out stable.
+	if len(c.Engines) == 0 {
+		report("engines: none configured; add at least one engine with its backends")
+	}
+	hostOwner := map[string]string{}
+	for _, name := range names {
+		engine := c.Engine(name)
+		key := "engines." + name
+		if !engineNamePattern.MatchString(name) {
+			report("%s: invalid engine name; Qlik engine names hold letters, digits and underscores and do not start with a digit", key)
+		}
+		if engine.RequestTimeout < 0 {
+			report("%s.request_timeout: %v is negative; use 0 for no limit", key, engine.RequestTimeout)
+		}
+		for i, host := range engine.Hosts {
+			normalized := NormalizeHost(host)
+			if normalized == "" || strings.ContainsAny(normalized, ":/ ") {
+				report("%s.hosts[%d]: %q is not a host name", key, i, host)
+				continue
+			}
+			if owner, ok := hostOwner[normalized]; ok && owner != name {
+				report("%s.hosts[%d]: %q is also a host of engine %s; a host name must select one engine", key, i, host, owner)
+				continue
+			}
+			hostOwner[normalized] = name
+		}
+		if len(engine.Backends) == 0 {
+			report("%s.backends: none configured; add the plugin's address", key)
+		}
+		backends := map[string]int{}
+		for i, backend := range engine.Backends {
+			backendKey := fmt.Sprintf("%s.backends[%d]", key, i)
+			if err := checkDialAddress(backend.Address); err != nil {
+				report("%s.address: %w", backendKey, err)
+			} else if j, ok := backends[backend.Address]; ok {
+				report("%s.address: %q is listed twice, also as backends[%d]", backendKey, backend.Address, j)
+			} else {
+				backends[backend.Address] = i
+			}
+			if backend.TLS != nil {
+				if _, err := backend.TLS.Files().ClientConfig(""); err != nil {
+					problems = append(problems, prefixEach(backendKey+".tls", err)...)
+				}
+			}
+		}
+	}
+
+	// Process-wide settings.
+	if c.Limits.MaxMessageSize < 1024 {
+		report("limits.max_message_size: %v is too small; Qlik's own limit is 4MiB", c.Limits.MaxMessageSize)
+	}
+	if c.Limits.MaxHeaderListSize < 8<<10 || c.Limits.MaxHeaderListSize > 1<<30 {
+		report("limits.max_header_list_size: %v is out of range; use 8KiB to 1GiB", c.Limits.MaxHeaderListSize)
+	}
+	if c.Keepalive.MinPingInterval < 0 {
+		report("keepalive.min_ping_interval: %v is negative", c.Keepalive.MinPingInterval)
+	}
+	if c.Keepalive.BackendPingInterval < 10*time.Second {
+		report("keepalive.backend_ping_interval: %v is below 10s, which gRPC does not allow", c.Keepalive.BackendPingInterval)
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
+		report("log.level: unknown level %q; use debug, info, warn or error", c.Log.Level)
+	}
+	if !slices.Contains([]string{"text", "json"}, c.Log.Format) {
+		report("log.format: unknown format %q; use text or json", c.Log.Format)
+	}
+	return errors.Join(problems...)
+}
+
+// Engine returns the engine with the given name, ignoring case, or nil.
+func (c *Config) Engine(name string) *Engine {
+	if engine, ok := c.Engines[strings.ToLower(name)]; ok {
+		return engine
+	}
+	for _, engine := range c.Engines {
+		if strings.EqualFold(engine.Name, name) {
+			return engine
+		}
+	}
+	return nil
+}
+
+// EngineNames returns the engines' names, sorted.
+func (c *Config) EngineNames() []string {
+	names := make([]string, 0, len(c.Engines))
+	for key, engine := range c.Engines {
+		if engine != nil && engine.Name != "" {
+			key = engine.Name
+		}
+		names = append(names, key)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Files returns the certificate files this section names.
+func (t *ServerTLS) Files() tlsutil.ServerFiles {
+	return tlsutil.ServerFilesInDir(t.Dir, t.CertFile, t.KeyFile, t.ClientCAFile)
+}
+
+// Files returns the certificate files this section names.
+func (t *ClientTLS) Files() tlsutil.ClientFiles {
+	return tlsutil.ClientFilesInDir(t.Dir, t.CAFile, t.CertFile, t.KeyFile)
+}
+
+// NormalizeHost returns a host name as engines are matched by it: lower
+// case, without a trailing dot.
+func NormalizeHost(host string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(host)), ".")
+}
+
+func checkListenAddress(address string) error {
+	host, port, err := net.SplitHostPort(address)
+	if err != nil {
+		return fmt.Errorf("invalid address %q: write host:port, such as 127.0.0.1:50051 or :50051", address)
+	}
+	if host != "" && net.ParseIP(host) == nil && host != "localhost" {
+		return fmt.Errorf("invalid address %q: listen on an IP address, localhost, or an empty host for every interface", address)
+	}
+	return checkPort(address, port, true)
+}
+
+func checkDialAddress(address string) error {
+	host, port, err := net.SplitHostPort(address)
+	if err != nil || host == "" {
+		return fmt.Errorf("invalid address %q: write host:port, such as 127.0.0.1:50055", address)
+	}
+	return checkPort(address, port, false)
+}
+
+func checkPort(address, port string, zeroAllowed bool) error {
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 || (n == 0 && !zeroAllowed) {
+		return fmt.Errorf("invalid port in %q", address)
+	}
+	return nil
+}
+
+// conflictingListener reports whether address binds a port that an
+// earlier listener already binds: the same address, or the same port where
+// one of the two listens on every interface. Port 0 never conflicts.
+func conflictingListener(seen map[string]int, address string) (int, bool) {
+	host, port, _ := net.SplitHostPort(address)
+	if port == "0" {
+		return 0, false
+	}
+	for other, index := range seen {
+		otherHost, otherPort, _ := net.SplitHostPort(other)
+		if otherPort != port {
+			continue
+		}
+		if otherHost == host || isWildcard(host) || isWildcard(otherHost) {
+			return index, true
+		}
+	}
+	return 0, false
+}
+
+func isWildcard(host string) bool {
+	return host == "" || host == "0.0.0.0" || host == "::"
+}
+
+// prefixEach puts key in front of each error joined in err.
+func prefixEach(key string, err error) []error {
+	var out []error
+	for _, single := range flatten([]error{err}) {
+		out = append(out, fmt.Errorf("%s: %w", key, single))
+	}
+	return out
+}

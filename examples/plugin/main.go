@@ -1,0 +1,67 @@
+// Command plugin runs the example SSE plugin: Echo, SumOfRows, SumOfColumn
+// and script evaluation that returns its first parameter.
+//
+//	go run ./examples/plugin --address 127.0.0.1:50055
+//
+// With --tls-dir it requires mutual TLS, with the folder in the layout of
+// Qlik's plugin certificates (root_cert.pem, sse_server_cert.pem,
+// sse_server_key.pem). It prints "listening on ADDRESS" once it accepts
+// calls, which tests read to learn a port chosen with :0.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/ssegw/ssegw/examples/plugin/example"
+	"github.com/ssegw/ssegw/ssepb"
+	"github.com/ssegw/ssegw/tlsutil"
+)
+
+func main() {
+	address := flag.String("address", "127.0.0.1:50055", "host:port to listen on")
+	name := flag.String("name", "example", "name reported in capabilities and the x-example-plugin header")
+	tlsDir := flag.String("tls-dir", "", "folder with root_cert.pem, sse_server_cert.pem and sse_server_key.pem; empty for plaintext")
+	maxMessage := flag.Int("max-message-size", 64<<20, "largest message accepted and sent, in bytes")
+	flag.Parse()
+	log.SetFlags(0)
+
+	options := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(*maxMessage),
+		grpc.MaxSendMsgSize(*maxMessage),
+	}
+	if *tlsDir != "" {
+		tlsConfig, err := tlsutil.ServerFilesInDir(*tlsDir, "", "", "").ServerConfig()
+		if err != nil {
+			log.Fatalf("example plugin: %v", err)
+		}
+		options = append(options, grpc.Creds(credentials.NewTLS(tlsConfig)))
+	}
+	server := grpc.NewServer(options...)
+	ssepb.RegisterConnectorServer(server, example.NewServer(*name))
+
+	lis, err := net.Listen("tcp", *address)
+	if err != nil {
+		log.Fatalf("example plugin: %v", err)
+	}
+	fmt.Printf("listening on %s\n", lis.Addr())
+
+	// Stop gracefully on SIGINT and SIGTERM, so calls in flight finish.
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-signals
+		server.GracefulStop()
+	}()
+	if err := server.Serve(lis); err != nil {
+		log.Fatalf("example plugin: %v", err)
+	}
+}

@@ -1,0 +1,256 @@
+// Package gateway accepts Qlik's SSE calls on its listeners and forwards
+// each one, frame by frame, to a plugin replica of the engine it belongs to.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/ssegw/ssegw/config"
+	"github.com/ssegw/ssegw/routing"
+	"github.com/ssegw/ssegw/tlsutil"
+)
+
+// handshakeTimeout bounds a new connection's TLS handshake, so that a
+// client that connects and sends nothing does not hold a goroutine and a
+// descriptor for gRPC's default of two minutes.
+const handshakeTimeout = 10 * time.Second
+
+// Gateway is a running set of listeners and the engines they serve.
+type Gateway struct {
+	// Immutable after New.
+	cfg       *config.Config
+	logger    *slog.Logger
+	listeners []*listener
+	warnings  *warningLimiter
+
+	// table is replaced as a whole when the configuration changes, so calls
+	// read it without a lock.
+	table atomic.Pointer[routing.Table]
+
+	// handshakeFailures counts failed TLS handshakes, indexed like
+	// tlsutil.HandshakeFailures.
+	handshakeFailures []atomic.Int64
+
+	stopOnce sync.Once
+}
+
+// listener is one configured address with its gRPC server.
+type listener struct {
+	gateway *Gateway
+	config  config.Listener
+	server  *grpc.Server
+	lis     net.Listener // set by Start
+}
+
+// Options are settings of a gateway that do not come from its file.
+type Options struct {
+	// UserAgent is sent to plugins, such as "ssegw/1.2.0".
+	UserAgent string
+}
+
+// New builds a gateway for a validated configuration: it loads the
+// certificates and starts connecting to the plugins, but does not listen
+// yet.
+func New(cfg *config.Config, logger *slog.Logger, opts Options) (*Gateway, error) {
+	g := &Gateway{
+		cfg:               cfg,
+		logger:            logger,
+		warnings:          newWarningLimiter(10 * time.Second),
+		handshakeFailures: make([]atomic.Int64, len(tlsutil.HandshakeFailures)),
+	}
+
+	// Connect to the engines' plugins.
+	var engines []*routing.Engine
+	for _, name := range cfg.EngineNames() {
+		engineConfig := cfg.Engine(name)
+		pool, err := routing.NewPool(engineConfig, routing.PoolOptions{
+			Limits:      cfg.Limits,
+			Keepalive:   cfg.Keepalive,
+			UserAgent:   opts.UserAgent,
+			DialOptions: []grpc.DialOption{grpc.WithStatsHandler(backendEvents{})},
+		})
+		if err != nil {
+			closePools(engines)
+			return nil, err
+		}
+		engines = append(engines, &routing.Engine{Name: engineConfig.Name, Config: engineConfig, Pool: pool})
+	}
+	g.table.Store(routing.NewTable(engines))
+
+	// Prepare a gRPC server per listener.
+	for i, listenerConfig := range cfg.Listeners {
+		creds, err := g.serverCredentials(listenerConfig)
+		if err != nil {
+			closePools(engines)
+			return nil, fmt.Errorf("listeners[%d].tls: %w", i, err)
+		}
+		l := &listener{gateway: g, config: listenerConfig}
+		l.server = grpc.NewServer(g.serverOptions(l, creds)...)
+		g.listeners = append(g.listeners, l)
+	}
+	return g, nil
+}
+
+// serverOptions returns the gRPC server settings of a listener.
+func (g *Gateway) serverOptions(l *listener, creds credentials.TransportCredentials) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.Creds(creds),
+		grpc.UnknownServiceHandler(l.handleStream),
+		grpc.ForceServerCodecV2(frameCodec{}),
+		grpc.MaxRecvMsgSize(int(g.cfg.Limits.MaxMessageSize)),
+		grpc.MaxSendMsgSize(int(g.cfg.Limits.MaxMessageSize)),
+		grpc.MaxHeaderListSize(uint32(g.cfg.Limits.MaxHeaderListSize)),
+		grpc.ConnectionTimeout(handshakeTimeout),
+		// Qlik keeps one connection per analytic connection for as long as
+		// the engine runs, so the gateway never ends one on its own: no
+		// maximum age and no idle timeout (gRPC's defaults, set here so
+		// that they are a visible choice).
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle: 0,
+			MaxConnectionAge:  0,
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             g.cfg.Keepalive.MinPingInterval,
+			PermitWithoutStream: true,
+		}),
+	}
+}
+
+// serverCredentials returns mutual TLS for a listener with a tls section,
+// and plaintext for one marked insecure.
+func (g *Gateway) serverCredentials(l config.Listener) (credentials.TransportCredentials, error) {
+	if l.TLS == nil {
+		return insecure.NewCredentials(), nil
+	}
+	tlsConfig, err := l.TLS.Files().ServerConfig()
+	if err != nil {
+		return nil, err
+	}
+	return &handshakeLogger{TransportCredentials: credentials.NewTLS(tlsConfig), gateway: g, listener: l.Address}, nil
+}
+
+// Start binds every listener and starts serving. When one address cannot
+// be bound, none stays open.
+func (g *Gateway) Start() error {
+	for _, l := range g.listeners {
+		lis, err := net.Listen("tcp", l.config.Address)
+		if err != nil {
+			g.closeListeners()
+			return fmt.Errorf("listening on %s: %w", l.config.Address, err)
+		}
+		l.lis = lis
+	}
+	for _, l := range g.listeners {
+		security := "mutual TLS"
+		if l.config.TLS == nil {
+			security = "plaintext"
+		}
+		g.logger.Info("listening", "address", l.lis.Addr().String(), "security", security, "engine", l.config.Engine)
+		go func() {
+			if err := l.server.Serve(l.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				g.logger.Error("listener failed", "address", l.lis.Addr().String(), "error", err)
+			}
+		}()
+	}
+	for _, name := range g.cfg.EngineNames() {
+		engine := g.cfg.Engine(name)
+		backends := make([]string, len(engine.Backends))
+		for i, backend := range engine.Backends {
+			backends[i] = backend.Address
+		}
+		g.logger.Info("engine", "engine", engine.Name, "backends", backends, "hosts", engine.Hosts, "request_timeout", engine.RequestTimeout)
+	}
+	return nil
+}
+
+// Addrs returns the bound address of each listener, in configuration
+// order, after Start.
+func (g *Gateway) Addrs() []net.Addr {
+	addrs := make([]net.Addr, 0, len(g.listeners))
+	for _, l := range g.listeners {
+		if l.lis != nil {
+			addrs = append(addrs, l.lis.Addr())
+		}
+	}
+	return addrs
+}
+
+// Shutdown stops accepting calls and waits for calls in flight to end,
+// until ctx is done; then it ends the remaining calls. It closes the
+// connections to the plugins last.
+func (g *Gateway) Shutdown(ctx context.Context) {
+	g.stopOnce.Do(func() {
+		var wg sync.WaitGroup
+		for _, l := range g.listeners {
+			wg.Go(func() {
+				stopped := make(chan struct{})
+				go func() {
+					l.server.GracefulStop()
+					close(stopped)
+				}()
+				select {
+				case <-stopped:
+				case <-ctx.Done():
+					l.server.Stop()
+					<-stopped
+				}
+			})
+		}
+		wg.Wait()
+		closePools(g.routes().Engines())
+	})
+}
+
+// HandshakeFailures returns how many TLS handshakes failed, by reason.
+func (g *Gateway) HandshakeFailures() map[tlsutil.HandshakeFailure]int64 {
+	counts := make(map[tlsutil.HandshakeFailure]int64, len(tlsutil.HandshakeFailures))
+	for i, reason := range tlsutil.HandshakeFailures {
+		counts[reason] = g.handshakeFailures[i].Load()
+	}
+	return counts
+}
+
+func (g *Gateway) routes() *routing.Table {
+	return g.table.Load()
+}
+
+// logRejectedCall records a call that no engine accepts.
+func (g *Gateway) logRejectedCall(ctx context.Context, l *listener, method string, st *status.Status) {
+	if !g.warnings.allow("route:" + l.config.Address + ":" + method) {
+		return
+	}
+	g.logger.LogAttrs(ctx, slog.LevelWarn, "call rejected",
+		slog.String("listener", l.config.Address),
+		slog.String("method", method),
+		slog.String("peer", peerAddress(ctx)),
+		slog.String("code", st.Code().String()),
+		slog.String("error", st.Message()))
+}
+
+func (g *Gateway) closeListeners() {
+	for _, l := range g.listeners {
+		if l.lis != nil {
+			l.lis.Close()
+			l.lis = nil
+		}
+	}
+}
+
+func closePools(engines []*routing.Engine) {
+	for _, engine := range engines {
+		engine.Pool.Close()
+	}
+}

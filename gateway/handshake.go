@@ -1,0 +1,48 @@
+package gateway
+
+import (
+	"log/slog"
+	"net"
+	"slices"
+
+	"google.golang.org/grpc/credentials"
+
+	"github.com/ssegw/ssegw/tlsutil"
+)
+
+// handshakeLogger wraps a listener's TLS credentials to log and count every
+// refused handshake. gRPC only reports them to its own logger, where a Qlik
+// admin would never see why the engine cannot connect.
+type handshakeLogger struct {
+	credentials.TransportCredentials
+	gateway  *Gateway
+	listener string
+}
+
+func (h *handshakeLogger) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	secured, info, err := h.TransportCredentials.ServerHandshake(conn)
+	if err == nil {
+		return secured, info, nil
+	}
+	reason := tlsutil.HandshakeFailureReason(err)
+	h.gateway.handshakeFailures[slices.Index(tlsutil.HandshakeFailures, reason)].Add(1)
+
+	// One line per client address and reason and interval: a Qlik engine
+	// retrying with a bad certificate would otherwise fill the log.
+	peer := conn.RemoteAddr().String()
+	host, _, _ := net.SplitHostPort(peer)
+	if h.gateway.warnings.allow("handshake:" + host + ":" + string(reason)) {
+		h.gateway.logger.Warn("TLS handshake refused",
+			slog.String("listener", h.listener),
+			slog.String("peer", peer),
+			slog.String("reason", string(reason)),
+			slog.String("error", err.Error()))
+	}
+	return nil, nil, err
+}
+
+func (h *handshakeLogger) Clone() credentials.TransportCredentials {
+	return &handshakeLogger{TransportCredentials: h.TransportCredentials.Clone(), gateway: h.gateway, listener: h.listener}
+}
+
+var _ credentials.TransportCredentials = (*handshakeLogger)(nil)

@@ -1,0 +1,101 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ssegw/ssegw/routing"
+)
+
+// requestTimeoutError is the cause of a call cut by its engine's
+// request_timeout.
+type requestTimeoutError struct {
+	engine  string
+	timeout time.Duration
+}
+
+func (e *requestTimeoutError) Error() string {
+	return fmt.Sprintf("engine %s: request_timeout of %v exceeded", e.engine, e.timeout)
+}
+
+// routeStatus maps a routing failure to the status Qlik receives. An
+// engine named explicitly but not configured is NotFound; a call that
+// nothing routes is Unimplemented, which is also what a plugin answers for a
+// service it does not have.
+func routeStatus(err error) *status.Status {
+	if errors.Is(err, routing.ErrUnknownEngine) {
+		return status.New(codes.NotFound, err.Error())
+	}
+	return status.New(codes.Unimplemented, err.Error())
+}
+
+// backendStatus returns the status that ends the client's call after the
+// backend stream failed with err. The plugin's own status passes
+// untouched. Every other failure is the gateway's own, and gets a code and
+// a message that say what happened in the gateway's terms:
+//
+//   - Canceled when the client cancelled or disconnected;
+//   - DeadlineExceeded when the client's deadline or the engine's
+//     request_timeout passed;
+//   - ResourceExhausted when a message was over limits.max_message_size;
+//   - Unavailable when no plugin could be reached or the connection to it
+//     broke, naming the engine.
+//
+// The bool is true for the gateway's own failures, which are logged as
+// warnings.
+func (c *call) backendStatus(ctx context.Context, err error) (*status.Status, bool) {
+	received := status.Convert(err)
+	if c.statusReceived.Load() {
+		// Without details: grpc-status-details-bin travels in the trailers
+		// exactly as the plugin sent it.
+		return status.New(received.Code(), received.Message()), false
+	}
+
+	cause := context.Cause(ctx)
+	var (
+		causeStatus interface{ GRPCStatus() *status.Status }
+		timeout     *requestTimeoutError
+	)
+	switch {
+	case errors.As(cause, &causeStatus):
+		// The request pump stopped the call, for a reason it described.
+		return causeStatus.GRPCStatus(), true
+	case errors.As(cause, &timeout):
+		return status.New(codes.DeadlineExceeded, timeout.Error()), true
+	case errors.Is(cause, context.DeadlineExceeded):
+		return status.New(codes.DeadlineExceeded, "the call's deadline passed before the plugin answered"), false
+	case errors.Is(cause, context.Canceled):
+		return status.New(codes.Canceled, "the client cancelled the call"), false
+	}
+
+	if received.Code() == codes.ResourceExhausted {
+		return status.Newf(codes.ResourceExhausted, "engine %s: the plugin sent a message over limits.max_message_size (%v): %s",
+			c.engine.Name, c.gateway.cfg.Limits.MaxMessageSize, received.Message()), true
+	}
+	return status.Newf(codes.Unavailable, "engine %s: plugin %s: %s", c.engine.Name, c.backendAddress(), received.Message()), true
+}
+
+// requestReceiveStatus returns the status for a call whose request stream
+// from the client failed with err, other than by the client's half-close.
+func (c *call) requestReceiveStatus(err error) *status.Status {
+	received := status.Convert(err)
+	if received.Code() != codes.ResourceExhausted {
+		return received
+	}
+	return status.Newf(codes.ResourceExhausted, "engine %s: request message over limits.max_message_size (%v): %s",
+		c.engine.Name, c.gateway.cfg.Limits.MaxMessageSize, received.Message())
+}
+
+// clientSendStatus returns the status for a call whose response could not
+// be sent to the client.
+func clientSendStatus(ctx context.Context, err error) *status.Status {
+	if ctx.Err() != nil {
+		return status.New(codes.Canceled, "the client cancelled the call")
+	}
+	return status.Convert(err)
+}

@@ -1,0 +1,141 @@
+package routing
+
+import (
+	"fmt"
+	"net"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
+
+	"github.com/ssegw/ssegw/config"
+)
+
+// reconnectBackoff bounds how long a restarted plugin waits to be used
+// again. gRPC's default backoff grows to two minutes between attempts,
+// which would keep a plugin that restarted quickly out of rotation for
+// that long; a few seconds costs one cheap dial per replica that stays
+// down.
+var reconnectBackoff = grpc.ConnectParams{
+	Backoff: backoff.Config{
+		BaseDelay:  250 * time.Millisecond,
+		Multiplier: 1.6,
+		Jitter:     0.2,
+		MaxDelay:   3 * time.Second,
+	},
+	MinConnectTimeout: 5 * time.Second,
+}
+
+// Pool is the set of replicas of one engine, behind one gRPC client
+// connection. gRPC's resolver lists the replicas and its round_robin
+// balancer picks a ready one for each call, so calls from one Qlik
+// connection spread over all replicas.
+type Pool struct {
+	conn     *grpc.ClientConn
+	resolver *manual.Resolver
+}
+
+// PoolOptions are the settings shared by every pool of a gateway.
+type PoolOptions struct {
+	Limits    config.Limits
+	Keepalive config.Keepalive
+	UserAgent string
+
+	// DialOptions are added last, so they can override the above.
+	DialOptions []grpc.DialOption
+}
+
+// NewPool starts connecting to the engine's backends. It fails only when a
+// backend's TLS files cannot be loaded; unreachable plugins are retried in
+// the background.
+func NewPool(engine *config.Engine, opts PoolOptions) (*Pool, error) {
+	state, err := resolverState(engine)
+	if err != nil {
+		return nil, err
+	}
+	r := manual.NewBuilderWithScheme("ssegw")
+	r.InitialState(state)
+
+	dialOptions := []grpc.DialOption{
+		grpc.WithResolvers(r),
+		grpc.WithTransportCredentials(newBackendCredentials()),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"round_robin": {}}]}`),
+		grpc.WithConnectParams(reconnectBackoff),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time:    opts.Keepalive.BackendPingInterval,
+			Timeout: 20 * time.Second,
+			// Pinging idle connections would earn GOAWAY from plugins
+			// with gRPC's default policy, which forbids it.
+			PermitWithoutStream: false,
+		}),
+		grpc.WithMaxHeaderListSize(uint32(opts.Limits.MaxHeaderListSize)),
+		grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(int(opts.Limits.MaxMessageSize)),
+			grpc.MaxCallSendMsgSize(int(opts.Limits.MaxMessageSize)),
+		),
+	}
+	if opts.UserAgent != "" {
+		dialOptions = append(dialOptions, grpc.WithUserAgent(opts.UserAgent))
+	}
+	dialOptions = append(dialOptions, opts.DialOptions...)
+
+	conn, err := grpc.NewClient("ssegw:///"+engine.Name, dialOptions...)
+	if err != nil {
+		return nil, fmt.Errorf("engine %s: creating client connection: %w", engine.Name, err)
+	}
+	// Connect now rather than on the first call, so that the first call
+	// of a Qlik sheet does not pay for the dial and the TLS handshake.
+	conn.Connect()
+	return &Pool{conn: conn, resolver: r}, nil
+}
+
+// resolverState lists the engine's backends for gRPC, each carrying its
+// own TLS configuration.
+func resolverState(engine *config.Engine) (resolver.State, error) {
+	var state resolver.State
+	for i, backend := range engine.Backends {
+		addr := resolver.Address{
+			Addr: backend.Address,
+			// The plugin sees its own address as :authority, as it would
+			// on a direct connection from Qlik.
+			ServerName: backend.Address,
+		}
+		if backend.TLS != nil {
+			tlsConfig, err := backend.TLS.Files().ClientConfig(serverName(backend))
+			if err != nil {
+				return resolver.State{}, fmt.Errorf("engines.%s.backends[%d].tls: %w", engine.Name, i, err)
+			}
+			addr = withSecurity(addr, tlsConfig)
+		} else {
+			addr = withSecurity(addr, nil)
+		}
+		state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{addr}})
+	}
+	return state, nil
+}
+
+// serverName returns the name to verify the backend's certificate against.
+func serverName(backend config.Backend) string {
+	if backend.TLS.ServerName != "" {
+		return backend.TLS.ServerName
+	}
+	host, _, err := net.SplitHostPort(backend.Address)
+	if err != nil {
+		return backend.Address
+	}
+	return host
+}
+
+// Conn returns the client connection that reaches the engine's replicas.
+func (p *Pool) Conn() *grpc.ClientConn {
+	return p.conn
+}
+
+// Close closes the connections to every replica; calls still open on them
+// fail.
+func (p *Pool) Close() error {
+	return p.conn.Close()
+}

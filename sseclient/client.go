@@ -1,0 +1,182 @@
+// Package sseclient is a client for SSE plugins and for the gateway that
+// behaves as a Qlik engine does: it sends the qlik-*-bin headers, streams
+// rows in bundles, half-closes, and reads the response headers, rows and
+// trailers.
+package sseclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/ssegw/ssegw/ssepb"
+	"github.com/ssegw/ssegw/tlsutil"
+)
+
+// Options configure a Client. The zero value connects in plaintext.
+type Options struct {
+	// TLSDir is a folder in the layout Qlik reads for an analytic
+	// connection: root_cert.pem, sse_client_cert.pem, sse_client_key.pem.
+	// Empty means plaintext.
+	TLSDir string
+
+	// ServerName is verified against the server's certificate, and sent as
+	// the TLS server name and the :authority of calls. Empty means the
+	// host of the address.
+	ServerName string
+
+	// Engine, when set, is sent as the x-sse-engine header, which selects
+	// the engine on a gateway without relying on host names.
+	Engine string
+
+	// MaxMessageSize is the largest message received, in bytes. Zero
+	// means 4 MiB, the limit of Qlik's engine and of gRPC by default.
+	MaxMessageSize int
+}
+
+// Client calls one SSE endpoint: a plugin, or the gateway.
+type Client struct {
+	conn      *grpc.ClientConn
+	connector ssepb.ConnectorClient
+	engine    string
+}
+
+// Dial prepares a client for address (host:port). It connects on the first
+// call.
+func Dial(address string, opts Options) (*Client, error) {
+	creds := insecure.NewCredentials()
+	if opts.TLSDir != "" {
+		tlsConfig, err := tlsutil.ClientFilesInDir(opts.TLSDir, "", "", "").ClientConfig(opts.ServerName)
+		if err != nil {
+			return nil, err
+		}
+		creds = credentials.NewTLS(tlsConfig)
+	}
+	dialOptions := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if opts.ServerName != "" {
+		dialOptions = append(dialOptions, grpc.WithAuthority(opts.ServerName))
+	}
+	if opts.MaxMessageSize > 0 {
+		dialOptions = append(dialOptions, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(opts.MaxMessageSize)))
+	}
+	conn, err := grpc.NewClient("passthrough:///"+address, dialOptions...)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", address, err)
+	}
+	return &Client{conn: conn, connector: ssepb.NewConnectorClient(conn), engine: opts.Engine}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error {
+	return c.conn.Close()
+}
+
+// Result is what a call returned.
+type Result struct {
+	Header   metadata.MD
+	Trailer  metadata.MD
+	Bundles  []*ssepb.BundledRows
+	Duration time.Duration
+}
+
+// Rows returns the rows of every bundle, in order.
+func (r *Result) Rows() []*ssepb.Row {
+	var rows []*ssepb.Row
+	for _, bundle := range r.Bundles {
+		rows = append(rows, bundle.GetRows()...)
+	}
+	return rows
+}
+
+// Capabilities calls GetCapabilities. The header is returned too, for the
+// instance that answered.
+func (c *Client) Capabilities(ctx context.Context) (*ssepb.Capabilities, metadata.MD, error) {
+	var header metadata.MD
+	capabilities, err := c.connector.GetCapabilities(c.outgoing(ctx, nil), &ssepb.Empty{}, grpc.Header(&header))
+	return capabilities, header, err
+}
+
+// ExecuteFunction calls a plugin function by id with the given bundles.
+func (c *Client) ExecuteFunction(ctx context.Context, functionID int32, common *ssepb.CommonRequestHeader, bundles []*ssepb.BundledRows) (*Result, error) {
+	md, err := ssepb.FunctionCallMetadata(functionID, common)
+	if err != nil {
+		return nil, err
+	}
+	return c.stream(c.outgoing(ctx, md), c.connector.ExecuteFunction, bundles)
+}
+
+// EvaluateScript calls EvaluateScript with the given script header and
+// bundles.
+func (c *Client) EvaluateScript(ctx context.Context, script *ssepb.ScriptRequestHeader, common *ssepb.CommonRequestHeader, bundles []*ssepb.BundledRows) (*Result, error) {
+	md, err := ssepb.ScriptCallMetadata(script, common)
+	if err != nil {
+		return nil, err
+	}
+	return c.stream(c.outgoing(ctx, md), c.connector.EvaluateScript, bundles)
+}
+
+func (c *Client) outgoing(ctx context.Context, md metadata.MD) context.Context {
+	if c.engine != "" {
+		if md == nil {
+			md = metadata.MD{}
+		}
+		md.Set("x-sse-engine", c.engine)
+	}
+	if md == nil {
+		return ctx
+	}
+	return metadata.NewOutgoingContext(ctx, md)
+}
+
+type bidiStream = grpc.BidiStreamingClient[ssepb.BundledRows, ssepb.BundledRows]
+
+// stream sends bundles while it reads the answers, as Qlik does: a plugin
+// may answer each bundle before it has the next.
+func (c *Client) stream(ctx context.Context, open func(context.Context, ...grpc.CallOption) (bidiStream, error), bundles []*ssepb.BundledRows) (*Result, error) {
+	start := time.Now()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := open(ctx)
+	if err != nil {
+		return nil, err
+	}
+
+	// Send in the background; a send error ends the call, whose status
+	// then comes from Recv.
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for _, bundle := range bundles {
+			if stream.Send(bundle) != nil {
+				return
+			}
+		}
+		_ = stream.CloseSend()
+	}()
+
+	result := &Result{}
+	var callErr error
+	for {
+		bundle, err := stream.Recv()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				callErr = err
+			}
+			break
+		}
+		result.Bundles = append(result.Bundles, bundle)
+	}
+	cancel() // unblocks a send still waiting after the call ended
+	<-sent
+	result.Header, _ = stream.Header()
+	result.Trailer = stream.Trailer()
+	result.Duration = time.Since(start)
+	return result, callErr
+}

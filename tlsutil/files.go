@@ -1,0 +1,151 @@
+// Package tlsutil builds the TLS configurations of the gateway from
+// certificate folders in the layout Qlik uses, generates such folders, and
+// explains failed handshakes.
+package tlsutil
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// File names in Qlik's certificate folders. A plugin's folder holds the
+// root and the server pair; the folder Qlik reads for an analytic
+// connection holds the root and the client pair.
+const (
+	RootCertFile   = "root_cert.pem"
+	ServerCertFile = "sse_server_cert.pem"
+	ServerKeyFile  = "sse_server_key.pem"
+	ClientCertFile = "sse_client_cert.pem"
+	ClientKeyFile  = "sse_client_key.pem"
+)
+
+// ServerFiles locates a TLS server's key pair and the CA that must have
+// signed its clients' certificates.
+type ServerFiles struct {
+	CertFile     string
+	KeyFile      string
+	ClientCAFile string
+}
+
+// ServerFilesInDir returns the files of a plugin-style folder. A non-empty
+// explicit path replaces the folder's file of the same role.
+func ServerFilesInDir(dir, certFile, keyFile, clientCAFile string) ServerFiles {
+	return ServerFiles{
+		CertFile:     pick(certFile, dir, ServerCertFile),
+		KeyFile:      pick(keyFile, dir, ServerKeyFile),
+		ClientCAFile: pick(clientCAFile, dir, RootCertFile),
+	}
+}
+
+// ClientFiles locates what a TLS client needs: the CA that signed the
+// server's certificate and, for mutual TLS, the client's own key pair.
+type ClientFiles struct {
+	CAFile   string
+	CertFile string // empty with KeyFile for a client without certificate
+	KeyFile  string
+}
+
+// ClientFilesInDir returns the files of a Qlik-style client folder. A
+// non-empty explicit path replaces the folder's file of the same role.
+func ClientFilesInDir(dir, caFile, certFile, keyFile string) ClientFiles {
+	return ClientFiles{
+		CAFile:   pick(caFile, dir, RootCertFile),
+		CertFile: pick(certFile, dir, ClientCertFile),
+		KeyFile:  pick(keyFile, dir, ClientKeyFile),
+	}
+}
+
+func pick(explicit, dir, name string) string {
+	if explicit != "" || dir == "" {
+		return explicit
+	}
+	return filepath.Join(dir, name)
+}
+
+// ServerConfig loads the files into a TLS configuration that requires every
+// client to present a certificate signed by the client CA. It allows TLS
+// 1.2 and newer only; gRPC adds the "h2" protocol when it wraps the config.
+func (f ServerFiles) ServerConfig() (*tls.Config, error) {
+	if f.CertFile == "" || f.KeyFile == "" || f.ClientCAFile == "" {
+		return nil, errors.New("server TLS needs a certificate, a key and a client CA: set dir, or cert_file, key_file and client_ca_file")
+	}
+	pair, err := loadKeyPair("server", f.CertFile, f.KeyFile)
+	pool, poolErr := loadPool("client CA", f.ClientCAFile)
+	if err := errors.Join(err, poolErr); err != nil {
+		return nil, err
+	}
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{pair},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    pool,
+	}, nil
+}
+
+// ClientConfig loads the files into a TLS configuration for connecting to
+// a server whose certificate must be valid for serverName.
+func (f ClientFiles) ClientConfig(serverName string) (*tls.Config, error) {
+	if f.CAFile == "" {
+		return nil, errors.New("client TLS needs the CA that signed the server's certificate: set dir or ca_file")
+	}
+	if (f.CertFile == "") != (f.KeyFile == "") {
+		return nil, errors.New("client TLS needs both cert_file and key_file, or neither")
+	}
+	pool, err := loadPool("CA", f.CAFile)
+	cfg := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		RootCAs:    pool,
+		ServerName: serverName,
+	}
+	if f.CertFile != "" {
+		pair, pairErr := loadKeyPair("client", f.CertFile, f.KeyFile)
+		err = errors.Join(err, pairErr)
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// loadKeyPair reads a certificate and its key, PKCS#1, PKCS#8 or SEC 1,
+// and reports which file is missing, unreadable or mismatched.
+func loadKeyPair(role, certFile, keyFile string) (tls.Certificate, error) {
+	certPEM, certErr := readPEM(role+" certificate", certFile)
+	keyPEM, keyErr := readPEM(role+" key", keyFile)
+	if err := errors.Join(certErr, keyErr); err != nil {
+		return tls.Certificate{}, err
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("%s certificate %s and key %s: %w", role, certFile, keyFile, err)
+	}
+	return pair, nil
+}
+
+func loadPool(role, file string) (*x509.CertPool, error) {
+	data, err := readPEM(role, file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("%s %s: no valid certificate in the file", role, file)
+	}
+	return pool, nil
+}
+
+func readPEM(role, file string) ([]byte, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", role, err)
+	}
+	if len(data) == 0 {
+		return nil, fmt.Errorf("reading %s %s: the file is empty", role, file)
+	}
+	return data, nil
+}
