@@ -1,0 +1,118 @@
+package gateway_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/ssegw/ssegw/config"
+	"github.com/ssegw/ssegw/internal/ssetest"
+	"github.com/ssegw/ssegw/ssepb"
+)
+
+// TestMain fails the package when a test leaves goroutines behind: a
+// forwarded call that does not end cleanly leaks its pumps.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// path is a test plugin behind a plaintext gateway, with a client for each.
+type path struct {
+	plugin  *ssetest.Plugin
+	gateway *ssetest.Gateway
+	// viaGateway calls through the gateway; direct calls the plugin.
+	viaGateway ssepb.ConnectorClient
+	direct     ssepb.ConnectorClient
+}
+
+// newPath starts connector as engine R behind a gateway listener whose
+// default engine is R. tune, if not nil, changes the configuration first.
+func newPath(t *testing.T, connector *ssetest.Connector, tune func(*config.Config)) *path {
+	t.Helper()
+	plugin := ssetest.StartPlugin(t, connector)
+	cfg := &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("R", nil)},
+		Engines:   map[string]*config.Engine{"R": ssetest.Engine(plugin.Addr)},
+	}
+	if tune != nil {
+		tune(cfg)
+	}
+	gw := ssetest.StartGateway(t, cfg)
+	return &path{
+		plugin:     plugin,
+		gateway:    gw,
+		viaGateway: ssetest.Dial(t, gw.Addrs[0]),
+		direct:     ssetest.Dial(t, plugin.Addr),
+	}
+}
+
+// testContext returns a context that ends with the test, or after a
+// minute, so that no call of a broken build hangs the suite.
+func testContext(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// functionContext returns ctx carrying the headers of an ExecuteFunction
+// call of function id, as Qlik sends them.
+func functionContext(t *testing.T, ctx context.Context, id int32) context.Context {
+	t.Helper()
+	md, err := ssepb.FunctionCallMetadata(id, &ssepb.CommonRequestHeader{AppId: "app", UserId: "user", Cardinality: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return metadata.NewOutgoingContext(ctx, md)
+}
+
+// outcome is everything a client sees of a finished streaming call.
+type outcome struct {
+	header   metadata.MD
+	trailer  metadata.MD
+	messages []ssetest.Raw
+	err      error
+}
+
+// exchange sends requests on a new ExecuteFunction stream, half-closes and
+// reads the whole response as raw messages.
+func exchange(ctx context.Context, client ssepb.ConnectorClient, requests ...ssetest.Raw) outcome {
+	stream, err := client.ExecuteFunction(ctx)
+	if err != nil {
+		return outcome{err: err}
+	}
+	for _, request := range requests {
+		if err := stream.SendMsg(&request); err != nil {
+			break // the status comes from RecvMsg
+		}
+	}
+	stream.CloseSend()
+	var out outcome
+	for {
+		var message ssetest.Raw
+		if err := stream.RecvMsg(&message); err != nil {
+			out.err = err
+			break
+		}
+		out.messages = append(out.messages, message)
+	}
+	out.header, _ = stream.Header()
+	out.trailer = stream.Trailer()
+	return out
+}
+
+// userMetadata returns md without the keys that gRPC itself sets on every
+// response, which differ between a plugin and the gateway by design.
+func userMetadata(md metadata.MD) metadata.MD {
+	out := metadata.MD{}
+	for key, values := range md {
+		if key == "content-type" {
+			continue
+		}
+		out[key] = values
+	}
+	return out
+}

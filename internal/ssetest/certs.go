@@ -1,0 +1,94 @@
+package ssetest
+
+import (
+	"crypto/x509"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/ssegw/ssegw/tlsutil"
+)
+
+// Hosts in every test certificate set: loopback, and host names that
+// select engines by name in routing tests. Nothing resolves the names;
+// clients dial 127.0.0.1 and send them as server name and :authority.
+var TestHosts = []string{"localhost", "127.0.0.1", "::1", "r.gw.test", "py.gw.test"}
+
+// Certs is a certificate set in Qlik's layout, with its CA at hand for
+// issuing more.
+type Certs struct {
+	tlsutil.Set
+	CA *tlsutil.Authority
+}
+
+// NewCerts writes a fresh set below a temporary folder of the test.
+func NewCerts(t testing.TB) *Certs {
+	t.Helper()
+	set, err := tlsutil.WriteSet(t.TempDir(), TestHosts, tlsutil.SetOptions{})
+	if err != nil {
+		t.Fatalf("writing certificates: %v", err)
+	}
+	ca, err := tlsutil.LoadAuthority(filepath.Join(set.CADir, tlsutil.RootCertFile), filepath.Join(set.CADir, tlsutil.CAKeyFile))
+	if err != nil {
+		t.Fatalf("loading test CA: %v", err)
+	}
+	return &Certs{Set: set, CA: ca}
+}
+
+// ClientDir issues a client certificate as req describes, signed by issuer
+// (nil for the set's own CA), and writes it with the set's root into a new
+// Qlik-style client folder.
+func (c *Certs) ClientDir(t testing.TB, issuer *tlsutil.Authority, req tlsutil.LeafRequest) string {
+	t.Helper()
+	if issuer == nil {
+		issuer = c.CA
+	}
+	if req.CommonName == "" {
+		req.CommonName = "sse_client"
+	}
+	if req.Usage == nil {
+		req.Usage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	}
+	cert, key, err := issuer.Issue(req)
+	if err != nil {
+		t.Fatalf("issuing client certificate: %v", err)
+	}
+	dir := t.TempDir()
+	root, err := os.ReadFile(filepath.Join(c.QlikDir, tlsutil.RootCertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	WriteFile(t, filepath.Join(dir, tlsutil.RootCertFile), root)
+	WriteFile(t, filepath.Join(dir, tlsutil.ClientCertFile), cert)
+	WriteFile(t, filepath.Join(dir, tlsutil.ClientKeyFile), key)
+	return dir
+}
+
+// ServerDir issues a server certificate as req describes, signed by the
+// set's CA, into a new plugin-style folder.
+func (c *Certs) ServerDir(t testing.TB, req tlsutil.LeafRequest) string {
+	t.Helper()
+	if req.CommonName == "" {
+		req.CommonName = "sse_server"
+	}
+	if req.Usage == nil {
+		req.Usage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	}
+	cert, key, err := c.CA.Issue(req)
+	if err != nil {
+		t.Fatalf("issuing server certificate: %v", err)
+	}
+	dir := t.TempDir()
+	WriteFile(t, filepath.Join(dir, tlsutil.RootCertFile), tlsutil.EncodeCert(c.CA.Cert))
+	WriteFile(t, filepath.Join(dir, tlsutil.ServerCertFile), cert)
+	WriteFile(t, filepath.Join(dir, tlsutil.ServerKeyFile), key)
+	return dir
+}
+
+// WriteFile writes data to path or fails the test.
+func WriteFile(t testing.TB, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}

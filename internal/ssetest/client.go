@@ -1,0 +1,46 @@
+package ssetest
+
+import (
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/ssegw/ssegw/ssepb"
+	"github.com/ssegw/ssegw/tlsutil"
+)
+
+// Dial returns a plaintext client for address that uses Codec, closed when
+// the test ends. opts come last.
+func Dial(t testing.TB, address string, opts ...grpc.DialOption) ssepb.ConnectorClient {
+	t.Helper()
+	return dial(t, address, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
+}
+
+// DialTLS returns a mutual TLS client with the certificates of a
+// Qlik-style client folder. A non-empty serverName is verified and sent as
+// the TLS server name and :authority.
+func DialTLS(t testing.TB, address, clientDir, serverName string, opts ...grpc.DialOption) ssepb.ConnectorClient {
+	t.Helper()
+	tlsConfig, err := tlsutil.ClientFilesInDir(clientDir, "", "", "").ClientConfig(serverName)
+	if err != nil {
+		t.Fatalf("client TLS: %v", err)
+	}
+	options := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig))}
+	if serverName != "" {
+		options = append(options, grpc.WithAuthority(serverName))
+	}
+	return dial(t, address, append(options, opts...)...)
+}
+
+func dial(t testing.TB, address string, opts ...grpc.DialOption) ssepb.ConnectorClient {
+	t.Helper()
+	options := append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.ForceCodecV2(Codec{}))}, opts...)
+	conn, err := grpc.NewClient("passthrough:///"+address, options...)
+	if err != nil {
+		t.Fatalf("dialing %s: %v", address, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return ssepb.NewConnectorClient(conn)
+}

@@ -1,0 +1,125 @@
+package ssetest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ssegw/ssegw/config"
+	"github.com/ssegw/ssegw/gateway"
+)
+
+// Gateway is a gateway started in the test process.
+type Gateway struct {
+	*gateway.Gateway
+	Logs *Logs
+	// Addrs are the listeners' addresses, in configuration order.
+	Addrs []string
+}
+
+// StartGateway fills in defaults, validates cfg and serves it until the
+// test ends. Its log, at debug level, is kept in Logs.
+func StartGateway(t testing.TB, cfg *config.Config) *Gateway {
+	t.Helper()
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("test configuration: %v", err)
+	}
+	logs := &Logs{}
+	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	g, err := gateway.New(cfg, logger, gateway.Options{UserAgent: "ssegw-test"})
+	if err != nil {
+		t.Fatalf("building gateway: %v", err)
+	}
+	if err := g.Start(); err != nil {
+		t.Fatalf("starting gateway: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		g.Shutdown(ctx)
+	})
+	gw := &Gateway{Gateway: g, Logs: logs}
+	for _, addr := range g.Addrs() {
+		gw.Addrs = append(gw.Addrs, addr.String())
+	}
+	return gw
+}
+
+// Listen returns a listener section on a free loopback port: plaintext for
+// a nil tls, else mutual TLS.
+func Listen(engine string, tls *config.ServerTLS) config.Listener {
+	return config.Listener{Address: "127.0.0.1:0", Engine: engine, TLS: tls, Insecure: tls == nil}
+}
+
+// Engine returns an engine section with plaintext backends at addresses.
+func Engine(addresses ...string) *config.Engine {
+	engine := &config.Engine{}
+	for _, address := range addresses {
+		engine.Backends = append(engine.Backends, config.Backend{Address: address})
+	}
+	return engine
+}
+
+// Logs collects a JSON log, one record per line.
+type Logs struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *Logs) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// Records returns every record logged so far whose message is msg, or
+// every record for an empty msg.
+func (l *Logs) Records(msg string) []map[string]any {
+	l.mu.Lock()
+	text := l.buf.String()
+	l.mu.Unlock()
+	var records []map[string]any
+	for line := range strings.SplitSeq(text, "\n") {
+		if line == "" {
+			continue
+		}
+		var record map[string]any
+		if err := json.Unmarshal([]byte(line), &record); err != nil {
+			continue
+		}
+		if msg == "" || record["msg"] == msg {
+			records = append(records, record)
+		}
+	}
+	return records
+}
+
+// WaitFor polls until match accepts a record with message msg, or fails
+// the test after timeout. It returns the matching record.
+func (l *Logs) WaitFor(t testing.TB, msg string, timeout time.Duration, match func(map[string]any) bool) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		for _, record := range l.Records(msg) {
+			if match == nil || match(record) {
+				return record
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q log record matched within %v; log:\n%s", msg, timeout, l.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (l *Logs) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}

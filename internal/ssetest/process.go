@@ -1,0 +1,181 @@
+package ssetest
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildMu  sync.Mutex
+	buildDir string
+	built    = map[string]string{}
+)
+
+// Binary builds the main package pkg (such as "./cmd/ssegw", relative to
+// the module root) once per test process and returns the program's path.
+func Binary(t testing.TB, pkg string) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if path, ok := built[pkg]; ok {
+		return path
+	}
+	if buildDir == "" {
+		dir, err := os.MkdirTemp("", "ssegw-test-bin-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		buildDir = dir
+	}
+	path := filepath.Join(buildDir, filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", path, pkg)
+	cmd.Dir = ModuleRoot(t)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building %s: %v\n%s", pkg, err, out)
+	}
+	built[pkg] = path
+	return path
+}
+
+// ModuleRoot returns the folder that holds go.mod.
+func ModuleRoot(t testing.TB) string {
+	t.Helper()
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatalf("finding the module: %v", err)
+	}
+	return filepath.Dir(strings.TrimSpace(string(out)))
+}
+
+// Process is a program started by a test. It is killed, by its PID, when
+// the test ends.
+type Process struct {
+	Cmd    *exec.Cmd
+	stdout lockedBuffer
+	stderr lockedBuffer
+	done   chan struct{}
+	err    error // set before done is closed
+}
+
+// StartProcess runs path with args and env added to the test's own
+// environment.
+func StartProcess(t testing.TB, path string, env []string, args ...string) *Process {
+	t.Helper()
+	p := &Process{Cmd: exec.Command(path, args...), done: make(chan struct{})}
+	p.Cmd.Env = append(os.Environ(), env...)
+	p.Cmd.Stdout = &p.stdout
+	p.Cmd.Stderr = &p.stderr
+	if err := p.Cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", path, err)
+	}
+	go func() {
+		p.err = p.Cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.Kill()
+		<-p.done
+	})
+	return p
+}
+
+// WaitForLine waits until the program prints a line to stdout that starts
+// with prefix, and returns the rest of that line.
+func (p *Process) WaitForLine(t testing.TB, prefix string, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.After(timeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		scanner := bufio.NewScanner(strings.NewReader(p.stdout.String()))
+		for scanner.Scan() {
+			if rest, ok := strings.CutPrefix(scanner.Text(), prefix); ok {
+				return rest
+			}
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("%s printed no line starting with %q within %v\nstdout:\n%s\nstderr:\n%s", p.Cmd.Path, prefix, timeout, p.stdout.String(), p.stderr.String())
+		case <-p.done:
+			t.Fatalf("%s exited (%v) before printing %q\nstdout:\n%s\nstderr:\n%s", p.Cmd.Path, p.err, prefix, p.stdout.String(), p.stderr.String())
+		case <-tick.C:
+		}
+	}
+}
+
+// Wait waits for the program to exit, up to timeout, and returns its
+// error; it fails the test when the program is still running.
+func (p *Process) Wait(t testing.TB, timeout time.Duration) error {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(timeout):
+		t.Fatalf("%s still running after %v\nstderr:\n%s", p.Cmd.Path, timeout, p.stderr.String())
+		return nil
+	}
+}
+
+// Signal sends sig to the program.
+func (p *Process) Signal(sig syscall.Signal) error {
+	return p.Cmd.Process.Signal(sig)
+}
+
+// Kill ends the program with SIGKILL, if it still runs.
+func (p *Process) Kill() {
+	select {
+	case <-p.done:
+	default:
+		_ = p.Cmd.Process.Kill()
+	}
+}
+
+// Stdout and Stderr return what the program printed so far.
+func (p *Process) Stdout() string { return p.stdout.String() }
+func (p *Process) Stderr() string { return p.stderr.String() }
+
+// StartExamplePlugin builds and runs the example plugin on a free loopback
+// port with the given extra flags, and returns the process and its
+// address.
+func StartExamplePlugin(t testing.TB, args ...string) (*Process, string) {
+	t.Helper()
+	path := Binary(t, "./examples/plugin")
+	p := StartProcess(t, path, nil, append([]string{"--address", "127.0.0.1:0"}, args...)...)
+	return p, strings.TrimSpace(p.WaitForLine(t, "listening on ", 30*time.Second))
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// RemoveBinaries deletes what Binary built. Call it from TestMain after the
+// tests ran.
+func RemoveBinaries() {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+		buildDir, built = "", map[string]string{}
+	}
+}
