@@ -471,4 +471,3 @@ func TestResponseHeadersNotHeldBack(t *testing.T) {
 		t.Fatalf("end of call = %v, want OK", err)
 	}
 }
-
