@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
@@ -38,6 +39,12 @@ type call struct {
 
 	// Set by backendEvents on a gRPC transport goroutine.
 	statusReceived atomic.Bool
+
+	// requestFailure is how the client's side of the call failed, if it did
+	// other than by the client cancelling. requestsDone is closed when the
+	// request pump ends, after it set requestFailure.
+	requestFailure atomic.Pointer[status.Status]
+	requestsDone   chan struct{}
 
 	// Counted by the pumps; the request pump may outlive the handler.
 	messagesIn, bytesIn   atomic.Int64
@@ -69,7 +76,7 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 		g.logRejectedCall(ctx, l, method, st)
 		return st.Err()
 	}
-	c := &call{gateway: g, engine: engine, ctx: ctx, method: method, start: start, incoming: md}
+	c := &call{gateway: g, engine: engine, ctx: ctx, method: method, start: start, incoming: md, requestsDone: make(chan struct{})}
 
 	// Open the plugin's stream with Qlik's headers, under the tighter of
 	// the client's deadline and the engine's request_timeout. Cancelling
@@ -86,6 +93,7 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 	cs, err := engine.Pool.Conn().NewStream(backendCtx, &forwardedStreamDesc, method,
 		grpc.ForceCodecV2(frameCodec{}), grpc.Peer(&c.backendPeer))
 	if err != nil {
+		close(c.requestsDone)
 		return c.finish(c.backendStatus(backendCtx, err))
 	}
 
@@ -100,19 +108,26 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 // on the client's half-close. A client that fails or goes away stops the
 // backend call with cancel, whose cause tells backendStatus why.
 func (c *call) forwardRequests(ss grpc.ServerStream, cs grpc.ClientStream, cancel context.CancelCauseFunc) {
+	defer close(c.requestsDone)
 	f := &frame{}
 	for {
 		if err := ss.RecvMsg(f); err != nil {
-			switch {
-			case errors.Is(err, io.EOF):
+			if errors.Is(err, io.EOF) {
 				// The plugin sees end-of-input only now, after the last message.
 				_ = cs.CloseSend() // its error, if any, surfaces from RecvMsg
-			case ss.Context().Err() != nil:
-				// The client's cancellation has already reached the backend
-				// call through its context.
-			default:
-				cancel(c.requestReceiveStatus(err).Err())
+				return
 			}
+			// gRPC has already sent the client this status, such as
+			// ResourceExhausted for a message over the limit: a failed
+			// server RecvMsg writes its own status (as of grpc-go v1.85)
+			// and cancels the call's context. The call is recorded with it.
+			st := status.Convert(err)
+			if code := st.Code(); code == codes.Canceled || code == codes.DeadlineExceeded {
+				cancel(nil)
+				return
+			}
+			c.requestFailure.Store(st)
+			cancel(errRequestFailed)
 			return
 		}
 		c.messagesIn.Add(1)

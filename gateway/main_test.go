@@ -77,19 +77,25 @@ type outcome struct {
 	err      error
 }
 
-// exchange sends requests on a new ExecuteFunction stream, half-closes and
-// reads the whole response as raw messages.
+// exchange sends requests on a new ExecuteFunction stream and half-closes,
+// while it reads the whole response as raw messages, as Qlik does.
 func exchange(ctx context.Context, client ssepb.ConnectorClient, requests ...ssetest.Raw) outcome {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	stream, err := client.ExecuteFunction(ctx)
 	if err != nil {
 		return outcome{err: err}
 	}
-	for _, request := range requests {
-		if err := stream.SendMsg(&request); err != nil {
-			break // the status comes from RecvMsg
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for _, request := range requests {
+			if err := stream.SendMsg(&request); err != nil {
+				return // the status comes from RecvMsg
+			}
 		}
-	}
-	stream.CloseSend()
+		stream.CloseSend()
+	}()
 	var out outcome
 	for {
 		var message ssetest.Raw
@@ -99,6 +105,8 @@ func exchange(ctx context.Context, client ssepb.ConnectorClient, requests ...sse
 		}
 		out.messages = append(out.messages, message)
 	}
+	cancel() // unblocks a send still waiting after the call ended
+	<-sent
 	out.header, _ = stream.Header()
 	out.trailer = stream.Trailer()
 	return out

@@ -12,6 +12,10 @@ import (
 	"github.com/ssegw/ssegw/routing"
 )
 
+// errRequestFailed is the cause of a call stopped because receiving from
+// the client failed; the call's requestFailure says how.
+var errRequestFailed = errors.New("receiving the request failed")
+
 // requestTimeoutError is the cause of a call cut by its engine's
 // request_timeout.
 type requestTimeoutError struct {
@@ -56,15 +60,17 @@ func (c *call) backendStatus(ctx context.Context, err error) (*status.Status, bo
 		return status.New(received.Code(), received.Message()), false
 	}
 
+	// The client's side ended the call. The request pump ends promptly
+	// once the client's context is done, and has then recorded why.
 	cause := context.Cause(ctx)
-	var (
-		causeStatus interface{ GRPCStatus() *status.Status }
-		timeout     *requestTimeoutError
-	)
+	if errors.Is(cause, context.Canceled) || errors.Is(cause, errRequestFailed) {
+		<-c.requestsDone
+		if st := c.requestFailure.Load(); st != nil {
+			return st, true
+		}
+	}
+	var timeout *requestTimeoutError
 	switch {
-	case errors.As(cause, &causeStatus):
-		// The request pump stopped the call, for a reason it described.
-		return causeStatus.GRPCStatus(), true
 	case errors.As(cause, &timeout):
 		return status.New(codes.DeadlineExceeded, timeout.Error()), true
 	case errors.Is(cause, context.DeadlineExceeded):
@@ -78,17 +84,6 @@ func (c *call) backendStatus(ctx context.Context, err error) (*status.Status, bo
 			c.engine.Name, c.gateway.cfg.Limits.MaxMessageSize, received.Message()), true
 	}
 	return status.Newf(codes.Unavailable, "engine %s: plugin %s: %s", c.engine.Name, c.backendAddress(), received.Message()), true
-}
-
-// requestReceiveStatus returns the status for a call whose request stream
-// from the client failed with err, other than by the client's half-close.
-func (c *call) requestReceiveStatus(err error) *status.Status {
-	received := status.Convert(err)
-	if received.Code() != codes.ResourceExhausted {
-		return received
-	}
-	return status.Newf(codes.ResourceExhausted, "engine %s: request message over limits.max_message_size (%v): %s",
-		c.engine.Name, c.gateway.cfg.Limits.MaxMessageSize, received.Message())
 }
 
 // clientSendStatus returns the status for a call whose response could not

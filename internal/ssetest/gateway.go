@@ -23,15 +23,22 @@ type Gateway struct {
 }
 
 // StartGateway fills in defaults, validates cfg and serves it until the
-// test ends. Its log, at debug level, is kept in Logs.
+// test ends. Its log, at debug level unless cfg.Log.Level says otherwise,
+// is kept in Logs.
 func StartGateway(t testing.TB, cfg *config.Config) *Gateway {
 	t.Helper()
+	level := slog.LevelDebug
+	if cfg.Log.Level != "" {
+		if err := level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("test configuration: %v", err)
 	}
 	logs := &Logs{}
-	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: level}))
 	g, err := gateway.New(cfg, logger, gateway.Options{UserAgent: "ssegw-test"})
 	if err != nil {
 		t.Fatalf("building gateway: %v", err)

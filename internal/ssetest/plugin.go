@@ -64,6 +64,13 @@ func StartPlugin(t testing.TB, connector *Connector, opts ...grpc.ServerOption) 
 // where the gateway expects it.
 func StartPluginAt(t testing.TB, address string, connector *Connector, opts ...grpc.ServerOption) *Plugin {
 	t.Helper()
+	return ServePlugin(t, address, connector, opts...)
+}
+
+// ServePlugin serves any Connector implementation, such as the example
+// plugin, as StartPluginAt does.
+func ServePlugin(t testing.TB, address string, connector ssepb.ConnectorServer, opts ...grpc.ServerOption) *Plugin {
+	t.Helper()
 	lis, err := net.Listen("tcp", address)
 	if err != nil {
 		t.Fatalf("test plugin: %v", err)
