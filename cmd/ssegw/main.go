@@ -26,14 +26,7 @@ type exitError struct{ code int }
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
 func main() {
-	root := &cobra.Command{
-		Use:           "ssegw",
-		Short:         "A gateway between Qlik engines and their Server-Side Extension plugins",
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	root.AddCommand(newServeCommand(), newDemoCommand(), newVersionCommand())
-	if err := root.Execute(); err != nil {
+	if err := newRootCommand().Execute(); err != nil {
 		var exit exitError
 		if errors.As(err, &exit) {
 			os.Exit(exit.code)
@@ -41,6 +34,17 @@ func main() {
 		fmt.Fprintf(os.Stderr, "ssegw: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "ssegw",
+		Short:         "A gateway between Qlik engines and their Server-Side Extension plugins",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newServeCommand(), newDemoCommand(), newCertsCommand(), newVersionCommand())
+	return root
 }
 
 func newVersionCommand() *cobra.Command {
