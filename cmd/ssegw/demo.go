@@ -156,8 +156,8 @@ func demoCalls(ctx context.Context, out io.Writer, qlikDir, engine, address, ser
 	for _, function := range capabilities.GetFunctions() {
 		names = append(names, function.GetName())
 	}
-	fmt.Fprintf(out, "  GetCapabilities    served by %-10s functions: %s; scripts allowed: %v\n",
-		servedBy(header), strings.Join(names, ", "), capabilities.GetAllowScript())
+	fmt.Fprintf(out, "  %-18s served by %-10s functions: %s; scripts allowed: %v\n",
+		"GetCapabilities", servedBy(header), strings.Join(names, ", "), capabilities.GetAllowScript())
 
 	// A scalar function over two columns.
 	common := &ssepb.CommonRequestHeader{AppId: "demo-app", UserId: "demo-user", Cardinality: 3}
@@ -172,8 +172,8 @@ func demoCalls(ctx context.Context, out io.Writer, qlikDir, engine, address, ser
 	for _, row := range result.Rows() {
 		sums = append(sums, fmt.Sprint(row.GetDuals()[0].GetNumData()))
 	}
-	fmt.Fprintf(out, "  %s.SumOfRows  served by %-10s [1+2 10+20 0.5+0.25] = [%s] in %v\n",
-		engine, servedBy(result.Header), strings.Join(sums, " "), result.Duration.Round(time.Microsecond))
+	fmt.Fprintf(out, "  %-18s served by %-10s [1+2 10+20 0.5+0.25] = [%s] in %v\n",
+		engine+".SumOfRows", servedBy(result.Header), strings.Join(sums, " "), result.Duration.Round(time.Microsecond))
 
 	// A script call, which the example plugin answers with its first
 	// parameter.
@@ -190,7 +190,7 @@ func demoCalls(ctx context.Context, out io.Writer, qlikDir, engine, address, ser
 	for _, row := range result.Rows() {
 		echoed = append(echoed, row.GetDuals()[0].GetStrData())
 	}
-	fmt.Fprintf(out, "  ScriptEvalStr      served by %-10s [hello Qlik] = [%s]\n\n", servedBy(result.Header), strings.Join(echoed, " "))
+	fmt.Fprintf(out, "  %-18s served by %-10s [hello Qlik] = [%s]\n\n", "ScriptEvalStr", servedBy(result.Header), strings.Join(echoed, " "))
 	return nil
 }
 
