@@ -48,15 +48,12 @@ func Parse(data []byte, environ []string) (*Config, error) {
 	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
 		return nil, fmt.Errorf("invalid YAML: %w", err)
 	}
-	spelling, err := engineNameSpelling(data)
-	if err != nil {
-		return nil, err
-	}
+	spelling, spellingErr := engineNameSpelling(data)
 	settings := v.AllSettings()
 
 	// Apply the environment and decode. Unknown keys are errors, so that a
 	// misspelt key is reported instead of silently keeping its default.
-	var problems []error
+	problems := []error{spellingErr}
 	problems = append(problems, applyEnv(settings, environ)...)
 	cfg := &Config{}
 	decoder, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
@@ -72,14 +69,23 @@ func Parse(data []byte, environ []string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building the config decoder: %w", err)
 	}
+	var undecoded []string // key paths of map entries and list items that failed to decode
 	if err := decoder.Decode(settings); err != nil {
-		problems = append(problems, splitDecodeError(err)...)
-	}
-	if len(problems) > 0 {
-		return nil, errors.Join(problems...)
+		var decoded []error
+		decoded, undecoded = decodeProblems(err, spelling)
+		problems = append(problems, decoded...)
 	}
 
-	// Give engines back their spelling, then defaults, then validation.
+	// Give engines back their spelling. viper drops an engine written
+	// without a body ("R:"), which must still count as configured.
+	if cfg.Engines == nil && len(spelling) > 0 {
+		cfg.Engines = map[string]*Engine{}
+	}
+	for key := range spelling {
+		if _, ok := cfg.Engines[key]; !ok {
+			cfg.Engines[key] = nil
+		}
+	}
 	for key, engine := range cfg.Engines {
 		if engine == nil {
 			engine = &Engine{}
@@ -90,8 +96,18 @@ func Parse(data []byte, environ []string) (*Config, error) {
 			engine.Name = key
 		}
 	}
+
+	// Validate what decoded, so that the file's problems come out at once.
+	// mapstructure leaves out a map entry or list item with a field that
+	// failed to decode, so validation would find it empty: its problems
+	// would only repeat the decoding problem, and are left out.
 	cfg.ApplyDefaults()
-	if err := cfg.Validate(); err != nil {
+	for _, problem := range flatten([]error{cfg.Validate()}) {
+		if !slices.ContainsFunc(undecoded, func(prefix string) bool { return strings.HasPrefix(problem.Error(), prefix) }) {
+			problems = append(problems, problem)
+		}
+	}
+	if err := errors.Join(problems...); err != nil {
 		return nil, err
 	}
 	return cfg, nil
@@ -190,6 +206,9 @@ func setByWords(node any, typ reflect.Type, words []string, value string) error 
 				continue
 			}
 			if n == len(words) {
+				if !isScalar(field.Type) {
+					return errors.New("names a whole section; name one of its keys")
+				}
 				settings[key] = envValue(field.Type, value)
 				return nil
 			}
@@ -233,6 +252,19 @@ func setByWords(node any, typ reflect.Type, words []string, value string) error 
 		return setByWords(items[index], typ.Elem(), words[1:], value)
 	}
 	return errors.New("no such configuration key")
+}
+
+// isScalar reports whether a field of type typ takes one value from the
+// environment: a string, number, boolean, duration or size, or a list of
+// strings.
+func isScalar(typ reflect.Type) bool {
+	switch typ.Kind() {
+	case reflect.Struct, reflect.Map, reflect.Pointer, reflect.Interface:
+		return false
+	case reflect.Slice:
+		return typ.Elem().Kind() == reflect.String
+	}
+	return true
 }
 
 func fieldByTag(typ reflect.Type, key string) (reflect.StructField, bool) {
@@ -303,19 +335,92 @@ func byteSizeHook(from, to reflect.Type, data any) (any, error) {
 	return data, nil
 }
 
-// splitDecodeError turns mapstructure's combined error into one error per
-// problem, so that each is printed on its own line.
-func splitDecodeError(err error) []error {
-	var joined interface{ Unwrap() []error }
-	if errors.As(err, &joined) {
-		return flatten(joined.Unwrap())
+// decodeProblems turns mapstructure's combined error into one error per
+// problem, each starting with the key in the notation of Validate
+// ("engines.SSEPython.request_timeout") rather than mapstructure's
+// ("'engines[ssepython].request_timeout'"). It also returns the key paths
+// of the map entries and list items that hold a failed field, each ending
+// in "." or "[", ready for prefix matching.
+func decodeProblems(err error, spelling map[string]string) (problems []error, undecoded []string) {
+	for _, single := range flatten([]error{err}) {
+		var decodeErr *mapstructure.DecodeError
+		if !errors.As(single, &decodeErr) {
+			problems = append(problems, single)
+			continue
+		}
+		key := keyPath(decodeErr.Name(), spelling)
+		if entry := enclosingEntry(key); entry != "" {
+			undecoded = append(undecoded, entry+".", entry+":", entry+"[")
+		}
+		cause := decodeErr.Unwrap()
+		if unknown, ok := strings.CutPrefix(cause.Error(), "has invalid keys: "); ok {
+			where := key
+			if where == "" {
+				where = "top level"
+			}
+			problems = append(problems, fmt.Errorf("%s: unknown key %s; check its spelling", where, unknown))
+			continue
+		}
+		problems = append(problems, fmt.Errorf("%s: %w", key, cause))
 	}
-	return []error{err}
+	return problems, undecoded
+}
+
+// enclosingEntry returns the key path of the outermost map entry or list
+// item in key, such as "engines.R" for "engines.R.backends[0].address" or
+// "listeners[1]" for "listeners[1].address", or "" when key is in no entry.
+func enclosingEntry(key string) string {
+	switch {
+	case strings.HasPrefix(key, "engines."):
+		rest := strings.TrimPrefix(key, "engines.")
+		if end := strings.IndexAny(rest, ".["); end >= 0 {
+			return "engines." + rest[:end]
+		}
+		return key
+	case strings.HasPrefix(key, "listeners["):
+		if end := strings.IndexByte(key, ']'); end >= 0 {
+			return key[:end+1]
+		}
+	}
+	return ""
+}
+
+// keyPath rewrites a mapstructure field name such as
+// "engines[ssepython].backends[0].address" as
+// "engines.SSEPython.backends[0].address".
+func keyPath(name string, spelling map[string]string) string {
+	var out strings.Builder
+	for len(name) > 0 {
+		open := strings.IndexByte(name, '[')
+		if open < 0 {
+			out.WriteString(name)
+			break
+		}
+		end := strings.IndexByte(name[open:], ']')
+		if end < 0 {
+			out.WriteString(name)
+			break
+		}
+		out.WriteString(name[:open])
+		inside := name[open+1 : open+end]
+		if _, err := strconv.Atoi(inside); err == nil {
+			out.WriteString("[" + inside + "]")
+		} else if spelt, ok := spelling[inside]; ok {
+			out.WriteString("." + spelt)
+		} else {
+			out.WriteString("." + inside)
+		}
+		name = name[open+end+1:]
+	}
+	return out.String()
 }
 
 func flatten(errs []error) []error {
 	var out []error
 	for _, err := range errs {
+		if err == nil {
+			continue
+		}
 		if joined, ok := err.(interface{ Unwrap() []error }); ok {
 			out = append(out, flatten(joined.Unwrap())...)
 			continue

@@ -105,8 +105,12 @@ func (c *Config) Validate() error {
 	}
 
 	// Process-wide settings.
-	if c.Limits.MaxMessageSize < 1024 {
+	switch {
+	case c.Limits.MaxMessageSize < 1024:
 		report("limits.max_message_size: %v is too small; Qlik's own limit is 4MiB", c.Limits.MaxMessageSize)
+	case c.Limits.MaxMessageSize > 1<<30:
+		// Every call may hold one message of this size in each direction.
+		report("limits.max_message_size: %v is too large; use at most 1GiB", c.Limits.MaxMessageSize)
 	}
 	if c.Limits.MaxHeaderListSize < 8<<10 || c.Limits.MaxHeaderListSize > 1<<30 {
 		report("limits.max_header_list_size: %v is out of range; use 8KiB to 1GiB", c.Limits.MaxHeaderListSize)

@@ -43,6 +43,7 @@ func HandshakeFailureReason(err error) HandshakeFailure {
 		invalid          x509.CertificateInvalidError
 		recordHeader     tls.RecordHeaderError
 		alert            tls.AlertError
+		opErr            *net.OpError
 		netErr           net.Error
 	)
 	switch {
@@ -52,9 +53,11 @@ func HandshakeFailureReason(err error) HandshakeFailure {
 		return FailureExpired
 	case errors.As(err, &invalid) && invalid.Reason == x509.IncompatibleUsage:
 		return FailureWrongKeyUsage
-	case errors.As(err, &alert):
+	case errors.As(err, &alert), errors.As(err, &opErr) && opErr.Op == "remote error":
 		// The client sent an alert: it did not accept the gateway's
-		// certificate, or offered nothing the gateway accepts.
+		// certificate, or offered nothing the gateway accepts. Over TCP,
+		// crypto/tls reports a received alert as a *net.OpError with Op
+		// "remote error" (as of Go 1.26); tls.AlertError is for QUIC.
 		return FailureServerRejected
 	case errors.As(err, &recordHeader):
 		return FailureNotTLS

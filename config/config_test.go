@@ -1,0 +1,789 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ssegw/ssegw/config"
+	"github.com/ssegw/ssegw/tlsutil"
+)
+
+// problem is one line expected in a configuration error: it starts with
+// the key at fault, written as engines.R.request_timeout, and contains
+// text.
+type problem struct {
+	key  string
+	text string
+}
+
+// checkProblems fails the test unless err has exactly one line per
+// expected problem, each starting with its key. No expected problems
+// means err must be nil.
+func checkProblems(t *testing.T, err error, want []problem) {
+	t.Helper()
+	if len(want) == 0 {
+		if err != nil {
+			t.Fatalf("Parse() error:\n%v\nwant no error", err)
+		}
+		return
+	}
+	if err == nil {
+		t.Fatalf("Parse() error = nil, want %d problems", len(want))
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != len(want) {
+		t.Errorf("Parse() error has %d lines, want %d:\n%v", len(lines), len(want), err)
+	}
+	for _, w := range want {
+		if !hasProblem(lines, w) {
+			t.Errorf("Parse() error:\n%v\nwant a line starting %q and containing %q", err, w.key, w.text)
+		}
+	}
+}
+
+func hasProblem(lines []string, want problem) bool {
+	for _, line := range lines {
+		rest, ok := strings.CutPrefix(line, want.key)
+		if !ok || !(strings.HasPrefix(rest, ": ") || strings.HasPrefix(rest, " ")) {
+			continue
+		}
+		if strings.Contains(rest, want.text) {
+			return true
+		}
+	}
+	return false
+}
+
+// writeCerts writes a valid certificate set for localhost below a
+// temporary folder.
+func writeCerts(t *testing.T) tlsutil.Set {
+	t.Helper()
+	set, err := tlsutil.WriteSet(t.TempDir(), []string{"localhost", "127.0.0.1"}, tlsutil.SetOptions{})
+	if err != nil {
+		t.Fatalf("WriteSet() error: %v", err)
+	}
+	return set
+}
+
+// TestValidateProblems checks that each kind of mistake is reported on one
+// line that names the key at fault, and that nothing else is reported.
+func TestValidateProblems(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []problem
+	}{
+		{
+			name: "unknown engine on listener",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true, engine: Nope}
+engines:
+  SSEPython: {backends: [{address: "127.0.0.1:50055"}]}
+  R: {backends: [{address: "127.0.0.1:50056"}]}
+`,
+			want: []problem{{"listeners[0].engine", `unknown engine "Nope"; configured engines: R, SSEPython`}},
+		},
+		{
+			name: "listener engine matches ignoring case",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true, engine: ssepython}
+engines:
+  SSEPython: {backends: [{address: "127.0.0.1:50055"}]}
+`,
+		},
+		{
+			name: "same listener address twice",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:50051", insecure: true}
+  - {address: "127.0.0.1:50051", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+`,
+			want: []problem{{"listeners[1].address", "already used by listeners[0]"}},
+		},
+		{
+			name: "every interface and loopback on one port",
+			yaml: `
+listeners:
+  - {address: ":50051", insecure: true}
+  - {address: "127.0.0.1:50051", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+`,
+			want: []problem{{"listeners[1].address", "already used by listeners[0]"}},
+		},
+		{
+			name: "loopback then every interface on one port",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:50051", insecure: true}
+  - {address: "[::]:50051", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+`,
+			want: []problem{{"listeners[1].address", "already used by listeners[0]"}},
+		},
+		{
+			name: "port 0 never conflicts",
+			yaml: `
+listeners:
+  - {address: ":0", insecure: true}
+  - {address: "127.0.0.1:0", insecure: true}
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+`,
+		},
+		{
+			name: "different ports on one host",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:50051", insecure: true}
+  - {address: "127.0.0.1:50052", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+`,
+		},
+		{
+			name: "no listeners",
+			yaml: `
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+`,
+			want: []problem{{"listeners", "none configured"}},
+		},
+		{
+			name: "no engines",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+`,
+			want: []problem{{"engines", "none configured"}},
+		},
+		{
+			name: "engine without backends",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {hosts: [r.example]}
+`,
+			want: []problem{{"engines.R.backends", "none configured"}},
+		},
+		{
+			name: "engine without a body",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true, engine: R}
+engines:
+  R:
+  Py: {backends: [{address: "127.0.0.1:50055"}]}
+`,
+			want: []problem{{"engines.R.backends", "none configured"}},
+		},
+		{
+			name: "listener address without port",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+`,
+			want: []problem{{"listeners[0].address", `invalid address "127.0.0.1"`}},
+		},
+		{
+			name: "listener port out of range",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:65536", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+`,
+			want: []problem{{"listeners[0].address", `invalid port in "127.0.0.1:65536"`}},
+		},
+		{
+			name: "listener port not a number",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:grpc", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+`,
+			want: []problem{{"listeners[0].address", `invalid port in "127.0.0.1:grpc"`}},
+		},
+		{
+			name: "listener on a host name",
+			yaml: `
+listeners:
+  - {address: "gw.example:50051", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+`,
+			want: []problem{{"listeners[0].address", `invalid address "gw.example:50051"`}},
+		},
+		{
+			name: "backend address without port",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "plugin.example"}]}
+`,
+			want: []problem{{"engines.R.backends[0].address", `invalid address "plugin.example"`}},
+		},
+		{
+			name: "backend port not a number",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "plugin.example:grpc"}]}
+`,
+			want: []problem{{"engines.R.backends[0].address", `invalid port in "plugin.example:grpc"`}},
+		},
+		{
+			name: "backend port 0",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:0"}]}
+`,
+			want: []problem{{"engines.R.backends[0].address", `invalid port in "127.0.0.1:0"`}},
+		},
+		{
+			name: "backend with empty host",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: ":50055"}]}
+`,
+			want: []problem{{"engines.R.backends[0].address", `invalid address ":50055"`}},
+		},
+		{
+			name: "listener with neither tls nor insecure",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0"}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+`,
+			want: []problem{{"listeners[0]", "set insecure: true"}},
+		},
+		{
+			name: "listener with tls and insecure",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true, tls: {dir: /nonexistent}}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+`,
+			want: []problem{{"listeners[0]", "both tls and insecure"}},
+		},
+		{
+			name: "two engines claim one host",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  Py: {hosts: [py.example], backends: [{address: "127.0.0.1:50055"}]}
+  R: {hosts: [r.example, PY.Example.], backends: [{address: "127.0.0.1:50056"}]}
+`,
+			want: []problem{{"engines.R.hosts[1]", `"PY.Example." is also a host of engine Py`}},
+		},
+		{
+			name: "engine lists one host twice",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {hosts: [r.example, R.example], backends: [{address: "127.0.0.1:50055"}]}
+`,
+		},
+		{
+			name: "host with a port",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {hosts: ["r.example:50051"], backends: [{address: "127.0.0.1:50055"}]}
+`,
+			want: []problem{{"engines.R.hosts[0]", "is not a host name"}},
+		},
+		{
+			name: "engine name starts with a digit",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  9Lives: {backends: [{address: "127.0.0.1:50055"}]}
+`,
+			want: []problem{{"engines.9Lives", "invalid engine name"}},
+		},
+		{
+			name: "engine name with a hyphen",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  SSE-Python: {backends: [{address: "127.0.0.1:50055"}]}
+`,
+			want: []problem{{"engines.SSE-Python", "invalid engine name"}},
+		},
+		{
+			name: "engine name with an underscore",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  _SSE_Python2: {backends: [{address: "127.0.0.1:50055"}]}
+`,
+		},
+		{
+			name: "backend listed twice",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R:
+    backends:
+      - address: "127.0.0.1:50055"
+      - address: "127.0.0.1:50056"
+      - address: "127.0.0.1:50055"
+`,
+			want: []problem{{"engines.R.backends[2].address", `"127.0.0.1:50055" is listed twice, also as backends[0]`}},
+		},
+		{
+			name: "negative request timeout",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {request_timeout: -5s, backends: [{address: "127.0.0.1:50055"}]}
+`,
+			want: []problem{{"engines.R.request_timeout", "-5s is negative"}},
+		},
+		{
+			name: "duration as a bare number",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {request_timeout: 30, backends: [{address: "127.0.0.1:50055"}]}
+`,
+			want: []problem{{"engines.R.request_timeout", "write 30s"}},
+		},
+		{
+			name: "duration as a bare fraction",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {request_timeout: 1.5, backends: [{address: "127.0.0.1:50055"}]}
+`,
+			want: []problem{{"engines.R.request_timeout", "write 1.5s"}},
+		},
+		{
+			name: "duration as a quoted bare number",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {request_timeout: "30", backends: [{address: "127.0.0.1:50055"}]}
+`,
+			want: []problem{{"engines.R.request_timeout", `invalid duration "30"`}},
+		},
+		{
+			name: "duration 0 without unit",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {request_timeout: 0, backends: [{address: "127.0.0.1:50055"}]}
+keepalive: {min_ping_interval: 0}
+`,
+		},
+		{
+			name: "misspelt engine key",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {request_timout: 5s, backends: [{address: "127.0.0.1:50055"}]}
+`,
+			want: []problem{{"engines.R", "unknown key request_timout"}},
+		},
+		{
+			name: "misspelt top-level key",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+limit: {max_message_size: 4MiB}
+`,
+			want: []problem{{"top level", "unknown key limit"}},
+		},
+		{
+			name: "unknown log level",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+log: {level: verbose}
+`,
+			want: []problem{{"log.level", `unknown level "verbose"`}},
+		},
+		{
+			name: "unknown log format",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+log: {format: xml}
+`,
+			want: []problem{{"log.format", `unknown format "xml"`}},
+		},
+		{
+			name: "max message size too small",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+limits: {max_message_size: 1000}
+`,
+			want: []problem{{"limits.max_message_size", "1000B is too small"}},
+		},
+		{
+			name: "negative max message size",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+limits: {max_message_size: -4194304}
+`,
+			want: []problem{{"limits.max_message_size", "-4MiB is too small"}},
+		},
+		{
+			name: "max message size without number",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+limits: {max_message_size: MiB}
+`,
+			want: []problem{{"limits.max_message_size", `invalid size "MiB"`}},
+		},
+		{
+			name: "max message size too large",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+limits: {max_message_size: 2GiB}
+`,
+			want: []problem{{"limits.max_message_size", "2GiB is too large"}},
+		},
+		{
+			name: "max header list size too small",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+limits: {max_header_list_size: 4KiB}
+`,
+			want: []problem{{"limits.max_header_list_size", "4KiB is out of range"}},
+		},
+		{
+			name: "max header list size too large",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+limits: {max_header_list_size: 2GiB}
+`,
+			want: []problem{{"limits.max_header_list_size", "2GiB is out of range"}},
+		},
+		{
+			name: "sizes at the limits",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+limits: {max_message_size: 1KiB, max_header_list_size: 1GiB}
+`,
+		},
+		{
+			name: "backend ping interval below 10s",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+keepalive: {backend_ping_interval: 9s}
+`,
+			want: []problem{{"keepalive.backend_ping_interval", "9s is below 10s"}},
+		},
+		{
+			name: "negative min ping interval",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+keepalive: {min_ping_interval: -1s}
+`,
+			want: []problem{{"keepalive.min_ping_interval", "-1s is negative"}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := config.Parse([]byte(tt.yaml), nil)
+			checkProblems(t, err, tt.want)
+		})
+	}
+}
+
+// TestValidateReportsEveryProblem checks that one file with mistakes in
+// several sections gets all of them reported together, one per line.
+func TestValidateReportsEveryProblem(t *testing.T) {
+	yaml := `
+listeners:
+  - {address: ":50051", insecure: true, engine: SSEPython}
+  - {address: "127.0.0.1:50051", insecure: true, engine: Nope}
+  - {address: "127.0.0.1:0"}
+engines:
+  SSEPython:
+    request_timeout: -1s
+    hosts: [py.example]
+    backends: [{address: "127.0.0.1:50055"}, {address: "127.0.0.1:50055"}]
+  R:
+    hosts: [PY.example]
+limits: {max_message_size: 10, max_header_list_size: 1KiB}
+log: {level: loud, format: xml}
+`
+	_, err := config.Parse([]byte(yaml), nil)
+	checkProblems(t, err, []problem{
+		{"listeners[1].address", "already used by listeners[0]"},
+		{"listeners[1].engine", `unknown engine "Nope"; configured engines: R, SSEPython`},
+		{"listeners[2]", "no tls section"},
+		{"engines.R.backends", "none configured"},
+		{"engines.SSEPython.hosts[0]", "also a host of engine R"},
+		{"engines.SSEPython.request_timeout", "negative"},
+		{"engines.SSEPython.backends[1].address", "listed twice"},
+		{"limits.max_message_size", "too small"},
+		{"limits.max_header_list_size", "out of range"},
+		{"log.level", "unknown level"},
+		{"log.format", "unknown format"},
+	})
+}
+
+// TestValidateEngineNamesDifferingInCase checks that engine names equal
+// but for case are reported, together with the file's other problems.
+func TestValidateEngineNamesDifferingInCase(t *testing.T) {
+	yaml := `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  SSEPython: {backends: [{address: "127.0.0.1:50055"}]}
+  ssepython: {backends: [{address: "127.0.0.1:50056"}]}
+log: {level: loud}
+`
+	_, err := config.Parse([]byte(yaml), nil)
+	checkProblems(t, err, []problem{
+		{"engines", `"SSEPython" and "ssepython" differ only in case`},
+		{"log.level", `unknown level "loud"`},
+	})
+}
+
+// TestValidateCertificates checks that each unusable certificate folder
+// or file is reported under its key, naming the file at fault.
+func TestValidateCertificates(t *testing.T) {
+	tests := []struct {
+		name string
+		// setup breaks a fresh certificate set and returns the file's
+		// listener and backend sections and the expected problems.
+		setup func(t *testing.T, set tlsutil.Set) (listener, backend string, want []problem)
+	}{
+		{
+			name: "valid folders",
+			setup: func(t *testing.T, set tlsutil.Set) (string, string, []problem) {
+				return tlsDir(set.GatewayDir), tlsDir(set.QlikDir), nil
+			},
+		},
+		{
+			name: "listener folder does not exist",
+			setup: func(t *testing.T, set tlsutil.Set) (string, string, []problem) {
+				dir := filepath.Join(set.GatewayDir, "missing")
+				return tlsDir(dir), tlsDir(set.QlikDir), []problem{
+					{"listeners[0].tls", filepath.Join(dir, tlsutil.ServerCertFile)},
+					{"listeners[0].tls", filepath.Join(dir, tlsutil.ServerKeyFile)},
+					{"listeners[0].tls", filepath.Join(dir, tlsutil.RootCertFile)},
+				}
+			},
+		},
+		{
+			name: "listener key missing",
+			setup: func(t *testing.T, set tlsutil.Set) (string, string, []problem) {
+				key := filepath.Join(set.GatewayDir, tlsutil.ServerKeyFile)
+				removeFile(t, key)
+				return tlsDir(set.GatewayDir), tlsDir(set.QlikDir), []problem{
+					{"listeners[0].tls", key + ": no such file"},
+				}
+			},
+		},
+		{
+			name: "listener key of another certificate",
+			setup: func(t *testing.T, set tlsutil.Set) (string, string, []problem) {
+				key := filepath.Join(set.GatewayDir, tlsutil.ServerKeyFile)
+				copyFile(t, filepath.Join(set.QlikDir, tlsutil.ClientKeyFile), key)
+				return tlsDir(set.GatewayDir), tlsDir(set.QlikDir), []problem{
+					{"listeners[0].tls", key},
+				}
+			},
+		},
+		{
+			name: "listener key not PEM",
+			setup: func(t *testing.T, set tlsutil.Set) (string, string, []problem) {
+				key := filepath.Join(set.GatewayDir, tlsutil.ServerKeyFile)
+				writeFile(t, key, "not a key\n")
+				return tlsDir(set.GatewayDir), tlsDir(set.QlikDir), []problem{
+					{"listeners[0].tls", key},
+				}
+			},
+		},
+		{
+			name: "listener key empty",
+			setup: func(t *testing.T, set tlsutil.Set) (string, string, []problem) {
+				key := filepath.Join(set.GatewayDir, tlsutil.ServerKeyFile)
+				writeFile(t, key, "")
+				return tlsDir(set.GatewayDir), tlsDir(set.QlikDir), []problem{
+					{"listeners[0].tls", key + ": the file is empty"},
+				}
+			},
+		},
+		{
+			name: "listener key unreadable",
+			setup: func(t *testing.T, set tlsutil.Set) (string, string, []problem) {
+				key := filepath.Join(set.GatewayDir, tlsutil.ServerKeyFile)
+				if err := os.Chmod(key, 0); err != nil {
+					t.Fatal(err)
+				}
+				// Root, and a process with CAP_DAC_OVERRIDE, read the file
+				// regardless of its mode.
+				if _, err := os.ReadFile(key); err == nil {
+					t.Skip("this process can read files with mode 000, as root can")
+				}
+				return tlsDir(set.GatewayDir), tlsDir(set.QlikDir), []problem{
+					{"listeners[0].tls", key + ": permission denied"},
+				}
+			},
+		},
+		{
+			name: "listener explicit key file missing",
+			setup: func(t *testing.T, set tlsutil.Set) (string, string, []problem) {
+				key := filepath.Join(t.TempDir(), "gateway.key")
+				listener := "{dir: " + quote(set.GatewayDir) + ", key_file: " + quote(key) + "}"
+				return listener, tlsDir(set.QlikDir), []problem{
+					{"listeners[0].tls", key + ": no such file"},
+				}
+			},
+		},
+		{
+			name: "backend folder does not exist",
+			setup: func(t *testing.T, set tlsutil.Set) (string, string, []problem) {
+				dir := filepath.Join(set.QlikDir, "missing")
+				return tlsDir(set.GatewayDir), tlsDir(dir), []problem{
+					{"engines.R.backends[0].tls", filepath.Join(dir, tlsutil.RootCertFile)},
+					{"engines.R.backends[0].tls", filepath.Join(dir, tlsutil.ClientCertFile)},
+					{"engines.R.backends[0].tls", filepath.Join(dir, tlsutil.ClientKeyFile)},
+				}
+			},
+		},
+		{
+			name: "backend key of another certificate",
+			setup: func(t *testing.T, set tlsutil.Set) (string, string, []problem) {
+				key := filepath.Join(set.QlikDir, tlsutil.ClientKeyFile)
+				copyFile(t, filepath.Join(set.GatewayDir, tlsutil.ServerKeyFile), key)
+				return tlsDir(set.GatewayDir), tlsDir(set.QlikDir), []problem{
+					{"engines.R.backends[0].tls", key},
+				}
+			},
+		},
+		{
+			name: "backend CA not PEM",
+			setup: func(t *testing.T, set tlsutil.Set) (string, string, []problem) {
+				ca := filepath.Join(set.QlikDir, tlsutil.RootCertFile)
+				writeFile(t, ca, "not a certificate\n")
+				return tlsDir(set.GatewayDir), tlsDir(set.QlikDir), []problem{
+					{"engines.R.backends[0].tls", ca + ": no valid certificate"},
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			listener, backend, want := tt.setup(t, writeCerts(t))
+			yaml := `
+listeners:
+  - address: "127.0.0.1:0"
+    tls: ` + listener + `
+engines:
+  R:
+    backends:
+      - address: "127.0.0.1:50055"
+        tls: ` + backend + `
+`
+			_, err := config.Parse([]byte(yaml), nil)
+			checkProblems(t, err, want)
+		})
+	}
+}
+
+// tlsDir returns a YAML tls section with only a dir key.
+func tlsDir(dir string) string {
+	return "{dir: " + quote(dir) + "}"
+}
+
+// quote returns s as a double-quoted YAML string.
+func quote(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	data, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, to, string(data))
+}
+
+func removeFile(t *testing.T, path string) {
+	t.Helper()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+}

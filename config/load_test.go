@@ -1,0 +1,378 @@
+package config_test
+
+import (
+	"errors"
+	"io/fs"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/ssegw/ssegw/config"
+)
+
+// TestParseValidFile checks that a file setting every key decodes into
+// the expected Config, with engine names spelt as in the file.
+func TestParseValidFile(t *testing.T) {
+	set := writeCerts(t)
+	yaml := `
+listeners:
+  - address: "127.0.0.1:50051"
+    engine: SSEPython
+    tls:
+      dir: ` + quote(set.GatewayDir) + `
+  - address: "[::1]:0"
+    insecure: true
+engines:
+  SSEPython:
+    hosts: [py.example, Py2.Example]
+    request_timeout: 1m30s
+    backends:
+      - address: "127.0.0.1:50055"
+      - address: "localhost:50056"
+        tls:
+          dir: ` + quote(set.QlikDir) + `
+          server_name: localhost
+  R:
+    request_timeout: 0
+    backends:
+      - address: "127.0.0.1:50057"
+limits:
+  max_message_size: 4MiB
+  max_header_list_size: 16384
+keepalive:
+  min_ping_interval: 20s
+  backend_ping_interval: 1m
+log:
+  level: debug
+  format: json
+`
+	got, err := config.Parse([]byte(yaml), nil)
+	if err != nil {
+		t.Fatalf("Parse() error: %v", err)
+	}
+
+	want := &config.Config{
+		Listeners: []config.Listener{
+			{Address: "127.0.0.1:50051", Engine: "SSEPython", TLS: &config.ServerTLS{Dir: set.GatewayDir}},
+			{Address: "[::1]:0", Insecure: true},
+		},
+		Engines: map[string]*config.Engine{
+			"ssepython": {
+				Name:           "SSEPython",
+				Hosts:          []string{"py.example", "Py2.Example"},
+				RequestTimeout: 90 * time.Second,
+				Backends: []config.Backend{
+					{Address: "127.0.0.1:50055"},
+					{Address: "localhost:50056", TLS: &config.ClientTLS{Dir: set.QlikDir, ServerName: "localhost"}},
+				},
+			},
+			"r": {
+				Name:     "R",
+				Backends: []config.Backend{{Address: "127.0.0.1:50057"}},
+			},
+		},
+		Limits:    config.Limits{MaxMessageSize: 4 << 20, MaxHeaderListSize: 16 << 10},
+		Keepalive: config.Keepalive{MinPingInterval: 20 * time.Second, BackendPingInterval: time.Minute},
+		Log:       config.Log{Level: "debug", Format: "json"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Parse() mismatch (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"R", "SSEPython"}, got.EngineNames()); diff != "" {
+		t.Errorf("EngineNames() mismatch (-want +got):\n%s", diff)
+	}
+	if engine := got.Engine("SSEPYTHON"); engine == nil || engine.Name != "SSEPython" {
+		t.Errorf("Engine(%q) = %+v, want the engine SSEPython", "SSEPYTHON", engine)
+	}
+}
+
+// TestParseDefaults checks that keys left out of the file get their
+// documented defaults.
+func TestParseDefaults(t *testing.T) {
+	yaml := `
+listeners:
+  - {address: ":0", insecure: true}
+engines:
+  SSEPython:
+    backends: [{address: "127.0.0.1:50055"}]
+`
+	got, err := config.Parse([]byte(yaml), nil)
+	if err != nil {
+		t.Fatalf("Parse() error: %v", err)
+	}
+
+	want := &config.Config{
+		Listeners: []config.Listener{{Address: ":0", Insecure: true}},
+		Engines: map[string]*config.Engine{
+			"ssepython": {Name: "SSEPython", Backends: []config.Backend{{Address: "127.0.0.1:50055"}}},
+		},
+		Limits:    config.Limits{MaxMessageSize: 16 << 20, MaxHeaderListSize: 64 << 10},
+		Keepalive: config.Keepalive{MinPingInterval: 5 * time.Second, BackendPingInterval: 5 * time.Minute},
+		Log:       config.Log{Level: "info", Format: "text"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Parse() mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// TestParseInvalidYAML checks that text that is not YAML is rejected
+// before anything else is looked at.
+func TestParseInvalidYAML(t *testing.T) {
+	text := "listeners: [\n"
+	_, err := config.Parse([]byte(text), nil)
+	if err == nil {
+		t.Fatalf("Parse(%q) error = nil, want an invalid YAML error", text)
+	}
+	if !strings.Contains(err.Error(), "invalid YAML") {
+		t.Errorf("Parse(%q) error = %q, want an invalid YAML error", text, err)
+	}
+}
+
+// TestLoad checks that Load reads the file and names it in errors.
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+
+	t.Run("valid file", func(t *testing.T) {
+		path := filepath.Join(dir, "ssegw.yaml")
+		writeFile(t, path, "listeners: [{address: ':0', insecure: true}]\nengines: {R: {backends: [{address: '127.0.0.1:50055'}]}}\n")
+		cfg, err := config.Load(path, []string{"SSEGW_LOG_LEVEL=warn"})
+		if err != nil {
+			t.Fatalf("Load(%q) error: %v", path, err)
+		}
+		if cfg.Engine("R") == nil {
+			t.Errorf("Load(%q).Engine(%q) = nil, want the engine", path, "R")
+		}
+		if cfg.Log.Level != "warn" {
+			t.Errorf("Load(%q).Log.Level = %q, want %q", path, cfg.Log.Level, "warn")
+		}
+	})
+
+	t.Run("invalid file", func(t *testing.T) {
+		path := filepath.Join(dir, "invalid.yaml")
+		writeFile(t, path, "engines: {R: {backends: [{address: '127.0.0.1:50055'}]}}\n")
+		_, err := config.Load(path, nil)
+		if err == nil {
+			t.Fatalf("Load(%q) error = nil, want an error", path)
+		}
+		if !strings.HasPrefix(err.Error(), "config "+path+":\n") {
+			t.Errorf("Load(%q) error = %q, want it to start with the file name", path, err)
+		}
+		if !strings.Contains(err.Error(), "listeners: none configured") {
+			t.Errorf("Load(%q) error = %q, want the missing listeners reported", path, err)
+		}
+	})
+
+	t.Run("missing file", func(t *testing.T) {
+		path := filepath.Join(dir, "missing.yaml")
+		_, err := config.Load(path, nil)
+		if !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("Load(%q) error = %v, want fs.ErrNotExist", path, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), path) {
+			t.Errorf("Load(%q) error = %q, want it to name the file", path, err)
+		}
+	})
+}
+
+// envFile is the file that environment tests override. Its engine names
+// are spelt in mixed case, and one contains an underscore.
+const envFile = `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true, engine: SSEPython}
+engines:
+  SSEPython:
+    hosts: [py.example]
+    backends:
+      - address: "localhost:50055"
+        tls: {dir: %QLIK_DIR%}
+  SSE_R:
+    backends: [{address: "127.0.0.1:50056"}]
+`
+
+// parseEnvFile parses envFile, with a certificate set for its backend,
+// under environ.
+func parseEnvFile(t *testing.T, environ []string) (*config.Config, error) {
+	t.Helper()
+	set := writeCerts(t)
+	yaml := strings.ReplaceAll(envFile, "%QLIK_DIR%", quote(set.QlikDir))
+	return config.Parse([]byte(yaml), environ)
+}
+
+// TestParseEnvironment checks that SSEGW_ variables override the keys they
+// name, and that other variables are ignored.
+func TestParseEnvironment(t *testing.T) {
+	tests := []struct {
+		name    string
+		environ []string
+		// get picks the overridden value out of the result.
+		get  func(*config.Config) any
+		want any
+	}{
+		{
+			name:    "log level",
+			environ: []string{"SSEGW_LOG_LEVEL=debug"},
+			get:     func(c *config.Config) any { return c.Log.Level },
+			want:    "debug",
+		},
+		{
+			name:    "engine key ignores case",
+			environ: []string{"SSEGW_ENGINES_SSEPYTHON_REQUEST_TIMEOUT=5s"},
+			get:     func(c *config.Config) any { return c.Engine("SSEPython").RequestTimeout },
+			want:    5 * time.Second,
+		},
+		{
+			name:    "engine name keeps its spelling",
+			environ: []string{"SSEGW_ENGINES_SSEPYTHON_REQUEST_TIMEOUT=5s"},
+			get:     func(c *config.Config) any { return c.Engine("SSEPython").Name },
+			want:    "SSEPython",
+		},
+		{
+			name:    "engine name with underscore",
+			environ: []string{"SSEGW_ENGINES_SSE_R_REQUEST_TIMEOUT=7s"},
+			get:     func(c *config.Config) any { return c.Engine("SSE_R").RequestTimeout },
+			want:    7 * time.Second,
+		},
+		{
+			name:    "listener address",
+			environ: []string{"SSEGW_LISTENERS_0_ADDRESS=127.0.0.1:50099"},
+			get:     func(c *config.Config) any { return c.Listeners[0].Address },
+			want:    "127.0.0.1:50099",
+		},
+		{
+			name:    "hosts as comma list",
+			environ: []string{"SSEGW_ENGINES_SSEPYTHON_HOSTS=a.example, b.example"},
+			get:     func(c *config.Config) any { return c.Engine("SSEPython").Hosts },
+			want:    []string{"a.example", "b.example"},
+		},
+		{
+			name:    "backend tls server name",
+			environ: []string{"SSEGW_ENGINES_SSEPYTHON_BACKENDS_0_TLS_SERVER_NAME=x"},
+			get:     func(c *config.Config) any { return c.Engine("SSEPython").Backends[0].TLS.ServerName },
+			want:    "x",
+		},
+		{
+			name:    "backend tls keeps its dir",
+			environ: []string{"SSEGW_ENGINES_SSEPYTHON_BACKENDS_0_TLS_SERVER_NAME=x"},
+			get:     func(c *config.Config) any { return filepath.Base(c.Engine("SSEPython").Backends[0].TLS.Dir) },
+			want:    "qlik",
+		},
+		{
+			name:    "size with unit",
+			environ: []string{"SSEGW_LIMITS_MAX_MESSAGE_SIZE=8MiB"},
+			get:     func(c *config.Config) any { return c.Limits.MaxMessageSize },
+			want:    config.ByteSize(8 << 20),
+		},
+		{
+			name:    "duration in a section missing from the file",
+			environ: []string{"SSEGW_KEEPALIVE_BACKEND_PING_INTERVAL=30s"},
+			get:     func(c *config.Config) any { return c.Keepalive.BackendPingInterval },
+			want:    30 * time.Second,
+		},
+		{
+			name:    "later variable wins",
+			environ: []string{"SSEGW_LOG_LEVEL=debug", "SSEGW_LOG_LEVEL=error"},
+			get:     func(c *config.Config) any { return c.Log.Level },
+			want:    "error",
+		},
+		{
+			name:    "variables without the prefix",
+			environ: []string{"LOG_LEVEL=debug", "SSEGWLOG_LEVEL=debug", "PATH=/usr/bin", "SSEGW_LOG_LEVEL"},
+			get:     func(c *config.Config) any { return c.Log.Level },
+			want:    "info",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := parseEnvFile(t, tt.environ)
+			if err != nil {
+				t.Fatalf("Parse() with %q error: %v", tt.environ, err)
+			}
+			if diff := cmp.Diff(tt.want, tt.get(cfg)); diff != "" {
+				t.Errorf("Parse() with %q mismatch (-want +got):\n%s", tt.environ, diff)
+			}
+		})
+	}
+}
+
+// TestParseEnvironmentProblems checks that a variable naming no key, or
+// carrying an invalid value, is reported under its own name or the key.
+func TestParseEnvironmentProblems(t *testing.T) {
+	tests := []struct {
+		name    string
+		environ []string
+		want    []problem
+	}{
+		{
+			name:    "no such key",
+			environ: []string{"SSEGW_LOG_COLOUR=red"},
+			want:    []problem{{"environment variable SSEGW_LOG_COLOUR", "no such configuration key"}},
+		},
+		{
+			name:    "no such section",
+			environ: []string{"SSEGW_LOGGING_LEVEL=debug"},
+			want:    []problem{{"environment variable SSEGW_LOGGING_LEVEL", "no such configuration key"}},
+		},
+		{
+			name:    "no such list item",
+			environ: []string{"SSEGW_LISTENERS_5_ADDRESS=127.0.0.1:50099"},
+			want:    []problem{{"environment variable SSEGW_LISTENERS_5_ADDRESS", `no list item "5"`}},
+		},
+		{
+			name:    "no such engine",
+			environ: []string{"SSEGW_ENGINES_JULIA_REQUEST_TIMEOUT=5s"},
+			want:    []problem{{"environment variable SSEGW_ENGINES_JULIA_REQUEST_TIMEOUT", `no entry "julia"`}},
+		},
+		{
+			name:    "whole engine",
+			environ: []string{"SSEGW_ENGINES_SSEPYTHON=x"},
+			want:    []problem{{"environment variable SSEGW_ENGINES_SSEPYTHON", "names a whole entry"}},
+		},
+		{
+			name:    "whole list item",
+			environ: []string{"SSEGW_LISTENERS_0=x"},
+			want:    []problem{{"environment variable SSEGW_LISTENERS_0", "names a whole list item"}},
+		},
+		{
+			name:    "whole section",
+			environ: []string{"SSEGW_LOG=debug"},
+			want:    []problem{{"environment variable SSEGW_LOG", ""}},
+		},
+		{
+			name:    "each bad variable",
+			environ: []string{"SSEGW_LOG_COLOUR=red", "SSEGW_LISTENERS_5_ADDRESS=x"},
+			want: []problem{
+				{"environment variable SSEGW_LOG_COLOUR", "no such configuration key"},
+				{"environment variable SSEGW_LISTENERS_5_ADDRESS", `no list item "5"`},
+			},
+		},
+		{
+			name:    "invalid log level",
+			environ: []string{"SSEGW_LOG_LEVEL=loud"},
+			want:    []problem{{"log.level", `unknown level "loud"`}},
+		},
+		{
+			name:    "duration without unit",
+			environ: []string{"SSEGW_ENGINES_SSEPYTHON_REQUEST_TIMEOUT=30"},
+			want:    []problem{{"engines.SSEPython.request_timeout", `invalid duration "30"`}},
+		},
+		{
+			name:    "invalid size",
+			environ: []string{"SSEGW_LIMITS_MAX_MESSAGE_SIZE=8 megabytes"},
+			want:    []problem{{"limits.max_message_size", `invalid size "8 megabytes"`}},
+		},
+		{
+			name:    "invalid listener address",
+			environ: []string{"SSEGW_LISTENERS_0_ADDRESS=50051"},
+			want:    []problem{{"listeners[0].address", `invalid address "50051"`}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseEnvFile(t, tt.environ)
+			checkProblems(t, err, tt.want)
+		})
+	}
+}
