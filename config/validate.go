@@ -207,8 +207,10 @@ func conflictingListener(seen map[string]int, address string) (int, bool) {
 	if port == "0" {
 		return 0, false
 	}
+	host = listenHost(host)
 	for other, index := range seen {
 		otherHost, otherPort, _ := net.SplitHostPort(other)
+		otherHost = listenHost(otherHost)
 		if otherPort != port {
 			continue
 		}
@@ -217,6 +219,15 @@ func conflictingListener(seen map[string]int, address string) (int, bool) {
 		}
 	}
 	return 0, false
+}
+
+// listenHost returns the address that net.Listen binds for host: Go
+// resolves localhost to the IPv4 loopback address.
+func listenHost(host string) string {
+	if host == "localhost" {
+		return "127.0.0.1"
+	}
+	return host
 }
 
 func isWildcard(host string) bool {

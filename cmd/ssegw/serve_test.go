@@ -1,0 +1,457 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ssegw/ssegw/internal/ssetest"
+	"github.com/ssegw/ssegw/ssepb"
+	"github.com/ssegw/ssegw/tlsutil"
+)
+
+// TestMain deletes the ssegw binary that the tests build.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	ssetest.RemoveBinaries()
+	os.Exit(code)
+}
+
+// freeAddress returns a loopback address whose port was free a moment ago.
+func freeAddress(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	address := lis.Addr().String()
+	if err := lis.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return address
+}
+
+// writeConfig writes a configuration file and returns its path.
+func writeConfig(t *testing.T, text string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ssegw.yaml")
+	ssetest.WriteFile(t, path, []byte(text))
+	return path
+}
+
+// startServePlugin starts a test plugin whose GetCapabilities returns
+// identifier as its pluginIdentifier.
+func startServePlugin(t *testing.T, identifier string) *ssetest.Plugin {
+	t.Helper()
+	return ssetest.StartPlugin(t, &ssetest.Connector{
+		Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
+			return &ssepb.Capabilities{PluginIdentifier: identifier}, nil
+		},
+	})
+}
+
+// watchPort dials address every millisecond until the returned stop is
+// called. Then stop reports whether any dial was accepted.
+func watchPort(address string) (stop func() bool) {
+	done := make(chan struct{})
+	result := make(chan bool, 1)
+	go func() {
+		accepted := false
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			if conn, err := net.DialTimeout("tcp", address, 100*time.Millisecond); err == nil {
+				accepted = true
+				conn.Close()
+			}
+			select {
+			case <-done:
+				result <- accepted
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() bool {
+		close(done)
+		return <-result
+	}
+}
+
+// exitCode returns the exit status that Process.Wait reported as err.
+func exitCode(t *testing.T, err error) int {
+	t.Helper()
+	if err == nil {
+		return 0
+	}
+	var exitErr *exec.ExitError
+	if !errors.As(err, &exitErr) {
+		t.Fatalf("waiting for ssegw: %v", err)
+	}
+	return exitErr.ExitCode()
+}
+
+// failedRun is what a run of ssegw serve that stopped on its own left
+// behind.
+type failedRun struct {
+	exitCode int
+	// elapsed runs from just before the process started to its exit.
+	elapsed time.Duration
+	stderr  string
+	// accepted reports whether a connection to the watched address was
+	// accepted while ssegw ran.
+	accepted bool
+}
+
+// serveUntilExit runs ssegw serve with the configuration text while
+// dialing address, and waits up to 10s for it to exit.
+func serveUntilExit(t *testing.T, text, address string) failedRun {
+	t.Helper()
+	binary := ssetest.Binary(t, "./cmd/ssegw")
+	configFile := writeConfig(t, text)
+
+	stopWatching := watchPort(address)
+	start := time.Now()
+	p := ssetest.StartProcess(t, binary, nil, "serve", "--config", configFile)
+	err := p.Wait(t, 10*time.Second)
+	run := failedRun{elapsed: time.Since(start), stderr: p.Stderr()}
+	run.accepted = stopWatching()
+	run.exitCode = exitCode(t, err)
+	return run
+}
+
+// checkRefused checks that a connection to address is refused.
+func checkRefused(t *testing.T, address string) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", address, time.Second)
+	if err == nil {
+		conn.Close()
+		t.Errorf("Dial(%s) after ssegw exited succeeded, want connection refused", address)
+		return
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("Dial(%s) after ssegw exited: %v, want connection refused", address, err)
+	}
+}
+
+// TestServeRejectsBadTLSFolder checks that serve exits with an error
+// within 2s, naming the file, when a TLS listener's certificate folder is
+// missing, lacks the server key or holds an unreadable key, and that the
+// port never accepts a connection. Elsewhere a plugin that was not told
+// where its server certificates were started in plaintext (C04).
+func TestServeRejectsBadTLSFolder(t *testing.T) {
+	certs := ssetest.NewCerts(t)
+	plugin := startServePlugin(t, "plugin-py")
+
+	// copyGatewayDir copies the gateway's folder without the files in skip.
+	copyGatewayDir := func(t *testing.T, skip ...string) string {
+		t.Helper()
+		dir := t.TempDir()
+		for _, name := range []string{tlsutil.RootCertFile, tlsutil.ServerCertFile, tlsutil.ServerKeyFile} {
+			if slices.Contains(skip, name) {
+				continue
+			}
+			data, err := os.ReadFile(filepath.Join(certs.GatewayDir, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ssetest.WriteFile(t, filepath.Join(dir, name), data)
+		}
+		return dir
+	}
+
+	tests := []struct {
+		name string
+		// folder returns the listener's tls.dir and the file that the
+		// error must name.
+		folder func(t *testing.T) (dir, badFile string)
+	}{
+		{
+			name: "folder does not exist",
+			folder: func(t *testing.T) (string, string) {
+				dir := filepath.Join(t.TempDir(), "no-such-folder")
+				return dir, filepath.Join(dir, tlsutil.ServerKeyFile)
+			},
+		},
+		{
+			name: "no server key",
+			folder: func(t *testing.T) (string, string) {
+				dir := copyGatewayDir(t, tlsutil.ServerKeyFile)
+				return dir, filepath.Join(dir, tlsutil.ServerKeyFile)
+			},
+		},
+		{
+			// Tests may run as root, which reads a file of mode 000, so
+			// the key is made unreadable by its content.
+			name: "key is not PEM",
+			folder: func(t *testing.T) (string, string) {
+				dir := copyGatewayDir(t, tlsutil.ServerKeyFile)
+				key := filepath.Join(dir, tlsutil.ServerKeyFile)
+				ssetest.WriteFile(t, key, []byte("-----BEGIN PRIVATE KEY-----\nnot base64 at all\n-----END PRIVATE KEY-----\n"))
+				return dir, key
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, badFile := tt.folder(t)
+			address := freeAddress(t)
+			text := fmt.Sprintf(`
+listeners:
+  - address: %q
+    engine: Py
+    tls:
+      dir: %q
+engines:
+  Py:
+    backends:
+      - address: %q
+`, address, dir, plugin.Addr)
+
+			run := serveUntilExit(t, text, address)
+
+			if run.exitCode == 0 {
+				t.Errorf("ssegw serve exit status = 0, want non-zero; stderr:\n%s", run.stderr)
+			}
+			if run.elapsed > 2*time.Second {
+				t.Errorf("ssegw serve exited after %v, want within 2s", run.elapsed)
+			}
+			if !strings.Contains(run.stderr, badFile) {
+				t.Errorf("ssegw serve stderr = %q, want it to name %s", run.stderr, badFile)
+			}
+			if !strings.Contains(run.stderr, "listeners[0].tls") {
+				t.Errorf("ssegw serve stderr = %q, want it to name the key listeners[0].tls", run.stderr)
+			}
+			if run.accepted {
+				t.Errorf("a connection to %s was accepted while ssegw ran, want none", address)
+			}
+			checkRefused(t, address)
+		})
+	}
+}
+
+// TestServeRejectsInvalidConfig checks that serve prints each problem of a
+// configuration on its own line, starting with the key at fault, exits
+// with status 2 and never listens, also for two engines that nothing
+// tells apart (C07).
+func TestServeRejectsInvalidConfig(t *testing.T) {
+	plugin := startServePlugin(t, "plugin-r")
+
+	tests := []struct {
+		name string
+		// config returns the file's content for a listener address.
+		config func(address string) string
+		// wantLines are the keys that must each start a line of stderr.
+		wantLines []string
+	}{
+		{
+			name: "several problems",
+			config: func(address string) string {
+				return fmt.Sprintf(`
+listeners:
+  - address: %q
+    engine: Julia
+engines:
+  R:
+    request_timeout: -1s
+    backends: []
+log:
+  level: loud
+`, address)
+			},
+			wantLines: []string{
+				"listeners[0]: ",
+				"listeners[0].engine: ",
+				"engines.R.request_timeout: ",
+				"engines.R.backends: ",
+				"log.level: ",
+			},
+		},
+		{
+			name: "two listeners on one address",
+			config: func(address string) string {
+				return fmt.Sprintf(`
+listeners:
+  - {address: %q, engine: R, insecure: true}
+  - {address: %q, engine: Py, insecure: true}
+engines:
+  R: {backends: [{address: %q}]}
+  Py: {backends: [{address: %q}]}
+`, address, address, plugin.Addr, plugin.Addr)
+			},
+			wantLines: []string{"listeners[1].address: "},
+		},
+		{
+			name: "two engines claim one host",
+			config: func(address string) string {
+				return fmt.Sprintf(`
+listeners:
+  - {address: %q, insecure: true}
+engines:
+  R: {hosts: [shared.gw.test], backends: [{address: %q}]}
+  Py: {hosts: [shared.gw.test], backends: [{address: %q}]}
+`, address, plugin.Addr, plugin.Addr)
+			},
+			wantLines: []string{"engines.R.hosts[0]: "},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			address := freeAddress(t)
+			run := serveUntilExit(t, tt.config(address), address)
+
+			if run.exitCode != 2 {
+				t.Errorf("ssegw serve exit status = %d, want 2; stderr:\n%s", run.exitCode, run.stderr)
+			}
+			lines := strings.Split(run.stderr, "\n")
+			for _, key := range tt.wantLines {
+				found := slices.ContainsFunc(lines, func(line string) bool { return strings.HasPrefix(line, key) })
+				if !found {
+					t.Errorf("ssegw serve stderr has no line starting with %q; stderr:\n%s", key, run.stderr)
+				}
+			}
+			if run.accepted {
+				t.Errorf("a connection to %s was accepted while ssegw ran, want none", address)
+			}
+			checkRefused(t, address)
+		})
+	}
+}
+
+// logRecords returns the JSON log records in text whose message is msg.
+func logRecords(text, msg string) []map[string]any {
+	var records []map[string]any
+	for line := range strings.SplitSeq(text, "\n") {
+		var record map[string]any
+		if json.Unmarshal([]byte(line), &record) != nil {
+			continue
+		}
+		if record["msg"] == msg {
+			records = append(records, record)
+		}
+	}
+	return records
+}
+
+// waitForRecords polls p's stderr until it holds n log records with
+// message msg, or fails the test after timeout.
+func waitForRecords(t *testing.T, p *ssetest.Process, msg string, n int, timeout time.Duration) []map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		records := logRecords(p.Stderr(), msg)
+		if len(records) >= n {
+			return records
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("got %d %q log records within %v, want %d; stderr:\n%s", len(records), msg, timeout, n, p.Stderr())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestServeRunsUntilSIGTERM checks that serve with a valid configuration
+// logs one "listening" record per listener, forwards a call, exits 0
+// within 5s of SIGTERM, and that SSEGW_LOG_LEVEL overrides the file's
+// log level.
+func TestServeRunsUntilSIGTERM(t *testing.T) {
+	plugin := startServePlugin(t, "plugin-r")
+	binary := ssetest.Binary(t, "./cmd/ssegw")
+
+	tests := []struct {
+		name string
+		env  []string
+		// wantCallRecord is whether the call is logged, which happens at
+		// debug level only.
+		wantCallRecord bool
+	}{
+		{name: "level info from the file"},
+		{name: "SSEGW_LOG_LEVEL=debug", env: []string{"SSEGW_LOG_LEVEL=debug"}, wantCallRecord: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addresses := []string{freeAddress(t), freeAddress(t)}
+			configFile := writeConfig(t, fmt.Sprintf(`
+listeners:
+  - {address: %q, engine: R, insecure: true}
+  - {address: %q, engine: R, insecure: true}
+engines:
+  R: {backends: [{address: %q}]}
+log:
+  level: info
+  format: json
+`, addresses[0], addresses[1], plugin.Addr))
+
+			p := ssetest.StartProcess(t, binary, tt.env, "serve", "--config", configFile)
+			waitForRecords(t, p, "listening", len(addresses), 10*time.Second)
+
+			// Call through the first listener.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			caps, err := ssetest.Dial(t, addresses[0]).GetCapabilities(ctx, &ssepb.Empty{})
+			if err != nil {
+				t.Fatalf("GetCapabilities() error = %v, want nil", err)
+			}
+			if got := caps.GetPluginIdentifier(); got != "plugin-r" {
+				t.Errorf("GetCapabilities().PluginIdentifier = %q, want %q", got, "plugin-r")
+			}
+
+			// Stop; the whole log is in stderr once the process has exited.
+			if err := p.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			signalled := time.Now()
+			waitErr := p.Wait(t, 10*time.Second)
+			if elapsed := time.Since(signalled); elapsed > 5*time.Second {
+				t.Errorf("ssegw serve exited %v after SIGTERM, want within 5s", elapsed)
+			}
+			if code := exitCode(t, waitErr); code != 0 {
+				t.Errorf("ssegw serve exit status after SIGTERM = %d, want 0; stderr:\n%s", code, p.Stderr())
+			}
+			stderr := p.Stderr()
+
+			var listening []string
+			for _, record := range logRecords(stderr, "listening") {
+				listening = append(listening, fmt.Sprint(record["address"]))
+			}
+			slices.Sort(listening)
+			if want := slices.Sorted(slices.Values(addresses)); !slices.Equal(listening, want) {
+				t.Errorf("listening records' addresses = %q, want %q", listening, want)
+			}
+			if got := len(logRecords(stderr, "stopped")); got != 1 {
+				t.Errorf("got %d %q log records, want 1", got, "stopped")
+			}
+
+			calls := logRecords(stderr, "call")
+			if !tt.wantCallRecord {
+				if len(calls) != 0 {
+					t.Errorf("got %d call log records at level info, want 0: %v", len(calls), calls)
+				}
+				return
+			}
+			if len(calls) != 1 {
+				t.Fatalf("got %d call log records, want 1; stderr:\n%s", len(calls), stderr)
+			}
+			for key, want := range map[string]string{
+				"level":  "DEBUG",
+				"engine": "R",
+				"method": "/qlik.sse.Connector/GetCapabilities",
+				"code":   "OK",
+			} {
+				if got := calls[0][key]; got != want {
+					t.Errorf("call log record %s = %v, want %s", key, got, want)
+				}
+			}
+		})
+	}
+}
