@@ -36,6 +36,15 @@ type Config struct {
 
 	// Log selects the level and format of the gateway's log on stderr.
 	Log Log `mapstructure:"log"`
+
+	// Telemetry configures the export of traces and metrics.
+	Telemetry Telemetry `mapstructure:"telemetry"`
+
+	// Redaction says how Qlik's app and user ids appear in spans and logs.
+	Redaction Redaction `mapstructure:"redaction"`
+
+	// Admin is the HTTP listener for health, metrics and the status page.
+	Admin Admin `mapstructure:"admin"`
 }
 
 // Listener is one address on which the gateway accepts Qlik's gRPC calls.
@@ -155,4 +164,13 @@ type Log struct {
 
 	// Format is text or json. Default text.
 	Format string `mapstructure:"format"`
+
+	// AccessLog writes one record per call at info level, with the call's
+	// engine, function, app, status, sizes and trace id. Default true.
+	AccessLog *bool `mapstructure:"access_log"`
+}
+
+// AccessLogEnabled reports whether the access log is on.
+func (l Log) AccessLogEnabled() bool {
+	return l.AccessLog == nil || *l.AccessLog
 }

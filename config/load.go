@@ -139,6 +139,7 @@ func (c *Config) ApplyDefaults() {
 	if c.Log.Format == "" {
 		c.Log.Format = DefaultLogFormat
 	}
+	c.applyObservabilityDefaults()
 }
 
 // engineNameSpelling maps each engine name, lowercased, to its spelling in
@@ -355,7 +356,9 @@ func decodeProblems(err error, spelling map[string]string) (problems []error, un
 		cause := decodeErr.Unwrap()
 		if unknown, ok := strings.CutPrefix(cause.Error(), "has invalid keys: "); ok {
 			where := key
-			if where == "" {
+			// mapstructure names the top level "" (v2.4) or after the
+			// decoded type (v2.5).
+			if where == "" || where == reflect.TypeFor[Config]().String() {
 				where = "top level"
 			}
 			problems = append(problems, fmt.Errorf("%s: unknown key %s; check its spelling", where, unknown))

@@ -48,12 +48,20 @@ keepalive:
 log:
   level: debug
   format: json
+  access_log: false
+telemetry:
+  service_name: gateway-a
+  traces: {exporter: otlp-http, endpoint: "127.0.0.1:4318", insecure: true, sampler_ratio: 0.25}
+  metrics: {exporter: otlp, endpoint: "127.0.0.1:4317", interval: 15s}
+redaction: {app_id: hash, user_id: drop, script_text: true}
+admin: {address: "127.0.0.1:9000"}
 `
 	got, err := config.Parse([]byte(yaml), nil)
 	if err != nil {
 		t.Fatalf("Parse() error: %v", err)
 	}
 
+	accessLogOff, quarter := false, 0.25
 	want := &config.Config{
 		Listeners: []config.Listener{
 			{Address: "127.0.0.1:50051", Engine: "SSEPython", TLS: &config.ServerTLS{Dir: set.GatewayDir}},
@@ -76,7 +84,14 @@ log:
 		},
 		Limits:    config.Limits{MaxMessageSize: 4 << 20, MaxHeaderListSize: 16 << 10},
 		Keepalive: config.Keepalive{MinPingInterval: 20 * time.Second, BackendPingInterval: time.Minute},
-		Log:       config.Log{Level: "debug", Format: "json"},
+		Log:       config.Log{Level: "debug", Format: "json", AccessLog: &accessLogOff},
+		Telemetry: config.Telemetry{
+			ServiceName: "gateway-a",
+			Traces:      config.TraceExport{Exporter: "otlp-http", Endpoint: "127.0.0.1:4318", Insecure: true, SamplerRatio: &quarter},
+			Metrics:     config.MetricExport{Exporter: "otlp", Endpoint: "127.0.0.1:4317", Interval: 15 * time.Second},
+		},
+		Redaction: config.Redaction{AppID: "hash", UserID: "drop", ScriptText: true},
+		Admin:     config.Admin{Address: "127.0.0.1:9000"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Parse() mismatch (-want +got):\n%s", diff)
@@ -104,6 +119,7 @@ engines:
 		t.Fatalf("Parse() error: %v", err)
 	}
 
+	accessLogOn := true
 	want := &config.Config{
 		Listeners: []config.Listener{{Address: ":0", Insecure: true}},
 		Engines: map[string]*config.Engine{
@@ -111,7 +127,9 @@ engines:
 		},
 		Limits:    config.Limits{MaxMessageSize: 16 << 20, MaxHeaderListSize: 64 << 10},
 		Keepalive: config.Keepalive{MinPingInterval: 5 * time.Second, BackendPingInterval: 5 * time.Minute},
-		Log:       config.Log{Level: "info", Format: "text"},
+		Log:       config.Log{Level: "info", Format: "text", AccessLog: &accessLogOn},
+		Redaction: config.Redaction{AppID: "keep", UserID: "hash"},
+		Admin:     config.Admin{Address: "127.0.0.1:8081"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Parse() mismatch (-want +got):\n%s", diff)

@@ -127,6 +127,7 @@ func (c *Config) Validate() error {
 	if !slices.Contains([]string{"text", "json"}, c.Log.Format) {
 		report("log.format: unknown format %q; use text or json", c.Log.Format)
 	}
+	c.validateObservability(report)
 	return errors.Join(problems...)
 }
 

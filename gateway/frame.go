@@ -35,9 +35,6 @@ func (f *frame) release() {
 // into one contiguous []byte when received.
 type frameCodec struct{}
 
-// codecName is never sent: a forced codec leaves the content-type as
-// application/grpc, as Qlik and the plugins expect.
-const codecName = "ssegw-frame"
 
 func (frameCodec) Marshal(v any) (mem.BufferSlice, error) {
 	f, ok := v.(*frame)
@@ -59,8 +56,12 @@ func (frameCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	return nil
 }
 
+// Name returns "", because gRPC puts a forced codec's name into the
+// content-type it sends (as of grpc-go v1.85): "" keeps the plain
+// application/grpc that Qlik sends, and the handler passes on a subtype
+// the client sent, such as +proto.
 func (frameCodec) Name() string {
-	return codecName
+	return ""
 }
 
 var _ encoding.CodecV2 = frameCodec{}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -112,7 +113,7 @@ func (g *Gateway) serverOptions(l *listener, creds credentials.TransportCredenti
 		grpc.ForceServerCodecV2(frameCodec{}),
 		grpc.MaxRecvMsgSize(int(g.cfg.Limits.MaxMessageSize)),
 		grpc.MaxSendMsgSize(int(g.cfg.Limits.MaxMessageSize)),
-		grpc.MaxHeaderListSize(uint32(g.cfg.Limits.MaxHeaderListSize)),
+		grpc.MaxHeaderListSize(headerListCeiling(g.cfg.Limits.MaxHeaderListSize)),
 		grpc.ConnectionTimeout(handshakeTimeout),
 		// Qlik keeps one connection per analytic connection for as long as
 		// the engine runs, so the gateway never ends one on its own: no
@@ -127,6 +128,16 @@ func (g *Gateway) serverOptions(l *listener, creds credentials.TransportCredenti
 			PermitWithoutStream: true,
 		}),
 	}
+}
+
+// headerListCeiling returns the header list size gRPC itself allows:
+// four times the configured limit. Between the two, the handler refuses a
+// call with ResourceExhausted and a message naming the limit. Over its
+// own limit, gRPC (grpc-go v1.85 with golang.org/x/net v0.63) resets the
+// stream without a status, or closes the connection when one value alone
+// is longer, which would fail every call on it.
+func headerListCeiling(limit config.ByteSize) uint32 {
+	return uint32(min(4*int64(limit), math.MaxUint32))
 }
 
 // serverCredentials returns mutual TLS for a listener with a tls section,

@@ -64,6 +64,15 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 	md, _ := metadata.FromIncomingContext(ctx)
 	g := l.gateway
 
+	// Refuse headers over the gateway's limit here, with a status: gRPC
+	// only enforces a higher ceiling (see serverOptions), because over its
+	// own limit it resets the stream or closes the connection without one.
+	if size := headerListSize(md); size > int(g.cfg.Limits.MaxHeaderListSize) {
+		st := status.Newf(codes.ResourceExhausted, "request headers of %d bytes are over limits.max_header_list_size (%v)", size, g.cfg.Limits.MaxHeaderListSize)
+		g.logRejectedCall(ctx, l, method, st)
+		return st.Err()
+	}
+
 	// Choose the engine.
 	engine, err := g.routes().Match(routing.Request{
 		EngineHeader:  firstValue(md, routing.EngineHeader),
@@ -90,8 +99,11 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 	}
 	backendCtx = metadata.NewOutgoingContext(backendCtx, forwardedMetadata(md))
 	backendCtx = context.WithValue(backendCtx, callKey{}, c)
-	cs, err := engine.Pool.Conn().NewStream(backendCtx, &forwardedStreamDesc, method,
-		grpc.ForceCodecV2(frameCodec{}), grpc.Peer(&c.backendPeer))
+	callOptions := []grpc.CallOption{grpc.ForceCodecV2(frameCodec{}), grpc.Peer(&c.backendPeer)}
+	if subtype := contentSubtype(md); subtype != "" {
+		callOptions = append(callOptions, grpc.CallContentSubtype(subtype))
+	}
+	cs, err := engine.Pool.Conn().NewStream(backendCtx, &forwardedStreamDesc, method, callOptions...)
 	if err != nil {
 		close(c.requestsDone)
 		return c.finish(c.backendStatus(backendCtx, err))

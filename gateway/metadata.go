@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/base64"
 	"strings"
 
 	"google.golang.org/grpc/metadata"
@@ -45,6 +46,33 @@ func forwardedMetadata(in metadata.MD) metadata.MD {
 		out[key] = values
 	}
 	return out
+}
+
+// contentSubtype returns the part after "+" of the client's content-type,
+// such as "proto" for application/grpc+proto, or "" for application/grpc.
+func contentSubtype(md metadata.MD) string {
+	_, subtype, _ := strings.Cut(firstValue(md, "content-type"), "+")
+	if i := strings.IndexByte(subtype, ';'); i >= 0 {
+		subtype = subtype[:i]
+	}
+	return strings.TrimSpace(subtype)
+}
+
+// headerListSize returns the size of md as HTTP/2 counts a header list:
+// each field's name and value plus 32 bytes, with -bin values in base64
+// as they travel.
+func headerListSize(md metadata.MD) int {
+	size := 0
+	for key, values := range md {
+		for _, value := range values {
+			n := len(value)
+			if strings.HasSuffix(key, "-bin") {
+				n = base64.RawStdEncoding.EncodedLen(n)
+			}
+			size += len(key) + n + 32
+		}
+	}
+	return size
 }
 
 // firstValue returns the first value of key in md, or "".

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -79,6 +80,13 @@ func (c *call) backendStatus(ctx context.Context, err error) (*status.Status, bo
 		return status.New(codes.Canceled, "the client cancelled the call"), false
 	}
 
+	// gRPC checks the request headers against the plugin's advertised
+	// limit before sending, and fails with Internal and this text (as of
+	// grpc-go v1.85); it is the request's size, not the plugin's health.
+	if strings.Contains(received.Message(), "header list size to send violates") {
+		return status.Newf(codes.ResourceExhausted, "engine %s: the request headers are over the plugin's limit: %s",
+			c.engine.Name, received.Message()), true
+	}
 	if received.Code() == codes.ResourceExhausted {
 		return status.Newf(codes.ResourceExhausted, "engine %s: the plugin sent a message over limits.max_message_size (%v): %s",
 			c.engine.Name, c.gateway.cfg.Limits.MaxMessageSize, received.Message()), true

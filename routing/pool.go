@@ -7,6 +7,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
@@ -61,7 +63,7 @@ func NewPool(engine *config.Engine, opts PoolOptions) (*Pool, error) {
 
 	dialOptions := []grpc.DialOption{
 		grpc.WithResolvers(r),
-		grpc.WithTransportCredentials(newBackendCredentials()),
+		grpc.WithTransportCredentials(transportCredentials(engine)),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"round_robin": {}}]}`),
 		grpc.WithConnectParams(reconnectBackoff),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
@@ -90,6 +92,21 @@ func NewPool(engine *config.Engine, opts PoolOptions) (*Pool, error) {
 	// of a Qlik sheet does not pay for the dial and the TLS handshake.
 	conn.Connect()
 	return &Pool{conn: conn, resolver: r}, nil
+}
+
+// transportCredentials returns plaintext credentials for an engine whose
+// backends all are plaintext, else credentials that choose per backend.
+// gRPC sends :scheme https on every connection of credentials that
+// describe themselves as TLS (as of grpc-go v1.85), so an engine that mixes
+// both sends https to its plaintext plugins too. gRPC servers do not check
+// the scheme.
+func transportCredentials(engine *config.Engine) credentials.TransportCredentials {
+	for _, backend := range engine.Backends {
+		if backend.TLS != nil {
+			return newBackendCredentials()
+		}
+	}
+	return insecure.NewCredentials()
 }
 
 // resolverState lists the engine's backends for gRPC, each carrying its

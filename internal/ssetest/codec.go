@@ -46,8 +46,10 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	return proto.Unmarshal(data.Materialize(), message)
 }
 
+// Name returns "", so that test clients send the plain application/grpc
+// content-type that Qlik sends.
 func (Codec) Name() string {
-	return "proto"
+	return ""
 }
 
 var _ encoding.CodecV2 = Codec{}

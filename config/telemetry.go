@@ -1,0 +1,156 @@
+package config
+
+import (
+	"net"
+	"slices"
+	"time"
+)
+
+// Telemetry configures traces and metrics. Keys left empty fall back to
+// the standard OpenTelemetry environment variables (OTEL_TRACES_EXPORTER,
+// OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_TRACES_SAMPLER, OTEL_SERVICE_NAME and
+// the others, read as the OpenTelemetry SDKs read them); keys set here
+// take precedence over them.
+type Telemetry struct {
+	// ServiceName is the service.name of traces and metrics. Empty means
+	// OTEL_SERVICE_NAME, or "ssegw".
+	ServiceName string `mapstructure:"service_name"`
+
+	Traces  TraceExport  `mapstructure:"traces"`
+	Metrics MetricExport `mapstructure:"metrics"`
+}
+
+// Exporter names accepted in telemetry.traces.exporter and
+// telemetry.metrics.exporter.
+const (
+	ExporterOTLP     = "otlp"      // OTLP over gRPC
+	ExporterOTLPHTTP = "otlp-http" // OTLP over HTTP with protobuf
+	ExporterStdout   = "stdout"    // one JSON document per span or batch, for debugging
+	ExporterNone     = "none"
+)
+
+// TraceExport says where spans go. Without an exporter, here or in the
+// environment, spans are still made, for the access log and the status
+// page, and cost little.
+type TraceExport struct {
+	// Exporter is otlp, otlp-http, stdout or none. Empty means
+	// OTEL_TRACES_EXPORTER, or none.
+	Exporter string `mapstructure:"exporter"`
+
+	// Endpoint is the collector's address: host:port for otlp, a URL or
+	// host:port for otlp-http. Empty means OTEL_EXPORTER_OTLP_ENDPOINT,
+	// or the OpenTelemetry default on localhost.
+	Endpoint string `mapstructure:"endpoint"`
+
+	// Insecure sends OTLP without TLS, as to a collector on the same host.
+	Insecure bool `mapstructure:"insecure"`
+
+	// SamplerRatio is the share of new traces recorded, from 0 to 1; a call
+	// that continues a trace follows its parent's decision. Unset means
+	// OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG, or every trace.
+	SamplerRatio *float64 `mapstructure:"sampler_ratio"`
+}
+
+// MetricExport says where metrics go besides the admin listener's
+// /metrics, which always serves them in the Prometheus format.
+type MetricExport struct {
+	// Exporter is otlp, otlp-http, stdout or none. Empty means
+	// OTEL_METRICS_EXPORTER, or none.
+	Exporter string `mapstructure:"exporter"`
+
+	// Endpoint and Insecure are as for traces.
+	Endpoint string `mapstructure:"endpoint"`
+	Insecure bool   `mapstructure:"insecure"`
+
+	// Interval between exports. 0 means OTEL_METRIC_EXPORT_INTERVAL, or 60s.
+	Interval time.Duration `mapstructure:"interval"`
+}
+
+// Redaction says how the ids Qlik sends with each call appear in spans,
+// logs and the status page. Metrics never carry them.
+type Redaction struct {
+	// AppID is keep, hash (the first 16 hex digits of its SHA-256) or
+	// drop. Default keep.
+	AppID string `mapstructure:"app_id"`
+
+	// UserID is keep, hash or drop. Default hash: user ids name people.
+	UserID string `mapstructure:"user_id"`
+
+	// ScriptText records the text of EvaluateScript calls in spans. False,
+	// the default, records only its length and SHA-256.
+	ScriptText bool `mapstructure:"script_text"`
+}
+
+// Redaction modes.
+const (
+	RedactKeep = "keep"
+	RedactHash = "hash"
+	RedactDrop = "drop"
+)
+
+// Admin is the HTTP listener for health checks, metrics and the status
+// page.
+type Admin struct {
+	// Address is host:port. Default 127.0.0.1:8081, reachable from the
+	// gateway's host only; "none" turns the listener off.
+	Address string `mapstructure:"address"`
+}
+
+// DefaultAdminAddress is where the admin listener serves by default.
+const DefaultAdminAddress = "127.0.0.1:8081"
+
+func (c *Config) applyObservabilityDefaults() {
+	if c.Redaction.AppID == "" {
+		c.Redaction.AppID = RedactKeep
+	}
+	if c.Redaction.UserID == "" {
+		c.Redaction.UserID = RedactHash
+	}
+	if c.Admin.Address == "" {
+		c.Admin.Address = DefaultAdminAddress
+	}
+	if c.Log.AccessLog == nil {
+		on := true
+		c.Log.AccessLog = &on
+	}
+}
+
+// validateObservability reports problems in the telemetry, redaction and
+// admin sections.
+func (c *Config) validateObservability(report func(string, ...any)) {
+	exporters := []string{"", ExporterOTLP, ExporterOTLPHTTP, ExporterStdout, ExporterNone}
+	if !slices.Contains(exporters, c.Telemetry.Traces.Exporter) {
+		report("telemetry.traces.exporter: unknown exporter %q; use otlp, otlp-http, stdout or none", c.Telemetry.Traces.Exporter)
+	}
+	if !slices.Contains(exporters, c.Telemetry.Metrics.Exporter) {
+		report("telemetry.metrics.exporter: unknown exporter %q; use otlp, otlp-http, stdout or none", c.Telemetry.Metrics.Exporter)
+	}
+	if ratio := c.Telemetry.Traces.SamplerRatio; ratio != nil && (*ratio < 0 || *ratio > 1) {
+		report("telemetry.traces.sampler_ratio: %v is outside 0 to 1", *ratio)
+	}
+	if c.Telemetry.Metrics.Interval < 0 {
+		report("telemetry.metrics.interval: %v is negative", c.Telemetry.Metrics.Interval)
+	}
+	modes := []string{RedactKeep, RedactHash, RedactDrop}
+	if !slices.Contains(modes, c.Redaction.AppID) {
+		report("redaction.app_id: unknown mode %q; use keep, hash or drop", c.Redaction.AppID)
+	}
+	if !slices.Contains(modes, c.Redaction.UserID) {
+		report("redaction.user_id: unknown mode %q; use keep, hash or drop", c.Redaction.UserID)
+	}
+	if c.Admin.Address != "none" {
+		if err := checkListenAddress(c.Admin.Address); err != nil {
+			report("admin.address: %v", err)
+		}
+		for i, listener := range c.Listeners {
+			if c.Admin.Address == listener.Address && !isPortZero(listener.Address) {
+				report("admin.address: %q is also listeners[%d].address", c.Admin.Address, i)
+			}
+		}
+	}
+}
+
+func isPortZero(address string) bool {
+	_, port, err := net.SplitHostPort(address)
+	return err == nil && port == "0"
+}
