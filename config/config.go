@@ -99,7 +99,20 @@ type Engine struct {
 	// Backends are the plugin replicas; calls are spread over the ready ones
 	// round-robin. At least one.
 	Backends []Backend `mapstructure:"backends"`
+
+	// ProbeInterval is how often each replica's GetCapabilities is called
+	// to check its health and learn its functions. Default 10s.
+	ProbeInterval time.Duration `mapstructure:"probe_interval"`
+
+	// ProbeTimeout bounds one probe. Default 5s.
+	ProbeTimeout time.Duration `mapstructure:"probe_timeout"`
 }
+
+// Defaults of an engine's probes.
+const (
+	DefaultProbeInterval = 10 * time.Second
+	DefaultProbeTimeout  = 5 * time.Second
+)
 
 // Backend is one replica of a plugin.
 type Backend struct {

@@ -117,8 +117,17 @@ func Parse(data []byte, environ []string) (*Config, error) {
 // after its key when its Name is empty, as for a Config built in code.
 func (c *Config) ApplyDefaults() {
 	for key, engine := range c.Engines {
-		if engine != nil && engine.Name == "" {
+		if engine == nil {
+			continue
+		}
+		if engine.Name == "" {
 			engine.Name = key
+		}
+		if engine.ProbeInterval == 0 {
+			engine.ProbeInterval = DefaultProbeInterval
+		}
+		if engine.ProbeTimeout == 0 {
+			engine.ProbeTimeout = DefaultProbeTimeout
 		}
 	}
 	if c.Limits.MaxMessageSize == 0 {

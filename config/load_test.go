@@ -29,6 +29,8 @@ engines:
   SSEPython:
     hosts: [py.example, Py2.Example]
     request_timeout: 1m30s
+    probe_interval: 2s
+    probe_timeout: 1s
     backends:
       - address: "127.0.0.1:50055"
       - address: "localhost:50056"
@@ -76,10 +78,14 @@ admin: {address: "127.0.0.1:9000"}
 					{Address: "127.0.0.1:50055"},
 					{Address: "localhost:50056", TLS: &config.ClientTLS{Dir: set.QlikDir, ServerName: "localhost"}},
 				},
+				ProbeInterval: 2 * time.Second,
+				ProbeTimeout:  time.Second,
 			},
 			"r": {
-				Name:     "R",
-				Backends: []config.Backend{{Address: "127.0.0.1:50057"}},
+				Name:          "R",
+				Backends:      []config.Backend{{Address: "127.0.0.1:50057"}},
+				ProbeInterval: 10 * time.Second,
+				ProbeTimeout:  5 * time.Second,
 			},
 		},
 		Limits:    config.Limits{MaxMessageSize: 4 << 20, MaxHeaderListSize: 16 << 10},
@@ -123,7 +129,12 @@ engines:
 	want := &config.Config{
 		Listeners: []config.Listener{{Address: ":0", Insecure: true}},
 		Engines: map[string]*config.Engine{
-			"ssepython": {Name: "SSEPython", Backends: []config.Backend{{Address: "127.0.0.1:50055"}}},
+			"ssepython": {
+				Name:          "SSEPython",
+				Backends:      []config.Backend{{Address: "127.0.0.1:50055"}},
+				ProbeInterval: 10 * time.Second,
+				ProbeTimeout:  5 * time.Second,
+			},
 		},
 		Limits:    config.Limits{MaxMessageSize: 16 << 20, MaxHeaderListSize: 64 << 10},
 		Keepalive: config.Keepalive{MinPingInterval: 5 * time.Second, BackendPingInterval: 5 * time.Minute},

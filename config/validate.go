@@ -71,6 +71,12 @@ func (c *Config) Validate() error {
 		if engine.RequestTimeout < 0 {
 			report("%s.request_timeout: %v is negative; use 0 for no limit", key, engine.RequestTimeout)
 		}
+		if engine.ProbeInterval < 100*time.Millisecond {
+			report("%s.probe_interval: %v is too short; use 100ms or more", key, engine.ProbeInterval)
+		}
+		if engine.ProbeTimeout <= 0 {
+			report("%s.probe_timeout: %v must be positive", key, engine.ProbeTimeout)
+		}
 		for i, host := range engine.Hosts {
 			normalized := NormalizeHost(host)
 			if normalized == "" || strings.ContainsAny(normalized, ":/ ") {

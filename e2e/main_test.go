@@ -45,6 +45,10 @@ func startGatewayProcess(t *testing.T, cfg map[string]any) *gatewayProcess {
 		t.Fatalf("test configuration: listeners = %T, want a non-empty []map[string]any", cfg["listeners"])
 	}
 	cfg["log"] = map[string]any{"level": "debug", "format": "json"}
+	if _, ok := cfg["admin"]; !ok {
+		// Tests in other packages run gateways at the same time.
+		cfg["admin"] = map[string]any{"address": "127.0.0.1:0"}
+	}
 	data, err := yaml.Marshal(cfg)
 	if err != nil {
 		t.Fatalf("encoding the configuration: %v", err)

@@ -35,7 +35,6 @@ func (f *frame) release() {
 // into one contiguous []byte when received.
 type frameCodec struct{}
 
-
 func (frameCodec) Marshal(v any) (mem.BufferSlice, error) {
 	f, ok := v.(*frame)
 	if !ok {

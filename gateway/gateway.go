@@ -13,14 +13,15 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/status"
 
 	"github.com/ssegw/ssegw/config"
 	"github.com/ssegw/ssegw/routing"
+	"github.com/ssegw/ssegw/telemetry"
 	"github.com/ssegw/ssegw/tlsutil"
 )
 
@@ -32,10 +33,18 @@ const handshakeTimeout = 10 * time.Second
 // Gateway is a running set of listeners and the engines they serve.
 type Gateway struct {
 	// Immutable after New.
-	cfg       *config.Config
-	logger    *slog.Logger
-	listeners []*listener
-	warnings  *warningLimiter
+	cfg           *config.Config
+	logger        *slog.Logger
+	listeners     []*listener
+	warnings      *warningLimiter
+	observer      *observer
+	telemetry     *telemetry.Providers
+	ownsTelemetry bool // the gateway made telemetry, and shuts it down
+	version       string
+
+	// Set by Start.
+	admin   *adminServer
+	started time.Time
 
 	// table is replaced as a whole when the configuration changes, so calls
 	// read it without a lock.
@@ -60,6 +69,14 @@ type listener struct {
 type Options struct {
 	// UserAgent is sent to plugins, such as "ssegw/1.2.0".
 	UserAgent string
+
+	// Version is the gateway's version, for telemetry and the status page.
+	Version string
+
+	// Telemetry are the OpenTelemetry providers to use. Nil means the
+	// gateway makes its own from the configuration, and shuts them down
+	// with itself.
+	Telemetry *telemetry.Providers
 }
 
 // New builds a gateway for a validated configuration: it loads the
@@ -71,23 +88,49 @@ func New(cfg *config.Config, logger *slog.Logger, opts Options) (*Gateway, error
 		logger:            logger,
 		warnings:          newWarningLimiter(10 * time.Second),
 		handshakeFailures: make([]atomic.Int64, len(tlsutil.HandshakeFailures)),
+		telemetry:         opts.Telemetry,
+		version:           opts.Version,
+	}
+
+	// Set up telemetry: spans and metrics exist even without an exporter,
+	// for the access log and the status page.
+	if g.telemetry == nil {
+		providers, err := telemetry.New(context.Background(), cfg.Telemetry, telemetry.Options{Version: opts.Version})
+		if err != nil {
+			return nil, err
+		}
+		g.telemetry, g.ownsTelemetry = providers, true
+	}
+	meter := g.telemetry.MeterProvider.Meter(instrumentationName)
+	instruments, err := newMetrics(meter, g)
+	if err != nil {
+		g.shutdownTelemetry()
+		return nil, err
+	}
+	g.observer = &observer{
+		tracer:     g.telemetry.TracerProvider.Tracer(instrumentationName),
+		propagator: propagation.TraceContext{},
+		metrics:    instruments,
+		activity:   newActivity(),
+		redaction:  cfg.Redaction,
+		accessLog:  cfg.Log.AccessLogEnabled(),
 	}
 
 	// Connect to the engines' plugins.
 	var engines []*routing.Engine
 	for _, name := range cfg.EngineNames() {
-		engineConfig := cfg.Engine(name)
-		pool, err := routing.NewPool(engineConfig, routing.PoolOptions{
+		engine, err := routing.NewEngine(cfg.Engine(name), routing.PoolOptions{
 			Limits:      cfg.Limits,
 			Keepalive:   cfg.Keepalive,
 			UserAgent:   opts.UserAgent,
 			DialOptions: []grpc.DialOption{grpc.WithStatsHandler(backendEvents{})},
-		})
+		}, logger)
 		if err != nil {
-			closePools(engines)
+			closeEngines(engines)
+			g.shutdownTelemetry()
 			return nil, err
 		}
-		engines = append(engines, &routing.Engine{Name: engineConfig.Name, Config: engineConfig, Pool: pool})
+		engines = append(engines, engine)
 	}
 	g.table.Store(routing.NewTable(engines))
 
@@ -95,7 +138,8 @@ func New(cfg *config.Config, logger *slog.Logger, opts Options) (*Gateway, error
 	for i, listenerConfig := range cfg.Listeners {
 		creds, err := g.serverCredentials(listenerConfig)
 		if err != nil {
-			closePools(engines)
+			closeEngines(engines)
+			g.shutdownTelemetry()
 			return nil, fmt.Errorf("listeners[%d].tls: %w", i, err)
 		}
 		l := &listener{gateway: g, config: listenerConfig}
@@ -164,6 +208,13 @@ func (g *Gateway) Start() error {
 		}
 		l.lis = lis
 	}
+	g.started = time.Now()
+	if g.cfg.Admin.Address != "none" {
+		if err := g.startAdmin(); err != nil {
+			g.closeListeners()
+			return err
+		}
+	}
 	for _, l := range g.listeners {
 		security := "mutual TLS"
 		if l.config.TLS == nil {
@@ -175,6 +226,9 @@ func (g *Gateway) Start() error {
 				g.logger.Error("listener failed", "address", l.lis.Addr().String(), "error", err)
 			}
 		}()
+	}
+	for _, engine := range g.routes().Engines() {
+		engine.Start()
 	}
 	for _, name := range g.cfg.EngineNames() {
 		engine := g.cfg.Engine(name)
@@ -221,7 +275,11 @@ func (g *Gateway) Shutdown(ctx context.Context) {
 			})
 		}
 		wg.Wait()
-		closePools(g.routes().Engines())
+		if g.admin != nil {
+			g.admin.shutdown(ctx)
+		}
+		closeEngines(g.routes().Engines())
+		g.shutdownTelemetry()
 	})
 }
 
@@ -238,17 +296,16 @@ func (g *Gateway) routes() *routing.Table {
 	return g.table.Load()
 }
 
-// logRejectedCall records a call that no engine accepts.
-func (g *Gateway) logRejectedCall(ctx context.Context, l *listener, method string, st *status.Status) {
-	if !g.warnings.allow("route:" + l.config.Address + ":" + method) {
+// shutdownTelemetry flushes the exporters the gateway made itself.
+func (g *Gateway) shutdownTelemetry() {
+	if !g.ownsTelemetry {
 		return
 	}
-	g.logger.LogAttrs(ctx, slog.LevelWarn, "call rejected",
-		slog.String("listener", l.config.Address),
-		slog.String("method", method),
-		slog.String("peer", peerAddress(ctx)),
-		slog.String("code", st.Code().String()),
-		slog.String("error", st.Message()))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := g.telemetry.Shutdown(ctx); err != nil {
+		g.logger.Warn("flushing telemetry failed", "error", err.Error())
+	}
 }
 
 func (g *Gateway) closeListeners() {
@@ -260,8 +317,8 @@ func (g *Gateway) closeListeners() {
 	}
 }
 
-func closePools(engines []*routing.Engine) {
+func closeEngines(engines []*routing.Engine) {
 	for _, engine := range engines {
-		engine.Pool.Close()
+		engine.Close()
 	}
 }

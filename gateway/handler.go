@@ -4,16 +4,18 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ssegw/ssegw/routing"
 	"github.com/ssegw/ssegw/ssepb"
@@ -28,11 +30,20 @@ var forwardedStreamDesc = grpc.StreamDesc{ServerStreams: true, ClientStreams: tr
 type call struct {
 	// Set before the pumps start, then only read.
 	gateway  *Gateway
-	engine   *routing.Engine
+	engine   *routing.Engine // nil for a call that no engine accepted
 	ctx      context.Context // the client's call
 	method   string
 	start    time.Time
 	incoming metadata.MD
+	info     callInfo
+
+	// Observation, used by the handler's goroutine only.
+	span         trace.Span
+	spanName     string
+	spanCtx      context.Context
+	attemptSpans []trace.Span
+	attempts     int
+	wait         time.Duration // spent opening the backend stream
 
 	// backendPeer is filled in by gRPC when the backend stream ends.
 	backendPeer peer.Peer
@@ -40,15 +51,20 @@ type call struct {
 	// Set by backendEvents on a gRPC transport goroutine.
 	statusReceived atomic.Bool
 
-	// requestFailure is how the client's side of the call failed, if it did
-	// other than by the client cancelling. requestsDone is closed when the
+	// requestFailure is the status that ended the client's side of the
+	// call, unless the client cancelled. requestsDone is closed when the
 	// request pump ends, after it set requestFailure.
 	requestFailure atomic.Pointer[status.Status]
 	requestsDone   chan struct{}
 
-	// Counted by the pumps; the request pump may outlive the handler.
-	messagesIn, bytesIn   atomic.Int64
-	messagesOut, bytesOut int64 // response pump only, which the handler runs
+	// Counted by the request pump, which may outlive the handler.
+	messagesIn, bytesIn, rowsIn atomic.Int64
+	rowsUncounted               atomic.Bool // a message was not valid protobuf
+
+	// Counted by the response pump, which the handler runs.
+	messagesOut, bytesOut, rowsOut int64
+	firstColumns                   int // values in the first response row; -1 before one
+	tableFields                    int // fields of qlik-tabledescription-bin; -1 without one
 }
 
 // callKey is the context key under which backend streams carry their call.
@@ -63,14 +79,20 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 	method, _ := grpc.MethodFromServerStream(ss)
 	md, _ := metadata.FromIncomingContext(ctx)
 	g := l.gateway
+	c := &call{
+		gateway: g, ctx: ctx, method: method, start: start, incoming: md,
+		info: callInfo{kind: methodKind(method)}, firstColumns: -1, tableFields: -1,
+		requestsDone: make(chan struct{}),
+	}
+	c.startSpan(l)
 
 	// Refuse headers over the gateway's limit here, with a status: gRPC
 	// only enforces a higher ceiling (see serverOptions), because over its
 	// own limit it resets the stream or closes the connection without one.
 	if size := headerListSize(md); size > int(g.cfg.Limits.MaxHeaderListSize) {
-		st := status.Newf(codes.ResourceExhausted, "request headers of %d bytes are over limits.max_header_list_size (%v)", size, g.cfg.Limits.MaxHeaderListSize)
-		g.logRejectedCall(ctx, l, method, st)
-		return st.Err()
+		close(c.requestsDone)
+		return c.finish(status.Newf(codes.ResourceExhausted, "request headers of %d bytes are over limits.max_header_list_size (%v)",
+			size, g.cfg.Limits.MaxHeaderListSize), true)
 	}
 
 	// Choose the engine.
@@ -81,11 +103,11 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 		DefaultEngine: l.config.Engine,
 	})
 	if err != nil {
-		st := routeStatus(err)
-		g.logRejectedCall(ctx, l, method, st)
-		return st.Err()
+		close(c.requestsDone)
+		return c.finish(routeStatus(err), true)
 	}
-	c := &call{gateway: g, engine: engine, ctx: ctx, method: method, start: start, incoming: md, requestsDone: make(chan struct{})}
+	c.engine = engine
+	c.describe()
 
 	// Open the plugin's stream with Qlik's headers, under the tighter of
 	// the client's deadline and the engine's request_timeout. Cancelling
@@ -97,13 +119,19 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 		backendCtx, cancelTimeout = context.WithTimeoutCause(backendCtx, timeout, &requestTimeoutError{engine: engine.Name, timeout: timeout})
 		defer cancelTimeout()
 	}
-	backendCtx = metadata.NewOutgoingContext(backendCtx, forwardedMetadata(md))
+	outgoing := forwardedMetadata(md)
+	c.startAttempt(outgoing)
+	backendCtx = metadata.NewOutgoingContext(backendCtx, outgoing)
 	backendCtx = context.WithValue(backendCtx, callKey{}, c)
 	callOptions := []grpc.CallOption{grpc.ForceCodecV2(frameCodec{}), grpc.Peer(&c.backendPeer)}
 	if subtype := contentSubtype(md); subtype != "" {
 		callOptions = append(callOptions, grpc.CallContentSubtype(subtype))
 	}
+	waitStart := time.Now()
+	g.observer.metrics.waiting.Add(ctx, 1, metric.WithAttributes(attrEngine.String(engine.Name)))
 	cs, err := engine.Pool.Conn().NewStream(backendCtx, &forwardedStreamDesc, method, callOptions...)
+	g.observer.metrics.waiting.Add(ctx, -1, metric.WithAttributes(attrEngine.String(engine.Name)))
+	c.wait = time.Since(waitStart)
 	if err != nil {
 		close(c.requestsDone)
 		return c.finish(c.backendStatus(backendCtx, err))
@@ -144,6 +172,11 @@ func (c *call) forwardRequests(ss grpc.ServerStream, cs grpc.ClientStream, cance
 		}
 		c.messagesIn.Add(1)
 		c.bytesIn.Add(int64(f.len()))
+		if shape, ok := countRows(f.data); ok {
+			c.rowsIn.Add(int64(shape.rows))
+		} else {
+			c.rowsUncounted.Store(true)
+		}
 		if err := cs.SendMsg(f); err != nil {
 			// The backend stream ended; its status reaches the client
 			// through the response pump.
@@ -161,6 +194,7 @@ func (c *call) forwardResponses(ss grpc.ServerStream, cs grpc.ClientStream, back
 	// A nil header means the plugin sent none: it answered trailers-only,
 	// or the call failed. Then the client gets no header block either.
 	if header, _ := cs.Header(); header != nil {
+		c.noteTableDescription(header)
 		if err := ss.SendHeader(forwardedMetadata(header)); err != nil {
 			return clientSendStatus(ss.Context(), err), false
 		}
@@ -178,6 +212,7 @@ func (c *call) forwardResponses(ss grpc.ServerStream, cs grpc.ClientStream, back
 		}
 		c.messagesOut++
 		c.bytesOut += int64(f.len())
+		c.noteResponse(f)
 		if err := ss.SendMsg(f); err != nil {
 			f.release()
 			return clientSendStatus(ss.Context(), err), false
@@ -185,41 +220,47 @@ func (c *call) forwardResponses(ss grpc.ServerStream, cs grpc.ClientStream, back
 	}
 }
 
-// finish logs the call's one record and returns its status as an error.
-// Gateway-side failures are warnings; everything else is debug detail.
+// finish records the call and returns its status as an error.
 func (c *call) finish(st *status.Status, gatewayFailure bool) error {
-	level := slog.LevelDebug
-	if gatewayFailure {
-		level = slog.LevelWarn
-	}
-	logger := c.gateway.logger
-	ctx := context.Background()
-	if !logger.Enabled(ctx, level) {
-		return st.Err()
-	}
-	if gatewayFailure && !c.gateway.warnings.allow("call:"+c.engine.Name+":"+st.Code().String()) {
-		return st.Err()
-	}
-	attrs := []slog.Attr{
-		slog.String("engine", c.engine.Name),
-		slog.String("method", c.method),
-		slog.String("peer", peerAddress(c.ctx)),
-		slog.String("backend", c.backendAddress()),
-		slog.Duration("duration", time.Since(c.start)),
-		slog.String("code", st.Code().String()),
-		slog.Int64("messages_in", c.messagesIn.Load()),
-		slog.Int64("bytes_in", c.bytesIn.Load()),
-		slog.Int64("messages_out", c.messagesOut),
-		slog.Int64("bytes_out", c.bytesOut),
-	}
-	if header, err := ssepb.ReadFunctionRequestHeader(c.incoming); err == nil && header != nil {
-		attrs = append(attrs, slog.Int("function_id", int(header.GetFunctionId())))
-	}
-	if st.Code() != 0 {
-		attrs = append(attrs, slog.String("error", st.Message()))
-	}
-	logger.LogAttrs(ctx, level, "call", attrs...)
+	c.end(st, gatewayFailure)
 	return st.Err()
+}
+
+// noteTableDescription remembers the field count of the plugin's
+// qlik-tabledescription-bin header, to check the rows against it.
+func (c *call) noteTableDescription(header metadata.MD) {
+	if len(header.Get(ssepb.TableDescriptionKey)) == 0 {
+		return
+	}
+	if table, err := ssepb.ReadTableDescription(header); err == nil {
+		c.tableFields = len(table.GetFields())
+	}
+}
+
+// noteResponse counts a response message's rows, and learns the engine's
+// functions from a GetCapabilities answer passing through. It runs before
+// the message is sent on, which hands its buffers over to gRPC.
+func (c *call) noteResponse(f *frame) {
+	if shape, ok := countRows(f.data); ok && c.info.kind != methodGetCapabilities {
+		c.rowsOut += int64(shape.rows)
+		if c.firstColumns < 0 {
+			c.firstColumns = shape.columns
+		}
+	} else if !ok {
+		c.rowsUncounted.Store(true)
+	}
+	if c.info.kind == methodGetCapabilities {
+		capabilities := &ssepb.Capabilities{}
+		if proto.Unmarshal(f.data.Materialize(), capabilities) == nil {
+			c.engine.SetCapabilities(routing.NewCapabilities(capabilities, time.Now()))
+		}
+	}
+}
+
+// rowsCounted reports whether every message was valid protobuf, so that
+// the row counts are exact.
+func (c *call) rowsCounted() bool {
+	return !c.rowsUncounted.Load()
 }
 
 // backendAddress returns the address of the plugin replica that served the

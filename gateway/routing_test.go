@@ -23,7 +23,7 @@ import (
 
 // countedPlugin is a test plugin whose GetCapabilities returns its own
 // pluginIdentifier, so that a client can tell which plugin served it, and
-// counts the calls it served.
+// counts the calls it served, without the gateway's own probes.
 type countedPlugin struct {
 	*ssetest.Plugin
 	identifier string
@@ -35,8 +35,10 @@ func startCountedPlugin(t *testing.T, identifier string) *countedPlugin {
 	t.Helper()
 	p := &countedPlugin{identifier: identifier}
 	p.Plugin = ssetest.StartPlugin(t, &ssetest.Connector{
-		Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
-			p.calls.Add(1)
+		Capabilities: func(ctx context.Context, _ *ssepb.Empty) (*ssepb.Capabilities, error) {
+			if !ssetest.IsProbe(ctx) {
+				p.calls.Add(1)
+			}
 			return &ssepb.Capabilities{PluginIdentifier: identifier, PluginVersion: "1.0"}, nil
 		},
 	})

@@ -91,7 +91,17 @@ func (c *call) backendStatus(ctx context.Context, err error) (*status.Status, bo
 		return status.Newf(codes.ResourceExhausted, "engine %s: the plugin sent a message over limits.max_message_size (%v): %s",
 			c.engine.Name, c.gateway.cfg.Limits.MaxMessageSize, received.Message()), true
 	}
-	return status.Newf(codes.Unavailable, "engine %s: plugin %s: %s", c.engine.Name, c.backendAddress(), received.Message()), true
+	message := received.Message()
+	if strings.Contains(message, "doesn't contain any IP SANs") {
+		// Go's verifier matches an IP address only against IP
+		// subjectAltNames, and certificates made by Qlik's usual script
+		// list IP addresses as DNS names.
+		message += "; the plugin's certificate has no IP address as an IP subjectAltName (certificates made by Qlik's usual script list them as DNS names): set tls.server_name of the backend to a DNS name of the certificate"
+	}
+	if c.backendPeer.Addr == nil {
+		return status.Newf(codes.Unavailable, "engine %s: no plugin reachable: %s", c.engine.Name, message), true
+	}
+	return status.Newf(codes.Unavailable, "engine %s: plugin %s: %s", c.engine.Name, c.backendPeer.Addr, message), true
 }
 
 // clientSendStatus returns the status for a call whose response could not

@@ -39,7 +39,7 @@ type backendSecurity struct {
 func withSecurity(addr resolver.Address, tlsConfig *tls.Config) resolver.Address {
 	security := &backendSecurity{}
 	if tlsConfig != nil {
-		security.tls = credentials.NewTLS(tlsConfig)
+		security.tls = newTLSCredentials(tlsConfig)
 	}
 	addr.Attributes = attributes.New(backendSecurityKey{}, security)
 	return addr
@@ -74,4 +74,29 @@ func (c *backendCredentials) OverrideServerName(string) error {
 	return nil
 }
 
-var _ credentials.TransportCredentials = (*backendCredentials)(nil)
+// verifiedNameCredentials are gRPC's TLS credentials verifying a fixed
+// server name. gRPC's own verify the name of the :authority instead of the
+// configuration's ServerName (as of grpc-go v1.85), and the gateway keeps
+// the plugin's address as :authority while it verifies server_name.
+type verifiedNameCredentials struct {
+	credentials.TransportCredentials
+	serverName string
+}
+
+// newTLSCredentials returns credentials that verify tlsConfig.ServerName.
+func newTLSCredentials(tlsConfig *tls.Config) credentials.TransportCredentials {
+	return &verifiedNameCredentials{TransportCredentials: credentials.NewTLS(tlsConfig), serverName: tlsConfig.ServerName}
+}
+
+func (c *verifiedNameCredentials) ClientHandshake(ctx context.Context, _ string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return c.TransportCredentials.ClientHandshake(ctx, c.serverName, conn)
+}
+
+func (c *verifiedNameCredentials) Clone() credentials.TransportCredentials {
+	return &verifiedNameCredentials{TransportCredentials: c.TransportCredentials.Clone(), serverName: c.serverName}
+}
+
+var (
+	_ credentials.TransportCredentials = (*backendCredentials)(nil)
+	_ credentials.TransportCredentials = (*verifiedNameCredentials)(nil)
+)

@@ -26,13 +26,6 @@ var (
 	ErrNoEngine = errors.New("no engine for this call")
 )
 
-// Engine is one configured engine and its replicas.
-type Engine struct {
-	Name   string
-	Config *config.Engine
-	Pool   *Pool
-}
-
 // Table matches calls to engines. It is immutable, so it can be read from
 // any goroutine; a configuration change builds a new one.
 type Table struct {

@@ -44,6 +44,11 @@ func freeAddress(t *testing.T) string {
 // writeConfig writes a configuration file and returns its path.
 func writeConfig(t *testing.T, text string) string {
 	t.Helper()
+	if !strings.Contains(text, "\nadmin:") {
+		// Tests in other packages run gateways at the same time, so the
+		// admin listener takes a free port instead of the default one.
+		text += "\nadmin: {address: \"127.0.0.1:0\"}\n"
+	}
 	path := filepath.Join(t.TempDir(), "ssegw.yaml")
 	ssetest.WriteFile(t, path, []byte(text))
 	return path
@@ -363,7 +368,8 @@ func waitForRecords(t *testing.T, p *ssetest.Process, msg string, n int, timeout
 // TestServeRunsUntilSIGTERM checks that serve with a valid configuration
 // logs one "listening" record per listener, forwards a call, exits 0
 // within 5s of SIGTERM, and that SSEGW_LOG_LEVEL overrides the file's
-// log level.
+// log level. The file turns the access log off, so that a call is logged
+// at debug level only.
 func TestServeRunsUntilSIGTERM(t *testing.T) {
 	plugin := startServePlugin(t, "plugin-r")
 	binary := ssetest.Binary(t, "./cmd/ssegw")
@@ -372,7 +378,7 @@ func TestServeRunsUntilSIGTERM(t *testing.T) {
 		name string
 		env  []string
 		// wantCallRecord is whether the call is logged, which happens at
-		// debug level only.
+		// debug level only without the access log.
 		wantCallRecord bool
 	}{
 		{name: "level info from the file"},
@@ -390,6 +396,7 @@ engines:
 log:
   level: info
   format: json
+  access_log: false
 `, addresses[0], addresses[1], plugin.Addr))
 
 			p := ssetest.StartProcess(t, binary, tt.env, "serve", "--config", configFile)

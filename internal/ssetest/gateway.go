@@ -33,6 +33,9 @@ func StartGateway(t testing.TB, cfg *config.Config) *Gateway {
 			t.Fatal(err)
 		}
 	}
+	if cfg.Admin.Address == "" {
+		cfg.Admin.Address = "127.0.0.1:0" // tests run in parallel
+	}
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("test configuration: %v", err)

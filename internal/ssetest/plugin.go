@@ -7,8 +7,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/ssegw/ssegw/routing"
 	"github.com/ssegw/ssegw/ssepb"
 )
 
@@ -44,6 +46,13 @@ func (c *Connector) EvaluateScript(stream Stream) error {
 		return status.Error(codes.Unimplemented, "test plugin has no EvaluateScript")
 	}
 	return c.Script(stream)
+}
+
+// IsProbe reports whether a call is one of the gateway's health probes
+// rather than a call forwarded from a client.
+func IsProbe(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return len(md.Get(routing.ProbeHeader)) > 0
 }
 
 // Plugin is a test plugin serving on loopback.

@@ -1,0 +1,207 @@
+package gateway
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ssegw/ssegw/routing"
+	"github.com/ssegw/ssegw/ssepb"
+)
+
+// adminServer serves health checks, metrics and the status page on the
+// admin listener.
+type adminServer struct {
+	server *http.Server
+	lis    net.Listener
+}
+
+// startAdmin listens on the admin address and serves until shutdown.
+func (g *Gateway) startAdmin() error {
+	lis, err := net.Listen("tcp", g.cfg.Admin.Address)
+	if err != nil {
+		return fmt.Errorf("admin listener on %s: %w", g.cfg.Admin.Address, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", g.serveReady)
+	mux.Handle("GET /metrics", g.telemetry.Metrics)
+	mux.HandleFunc("GET /{$}", g.serveStatusPage)
+	g.admin = &adminServer{
+		lis: lis,
+		server: &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          nil,
+		},
+	}
+	g.logger.Info("admin listening", "address", lis.Addr().String())
+	go func() {
+		if err := g.admin.server.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			g.logger.Error("admin listener failed", "address", lis.Addr().String(), "error", err.Error())
+		}
+	}()
+	return nil
+}
+
+func (a *adminServer) shutdown(ctx context.Context) {
+	if err := a.server.Shutdown(ctx); err != nil {
+		a.server.Close()
+	}
+}
+
+// AdminAddr returns the admin listener's address after Start, or nil when
+// it is off.
+func (g *Gateway) AdminAddr() net.Addr {
+	if g.admin == nil {
+		return nil
+	}
+	return g.admin.lis.Addr()
+}
+
+// serveReady answers 200 when every engine has a connected replica or
+// known capabilities, so that Qlik can learn its functions; else 503 with
+// the engines that are not ready.
+func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
+	var notReady []string
+	for _, engine := range g.routes().Engines() {
+		if !engine.Ready() {
+			notReady = append(notReady, engine.Name)
+		}
+	}
+	if len(notReady) > 0 {
+		slices.Sort(notReady)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "not ready: no replica connected and no capabilities known for engine %s\n", strings.Join(notReady, ", "))
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+//go:embed status.html
+var statusPageSource string
+
+var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
+	"ago":      func(t time.Time) string { return formatAgo(time.Since(t)) },
+	"duration": func(d time.Duration) string { return d.Round(time.Microsecond).String() },
+	"rate":     func(r float64) string { return fmt.Sprintf("%.2f", r) },
+}).Parse(statusPageSource))
+
+// statusData is what the status page shows.
+type statusData struct {
+	Version     string
+	Started     time.Time
+	Listeners   []string
+	Engines     []engineStatus
+	Recent      []callRecord
+	Functions   []functionRate
+	Apps        []functionRate
+	GeneratedAt time.Time
+}
+
+type engineStatus struct {
+	Name           string
+	Hosts          []string
+	RequestTimeout time.Duration
+	Ready          bool
+	Plugin         string
+	AllowScript    bool
+	Fetched        time.Time
+	Replicas       []routing.ReplicaStatus
+	Functions      []functionStatus
+}
+
+type functionStatus struct {
+	ID        int32
+	Name      string
+	Type      string
+	Signature string
+	Apps      []string
+}
+
+func (g *Gateway) serveStatusPage(w http.ResponseWriter, _ *http.Request) {
+	now := time.Now()
+	data := statusData{Version: g.version, Started: g.started, GeneratedAt: now}
+	for _, l := range g.listeners {
+		if l.lis != nil {
+			security := "mutual TLS"
+			if l.config.TLS == nil {
+				security = "plaintext"
+			}
+			engine := l.config.Engine
+			if engine == "" {
+				engine = "by host name"
+			}
+			data.Listeners = append(data.Listeners, fmt.Sprintf("%s (%s, %s)", l.lis.Addr(), security, engine))
+		}
+	}
+
+	engines := g.routes().Engines()
+	slices.SortFunc(engines, func(a, b *routing.Engine) int { return strings.Compare(a.Name, b.Name) })
+	for _, engine := range engines {
+		status := engineStatus{
+			Name:           engine.Name,
+			Hosts:          engine.Config.Hosts,
+			RequestTimeout: engine.Config.RequestTimeout,
+			Ready:          engine.Ready(),
+		}
+		for _, replica := range engine.Replicas {
+			status.Replicas = append(status.Replicas, replica.Status())
+		}
+		if capabilities := engine.Capabilities(); capabilities != nil {
+			message := capabilities.Message
+			status.Plugin = strings.TrimSpace(message.GetPluginIdentifier() + " " + message.GetPluginVersion())
+			status.AllowScript = message.GetAllowScript()
+			status.Fetched = capabilities.Fetched
+			for _, function := range message.GetFunctions() {
+				status.Functions = append(status.Functions, functionStatus{
+					ID:        function.GetFunctionId(),
+					Name:      function.GetName(),
+					Type:      function.GetFunctionType().String(),
+					Signature: signature(function),
+					Apps:      g.observer.activity.appsOf(engine.Name, function.GetName()),
+				})
+			}
+		}
+		data.Engines = append(data.Engines, status)
+	}
+	data.Recent = g.observer.activity.recentCalls()
+	data.Functions, data.Apps = g.observer.activity.rates(now)
+	data.Apps = data.Apps[:min(len(data.Apps), 20)]
+
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if err := statusPage.Execute(w, data); err != nil {
+		g.logger.Warn("rendering the status page failed", "error", err.Error())
+	}
+}
+
+// signature writes a function as Qlik's expressions see it, such as
+// "SumOfRows(a NUMERIC, b NUMERIC) NUMERIC".
+func signature(function *ssepb.FunctionDefinition) string {
+	params := make([]string, len(function.GetParams()))
+	for i, param := range function.GetParams() {
+		params[i] = param.GetName() + " " + param.GetDataType().String()
+	}
+	return fmt.Sprintf("%s(%s) %s", function.GetName(), strings.Join(params, ", "), function.GetReturnType())
+}
+
+func formatAgo(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	}
+	return fmt.Sprintf("%dh ago", int(d.Hours()))
+}

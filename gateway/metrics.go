@@ -1,0 +1,121 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/ssegw/ssegw/routing"
+)
+
+// Attribute keys of the gateway's spans and metrics, under qlik.sse. next
+// to OpenTelemetry's RPC conventions.
+const (
+	attrEngine       = attribute.Key("qlik.sse.engine")
+	attrFunctionID   = attribute.Key("qlik.sse.function.id")
+	attrFunctionName = attribute.Key("qlik.sse.function.name")
+	attrFunctionType = attribute.Key("qlik.sse.function.type")
+	attrAppID        = attribute.Key("qlik.sse.app.id")
+	attrUserID       = attribute.Key("qlik.sse.user.id")
+	attrCardinality  = attribute.Key("qlik.sse.cardinality")
+	attrBackend      = attribute.Key("qlik.sse.backend.address")
+	attrMessagesIn   = attribute.Key("qlik.sse.messages.in")
+	attrMessagesOut  = attribute.Key("qlik.sse.messages.out")
+	attrBytesIn      = attribute.Key("qlik.sse.bytes.in")
+	attrBytesOut     = attribute.Key("qlik.sse.bytes.out")
+	attrRowsIn       = attribute.Key("qlik.sse.rows.in")
+	attrRowsOut      = attribute.Key("qlik.sse.rows.out")
+	attrWait         = attribute.Key("qlik.sse.replica_wait")
+	attrAttempts     = attribute.Key("qlik.sse.attempts")
+	attrScriptLength = attribute.Key("qlik.sse.script.length")
+	attrScriptSHA256 = attribute.Key("qlik.sse.script.sha256")
+	attrScriptText   = attribute.Key("qlik.sse.script.text")
+	attrMethod       = attribute.Key("rpc.method")
+	attrStatusCode   = attribute.Key("rpc.grpc.status_code")
+	attrDirection    = attribute.Key("direction")
+	attrMismatch     = attribute.Key("qlik.sse.mismatch")
+	attrReplica      = attribute.Key("qlik.sse.replica")
+	attrReason       = attribute.Key("reason")
+)
+
+// metrics are the gateway's instruments. Their attributes are bounded:
+// engines and replicas from the configuration, functions from the plugins'
+// capabilities, methods from the SSE service, status codes from gRPC. No
+// metric carries an app or user id, a peer address or a raw method.
+type metrics struct {
+	calls      metric.Int64Counter
+	duration   metric.Float64Histogram
+	rows       metric.Int64Counter
+	bytes      metric.Int64Counter
+	inFlight   metric.Int64UpDownCounter
+	waiting    metric.Int64UpDownCounter
+	attempts   metric.Int64Counter
+	mismatches metric.Int64Counter
+}
+
+func newMetrics(meter metric.Meter, g *Gateway) (*metrics, error) {
+	var (
+		m    metrics
+		errs []error
+		err  error
+	)
+	collect := func(err error) { errs = append(errs, err) }
+	m.calls, err = meter.Int64Counter("ssegw.calls", metric.WithUnit("{call}"),
+		metric.WithDescription("Calls forwarded or rejected, by engine, function, method and status code."))
+	collect(err)
+	m.duration, err = meter.Float64Histogram("ssegw.call.duration", metric.WithUnit("s"),
+		metric.WithDescription("Time from a call's arrival to its end."),
+		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
+	collect(err)
+	m.rows, err = meter.Int64Counter("ssegw.rows", metric.WithUnit("{row}"),
+		metric.WithDescription("Rows forwarded, by direction: in from Qlik, out from the plugin."))
+	collect(err)
+	m.bytes, err = meter.Int64Counter("ssegw.bytes", metric.WithUnit("By"),
+		metric.WithDescription("Message bytes forwarded, by direction."))
+	collect(err)
+	m.inFlight, err = meter.Int64UpDownCounter("ssegw.calls.in_flight", metric.WithUnit("{call}"),
+		metric.WithDescription("Calls under way."))
+	collect(err)
+	m.waiting, err = meter.Int64UpDownCounter("ssegw.calls.waiting", metric.WithUnit("{call}"),
+		metric.WithDescription("Calls waiting for a plugin replica."))
+	collect(err)
+	m.attempts, err = meter.Int64Counter("ssegw.call.attempts", metric.WithUnit("{attempt}"),
+		metric.WithDescription("Attempts to open a call on a plugin replica."))
+	collect(err)
+	m.mismatches, err = meter.Int64Counter("ssegw.result.mismatches", metric.WithUnit("{call}"),
+		metric.WithDescription("Replies whose shape does not fit the function: rows, or table columns."))
+	collect(err)
+
+	// Observed from state the gateway keeps anyway.
+	_, err = meter.Int64ObservableGauge("ssegw.replica.healthy",
+		metric.WithDescription("1 when the replica answered its last probe, else 0."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			for _, engine := range g.routes().Engines() {
+				for _, replica := range engine.Replicas {
+					healthy := int64(0)
+					if replica.Status().State == routing.ReplicaHealthy {
+						healthy = 1
+					}
+					o.Observe(healthy, metric.WithAttributes(attrEngine.String(engine.Name), attrReplica.String(replica.Address)))
+				}
+			}
+			return nil
+		}))
+	collect(err)
+	_, err = meter.Int64ObservableCounter("ssegw.tls.handshake.failures", metric.WithUnit("{handshake}"),
+		metric.WithDescription("Refused TLS handshakes on the listeners, by reason."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			for reason, count := range g.HandshakeFailures() {
+				o.Observe(count, metric.WithAttributes(attrReason.String(string(reason))))
+			}
+			return nil
+		}))
+	collect(err)
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("creating metrics: %w", err)
+	}
+	return &m, nil
+}

@@ -1,0 +1,340 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/ssegw/ssegw/config"
+	"github.com/ssegw/ssegw/ssepb"
+)
+
+// instrumentationName names the gateway's tracer and meter.
+const instrumentationName = "github.com/ssegw/ssegw/gateway"
+
+// observer records every call: a server span, a client span per attempt
+// on a plugin, metrics, the access log and the status page's activity.
+type observer struct {
+	tracer     trace.Tracer
+	propagator propagation.TextMapPropagator
+	metrics    *metrics
+	activity   *activity
+	redaction  config.Redaction
+	accessLog  bool
+}
+
+// metadataCarrier lets OpenTelemetry read and write trace context in gRPC
+// metadata.
+type metadataCarrier metadata.MD
+
+func (c metadataCarrier) Get(key string) string {
+	if values := metadata.MD(c).Get(key); len(values) > 0 {
+		return values[0]
+	}
+	return ""
+}
+
+func (c metadataCarrier) Set(key, value string) { metadata.MD(c).Set(key, value) }
+
+func (c metadataCarrier) Keys() []string {
+	keys := make([]string, 0, len(c))
+	for key := range c {
+		keys = append(keys, key)
+	}
+	return keys
+}
+
+// startSpan begins the call's server span, continuing the client's trace
+// when its headers carry one. The span is named after the method until the
+// call's engine and function are known.
+func (c *call) startSpan(l *listener) {
+	o := c.gateway.observer
+	parent := o.propagator.Extract(c.ctx, metadataCarrier(c.incoming))
+	service, method := splitMethod(c.method)
+	attributes := []attribute.KeyValue{
+		semconv.RPCSystemGRPC,
+		semconv.RPCService(service),
+		semconv.RPCMethod(method),
+	}
+	if host, port, ok := splitHostPort(l.lis.Addr().String()); ok {
+		attributes = append(attributes, semconv.ServerAddress(host), semconv.ServerPort(port))
+	}
+	if host, port, ok := splitHostPort(peerAddress(c.ctx)); ok {
+		attributes = append(attributes, semconv.ClientAddress(host), semconv.ClientPort(port))
+	}
+	c.spanName = strings.TrimPrefix(c.method, "/")
+	c.spanCtx, c.span = o.tracer.Start(parent, c.spanName,
+		trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attributes...), trace.WithTimestamp(c.start))
+	o.metrics.inFlight.Add(c.spanCtx, 1, metric.WithAttributes(attrMethod.String(c.info.kind)))
+}
+
+// describe decodes Qlik's headers once the engine is known, names the
+// span after the engine and function, and adds the SSE attributes.
+func (c *call) describe() {
+	c.info = describeCall(c.method, c.incoming, c.engine)
+	c.spanName = c.info.spanName(c.engine.Name, c.method)
+	c.span.SetName(c.spanName)
+
+	redaction := c.gateway.observer.redaction
+	attributes := []attribute.KeyValue{attrEngine.String(c.engine.Name)}
+	if c.info.hasID {
+		attributes = append(attributes, attrFunctionID.Int(int(c.info.functionID)))
+	}
+	if c.info.function != "" {
+		attributes = append(attributes, attrFunctionName.String(c.info.function))
+	}
+	if c.info.hasType {
+		attributes = append(attributes, attrFunctionType.String(c.info.functionType.String()))
+	}
+	if c.info.hasCommon {
+		if app, ok := redact(c.info.appID, redaction.AppID); ok {
+			attributes = append(attributes, attrAppID.String(app))
+		}
+		if user, ok := redact(c.info.userID, redaction.UserID); ok {
+			attributes = append(attributes, attrUserID.String(user))
+		}
+		attributes = append(attributes, attrCardinality.Int64(c.info.cardinality))
+	}
+	if c.info.kind == methodEvaluateScript && c.info.scriptSHA256 != "" {
+		attributes = append(attributes, attrScriptLength.Int(c.info.scriptLength), attrScriptSHA256.String(c.info.scriptSHA256))
+		if redaction.ScriptText {
+			attributes = append(attributes, attrScriptText.String(c.info.scriptText))
+		}
+	}
+	c.span.SetAttributes(attributes...)
+}
+
+// startAttempt begins the client span of one attempt on a plugin and puts
+// its trace context into the outgoing headers, replacing the client's, so
+// that a plugin with its own tracing joins the gateway's trace.
+func (c *call) startAttempt(outgoing metadata.MD) {
+	o := c.gateway.observer
+	service, method := splitMethod(c.method)
+	spanCtx, span := o.tracer.Start(c.spanCtx, c.spanName,
+		trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(semconv.RPCSystemGRPC, semconv.RPCService(service), semconv.RPCMethod(method), attrEngine.String(c.engine.Name)))
+	c.attemptSpans = append(c.attemptSpans, span)
+	c.attempts++
+	o.metrics.attempts.Add(spanCtx, 1, metric.WithAttributes(attrEngine.String(c.engine.Name), attrFunctionName.String(c.info.metricFunction())))
+	delete(outgoing, "traceparent")
+	delete(outgoing, "tracestate")
+	o.propagator.Inject(spanCtx, metadataCarrier(outgoing))
+}
+
+// end records the finished call everywhere: spans, metrics, the status
+// page, and the log.
+func (c *call) end(st *status.Status, gatewayFailure bool) {
+	o := c.gateway.observer
+	now := time.Now()
+	duration := now.Sub(c.start)
+	rowsIn, rowsOut := c.rowsIn.Load(), c.rowsOut
+	engine, functionName := "", c.info.metricFunction()
+	if c.engine != nil {
+		engine = c.engine.Name
+	}
+
+	// Spans.
+	code := st.Code()
+	results := []attribute.KeyValue{
+		attribute.Int(string(attrStatusCode), int(code)),
+		attrMessagesIn.Int64(c.messagesIn.Load()),
+		attrMessagesOut.Int64(c.messagesOut),
+		attrBytesIn.Int64(c.bytesIn.Load()),
+		attrBytesOut.Int64(c.bytesOut),
+		attrRowsIn.Int64(rowsIn),
+		attrRowsOut.Int64(rowsOut),
+		attrAttempts.Int(c.attempts),
+		attrWait.Float64(c.wait.Seconds()),
+	}
+	if c.backendPeer.Addr != nil {
+		results = append(results, attrBackend.String(c.backendPeer.Addr.String()))
+	}
+	for _, attempt := range c.attemptSpans {
+		if c.backendPeer.Addr != nil {
+			if host, port, ok := splitHostPort(c.backendPeer.Addr.String()); ok {
+				attempt.SetAttributes(semconv.ServerAddress(host), semconv.ServerPort(port))
+			}
+		}
+		attempt.SetAttributes(attribute.Int(string(attrStatusCode), int(code)))
+		if code != codes.OK {
+			attempt.SetStatus(otelcodes.Error, st.Message())
+		}
+		attempt.End(trace.WithTimestamp(now))
+	}
+	c.span.SetAttributes(results...)
+	for _, mismatch := range c.mismatches(st) {
+		c.span.AddEvent("qlik.sse.result_mismatch", trace.WithAttributes(attrMismatch.String(mismatch)))
+		o.metrics.mismatches.Add(c.spanCtx, 1, metric.WithAttributes(attrEngine.String(engine), attrFunctionName.String(functionName), attrMismatch.String(mismatch)))
+		if c.gateway.warnings.allow("mismatch:" + engine + ":" + functionName + ":" + mismatch) {
+			c.gateway.logger.Warn("plugin reply does not fit the function; Qlik pads or drops rows silently",
+				"engine", engine, "function", functionName, "mismatch", mismatch, "rows_in", rowsIn, "rows_out", rowsOut)
+		}
+	}
+	if serverError(code) {
+		c.span.SetStatus(otelcodes.Error, st.Message())
+	}
+	c.span.End(trace.WithTimestamp(now))
+
+	// Metrics.
+	callAttributes := metric.WithAttributes(
+		attrEngine.String(engineOrNone(engine)),
+		attrFunctionName.String(functionName),
+		attrMethod.String(c.info.kind),
+		attribute.Int(string(attrStatusCode), int(code)))
+	o.metrics.calls.Add(c.spanCtx, 1, callAttributes)
+	o.metrics.duration.Record(c.spanCtx, duration.Seconds(), callAttributes)
+	o.metrics.inFlight.Add(c.spanCtx, -1, metric.WithAttributes(attrMethod.String(c.info.kind)))
+	if engine != "" {
+		in := metric.WithAttributes(attrEngine.String(engine), attrFunctionName.String(functionName), attrDirection.String("in"))
+		out := metric.WithAttributes(attrEngine.String(engine), attrFunctionName.String(functionName), attrDirection.String("out"))
+		o.metrics.rows.Add(c.spanCtx, rowsIn, in)
+		o.metrics.rows.Add(c.spanCtx, rowsOut, out)
+		o.metrics.bytes.Add(c.spanCtx, c.bytesIn.Load(), in)
+		o.metrics.bytes.Add(c.spanCtx, c.bytesOut, out)
+	}
+
+	// The status page.
+	app, _ := redact(c.info.appID, o.redaction.AppID)
+	traceID := ""
+	if sc := c.span.SpanContext(); sc.HasTraceID() {
+		traceID = sc.TraceID().String()
+	}
+	o.activity.record(callRecord{
+		Time: now, Engine: engine, Function: c.info.function, App: app, Duration: duration,
+		RowsIn: rowsIn, RowsOut: rowsOut, Code: code, TraceID: traceID,
+	})
+
+	c.log(st, gatewayFailure, duration, traceID)
+}
+
+// log writes the call's one record: at info level when the access log is
+// on, as a warning when the gateway failed the call, else at debug level.
+// Warnings without the access log are rate-limited, since a plugin that
+// stays down would fail every call the same way.
+func (c *call) log(st *status.Status, gatewayFailure bool, duration time.Duration, traceID string) {
+	g := c.gateway
+	level := slog.LevelDebug
+	if g.observer.accessLog {
+		level = slog.LevelInfo
+	}
+	if gatewayFailure {
+		level = slog.LevelWarn
+	}
+	ctx := context.Background()
+	if !g.logger.Enabled(ctx, level) {
+		return
+	}
+	engine := engineOrNone("")
+	if c.engine != nil {
+		engine = c.engine.Name
+	}
+	if gatewayFailure && !g.observer.accessLog && !g.warnings.allow("call:"+engine+":"+st.Code().String()) {
+		return
+	}
+	attributes := []slog.Attr{
+		slog.String("engine", engine),
+		slog.String("method", c.method),
+		slog.String("function", c.info.function),
+	}
+	if c.info.hasID {
+		attributes = append(attributes, slog.Int("function_id", int(c.info.functionID)))
+	}
+	if c.info.hasCommon {
+		if app, ok := redact(c.info.appID, g.observer.redaction.AppID); ok {
+			attributes = append(attributes, slog.String("app_id", app))
+		}
+		if user, ok := redact(c.info.userID, g.observer.redaction.UserID); ok {
+			attributes = append(attributes, slog.String("user_id", user))
+		}
+	}
+	attributes = append(attributes,
+		slog.String("peer", peerAddress(c.ctx)),
+		slog.String("backend", c.backendAddress()),
+		slog.Duration("duration", duration),
+		slog.String("code", st.Code().String()),
+		slog.Int("attempts", c.attempts),
+		slog.Int64("bytes_in", c.bytesIn.Load()),
+		slog.Int64("bytes_out", c.bytesOut),
+		slog.Int64("rows_in", c.rowsIn.Load()),
+		slog.Int64("rows_out", c.rowsOut),
+		slog.String("trace_id", traceID),
+	)
+	if st.Code() != codes.OK {
+		attributes = append(attributes, slog.String("error", st.Message()))
+	}
+	g.logger.LogAttrs(ctx, level, "call", attributes...)
+}
+
+// mismatches returns how a successful reply does not fit its function, in
+// words: Qlik pads or drops rows that do not fit, without an error.
+func (c *call) mismatches(st *status.Status) []string {
+	if st.Code() != codes.OK || !c.rowsCounted() || !c.info.hasType {
+		return nil
+	}
+	var found []string
+	rowsIn, rowsOut := c.rowsIn.Load(), c.rowsOut
+	switch c.info.functionType {
+	case ssepb.FunctionType_AGGREGATION:
+		if rowsOut != 1 {
+			found = append(found, "aggregation returned "+strconv.FormatInt(rowsOut, 10)+" rows, want 1")
+		}
+	default:
+		if rowsOut != rowsIn {
+			found = append(found, "returned "+strconv.FormatInt(rowsOut, 10)+" rows for "+strconv.FormatInt(rowsIn, 10))
+		}
+	}
+	if c.tableFields >= 0 && c.firstColumns >= 0 && c.tableFields != c.firstColumns {
+		found = append(found, "table description names "+strconv.Itoa(c.tableFields)+" fields, rows have "+strconv.Itoa(c.firstColumns)+" values")
+	}
+	return found
+}
+
+// serverError reports whether a status marks a server span as failed, as
+// OpenTelemetry's RPC conventions list them: the other codes are the
+// client's doing.
+func serverError(code codes.Code) bool {
+	switch code {
+	case codes.Unknown, codes.DeadlineExceeded, codes.Unimplemented, codes.Internal, codes.Unavailable, codes.DataLoss:
+		return true
+	}
+	return false
+}
+
+func engineOrNone(engine string) string {
+	if engine == "" {
+		return "none"
+	}
+	return engine
+}
+
+// splitMethod splits "/qlik.sse.Connector/GetCapabilities" into service and
+// method.
+func splitMethod(fullMethod string) (service, method string) {
+	fullMethod = strings.TrimPrefix(fullMethod, "/")
+	if i := strings.LastIndexByte(fullMethod, '/'); i >= 0 {
+		return fullMethod[:i], fullMethod[i+1:]
+	}
+	return "", fullMethod
+}
+
+func splitHostPort(address string) (string, int, bool) {
+	host, port, err := net.SplitHostPort(address)
+	if err != nil {
+		return "", 0, false
+	}
+	n, err := strconv.Atoi(port)
+	return host, n, err == nil
+}

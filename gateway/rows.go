@@ -1,0 +1,173 @@
+package gateway
+
+import (
+	"google.golang.org/grpc/mem"
+)
+
+// rowShape is what countRows learns from one BundledRows message.
+type rowShape struct {
+	rows int
+	// columns is the number of values in the message's first row, or -1
+	// when the message has no row.
+	columns int
+}
+
+// countRows counts the rows of a BundledRows message, and the values of its
+// first row, from the wire without decoding any value: each row is one
+// length-delimited field 1, which it skips over. It reads the message in
+// place, across gRPC's buffers. ok is false when the bytes are not a valid
+// protobuf message, which the gateway forwards anyway.
+func countRows(data mem.BufferSlice) (shape rowShape, ok bool) {
+	r := wireReader{buffers: data}
+	shape.columns = -1
+	for !r.done() {
+		field, wireType, ok := r.tag()
+		if !ok {
+			return shape, false
+		}
+		if wireType != 2 {
+			if !r.skipValue(wireType) {
+				return shape, false
+			}
+			continue
+		}
+		length, ok := r.varint()
+		if !ok {
+			return shape, false
+		}
+		if field == 1 {
+			shape.rows++
+			if shape.columns < 0 {
+				columns, ok := r.countField1(length)
+				if !ok {
+					return shape, false
+				}
+				shape.columns = columns
+				continue
+			}
+		}
+		if !r.skip(length) {
+			return shape, false
+		}
+	}
+	return shape, true
+}
+
+// wireReader walks the protobuf encoding in a BufferSlice.
+type wireReader struct {
+	buffers mem.BufferSlice
+	index   int    // current buffer
+	chunk   []byte // unread part of the current buffer
+}
+
+func (r *wireReader) done() bool {
+	r.fill()
+	return len(r.chunk) == 0
+}
+
+// fill moves to the next non-empty buffer when the current one is read.
+func (r *wireReader) fill() {
+	for len(r.chunk) == 0 && r.index < len(r.buffers) {
+		r.chunk = r.buffers[r.index].ReadOnlyData()
+		r.index++
+	}
+}
+
+func (r *wireReader) readByte() (byte, bool) {
+	r.fill()
+	if len(r.chunk) == 0 {
+		return 0, false
+	}
+	b := r.chunk[0]
+	r.chunk = r.chunk[1:]
+	return b, true
+}
+
+func (r *wireReader) varint() (uint64, bool) {
+	var value uint64
+	for shift := uint(0); shift < 64; shift += 7 {
+		b, ok := r.readByte()
+		if !ok {
+			return 0, false
+		}
+		value |= uint64(b&0x7f) << shift
+		if b < 0x80 {
+			return value, true
+		}
+	}
+	return 0, false
+}
+
+func (r *wireReader) tag() (field uint64, wireType uint64, ok bool) {
+	tag, ok := r.varint()
+	if !ok || tag>>3 == 0 {
+		return 0, 0, false
+	}
+	return tag >> 3, tag & 7, true
+}
+
+func (r *wireReader) skip(n uint64) bool {
+	for n > 0 {
+		r.fill()
+		if len(r.chunk) == 0 {
+			return false
+		}
+		step := min(n, uint64(len(r.chunk)))
+		r.chunk = r.chunk[step:]
+		n -= step
+	}
+	return true
+}
+
+// skipValue skips a field's value of a wire type other than 2.
+func (r *wireReader) skipValue(wireType uint64) bool {
+	switch wireType {
+	case 0:
+		_, ok := r.varint()
+		return ok
+	case 1:
+		return r.skip(8)
+	case 5:
+		return r.skip(4)
+	}
+	return false // groups are not used by the SSE protocol
+}
+
+// countField1 reads an embedded message of length bytes and counts its
+// occurrences of field 1, the values of a Row.
+func (r *wireReader) countField1(length uint64) (int, bool) {
+	count := 0
+	for length > 0 {
+		before := r.remaining()
+		field, wireType, ok := r.tag()
+		if !ok {
+			return 0, false
+		}
+		if wireType == 2 {
+			n, ok := r.varint()
+			if !ok || !r.skip(n) {
+				return 0, false
+			}
+		} else if !r.skipValue(wireType) {
+			return 0, false
+		}
+		if field == 1 {
+			count++
+		}
+		used := uint64(before - r.remaining())
+		if used > length {
+			return 0, false
+		}
+		length -= used
+	}
+	return count, true
+}
+
+// remaining returns how many bytes are left to read.
+func (r *wireReader) remaining() int {
+	n := len(r.chunk)
+	for _, buffer := range r.buffers[r.index:] {
+		n += buffer.Len()
+	}
+	return n
+}
