@@ -17,8 +17,8 @@ const (
 	rateWindow          = 60 // seconds
 )
 
-// callRecord is one finished call, as the status page shows it.
-type callRecord struct {
+// CallRecord is one finished call, as the status page shows it.
+type CallRecord struct {
 	Time     time.Time
 	Engine   string
 	Function string
@@ -34,7 +34,7 @@ type callRecord struct {
 // per app, for the status page. Calls record into it as they end.
 type activity struct {
 	mu        sync.Mutex // guards the following
-	recent    [recentCallsKept]callRecord
+	recent    [recentCallsKept]CallRecord
 	next      int // index in recent of the next record
 	stored    int // records in recent, up to recentCallsKept
 	functions map[functionKey]*functionActivity
@@ -57,7 +57,7 @@ func newActivity() *activity {
 }
 
 // record adds a finished call.
-func (a *activity) record(r callRecord) {
+func (a *activity) record(r CallRecord) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.recent[a.next] = r
@@ -101,10 +101,10 @@ func (f *functionActivity) forgetOldestApp() {
 }
 
 // recentCalls returns the kept calls, newest first.
-func (a *activity) recentCalls() []callRecord {
+func (a *activity) recentCalls() []CallRecord {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	records := make([]callRecord, 0, a.stored)
+	records := make([]CallRecord, 0, a.stored)
 	for i := 1; i <= a.stored; i++ {
 		records = append(records, a.recent[(a.next-i+recentCallsKept)%recentCallsKept])
 	}
@@ -189,4 +189,10 @@ func (c *rateCounter) rate(now time.Time) float64 {
 		}
 	}
 	return float64(total) / rateWindow
+}
+
+// RecentCalls returns the last calls the gateway finished, newest first:
+// at most 100, with app ids as the redaction setting allows.
+func (g *Gateway) RecentCalls() []CallRecord {
+	return g.observer.activity.recentCalls()
 }

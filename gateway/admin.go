@@ -102,7 +102,7 @@ type statusData struct {
 	Started     time.Time
 	Listeners   []string
 	Engines     []engineStatus
-	Recent      []callRecord
+	Recent      []CallRecord
 	Functions   []functionRate
 	Apps        []functionRate
 	GeneratedAt time.Time

@@ -212,7 +212,7 @@ func (c *call) end(st *status.Status, gatewayFailure bool) {
 	if sc := c.span.SpanContext(); sc.HasTraceID() {
 		traceID = sc.TraceID().String()
 	}
-	o.activity.record(callRecord{
+	o.activity.record(CallRecord{
 		Time: now, Engine: engine, Function: c.info.function, App: app, Duration: duration,
 		RowsIn: rowsIn, RowsOut: rowsOut, Code: code, TraceID: traceID,
 	})

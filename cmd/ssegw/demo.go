@@ -7,7 +7,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
+	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -29,7 +32,7 @@ const (
 )
 
 func newDemoCommand() *cobra.Command {
-	var verbose bool
+	var verbose, keepRunning bool
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run the gateway, two example plugins and Qlik-like calls on loopback",
@@ -40,18 +43,19 @@ per engine, and one shared port that routes by host name), send Qlik-like
 calls through it, print what came back, and stop everything.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDemo(cmd.Context(), cmd.OutOrStdout(), verbose)
+			return runDemo(cmd.Context(), cmd.OutOrStdout(), verbose, keepRunning)
 		},
 	}
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "show the gateway's log, one line per call")
+	cmd.Flags().BoolVar(&keepRunning, "keep-running", false, "keep the gateway and plugins running after the calls, until interrupted, to look at the status page")
 	return cmd
 }
 
-func runDemo(ctx context.Context, out io.Writer, verbose bool) error {
+func runDemo(ctx context.Context, out io.Writer, verbose, keepRunning bool) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	callsCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 
 	// Make the certificates: the gateway's folder and Qlik's.
@@ -91,6 +95,7 @@ func runDemo(ctx context.Context, out io.Writer, verbose bool) error {
 			"ExampleA": {Hosts: []string{demoHostA}, Backends: []config.Backend{{Address: pluginA}}},
 			"ExampleB": {Hosts: []string{demoHostB}, Backends: []config.Backend{{Address: pluginB}}},
 		},
+		Admin: config.Admin{Address: "127.0.0.1:0"},
 	}
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -125,11 +130,31 @@ func runDemo(ctx context.Context, out io.Writer, verbose bool) error {
 		{"ExampleB", addrs[2].String(), demoHostB},
 	}
 	for _, target := range targets {
-		if err := demoCalls(ctx, out, certs.QlikDir, target.engine, target.address, target.serverName); err != nil {
+		if err := demoCalls(callsCtx, out, certs.QlikDir, target.engine, target.address, target.serverName); err != nil {
 			return fmt.Errorf("%s via %s: %w", target.engine, target.address, err)
 		}
 	}
-	fmt.Fprintln(out, "Demo finished: every call went through the gateway and came back intact.")
+
+	// What the gateway recorded: one span and one access log record per
+	// call, with the trace id under which a tracing backend shows it.
+	fmt.Fprintln(out, "The gateway's record of each call, oldest first:")
+	fmt.Fprintf(out, "  %-22s %8s %8s %12s  %-6s %s\n", "function", "rows in", "rows out", "duration", "status", "trace id")
+	calls := g.RecentCalls()
+	slices.Reverse(calls)
+	for _, call := range calls {
+		fmt.Fprintf(out, "  %-22s %8d %8d %12v  %-6s %s\n", call.Engine+"."+call.Function, call.RowsIn, call.RowsOut,
+			call.Duration.Round(time.Microsecond), call.Code, call.TraceID)
+	}
+	admin := g.AdminAddr()
+	if keepRunning {
+		fmt.Fprintf(out, "\nThe gateway keeps running: status page http://%s/, metrics http://%s/metrics. Press Ctrl-C to stop.\n", admin, admin)
+		waitCtx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		<-waitCtx.Done()
+	} else {
+		fmt.Fprintln(out, "\nRun with --keep-running to keep the gateway up and see its status page and metrics.")
+	}
+	fmt.Fprintln(out, "\nDemo finished: every call went through the gateway and came back intact.")
 	return nil
 }
 

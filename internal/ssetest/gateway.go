@@ -24,8 +24,16 @@ type Gateway struct {
 
 // StartGateway fills in defaults, validates cfg and serves it until the
 // test ends. Its log, at debug level unless cfg.Log.Level says otherwise,
-// is kept in Logs.
+// is kept in Logs. The admin listener takes a free port unless cfg names
+// one.
 func StartGateway(t testing.TB, cfg *config.Config) *Gateway {
+	t.Helper()
+	return StartGatewayWith(t, cfg, gateway.Options{})
+}
+
+// StartGatewayWith is StartGateway with options, such as telemetry
+// providers that record spans for the test.
+func StartGatewayWith(t testing.TB, cfg *config.Config, opts gateway.Options) *Gateway {
 	t.Helper()
 	level := slog.LevelDebug
 	if cfg.Log.Level != "" {
@@ -42,7 +50,10 @@ func StartGateway(t testing.TB, cfg *config.Config) *Gateway {
 	}
 	logs := &Logs{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: level}))
-	g, err := gateway.New(cfg, logger, gateway.Options{UserAgent: "ssegw-test"})
+	if opts.UserAgent == "" {
+		opts.UserAgent = "ssegw-test"
+	}
+	g, err := gateway.New(cfg, logger, opts)
 	if err != nil {
 		t.Fatalf("building gateway: %v", err)
 	}
