@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -138,12 +139,16 @@ func newResource(ctx context.Context, cfg config.Telemetry, version string) (*re
 }
 
 // newSpanExporter returns the exporter the file names or, when it names
-// none, the one the environment names; nil means none.
+// none, the one OTEL_TRACES_EXPORTER and OTEL_EXPORTER_OTLP_PROTOCOL name;
+// nil means none. An endpoint in the file applies in both cases.
 func newSpanExporter(ctx context.Context, cfg config.TraceExport) (sdktrace.SpanExporter, error) {
-	switch cfg.Exporter {
-	case "":
-		return autoexport.NewSpanExporter(ctx, autoexport.WithFallbackSpanExporter(
-			func(context.Context) (sdktrace.SpanExporter, error) { return nil, nil }))
+	exporter, ok := exporterName(cfg.Exporter, "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+	if !ok {
+		// A name only autoexport knows, such as one registered by a
+		// distribution: let it read the environment.
+		return autoexport.NewSpanExporter(ctx)
+	}
+	switch exporter {
 	case config.ExporterNone:
 		return nil, nil
 	case config.ExporterStdout:
@@ -160,18 +165,49 @@ func newSpanExporter(ctx context.Context, cfg config.TraceExport) (sdktrace.Span
 	case config.ExporterOTLPHTTP:
 		var options []otlptracehttp.Option
 		if cfg.Endpoint != "" {
-			options = append(options, endpointOption(cfg.Endpoint, otlptracehttp.WithEndpointURL, otlptracehttp.WithEndpoint))
+			options = append(options, endpointOption(cfg.Endpoint, "/v1/traces", otlptracehttp.WithEndpointURL, otlptracehttp.WithEndpoint))
 		}
 		if cfg.Insecure {
 			options = append(options, otlptracehttp.WithInsecure())
 		}
 		return otlptracehttp.New(ctx, options...)
 	}
-	return nil, fmt.Errorf("unknown exporter %q", cfg.Exporter)
+	return nil, fmt.Errorf("unknown exporter %q", exporter)
+}
+
+// exporterName returns the exporter to use: the file's, else the one the
+// environment names as the OpenTelemetry SDKs read it (otlp, with the
+// protocol from the signal's or the common OTEL_EXPORTER_OTLP_PROTOCOL,
+// http/protobuf by default; console; none), else none. ok is false for
+// an environment value that only autoexport knows.
+func exporterName(fromFile, exporterVariable, protocolVariable string) (string, bool) {
+	if fromFile != "" {
+		return fromFile, true
+	}
+	switch os.Getenv(exporterVariable) {
+	case "", "none":
+		return config.ExporterNone, true
+	case "console":
+		return config.ExporterStdout, true
+	case "otlp":
+		protocol := os.Getenv(protocolVariable)
+		if protocol == "" {
+			protocol = os.Getenv("OTEL_EXPORTER_OTLP_PROTOCOL")
+		}
+		if protocol == "grpc" {
+			return config.ExporterOTLP, true
+		}
+		return config.ExporterOTLPHTTP, true
+	}
+	return "", false
 }
 
 // newMetricReader is newSpanExporter for metrics.
 func newMetricReader(ctx context.Context, cfg config.MetricExport) (sdkmetric.Reader, error) {
+	exporterKind, ok := exporterName(cfg.Exporter, "OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
+	if !ok {
+		return autoexport.NewMetricReader(ctx)
+	}
 	var periodic []sdkmetric.PeriodicReaderOption
 	if cfg.Interval > 0 {
 		periodic = append(periodic, sdkmetric.WithInterval(cfg.Interval))
@@ -180,10 +216,7 @@ func newMetricReader(ctx context.Context, cfg config.MetricExport) (sdkmetric.Re
 		exporter sdkmetric.Exporter
 		err      error
 	)
-	switch cfg.Exporter {
-	case "":
-		return autoexport.NewMetricReader(ctx, autoexport.WithFallbackMetricReader(
-			func(context.Context) (sdkmetric.Reader, error) { return nil, nil }))
+	switch exporterKind {
 	case config.ExporterNone:
 		return nil, nil
 	case config.ExporterStdout:
@@ -200,14 +233,14 @@ func newMetricReader(ctx context.Context, cfg config.MetricExport) (sdkmetric.Re
 	case config.ExporterOTLPHTTP:
 		var options []otlpmetrichttp.Option
 		if cfg.Endpoint != "" {
-			options = append(options, endpointOption(cfg.Endpoint, otlpmetrichttp.WithEndpointURL, otlpmetrichttp.WithEndpoint))
+			options = append(options, endpointOption(cfg.Endpoint, "/v1/metrics", otlpmetrichttp.WithEndpointURL, otlpmetrichttp.WithEndpoint))
 		}
 		if cfg.Insecure {
 			options = append(options, otlpmetrichttp.WithInsecure())
 		}
 		exporter, err = otlpmetrichttp.New(ctx, options...)
 	default:
-		return nil, fmt.Errorf("unknown exporter %q", cfg.Exporter)
+		return nil, fmt.Errorf("unknown exporter %q", exporterKind)
 	}
 	if err != nil {
 		return nil, err
@@ -216,10 +249,16 @@ func newMetricReader(ctx context.Context, cfg config.MetricExport) (sdkmetric.Re
 }
 
 // endpointOption passes a URL ("http://collector:4318") as a URL and a
-// bare host:port as an endpoint, so both forms work in the file.
-func endpointOption[O any](endpoint string, withURL, withEndpoint func(string) O) O {
-	if len(endpoint) > 7 && (endpoint[:7] == "http://" || (len(endpoint) > 8 && endpoint[:8] == "https://")) {
-		return withURL(endpoint)
+// bare host:port as an endpoint, so both forms work in the file. A URL
+// without a path gets the signal's path, as OTEL_EXPORTER_OTLP_ENDPOINT
+// does.
+func endpointOption[O any](endpoint, signalPath string, withURL, withEndpoint func(string) O) O {
+	u, err := url.Parse(endpoint)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+		return withEndpoint(endpoint)
 	}
-	return withEndpoint(endpoint)
+	if u.Path == "" || u.Path == "/" {
+		u.Path = signalPath
+	}
+	return withURL(u.String())
 }
