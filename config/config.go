@@ -6,6 +6,7 @@
 package config
 
 import (
+	"strings"
 	"time"
 )
 
@@ -45,7 +46,21 @@ type Config struct {
 
 	// Admin is the HTTP listener for health, metrics and the status page.
 	Admin Admin `mapstructure:"admin"`
+
+	// StateDir is a folder where the gateway keeps each engine's
+	// capabilities, so that after a restart it can answer Qlik's
+	// GetCapabilities while every plugin is down. Empty, the default, keeps
+	// them in memory only.
+	StateDir string `mapstructure:"state_dir"`
+
+	// DrainTimeout is how long a stopping gateway waits for calls in
+	// flight, and how long a reload keeps replaced engines for theirs.
+	// Default 30s.
+	DrainTimeout time.Duration `mapstructure:"drain_timeout"`
 }
+
+// DefaultDrainTimeout is the default of drain_timeout.
+const DefaultDrainTimeout = 30 * time.Second
 
 // Listener is one address on which the gateway accepts Qlik's gRPC calls.
 type Listener struct {
@@ -106,13 +121,119 @@ type Engine struct {
 
 	// ProbeTimeout bounds one probe. Default 5s.
 	ProbeTimeout time.Duration `mapstructure:"probe_timeout"`
+
+	// Balancer is least_request (the replica with the fewest calls in
+	// flight, the default) or round_robin.
+	Balancer string `mapstructure:"balancer"`
+
+	// ReconnectBuffer is how long a call waits for a ready replica when
+	// none is, as while a plugin restarts. Default 20s, the delay Qlik
+	// itself waits before it reconnects; 0 fails such calls at once.
+	ReconnectBuffer *time.Duration `mapstructure:"reconnect_buffer"`
+
+	// MaxWaiting bounds the calls waiting for a replica; more get
+	// ResourceExhausted at once. Default 1000.
+	MaxWaiting int `mapstructure:"max_waiting"`
+
+	// Replay sends a call again, to another replica or to the same one
+	// once it is back, when its replica failed before answering anything.
+	// Default true. Replay re-runs a function the plugin may have started:
+	// set it false for plugins whose functions have side effects.
+	Replay *bool `mapstructure:"replay"`
+
+	// ReplayBuffer bounds the request bytes kept per call for a replay; a
+	// call that sends more is not replayed. Default 8MiB.
+	ReplayBuffer ByteSize `mapstructure:"replay_buffer"`
+
+	// MaxAttempts bounds the tries of one call, the first included.
+	// Default 3.
+	MaxAttempts int `mapstructure:"max_attempts"`
+
+	// MaxInFlight bounds the calls open on each replica; more wait for a
+	// free one, as calls wait for a ready replica. 0, the default, means
+	// no limit.
+	MaxInFlight int `mapstructure:"max_in_flight"`
+
+	// Functions overrides request_timeout, replay and max_attempts for
+	// single functions, by the name in the plugin's capabilities (case is
+	// ignored).
+	Functions map[string]*FunctionPolicy `mapstructure:"functions"`
 }
 
-// Defaults of an engine's probes.
+// FunctionPolicy overrides an engine's call policy for one function. A
+// key left out keeps the engine's value.
+type FunctionPolicy struct {
+	RequestTimeout *time.Duration `mapstructure:"request_timeout"`
+	Replay         *bool          `mapstructure:"replay"`
+	MaxAttempts    int            `mapstructure:"max_attempts"`
+}
+
+// Balancer names.
 const (
-	DefaultProbeInterval = 10 * time.Second
-	DefaultProbeTimeout  = 5 * time.Second
+	BalancerLeastRequest = "least_request"
+	BalancerRoundRobin   = "round_robin"
 )
+
+// Defaults of an engine.
+const (
+	DefaultProbeInterval   = 10 * time.Second
+	DefaultProbeTimeout    = 5 * time.Second
+	DefaultReconnectBuffer = 20 * time.Second
+	DefaultMaxWaiting      = 1000
+	DefaultReplayBuffer    = 8 << 20
+	DefaultMaxAttempts     = 3
+)
+
+// Policy is the call policy of an engine for one function, with the
+// function's overrides applied.
+type Policy struct {
+	RequestTimeout time.Duration
+	Replay         bool
+	MaxAttempts    int
+}
+
+// PolicyFor returns the policy for calls of the named function; "" or an
+// unknown name gives the engine's own.
+func (e *Engine) PolicyFor(function string) Policy {
+	policy := Policy{RequestTimeout: e.RequestTimeout, Replay: e.Replay == nil || *e.Replay, MaxAttempts: e.MaxAttempts}
+	override := e.function(function)
+	if override == nil {
+		return policy
+	}
+	if override.RequestTimeout != nil {
+		policy.RequestTimeout = *override.RequestTimeout
+	}
+	if override.Replay != nil {
+		policy.Replay = *override.Replay
+	}
+	if override.MaxAttempts > 0 {
+		policy.MaxAttempts = override.MaxAttempts
+	}
+	return policy
+}
+
+func (e *Engine) function(name string) *FunctionPolicy {
+	if name == "" {
+		return nil
+	}
+	if policy, ok := e.Functions[strings.ToLower(name)]; ok {
+		return policy
+	}
+	for key, policy := range e.Functions {
+		if strings.EqualFold(key, name) {
+			return policy
+		}
+	}
+	return nil
+}
+
+// ReconnectWait returns how long a call waits for a ready replica.
+func (e *Engine) ReconnectWait() time.Duration {
+	if e.ReconnectBuffer == nil {
+		return DefaultReconnectBuffer
+	}
+	return *e.ReconnectBuffer
+}
 
 // Backend is one replica of a plugin.
 type Backend struct {

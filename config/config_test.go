@@ -631,9 +631,7 @@ func TestValidateCertificates(t *testing.T) {
 			setup: func(t *testing.T, set tlsutil.Set) (string, string, []problem) {
 				dir := filepath.Join(set.GatewayDir, "missing")
 				return tlsDir(dir), tlsDir(set.QlikDir), []problem{
-					{"listeners[0].tls", filepath.Join(dir, tlsutil.ServerCertFile)},
-					{"listeners[0].tls", filepath.Join(dir, tlsutil.ServerKeyFile)},
-					{"listeners[0].tls", filepath.Join(dir, tlsutil.RootCertFile)},
+					{"listeners[0].tls.dir", "folder " + dir + " not found"},
 				}
 			},
 		},
@@ -709,9 +707,7 @@ func TestValidateCertificates(t *testing.T) {
 			setup: func(t *testing.T, set tlsutil.Set) (string, string, []problem) {
 				dir := filepath.Join(set.QlikDir, "missing")
 				return tlsDir(set.GatewayDir), tlsDir(dir), []problem{
-					{"engines.R.backends[0].tls", filepath.Join(dir, tlsutil.RootCertFile)},
-					{"engines.R.backends[0].tls", filepath.Join(dir, tlsutil.ClientCertFile)},
-					{"engines.R.backends[0].tls", filepath.Join(dir, tlsutil.ClientKeyFile)},
+					{"engines.R.backends[0].tls.dir", "folder " + dir + " not found"},
 				}
 			},
 		},

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -31,15 +33,23 @@ func Load(path string, environ []string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
-	cfg, err := Parse(data, environ)
+	cfg, err := parse(data, environ, filepath.Dir(path))
 	if err != nil {
 		return nil, fmt.Errorf("config %s:\n%w", path, err)
 	}
 	return cfg, nil
 }
 
-// Parse is Load for a file's content already in memory.
+// Parse is Load for a file's content already in memory. Relative paths in
+// it are relative to the current folder.
 func Parse(data []byte, environ []string) (*Config, error) {
+	return parse(data, environ, "")
+}
+
+// parse is Parse with relative paths taken from baseDir, the folder of
+// the configuration file, so that a service started from any folder finds
+// its certificates.
+func parse(data []byte, environ []string, baseDir string) (*Config, error) {
 	// Read the file. viper lowercases every key (as of v1.21), which would
 	// turn the engine SSEPython into ssepython in logs and span names, so
 	// the engine names' spelling is read from the YAML separately.
@@ -52,9 +62,12 @@ func Parse(data []byte, environ []string) (*Config, error) {
 	settings := v.AllSettings()
 
 	// Apply the environment and decode. Unknown keys are errors, so that a
-	// misspelt key is reported instead of silently keeping its default.
+	// misspelt key is reported instead of silently keeping its default:
+	// unknownKeys finds them all, where mapstructure would report the
+	// first of each section and leave the section out.
 	problems := []error{spellingErr}
 	problems = append(problems, applyEnv(settings, environ)...)
+	problems = append(problems, unknownKeys(settings, reflect.TypeFor[Config](), "", spelling)...)
 	cfg := &Config{}
 	decoder, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
 		DecodeHook: mapstructure.ComposeDecodeHookFunc(
@@ -62,7 +75,6 @@ func Parse(data []byte, environ []string) (*Config, error) {
 			byteSizeHook,
 			mapstructure.StringToSliceHookFunc(","),
 		),
-		ErrorUnused:      true,
 		WeaklyTypedInput: true,
 		Result:           cfg,
 	})
@@ -102,6 +114,7 @@ func Parse(data []byte, environ []string) (*Config, error) {
 	// failed to decode, so validation would find it empty: its problems
 	// would only repeat the decoding problem, and are left out.
 	cfg.ApplyDefaults()
+	cfg.resolvePaths(baseDir)
 	for _, problem := range flatten([]error{cfg.Validate()}) {
 		if !slices.ContainsFunc(undecoded, func(prefix string) bool { return strings.HasPrefix(problem.Error(), prefix) }) {
 			problems = append(problems, problem)
@@ -111,6 +124,35 @@ func Parse(data []byte, environ []string) (*Config, error) {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// resolvePaths makes the file's relative paths relative to baseDir.
+func (c *Config) resolvePaths(baseDir string) {
+	if baseDir == "" || baseDir == "." {
+		return
+	}
+	resolve := func(path *string) {
+		if *path != "" && !filepath.IsAbs(*path) {
+			*path = filepath.Join(baseDir, *path)
+		}
+	}
+	for i := range c.Listeners {
+		if tls := c.Listeners[i].TLS; tls != nil {
+			for _, path := range []*string{&tls.Dir, &tls.CertFile, &tls.KeyFile, &tls.ClientCAFile} {
+				resolve(path)
+			}
+		}
+	}
+	for _, engine := range c.Engines {
+		for i := range engine.Backends {
+			if tls := engine.Backends[i].TLS; tls != nil {
+				for _, path := range []*string{&tls.Dir, &tls.CAFile, &tls.CertFile, &tls.KeyFile} {
+					resolve(path)
+				}
+			}
+		}
+	}
+	resolve(&c.StateDir)
 }
 
 // ApplyDefaults fills in keys left out of the file, and names each engine
@@ -128,6 +170,18 @@ func (c *Config) ApplyDefaults() {
 		}
 		if engine.ProbeTimeout == 0 {
 			engine.ProbeTimeout = DefaultProbeTimeout
+		}
+		if engine.Balancer == "" {
+			engine.Balancer = BalancerLeastRequest
+		}
+		if engine.MaxWaiting == 0 {
+			engine.MaxWaiting = DefaultMaxWaiting
+		}
+		if engine.ReplayBuffer == 0 {
+			engine.ReplayBuffer = DefaultReplayBuffer
+		}
+		if engine.MaxAttempts == 0 {
+			engine.MaxAttempts = DefaultMaxAttempts
 		}
 	}
 	if c.Limits.MaxMessageSize == 0 {
@@ -149,6 +203,66 @@ func (c *Config) ApplyDefaults() {
 		c.Log.Format = DefaultLogFormat
 	}
 	c.applyObservabilityDefaults()
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+}
+
+// unknownKeys returns one problem per key in node that typ has no field
+// for, at any depth, with its path in Validate's notation.
+func unknownKeys(node any, typ reflect.Type, path string, spelling map[string]string) []error {
+	for typ.Kind() == reflect.Pointer {
+		typ = typ.Elem()
+	}
+	var problems []error
+	switch typ.Kind() {
+	case reflect.Struct:
+		settings, ok := node.(map[string]any)
+		if !ok {
+			return nil // a type mismatch, which decoding reports
+		}
+		keys := slices.Sorted(maps.Keys(settings))
+		for _, key := range keys {
+			field, ok := fieldByTag(typ, key)
+			if !ok {
+				where := path
+				if where == "" {
+					where = "top level"
+				}
+				problems = append(problems, fmt.Errorf("%s: unknown key %s; check its spelling", where, key))
+				continue
+			}
+			problems = append(problems, unknownKeys(settings[key], field.Type, joinPath(path, key), spelling)...)
+		}
+	case reflect.Map:
+		entries, ok := node.(map[string]any)
+		if !ok {
+			return nil
+		}
+		for _, key := range slices.Sorted(maps.Keys(entries)) {
+			name := key
+			if spelt, ok := spelling[key]; ok && path == "engines" {
+				name = spelt
+			}
+			problems = append(problems, unknownKeys(entries[key], typ.Elem(), joinPath(path, name), spelling)...)
+		}
+	case reflect.Slice:
+		items, ok := node.([]any)
+		if !ok {
+			return nil
+		}
+		for i, item := range items {
+			problems = append(problems, unknownKeys(item, typ.Elem(), fmt.Sprintf("%s[%d]", path, i), spelling)...)
+		}
+	}
+	return problems
+}
+
+func joinPath(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
 }
 
 // engineNameSpelling maps each engine name, lowercased, to its spelling in
@@ -268,6 +382,9 @@ func setByWords(node any, typ reflect.Type, words []string, value string) error 
 // environment: a string, number, boolean, duration or size, or a list of
 // strings.
 func isScalar(typ reflect.Type) bool {
+	if typ.Kind() == reflect.Pointer {
+		typ = typ.Elem() // an optional value, such as *bool
+	}
 	switch typ.Kind() {
 	case reflect.Struct, reflect.Map, reflect.Pointer, reflect.Interface:
 		return false
@@ -362,18 +479,7 @@ func decodeProblems(err error, spelling map[string]string) (problems []error, un
 		if entry := enclosingEntry(key); entry != "" {
 			undecoded = append(undecoded, entry+".", entry+":", entry+"[")
 		}
-		cause := decodeErr.Unwrap()
-		if unknown, ok := strings.CutPrefix(cause.Error(), "has invalid keys: "); ok {
-			where := key
-			// mapstructure names the top level "" (v2.4) or after the
-			// decoded type (v2.5).
-			if where == "" || where == reflect.TypeFor[Config]().String() {
-				where = "top level"
-			}
-			problems = append(problems, fmt.Errorf("%s: unknown key %s; check its spelling", where, unknown))
-			continue
-		}
-		problems = append(problems, fmt.Errorf("%s: %w", key, cause))
+		problems = append(problems, fmt.Errorf("%s: %w", key, decodeErr.Unwrap()))
 	}
 	return problems, undecoded
 }

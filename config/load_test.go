@@ -31,6 +31,15 @@ engines:
     request_timeout: 1m30s
     probe_interval: 2s
     probe_timeout: 1s
+    balancer: round_robin
+    reconnect_buffer: 5s
+    max_waiting: 50
+    replay: false
+    replay_buffer: 1MiB
+    max_attempts: 2
+    max_in_flight: 8
+    functions:
+      Forecast: {request_timeout: 2m, max_attempts: 1}
     backends:
       - address: "127.0.0.1:50055"
       - address: "localhost:50056"
@@ -57,13 +66,16 @@ telemetry:
   metrics: {exporter: otlp, endpoint: "127.0.0.1:4317", interval: 15s}
 redaction: {app_id: hash, user_id: drop, script_text: true}
 admin: {address: "127.0.0.1:9000"}
+state_dir: /var/lib/ssegw
+drain_timeout: 45s
 `
 	got, err := config.Parse([]byte(yaml), nil)
 	if err != nil {
 		t.Fatalf("Parse() error: %v", err)
 	}
 
-	accessLogOff, quarter := false, 0.25
+	accessLogOff, quarter, replayOff := false, 0.25, false
+	twoMinutes, fiveSeconds := 2*time.Minute, 5*time.Second
 	want := &config.Config{
 		Listeners: []config.Listener{
 			{Address: "127.0.0.1:50051", Engine: "SSEPython", TLS: &config.ServerTLS{Dir: set.GatewayDir}},
@@ -80,12 +92,26 @@ admin: {address: "127.0.0.1:9000"}
 				},
 				ProbeInterval: 2 * time.Second,
 				ProbeTimeout:  time.Second,
+				Balancer:      "round_robin",
+				MaxWaiting:    50,
+				ReplayBuffer:  1 << 20,
+				MaxAttempts:   2,
+				MaxInFlight:   8,
+				Replay:        &replayOff,
+				Functions: map[string]*config.FunctionPolicy{
+					"forecast": {RequestTimeout: &twoMinutes, MaxAttempts: 1},
+				},
+				ReconnectBuffer: &fiveSeconds,
 			},
 			"r": {
 				Name:          "R",
 				Backends:      []config.Backend{{Address: "127.0.0.1:50057"}},
 				ProbeInterval: 10 * time.Second,
 				ProbeTimeout:  5 * time.Second,
+				Balancer:      "least_request",
+				MaxWaiting:    1000,
+				ReplayBuffer:  8 << 20,
+				MaxAttempts:   3,
 			},
 		},
 		Limits:    config.Limits{MaxMessageSize: 4 << 20, MaxHeaderListSize: 16 << 10},
@@ -96,8 +122,10 @@ admin: {address: "127.0.0.1:9000"}
 			Traces:      config.TraceExport{Exporter: "otlp-http", Endpoint: "127.0.0.1:4318", Insecure: true, SamplerRatio: &quarter},
 			Metrics:     config.MetricExport{Exporter: "otlp", Endpoint: "127.0.0.1:4317", Interval: 15 * time.Second},
 		},
-		Redaction: config.Redaction{AppID: "hash", UserID: "drop", ScriptText: true},
-		Admin:     config.Admin{Address: "127.0.0.1:9000"},
+		Redaction:    config.Redaction{AppID: "hash", UserID: "drop", ScriptText: true},
+		Admin:        config.Admin{Address: "127.0.0.1:9000"},
+		StateDir:     "/var/lib/ssegw",
+		DrainTimeout: 45 * time.Second,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Parse() mismatch (-want +got):\n%s", diff)
@@ -134,13 +162,18 @@ engines:
 				Backends:      []config.Backend{{Address: "127.0.0.1:50055"}},
 				ProbeInterval: 10 * time.Second,
 				ProbeTimeout:  5 * time.Second,
+				Balancer:      "least_request",
+				MaxWaiting:    1000,
+				ReplayBuffer:  8 << 20,
+				MaxAttempts:   3,
 			},
 		},
-		Limits:    config.Limits{MaxMessageSize: 16 << 20, MaxHeaderListSize: 64 << 10},
-		Keepalive: config.Keepalive{MinPingInterval: 5 * time.Second, BackendPingInterval: 5 * time.Minute},
-		Log:       config.Log{Level: "info", Format: "text", AccessLog: &accessLogOn},
-		Redaction: config.Redaction{AppID: "keep", UserID: "hash"},
-		Admin:     config.Admin{Address: "127.0.0.1:8081"},
+		Limits:       config.Limits{MaxMessageSize: 16 << 20, MaxHeaderListSize: 64 << 10},
+		Keepalive:    config.Keepalive{MinPingInterval: 5 * time.Second, BackendPingInterval: 5 * time.Minute},
+		Log:          config.Log{Level: "info", Format: "text", AccessLog: &accessLogOn},
+		Redaction:    config.Redaction{AppID: "keep", UserID: "hash"},
+		Admin:        config.Admin{Address: "127.0.0.1:8081"},
+		DrainTimeout: 30 * time.Second,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Parse() mismatch (-want +got):\n%s", diff)

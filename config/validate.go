@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -49,9 +50,10 @@ func (c *Config) Validate() error {
 			report("%s: no tls section; give tls.dir for mutual TLS, or set insecure: true to accept plaintext", key)
 		case listener.TLS != nil && listener.Insecure:
 			report("%s: both tls and insecure: true are set; choose one", key)
+		case listener.TLS != nil && missingFolder(listener.TLS.Dir):
+			report("%s.tls.dir: folder %s not found", key, listener.TLS.Dir)
 		case listener.TLS != nil:
-			files := tlsutil.ServerFilesInDir(listener.TLS.Dir, listener.TLS.CertFile, listener.TLS.KeyFile, listener.TLS.ClientCAFile)
-			if _, err := files.ServerConfig(); err != nil {
+			if _, err := listener.TLS.Files().ServerConfig(); err != nil {
 				problems = append(problems, prefixEach(key+".tls", err)...)
 			}
 		}
@@ -77,6 +79,7 @@ func (c *Config) Validate() error {
 		if engine.ProbeTimeout <= 0 {
 			report("%s.probe_timeout: %v must be positive", key, engine.ProbeTimeout)
 		}
+		c.validatePolicy(engine, key, report)
 		for i, host := range engine.Hosts {
 			normalized := NormalizeHost(host)
 			if normalized == "" || strings.ContainsAny(normalized, ":/ ") {
@@ -102,7 +105,10 @@ func (c *Config) Validate() error {
 			} else {
 				backends[backend.Address] = i
 			}
-			if backend.TLS != nil {
+			switch {
+			case backend.TLS != nil && missingFolder(backend.TLS.Dir):
+				report("%s.tls.dir: folder %s not found", backendKey, backend.TLS.Dir)
+			case backend.TLS != nil:
 				if _, err := backend.TLS.Files().ClientConfig(""); err != nil {
 					problems = append(problems, prefixEach(backendKey+".tls", err)...)
 				}
@@ -134,7 +140,45 @@ func (c *Config) Validate() error {
 		report("log.format: unknown format %q; use text or json", c.Log.Format)
 	}
 	c.validateObservability(report)
+	if c.DrainTimeout < 0 {
+		report("drain_timeout: %v is negative", c.DrainTimeout)
+	}
 	return errors.Join(problems...)
+}
+
+// validatePolicy reports problems in an engine's call policy.
+func (c *Config) validatePolicy(engine *Engine, key string, report func(string, ...any)) {
+	if engine.Balancer != BalancerLeastRequest && engine.Balancer != BalancerRoundRobin {
+		report("%s.balancer: unknown balancer %q; use least_request or round_robin", key, engine.Balancer)
+	}
+	if engine.ReconnectBuffer != nil && *engine.ReconnectBuffer < 0 {
+		report("%s.reconnect_buffer: %v is negative; use 0 to fail at once", key, *engine.ReconnectBuffer)
+	}
+	if engine.MaxWaiting < 0 {
+		report("%s.max_waiting: %d is negative", key, engine.MaxWaiting)
+	}
+	if engine.ReplayBuffer < 0 {
+		report("%s.replay_buffer: %v is negative", key, engine.ReplayBuffer)
+	}
+	if engine.MaxAttempts < 1 || engine.MaxAttempts > 10 {
+		report("%s.max_attempts: %d is out of range; use 1 to 10", key, engine.MaxAttempts)
+	}
+	if engine.MaxInFlight < 0 {
+		report("%s.max_in_flight: %d is negative; use 0 for no limit", key, engine.MaxInFlight)
+	}
+	for name, function := range engine.Functions {
+		functionKey := key + ".functions." + name
+		if function == nil {
+			report("%s: empty; give request_timeout, replay or max_attempts", functionKey)
+			continue
+		}
+		if function.RequestTimeout != nil && *function.RequestTimeout < 0 {
+			report("%s.request_timeout: %v is negative; use 0 for no limit", functionKey, *function.RequestTimeout)
+		}
+		if function.MaxAttempts < 0 || function.MaxAttempts > 10 {
+			report("%s.max_attempts: %d is out of range; use 1 to 10", functionKey, function.MaxAttempts)
+		}
+	}
 }
 
 // Engine returns the engine with the given name, ignoring case, or nil.
@@ -171,6 +215,15 @@ func (t *ServerTLS) Files() tlsutil.ServerFiles {
 // Files returns the certificate files this section names.
 func (t *ClientTLS) Files() tlsutil.ClientFiles {
 	return tlsutil.ClientFilesInDir(t.Dir, t.CAFile, t.CertFile, t.KeyFile)
+}
+
+// missingFolder reports whether dir is set but is not an existing folder.
+func missingFolder(dir string) bool {
+	if dir == "" {
+		return false
+	}
+	info, err := os.Stat(dir)
+	return err != nil || !info.IsDir()
 }
 
 // NormalizeHost returns a host name as engines are matched by it: lower

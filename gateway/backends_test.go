@@ -83,9 +83,11 @@ func servedBy(t *testing.T, client ssepb.ConnectorClient) string {
 func TestReplicasShareCalls(t *testing.T) {
 	first := ssetest.StartPlugin(t, namedReplica("first"))
 	second := ssetest.StartPlugin(t, namedReplica("second"))
+	engine := ssetest.Engine(first.Addr, second.Addr)
+	engine.Balancer = config.BalancerRoundRobin
 	gw := ssetest.StartGateway(t, &config.Config{
 		Listeners: []config.Listener{ssetest.Listen("R", nil)},
-		Engines:   map[string]*config.Engine{"R": ssetest.Engine(first.Addr, second.Addr)},
+		Engines:   map[string]*config.Engine{"R": engine},
 	})
 	client := ssetest.Dial(t, gw.Addrs[0])
 
@@ -183,7 +185,9 @@ func gatewayWithBackends(t *testing.T, backends ...config.Backend) ssepb.Connect
 	t.Helper()
 	gw := ssetest.StartGateway(t, &config.Config{
 		Listeners: []config.Listener{ssetest.Listen("R", nil)},
-		Engines:   map[string]*config.Engine{"R": {Backends: backends}},
+		// A call fails at once when the TLS handshake does, instead of
+		// waiting reconnect_buffer for the replica.
+		Engines: map[string]*config.Engine{"R": ssetest.FailFast(&config.Engine{Backends: backends})},
 	})
 	return ssetest.Dial(t, gw.Addrs[0])
 }

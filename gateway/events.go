@@ -6,7 +6,7 @@ import (
 	"google.golang.org/grpc/stats"
 )
 
-// backendEvents tells a call when the plugin's status arrived. Only then
+// backendEvents tells an attempt when the plugin's status arrived. Only then
 // is a failed backend stream the plugin's own answer, to be passed on
 // untouched; without it, the failure happened in the gateway or on the
 // connection, and the gateway names it.
@@ -26,8 +26,8 @@ func (backendEvents) HandleRPC(ctx context.Context, event stats.RPCStats) {
 	if _, ok := event.(*stats.InTrailer); !ok {
 		return
 	}
-	if c, ok := ctx.Value(callKey{}).(*call); ok {
-		c.statusReceived.Store(true)
+	if a, ok := ctx.Value(attemptKey{}).(*attempt); ok {
+		a.statusReceived.Store(true)
 	}
 }
 

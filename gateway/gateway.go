@@ -41,14 +41,18 @@ type Gateway struct {
 	telemetry     *telemetry.Providers
 	ownsTelemetry bool // the gateway made telemetry, and shuts it down
 	version       string
+	userAgent     string
 
 	// Set by Start.
 	admin   *adminServer
 	started time.Time
 
 	// table is replaced as a whole when the configuration changes, so calls
-	// read it without a lock.
-	table atomic.Pointer[routing.Table]
+	// read it without a lock. current is the configuration it came from.
+	table   atomic.Pointer[routing.Table]
+	current atomic.Pointer[config.Config]
+
+	reloadMu sync.Mutex // serializes reloads
 
 	// handshakeFailures counts failed TLS handshakes, indexed like
 	// tlsutil.HandshakeFailures.
@@ -63,6 +67,9 @@ type listener struct {
 	config  config.Listener
 	server  *grpc.Server
 	lis     net.Listener // set by Start
+
+	// defaultEngine is config.Engine, or what a reload made it.
+	defaultEngine atomic.Pointer[string]
 }
 
 // Options are settings of a gateway that do not come from its file.
@@ -90,7 +97,9 @@ func New(cfg *config.Config, logger *slog.Logger, opts Options) (*Gateway, error
 		handshakeFailures: make([]atomic.Int64, len(tlsutil.HandshakeFailures)),
 		telemetry:         opts.Telemetry,
 		version:           opts.Version,
+		userAgent:         opts.UserAgent,
 	}
+	g.current.Store(cfg)
 
 	// Set up telemetry: spans and metrics exist even without an exporter,
 	// for the access log and the status page.
@@ -119,12 +128,7 @@ func New(cfg *config.Config, logger *slog.Logger, opts Options) (*Gateway, error
 	// Connect to the engines' plugins.
 	var engines []*routing.Engine
 	for _, name := range cfg.EngineNames() {
-		engine, err := routing.NewEngine(cfg.Engine(name), routing.PoolOptions{
-			Limits:      cfg.Limits,
-			Keepalive:   cfg.Keepalive,
-			UserAgent:   opts.UserAgent,
-			DialOptions: []grpc.DialOption{grpc.WithStatsHandler(backendEvents{})},
-		}, logger)
+		engine, err := g.newEngine(cfg.Engine(name), cfg.StateDir)
 		if err != nil {
 			closeEngines(engines)
 			g.shutdownTelemetry()
@@ -143,6 +147,8 @@ func New(cfg *config.Config, logger *slog.Logger, opts Options) (*Gateway, error
 			return nil, fmt.Errorf("listeners[%d].tls: %w", i, err)
 		}
 		l := &listener{gateway: g, config: listenerConfig}
+		defaultEngine := listenerConfig.Engine
+		l.defaultEngine.Store(&defaultEngine)
 		l.server = grpc.NewServer(g.serverOptions(l, creds)...)
 		g.listeners = append(g.listeners, l)
 	}
@@ -236,7 +242,9 @@ func (g *Gateway) Start() error {
 		for i, backend := range engine.Backends {
 			backends[i] = backend.Address
 		}
-		g.logger.Info("engine", "engine", engine.Name, "backends", backends, "hosts", engine.Hosts, "request_timeout", engine.RequestTimeout)
+		g.logger.Info("engine", "engine", engine.Name, "backends", backends, "hosts", engine.Hosts,
+			"request_timeout", engine.RequestTimeout.String(), "balancer", engine.Balancer,
+			"reconnect_buffer", engine.ReconnectWait().String())
 	}
 	return nil
 }

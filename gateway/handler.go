@@ -4,19 +4,21 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync"
 	"sync/atomic"
 	"time"
 
-	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ssegw/ssegw/config"
 	"github.com/ssegw/ssegw/routing"
 	"github.com/ssegw/ssegw/ssepb"
 )
@@ -36,20 +38,14 @@ type call struct {
 	start    time.Time
 	incoming metadata.MD
 	info     callInfo
+	policy   config.Policy
 
 	// Observation, used by the handler's goroutine only.
-	span         trace.Span
-	spanName     string
-	spanCtx      context.Context
-	attemptSpans []trace.Span
-	attempts     int
-	wait         time.Duration // spent opening the backend stream
-
-	// backendPeer is filled in by gRPC when the backend stream ends.
-	backendPeer peer.Peer
-
-	// Set by backendEvents on a gRPC transport goroutine.
-	statusReceived atomic.Bool
+	span     trace.Span
+	spanName string
+	spanCtx  context.Context
+	attempts []*attempt
+	wait     time.Duration // spent waiting for replicas, over all attempts
 
 	// requestFailure is the status that ended the client's side of the
 	// call, unless the client cancelled. requestsDone is closed when the
@@ -65,10 +61,42 @@ type call struct {
 	messagesOut, bytesOut, rowsOut int64
 	firstColumns                   int // values in the first response row; -1 before one
 	tableFields                    int // fields of qlik-tabledescription-bin; -1 without one
+
+	// mu guards the request side, which the request pump and a new attempt
+	// share.
+	mu         sync.Mutex
+	current    *attempt          // the attempt that gets the client's messages
+	replayLog  []mem.BufferSlice // the client's messages, kept for a replay
+	replayed   int64             // bytes in replayLog
+	replayOff  bool              // no replay: disabled, outgrown, or the plugin answered
+	halfClosed bool              // the client has sent its last message
 }
 
-// callKey is the context key under which backend streams carry their call.
-type callKey struct{}
+// attempt is one try of a call on a plugin replica.
+type attempt struct {
+	number int
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	stream grpc.ClientStream
+	span   trace.Span
+	peer   peer.Peer // filled in by gRPC when the stream ends
+
+	// sendMu orders the sends on stream: the replay of kept messages
+	// first, then the request pump's.
+	sendMu sync.Mutex
+
+	// statusReceived is set by backendEvents, on a gRPC transport
+	// goroutine, when the plugin's own status arrived.
+	statusReceived atomic.Bool
+
+	// answered is set once the plugin sent a header or a message, after
+	// which the call is not replayed. Handler goroutine only.
+	answered bool
+}
+
+// attemptKey is the context key under which backend streams carry their
+// attempt.
+type attemptKey struct{}
 
 // handleStream forwards one call of any method to a plugin. It is the
 // listener's gRPC handler for every method, since the gateway registers no
@@ -84,6 +112,7 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 		info: callInfo{kind: methodKind(method)}, firstColumns: -1, tableFields: -1,
 		requestsDone: make(chan struct{}),
 	}
+	defer c.releaseReplayLog()
 	c.startSpan(l)
 
 	// Refuse headers over the gateway's limit here, with a status: gRPC
@@ -95,66 +124,197 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 			size, g.cfg.Limits.MaxHeaderListSize), true)
 	}
 
-	// Choose the engine.
+	// Choose the engine, and the policy for the function called.
 	engine, err := g.routes().Match(routing.Request{
 		EngineHeader:  firstValue(md, routing.EngineHeader),
 		Authority:     firstValue(md, ":authority"),
 		ServerName:    tlsServerName(ctx),
-		DefaultEngine: l.config.Engine,
+		DefaultEngine: *l.defaultEngine.Load(),
 	})
 	if err != nil {
 		close(c.requestsDone)
 		return c.finish(routeStatus(err), true)
 	}
+	defer engine.Track()()
 	c.engine = engine
 	c.describe()
+	c.warnIfStale()
+	c.policy = engine.Config.PolicyFor(c.info.function)
+	c.replayOff = !c.policy.Replay
 
-	// Open the plugin's stream with Qlik's headers, under the tighter of
-	// the client's deadline and the engine's request_timeout. Cancelling
-	// the client's call cancels this context, and with it the plugin's call.
+	// Qlik learns an engine's functions only when it starts: answer from
+	// the engine's capabilities while no replica is up, so that a Qlik
+	// engine starting during an outage still gets them.
+	if c.info.kind == methodGetCapabilities && engine.Down() {
+		if capabilities := engine.Capabilities(); capabilities != nil {
+			close(c.requestsDone)
+			return c.finish(c.answerFromCapabilities(ss, capabilities))
+		}
+	}
+
+	// The plugin's call runs under the tighter of the client's deadline and
+	// the function's request_timeout. Cancelling the client's call cancels
+	// this context, and with it the plugin's call.
 	backendCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	if timeout := engine.Config.RequestTimeout; timeout > 0 {
+	if timeout := c.policy.RequestTimeout; timeout > 0 {
 		var cancelTimeout context.CancelFunc
 		backendCtx, cancelTimeout = context.WithTimeoutCause(backendCtx, timeout, &requestTimeoutError{engine: engine.Name, timeout: timeout})
 		defer cancelTimeout()
 	}
-	outgoing := forwardedMetadata(md)
-	c.startAttempt(outgoing)
-	backendCtx = metadata.NewOutgoingContext(backendCtx, outgoing)
-	backendCtx = context.WithValue(backendCtx, callKey{}, c)
-	callOptions := []grpc.CallOption{grpc.ForceCodecV2(frameCodec{}), grpc.Peer(&c.backendPeer)}
-	if subtype := contentSubtype(md); subtype != "" {
-		callOptions = append(callOptions, grpc.CallContentSubtype(subtype))
-	}
-	waitStart := time.Now()
-	g.observer.metrics.waiting.Add(ctx, 1, metric.WithAttributes(attrEngine.String(engine.Name)))
-	cs, err := engine.Pool.Conn().NewStream(backendCtx, &forwardedStreamDesc, method, callOptions...)
-	g.observer.metrics.waiting.Add(ctx, -1, metric.WithAttributes(attrEngine.String(engine.Name)))
-	c.wait = time.Since(waitStart)
-	if err != nil {
-		close(c.requestsDone)
-		return c.finish(c.backendStatus(backendCtx, err))
-	}
 
-	// Pump requests in the background and responses here. The handler
-	// returns when the response side ends: a client still sending after the
-	// plugin's final status has nothing left to send to.
-	go c.forwardRequests(ss, cs, cancel)
-	return c.finish(c.forwardResponses(ss, cs, backendCtx))
+	// Try the call, replaying it on another replica when one fails before
+	// answering anything. The request pump starts with the first attempt
+	// and hands the client's messages to whichever attempt is current.
+	for {
+		a, st, gatewayFailure := c.openAttempt(backendCtx)
+		if a == nil {
+			return c.finish(st, gatewayFailure)
+		}
+		if len(c.attempts) == 1 {
+			go c.forwardRequests(ss, cancel)
+		}
+		st, gatewayFailure, retry := c.forwardResponses(ss, a, backendCtx)
+		c.endAttempt(a, st)
+		if !retry || !c.mayReplay() {
+			ss.SetTrailer(forwardedMetadata(a.stream.Trailer()))
+			return c.finish(st, gatewayFailure)
+		}
+		c.gateway.logger.Debug("replaying call", "engine", engine.Name, "method", method,
+			"backend", a.backendAddress(), "attempt", a.number, "error", st.Message())
+	}
 }
 
-// forwardRequests copies the client's messages to the plugin, then passes
-// on the client's half-close. A client that fails or goes away stops the
-// backend call with cancel, whose cause tells backendStatus why.
-func (c *call) forwardRequests(ss grpc.ServerStream, cs grpc.ClientStream, cancel context.CancelCauseFunc) {
+// openAttempt opens the plugin's stream for a new attempt, waiting for a
+// ready replica up to the engine's reconnect_buffer, and hands it the
+// client's messages kept so far. It returns nil and the status to end the
+// call with when no stream could be opened.
+func (c *call) openAttempt(backendCtx context.Context) (*attempt, *status.Status, bool) {
+	a := &attempt{number: len(c.attempts) + 1}
+	c.attempts = append(c.attempts, a)
+	a.ctx, a.cancel = context.WithCancelCause(backendCtx)
+	outgoing := forwardedMetadata(c.incoming)
+	c.startAttemptSpan(a, outgoing)
+	a.ctx = metadata.NewOutgoingContext(a.ctx, outgoing)
+	a.ctx = context.WithValue(a.ctx, attemptKey{}, a)
+
+	stream, err := c.openStream(a)
+	if err != nil {
+		if a.number == 1 {
+			close(c.requestsDone) // the request pump never started
+		}
+		st, gatewayFailure := c.backendStatus(a, backendCtx, err)
+		c.endAttempt(a, st)
+		return nil, st, gatewayFailure
+	}
+	a.stream = stream
+
+	// Make the attempt current, and replay what the client sent before in
+	// the background: the plugin may answer each message before it reads
+	// the next, so the handler must read the answers meanwhile. The
+	// request pump's next send waits on sendMu until the replay is done.
+	c.mu.Lock()
+	replay := make([]mem.BufferSlice, len(c.replayLog))
+	for i, data := range c.replayLog {
+		data.Ref() // the replay's own reference, passed on to gRPC
+		replay[i] = data
+	}
+	halfClosed := c.halfClosed
+	a.sendMu.Lock()
+	c.current = a
+	c.mu.Unlock()
+	go func() {
+		defer a.sendMu.Unlock()
+		for i, data := range replay {
+			if stream.SendMsg(&frame{data: data}) != nil {
+				// The attempt ended: its status comes from its responses.
+				for _, unsent := range replay[i:] {
+					unsent.Free()
+				}
+				return
+			}
+		}
+		if halfClosed {
+			_ = stream.CloseSend()
+		}
+	}()
+	return a, nil, false
+}
+
+// openStream opens the backend stream of an attempt. While no replica is
+// ready (or each is at max_in_flight), the call waits, bounded by
+// reconnect_buffer, the call's deadline and max_waiting.
+func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
+	engine := c.engine
+	wait := engine.Config.ReconnectWait()
+	if !engine.BeginWait() {
+		return nil, errTooManyWaiting
+	}
+	c.gateway.observer.metrics.waitingChanged(c.ctx, engine.Name, 1)
+	defer func() {
+		engine.EndWait()
+		c.gateway.observer.metrics.waitingChanged(c.ctx, engine.Name, -1)
+	}()
+
+	options := []grpc.CallOption{grpc.ForceCodecV2(frameCodec{}), grpc.Peer(&a.peer)}
+	if subtype := contentSubtype(c.incoming); subtype != "" {
+		options = append(options, grpc.CallContentSubtype(subtype))
+	}
+	if wait > 0 {
+		options = append(options, grpc.WaitForReady(true))
+	}
+
+	// The wait may not outlast reconnect_buffer. Whichever comes first,
+	// the stream opening or the timer, decides: a timer that fires after
+	// the stream opened does nothing.
+	const waiting, opened, expired = 0, 1, 2
+	var outcome atomic.Int32
+	var timer *time.Timer
+	if wait > 0 {
+		timer = time.AfterFunc(wait, func() {
+			if outcome.CompareAndSwap(waiting, expired) {
+				a.cancel(errWaitExpired)
+			}
+		})
+	}
+	began := time.Now()
+	stream, err := engine.Pool.Conn().NewStream(a.ctx, &forwardedStreamDesc, c.method, options...)
+	c.wait += time.Since(began)
+	if timer != nil {
+		timer.Stop()
+	}
+	if !outcome.CompareAndSwap(waiting, opened) {
+		return nil, errWaitExpired
+	}
+	return stream, err
+}
+
+// mayReplay reports whether the call can be sent again: replay is on, the
+// kept messages are complete, and attempts are left.
+func (c *call) mayReplay() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.replayOff && len(c.attempts) < c.policy.MaxAttempts && c.ctx.Err() == nil
+}
+
+// forwardRequests copies the client's messages to the current attempt,
+// keeping them for a replay until the plugin answers, then passes on the
+// client's half-close. A client that fails or goes away stops the backend
+// call with cancel, whose cause tells backendStatus why.
+func (c *call) forwardRequests(ss grpc.ServerStream, cancel context.CancelCauseFunc) {
 	defer close(c.requestsDone)
 	f := &frame{}
 	for {
 		if err := ss.RecvMsg(f); err != nil {
 			if errors.Is(err, io.EOF) {
 				// The plugin sees end-of-input only now, after the last message.
-				_ = cs.CloseSend() // its error, if any, surfaces from RecvMsg
+				c.mu.Lock()
+				c.halfClosed = true
+				current := c.current
+				c.mu.Unlock()
+				current.sendMu.Lock()
+				_ = current.stream.CloseSend() // its error, if any, surfaces from RecvMsg
+				current.sendMu.Unlock()
 				return
 			}
 			// gRPC has already sent the client this status, such as
@@ -177,45 +337,102 @@ func (c *call) forwardRequests(ss grpc.ServerStream, cs grpc.ClientStream, cance
 		} else {
 			c.rowsUncounted.Store(true)
 		}
-		if err := cs.SendMsg(f); err != nil {
-			// The backend stream ended; its status reaches the client
-			// through the response pump.
+
+		c.mu.Lock()
+		c.keepForReplayLocked(f.data)
+		current := c.current
+		c.mu.Unlock()
+		current.sendMu.Lock()
+		err := current.stream.SendMsg(f)
+		current.sendMu.Unlock()
+		if err != nil {
+			// The attempt ended: its status reaches the handler through
+			// the responses, and a replay sends this message again.
 			f.release()
-			return
 		}
 	}
 }
 
-// forwardResponses copies the plugin's response headers, messages and
-// trailers to the client, and returns the status to end the call with.
+// keepForReplayLocked keeps a reference to a request message for a replay,
+// unless replay is off or the message would outgrow replay_buffer. c.mu
+// must be held.
+func (c *call) keepForReplayLocked(data mem.BufferSlice) {
+	if c.replayOff {
+		return
+	}
+	size := int64(data.Len())
+	if c.replayed+size > int64(c.engine.Config.ReplayBuffer) {
+		c.dropReplayLogLocked()
+		return
+	}
+	data.Ref()
+	c.replayLog = append(c.replayLog, data)
+	c.replayed += size
+}
+
+// dropReplayLogLocked turns replay off for the rest of the call and frees
+// the kept messages. c.mu must be held.
+func (c *call) dropReplayLogLocked() {
+	c.replayOff = true
+	for _, data := range c.replayLog {
+		data.Free()
+	}
+	c.replayLog, c.replayed = nil, 0
+}
+
+func (c *call) releaseReplayLog() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dropReplayLogLocked()
+}
+
+// answered marks an attempt that the plugin answered: from then on the
+// call is not replayed, since the client has seen part of the answer.
+func (c *call) answered(a *attempt) {
+	if a.answered {
+		return
+	}
+	a.answered = true
+	c.mu.Lock()
+	c.dropReplayLogLocked()
+	c.mu.Unlock()
+}
+
+// forwardResponses copies the plugin's response headers and messages to
+// the client, and returns the status to end the attempt with, whether the
+// gateway failed it, and whether it may be replayed: it failed before the
+// plugin answered anything, on the connection or with Unavailable.
 // Headers go out as soon as the plugin sends them, not with the first
 // message: a client may wait for them before it sends more.
-func (c *call) forwardResponses(ss grpc.ServerStream, cs grpc.ClientStream, backendCtx context.Context) (*status.Status, bool) {
+func (c *call) forwardResponses(ss grpc.ServerStream, a *attempt, backendCtx context.Context) (st *status.Status, gatewayFailure, retry bool) {
 	// A nil header means the plugin sent none: it answered trailers-only,
-	// or the call failed. Then the client gets no header block either.
-	if header, _ := cs.Header(); header != nil {
+	// or the attempt failed. Then the client gets no header block either.
+	if header, _ := a.stream.Header(); header != nil {
+		c.answered(a)
 		c.noteTableDescription(header)
 		if err := ss.SendHeader(forwardedMetadata(header)); err != nil {
-			return clientSendStatus(ss.Context(), err), false
+			return clientSendStatus(ss.Context(), err), false, false
 		}
 	}
 
 	f := &frame{}
 	for {
-		err := cs.RecvMsg(f)
-		if err != nil {
-			ss.SetTrailer(forwardedMetadata(cs.Trailer()))
-			if errors.Is(err, io.EOF) {
-				return nil, false
-			}
-			return c.backendStatus(backendCtx, err)
+		err := a.stream.RecvMsg(f)
+		if errors.Is(err, io.EOF) {
+			return nil, false, false
 		}
+		if err != nil {
+			st, gatewayFailure := c.backendStatus(a, backendCtx, err)
+			retry := !a.answered && st.Code() == codes.Unavailable && backendCtx.Err() == nil
+			return st, gatewayFailure, retry
+		}
+		c.answered(a)
 		c.messagesOut++
 		c.bytesOut += int64(f.len())
 		c.noteResponse(f)
 		if err := ss.SendMsg(f); err != nil {
 			f.release()
-			return clientSendStatus(ss.Context(), err), false
+			return clientSendStatus(ss.Context(), err), false, false
 		}
 	}
 }
@@ -224,6 +441,37 @@ func (c *call) forwardResponses(ss grpc.ServerStream, cs grpc.ClientStream, back
 func (c *call) finish(st *status.Status, gatewayFailure bool) error {
 	c.end(st, gatewayFailure)
 	return st.Err()
+}
+
+// answerFromCapabilities answers GetCapabilities with the engine's known
+// capabilities, for Qlik engines that start while no replica is up.
+func (c *call) answerFromCapabilities(ss grpc.ServerStream, capabilities *routing.Capabilities) (*status.Status, bool) {
+	encoded, err := proto.Marshal(capabilities.Message)
+	if err != nil {
+		return status.Newf(codes.Internal, "engine %s: encoding stored capabilities: %v", c.engine.Name, err), true
+	}
+	c.span.SetAttributes(attrFromCache.Bool(true))
+	f := &frame{data: mem.BufferSlice{mem.SliceBuffer(encoded)}}
+	c.messagesOut, c.bytesOut = 1, int64(len(encoded))
+	if err := ss.SendMsg(f); err != nil {
+		return clientSendStatus(ss.Context(), err), false
+	}
+	return status.New(codes.OK, ""), false
+}
+
+// warnIfStale warns, rate-limited, when a Qlik engine calls a function id
+// that the plugin's capabilities do not list: that Qlik engine learnt an
+// older function list and needs a restart. The call is forwarded anyway.
+func (c *call) warnIfStale() {
+	if !c.info.hasID || c.info.function != "" || c.engine.Capabilities() == nil {
+		return
+	}
+	peer := peerAddress(c.ctx)
+	if !c.gateway.warnings.allow("stale:" + c.engine.Name + ":" + peerHost(peer)) {
+		return
+	}
+	c.gateway.logger.Warn("a Qlik engine calls a function id the plugin does not list; restart that Qlik engine so that it loads the current functions",
+		"engine", c.engine.Name, "function_id", c.info.functionID, "peer", peer, "client", clientIdentity(c.ctx))
 }
 
 // noteTableDescription remembers the field count of the plugin's
@@ -238,22 +486,27 @@ func (c *call) noteTableDescription(header metadata.MD) {
 }
 
 // noteResponse counts a response message's rows, and learns the engine's
-// functions from a GetCapabilities answer passing through. It runs before
-// the message is sent on, which hands its buffers over to gRPC.
+// functions from a GetCapabilities answer passing through when the probes
+// have not yet. It runs before the message is sent on, which hands its
+// buffers over to gRPC.
 func (c *call) noteResponse(f *frame) {
-	if shape, ok := countRows(f.data); ok && c.info.kind != methodGetCapabilities {
-		c.rowsOut += int64(shape.rows)
-		if c.firstColumns < 0 {
-			c.firstColumns = shape.columns
-		}
-	} else if !ok {
-		c.rowsUncounted.Store(true)
-	}
 	if c.info.kind == methodGetCapabilities {
-		capabilities := &ssepb.Capabilities{}
-		if proto.Unmarshal(f.data.Materialize(), capabilities) == nil {
-			c.engine.SetCapabilities(routing.NewCapabilities(capabilities, time.Now()))
+		if c.engine.Capabilities() == nil {
+			capabilities := &ssepb.Capabilities{}
+			if proto.Unmarshal(f.data.Materialize(), capabilities) == nil {
+				c.engine.SetCapabilities(routing.NewCapabilities(capabilities, time.Now()))
+			}
 		}
+		return
+	}
+	shape, ok := countRows(f.data)
+	if !ok {
+		c.rowsUncounted.Store(true)
+		return
+	}
+	c.rowsOut += int64(shape.rows)
+	if c.firstColumns < 0 {
+		c.firstColumns = shape.columns
 	}
 }
 
@@ -263,13 +516,21 @@ func (c *call) rowsCounted() bool {
 	return !c.rowsUncounted.Load()
 }
 
-// backendAddress returns the address of the plugin replica that served the
-// call, or "none" before one was picked.
+// backendAddress returns the address of the plugin replica of the call's
+// last attempt, or "none" before one was picked.
 func (c *call) backendAddress() string {
-	if c.backendPeer.Addr == nil {
+	if len(c.attempts) == 0 {
 		return "none"
 	}
-	return c.backendPeer.Addr.String()
+	return c.attempts[len(c.attempts)-1].backendAddress()
+}
+
+// backendAddress returns the replica that served the attempt, or "none".
+func (a *attempt) backendAddress() string {
+	if a.peer.Addr == nil {
+		return "none"
+	}
+	return a.peer.Addr.String()
 }
 
 // peerAddress returns the client's address, for logs.
@@ -278,6 +539,31 @@ func peerAddress(ctx context.Context) string {
 		return p.Addr.String()
 	}
 	return "unknown"
+}
+
+// peerHost returns the host part of a peer address.
+func peerHost(address string) string {
+	if host, _, ok := splitHostPort(address); ok {
+		return host
+	}
+	return address
+}
+
+// clientIdentity names the client by its certificate's common name, for
+// logs; "plaintext" without TLS.
+func clientIdentity(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return "unknown"
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return "plaintext"
+	}
+	if certificates := info.State.PeerCertificates; len(certificates) > 0 {
+		return "CN=" + certificates[0].Subject.CommonName
+	}
+	return "TLS without certificate"
 }
 
 // tlsServerName returns the server name the client asked for in its TLS

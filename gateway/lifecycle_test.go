@@ -627,7 +627,7 @@ func TestPluginDownLogged(t *testing.T) {
 
 	gw := ssetest.StartGateway(t, &config.Config{
 		Listeners: []config.Listener{ssetest.Listen("R", nil)},
-		Engines:   map[string]*config.Engine{"R": ssetest.Engine(downAddress)},
+		Engines:   map[string]*config.Engine{"R": ssetest.FailFast(ssetest.Engine(downAddress))},
 	})
 	dialer := &connRecorder{}
 	client := ssetest.Dial(t, gw.Addrs[0], grpc.WithContextDialer(dialer.dial))

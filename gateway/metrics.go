@@ -14,31 +14,34 @@ import (
 // Attribute keys of the gateway's spans and metrics, under qlik.sse. next
 // to OpenTelemetry's RPC conventions.
 const (
-	attrEngine       = attribute.Key("qlik.sse.engine")
-	attrFunctionID   = attribute.Key("qlik.sse.function.id")
-	attrFunctionName = attribute.Key("qlik.sse.function.name")
-	attrFunctionType = attribute.Key("qlik.sse.function.type")
-	attrAppID        = attribute.Key("qlik.sse.app.id")
-	attrUserID       = attribute.Key("qlik.sse.user.id")
-	attrCardinality  = attribute.Key("qlik.sse.cardinality")
-	attrBackend      = attribute.Key("qlik.sse.backend.address")
-	attrMessagesIn   = attribute.Key("qlik.sse.messages.in")
-	attrMessagesOut  = attribute.Key("qlik.sse.messages.out")
-	attrBytesIn      = attribute.Key("qlik.sse.bytes.in")
-	attrBytesOut     = attribute.Key("qlik.sse.bytes.out")
-	attrRowsIn       = attribute.Key("qlik.sse.rows.in")
-	attrRowsOut      = attribute.Key("qlik.sse.rows.out")
-	attrWait         = attribute.Key("qlik.sse.replica_wait")
-	attrAttempts     = attribute.Key("qlik.sse.attempts")
-	attrScriptLength = attribute.Key("qlik.sse.script.length")
-	attrScriptSHA256 = attribute.Key("qlik.sse.script.sha256")
-	attrScriptText   = attribute.Key("qlik.sse.script.text")
-	attrMethod       = attribute.Key("rpc.method")
-	attrStatusCode   = attribute.Key("rpc.grpc.status_code")
-	attrDirection    = attribute.Key("direction")
-	attrMismatch     = attribute.Key("qlik.sse.mismatch")
-	attrReplica      = attribute.Key("qlik.sse.replica")
-	attrReason       = attribute.Key("reason")
+	attrEngine         = attribute.Key("qlik.sse.engine")
+	attrFunctionID     = attribute.Key("qlik.sse.function.id")
+	attrFunctionName   = attribute.Key("qlik.sse.function.name")
+	attrFunctionType   = attribute.Key("qlik.sse.function.type")
+	attrAppID          = attribute.Key("qlik.sse.app.id")
+	attrUserID         = attribute.Key("qlik.sse.user.id")
+	attrCardinality    = attribute.Key("qlik.sse.cardinality")
+	attrBackend        = attribute.Key("qlik.sse.backend.address")
+	attrMessagesIn     = attribute.Key("qlik.sse.messages.in")
+	attrMessagesOut    = attribute.Key("qlik.sse.messages.out")
+	attrBytesIn        = attribute.Key("qlik.sse.bytes.in")
+	attrBytesOut       = attribute.Key("qlik.sse.bytes.out")
+	attrRowsIn         = attribute.Key("qlik.sse.rows.in")
+	attrRowsOut        = attribute.Key("qlik.sse.rows.out")
+	attrWait           = attribute.Key("qlik.sse.replica_wait")
+	attrAttempts       = attribute.Key("qlik.sse.attempts")
+	attrScriptLength   = attribute.Key("qlik.sse.script.length")
+	attrScriptSHA256   = attribute.Key("qlik.sse.script.sha256")
+	attrScriptText     = attribute.Key("qlik.sse.script.text")
+	attrMethod         = attribute.Key("rpc.method")
+	attrStatusCode     = attribute.Key("rpc.grpc.status_code")
+	attrDirection      = attribute.Key("direction")
+	attrMismatch       = attribute.Key("qlik.sse.mismatch")
+	attrMismatchDetail = attribute.Key("qlik.sse.mismatch.detail")
+	attrReplica        = attribute.Key("qlik.sse.replica")
+	attrReason         = attribute.Key("reason")
+	attrAttempt        = attribute.Key("qlik.sse.attempt")
+	attrFromCache      = attribute.Key("qlik.sse.capabilities_from_cache")
 )
 
 // metrics are the gateway's instruments. Their attributes are bounded:
@@ -54,6 +57,11 @@ type metrics struct {
 	waiting    metric.Int64UpDownCounter
 	attempts   metric.Int64Counter
 	mismatches metric.Int64Counter
+}
+
+// waitingChanged adds delta to the calls waiting for a replica of engine.
+func (m *metrics) waitingChanged(ctx context.Context, engine string, delta int64) {
+	m.waiting.Add(ctx, delta, metric.WithAttributes(attrEngine.String(engine)))
 }
 
 func newMetrics(meter metric.Meter, g *Gateway) (*metrics, error) {

@@ -117,21 +117,40 @@ func (c *call) describe() {
 	c.span.SetAttributes(attributes...)
 }
 
-// startAttempt begins the client span of one attempt on a plugin and puts
-// its trace context into the outgoing headers, replacing the client's, so
-// that a plugin with its own tracing joins the gateway's trace.
-func (c *call) startAttempt(outgoing metadata.MD) {
+// startAttemptSpan begins the client span of one attempt on a plugin and
+// puts its trace context into the outgoing headers, replacing the
+// client's, so that a plugin with its own tracing joins the gateway's
+// trace.
+func (c *call) startAttemptSpan(a *attempt, outgoing metadata.MD) {
 	o := c.gateway.observer
 	service, method := splitMethod(c.method)
 	spanCtx, span := o.tracer.Start(c.spanCtx, c.spanName,
 		trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(semconv.RPCSystemGRPC, semconv.RPCService(service), semconv.RPCMethod(method), attrEngine.String(c.engine.Name)))
-	c.attemptSpans = append(c.attemptSpans, span)
-	c.attempts++
+		trace.WithAttributes(semconv.RPCSystemGRPC, semconv.RPCService(service), semconv.RPCMethod(method),
+			attrEngine.String(c.engine.Name), attrAttempt.Int(a.number)))
+	a.span = span
 	o.metrics.attempts.Add(spanCtx, 1, metric.WithAttributes(attrEngine.String(c.engine.Name), attrFunctionName.String(c.info.metricFunction())))
 	delete(outgoing, "traceparent")
 	delete(outgoing, "tracestate")
 	o.propagator.Inject(spanCtx, metadataCarrier(outgoing))
+}
+
+// endAttempt ends an attempt's stream context and its client span with
+// the attempt's own status. Ending the context unblocks a request pump
+// still sending to a failed attempt.
+func (c *call) endAttempt(a *attempt, st *status.Status) {
+	a.cancel(nil)
+	if a.peer.Addr != nil {
+		if host, port, ok := splitHostPort(a.peer.Addr.String()); ok {
+			a.span.SetAttributes(semconv.ServerAddress(host), semconv.ServerPort(port), attrBackend.String(a.peer.Addr.String()))
+		}
+	}
+	code := st.Code()
+	a.span.SetAttributes(attribute.Int(string(attrStatusCode), int(code)))
+	if code != codes.OK {
+		a.span.SetStatus(otelcodes.Error, st.Message())
+	}
+	a.span.End()
 }
 
 // end records the finished call everywhere: spans, metrics, the status
@@ -156,31 +175,19 @@ func (c *call) end(st *status.Status, gatewayFailure bool) {
 		attrBytesOut.Int64(c.bytesOut),
 		attrRowsIn.Int64(rowsIn),
 		attrRowsOut.Int64(rowsOut),
-		attrAttempts.Int(c.attempts),
+		attrAttempts.Int(len(c.attempts)),
 		attrWait.Float64(c.wait.Seconds()),
 	}
-	if c.backendPeer.Addr != nil {
-		results = append(results, attrBackend.String(c.backendPeer.Addr.String()))
-	}
-	for _, attempt := range c.attemptSpans {
-		if c.backendPeer.Addr != nil {
-			if host, port, ok := splitHostPort(c.backendPeer.Addr.String()); ok {
-				attempt.SetAttributes(semconv.ServerAddress(host), semconv.ServerPort(port))
-			}
-		}
-		attempt.SetAttributes(attribute.Int(string(attrStatusCode), int(code)))
-		if code != codes.OK {
-			attempt.SetStatus(otelcodes.Error, st.Message())
-		}
-		attempt.End(trace.WithTimestamp(now))
+	if backend := c.backendAddress(); backend != "none" {
+		results = append(results, attrBackend.String(backend))
 	}
 	c.span.SetAttributes(results...)
-	for _, mismatch := range c.mismatches(st) {
-		c.span.AddEvent("qlik.sse.result_mismatch", trace.WithAttributes(attrMismatch.String(mismatch)))
-		o.metrics.mismatches.Add(c.spanCtx, 1, metric.WithAttributes(attrEngine.String(engine), attrFunctionName.String(functionName), attrMismatch.String(mismatch)))
-		if c.gateway.warnings.allow("mismatch:" + engine + ":" + functionName + ":" + mismatch) {
+	for _, found := range c.mismatches(st) {
+		c.span.AddEvent("qlik.sse.result_mismatch", trace.WithAttributes(attrMismatch.String(found.kind), attrMismatchDetail.String(found.detail)))
+		o.metrics.mismatches.Add(c.spanCtx, 1, metric.WithAttributes(attrEngine.String(engine), attrFunctionName.String(functionName), attrMismatch.String(found.kind)))
+		if c.gateway.warnings.allow("mismatch:" + engine + ":" + functionName + ":" + found.kind) {
 			c.gateway.logger.Warn("plugin reply does not fit the function; Qlik pads or drops rows silently",
-				"engine", engine, "function", functionName, "mismatch", mismatch, "rows_in", rowsIn, "rows_out", rowsOut)
+				"engine", engine, "function", functionName, "mismatch", found.detail, "rows_in", rowsIn, "rows_out", rowsOut)
 		}
 	}
 	if serverError(code) {
@@ -265,7 +272,7 @@ func (c *call) log(st *status.Status, gatewayFailure bool, duration time.Duratio
 		slog.String("backend", c.backendAddress()),
 		slog.Duration("duration", duration),
 		slog.String("code", st.Code().String()),
-		slog.Int("attempts", c.attempts),
+		slog.Int("attempts", len(c.attempts)),
 		slog.Int64("bytes_in", c.bytesIn.Load()),
 		slog.Int64("bytes_out", c.bytesOut),
 		slog.Int64("rows_in", c.rowsIn.Load()),
@@ -278,26 +285,34 @@ func (c *call) log(st *status.Status, gatewayFailure bool, duration time.Duratio
 	g.logger.LogAttrs(ctx, level, "call", attributes...)
 }
 
-// mismatches returns how a successful reply does not fit its function, in
-// words: Qlik pads or drops rows that do not fit, without an error.
-func (c *call) mismatches(st *status.Status) []string {
+// mismatch is one way a successful reply does not fit its function. Kind
+// is a metric attribute, so it has few values; detail is for the span and
+// the log.
+type mismatch struct {
+	kind   string // "rows" or "columns"
+	detail string
+}
+
+// mismatches returns how a successful reply does not fit its function:
+// Qlik pads or drops rows that do not fit, without an error.
+func (c *call) mismatches(st *status.Status) []mismatch {
 	if st.Code() != codes.OK || !c.rowsCounted() || !c.info.hasType {
 		return nil
 	}
-	var found []string
+	var found []mismatch
 	rowsIn, rowsOut := c.rowsIn.Load(), c.rowsOut
 	switch c.info.functionType {
 	case ssepb.FunctionType_AGGREGATION:
 		if rowsOut != 1 {
-			found = append(found, "aggregation returned "+strconv.FormatInt(rowsOut, 10)+" rows, want 1")
+			found = append(found, mismatch{"rows", "aggregation returned " + strconv.FormatInt(rowsOut, 10) + " rows, want 1"})
 		}
 	default:
 		if rowsOut != rowsIn {
-			found = append(found, "returned "+strconv.FormatInt(rowsOut, 10)+" rows for "+strconv.FormatInt(rowsIn, 10))
+			found = append(found, mismatch{"rows", "returned " + strconv.FormatInt(rowsOut, 10) + " rows for " + strconv.FormatInt(rowsIn, 10)})
 		}
 	}
 	if c.tableFields >= 0 && c.firstColumns >= 0 && c.tableFields != c.firstColumns {
-		found = append(found, "table description names "+strconv.Itoa(c.tableFields)+" fields, rows have "+strconv.Itoa(c.firstColumns)+" values")
+		found = append(found, mismatch{"columns", "table description names " + strconv.Itoa(c.tableFields) + " fields, rows have " + strconv.Itoa(c.firstColumns) + " values"})
 	}
 	return found
 }

@@ -359,14 +359,18 @@ engines:
 // TestRoutingPluginStopped checks that a call to an engine whose only
 // plugin has stopped fails with Unavailable within a second, naming the
 // engine, while the other engine keeps working. Qlik's engine log shows
-// only the code, UNAVAILABLE, so the message must say which engine (C07).
+// only the code, UNAVAILABLE, so the message must say which engine. The
+// engine's reconnect_buffer is 0: by default a call would wait for the
+// plugin to come back. GetCapabilities is still answered, from the
+// functions the gateway learnt, so that a Qlik engine starting now learns
+// them (C07).
 func TestRoutingPluginStopped(t *testing.T) {
 	pluginA := startCountedPlugin(t, "plugin-a")
 	pluginB := startCountedPlugin(t, "plugin-b")
 	gw := ssetest.StartGateway(t, &config.Config{
 		Listeners: []config.Listener{ssetest.Listen("R", nil), ssetest.Listen("Py", nil)},
 		Engines: map[string]*config.Engine{
-			"R":  ssetest.Engine(pluginA.Addr),
+			"R":  ssetest.FailFast(ssetest.Engine(pluginA.Addr)),
 			"Py": ssetest.Engine(pluginB.Addr),
 		},
 	})
@@ -380,16 +384,23 @@ func TestRoutingPluginStopped(t *testing.T) {
 	ctx, cancel := context.WithTimeout(testContext(t), 10*time.Second)
 	defer cancel()
 	start := time.Now()
-	_, err := portR.GetCapabilities(ctx, &ssepb.Empty{})
+	out := exchange(functionContext(t, ctx, 0), portR)
 	elapsed := time.Since(start)
-	if got := status.Code(err); got != codes.Unavailable {
-		t.Errorf("GetCapabilities() with plugin A stopped: code = %v (%v), want Unavailable", got, err)
+	if got := status.Code(out.err); got != codes.Unavailable {
+		t.Errorf("ExecuteFunction() with plugin A stopped: code = %v (%v), want Unavailable", got, out.err)
 	}
 	if elapsed > time.Second {
-		t.Errorf("GetCapabilities() with plugin A stopped took %v, want at most 1s", elapsed)
+		t.Errorf("ExecuteFunction() with plugin A stopped took %v, want at most 1s", elapsed)
 	}
-	if message := status.Convert(err).Message(); !strings.Contains(message, "engine R") {
-		t.Errorf("GetCapabilities() message = %q, want it to name engine R", message)
+	if message := status.Convert(out.err).Message(); !strings.Contains(message, "engine R") {
+		t.Errorf("ExecuteFunction() message = %q, want it to name engine R", message)
+	}
+
+	capabilities, err := portR.GetCapabilities(ctx, &ssepb.Empty{})
+	if err != nil {
+		t.Errorf("GetCapabilities() with plugin A stopped = %v, want the known capabilities", err)
+	} else if got := capabilities.GetPluginIdentifier(); got != "plugin-a" {
+		t.Errorf("GetCapabilities().PluginIdentifier = %q, want plugin-a", got)
 	}
 
 	checkRouted(t, portPy, "", "plugin-b", codes.OK)

@@ -26,7 +26,7 @@ func countRows(data mem.BufferSlice) (shape rowShape, ok bool) {
 			return shape, false
 		}
 		if wireType != 2 {
-			if !r.skipValue(wireType) {
+			if !r.skipField(field, wireType) {
 				return shape, false
 			}
 			continue
@@ -119,8 +119,10 @@ func (r *wireReader) skip(n uint64) bool {
 	return true
 }
 
-// skipValue skips a field's value of a wire type other than 2.
-func (r *wireReader) skipValue(wireType uint64) bool {
+// skipField skips the value of a field of a wire type other than 2. The
+// SSE protocol has no groups, but protobuf parsers accept them as unknown
+// fields, and so does this reader.
+func (r *wireReader) skipField(field, wireType uint64) bool {
 	switch wireType {
 	case 0:
 		_, ok := r.varint()
@@ -129,8 +131,33 @@ func (r *wireReader) skipValue(wireType uint64) bool {
 		return r.skip(8)
 	case 5:
 		return r.skip(4)
+	case 3:
+		return r.skipGroup(field)
 	}
-	return false // groups are not used by the SSE protocol
+	return false // an end of group without its start, or wire types 6 and 7
+}
+
+// skipGroup skips the fields of a group up to its end-group tag.
+func (r *wireReader) skipGroup(field uint64) bool {
+	for {
+		inner, wireType, ok := r.tag()
+		if !ok {
+			return false
+		}
+		switch wireType {
+		case 4:
+			return inner == field
+		case 2:
+			n, ok := r.varint()
+			if !ok || !r.skip(n) {
+				return false
+			}
+		default:
+			if !r.skipField(inner, wireType) {
+				return false
+			}
+		}
+	}
 }
 
 // countField1 reads an embedded message of length bytes and counts its
@@ -148,11 +175,11 @@ func (r *wireReader) countField1(length uint64) (int, bool) {
 			if !ok || !r.skip(n) {
 				return 0, false
 			}
-		} else if !r.skipValue(wireType) {
+		} else if !r.skipField(field, wireType) {
 			return 0, false
 		}
-		if field == 1 {
-			count++
+		if field == 1 && wireType == 2 {
+			count++ // a Dual: field 1, an embedded message
 		}
 		used := uint64(before - r.remaining())
 		if used > length {

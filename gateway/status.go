@@ -13,6 +13,14 @@ import (
 	"github.com/ssegw/ssegw/routing"
 )
 
+// errWaitExpired is the cause of an attempt whose wait for a ready
+// replica outlasted reconnect_buffer.
+var errWaitExpired = errors.New("no replica became ready within reconnect_buffer")
+
+// errTooManyWaiting is returned for a call that finds max_waiting calls
+// already waiting for a replica.
+var errTooManyWaiting = errors.New("too many calls wait for a replica")
+
 // errRequestFailed is the cause of a call stopped because receiving from
 // the client failed; the call's requestFailure says how.
 var errRequestFailed = errors.New("receiving the request failed")
@@ -53,9 +61,9 @@ func routeStatus(err error) *status.Status {
 //
 // The bool is true for the gateway's own failures, which are logged as
 // warnings.
-func (c *call) backendStatus(ctx context.Context, err error) (*status.Status, bool) {
+func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*status.Status, bool) {
 	received := status.Convert(err)
-	if c.statusReceived.Load() {
+	if a.statusReceived.Load() {
 		// Without details: grpc-status-details-bin travels in the trailers
 		// exactly as the plugin sent it.
 		return status.New(received.Code(), received.Message()), false
@@ -72,6 +80,12 @@ func (c *call) backendStatus(ctx context.Context, err error) (*status.Status, bo
 	}
 	var timeout *requestTimeoutError
 	switch {
+	case errors.Is(err, errTooManyWaiting):
+		return status.Newf(codes.ResourceExhausted, "engine %s: max_waiting (%d) calls already wait for a ready replica",
+			c.engine.Name, c.engine.Config.MaxWaiting), true
+	case errors.Is(err, errWaitExpired) || errors.Is(context.Cause(a.ctx), errWaitExpired):
+		return status.Newf(codes.Unavailable, "engine %s: no replica ready after waiting %v (reconnect_buffer); replicas: %s",
+			c.engine.Name, c.engine.Config.ReconnectWait(), replicaSummary(c.engine)), true
 	case errors.As(cause, &timeout):
 		return status.New(codes.DeadlineExceeded, timeout.Error()), true
 	case errors.Is(cause, context.DeadlineExceeded):
@@ -98,10 +112,26 @@ func (c *call) backendStatus(ctx context.Context, err error) (*status.Status, bo
 		// list IP addresses as DNS names.
 		message += "; the plugin's certificate has no IP address as an IP subjectAltName (certificates made by Qlik's usual script list them as DNS names): set tls.server_name of the backend to a DNS name of the certificate"
 	}
-	if c.backendPeer.Addr == nil {
-		return status.Newf(codes.Unavailable, "engine %s: no plugin reachable: %s", c.engine.Name, message), true
+	if a.peer.Addr == nil {
+		// No replica took the call: the probes say why.
+		return status.Newf(codes.Unavailable, "engine %s: no plugin reachable: %s; replicas: %s",
+			c.engine.Name, message, replicaSummary(c.engine)), true
 	}
-	return status.Newf(codes.Unavailable, "engine %s: plugin %s: %s", c.engine.Name, c.backendPeer.Addr, message), true
+	return status.Newf(codes.Unavailable, "engine %s: plugin %s: %s", c.engine.Name, a.peer.Addr, message), true
+}
+
+// replicaSummary describes an engine's replicas for an error message, such
+// as "127.0.0.1:50055 failing (connection refused)".
+func replicaSummary(engine *routing.Engine) string {
+	parts := make([]string, len(engine.Replicas))
+	for i, replica := range engine.Replicas {
+		status := replica.Status()
+		parts[i] = status.Address + " " + string(status.State)
+		if status.LastError != "" {
+			parts[i] += " (" + status.LastError + ")"
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 // clientSendStatus returns the status for a call whose response could not

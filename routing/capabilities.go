@@ -1,7 +1,11 @@
 package routing
 
 import (
+	"cmp"
+	"slices"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ssegw/ssegw/ssepb"
 )
@@ -13,7 +17,8 @@ type Capabilities struct {
 	// Fetched is when the plugin sent it.
 	Fetched time.Time
 
-	byID map[int32]*ssepb.FunctionDefinition
+	byID       map[int32]*ssepb.FunctionDefinition
+	normalized string // see key
 }
 
 // NewCapabilities indexes a GetCapabilities answer received at fetched.
@@ -26,7 +31,39 @@ func NewCapabilities(message *ssepb.Capabilities, fetched time.Time) *Capabiliti
 	for _, function := range message.GetFunctions() {
 		c.byID[function.GetFunctionId()] = function
 	}
+	comparable := &ssepb.Capabilities{AllowScript: message.GetAllowScript(), Functions: slices.Clone(message.GetFunctions())}
+	slices.SortFunc(comparable.Functions, func(a, b *ssepb.FunctionDefinition) int {
+		return cmp.Compare(a.GetFunctionId(), b.GetFunctionId())
+	})
+	encoded, _ := proto.MarshalOptions{Deterministic: true}.Marshal(comparable)
+	c.normalized = string(encoded)
 	return c
+}
+
+// key returns a string that is equal for two capabilities exactly when
+// they describe the same functions (ids, names, types, parameters) and
+// the same allowScript. The plugin's identifier and version do not count:
+// replicas of one plugin may report their own.
+func (c *Capabilities) key() string {
+	return c.normalized
+}
+
+// differingFunctions returns the ids of functions that one of c and other
+// has and the other lacks or defines differently, sorted.
+func (c *Capabilities) differingFunctions(other *Capabilities) []int32 {
+	var ids []int32
+	for id, function := range c.byID {
+		if !proto.Equal(function, other.byID[id]) {
+			ids = append(ids, id)
+		}
+	}
+	for id := range other.byID {
+		if _, ok := c.byID[id]; !ok {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 // Function returns the function with the given id, or nil when the

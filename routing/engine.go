@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,31 +17,57 @@ import (
 	"github.com/ssegw/ssegw/config"
 )
 
-// Engine is one configured engine: the pool its calls go through, and the
-// probes of each of its replicas.
+// recoveryProbeInterval is how often a replica that is failing, or not
+// probed successfully yet, is probed: often, so that a restarted plugin is
+// back in rotation within about a second, whatever probe_interval says.
+const recoveryProbeInterval = time.Second
+
+// Engine is one configured engine: the pool its calls go through, the
+// probes of each of its replicas, and its agreed capabilities.
 type Engine struct {
 	// Immutable after NewEngine.
 	Name     string
 	Config   *config.Engine
 	Pool     *Pool
 	Replicas []*Replica
+	logger   *slog.Logger
+	stateDir string
 
-	// capabilities is the engine's function list as last learnt, from a
-	// probe or from a GetCapabilities answer the gateway forwarded.
+	// capabilities is the engine's agreed function list, read on every
+	// call without a lock.
 	capabilities atomic.Pointer[Capabilities]
+
+	// waiting counts the calls waiting for a replica, up to max_waiting.
+	waiting atomic.Int64
+
+	mu       sync.Mutex    // guards the following
+	eligible []int         // backends the pool uses, by index
+	inFlight int           // calls under way, so that Drain knows when it is idle
+	idle     chan struct{} // closed when inFlight drops to 0 during Drain
 
 	stopProbes context.CancelFunc
 	probesDone sync.WaitGroup
 }
 
+// EngineOptions are the settings of every engine of a gateway.
+type EngineOptions struct {
+	PoolOptions
+	Logger *slog.Logger
+
+	// StateDir is where the engine's capabilities are kept across
+	// restarts; empty keeps them in memory only.
+	StateDir string
+}
+
 // NewEngine starts connecting to an engine's replicas, for calls and for
-// probes. Call Start to begin probing and Close to end everything.
-func NewEngine(cfg *config.Engine, opts PoolOptions, logger *slog.Logger) (*Engine, error) {
-	pool, err := NewPool(cfg, opts)
+// probes, and loads its capabilities from the state folder. Call Start to
+// begin probing and Close to end everything.
+func NewEngine(cfg *config.Engine, opts EngineOptions) (*Engine, error) {
+	pool, err := NewPool(cfg, opts.PoolOptions)
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{Name: cfg.Name, Config: cfg, Pool: pool}
+	e := &Engine{Name: cfg.Name, Config: cfg, Pool: pool, logger: opts.Logger, stateDir: opts.StateDir}
 	for i, backend := range cfg.Backends {
 		var creds credentials.TransportCredentials = insecure.NewCredentials()
 		if backend.TLS != nil {
@@ -66,17 +93,25 @@ func NewEngine(cfg *config.Engine, opts PoolOptions, logger *slog.Logger) (*Engi
 		}
 		e.Replicas = append(e.Replicas, &Replica{
 			Address: backend.Address,
+			index:   i,
 			engine:  cfg.Name,
 			conn:    conn,
-			logger:  logger,
+			logger:  opts.Logger,
 			state:   ReplicaUnknown,
 		})
+		e.eligible = append(e.eligible, i)
+	}
+	if stored, err := loadCapabilities(e.stateDir, e.Name); err != nil {
+		e.logger.Warn("reading stored capabilities failed; waiting for a replica", "engine", e.Name, "error", err.Error())
+	} else if stored != nil {
+		e.capabilities.Store(stored)
+		e.logger.Info("capabilities loaded from the state folder", "engine", e.Name,
+			"functions", len(stored.Message.GetFunctions()), "fetched", stored.Fetched)
 	}
 	return e, nil
 }
 
-// Start probes every replica now and then every probe interval, until
-// Close.
+// Start probes every replica now and then regularly, until Close.
 func (e *Engine) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	e.stopProbes = cancel
@@ -87,47 +122,193 @@ func (e *Engine) Start() {
 	}
 }
 
+// probeLoop probes a replica every probe_interval while it is healthy, and
+// every recoveryProbeInterval otherwise.
 func (e *Engine) probeLoop(ctx context.Context, replica *Replica) {
-	ticker := time.NewTicker(e.Config.ProbeInterval)
-	defer ticker.Stop()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
 	for {
-		if capabilities := replica.probe(ctx, e.Config.ProbeTimeout); capabilities != nil {
-			e.SetCapabilities(capabilities)
-		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-ticker.C:
+		case <-timer.C:
 		}
+		replica.probe(ctx, e.Config.ProbeTimeout)
+		if ctx.Err() != nil {
+			return
+		}
+		e.reconcile()
+		next := e.Config.ProbeInterval
+		if replica.Status().State != ReplicaHealthy {
+			next = min(next, recoveryProbeInterval)
+		}
+		timer.Reset(next)
 	}
 }
 
-// Capabilities returns the engine's function list as last learnt, or nil
-// before any replica answered.
+// reconcile settles the engine's agreed capabilities from its healthy
+// replicas and points the pool at the replicas fit for calls: those not
+// known to fail, and whose functions agree with the engine's. A replica
+// with other functions could give a function id another meaning, so it
+// gets no calls.
+func (e *Engine) reconcile() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+
+	// Group the healthy replicas by their function lists.
+	groups := map[string][]*Replica{}
+	var order []string
+	for _, replica := range e.Replicas {
+		capabilities := replica.healthyCapabilities()
+		if capabilities == nil {
+			continue
+		}
+		key := capabilities.key()
+		if _, ok := groups[key]; !ok {
+			order = append(order, key)
+		}
+		groups[key] = append(groups[key], replica)
+	}
+
+	// The agreed set is the one most healthy replicas return; on a tie,
+	// the one already agreed, else the first replica's.
+	current := e.capabilities.Load()
+	agreed := ""
+	for _, key := range order {
+		switch {
+		case agreed == "", len(groups[key]) > len(groups[agreed]):
+			agreed = key
+		case len(groups[key]) == len(groups[agreed]) && current != nil && key == current.key():
+			agreed = key
+		}
+	}
+	if agreed != "" {
+		chosen := groups[agreed][0].Status().Capabilities
+		if current == nil || current.key() != agreed {
+			e.capabilities.Store(chosen)
+			e.logger.Info("capabilities agreed", "engine", e.Name, "functions", len(chosen.Message.GetFunctions()),
+				"plugin", chosen.Message.GetPluginIdentifier(), "replicas", len(groups[agreed]))
+			if err := storeCapabilities(e.stateDir, e.Name, chosen); err != nil {
+				e.logger.Warn("storing capabilities failed", "engine", e.Name, "error", err.Error())
+			}
+		} else if chosen.Fetched.After(current.Fetched) {
+			e.capabilities.Store(chosen) // same functions, fresher date
+		}
+	}
+
+	// Mark replicas with other functions, and choose the pool's backends.
+	agreedSet := e.capabilities.Load()
+	var eligible []int
+	for _, replica := range e.Replicas {
+		capabilities := replica.healthyCapabilities()
+		if capabilities != nil && agreedSet != nil {
+			if capabilities.key() != agreedSet.key() {
+				replica.disagree(agreedSet)
+				continue
+			}
+			replica.agree()
+		}
+		if replica.Status().State != ReplicaFailing {
+			eligible = append(eligible, replica.index)
+		}
+	}
+	if !slices.Equal(eligible, e.eligible) {
+		e.eligible = eligible
+		e.Pool.Use(eligible)
+	}
+}
+
+// Capabilities returns the engine's agreed function list, or nil before
+// any replica answered and with none stored.
 func (e *Engine) Capabilities() *Capabilities {
 	return e.capabilities.Load()
 }
 
-// SetCapabilities records capabilities newer than the ones known.
+// SetCapabilities records capabilities learnt outside the probes, from a
+// GetCapabilities answer the gateway forwarded, when none are known yet.
 func (e *Engine) SetCapabilities(c *Capabilities) {
-	for {
-		current := e.capabilities.Load()
-		if current != nil && current.Fetched.After(c.Fetched) {
-			return
-		}
-		if e.capabilities.CompareAndSwap(current, c) {
-			return
+	e.capabilities.CompareAndSwap(nil, c)
+}
+
+// Serving reports whether a replica is connected and fit for calls.
+func (e *Engine) Serving() bool {
+	return e.Pool.Conn().GetState() == connectivity.Ready
+}
+
+// Down reports whether the engine has no way to serve a call now: no
+// replica is connected, and no probe found one healthy, so a call would
+// wait for a restart.
+func (e *Engine) Down() bool {
+	if e.Serving() {
+		return false
+	}
+	for _, replica := range e.Replicas {
+		if replica.Status().State == ReplicaHealthy {
+			return false
 		}
 	}
+	return true
 }
 
 // Ready reports whether the engine can serve Qlik: a replica is connected,
 // or its capabilities are known, so Qlik learns its functions.
 func (e *Engine) Ready() bool {
-	return e.Pool.Conn().GetState() == connectivity.Ready || e.Capabilities() != nil
+	return e.Serving() || e.Capabilities() != nil
 }
 
-// Close stops the probes and closes every connection.
+// BeginWait counts a call that opens a stream and may wait for a replica.
+// It reports false, counting nothing, when max_waiting calls already
+// wait. Each true result needs an EndWait.
+func (e *Engine) BeginWait() bool {
+	if e.waiting.Add(1) > int64(e.Config.MaxWaiting) {
+		e.waiting.Add(-1)
+		return false
+	}
+	return true
+}
+
+// EndWait ends what BeginWait counted.
+func (e *Engine) EndWait() {
+	e.waiting.Add(-1)
+}
+
+// Track counts a call on the engine until the returned function is called,
+// so that Drain knows when the engine is idle.
+func (e *Engine) Track() (done func()) {
+	e.mu.Lock()
+	e.inFlight++
+	e.mu.Unlock()
+	return func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		e.inFlight--
+		if e.inFlight == 0 && e.idle != nil {
+			close(e.idle)
+			e.idle = nil
+		}
+	}
+}
+
+// Drain waits until the engine's calls have ended or ctx is done, then
+// closes it. A reload uses it for engines it replaced.
+func (e *Engine) Drain(ctx context.Context) {
+	e.mu.Lock()
+	if e.inFlight > 0 {
+		idle := make(chan struct{})
+		e.idle = idle
+		e.mu.Unlock()
+		select {
+		case <-idle:
+		case <-ctx.Done():
+		}
+	} else {
+		e.mu.Unlock()
+	}
+	e.Close()
+}
+
+// Close stops the probes and closes every connection; calls still open
+// fail.
 func (e *Engine) Close() {
 	if e.stopProbes != nil {
 		e.stopProbes()

@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	_ "google.golang.org/grpc/balancer/leastrequest" // registers least_request_experimental
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
@@ -38,6 +39,10 @@ var reconnectBackoff = grpc.ConnectParams{
 type Pool struct {
 	conn     *grpc.ClientConn
 	resolver *manual.Resolver
+
+	// addresses holds one resolver address per backend, in configuration
+	// order, each with its TLS configuration.
+	addresses []resolver.Address
 }
 
 // PoolOptions are the settings shared by every pool of a gateway.
@@ -54,17 +59,17 @@ type PoolOptions struct {
 // backend's TLS files cannot be loaded; unreachable plugins are retried in
 // the background.
 func NewPool(engine *config.Engine, opts PoolOptions) (*Pool, error) {
-	state, err := resolverState(engine)
+	addresses, err := backendAddresses(engine)
 	if err != nil {
 		return nil, err
 	}
 	r := manual.NewBuilderWithScheme("ssegw")
-	r.InitialState(state)
+	r.InitialState(stateOf(addresses))
 
 	dialOptions := []grpc.DialOption{
 		grpc.WithResolvers(r),
 		grpc.WithTransportCredentials(transportCredentials(engine)),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"round_robin": {}}]}`),
+		grpc.WithDefaultServiceConfig(serviceConfig(engine)),
 		grpc.WithConnectParams(reconnectBackoff),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:    opts.Keepalive.BackendPingInterval,
@@ -91,7 +96,32 @@ func NewPool(engine *config.Engine, opts PoolOptions) (*Pool, error) {
 	// Connect now rather than on the first call, so that the first call
 	// of a Qlik sheet does not pay for the dial and the TLS handshake.
 	conn.Connect()
-	return &Pool{conn: conn, resolver: r}, nil
+	return &Pool{conn: conn, resolver: r, addresses: addresses}, nil
+}
+
+// serviceConfig selects the engine's balancer: gRPC's round_robin, or its
+// least_request, which picks the replica with fewer calls in flight of
+// two chosen at random (all of them, with two replicas).
+func serviceConfig(engine *config.Engine) string {
+	policy := `{"round_robin": {}}`
+	if engine.Balancer == config.BalancerLeastRequest {
+		policy = `{"least_request_experimental": {"choiceCount": 2}}`
+	}
+	if engine.MaxInFlight > 0 {
+		policy = fmt.Sprintf(`{%q: {"maxInFlight": %d, "childPolicy": [%s]}}`, cappedName, engine.MaxInFlight, policy)
+	}
+	return `{"loadBalancingConfig": [` + policy + `]}`
+}
+
+// Use makes the pool send new calls only to the backends at the given
+// indexes (in configuration order). Calls open on a backend left out run
+// to their end.
+func (p *Pool) Use(backends []int) {
+	addresses := make([]resolver.Address, 0, len(backends))
+	for _, i := range backends {
+		addresses = append(addresses, p.addresses[i])
+	}
+	p.resolver.UpdateState(stateOf(addresses))
 }
 
 // transportCredentials returns plaintext credentials for an engine whose
@@ -109,10 +139,19 @@ func transportCredentials(engine *config.Engine) credentials.TransportCredential
 	return insecure.NewCredentials()
 }
 
-// resolverState lists the engine's backends for gRPC, each carrying its
-// own TLS configuration.
-func resolverState(engine *config.Engine) (resolver.State, error) {
-	var state resolver.State
+// stateOf lists addresses for gRPC, one endpoint each.
+func stateOf(addresses []resolver.Address) resolver.State {
+	state := resolver.State{Endpoints: make([]resolver.Endpoint, len(addresses))}
+	for i, addr := range addresses {
+		state.Endpoints[i] = resolver.Endpoint{Addresses: []resolver.Address{addr}}
+	}
+	return state
+}
+
+// backendAddresses returns the engine's backends as resolver addresses,
+// each carrying its own TLS configuration.
+func backendAddresses(engine *config.Engine) ([]resolver.Address, error) {
+	var addresses []resolver.Address
 	for i, backend := range engine.Backends {
 		addr := resolver.Address{
 			Addr: backend.Address,
@@ -123,15 +162,15 @@ func resolverState(engine *config.Engine) (resolver.State, error) {
 		if backend.TLS != nil {
 			tlsConfig, err := backend.TLS.Files().ClientConfig(serverName(backend))
 			if err != nil {
-				return resolver.State{}, fmt.Errorf("engines.%s.backends[%d].tls: %w", engine.Name, i, err)
+				return nil, fmt.Errorf("engines.%s.backends[%d].tls: %w", engine.Name, i, err)
 			}
 			addr = withSecurity(addr, tlsConfig)
 		} else {
 			addr = withSecurity(addr, nil)
 		}
-		state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{addr}})
+		addresses = append(addresses, addr)
 	}
-	return state, nil
+	return addresses, nil
 }
 
 // serverName returns the name to verify the backend's certificate against.

@@ -2,12 +2,15 @@ package routing
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/ssegw/ssegw/ssepb"
 )
@@ -21,9 +24,10 @@ type ReplicaState string
 
 // The states of a replica.
 const (
-	ReplicaUnknown ReplicaState = "unknown" // not probed yet
-	ReplicaHealthy ReplicaState = "healthy" // answered GetCapabilities
-	ReplicaFailing ReplicaState = "failing" // did not answer
+	ReplicaUnknown     ReplicaState = "unknown"     // not probed yet
+	ReplicaHealthy     ReplicaState = "healthy"     // answered GetCapabilities
+	ReplicaFailing     ReplicaState = "failing"     // did not answer
+	ReplicaDisagreeing ReplicaState = "disagreeing" // answered with other functions than the engine's
 )
 
 // Replica is one backend of an engine, probed by calling its
@@ -33,6 +37,7 @@ const (
 type Replica struct {
 	// Immutable after construction.
 	Address string
+	index   int // in the engine's backends
 	engine  string
 	conn    *grpc.ClientConn
 	logger  *slog.Logger
@@ -80,18 +85,83 @@ func (r *Replica) probe(ctx context.Context, timeout time.Duration) *Capabilitie
 	defer r.mu.Unlock()
 	previous := r.state
 	r.lastProbe = now
-	if err != nil {
+	if err != nil && unreachable(err) {
 		r.state, r.lastError = ReplicaFailing, err.Error()
 		if previous != ReplicaFailing {
 			r.logger.Warn("replica failing", "engine", r.engine, "backend", r.Address, "error", err.Error())
 		}
 		return nil
 	}
+	if err != nil {
+		// The plugin answered, so it serves calls, but with an error: its
+		// functions stay unknown, and Qlik cannot learn them either.
+		if previous != ReplicaHealthy || r.lastError == "" {
+			r.logger.Warn("replica answers GetCapabilities with an error; its functions are unknown",
+				"engine", r.engine, "backend", r.Address, "error", err.Error())
+		}
+		r.state, r.lastError, r.capabilities = ReplicaHealthy, err.Error(), nil
+		return nil
+	}
+	capabilities := NewCapabilities(message, now)
+	if previous == ReplicaDisagreeing && r.capabilities != nil && r.capabilities.key() == capabilities.key() {
+		// Still the same other functions: the engine decides again.
+		r.capabilities = capabilities
+		return capabilities
+	}
 	r.state, r.lastError = ReplicaHealthy, ""
-	r.capabilities = NewCapabilities(message, now)
+	r.capabilities = capabilities
 	if previous != ReplicaHealthy {
 		r.logger.Info("replica healthy", "engine", r.engine, "backend", r.Address,
 			"plugin", message.GetPluginIdentifier(), "functions", len(message.GetFunctions()))
 	}
 	return r.capabilities
+}
+
+// unreachable reports whether a probe's error means the replica did not
+// answer: the connection failed, or the answer did not come in time. Any
+// other status is the plugin's own answer.
+func unreachable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+		return true
+	}
+	return false
+}
+
+// healthyCapabilities returns the capabilities of a replica that answered
+// its last probe, or nil.
+func (r *Replica) healthyCapabilities() *Capabilities {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state != ReplicaHealthy && r.state != ReplicaDisagreeing {
+		return nil
+	}
+	return r.capabilities
+}
+
+// disagree marks a replica whose functions differ from the engine's agreed
+// set, and warns once with the differing function ids.
+func (r *Replica) disagree(agreed *Capabilities) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state == ReplicaDisagreeing {
+		return
+	}
+	r.state = ReplicaDisagreeing
+	differing := r.capabilities.differingFunctions(agreed)
+	r.lastError = fmt.Sprintf("functions differ from the engine's at ids %v", differing)
+	r.logger.Warn("replica gets no calls: its functions differ from the engine's, so a function id could mean another function there",
+		"engine", r.engine, "backend", r.Address, "function_ids", differing)
+}
+
+// agree clears the mark of disagree once the replica's functions are the
+// engine's again.
+func (r *Replica) agree() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state != ReplicaDisagreeing {
+		return
+	}
+	r.state, r.lastError = ReplicaHealthy, ""
+	r.logger.Info("replica healthy: its functions are the engine's again", "engine", r.engine, "backend", r.Address)
 }

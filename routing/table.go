@@ -59,6 +59,11 @@ func (t *Table) Engines() []*Engine {
 	return engines
 }
 
+// Engine returns the engine with the given name, ignoring case, or nil.
+func (t *Table) Engine(name string) *Engine {
+	return t.byName[strings.ToLower(name)]
+}
+
 // Request is what the table looks at to match a call.
 type Request struct {
 	// EngineHeader is the value of the x-sse-engine header, if any.

@@ -106,7 +106,7 @@ func runDemo(ctx context.Context, out io.Writer, verbose, keepRunning bool) erro
 		logOutput, level = os.Stderr, "debug"
 	}
 	logger := gateway.NewLogger(config.Log{Level: level, Format: "text"}, logOutput)
-	g, err := gateway.New(cfg, logger, gateway.Options{UserAgent: userAgent()})
+	g, err := gateway.New(cfg, logger, gateway.Options{UserAgent: userAgent(), Version: version})
 	if err != nil {
 		return err
 	}

@@ -3,19 +3,16 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ssegw/ssegw/config"
 	"github.com/ssegw/ssegw/gateway"
 )
-
-// drainTimeout bounds how long a stopping gateway waits for calls in flight.
-const drainTimeout = 30 * time.Second
 
 func newServeCommand() *cobra.Command {
 	var configFile string
@@ -27,7 +24,8 @@ overridden by an environment variable: SSEGW_ followed by the key path in
 capitals, joined by underscores, such as SSEGW_LOG_LEVEL=debug or
 SSEGW_ENGINES_SSEPYTHON_REQUEST_TIMEOUT=30s.
 
-SIGINT and SIGTERM stop the gateway after the calls in flight end.`,
+SIGINT and SIGTERM stop the gateway after the calls in flight end, within
+drain_timeout; a second signal ends them at once.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return serve(cmd, configFile)
@@ -45,22 +43,80 @@ func serve(cmd *cobra.Command, configFile string) error {
 	}
 	logger := gateway.NewLogger(cfg.Log, cmd.ErrOrStderr())
 
-	g, err := gateway.New(cfg, logger, gateway.Options{UserAgent: userAgent()})
+	g, err := gateway.New(cfg, logger, gateway.Options{UserAgent: userAgent(), Version: version})
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(signals)
 	if err := g.Start(); err != nil {
 		g.Shutdown(context.Background())
 		return err
 	}
 
-	<-ctx.Done()
-	logger.Info("stopping; waiting for calls in flight", "drain_timeout", drainTimeout)
-	drainCtx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	// Reload on SIGHUP, and when the file changes.
+	reloads := make(chan struct{}, 1)
+	requestReload := func() {
+		select {
+		case reloads <- struct{}{}:
+		default: // one is pending already
+		}
+	}
+	hangups := make(chan os.Signal, 1)
+	signal.Notify(hangups, syscall.SIGHUP)
+	defer signal.Stop(hangups)
+	watchCtx, stopWatching := context.WithCancel(context.Background())
+	defer stopWatching()
+	if err := config.Watch(watchCtx, configFile, requestReload); err != nil {
+		logger.Warn("the configuration file is not watched; reload with SIGHUP", "error", err.Error())
+	}
+	go func() {
+		for {
+			select {
+			case <-watchCtx.Done():
+				return
+			case <-hangups:
+				reload(g, logger, configFile)
+			case <-reloads:
+				reload(g, logger, configFile)
+			}
+		}
+	}()
+
+	// The first signal drains: calls in flight may finish, up to
+	// drain_timeout. A second one ends them at once.
+	<-signals
+	stopWatching()
+	logger.Info("stopping; waiting for calls in flight, a second signal ends them", "drain_timeout", cfg.DrainTimeout.String())
+	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer cancel()
+	go func() {
+		select {
+		case <-signals:
+			logger.Warn("second signal: ending the calls in flight")
+			cancel()
+		case <-drainCtx.Done():
+		}
+	}()
 	g.Shutdown(drainCtx)
 	logger.Info("stopped")
 	return nil
+}
+
+// reload reads the configuration file again and applies it. A file with
+// problems is refused, and the running configuration stays.
+func reload(g *gateway.Gateway, logger *slog.Logger, configFile string) {
+	cfg, err := config.Load(configFile, os.Environ())
+	if err != nil {
+		logger.Error("configuration not reloaded; the running one stays", "error", err.Error())
+		return
+	}
+	warnings, err := g.Reload(cfg)
+	for _, warning := range warnings {
+		logger.Warn("configuration change not applied until restart", "change", warning)
+	}
+	if err != nil {
+		logger.Error("configuration not reloaded; the running one stays", "error", err.Error())
+	}
 }

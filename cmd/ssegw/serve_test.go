@@ -184,8 +184,9 @@ func TestServeRejectsBadTLSFolder(t *testing.T) {
 		{
 			name: "folder does not exist",
 			folder: func(t *testing.T) (string, string) {
+				// The folder itself is named, once, rather than each file.
 				dir := filepath.Join(t.TempDir(), "no-such-folder")
-				return dir, filepath.Join(dir, tlsutil.ServerKeyFile)
+				return dir, dir
 			},
 		},
 		{

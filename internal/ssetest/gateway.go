@@ -87,6 +87,15 @@ func Engine(addresses ...string) *config.Engine {
 	return engine
 }
 
+// FailFast sets an engine's reconnect_buffer to 0, so that a call fails at
+// once while no replica is ready instead of waiting for one, and returns
+// the engine.
+func FailFast(engine *config.Engine) *config.Engine {
+	var zero time.Duration
+	engine.ReconnectBuffer = &zero
+	return engine
+}
+
 // Logs collects a JSON log, one record per line.
 type Logs struct {
 	mu  sync.Mutex

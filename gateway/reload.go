@@ -1,0 +1,134 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+
+	"google.golang.org/grpc"
+
+	"github.com/ssegw/ssegw/config"
+	"github.com/ssegw/ssegw/routing"
+)
+
+// Reload applies a new, validated configuration without closing any
+// client connection. Engines that are new or changed get new pools and
+// probes and take the next calls; engines unchanged keep theirs, with
+// their capabilities; engines replaced or removed finish their calls in
+// flight, up to drain_timeout, before they close. Listeners' default
+// engines follow the new file.
+//
+// Listener addresses and TLS, limits, keepalive, telemetry, redaction,
+// the admin listener and the log take effect only at the next start; a
+// change to them is reported in the returned warnings.
+func (g *Gateway) Reload(cfg *config.Config) (warnings []string, err error) {
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
+	old := g.current.Load()
+	warnings = restartOnlyChanges(old, cfg)
+
+	// Build the engines that are new or changed; keep the others.
+	oldTable := g.routes()
+	var engines, replaced []*routing.Engine
+	var started []*routing.Engine
+	for _, name := range cfg.EngineNames() {
+		engineConfig := cfg.Engine(name)
+		if previous := oldTable.Engine(name); previous != nil && sameEngine(previous.Config, engineConfig) {
+			engines = append(engines, previous)
+			continue
+		}
+		engine, err := g.newEngine(engineConfig, cfg.StateDir)
+		if err != nil {
+			for _, engine := range started {
+				engine.Close()
+			}
+			return warnings, err
+		}
+		engines = append(engines, engine)
+		started = append(started, engine)
+	}
+	kept := map[*routing.Engine]bool{}
+	for _, engine := range engines {
+		kept[engine] = true
+	}
+	for _, engine := range oldTable.Engines() {
+		if !kept[engine] {
+			replaced = append(replaced, engine)
+		}
+	}
+
+	// Switch: new calls see the new table from here on.
+	for _, engine := range started {
+		engine.Start()
+	}
+	g.table.Store(routing.NewTable(engines))
+	for _, l := range g.listeners {
+		for _, listenerConfig := range cfg.Listeners {
+			if listenerConfig.Address == l.config.Address {
+				engine := listenerConfig.Engine
+				l.defaultEngine.Store(&engine)
+			}
+		}
+	}
+	g.current.Store(cfg)
+
+	// Let replaced engines finish their calls in the background.
+	for _, engine := range replaced {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+			defer cancel()
+			engine.Drain(ctx)
+		}()
+	}
+	g.logger.Info("configuration reloaded", "engines", len(engines), "new_or_changed", len(started), "replaced_or_removed", len(replaced))
+	return warnings, nil
+}
+
+// newEngine builds an engine of cfg with the gateway's shared settings.
+func (g *Gateway) newEngine(cfg *config.Engine, stateDir string) (*routing.Engine, error) {
+	return routing.NewEngine(cfg, routing.EngineOptions{
+		PoolOptions: routing.PoolOptions{
+			Limits:      g.cfg.Limits,
+			Keepalive:   g.cfg.Keepalive,
+			UserAgent:   g.userAgent,
+			DialOptions: []grpc.DialOption{grpc.WithStatsHandler(backendEvents{})},
+		},
+		Logger:   g.logger,
+		StateDir: stateDir,
+	})
+}
+
+// sameEngine reports whether two engine sections configure the same
+// engine, so that a reload can keep its connections and capabilities.
+func sameEngine(a, b *config.Engine) bool {
+	return reflect.DeepEqual(a, b)
+}
+
+// restartOnlyChanges lists the changes from old to cfg that a reload does
+// not apply.
+func restartOnlyChanges(old, cfg *config.Config) []string {
+	var changes []string
+	check := func(key string, a, b any) {
+		if !reflect.DeepEqual(a, b) {
+			changes = append(changes, fmt.Sprintf("%s changed; it takes effect at the next start", key))
+		}
+	}
+	addresses := func(c *config.Config) []string {
+		var list []string
+		for _, l := range c.Listeners {
+			list = append(list, l.Address+fmt.Sprintf(" tls=%v insecure=%v", l.TLS != nil, l.Insecure))
+		}
+		return list
+	}
+	check("listeners (addresses or security)", addresses(old), addresses(cfg))
+	for i := range min(len(old.Listeners), len(cfg.Listeners)) {
+		check(fmt.Sprintf("listeners[%d].tls", i), old.Listeners[i].TLS, cfg.Listeners[i].TLS)
+	}
+	check("limits", old.Limits, cfg.Limits)
+	check("keepalive", old.Keepalive, cfg.Keepalive)
+	check("telemetry", old.Telemetry, cfg.Telemetry)
+	check("redaction", old.Redaction, cfg.Redaction)
+	check("admin", old.Admin, cfg.Admin)
+	check("log", old.Log, cfg.Log)
+	return changes
+}
