@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"google.golang.org/grpc"
@@ -31,6 +32,8 @@ func main() {
 	name := flag.String("name", "example", "name reported in capabilities and the x-example-plugin header")
 	tlsDir := flag.String("tls-dir", "", "folder with root_cert.pem, sse_server_cert.pem and sse_server_key.pem; empty for plaintext")
 	maxMessage := flag.Int("max-message-size", 64<<20, "largest message accepted and sent, in bytes")
+	functions := flag.String("functions", "", "comma-separated function names to offer, such as Echo,SumOfRows; empty offers all")
+	delay := flag.Duration("delay", 0, "time added before each answer, to act as a slow plugin")
 	flag.Parse()
 	log.SetFlags(0)
 
@@ -46,7 +49,11 @@ func main() {
 		options = append(options, grpc.Creds(credentials.NewTLS(tlsConfig)))
 	}
 	server := grpc.NewServer(options...)
-	ssepb.RegisterConnectorServer(server, example.NewServer(*name))
+	behaviour := example.Options{Delay: *delay}
+	if *functions != "" {
+		behaviour.Functions = strings.Split(*functions, ",")
+	}
+	ssepb.RegisterConnectorServer(server, example.NewServerWith(*name, behaviour))
 
 	lis, err := net.Listen("tcp", *address)
 	if err != nil {

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -35,6 +37,20 @@ type Server struct {
 	// Name identifies this instance in its capabilities and in the
 	// x-example-plugin response header.
 	name string
+
+	options Options
+}
+
+// Options change the plugin's behaviour, for tests and demonstrations of
+// the gateway. The zero value is the plain plugin.
+type Options struct {
+	// Functions, when not empty, limits the capabilities to the functions
+	// with these names, as a different version of a plugin would.
+	Functions []string
+
+	// Delay is added before each answer: each bundle, an aggregation's
+	// result, or the capabilities, like a slow plugin.
+	Delay time.Duration
 }
 
 // NewServer returns a plugin that calls itself name.
@@ -42,8 +58,28 @@ func NewServer(name string) *Server {
 	return &Server{name: name}
 }
 
+// NewServerWith returns a plugin with options.
+func NewServerWith(name string, options Options) *Server {
+	return &Server{name: name, options: options}
+}
+
 // Capabilities returns the plugin's function list.
 func (s *Server) Capabilities() *ssepb.Capabilities {
+	capabilities := s.allCapabilities()
+	if len(s.options.Functions) == 0 {
+		return capabilities
+	}
+	var kept []*ssepb.FunctionDefinition
+	for _, function := range capabilities.Functions {
+		if slices.Contains(s.options.Functions, function.GetName()) {
+			kept = append(kept, function)
+		}
+	}
+	capabilities.Functions = kept
+	return capabilities
+}
+
+func (s *Server) allCapabilities() *ssepb.Capabilities {
 	return &ssepb.Capabilities{
 		AllowScript:      true,
 		PluginIdentifier: s.name,
@@ -72,10 +108,28 @@ func (s *Server) Capabilities() *ssepb.Capabilities {
 }
 
 func (s *Server) GetCapabilities(ctx context.Context, _ *ssepb.Empty) (*ssepb.Capabilities, error) {
+	if err := s.wait(ctx); err != nil {
+		return nil, err
+	}
 	if err := grpc.SetHeader(ctx, metadata.Pairs(InstanceHeader, s.name)); err != nil {
 		return nil, err
 	}
 	return s.Capabilities(), nil
+}
+
+// wait sleeps for the configured delay, or until the call ends.
+func (s *Server) wait(ctx context.Context) error {
+	if s.options.Delay <= 0 {
+		return nil
+	}
+	timer := time.NewTimer(s.options.Delay)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	}
 }
 
 // ExecuteFunction runs the function named by the call's function header.
@@ -88,14 +142,17 @@ func (s *Server) ExecuteFunction(stream grpc.BidiStreamingServer[ssepb.BundledRo
 	if header == nil {
 		return status.Errorf(codes.InvalidArgument, "missing %s header", ssepb.FunctionRequestHeaderKey)
 	}
+	if s.Capabilities().GetFunctions() != nil && !s.offers(header.GetFunctionId()) {
+		return status.Errorf(codes.Unimplemented, "unknown function id %d", header.GetFunctionId())
+	}
 	if err := stream.SendHeader(metadata.Pairs(InstanceHeader, s.name)); err != nil {
 		return err
 	}
 	switch header.GetFunctionId() {
 	case FunctionEcho:
-		return mapRows(stream, func(row *ssepb.Row) *ssepb.Row { return row })
+		return s.mapRows(stream, func(row *ssepb.Row) *ssepb.Row { return row })
 	case FunctionSumOfRows:
-		return mapRows(stream, func(row *ssepb.Row) *ssepb.Row {
+		return s.mapRows(stream, func(row *ssepb.Row) *ssepb.Row {
 			var sum float64
 			for _, dual := range row.GetDuals() {
 				sum += dual.GetNumData()
@@ -103,7 +160,7 @@ func (s *Server) ExecuteFunction(stream grpc.BidiStreamingServer[ssepb.BundledRo
 			return &ssepb.Row{Duals: []*ssepb.Dual{{NumData: sum}}}
 		})
 	case FunctionSumOfColumn:
-		return sumColumn(stream)
+		return s.sumColumn(stream)
 	}
 	return status.Errorf(codes.Unimplemented, "unknown function id %d", header.GetFunctionId())
 }
@@ -123,7 +180,7 @@ func (s *Server) EvaluateScript(stream grpc.BidiStreamingServer[ssepb.BundledRow
 	if err := stream.SendHeader(metadata.Pairs(InstanceHeader, s.name)); err != nil {
 		return err
 	}
-	return mapRows(stream, func(row *ssepb.Row) *ssepb.Row {
+	return s.mapRows(stream, func(row *ssepb.Row) *ssepb.Row {
 		if len(row.GetDuals()) == 0 {
 			return &ssepb.Row{Duals: []*ssepb.Dual{{}}}
 		}
@@ -133,7 +190,7 @@ func (s *Server) EvaluateScript(stream grpc.BidiStreamingServer[ssepb.BundledRow
 
 // mapRows answers each bundle as soon as it arrives, with one output row
 // per input row, as a scalar or tensor function must.
-func mapRows(stream grpc.BidiStreamingServer[ssepb.BundledRows, ssepb.BundledRows], fn func(*ssepb.Row) *ssepb.Row) error {
+func (s *Server) mapRows(stream grpc.BidiStreamingServer[ssepb.BundledRows, ssepb.BundledRows], fn func(*ssepb.Row) *ssepb.Row) error {
 	for {
 		bundle, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -145,6 +202,9 @@ func mapRows(stream grpc.BidiStreamingServer[ssepb.BundledRows, ssepb.BundledRow
 		for i, row := range bundle.GetRows() {
 			bundle.Rows[i] = fn(row)
 		}
+		if err := s.wait(stream.Context()); err != nil {
+			return err
+		}
 		if err := stream.Send(bundle); err != nil {
 			return err
 		}
@@ -153,7 +213,7 @@ func mapRows(stream grpc.BidiStreamingServer[ssepb.BundledRows, ssepb.BundledRow
 
 // sumColumn sums the first column over every bundle and returns one row,
 // as an aggregation must, only after the last bundle.
-func sumColumn(stream grpc.BidiStreamingServer[ssepb.BundledRows, ssepb.BundledRows]) error {
+func (s *Server) sumColumn(stream grpc.BidiStreamingServer[ssepb.BundledRows, ssepb.BundledRows]) error {
 	var sum float64
 	for {
 		bundle, err := stream.Recv()
@@ -169,7 +229,20 @@ func sumColumn(stream grpc.BidiStreamingServer[ssepb.BundledRows, ssepb.BundledR
 			}
 		}
 	}
+	if err := s.wait(stream.Context()); err != nil {
+		return err
+	}
 	return stream.Send(&ssepb.BundledRows{Rows: []*ssepb.Row{{Duals: []*ssepb.Dual{{NumData: sum}}}}})
+}
+
+// offers reports whether the plugin's capabilities list the function id.
+func (s *Server) offers(id int32) bool {
+	for _, function := range s.Capabilities().GetFunctions() {
+		if function.GetFunctionId() == id {
+			return true
+		}
+	}
+	return false
 }
 
 // String names the plugin, for logs.
