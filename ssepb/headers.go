@@ -61,7 +61,9 @@ func readHeader[M proto.Message](md metadata.MD, key string, msg M) (M, error) {
 		// Two values would leave it open which one the plugin reads.
 		return none, fmt.Errorf("%w: %s sent %d times, expected once", ErrMalformedHeader, key, len(values))
 	}
-	if err := proto.Unmarshal([]byte(values[0]), msg); err != nil {
+	// Strings that are not valid UTF-8 pass: Qlik's ids are passed on,
+	// not judged. A value that is not protobuf at all is malformed.
+	if err := decodeHeader([]byte(values[0]), msg); err != nil {
 		return none, fmt.Errorf("%w: %s: %w", ErrMalformedHeader, key, err)
 	}
 	return msg, nil

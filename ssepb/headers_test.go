@@ -151,16 +151,41 @@ func TestReadHeader(t *testing.T) {
 }
 
 // TestReadHeaderInvalidUTF8 checks that a string field that is not UTF-8
-// makes the header malformed, since proto3 requires valid UTF-8.
+// is passed through as its bytes: the gateway forwards Qlik's ids, it does
+// not judge them, although proto3 wants UTF-8.
 func TestReadHeaderInvalidUTF8(t *testing.T) {
-	// Field 1 (appId), length 2, bytes 0xff 0xfe.
-	md := metadata.Pairs(ssepb.CommonRequestHeaderKey, "\x0a\x02\xff\xfe")
+	// Field 1 (appId), length 2, bytes 0xff 0xfe; field 3 (cardinality) 5.
+	md := metadata.Pairs(ssepb.CommonRequestHeaderKey, "\x0a\x02\xff\xfe\x18\x05")
 	got, err := ssepb.ReadCommonRequestHeader(md)
-	if !errors.Is(err, ssepb.ErrMalformedHeader) {
-		t.Errorf("ReadCommonRequestHeader(appId 0xfffe) error = %v, want ErrMalformedHeader", err)
+	if err != nil {
+		t.Fatalf("ReadCommonRequestHeader(appId 0xfffe) error = %v, want nil", err)
 	}
-	if got != nil {
-		t.Errorf("ReadCommonRequestHeader(appId 0xfffe) = %v, want nil", got)
+	if got.GetAppId() != "\xff\xfe" {
+		t.Errorf("appId = %q, want %q", got.GetAppId(), "\xff\xfe")
+	}
+	if got.GetCardinality() != 5 {
+		t.Errorf("cardinality = %d, want 5", got.GetCardinality())
+	}
+}
+
+// TestReadHeaderWrongWireType checks that a known field sent with another
+// wire type than its own is skipped, as Go's protobuf skips it, and that
+// bytes that are not protobuf make the header malformed.
+func TestReadHeaderWrongWireType(t *testing.T) {
+	// Field 3 (cardinality, a varint) sent as a length-delimited value.
+	md := metadata.Pairs(ssepb.CommonRequestHeaderKey, "\x1a\x01\x05")
+	got, err := ssepb.ReadCommonRequestHeader(md)
+	if err != nil {
+		t.Fatalf("ReadCommonRequestHeader(cardinality as bytes) error = %v, want nil", err)
+	}
+	if got.GetCardinality() != 0 {
+		t.Errorf("cardinality = %d, want 0 (the field is skipped)", got.GetCardinality())
+	}
+
+	// A length that runs past the end.
+	md = metadata.Pairs(ssepb.CommonRequestHeaderKey, "\x0a\x05ab")
+	if _, err := ssepb.ReadCommonRequestHeader(md); !errors.Is(err, ssepb.ErrMalformedHeader) {
+		t.Errorf("ReadCommonRequestHeader(truncated) error = %v, want ErrMalformedHeader", err)
 	}
 }
 
