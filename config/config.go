@@ -57,7 +57,16 @@ type Config struct {
 	// flight, and how long a reload keeps replaced engines for theirs.
 	// Default 30s.
 	DrainTimeout time.Duration `mapstructure:"drain_timeout"`
+
+	// CertificateExpiryWarning is how long before a certificate expires
+	// the gateway starts to warn, in its log and on /readyz. Default 720h
+	// (30 days).
+	CertificateExpiryWarning time.Duration `mapstructure:"certificate_expiry_warning"`
 }
+
+// DefaultCertificateExpiryWarning is the default of
+// certificate_expiry_warning.
+const DefaultCertificateExpiryWarning = 30 * 24 * time.Hour
 
 // DefaultDrainTimeout is the default of drain_timeout.
 const DefaultDrainTimeout = 30 * time.Second
@@ -80,6 +89,11 @@ type Listener struct {
 	// Insecure must be true for a listener without TLS, so that plaintext
 	// is always a visible choice and never the result of a forgotten key.
 	Insecure bool `mapstructure:"insecure"`
+
+	// InsecureRemote must also be true for a plaintext listener on an
+	// address other hosts can reach: Qlik's ids and rows would cross the
+	// network in the clear.
+	InsecureRemote bool `mapstructure:"insecure_remote"`
 }
 
 // ServerTLS locates the gateway's server certificate and the CA that signs
@@ -158,7 +172,38 @@ type Engine struct {
 	// single functions, by the name in the plugin's capabilities (case is
 	// ignored).
 	Functions map[string]*FunctionPolicy `mapstructure:"functions"`
+
+	// AllowClients, when not empty, lists the only clients that may call
+	// the engine, by their TLS certificate: its subject common name, one of
+	// its DNS or URI subjectAltNames, or "sha256:" and the SHA-256 of its
+	// public key (SubjectPublicKeyInfo) in hex. Other callers get
+	// PermissionDenied; plaintext callers have no identity.
+	AllowClients []string `mapstructure:"allow_clients"`
+
+	// Scripts governs EvaluateScript, which runs arbitrary R or Python code
+	// on the plugin's host: allow (the default), audit (log each script
+	// call with its length and SHA-256) or deny (PermissionDenied, and
+	// allowScript false in the capabilities Qlik gets).
+	Scripts string `mapstructure:"scripts"`
+
+	// AuditText adds the script text to the audit log. Default false.
+	AuditText bool `mapstructure:"audit_text"`
+
+	// MaxScriptBytes caps the size of a script; 0, the default, means no
+	// cap beyond limits.max_header_list_size.
+	MaxScriptBytes ByteSize `mapstructure:"max_script_bytes"`
+
+	// MaxCardinality turns away calls whose common header announces more
+	// rows, before any row is read. 0, the default, means no limit.
+	MaxCardinality int64 `mapstructure:"max_cardinality"`
 }
+
+// Script policies.
+const (
+	ScriptsAllow = "allow"
+	ScriptsAudit = "audit"
+	ScriptsDeny  = "deny"
+)
 
 // FunctionPolicy overrides an engine's call policy for one function. A
 // key left out keeps the engine's value.
@@ -273,6 +318,34 @@ type Limits struct {
 	// from Qlik or from a plugin. Default 64 KiB. EvaluateScript carries
 	// its whole script in a header, so this also bounds script size.
 	MaxHeaderListSize ByteSize `mapstructure:"max_header_list_size"`
+
+	// MaxConcurrentStreams bounds the calls open at once on one client
+	// connection. Default 1000.
+	MaxConcurrentStreams uint32 `mapstructure:"max_concurrent_streams"`
+
+	// MaxConnections bounds the client connections open at once on each
+	// listener; more are closed at once, with a warning. Default 1000.
+	MaxConnections int `mapstructure:"max_connections"`
+
+	// FirstMessageTimeout ends a call whose client sends neither a message
+	// nor its end of input within this time after the call starts.
+	// Default 60s; 0 means no limit.
+	FirstMessageTimeout *time.Duration `mapstructure:"first_message_timeout"`
+}
+
+// Defaults of the limits.
+const (
+	DefaultMaxConcurrentStreams = 1000
+	DefaultMaxConnections       = 1000
+	DefaultFirstMessageTimeout  = 60 * time.Second
+)
+
+// FirstMessageWait returns the first_message_timeout in effect.
+func (l Limits) FirstMessageWait() time.Duration {
+	if l.FirstMessageTimeout == nil {
+		return DefaultFirstMessageTimeout
+	}
+	return *l.FirstMessageTimeout
 }
 
 // Keepalive is the HTTP/2 ping policy.

@@ -110,7 +110,7 @@ engines:
 			name: "every interface and loopback on one port",
 			yaml: `
 listeners:
-  - {address: ":50051", insecure: true}
+  - {address: ":50051", insecure: true, insecure_remote: true}
   - {address: "127.0.0.1:50051", insecure: true}
 engines:
   R: {backends: [{address: "127.0.0.1:50055"}]}
@@ -122,7 +122,7 @@ engines:
 			yaml: `
 listeners:
   - {address: "127.0.0.1:50051", insecure: true}
-  - {address: "[::]:50051", insecure: true}
+  - {address: "[::]:50051", insecure: true, insecure_remote: true}
 engines:
   R: {backends: [{address: "127.0.0.1:50055"}]}
 `,
@@ -132,7 +132,7 @@ engines:
 			name: "port 0 never conflicts",
 			yaml: `
 listeners:
-  - {address: ":0", insecure: true}
+  - {address: ":0", insecure: true, insecure_remote: true}
   - {address: "127.0.0.1:0", insecure: true}
   - {address: "127.0.0.1:0", insecure: true}
 engines:
@@ -564,7 +564,7 @@ keepalive: {min_ping_interval: -1s}
 func TestValidateReportsEveryProblem(t *testing.T) {
 	yaml := `
 listeners:
-  - {address: ":50051", insecure: true, engine: SSEPython}
+  - {address: ":50051", insecure: true, insecure_remote: true, engine: SSEPython}
   - {address: "127.0.0.1:50051", insecure: true, engine: Nope}
   - {address: "127.0.0.1:0"}
 engines:

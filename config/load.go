@@ -183,6 +183,9 @@ func (c *Config) ApplyDefaults() {
 		if engine.MaxAttempts == 0 {
 			engine.MaxAttempts = DefaultMaxAttempts
 		}
+		if engine.Scripts == "" {
+			engine.Scripts = ScriptsAllow
+		}
 	}
 	if c.Limits.MaxMessageSize == 0 {
 		c.Limits.MaxMessageSize = DefaultMaxMessageSize
@@ -205,6 +208,15 @@ func (c *Config) ApplyDefaults() {
 	c.applyObservabilityDefaults()
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.CertificateExpiryWarning == 0 {
+		c.CertificateExpiryWarning = DefaultCertificateExpiryWarning
+	}
+	if c.Limits.MaxConcurrentStreams == 0 {
+		c.Limits.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if c.Limits.MaxConnections == 0 {
+		c.Limits.MaxConnections = DefaultMaxConnections
 	}
 }
 

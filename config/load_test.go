@@ -97,6 +97,7 @@ drain_timeout: 45s
 				ReplayBuffer:  1 << 20,
 				MaxAttempts:   2,
 				MaxInFlight:   8,
+				Scripts:       "allow",
 				Replay:        &replayOff,
 				Functions: map[string]*config.FunctionPolicy{
 					"forecast": {RequestTimeout: &twoMinutes, MaxAttempts: 1},
@@ -112,9 +113,10 @@ drain_timeout: 45s
 				MaxWaiting:    1000,
 				ReplayBuffer:  8 << 20,
 				MaxAttempts:   3,
+				Scripts:       "allow",
 			},
 		},
-		Limits:    config.Limits{MaxMessageSize: 4 << 20, MaxHeaderListSize: 16 << 10},
+		Limits:    config.Limits{MaxMessageSize: 4 << 20, MaxHeaderListSize: 16 << 10, MaxConcurrentStreams: 1000, MaxConnections: 1000},
 		Keepalive: config.Keepalive{MinPingInterval: 20 * time.Second, BackendPingInterval: time.Minute},
 		Log:       config.Log{Level: "debug", Format: "json", AccessLog: &accessLogOff},
 		Telemetry: config.Telemetry{
@@ -122,10 +124,11 @@ drain_timeout: 45s
 			Traces:      config.TraceExport{Exporter: "otlp-http", Endpoint: "127.0.0.1:4318", Insecure: true, SamplerRatio: &quarter},
 			Metrics:     config.MetricExport{Exporter: "otlp", Endpoint: "127.0.0.1:4317", Interval: 15 * time.Second},
 		},
-		Redaction:    config.Redaction{AppID: "hash", UserID: "drop", ScriptText: true},
-		Admin:        config.Admin{Address: "127.0.0.1:9000"},
-		StateDir:     "/var/lib/ssegw",
-		DrainTimeout: 45 * time.Second,
+		Redaction:                config.Redaction{AppID: "hash", UserID: "drop", ScriptText: true},
+		Admin:                    config.Admin{Address: "127.0.0.1:9000"},
+		StateDir:                 "/var/lib/ssegw",
+		DrainTimeout:             45 * time.Second,
+		CertificateExpiryWarning: 30 * 24 * time.Hour,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Parse() mismatch (-want +got):\n%s", diff)
@@ -143,7 +146,7 @@ drain_timeout: 45s
 func TestParseDefaults(t *testing.T) {
 	yaml := `
 listeners:
-  - {address: ":0", insecure: true}
+  - {address: ":0", insecure: true, insecure_remote: true}
 engines:
   SSEPython:
     backends: [{address: "127.0.0.1:50055"}]
@@ -155,7 +158,7 @@ engines:
 
 	accessLogOn := true
 	want := &config.Config{
-		Listeners: []config.Listener{{Address: ":0", Insecure: true}},
+		Listeners: []config.Listener{{Address: ":0", Insecure: true, InsecureRemote: true}},
 		Engines: map[string]*config.Engine{
 			"ssepython": {
 				Name:          "SSEPython",
@@ -166,14 +169,16 @@ engines:
 				MaxWaiting:    1000,
 				ReplayBuffer:  8 << 20,
 				MaxAttempts:   3,
+				Scripts:       "allow",
 			},
 		},
-		Limits:       config.Limits{MaxMessageSize: 16 << 20, MaxHeaderListSize: 64 << 10},
-		Keepalive:    config.Keepalive{MinPingInterval: 5 * time.Second, BackendPingInterval: 5 * time.Minute},
-		Log:          config.Log{Level: "info", Format: "text", AccessLog: &accessLogOn},
-		Redaction:    config.Redaction{AppID: "keep", UserID: "hash"},
-		Admin:        config.Admin{Address: "127.0.0.1:8081"},
-		DrainTimeout: 30 * time.Second,
+		Limits:                   config.Limits{MaxMessageSize: 16 << 20, MaxHeaderListSize: 64 << 10, MaxConcurrentStreams: 1000, MaxConnections: 1000},
+		Keepalive:                config.Keepalive{MinPingInterval: 5 * time.Second, BackendPingInterval: 5 * time.Minute},
+		Log:                      config.Log{Level: "info", Format: "text", AccessLog: &accessLogOn},
+		Redaction:                config.Redaction{AppID: "keep", UserID: "hash"},
+		Admin:                    config.Admin{Address: "127.0.0.1:8081"},
+		DrainTimeout:             30 * time.Second,
+		CertificateExpiryWarning: 30 * 24 * time.Hour,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Parse() mismatch (-want +got):\n%s", diff)
@@ -199,7 +204,7 @@ func TestLoad(t *testing.T) {
 
 	t.Run("valid file", func(t *testing.T) {
 		path := filepath.Join(dir, "ssegw.yaml")
-		writeFile(t, path, "listeners: [{address: ':0', insecure: true}]\nengines: {R: {backends: [{address: '127.0.0.1:50055'}]}}\n")
+		writeFile(t, path, "listeners: [{address: '127.0.0.1:0', insecure: true}]\nengines: {R: {backends: [{address: '127.0.0.1:50055'}]}}\n")
 		cfg, err := config.Load(path, []string{"SSEGW_LOG_LEVEL=warn"})
 		if err != nil {
 			t.Fatalf("Load(%q) error: %v", path, err)

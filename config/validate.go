@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -44,6 +45,9 @@ func (c *Config) Validate() error {
 		}
 		if listener.Engine != "" && c.Engine(listener.Engine) == nil {
 			report("%s.engine: unknown engine %q; configured engines: %s", key, listener.Engine, strings.Join(names, ", "))
+		}
+		if listener.TLS == nil && listener.Insecure && !listener.InsecureRemote && checkListenAddress(listener.Address) == nil && !isLoopbackAddress(listener.Address) {
+			report("%s: plaintext on %q, which other hosts can reach; listen on 127.0.0.1, use tls, or also set insecure_remote: true", key, listener.Address)
 		}
 		switch {
 		case listener.TLS == nil && !listener.Insecure:
@@ -143,6 +147,15 @@ func (c *Config) Validate() error {
 	if c.DrainTimeout < 0 {
 		report("drain_timeout: %v is negative", c.DrainTimeout)
 	}
+	if c.CertificateExpiryWarning < 0 {
+		report("certificate_expiry_warning: %v is negative", c.CertificateExpiryWarning)
+	}
+	if c.Limits.MaxConnections < 0 {
+		report("limits.max_connections: %d is negative", c.Limits.MaxConnections)
+	}
+	if wait := c.Limits.FirstMessageTimeout; wait != nil && *wait < 0 {
+		report("limits.first_message_timeout: %v is negative; use 0 for no limit", *wait)
+	}
 	return errors.Join(problems...)
 }
 
@@ -165,6 +178,23 @@ func (c *Config) validatePolicy(engine *Engine, key string, report func(string, 
 	}
 	if engine.MaxInFlight < 0 {
 		report("%s.max_in_flight: %d is negative; use 0 for no limit", key, engine.MaxInFlight)
+	}
+	if !slices.Contains([]string{ScriptsAllow, ScriptsAudit, ScriptsDeny}, engine.Scripts) {
+		report("%s.scripts: unknown policy %q; use allow, audit or deny", key, engine.Scripts)
+	}
+	if engine.MaxScriptBytes < 0 {
+		report("%s.max_script_bytes: %v is negative; use 0 for no cap", key, engine.MaxScriptBytes)
+	}
+	if engine.MaxCardinality < 0 {
+		report("%s.max_cardinality: %d is negative; use 0 for no limit", key, engine.MaxCardinality)
+	}
+	for i, client := range engine.AllowClients {
+		if hash, ok := strings.CutPrefix(client, "sha256:"); ok && !isSHA256Hex(hash) {
+			report("%s.allow_clients[%d]: %q: write sha256: and the 64 hex digits of the public key's SHA-256", key, i, client)
+		}
+		if strings.TrimSpace(client) == "" {
+			report("%s.allow_clients[%d]: empty", key, i)
+		}
 	}
 	for name, function := range engine.Functions {
 		functionKey := key + ".functions." + name
@@ -215,6 +245,28 @@ func (t *ServerTLS) Files() tlsutil.ServerFiles {
 // Files returns the certificate files this section names.
 func (t *ClientTLS) Files() tlsutil.ClientFiles {
 	return tlsutil.ClientFilesInDir(t.Dir, t.CAFile, t.CertFile, t.KeyFile)
+}
+
+// isLoopbackAddress reports whether a listen address can be reached from
+// this host only.
+func isLoopbackAddress(address string) bool {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func isSHA256Hex(text string) bool {
+	if len(text) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(text)
+	return err == nil
 }
 
 // missingFolder reports whether dir is set but is not an existing folder.

@@ -78,13 +78,19 @@ func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
 			notReady = append(notReady, engine.Name)
 		}
 	}
+	warnings := g.certificates.Expiring(g.cfg.CertificateExpiryWarning, time.Now())
 	if len(notReady) > 0 {
 		slices.Sort(notReady)
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintf(w, "not ready: no replica connected and no capabilities known for engine %s\n", strings.Join(notReady, ", "))
-		return
+	} else {
+		fmt.Fprintln(w, "ready")
 	}
-	fmt.Fprintln(w, "ready")
+	// Soon-expiring certificates do not make the gateway unready: they
+	// still work, and a replica restart would not help.
+	for _, warning := range warnings {
+		fmt.Fprintln(w, "warning:", warning)
+	}
 }
 
 //go:embed status.html

@@ -59,9 +59,10 @@ type callInfo struct {
 	scriptSHA256 string
 	scriptText   string
 
-	// malformed names a qlik-*-bin header that could not be decoded. The
-	// call is forwarded anyway: the plugin decides.
-	malformed string
+	// malformed names a qlik-*-bin header that could not be decoded, and
+	// malformedDetail says why; such a call is refused.
+	malformed       string
+	malformedDetail string
 }
 
 // describeCall decodes Qlik's headers of a call to engine (nil before
@@ -70,7 +71,7 @@ func describeCall(fullMethod string, md metadata.MD, engine *routing.Engine) cal
 	info := callInfo{kind: methodKind(fullMethod)}
 
 	if common, err := ssepb.ReadCommonRequestHeader(md); err != nil {
-		info.malformed = ssepb.CommonRequestHeaderKey
+		info.malformed, info.malformedDetail = ssepb.CommonRequestHeaderKey, err.Error()
 	} else if common != nil {
 		info.appID, info.userID, info.cardinality, info.hasCommon = common.GetAppId(), common.GetUserId(), common.GetCardinality(), true
 	}
@@ -81,7 +82,7 @@ func describeCall(fullMethod string, md metadata.MD, engine *routing.Engine) cal
 	case methodExecuteFunction:
 		header, err := ssepb.ReadFunctionRequestHeader(md)
 		if err != nil {
-			info.malformed = ssepb.FunctionRequestHeaderKey
+			info.malformed, info.malformedDetail = ssepb.FunctionRequestHeaderKey, err.Error()
 			break
 		}
 		if header == nil {
@@ -98,7 +99,7 @@ func describeCall(fullMethod string, md metadata.MD, engine *routing.Engine) cal
 	case methodEvaluateScript:
 		header, err := ssepb.ReadScriptRequestHeader(md)
 		if err != nil {
-			info.malformed = ssepb.ScriptRequestHeaderKey
+			info.malformed, info.malformedDetail = ssepb.ScriptRequestHeaderKey, err.Error()
 			break
 		}
 		if header == nil {

@@ -42,6 +42,10 @@ type Gateway struct {
 	ownsTelemetry bool // the gateway made telemetry, and shuts it down
 	version       string
 	userAgent     string
+	certificates  *tlsutil.Watcher
+
+	// stopBackground ends the certificate watch and expiry checks.
+	stopBackground context.CancelFunc
 
 	// Set by Start.
 	admin   *adminServer
@@ -98,6 +102,7 @@ func New(cfg *config.Config, logger *slog.Logger, opts Options) (*Gateway, error
 		telemetry:         opts.Telemetry,
 		version:           opts.Version,
 		userAgent:         opts.UserAgent,
+		certificates:      tlsutil.NewWatcher(logger),
 	}
 	g.current.Store(cfg)
 
@@ -164,6 +169,7 @@ func (g *Gateway) serverOptions(l *listener, creds credentials.TransportCredenti
 		grpc.MaxRecvMsgSize(int(g.cfg.Limits.MaxMessageSize)),
 		grpc.MaxSendMsgSize(int(g.cfg.Limits.MaxMessageSize)),
 		grpc.MaxHeaderListSize(headerListCeiling(g.cfg.Limits.MaxHeaderListSize)),
+		grpc.MaxConcurrentStreams(g.cfg.Limits.MaxConcurrentStreams),
 		grpc.ConnectionTimeout(handshakeTimeout),
 		// Qlik keeps one connection per analytic connection for as long as
 		// the engine runs, so the gateway never ends one on its own: no
@@ -196,11 +202,12 @@ func (g *Gateway) serverCredentials(l config.Listener) (credentials.TransportCre
 	if l.TLS == nil {
 		return insecure.NewCredentials(), nil
 	}
-	tlsConfig, err := l.TLS.Files().ServerConfig()
+	source, err := tlsutil.NewServerSource("listener "+l.Address, l.TLS.Files())
 	if err != nil {
 		return nil, err
 	}
-	return &handshakeLogger{TransportCredentials: credentials.NewTLS(tlsConfig), gateway: g, listener: l.Address}, nil
+	g.certificates.Add(source)
+	return &handshakeLogger{TransportCredentials: credentials.NewTLS(source.ServerConfig()), gateway: g, listener: l.Address}, nil
 }
 
 // Start binds every listener and starts serving. When one address cannot
@@ -212,9 +219,21 @@ func (g *Gateway) Start() error {
 			g.closeListeners()
 			return fmt.Errorf("listening on %s: %w", l.config.Address, err)
 		}
-		l.lis = lis
+		l.lis = &guardedListener{
+			Listener:  lis,
+			gateway:   g,
+			address:   l.config.Address,
+			max:       int64(g.cfg.Limits.MaxConnections),
+			plaintext: l.config.TLS == nil,
+		}
 	}
 	g.started = time.Now()
+	backgroundCtx, stop := context.WithCancel(context.Background())
+	g.stopBackground = stop
+	if err := g.certificates.Run(backgroundCtx); err != nil {
+		g.logger.Warn("certificate files are not watched; reload them with SIGHUP", "error", err.Error())
+	}
+	go g.checkExpiry(backgroundCtx)
 	if g.cfg.Admin.Address != "none" {
 		if err := g.startAdmin(); err != nil {
 			g.closeListeners()
@@ -227,6 +246,9 @@ func (g *Gateway) Start() error {
 			security = "plaintext"
 		}
 		g.logger.Info("listening", "address", l.lis.Addr().String(), "security", security, "engine", l.config.Engine)
+		if l.config.TLS == nil {
+			g.logger.Warn("plaintext listener: Qlik's ids and rows cross it unencrypted", "address", l.lis.Addr().String())
+		}
 		go func() {
 			if err := l.server.Serve(l.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 				g.logger.Error("listener failed", "address", l.lis.Addr().String(), "error", err)
@@ -266,6 +288,9 @@ func (g *Gateway) Addrs() []net.Addr {
 // connections to the plugins last.
 func (g *Gateway) Shutdown(ctx context.Context) {
 	g.stopOnce.Do(func() {
+		if g.stopBackground != nil {
+			g.stopBackground()
+		}
 		var wg sync.WaitGroup
 		for _, l := range g.listeners {
 			wg.Go(func() {
@@ -302,6 +327,26 @@ func (g *Gateway) HandshakeFailures() map[tlsutil.HandshakeFailure]int64 {
 
 func (g *Gateway) routes() *routing.Table {
 	return g.table.Load()
+}
+
+// expiryCheckInterval is how often certificates are checked for expiry.
+const expiryCheckInterval = 12 * time.Hour
+
+// checkExpiry warns about certificates that expire soon, at start and then
+// twice a day, until ctx ends.
+func (g *Gateway) checkExpiry(ctx context.Context) {
+	ticker := time.NewTicker(expiryCheckInterval)
+	defer ticker.Stop()
+	for {
+		for _, warning := range g.certificates.Expiring(g.cfg.CertificateExpiryWarning, time.Now()) {
+			g.logger.Warn("certificate expires soon; renew it, the gateway reloads it without a restart", "warning", warning)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
 }
 
 // shutdownTelemetry flushes the exporters the gateway made itself.

@@ -138,6 +138,10 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 	defer engine.Track()()
 	c.engine = engine
 	c.describe()
+	if st := c.admit(); st != nil {
+		close(c.requestsDone)
+		return c.finish(st, true)
+	}
 	c.warnIfStale()
 	c.policy = engine.Config.PolicyFor(c.info.function)
 	c.replayOff = !c.policy.Replay
@@ -303,9 +307,25 @@ func (c *call) mayReplay() bool {
 // call with cancel, whose cause tells backendStatus why.
 func (c *call) forwardRequests(ss grpc.ServerStream, cancel context.CancelCauseFunc) {
 	defer close(c.requestsDone)
+
+	// A client that opens a call and sends nothing holds a stream and a
+	// goroutine: end the call after first_message_timeout.
+	var firstMessage *time.Timer
+	if wait := c.gateway.cfg.Limits.FirstMessageWait(); wait > 0 {
+		firstMessage = time.AfterFunc(wait, func() {
+			c.requestFailure.Store(status.Newf(codes.DeadlineExceeded,
+				"no request message or end of input within limits.first_message_timeout (%v)", wait))
+			cancel(errRequestFailed)
+		})
+	}
 	f := &frame{}
 	for {
-		if err := ss.RecvMsg(f); err != nil {
+		err := ss.RecvMsg(f)
+		if firstMessage != nil {
+			firstMessage.Stop()
+			firstMessage = nil
+		}
+		if err != nil {
 			if errors.Is(err, io.EOF) {
 				// The plugin sees end-of-input only now, after the last message.
 				c.mu.Lock()
@@ -343,7 +363,7 @@ func (c *call) forwardRequests(ss grpc.ServerStream, cancel context.CancelCauseF
 		current := c.current
 		c.mu.Unlock()
 		current.sendMu.Lock()
-		err := current.stream.SendMsg(f)
+		err = current.stream.SendMsg(f)
 		current.sendMu.Unlock()
 		if err != nil {
 			// The attempt ended: its status reaches the handler through
@@ -446,7 +466,12 @@ func (c *call) finish(st *status.Status, gatewayFailure bool) error {
 // answerFromCapabilities answers GetCapabilities with the engine's known
 // capabilities, for Qlik engines that start while no replica is up.
 func (c *call) answerFromCapabilities(ss grpc.ServerStream, capabilities *routing.Capabilities) (*status.Status, bool) {
-	encoded, err := proto.Marshal(capabilities.Message)
+	message := capabilities.Message
+	if c.engine.Config.Scripts == config.ScriptsDeny && message.GetAllowScript() {
+		message = proto.CloneOf(message)
+		message.AllowScript = false
+	}
+	encoded, err := proto.Marshal(message)
 	if err != nil {
 		return status.Newf(codes.Internal, "engine %s: encoding stored capabilities: %v", c.engine.Name, err), true
 	}
@@ -491,6 +516,9 @@ func (c *call) noteTableDescription(header metadata.MD) {
 // buffers over to gRPC.
 func (c *call) noteResponse(f *frame) {
 	if c.info.kind == methodGetCapabilities {
+		if c.engine.Config.Scripts == config.ScriptsDeny {
+			withoutScripts(f)
+		}
 		if c.engine.Capabilities() == nil {
 			capabilities := &ssepb.Capabilities{}
 			if proto.Unmarshal(f.data.Materialize(), capabilities) == nil {

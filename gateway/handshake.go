@@ -22,7 +22,9 @@ type handshakeLogger struct {
 func (h *handshakeLogger) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	secured, info, err := h.TransportCredentials.ServerHandshake(conn)
 	if err == nil {
-		return secured, info, nil
+		// With TLS 1.3 a client refuses the gateway's certificate only
+		// after the handshake; the first read then finds its alert.
+		return &watchedConn{Conn: secured, gateway: h.gateway, listener: h.listener}, info, nil
 	}
 	reason := tlsutil.HandshakeFailureReason(err)
 	h.gateway.handshakeFailures[slices.Index(tlsutil.HandshakeFailures, reason)].Add(1)

@@ -27,6 +27,10 @@ func (g *Gateway) Reload(cfg *config.Config) (warnings []string, err error) {
 	old := g.current.Load()
 	warnings = restartOnlyChanges(old, cfg)
 
+	// Certificates: listeners and unchanged engines read their files
+	// again; new engines read them as they start.
+	g.certificates.Reload()
+
 	// Build the engines that are new or changed; keep the others.
 	oldTable := g.routes()
 	var engines, replaced []*routing.Engine
@@ -93,8 +97,9 @@ func (g *Gateway) newEngine(cfg *config.Engine, stateDir string) (*routing.Engin
 			UserAgent:   g.userAgent,
 			DialOptions: []grpc.DialOption{grpc.WithStatsHandler(backendEvents{})},
 		},
-		Logger:   g.logger,
-		StateDir: stateDir,
+		Logger:       g.logger,
+		StateDir:     stateDir,
+		Certificates: g.certificates,
 	})
 }
 
@@ -122,6 +127,7 @@ func restartOnlyChanges(old, cfg *config.Config) []string {
 	}
 	check("listeners (addresses or security)", addresses(old), addresses(cfg))
 	for i := range min(len(old.Listeners), len(cfg.Listeners)) {
+		// The files are reloaded; where they are is fixed at start.
 		check(fmt.Sprintf("listeners[%d].tls", i), old.Listeners[i].TLS, cfg.Listeners[i].TLS)
 	}
 	check("limits", old.Limits, cfg.Limits)

@@ -2,7 +2,6 @@ package routing
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"net"
 
@@ -10,6 +9,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
+
+	"github.com/ssegw/ssegw/tlsutil"
 )
 
 // backendCredentials secures each connection to a plugin as that backend is
@@ -35,11 +36,12 @@ type backendSecurity struct {
 	tls credentials.TransportCredentials
 }
 
-// withSecurity returns addr carrying the credentials to use for it.
-func withSecurity(addr resolver.Address, tlsConfig *tls.Config) resolver.Address {
+// withSecurity returns addr carrying the credentials to use for it; a
+// nil source means plaintext.
+func withSecurity(addr resolver.Address, source *tlsutil.Source) resolver.Address {
 	security := &backendSecurity{}
-	if tlsConfig != nil {
-		security.tls = newTLSCredentials(tlsConfig)
+	if source != nil {
+		security.tls = newTLSCredentials(source)
 	}
 	addr.Attributes = attributes.New(backendSecurityKey{}, security)
 	return addr
@@ -74,29 +76,44 @@ func (c *backendCredentials) OverrideServerName(string) error {
 	return nil
 }
 
-// verifiedNameCredentials are gRPC's TLS credentials verifying a fixed
-// server name. gRPC's own verify the name of the :authority instead of the
-// configuration's ServerName (as of grpc-go v1.85), and the gateway keeps
-// the plugin's address as :authority while it verifies server_name.
-type verifiedNameCredentials struct {
-	credentials.TransportCredentials
-	serverName string
+// sourceCredentials are gRPC's TLS credentials made for each new
+// connection from the source's current configuration, so that renewed
+// certificate files take effect without a restart. They verify the
+// configuration's ServerName: gRPC's own credentials verify the name of
+// the :authority instead (as of grpc-go v1.85), and the gateway keeps the
+// plugin's address as :authority while it verifies server_name.
+type sourceCredentials struct {
+	source *tlsutil.Source
 }
 
-// newTLSCredentials returns credentials that verify tlsConfig.ServerName.
-func newTLSCredentials(tlsConfig *tls.Config) credentials.TransportCredentials {
-	return &verifiedNameCredentials{TransportCredentials: credentials.NewTLS(tlsConfig), serverName: tlsConfig.ServerName}
+// newTLSCredentials returns credentials that follow source.
+func newTLSCredentials(source *tlsutil.Source) credentials.TransportCredentials {
+	return &sourceCredentials{source: source}
 }
 
-func (c *verifiedNameCredentials) ClientHandshake(ctx context.Context, _ string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	return c.TransportCredentials.ClientHandshake(ctx, c.serverName, conn)
+func (c *sourceCredentials) ClientHandshake(ctx context.Context, _ string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	cfg := c.source.Config()
+	return credentials.NewTLS(cfg).ClientHandshake(ctx, cfg.ServerName, conn)
 }
 
-func (c *verifiedNameCredentials) Clone() credentials.TransportCredentials {
-	return &verifiedNameCredentials{TransportCredentials: c.TransportCredentials.Clone(), serverName: c.serverName}
+func (c *sourceCredentials) ServerHandshake(net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return nil, nil, errors.New("backend credentials are for clients only")
+}
+
+func (c *sourceCredentials) Info() credentials.ProtocolInfo {
+	return credentials.ProtocolInfo{SecurityProtocol: "tls"}
+}
+
+func (c *sourceCredentials) Clone() credentials.TransportCredentials {
+	return &sourceCredentials{source: c.source}
+}
+
+// OverrideServerName is deprecated in gRPC and unused.
+func (c *sourceCredentials) OverrideServerName(string) error {
+	return nil
 }
 
 var (
 	_ credentials.TransportCredentials = (*backendCredentials)(nil)
-	_ credentials.TransportCredentials = (*verifiedNameCredentials)(nil)
+	_ credentials.TransportCredentials = (*sourceCredentials)(nil)
 )

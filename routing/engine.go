@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/ssegw/ssegw/config"
+	"github.com/ssegw/ssegw/tlsutil"
 )
 
 // recoveryProbeInterval is how often a replica that is failing, or not
@@ -32,6 +33,10 @@ type Engine struct {
 	Replicas []*Replica
 	logger   *slog.Logger
 	stateDir string
+
+	// certificates reloads sources, the TLS files of the backends.
+	certificates *tlsutil.Watcher
+	sources      []*tlsutil.Source
 
 	// capabilities is the engine's agreed function list, read on every
 	// call without a lock.
@@ -57,26 +62,44 @@ type EngineOptions struct {
 	// StateDir is where the engine's capabilities are kept across
 	// restarts; empty keeps them in memory only.
 	StateDir string
+
+	// Certificates, when not nil, reloads the backends' TLS files when
+	// they change.
+	Certificates *tlsutil.Watcher
 }
 
 // NewEngine starts connecting to an engine's replicas, for calls and for
 // probes, and loads its capabilities from the state folder. Call Start to
 // begin probing and Close to end everything.
 func NewEngine(cfg *config.Engine, opts EngineOptions) (*Engine, error) {
-	pool, err := NewPool(cfg, opts.PoolOptions)
+	// Load each TLS backend's files once, for its calls and its probes.
+	sources := make([]*tlsutil.Source, len(cfg.Backends))
+	for i, backend := range cfg.Backends {
+		if backend.TLS == nil {
+			continue
+		}
+		source, err := tlsutil.NewClientSource(fmt.Sprintf("engines.%s.backends[%d].tls", cfg.Name, i), backend.TLS.Files(), serverName(backend))
+		if err != nil {
+			return nil, fmt.Errorf("engines.%s.backends[%d].tls: %w", cfg.Name, i, err)
+		}
+		sources[i] = source
+	}
+
+	pool, err := NewPool(cfg, opts.PoolOptions, sources)
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{Name: cfg.Name, Config: cfg, Pool: pool, logger: opts.Logger, stateDir: opts.StateDir}
+	e := &Engine{Name: cfg.Name, Config: cfg, Pool: pool, logger: opts.Logger, stateDir: opts.StateDir, certificates: opts.Certificates}
+	for _, source := range sources {
+		if source != nil && e.certificates != nil {
+			e.certificates.Add(source)
+			e.sources = append(e.sources, source)
+		}
+	}
 	for i, backend := range cfg.Backends {
 		var creds credentials.TransportCredentials = insecure.NewCredentials()
-		if backend.TLS != nil {
-			tlsConfig, err := backend.TLS.Files().ClientConfig(serverName(backend))
-			if err != nil {
-				e.Close()
-				return nil, fmt.Errorf("engines.%s.backends[%d].tls: %w", cfg.Name, i, err)
-			}
-			creds = newTLSCredentials(tlsConfig)
+		if sources[i] != nil {
+			creds = newTLSCredentials(sources[i])
 		}
 		dialOptions := []grpc.DialOption{
 			grpc.WithTransportCredentials(creds),
@@ -235,13 +258,19 @@ func (e *Engine) Serving() bool {
 	return e.Pool.Conn().GetState() == connectivity.Ready
 }
 
-// Down reports whether the engine has no way to serve a call now: no
-// replica is connected, and no probe found one healthy, so a call would
-// wait for a restart.
+// Down reports whether the engine has no way to serve a call now, so that
+// a call would wait for a plugin to come back.
 func (e *Engine) Down() bool {
-	if e.Serving() {
+	switch e.Pool.Conn().GetState() {
+	case connectivity.Ready:
 		return false
+	case connectivity.TransientFailure:
+		// Every replica's connection failed, whatever the last probes
+		// found.
+		return true
 	}
+	// Idle or connecting, as at start: down only if no probe found a
+	// replica healthy.
 	for _, replica := range e.Replicas {
 		if replica.Status().State == ReplicaHealthy {
 			return false
@@ -310,6 +339,9 @@ func (e *Engine) Drain(ctx context.Context) {
 // Close stops the probes and closes every connection; calls still open
 // fail.
 func (e *Engine) Close() {
+	for _, source := range e.sources {
+		e.certificates.Remove(source)
+	}
 	if e.stopProbes != nil {
 		e.stopProbes()
 		e.probesDone.Wait()

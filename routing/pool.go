@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/ssegw/ssegw/config"
+	"github.com/ssegw/ssegw/tlsutil"
 )
 
 // reconnectBackoff bounds how long a restarted plugin waits to be used
@@ -55,14 +56,11 @@ type PoolOptions struct {
 	DialOptions []grpc.DialOption
 }
 
-// NewPool starts connecting to the engine's backends. It fails only when a
-// backend's TLS files cannot be loaded; unreachable plugins are retried in
-// the background.
-func NewPool(engine *config.Engine, opts PoolOptions) (*Pool, error) {
-	addresses, err := backendAddresses(engine)
-	if err != nil {
-		return nil, err
-	}
+// NewPool starts connecting to the engine's backends; unreachable plugins
+// are retried in the background.
+// sources holds each backend's TLS source, nil for a plaintext backend.
+func NewPool(engine *config.Engine, opts PoolOptions, sources []*tlsutil.Source) (*Pool, error) {
+	addresses := backendAddresses(engine, sources)
 	r := manual.NewBuilderWithScheme("ssegw")
 	r.InitialState(stateOf(addresses))
 
@@ -149,9 +147,9 @@ func stateOf(addresses []resolver.Address) resolver.State {
 }
 
 // backendAddresses returns the engine's backends as resolver addresses,
-// each carrying its own TLS configuration.
-func backendAddresses(engine *config.Engine) ([]resolver.Address, error) {
-	var addresses []resolver.Address
+// each carrying its own TLS source.
+func backendAddresses(engine *config.Engine, sources []*tlsutil.Source) []resolver.Address {
+	addresses := make([]resolver.Address, len(engine.Backends))
 	for i, backend := range engine.Backends {
 		addr := resolver.Address{
 			Addr: backend.Address,
@@ -159,18 +157,9 @@ func backendAddresses(engine *config.Engine) ([]resolver.Address, error) {
 			// on a direct connection from Qlik.
 			ServerName: backend.Address,
 		}
-		if backend.TLS != nil {
-			tlsConfig, err := backend.TLS.Files().ClientConfig(serverName(backend))
-			if err != nil {
-				return nil, fmt.Errorf("engines.%s.backends[%d].tls: %w", engine.Name, i, err)
-			}
-			addr = withSecurity(addr, tlsConfig)
-		} else {
-			addr = withSecurity(addr, nil)
-		}
-		addresses = append(addresses, addr)
+		addresses[i] = withSecurity(addr, sources[i])
 	}
-	return addresses, nil
+	return addresses
 }
 
 // serverName returns the name to verify the backend's certificate against.

@@ -108,8 +108,9 @@ type LeafRequest struct {
 	// subjectAltNames.
 	Hosts []string
 
-	// IPsAsDNS also writes each IP address as a DNS subjectAltName, as
-	// Qlik's usual OpenSSL script does. Only for reproducing such sets.
+	// IPsAsDNS writes IP addresses as DNS subjectAltNames only, as Qlik's
+	// usual OpenSSL script does, so that Go cannot match them. Only for
+	// reproducing such sets in tests.
 	IPsAsDNS bool
 
 	// Usage is x509.ExtKeyUsageServerAuth or x509.ExtKeyUsageClientAuth.
@@ -151,11 +152,9 @@ func (a *Authority) Issue(req LeafRequest) (certPEM, keyPEM []byte, err error) {
 		ExtKeyUsage: req.Usage,
 	}
 	for _, host := range req.Hosts {
-		if ip := net.ParseIP(host); ip != nil {
+		if ip := net.ParseIP(host); ip != nil && !req.IPsAsDNS {
 			template.IPAddresses = append(template.IPAddresses, ip)
-			if !req.IPsAsDNS {
-				continue
-			}
+			continue
 		}
 		template.DNSNames = append(template.DNSNames, host)
 	}
@@ -342,4 +341,37 @@ func writeFiles(files []pendingFile, overwrite bool) error {
 		}
 	}
 	return nil
+}
+
+// WriteClientFolder issues a client certificate named commonName, signed
+// by the CA in caDir (root_cert.pem and root_key.pem), and writes it with
+// the CA's certificate to dir in the layout of a Qlik client folder:
+// root_cert.pem, sse_client_cert.pem, sse_client_key.pem. The gateway uses
+// such a folder to reach a TLS plugin that trusts that CA.
+func WriteClientFolder(dir, caDir, commonName string, opts SetOptions) (string, error) {
+	ca, err := LoadAuthority(filepath.Join(caDir, RootCertFile), filepath.Join(caDir, CAKeyFile))
+	if err != nil {
+		return "", err
+	}
+	if opts.LeafValidity == 0 {
+		opts.LeafValidity = 365 * 24 * time.Hour
+	}
+	cert, key, err := ca.Issue(LeafRequest{
+		CommonName: commonName,
+		Usage:      []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		NotAfter:   time.Now().Add(opts.LeafValidity),
+		KeyType:    opts.KeyType,
+	})
+	if err != nil {
+		return "", err
+	}
+	files := []pendingFile{
+		{filepath.Join(dir, RootCertFile), EncodeCert(ca.Cert), 0o644},
+		{filepath.Join(dir, ClientCertFile), cert, 0o644},
+		{filepath.Join(dir, ClientKeyFile), key, 0o600},
+	}
+	if err := writeFiles(files, opts.Overwrite); err != nil {
+		return "", err
+	}
+	return dir, nil
 }

@@ -17,7 +17,49 @@ func newCertsCommand() *cobra.Command {
 		Use:   "certs",
 		Short: "Make certificates in the folder layout Qlik uses",
 	}
-	cmd.AddCommand(newCertsInitCommand())
+	cmd.AddCommand(newCertsInitCommand(), newCertsCheckCommand())
+	return cmd
+}
+
+func newCertsCheckCommand() *cobra.Command {
+	var warnWithin time.Duration
+	cmd := &cobra.Command{
+		Use:   "check DIR",
+		Short: "Describe a certificate folder and warn about what breaks connections",
+		Long: `Read a certificate folder in either of Qlik's layouts (a plugin's, with
+sse_server_cert.pem and sse_server_key.pem, or an analytic connection's,
+with sse_client_cert.pem and sse_client_key.pem, each with root_cert.pem)
+and print, for each file, its subject, issuer, subjectAltNames, validity and
+whether its key matches. Warnings name certificates that expire soon, IP
+addresses written as DNS names, a server certificate without serverAuth,
+and keys other users can read. The exit status is 1 when a file has an
+error, such as a key that does not match its certificate.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			findings, err := tlsutil.CheckFolder(args[0], time.Now(), warnWithin)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			file := ""
+			for _, finding := range findings {
+				if finding.File != file {
+					file = finding.File
+					fmt.Fprintf(out, "%s\n", file)
+				}
+				prefix := "  "
+				if finding.Severity != tlsutil.Info {
+					prefix = "  " + strings.ToUpper(finding.Severity.String()) + ": "
+				}
+				fmt.Fprintf(out, "%s%s\n", prefix, finding.Message)
+			}
+			if tlsutil.HasErrors(findings) {
+				return exitError{code: 1}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&warnWithin, "warn-within", 30*24*time.Hour, "warn about certificates that expire within this time")
 	return cmd
 }
 
@@ -29,6 +71,8 @@ func newCertsInitCommand() *cobra.Command {
 		rootValidity time.Duration
 		leafValidity time.Duration
 		force        bool
+		caDir        string
+		clientName   string
 	)
 	cmd := &cobra.Command{
 		Use:   "init --out DIR --hosts NAMES",
@@ -44,9 +88,31 @@ func newCertsInitCommand() *cobra.Command {
 
 --hosts lists the names and addresses Qlik uses to reach the gateway;
 addresses become IP subjectAltNames, which Go and Qlik both match.
-Existing files are never overwritten without --force.`,
+Existing files are never overwritten without --force.
+
+With --ca DIR, it makes only a client certificate for the gateway to use
+towards a TLS plugin, signed by the CA in DIR (root_cert.pem and
+root_key.pem, such as the ca/ folder above, or the CA that made the
+plugin's certificates), and writes it in Qlik's client layout to --out, for
+a backend's tls.dir.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if caDir != "" {
+				if out == "" {
+					return errors.New("certs init --ca needs --out, the folder to write the client certificate to")
+				}
+				dir, err := tlsutil.WriteClientFolder(out, caDir, clientName, tlsutil.SetOptions{
+					KeyType: tlsutil.KeyType(keyType), LeafValidity: leafValidity, Overwrite: force,
+				})
+				if errors.Is(err, fs.ErrExist) {
+					return fmt.Errorf("%w\nnothing was written; rerun with --force to replace the existing files", err)
+				}
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "Wrote a client certificate (CN %s) signed by %s to %s; use it as the backend's tls.dir.\n", clientName, caDir, dir)
+				return nil
+			}
 			if out == "" || len(hosts) == 0 {
 				return errors.New("certs init needs --out and --hosts, for example --out certs --hosts gateway.example.com,10.0.0.5")
 			}
@@ -73,5 +139,7 @@ Existing files are never overwritten without --force.`,
 	cmd.Flags().DurationVar(&rootValidity, "root-validity", 10*365*24*time.Hour, "how long the root CA is valid")
 	cmd.Flags().DurationVar(&leafValidity, "validity", 365*24*time.Hour, "how long the server and client certificates are valid")
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite existing files")
+	cmd.Flags().StringVar(&caDir, "ca", "", "folder with an existing CA (root_cert.pem, root_key.pem): make only a client certificate for the gateway")
+	cmd.Flags().StringVar(&clientName, "client-name", "ssegw", "common name of the client certificate made with --ca")
 	return cmd
 }

@@ -1,0 +1,156 @@
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ssegw/ssegw/config"
+	"github.com/ssegw/ssegw/ssepb"
+)
+
+// maxQlikHeaders bounds the qlik-* headers of one call. Qlik sends at most
+// two; a client sending many more is not Qlik.
+const maxQlikHeaders = 8
+
+// admit applies the engine's rules to a call before anything reaches the
+// plugin, and returns the status that refuses it, or nil to forward it.
+// Every check runs on headers only, so a refused call never has a row
+// read.
+func (c *call) admit() *status.Status {
+	engine := c.engine.Config
+
+	// Headers the gateway cannot read are refused rather than guessed at.
+	if c.info.malformed != "" {
+		return status.Newf(codes.InvalidArgument, "malformed %s header: %s", c.info.malformed, c.info.malformedDetail)
+	}
+	if n := countQlikHeaders(c.incoming); n > maxQlikHeaders {
+		return status.Newf(codes.InvalidArgument, "%d qlik-* headers in one call, more than the %d allowed", n, maxQlikHeaders)
+	}
+
+	// Who may call.
+	if len(engine.AllowClients) > 0 {
+		identities := clientIdentities(c.ctx)
+		if !slices.ContainsFunc(identities, func(identity string) bool { return slices.Contains(engine.AllowClients, identity) }) {
+			presented := "no certificate"
+			if len(identities) > 0 {
+				presented = strings.Join(identities, ", ")
+			}
+			return status.Newf(codes.PermissionDenied, "engine %s: client not in allow_clients; it presented %s", c.engine.Name, presented)
+		}
+	}
+
+	// Scripts run arbitrary code on the plugin's host.
+	if c.info.kind == methodEvaluateScript {
+		switch {
+		case engine.Scripts == config.ScriptsDeny:
+			return status.Newf(codes.PermissionDenied, "engine %s does not run scripts (scripts: deny)", c.engine.Name)
+		case engine.MaxScriptBytes > 0 && int64(c.info.scriptLength) > int64(engine.MaxScriptBytes):
+			return status.Newf(codes.ResourceExhausted, "engine %s: script of %d bytes is over max_script_bytes (%v)",
+				c.engine.Name, c.info.scriptLength, engine.MaxScriptBytes)
+		case engine.Scripts == config.ScriptsAudit:
+			c.auditScript()
+		}
+	}
+
+	// The common header announces the row count before any row.
+	if engine.MaxCardinality > 0 && c.info.hasCommon && c.info.cardinality > engine.MaxCardinality {
+		return status.Newf(codes.ResourceExhausted, "engine %s: call of %d rows is over max_cardinality (%d)",
+			c.engine.Name, c.info.cardinality, engine.MaxCardinality)
+	}
+	return nil
+}
+
+// auditScript logs a script call: who ran which script, by its length and
+// SHA-256, and its text only where audit_text allows.
+func (c *call) auditScript() {
+	g := c.gateway
+	attributes := []slog.Attr{
+		slog.String("engine", c.engine.Name),
+		slog.String("function", c.info.function),
+		slog.String("peer", peerAddress(c.ctx)),
+		slog.String("client", clientIdentity(c.ctx)),
+		slog.Int("script_length", c.info.scriptLength),
+		slog.String("script_sha256", c.info.scriptSHA256),
+	}
+	if c.info.hasCommon {
+		if app, ok := redact(c.info.appID, g.observer.redaction.AppID); ok {
+			attributes = append(attributes, slog.String("app_id", app))
+		}
+		if user, ok := redact(c.info.userID, g.observer.redaction.UserID); ok {
+			attributes = append(attributes, slog.String("user_id", user))
+		}
+	}
+	if c.engine.Config.AuditText {
+		attributes = append(attributes, slog.String("script", c.info.scriptText))
+	}
+	g.logger.LogAttrs(context.Background(), slog.LevelInfo, "script call", attributes...)
+}
+
+// withoutScripts returns a GetCapabilities answer that offers no scripts,
+// for an engine with scripts: deny, so that Qlik does not offer the script
+// functions at all. It returns the frame unchanged when it cannot be read.
+func withoutScripts(f *frame) {
+	capabilities := &ssepb.Capabilities{}
+	if proto.Unmarshal(f.data.Materialize(), capabilities) != nil || !capabilities.GetAllowScript() {
+		return
+	}
+	capabilities.AllowScript = false
+	encoded, err := proto.Marshal(capabilities)
+	if err != nil {
+		return
+	}
+	f.release()
+	f.data = mem.BufferSlice{mem.SliceBuffer(encoded)}
+}
+
+// countQlikHeaders counts the values of qlik-* headers in md.
+func countQlikHeaders(md map[string][]string) int {
+	n := 0
+	for key, values := range md {
+		if strings.HasPrefix(key, "qlik-") {
+			n += len(values)
+		}
+	}
+	return n
+}
+
+// clientIdentities returns the names a TLS client's certificate gives it,
+// as allow_clients lists them: its common name, DNS and URI
+// subjectAltNames, and "sha256:" with the SHA-256 of its public key. A
+// plaintext client has none.
+func clientIdentities(ctx context.Context) []string {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return nil
+	}
+	return certificateIdentities(info.State.PeerCertificates[0])
+}
+
+func certificateIdentities(cert *x509.Certificate) []string {
+	var identities []string
+	if cert.Subject.CommonName != "" {
+		identities = append(identities, cert.Subject.CommonName)
+	}
+	identities = append(identities, cert.DNSNames...)
+	for _, uri := range cert.URIs {
+		identities = append(identities, uri.String())
+	}
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return append(identities, "sha256:"+hex.EncodeToString(sum[:]))
+}

@@ -1,0 +1,126 @@
+package gateway
+
+import (
+	"bytes"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/net/http2"
+
+	"github.com/ssegw/ssegw/tlsutil"
+)
+
+// guardedListener bounds a listener's open connections: one more is closed
+// at once, with a rate-limited warning, rather than left to queue.
+type guardedListener struct {
+	net.Listener
+	gateway *Gateway
+	address string
+	max     int64
+	open    atomic.Int64
+	// plaintext listeners check the HTTP/2 preface on the raw connection;
+	// TLS listeners do it after the handshake, in handshakeLogger.
+	plaintext bool
+}
+
+func (l *guardedListener) Accept() (net.Conn, error) {
+	for {
+		conn, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.max > 0 && l.open.Add(1) > l.max {
+			l.open.Add(-1)
+			conn.Close()
+			if l.gateway.warnings.allow("connections:" + l.address) {
+				l.gateway.logger.Warn("connection closed: the listener has limits.max_connections open",
+					"listener", l.address, "peer", conn.RemoteAddr().String(), "max_connections", l.max)
+			}
+			continue
+		}
+		counted := &countedConn{Conn: conn, listener: l}
+		if l.plaintext {
+			return &watchedConn{Conn: counted, gateway: l.gateway, listener: l.address}, nil
+		}
+		return counted, nil
+	}
+}
+
+// countedConn gives its listener's count back when closed.
+type countedConn struct {
+	net.Conn
+	listener *guardedListener
+	once     sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() {
+		if c.listener.max > 0 {
+			c.listener.open.Add(-1)
+		}
+	})
+	return c.Conn.Close()
+}
+
+// watchedConn reads what a client sends first, to log why a connection
+// that gRPC drops without a word was not gRPC: an HTTP/1.1 request, a TLS
+// client on a plaintext port, or, after a TLS handshake, a client that
+// refused the gateway's certificate. gRPC only tells its own logger (as of
+// grpc-go v1.85).
+type watchedConn struct {
+	net.Conn
+	gateway  *Gateway
+	listener string
+
+	// Used by gRPC's reading goroutine only.
+	seen    []byte // the first bytes, up to the length of the preface
+	decided bool
+}
+
+var http2Preface = []byte(http2.ClientPreface)
+
+func (c *watchedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if c.decided {
+		return n, err
+	}
+	c.seen = append(c.seen, p[:min(n, len(http2Preface)-len(c.seen))]...)
+	switch {
+	case !bytes.HasPrefix(http2Preface, c.seen):
+		c.decided = true
+		c.refused(notHTTP2Reason(c.seen))
+	case len(c.seen) == len(http2Preface):
+		c.decided = true
+		c.seen = nil
+	case err != nil:
+		c.decided = true
+		if reason := tlsutil.HandshakeFailureReason(err); reason == tlsutil.FailureServerRejected {
+			c.gateway.handshakeFailures[slices.Index(tlsutil.HandshakeFailures, reason)].Add(1)
+			c.refused(string(reason) + ": " + err.Error())
+		}
+	}
+	return n, err
+}
+
+func (c *watchedConn) refused(reason string) {
+	peer := c.RemoteAddr().String()
+	if !c.gateway.warnings.allow("refused:" + peerHost(peer) + ":" + reason) {
+		return
+	}
+	c.gateway.logger.Warn("connection refused: not gRPC", "listener", c.listener, "peer", peer, "reason", reason)
+}
+
+// notHTTP2Reason names what a client sent instead of the HTTP/2 preface.
+func notHTTP2Reason(first []byte) string {
+	switch {
+	case len(first) > 0 && first[0] == 0x16:
+		return "a TLS handshake on a plaintext listener"
+	case bytes.HasPrefix(first, []byte("GET ")), bytes.HasPrefix(first, []byte("POST ")),
+		bytes.HasPrefix(first, []byte("PUT ")), bytes.HasPrefix(first, []byte("HEAD ")),
+		bytes.HasPrefix(first, []byte("OPTIONS ")):
+		return "an HTTP/1 request"
+	}
+	return "not the HTTP/2 preface"
+}

@@ -1,0 +1,271 @@
+package tlsutil
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Severity grades a Finding.
+type Severity int
+
+// Severities, from harmless to blocking.
+const (
+	Info Severity = iota
+	Warning
+	Error
+)
+
+func (s Severity) String() string {
+	return [...]string{"info", "warning", "error"}[s]
+}
+
+// Finding is one fact a folder check reports about one file.
+type Finding struct {
+	File     string
+	Severity Severity
+	Message  string
+}
+
+// CheckFolder reads a certificate folder in either of Qlik's layouts (a
+// plugin's: root_cert.pem, sse_server_cert.pem, sse_server_key.pem; or an
+// analytic connection's: root_cert.pem, sse_client_cert.pem,
+// sse_client_key.pem) and describes every file it holds: subjects,
+// issuers, subjectAltNames, validity and whether keys match. It warns
+// about what breaks connections in the field: certificates that expire
+// within warnWithin, IP addresses written as DNS names, a server
+// certificate without serverAuth, keys readable by other users.
+func CheckFolder(dir string, now time.Time, warnWithin time.Duration) ([]Finding, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("reading certificate folder: %w", err)
+	}
+	var findings []Finding
+	add := func(file string, severity Severity, format string, args ...any) {
+		findings = append(findings, Finding{File: file, Severity: severity, Message: fmt.Sprintf(format, args...)})
+	}
+
+	// The root first: the others are checked against it.
+	var roots *x509.CertPool
+	if certs, err := readCertificates(filepath.Join(dir, RootCertFile)); err == nil {
+		roots = x509.NewCertPool()
+		for _, cert := range certs {
+			roots.AddCert(cert)
+			describeCertificate(add, RootCertFile, cert, now, warnWithin)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		add(RootCertFile, Error, "%v", err)
+	} else {
+		add(RootCertFile, Error, "missing: without it, the other certificates cannot be verified")
+	}
+
+	// Then each pair of the layouts found in the folder.
+	found := false
+	for _, pair := range []struct {
+		certFile, keyFile string
+		usage             x509.ExtKeyUsage
+		role              string
+	}{
+		{ServerCertFile, ServerKeyFile, x509.ExtKeyUsageServerAuth, "server"},
+		{ClientCertFile, ClientKeyFile, x509.ExtKeyUsageClientAuth, "client"},
+	} {
+		certPath, keyPath := filepath.Join(dir, pair.certFile), filepath.Join(dir, pair.keyFile)
+		_, certErr := os.Stat(certPath)
+		_, keyErr := os.Stat(keyPath)
+		if certErr != nil && keyErr != nil {
+			continue
+		}
+		found = true
+		certs, err := readCertificates(certPath)
+		if err != nil {
+			add(pair.certFile, Error, "%v", err)
+		}
+		var leaf *x509.Certificate
+		if len(certs) > 0 {
+			leaf = certs[0]
+			describeCertificate(add, pair.certFile, leaf, now, warnWithin)
+			checkUsage(add, pair.certFile, leaf, pair.usage, pair.role)
+			if pair.role == "server" {
+				checkIPsAsDNS(add, pair.certFile, leaf)
+			}
+			if roots != nil {
+				intermediates := x509.NewCertPool()
+				for _, cert := range certs[1:] {
+					intermediates.AddCert(cert)
+				}
+				if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: intermediates, CurrentTime: now,
+					KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+					add(pair.certFile, Error, "not verified by %s: %v", RootCertFile, err)
+				} else {
+					add(pair.certFile, Info, "signed by the root in %s", RootCertFile)
+				}
+			}
+		}
+		checkKey(add, pair.keyFile, keyPath, leaf)
+	}
+	if !found {
+		add(dir, Error, "no %s/%s or %s/%s pair: not a certificate folder in Qlik's layout", ServerCertFile, ServerKeyFile, ClientCertFile, ClientKeyFile)
+	}
+
+	// The CA key, where ssegw certs init keeps it.
+	if _, err := os.Stat(filepath.Join(dir, CAKeyFile)); err == nil {
+		checkKey(add, CAKeyFile, filepath.Join(dir, CAKeyFile), nil)
+	}
+	for _, entry := range entries {
+		name := entry.Name()
+		known := []string{RootCertFile, ServerCertFile, ServerKeyFile, ClientCertFile, ClientKeyFile, CAKeyFile}
+		if !entry.IsDir() && !slices.Contains(known, name) && strings.HasSuffix(name, ".pem") {
+			add(name, Info, "not a file of Qlik's layouts; not checked")
+		}
+	}
+	return findings, nil
+}
+
+// HasErrors reports whether any finding is an error.
+func HasErrors(findings []Finding) bool {
+	return slices.ContainsFunc(findings, func(f Finding) bool { return f.Severity == Error })
+}
+
+func describeCertificate(add func(string, Severity, string, ...any), file string, cert *x509.Certificate, now time.Time, warnWithin time.Duration) {
+	add(file, Info, "subject %q, issuer %q", cert.Subject.String(), cert.Issuer.String())
+	var names []string
+	for _, name := range cert.DNSNames {
+		names = append(names, "DNS:"+name)
+	}
+	for _, ip := range cert.IPAddresses {
+		names = append(names, "IP:"+ip.String())
+	}
+	for _, uri := range cert.URIs {
+		names = append(names, "URI:"+uri.String())
+	}
+	if len(names) > 0 {
+		add(file, Info, "subjectAltNames %s", strings.Join(names, ", "))
+	}
+	add(file, Info, "valid from %s to %s", cert.NotBefore.Format(time.DateTime), cert.NotAfter.Format(time.DateTime))
+	switch left := cert.NotAfter.Sub(now); {
+	case left <= 0:
+		add(file, Error, "expired on %s", cert.NotAfter.Format(time.DateOnly))
+	case now.Before(cert.NotBefore):
+		add(file, Error, "not valid before %s", cert.NotBefore.Format(time.DateTime))
+	case left < warnWithin:
+		add(file, Warning, "expires in %d days, on %s", int(left.Hours()/24), cert.NotAfter.Format(time.DateOnly))
+	}
+}
+
+func checkUsage(add func(string, Severity, string, ...any), file string, cert *x509.Certificate, usage x509.ExtKeyUsage, role string) {
+	if len(cert.ExtKeyUsage) == 0 || slices.Contains(cert.ExtKeyUsage, usage) || slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageAny) {
+		return
+	}
+	name := map[x509.ExtKeyUsage]string{x509.ExtKeyUsageServerAuth: "serverAuth", x509.ExtKeyUsageClientAuth: "clientAuth"}[usage]
+	add(file, Warning, "a %s certificate without the %s extended key usage: TLS peers refuse it", role, name)
+}
+
+// checkIPsAsDNS warns about IP addresses written as DNS names, which Go
+// clients, such as the gateway, never match against an IP address.
+func checkIPsAsDNS(add func(string, Severity, string, ...any), file string, cert *x509.Certificate) {
+	for _, name := range cert.DNSNames {
+		ip := net.ParseIP(name)
+		if ip == nil || slices.ContainsFunc(cert.IPAddresses, ip.Equal) {
+			continue
+		}
+		add(file, Warning, "DNS:%s is an IP address written as a DNS name, as Qlik's usual script writes it: "+
+			"Go clients dialing %s refuse the certificate; have the gateway verify a DNS name with server_name, or reissue it with IP:%s", name, name, name)
+	}
+}
+
+func checkKey(add func(string, Severity, string, ...any), file, path string, cert *x509.Certificate) {
+	info, err := os.Stat(path)
+	if err != nil {
+		add(file, Error, "missing: %v", err)
+		return
+	}
+	if mode := info.Mode().Perm(); mode&0o077 != 0 {
+		add(file, Warning, "readable by other users (mode %04o); run chmod 600 %s", mode, path)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		add(file, Error, "%v", err)
+		return
+	}
+	key, format, err := parsePrivateKey(data)
+	if err != nil {
+		add(file, Error, "%v", err)
+		return
+	}
+	add(file, Info, "private key, %s", format)
+	if cert == nil {
+		return
+	}
+	public, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !public.Equal(cert.PublicKey) {
+		add(file, Error, "does not match its certificate")
+		return
+	}
+	add(file, Info, "matches its certificate")
+}
+
+// parsePrivateKey reads a PEM private key in any of the formats OpenSSL
+// writes, and names the format.
+func parsePrivateKey(data []byte) (crypto.Signer, string, error) {
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, "", errors.New("no PEM block: not a key file")
+	}
+	switch block.Type {
+	case "RSA PRIVATE KEY":
+		key, err := x509.ParsePKCS1PrivateKey(block.Bytes)
+		return key, "PKCS#1 RSA", err
+	case "EC PRIVATE KEY":
+		key, err := x509.ParseECPrivateKey(block.Bytes)
+		return key, "SEC 1 EC", err
+	case "PRIVATE KEY":
+		key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+		if err != nil {
+			return nil, "", err
+		}
+		signer, ok := key.(crypto.Signer)
+		if !ok {
+			return nil, "", fmt.Errorf("a %T key cannot sign", key)
+		}
+		return signer, "PKCS#8", nil
+	}
+	return nil, "", fmt.Errorf("PEM block %q is not a private key", block.Type)
+}
+
+// readCertificates reads every certificate of a PEM file.
+func readCertificates(path string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var certs []*x509.Certificate
+	for rest := bytes.TrimSpace(data); len(rest) > 0; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("parsing %s: %w", filepath.Base(path), err)
+		}
+		certs = append(certs, cert)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%s holds no PEM certificate", filepath.Base(path))
+	}
+	return certs, nil
+}

@@ -1,0 +1,223 @@
+package tlsutil
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// Source keeps a TLS configuration built from certificate files current.
+// Reload reads the files again and swaps the new configuration in; when
+// they are bad, the old one stays. New connections use the configuration
+// current when they start; connections already open keep theirs.
+type Source struct {
+	// Immutable after construction.
+	name  string // for logs, such as "listeners[0]"
+	files []string
+	build func() (*tls.Config, error)
+
+	current atomic.Pointer[tls.Config]
+}
+
+// NewServerSource loads a server's files. Its configurations negotiate
+// HTTP/2 by ALPN themselves, since gRPC (as of grpc-go v1.85) adds "h2"
+// only to the configuration it is given, not to the ones
+// GetConfigForClient returns, and gRPC clients since v1.67 refuse a server
+// that negotiates nothing.
+func NewServerSource(name string, files ServerFiles) (*Source, error) {
+	build := func() (*tls.Config, error) {
+		cfg, err := files.ServerConfig()
+		if err != nil {
+			return nil, err
+		}
+		cfg.NextProtos = []string{"h2"}
+		return cfg, nil
+	}
+	return newSource(name, []string{files.CertFile, files.KeyFile, files.ClientCAFile}, build)
+}
+
+// NewClientSource loads a client's files, verifying serverName.
+func NewClientSource(name string, files ClientFiles, serverName string) (*Source, error) {
+	build := func() (*tls.Config, error) {
+		return files.ClientConfig(serverName)
+	}
+	return newSource(name, []string{files.CAFile, files.CertFile, files.KeyFile}, build)
+}
+
+func newSource(name string, files []string, build func() (*tls.Config, error)) (*Source, error) {
+	cfg, err := build()
+	if err != nil {
+		return nil, err
+	}
+	s := &Source{name: name, build: build}
+	for _, file := range files {
+		if file != "" {
+			s.files = append(s.files, file)
+		}
+	}
+	s.current.Store(cfg)
+	return s, nil
+}
+
+// Config returns the current configuration. The caller must not change it.
+func (s *Source) Config() *tls.Config {
+	return s.current.Load()
+}
+
+// ServerConfig returns a configuration for a TLS server that hands each
+// new connection the current configuration.
+func (s *Source) ServerConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return s.current.Load(), nil
+		},
+	}
+}
+
+// Reload reads the files again. On error the current configuration stays.
+func (s *Source) Reload() error {
+	cfg, err := s.build()
+	if err != nil {
+		return fmt.Errorf("%s: %w", s.name, err)
+	}
+	s.current.Store(cfg)
+	return nil
+}
+
+// Certificates returns the certificates of the current configuration: its
+// own and those of its CAs.
+func (s *Source) Certificates() []*x509.Certificate {
+	cfg := s.current.Load()
+	var certificates []*x509.Certificate
+	for _, pair := range cfg.Certificates {
+		if pair.Leaf != nil {
+			certificates = append(certificates, pair.Leaf)
+		}
+	}
+	return certificates
+}
+
+// Watcher reloads the sources registered with it when their files change
+// or Reload is called, and reports certificates that will expire soon.
+type Watcher struct {
+	logger *slog.Logger
+
+	mu      sync.Mutex // guards sources
+	sources []*Source
+}
+
+// NewWatcher returns a watcher that logs to logger.
+func NewWatcher(logger *slog.Logger) *Watcher {
+	return &Watcher{logger: logger}
+}
+
+// Add registers a source.
+func (w *Watcher) Add(s *Source) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.sources = append(w.sources, s)
+}
+
+// Remove forgets a source, as when its engine is replaced.
+func (w *Watcher) Remove(s *Source) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.sources = slices.DeleteFunc(w.sources, func(other *Source) bool { return other == s })
+}
+
+func (w *Watcher) snapshot() []*Source {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.sources)
+}
+
+// Reload reloads every source, logs what changed or failed, and returns
+// the number of sources reloaded.
+func (w *Watcher) Reload() int {
+	reloaded := 0
+	for _, s := range w.snapshot() {
+		before := s.Config()
+		if err := s.Reload(); err != nil {
+			w.logger.Error("certificates not reloaded; the current ones stay", "error", err.Error())
+			continue
+		}
+		if s.Config() != before {
+			reloaded++
+		}
+	}
+	return reloaded
+}
+
+// Run watches the folders of the sources' files until ctx ends, and
+// reloads every source once a change has settled. Folders rather than
+// files are watched, since tools replace certificate files instead of
+// writing them.
+func (w *Watcher) Run(ctx context.Context) error {
+	fsWatcher, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watching certificates: %w", err)
+	}
+	folders := map[string]bool{}
+	for _, s := range w.snapshot() {
+		for _, file := range s.files {
+			folder := filepath.Dir(file)
+			if !folders[folder] {
+				folders[folder] = true
+				if err := fsWatcher.Add(folder); err != nil {
+					fsWatcher.Close()
+					return fmt.Errorf("watching certificates in %s: %w", folder, err)
+				}
+			}
+		}
+	}
+	go func() {
+		defer fsWatcher.Close()
+		settle := time.NewTimer(time.Hour)
+		settle.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case _, ok := <-fsWatcher.Events:
+				if !ok {
+					return
+				}
+				settle.Reset(300 * time.Millisecond)
+			case <-fsWatcher.Errors:
+			case <-settle.C:
+				w.logger.Info("certificate files changed; reloading", "reloaded", w.Reload())
+			}
+		}
+	}()
+	return nil
+}
+
+// Expiring returns a warning for each certificate of the sources that
+// expires within the given time, or has expired.
+func (w *Watcher) Expiring(within time.Duration, now time.Time) []string {
+	var warnings []string
+	for _, s := range w.snapshot() {
+		for _, cert := range s.Certificates() {
+			left := cert.NotAfter.Sub(now)
+			switch {
+			case left <= 0:
+				warnings = append(warnings, fmt.Sprintf("%s: certificate %q expired on %s", s.name, cert.Subject.CommonName, cert.NotAfter.Format(time.DateOnly)))
+			case left < within:
+				warnings = append(warnings, fmt.Sprintf("%s: certificate %q expires on %s, in %d days", s.name, cert.Subject.CommonName,
+					cert.NotAfter.Format(time.DateOnly), int(left.Hours()/24)))
+			}
+		}
+	}
+	slices.Sort(warnings)
+	return warnings
+}
