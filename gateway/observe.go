@@ -86,10 +86,19 @@ func (c *call) startSpan(l *listener) {
 func (c *call) describe() {
 	c.info = describeCall(c.method, c.incoming, c.engine)
 	c.spanName = c.info.spanName(c.engine.Name, c.method)
+	attributes := []attribute.KeyValue{attrEngine.String(c.engine.Name)}
+	if c.merged != nil {
+		// Named as Qlik calls it: the merged engine and its function name.
+		name := c.mergedName
+		if name == "" {
+			name = c.info.function
+		}
+		c.spanName = c.merged.Name + "." + name
+		attributes = []attribute.KeyValue{attrEngine.String(c.merged.Name), attrMember.String(c.engine.Name)}
+	}
 	c.span.SetName(c.spanName)
 
 	redaction := c.gateway.observer.redaction
-	attributes := []attribute.KeyValue{attrEngine.String(c.engine.Name)}
 	if c.info.hasID {
 		attributes = append(attributes, attrFunctionID.Int(int(c.info.functionID)))
 	}
@@ -220,7 +229,7 @@ func (c *call) end(st *status.Status, gatewayFailure bool) {
 		traceID = sc.TraceID().String()
 	}
 	o.activity.record(CallRecord{
-		Time: now, Engine: engine, Function: c.info.function, App: app, Duration: duration,
+		Time: now, Engine: engine, Function: functionName, App: app, Duration: duration,
 		RowsIn: rowsIn, RowsOut: rowsOut, Code: code, TraceID: traceID,
 	})
 

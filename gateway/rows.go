@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // rowShape is what countRows learns from one BundledRows message.
@@ -15,8 +16,9 @@ type rowShape struct {
 // countRows counts the rows of a BundledRows message, and the values of its
 // first row, from the wire without decoding any value: each row is one
 // length-delimited field 1, which it skips over. It reads the message in
-// place, across gRPC's buffers. ok is false when the bytes are not a valid
-// protobuf message, which the gateway forwards anyway.
+// place, across gRPC's buffers. ok is false when the top level or the
+// first row is not valid protobuf; the other rows are skipped unread. The
+// gateway forwards the message either way.
 func countRows(data mem.BufferSlice) (shape rowShape, ok bool) {
 	r := wireReader{buffers: data}
 	shape.columns = -1
@@ -132,13 +134,19 @@ func (r *wireReader) skipField(field, wireType uint64) bool {
 	case 5:
 		return r.skip(4)
 	case 3:
-		return r.skipGroup(field)
+		return r.skipGroup(field, 1)
 	}
 	return false // an end of group without its start, or wire types 6 and 7
 }
 
-// skipGroup skips the fields of a group up to its end-group tag.
-func (r *wireReader) skipGroup(field uint64) bool {
+// skipGroup skips the fields of a group up to its end-group tag. depth
+// counts the groups it is in: past protowire.DefaultRecursionLimit, the
+// limit proto.Unmarshal applies too, the message is invalid, so that a
+// message of nested groups cannot exhaust the stack.
+func (r *wireReader) skipGroup(field uint64, depth int) bool {
+	if depth > protowire.DefaultRecursionLimit {
+		return false
+	}
 	for {
 		inner, wireType, ok := r.tag()
 		if !ok {
@@ -150,6 +158,10 @@ func (r *wireReader) skipGroup(field uint64) bool {
 		case 2:
 			n, ok := r.varint()
 			if !ok || !r.skip(n) {
+				return false
+			}
+		case 3:
+			if !r.skipGroup(inner, depth+1) {
 				return false
 			}
 		default:

@@ -1,0 +1,610 @@
+package gateway_test
+
+import (
+	"context"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/net/html"
+
+	"github.com/ssegw/ssegw/config"
+	"github.com/ssegw/ssegw/examples/plugin/example"
+	"github.com/ssegw/ssegw/internal/ssetest"
+	"github.com/ssegw/ssegw/ssepb"
+)
+
+// traceIDPattern matches a W3C trace id as the status page and the log
+// show it.
+var traceIDPattern = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+// unusedAddress returns a loopback address where nothing listens: it binds
+// a free port and closes it again.
+func unusedAddress(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	address := lis.Addr().String()
+	if err := lis.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return address
+}
+
+// waitForAdmin fetches path until its status code is want, or fails the
+// test after timeout. It returns the last body.
+func waitForAdmin(t *testing.T, gw *ssetest.Gateway, path string, want int, timeout time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		code, _, body := adminGet(t, gw, path)
+		if code == want {
+			return body
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s status = %d after %v, want %d; body: %s", path, code, timeout, want, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestAdminEndpoints checks the status codes and content types of the
+// admin listener's paths.
+func TestAdminEndpoints(t *testing.T) {
+	plugin := ssetest.ServePlugin(t, "127.0.0.1:0", example.NewServer("example-1"))
+	gw := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("Example", nil)},
+		Engines:   map[string]*config.Engine{"Example": ssetest.Engine(plugin.Addr)},
+	})
+
+	tests := []struct {
+		method          string
+		path            string
+		wantCode        int
+		wantContentType string // media type; empty to skip the check
+		wantParams      map[string]string
+		wantBody        string // empty to skip the check
+	}{
+		{method: http.MethodGet, path: "/healthz", wantCode: http.StatusOK, wantBody: "ok\n"},
+		{
+			method: http.MethodGet, path: "/metrics", wantCode: http.StatusOK,
+			wantContentType: "text/plain", wantParams: map[string]string{"version": "0.0.4", "charset": "utf-8"},
+		},
+		{
+			method: http.MethodGet, path: "/", wantCode: http.StatusOK,
+			wantContentType: "text/html", wantParams: map[string]string{"charset": "utf-8"},
+		},
+		{method: http.MethodGet, path: "/nothing-here", wantCode: http.StatusNotFound},
+		{method: http.MethodGet, path: "/healthz/more", wantCode: http.StatusNotFound},
+		{method: http.MethodGet, path: "/index.html", wantCode: http.StatusNotFound},
+		{method: http.MethodPost, path: "/healthz", wantCode: http.StatusMethodNotAllowed},
+		{method: http.MethodPost, path: "/metrics", wantCode: http.StatusMethodNotAllowed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			req, err := http.NewRequestWithContext(testContext(t), tt.method, "http://"+gw.AdminAddr().String()+tt.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := adminClient.Do(req)
+			if err != nil {
+				t.Fatalf("%s %s: %v", tt.method, tt.path, err)
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatalf("%s %s: reading the body: %v", tt.method, tt.path, err)
+			}
+
+			if resp.StatusCode != tt.wantCode {
+				t.Errorf("%s %s status = %d, want %d", tt.method, tt.path, resp.StatusCode, tt.wantCode)
+			}
+			if tt.wantBody != "" && string(body) != tt.wantBody {
+				t.Errorf("%s %s body = %q, want %q", tt.method, tt.path, body, tt.wantBody)
+			}
+			if tt.wantContentType == "" {
+				return
+			}
+			mediaType, params, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+			if err != nil {
+				t.Fatalf("%s %s Content-Type %q: %v", tt.method, tt.path, resp.Header.Get("Content-Type"), err)
+			}
+			if mediaType != tt.wantContentType {
+				t.Errorf("%s %s media type = %q, want %q", tt.method, tt.path, mediaType, tt.wantContentType)
+			}
+			for key, want := range tt.wantParams {
+				if got := params[key]; got != want {
+					t.Errorf("%s %s Content-Type parameter %s = %q, want %q", tt.method, tt.path, key, got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestAdminReadiness checks /readyz. The gateway is ready once every engine
+// has a connected replica or known capabilities, and stays ready when the
+// only replica stops after a probe learnt its capabilities. It is not
+// ready while an engine's only plugin was never reached, and names that
+// engine.
+func TestAdminReadiness(t *testing.T) {
+	t.Run("capabilities known", func(t *testing.T) {
+		plugin := ssetest.ServePlugin(t, "127.0.0.1:0", example.NewServer("example-1"))
+		engine := ssetest.Engine(plugin.Addr)
+		engine.ProbeInterval = 100 * time.Millisecond // to see the plugin stop soon
+		gw := ssetest.StartGateway(t, &config.Config{
+			Listeners: []config.Listener{ssetest.Listen("Example", nil)},
+			Engines:   map[string]*config.Engine{"Example": engine},
+		})
+		if body := waitForAdmin(t, gw, "/readyz", http.StatusOK, 10*time.Second); body != "ready\n" {
+			t.Errorf("GET /readyz body = %q, want %q", body, "ready\n")
+		}
+
+		// Once a probe has learnt the capabilities they stay known, so
+		// Qlik can still learn the functions from the gateway.
+		waitForFunctions(t, gw, "Example", "SumOfRows", 10*time.Second)
+		plugin.Server.Stop()
+		waitForReplicaState(t, gw, "Example", "failing", 10*time.Second)
+		if code, _, body := adminGet(t, gw, "/readyz"); code != http.StatusOK {
+			t.Errorf("GET /readyz after the plugin stopped = %d %q, want 200", code, body)
+		}
+	})
+
+	t.Run("connected without capabilities", func(t *testing.T) {
+		// The plugin holds its probe until the gateway gives up, as a plugin
+		// still loading its model may, so only its connection is up.
+		plugin := ssetest.StartPlugin(t, &ssetest.Connector{
+			Capabilities: func(ctx context.Context, _ *ssepb.Empty) (*ssepb.Capabilities, error) {
+				<-ctx.Done()
+				return nil, ctx.Err()
+			},
+		})
+		engine := ssetest.Engine(plugin.Addr)
+		engine.ProbeTimeout = time.Minute
+		gw := ssetest.StartGateway(t, &config.Config{
+			Listeners: []config.Listener{ssetest.Listen("Loading", nil)},
+			Engines:   map[string]*config.Engine{"Loading": engine},
+		})
+		waitForAdmin(t, gw, "/readyz", http.StatusOK, 10*time.Second)
+
+		// Ready by the connection alone: the capabilities are still unknown.
+		section := pageEngine(fetchStatusPage(t, gw), "Loading")
+		if section == nil {
+			t.Fatal("no engine section for Loading")
+		}
+		want := [][]string{{"No functions known yet."}}
+		if diff := cmp.Diff(want, pageTable(section, "functions")); diff != "" {
+			t.Errorf("Loading functions (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("one engine never reached", func(t *testing.T) {
+		plugin := ssetest.ServePlugin(t, "127.0.0.1:0", example.NewServer("example-1"))
+		gw := ssetest.StartGateway(t, &config.Config{
+			Listeners: []config.Listener{ssetest.Listen("Example", nil)},
+			Engines: map[string]*config.Engine{
+				"Example": ssetest.Engine(plugin.Addr),
+				"Offline": ssetest.Engine(unusedAddress(t)),
+			},
+		})
+		// A GetCapabilities call through the gateway makes Example's
+		// capabilities known before it returns.
+		if _, err := ssetest.Dial(t, gw.Addrs[0]).GetCapabilities(testContext(t), &ssepb.Empty{}); err != nil {
+			t.Fatalf("GetCapabilities(Example): %v", err)
+		}
+		waitForReplicaState(t, gw, "Offline", "failing", 10*time.Second)
+
+		code, _, body := adminGet(t, gw, "/readyz")
+		if code != http.StatusServiceUnavailable {
+			t.Errorf("GET /readyz status = %d, want 503", code)
+		}
+		if !strings.Contains(body, "Offline") {
+			t.Errorf("GET /readyz body = %q, want it to name engine Offline", body)
+		}
+		if strings.Contains(body, "Example") {
+			t.Errorf("GET /readyz body = %q, want it not to name the ready engine Example", body)
+		}
+	})
+}
+
+// waitForPage polls the status page until ready returns true for it, or
+// fails the test after timeout, naming what it waited for.
+func waitForPage(t *testing.T, gw *ssetest.Gateway, timeout time.Duration, what string, ready func(page *html.Node) bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if ready(fetchStatusPage(t, gw)) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status page after %v: want %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitForReplicaState polls the status page until the first replica of
+// engine shows state, or fails the test after timeout.
+func waitForReplicaState(t *testing.T, gw *ssetest.Gateway, engine, state string, timeout time.Duration) {
+	t.Helper()
+	waitForPage(t, gw, timeout, "engine "+engine+" with a replica "+state, func(page *html.Node) bool {
+		section := pageEngine(page, engine)
+		if section == nil {
+			return false
+		}
+		rows := pageTable(section, "replicas")
+		return len(rows) > 0 && len(rows[0]) > 1 && rows[0][1] == state
+	})
+}
+
+// waitForFunctions polls the status page until engine lists the function
+// name, which it does once the engine's capabilities are known.
+func waitForFunctions(t *testing.T, gw *ssetest.Gateway, engine, name string, timeout time.Duration) {
+	t.Helper()
+	waitForPage(t, gw, timeout, "engine "+engine+" listing function "+name, func(page *html.Node) bool {
+		section := pageEngine(page, engine)
+		if section == nil {
+			return false
+		}
+		for _, row := range pageTable(section, "functions") {
+			if len(row) > 1 && row[1] == name {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// TestAdminOff checks that admin.address "none" starts no admin listener.
+func TestAdminOff(t *testing.T) {
+	plugin := ssetest.ServePlugin(t, "127.0.0.1:0", example.NewServer("example-1"))
+	gw := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("Example", nil)},
+		Engines:   map[string]*config.Engine{"Example": ssetest.Engine(plugin.Addr)},
+		Admin:     config.Admin{Address: "none"},
+	})
+	if addr := gw.AdminAddr(); addr != nil {
+		t.Errorf("AdminAddr() = %v, want nil", addr)
+	}
+	if records := gw.Logs.Records("admin listening"); len(records) != 0 {
+		t.Errorf("log has %d %q records, want 0: %v", len(records), "admin listening", records)
+	}
+
+	// The gateway serves calls all the same.
+	if _, err := ssetest.Dial(t, gw.Addrs[0]).GetCapabilities(testContext(t), &ssepb.Empty{}); err != nil {
+		t.Errorf("GetCapabilities: %v", err)
+	}
+}
+
+// fetchStatusPage fetches and parses gw's status page.
+func fetchStatusPage(t *testing.T, gw *ssetest.Gateway) *html.Node {
+	t.Helper()
+	code, _, body := adminGet(t, gw, "/")
+	if code != http.StatusOK {
+		t.Fatalf("GET / status = %d, want 200; body:\n%s", code, body)
+	}
+	return parsePage(t, body)
+}
+
+// parsePage parses an HTML document.
+func parsePage(t *testing.T, document string) *html.Node {
+	t.Helper()
+	root, err := html.Parse(strings.NewReader(document))
+	if err != nil {
+		t.Fatalf("parsing the status page: %v", err)
+	}
+	return root
+}
+
+// pageElements returns the elements below root, in document order, for
+// which match returns true.
+func pageElements(root *html.Node, match func(*html.Node) bool) []*html.Node {
+	var found []*html.Node
+	for n := range root.Descendants() {
+		if n.Type == html.ElementNode && match(n) {
+			found = append(found, n)
+		}
+	}
+	return found
+}
+
+// pageAttr returns the value of an element's attribute, or "".
+func pageAttr(n *html.Node, key string) string {
+	for _, attr := range n.Attr {
+		if attr.Key == key {
+			return attr.Val
+		}
+	}
+	return ""
+}
+
+// pageHasClass reports whether an element has class among its classes.
+func pageHasClass(n *html.Node, class string) bool {
+	return slices.Contains(strings.Fields(pageAttr(n, "class")), class)
+}
+
+// pageText returns an element's text with its white space collapsed.
+func pageText(n *html.Node) string {
+	var b strings.Builder
+	for d := range n.Descendants() {
+		if d.Type == html.TextNode {
+			b.WriteString(d.Data)
+		}
+	}
+	return strings.Join(strings.Fields(b.String()), " ")
+}
+
+// pageEngines returns the data-engine names of the page's engine sections,
+// in page order.
+func pageEngines(root *html.Node) []string {
+	var names []string
+	for _, section := range pageElements(root, func(n *html.Node) bool { return n.Data == "section" && pageHasClass(n, "engine") }) {
+		names = append(names, pageAttr(section, "data-engine"))
+	}
+	return names
+}
+
+// pageEngine returns the section of the named engine, or nil.
+func pageEngine(root *html.Node, engine string) *html.Node {
+	sections := pageElements(root, func(n *html.Node) bool {
+		return n.Data == "section" && pageHasClass(n, "engine") && pageAttr(n, "data-engine") == engine
+	})
+	if len(sections) != 1 {
+		return nil
+	}
+	return sections[0]
+}
+
+// pageTable returns the cell texts of the data rows of the first table
+// with class below root, without the header row. It returns nil when no
+// such table exists.
+func pageTable(root *html.Node, class string) [][]string {
+	tables := pageElements(root, func(n *html.Node) bool { return n.Data == "table" && pageHasClass(n, class) })
+	if len(tables) == 0 {
+		return nil
+	}
+	rows := [][]string{}
+	for _, tr := range pageElements(tables[0], func(n *html.Node) bool { return n.Data == "tr" }) {
+		cells := pageElements(tr, func(n *html.Node) bool { return n.Data == "td" })
+		if len(cells) == 0 {
+			continue // the header row
+		}
+		var texts []string
+		for _, cell := range cells {
+			texts = append(texts, pageText(cell))
+		}
+		rows = append(rows, texts)
+	}
+	return rows
+}
+
+// pageCells returns the cells of the data rows of the first table with
+// class below root, as elements, to check their attributes.
+func pageCells(root *html.Node, class string) [][]*html.Node {
+	tables := pageElements(root, func(n *html.Node) bool { return n.Data == "table" && pageHasClass(n, class) })
+	if len(tables) == 0 {
+		return nil
+	}
+	var rows [][]*html.Node
+	for _, tr := range pageElements(tables[0], func(n *html.Node) bool { return n.Data == "tr" }) {
+		if cells := pageElements(tr, func(n *html.Node) bool { return n.Data == "td" }); len(cells) > 0 {
+			rows = append(rows, cells)
+		}
+	}
+	return rows
+}
+
+// statusPageGateway is a gateway with an engine Example served by the
+// example plugin and an engine Offline whose only plugin is down.
+type statusPageGateway struct {
+	gw          *ssetest.Gateway
+	client      ssepb.ConnectorClient
+	exampleAddr string
+	offlineAddr string
+	requestRows int
+	busyApp     string
+	quietApp    string
+	busyCalls   int
+	quietCalls  int
+	lastTraceID string
+}
+
+// startStatusPageGateway starts the gateway of the status page tests and
+// sends it known traffic: one GetCapabilities call to Example, then
+// SumOfRows calls of 4 rows, six from app busy-app and then two from app
+// quiet-app. It waits until both replicas show their probe results.
+func startStatusPageGateway(t *testing.T) *statusPageGateway {
+	t.Helper()
+	plugin := ssetest.ServePlugin(t, "127.0.0.1:0", example.NewServer("example-1"))
+	s := &statusPageGateway{
+		exampleAddr: plugin.Addr,
+		offlineAddr: unusedAddress(t),
+		requestRows: 4,
+		busyApp:     "busy-app", quietApp: "quiet-app",
+		busyCalls: 6, quietCalls: 2,
+	}
+	s.gw = ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("", nil)},
+		Engines: map[string]*config.Engine{
+			"Example": ssetest.Engine(s.exampleAddr),
+			"Offline": ssetest.Engine(s.offlineAddr),
+		},
+	})
+	s.client = ssetest.Dial(t, s.gw.Addrs[0])
+	ctx := testContext(t)
+
+	if _, err := s.client.GetCapabilities(engineContext(ctx, "Example"), &ssepb.Empty{}); err != nil {
+		t.Fatalf("GetCapabilities(Example): %v", err)
+	}
+	request := encodeBundle(t, ssetest.NumericBundle(s.requestRows, 2))
+	call := func(app string) {
+		t.Helper()
+		out := exchange(qlikContext(t, ctx, "Example", example.FunctionSumOfRows, app, "user"), s.client, request)
+		if out.err != io.EOF {
+			t.Fatalf("SumOfRows from %s: %v", app, out.err)
+		}
+	}
+	for range s.busyCalls {
+		call(s.busyApp)
+	}
+	for range s.quietCalls {
+		call(s.quietApp)
+	}
+	recent := s.gw.RecentCalls()
+	if len(recent) == 0 {
+		t.Fatal("RecentCalls() is empty after the calls")
+	}
+	s.lastTraceID = recent[0].TraceID
+
+	waitForReplicaState(t, s.gw, "Example", "healthy", 10*time.Second)
+	waitForReplicaState(t, s.gw, "Offline", "failing", 10*time.Second)
+	return s
+}
+
+// TestStatusPageContents checks the status page of a gateway that has
+// served calls. It shows each engine with its replicas, their state and
+// last probe, and its functions with their signatures and the apps that
+// called them lately. It shows calls per second per function and per app,
+// busiest first, and the recent calls, newest first, with their trace ids.
+func TestStatusPageContents(t *testing.T) {
+	s := startStatusPageGateway(t)
+	page := fetchStatusPage(t, s.gw)
+
+	if diff := cmp.Diff([]string{"Example", "Offline"}, pageEngines(page)); diff != "" {
+		t.Errorf("engine sections (-want +got):\n%s", diff)
+	}
+
+	t.Run("engine Example", func(t *testing.T) {
+		section := pageEngine(page, "Example")
+		if section == nil {
+			t.Fatal("no engine section for Example")
+		}
+		heading := pageText(pageElements(section, func(n *html.Node) bool { return n.Data == "h3" })[0])
+		if heading != "Example ready" {
+			t.Errorf("Example heading = %q, want %q", heading, "Example ready")
+		}
+		replicas := pageTable(section, "replicas")
+		if len(replicas) != 1 {
+			t.Fatalf("Example replicas = %q, want one row", replicas)
+		}
+		if got := replicas[0][0]; got != s.exampleAddr {
+			t.Errorf("Example replica address = %q, want %q", got, s.exampleAddr)
+		}
+		if got := replicas[0][1]; got != "healthy" {
+			t.Errorf("Example replica state = %q, want healthy", got)
+		}
+		if got := replicas[0][2]; got == "never" || !strings.HasSuffix(got, "ago") && got != "just now" {
+			t.Errorf("Example replica last probe = %q, want a time such as \"just now\" or \"3s ago\"", got)
+		}
+		if got := replicas[0][3]; got != "" {
+			t.Errorf("Example replica last error = %q, want none", got)
+		}
+
+		functions := pageTable(section, "functions")
+		wantFunctions := [][]string{
+			{"0", "Echo", "SCALAR", "Echo(text STRING) STRING", "none"},
+			{"1", "SumOfRows", "SCALAR", "SumOfRows(a NUMERIC, b NUMERIC) NUMERIC", s.quietApp + ", " + s.busyApp},
+			{"2", "SumOfColumn", "AGGREGATION", "SumOfColumn(column NUMERIC) NUMERIC", "none"},
+		}
+		if diff := cmp.Diff(wantFunctions, functions); diff != "" {
+			t.Errorf("Example functions (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("engine Offline", func(t *testing.T) {
+		section := pageEngine(page, "Offline")
+		if section == nil {
+			t.Fatal("no engine section for Offline")
+		}
+		heading := pageText(pageElements(section, func(n *html.Node) bool { return n.Data == "h3" })[0])
+		if heading != "Offline not ready" {
+			t.Errorf("Offline heading = %q, want %q", heading, "Offline not ready")
+		}
+		replicas := pageTable(section, "replicas")
+		if len(replicas) != 1 {
+			t.Fatalf("Offline replicas = %q, want one row", replicas)
+		}
+		if got := replicas[0][0]; got != s.offlineAddr {
+			t.Errorf("Offline replica address = %q, want %q", got, s.offlineAddr)
+		}
+		if got := replicas[0][1]; got != "failing" {
+			t.Errorf("Offline replica state = %q, want failing", got)
+		}
+		if got := replicas[0][2]; got == "never" {
+			t.Errorf("Offline replica last probe = %q, want the time of the failed probe", got)
+		}
+		if got := replicas[0][3]; got == "" {
+			t.Error("Offline replica last error is empty, want the probe's error")
+		}
+		wantFunctions := [][]string{{"No functions known yet."}}
+		if diff := cmp.Diff(wantFunctions, pageTable(section, "functions")); diff != "" {
+			t.Errorf("Offline functions (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("rates", func(t *testing.T) {
+		// Calls per second over the last minute: calls / 60, as %.2f.
+		wantRates := [][]string{
+			{"Example", "SumOfRows", "0.13"},       // 8 calls
+			{"Example", "GetCapabilities", "0.02"}, // 1 call
+		}
+		if diff := cmp.Diff(wantRates, pageTable(page, "rates")); diff != "" {
+			t.Errorf("rates (-want +got):\n%s", diff)
+		}
+
+		appRates := pageTable(page, "app-rates")
+		var withoutLastCall [][]string
+		for _, row := range appRates {
+			withoutLastCall = append(withoutLastCall, row[:len(row)-1])
+			if last := row[len(row)-1]; last != "just now" && !strings.HasSuffix(last, "s ago") {
+				t.Errorf("app-rates row %q last call = %q, want \"just now\" or seconds ago", row, last)
+			}
+		}
+		wantAppRates := [][]string{
+			{"Example", "SumOfRows", s.busyApp, "0.10"},  // 6 calls
+			{"Example", "SumOfRows", s.quietApp, "0.03"}, // 2 calls
+		}
+		if diff := cmp.Diff(wantAppRates, withoutLastCall); diff != "" {
+			t.Errorf("app-rates without the last call column (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("recent calls", func(t *testing.T) {
+		recent := pageTable(page, "recent")
+		if want := 1 + s.busyCalls + s.quietCalls; len(recent) != want {
+			t.Fatalf("recent calls = %d rows, want %d: %q", len(recent), want, recent)
+		}
+		// Columns: when, engine, function, app, duration, rows in, rows
+		// out, status, trace id.
+		newest, oldest := recent[0], recent[len(recent)-1]
+		rows := strconv.Itoa(s.requestRows)
+		wantNewest := []string{"Example", "SumOfRows", s.quietApp, rows, rows, "OK", s.lastTraceID}
+		if diff := cmp.Diff(wantNewest, slices.Concat(newest[1:4], newest[5:])); diff != "" {
+			t.Errorf("newest recent call without time and duration (-want +got):\n%s", diff)
+		}
+		wantOldest := []string{"Example", "GetCapabilities", "", "0", "0", "OK"}
+		if diff := cmp.Diff(wantOldest, slices.Concat(oldest[1:4], oldest[5:8])); diff != "" {
+			t.Errorf("oldest recent call without time, duration and trace id (-want +got):\n%s", diff)
+		}
+		for i, row := range recent {
+			if d, err := time.ParseDuration(row[4]); err != nil || d <= 0 {
+				t.Errorf("recent call %d duration = %q, want a positive duration", i, row[4])
+			}
+			if !traceIDPattern.MatchString(row[8]) {
+				t.Errorf("recent call %d trace id = %q, want 32 hex digits", i, row[8])
+			}
+		}
+		if cells := pageCells(page, "recent"); len(cells) > 0 && !pageHasClass(cells[0][7], "ok") {
+			t.Errorf("newest recent call status class = %q, want ok", pageAttr(cells[0][7], "class"))
+		}
+	})
+}
