@@ -196,7 +196,26 @@ type Engine struct {
 	// MaxCardinality turns away calls whose common header announces more
 	// rows, before any row is read. 0, the default, means no limit.
 	MaxCardinality int64 `mapstructure:"max_cardinality"`
+
+	// Merge makes this engine one Qlik analytic connection for the
+	// functions of several other engines, named here in order. A merged
+	// engine has no backends of its own: its calls go to the member whose
+	// function they call, with the member's own function id.
+	Merge []string `mapstructure:"merge"`
+
+	// MergePrefix renames a member's function whose name an earlier member
+	// already uses; {engine} stands for the member's name. Default
+	// "{engine}_", so R's Forecast next to Py's becomes R_Forecast.
+	MergePrefix string `mapstructure:"merge_prefix"`
+
+	// MergeScripts is the member that gets the merged engine's
+	// EvaluateScript calls. Empty means the merged engine offers no
+	// scripts.
+	MergeScripts string `mapstructure:"merge_scripts"`
 }
+
+// DefaultMergePrefix is the default of merge_prefix.
+const DefaultMergePrefix = "{engine}_"
 
 // Script policies.
 const (

@@ -186,6 +186,9 @@ func (c *Config) ApplyDefaults() {
 		if engine.Scripts == "" {
 			engine.Scripts = ScriptsAllow
 		}
+		if len(engine.Merge) > 0 && engine.MergePrefix == "" {
+			engine.MergePrefix = DefaultMergePrefix
+		}
 	}
 	if c.Limits.MaxMessageSize == 0 {
 		c.Limits.MaxMessageSize = DefaultMaxMessageSize

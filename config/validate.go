@@ -96,8 +96,11 @@ func (c *Config) Validate() error {
 			}
 			hostOwner[normalized] = name
 		}
-		if len(engine.Backends) == 0 {
-			report("%s.backends: none configured; add the plugin's address", key)
+		switch {
+		case len(engine.Merge) > 0:
+			c.validateMerge(engine, key, report)
+		case len(engine.Backends) == 0:
+			report("%s.backends: none configured; add the plugin's address, or merge: other engines", key)
 		}
 		backends := map[string]int{}
 		for i, backend := range engine.Backends {
@@ -157,6 +160,34 @@ func (c *Config) Validate() error {
 		report("limits.first_message_timeout: %v is negative; use 0 for no limit", *wait)
 	}
 	return errors.Join(problems...)
+}
+
+// validateMerge reports problems in a merged engine.
+func (c *Config) validateMerge(engine *Engine, key string, report func(string, ...any)) {
+	if len(engine.Backends) > 0 {
+		report("%s: has both merge and backends; a merged engine calls its members' backends", key)
+	}
+	seen := map[string]bool{}
+	for i, name := range engine.Merge {
+		member := c.Engine(name)
+		switch {
+		case member == nil:
+			report("%s.merge[%d]: unknown engine %q; configured engines: %s", key, i, name, strings.Join(c.EngineNames(), ", "))
+		case member == engine:
+			report("%s.merge[%d]: an engine cannot merge itself", key, i)
+		case len(member.Merge) > 0:
+			report("%s.merge[%d]: %s is itself merged; merge its members instead", key, i, name)
+		case seen[strings.ToLower(name)]:
+			report("%s.merge[%d]: %s is listed twice", key, i, name)
+		}
+		seen[strings.ToLower(name)] = true
+	}
+	if engine.MergeScripts != "" && !seen[strings.ToLower(engine.MergeScripts)] {
+		report("%s.merge_scripts: %q is not one of the merged engines", key, engine.MergeScripts)
+	}
+	if !strings.Contains(engine.MergePrefix, "{engine}") {
+		report("%s.merge_prefix: %q lacks {engine}, so renamed functions of two members could collide again", key, engine.MergePrefix)
+	}
 }
 
 // validatePolicy reports problems in an engine's call policy.

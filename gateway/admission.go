@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ssegw/ssegw/config"
+	"github.com/ssegw/ssegw/routing"
 	"github.com/ssegw/ssegw/ssepb"
 )
 
@@ -28,8 +29,8 @@ const maxQlikHeaders = 8
 // plugin, and returns the status that refuses it, or nil to forward it.
 // Every check runs on headers only, so a refused call never has a row
 // read.
-func (c *call) admit() *status.Status {
-	engine := c.engine.Config
+func (c *call) admit(checked *routing.Engine) *status.Status {
+	engine := checked.Config
 
 	// Headers the gateway cannot read are refused rather than guessed at.
 	if c.info.malformed != "" {
@@ -47,7 +48,7 @@ func (c *call) admit() *status.Status {
 			if len(identities) > 0 {
 				presented = strings.Join(identities, ", ")
 			}
-			return status.Newf(codes.PermissionDenied, "engine %s: client not in allow_clients; it presented %s", c.engine.Name, presented)
+			return status.Newf(codes.PermissionDenied, "engine %s: client not in allow_clients; it presented %s", checked.Name, presented)
 		}
 	}
 
@@ -55,29 +56,29 @@ func (c *call) admit() *status.Status {
 	if c.info.kind == methodEvaluateScript {
 		switch {
 		case engine.Scripts == config.ScriptsDeny:
-			return status.Newf(codes.PermissionDenied, "engine %s does not run scripts (scripts: deny)", c.engine.Name)
+			return status.Newf(codes.PermissionDenied, "engine %s does not run scripts (scripts: deny)", checked.Name)
 		case engine.MaxScriptBytes > 0 && int64(c.info.scriptLength) > int64(engine.MaxScriptBytes):
 			return status.Newf(codes.ResourceExhausted, "engine %s: script of %d bytes is over max_script_bytes (%v)",
-				c.engine.Name, c.info.scriptLength, engine.MaxScriptBytes)
+				checked.Name, c.info.scriptLength, engine.MaxScriptBytes)
 		case engine.Scripts == config.ScriptsAudit:
-			c.auditScript()
+			c.auditScript(checked)
 		}
 	}
 
 	// The common header announces the row count before any row.
 	if engine.MaxCardinality > 0 && c.info.hasCommon && c.info.cardinality > engine.MaxCardinality {
 		return status.Newf(codes.ResourceExhausted, "engine %s: call of %d rows is over max_cardinality (%d)",
-			c.engine.Name, c.info.cardinality, engine.MaxCardinality)
+			checked.Name, c.info.cardinality, engine.MaxCardinality)
 	}
 	return nil
 }
 
 // auditScript logs a script call: who ran which script, by its length and
 // SHA-256, and its text only where audit_text allows.
-func (c *call) auditScript() {
+func (c *call) auditScript(checked *routing.Engine) {
 	g := c.gateway
 	attributes := []slog.Attr{
-		slog.String("engine", c.engine.Name),
+		slog.String("engine", checked.Name),
 		slog.String("function", c.info.function),
 		slog.String("peer", peerAddress(c.ctx)),
 		slog.String("client", clientIdentity(c.ctx)),
@@ -92,7 +93,7 @@ func (c *call) auditScript() {
 			attributes = append(attributes, slog.String("user_id", user))
 		}
 	}
-	if c.engine.Config.AuditText {
+	if checked.Config.AuditText {
 		attributes = append(attributes, slog.String("script", c.info.scriptText))
 	}
 	g.logger.LogAttrs(context.Background(), slog.LevelInfo, "script call", attributes...)

@@ -31,14 +31,17 @@ var forwardedStreamDesc = grpc.StreamDesc{ServerStreams: true, ClientStreams: tr
 // call is one call on its way through the gateway.
 type call struct {
 	// Set before the pumps start, then only read.
-	gateway  *Gateway
-	engine   *routing.Engine // nil for a call that no engine accepted
-	ctx      context.Context // the client's call
-	method   string
-	start    time.Time
-	incoming metadata.MD
-	info     callInfo
-	policy   config.Policy
+	gateway *Gateway
+	engine  *routing.Engine // nil for a call that no engine accepted
+	merged  *routing.Engine // the merged engine Qlik called, if any
+	// mergedName is the function's name in the merged engine.
+	mergedName string
+	ctx        context.Context // the client's call
+	method     string
+	start      time.Time
+	incoming   metadata.MD
+	info       callInfo
+	policy     config.Policy
 
 	// Observation, used by the handler's goroutine only.
 	span     trace.Span
@@ -137,8 +140,25 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 	}
 	defer engine.Track()()
 	c.engine = engine
+
+	// A merged engine answers its capabilities itself and hands every
+	// other call to the member whose function it calls.
+	if engine.Merged() {
+		c.info = describeCall(method, md, nil)
+		if st := c.admit(engine); st != nil {
+			close(c.requestsDone)
+			return c.finish(st, true)
+		}
+		if st, answered := c.resolveMerged(ss, engine); answered {
+			close(c.requestsDone)
+			return c.finish(st, st.Code() != codes.OK)
+		}
+		engine = c.engine
+		defer engine.Track()()
+	}
+
 	c.describe()
-	if st := c.admit(); st != nil {
+	if st := c.admit(engine); st != nil {
 		close(c.requestsDone)
 		return c.finish(st, true)
 	}
@@ -152,7 +172,7 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 	if c.info.kind == methodGetCapabilities && engine.Down() {
 		if capabilities := engine.Capabilities(); capabilities != nil {
 			close(c.requestsDone)
-			return c.finish(c.answerFromCapabilities(ss, capabilities))
+			return c.finish(c.answerWithCapabilities(ss, engine.Config, capabilities.Message))
 		}
 	}
 
@@ -463,17 +483,18 @@ func (c *call) finish(st *status.Status, gatewayFailure bool) error {
 	return st.Err()
 }
 
-// answerFromCapabilities answers GetCapabilities with the engine's known
-// capabilities, for Qlik engines that start while no replica is up.
-func (c *call) answerFromCapabilities(ss grpc.ServerStream, capabilities *routing.Capabilities) (*status.Status, bool) {
-	message := capabilities.Message
-	if c.engine.Config.Scripts == config.ScriptsDeny && message.GetAllowScript() {
+// answerWithCapabilities answers GetCapabilities itself, with capabilities
+// the gateway knows: those learnt from the engine's replicas while none is
+// up, so that a Qlik engine starting during an outage still gets them, or
+// those of a merged engine.
+func (c *call) answerWithCapabilities(ss grpc.ServerStream, engine *config.Engine, message *ssepb.Capabilities) (*status.Status, bool) {
+	if engine.Scripts == config.ScriptsDeny && message.GetAllowScript() {
 		message = proto.CloneOf(message)
 		message.AllowScript = false
 	}
 	encoded, err := proto.Marshal(message)
 	if err != nil {
-		return status.Newf(codes.Internal, "engine %s: encoding stored capabilities: %v", c.engine.Name, err), true
+		return status.Newf(codes.Internal, "engine %s: encoding capabilities: %v", c.engine.Name, err), true
 	}
 	c.span.SetAttributes(attrFromCache.Bool(true))
 	f := &frame{data: mem.BufferSlice{mem.SliceBuffer(encoded)}}

@@ -42,6 +42,7 @@ const (
 	attrReason         = attribute.Key("reason")
 	attrAttempt        = attribute.Key("qlik.sse.attempt")
 	attrFromCache      = attribute.Key("qlik.sse.capabilities_from_cache")
+	attrMember         = attribute.Key("qlik.sse.merge.member")
 )
 
 // metrics are the gateway's instruments. Their attributes are bounded:

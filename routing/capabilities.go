@@ -48,6 +48,18 @@ func (c *Capabilities) key() string {
 	return c.normalized
 }
 
+// SameFunctions reports whether c and other describe the same functions
+// and the same allowScript, as an engine's replicas must.
+func (c *Capabilities) SameFunctions(other *Capabilities) bool {
+	return c.key() == other.key()
+}
+
+// DifferingFunctions returns the ids of functions that one of c and other
+// has and the other lacks or defines differently, sorted.
+func (c *Capabilities) DifferingFunctions(other *Capabilities) []int32 {
+	return c.differingFunctions(other)
+}
+
 // differingFunctions returns the ids of functions that one of c and other
 // has and the other lacks or defines differently, sorted.
 func (c *Capabilities) differingFunctions(other *Capabilities) []int32 {

@@ -45,6 +45,10 @@ type Engine struct {
 	// waiting counts the calls waiting for a replica, up to max_waiting.
 	waiting atomic.Int64
 
+	// members are the engines a merged engine merges; set by NewTable, as
+	// a reload may replace them.
+	members atomic.Pointer[[]*Engine]
+
 	mu       sync.Mutex    // guards the following
 	eligible []int         // backends the pool uses, by index
 	inFlight int           // calls under way, so that Drain knows when it is idle
@@ -282,6 +286,14 @@ func (e *Engine) Down() bool {
 // Ready reports whether the engine can serve Qlik: a replica is connected,
 // or its capabilities are known, so Qlik learns its functions.
 func (e *Engine) Ready() bool {
+	if e.Merged() {
+		for _, member := range e.Members() {
+			if !member.Ready() {
+				return false
+			}
+		}
+		return true
+	}
 	return e.Serving() || e.Capabilities() != nil
 }
 

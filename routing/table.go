@@ -47,6 +47,20 @@ func NewTable(engines []*Engine) *Table {
 		names = append(names, engine.Name)
 	}
 	t.names = strings.Join(slices.Sorted(slices.Values(names)), ", ")
+
+	// Point merged engines at their members in this table.
+	for _, engine := range engines {
+		if !engine.Merged() {
+			continue
+		}
+		var members []*Engine
+		for _, name := range engine.Config.Merge {
+			if member, ok := t.byName[strings.ToLower(name)]; ok {
+				members = append(members, member)
+			}
+		}
+		engine.members.Store(&members)
+	}
 	return t
 }
 

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/ssegw/ssegw/config"
+	"github.com/ssegw/ssegw/routing"
+	"github.com/ssegw/ssegw/ssepb"
+)
+
+func newValidateCommand() *cobra.Command {
+	var configFile string
+	var connect bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "validate --config FILE",
+		Short: "Check a configuration file, and with --connect its plugins",
+		Long: `Load a configuration file as serve would, with the SSEGW_ environment
+variables, and print every problem in it at once, one per line naming the
+key. With --connect, also dial each backend with its TLS settings, fetch
+its capabilities, and report replicas that cannot be reached or whose
+functions differ from the other replicas of their engine.
+
+The exit status is 0 when everything is fine, 1 otherwise.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out := cmd.OutOrStdout()
+			cfg, err := config.Load(configFile, os.Environ())
+			if err != nil {
+				fmt.Fprintln(out, err)
+				return exitError{code: 1}
+			}
+			fmt.Fprintf(out, "%s: valid: %d listeners, %d engines (%s)\n", configFile, len(cfg.Listeners), len(cfg.Engines), strings.Join(cfg.EngineNames(), ", "))
+			if !connect {
+				return nil
+			}
+			if !checkBackends(cmd.Context(), out, cfg, timeout) {
+				return exitError{code: 1}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&configFile, "config", "c", "config.yaml", "configuration file")
+	cmd.Flags().BoolVar(&connect, "connect", false, "also dial every backend and compare its capabilities with its engine's other replicas")
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "limit for each backend's GetCapabilities")
+	return cmd
+}
+
+// checkBackends calls each backend's GetCapabilities and prints what each
+// engine's replicas answered. It reports whether all answered and agree.
+func checkBackends(ctx context.Context, out io.Writer, cfg *config.Config, timeout time.Duration) bool {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ok := true
+	for _, name := range cfg.EngineNames() {
+		engine := cfg.Engine(name)
+		if len(engine.Merge) > 0 {
+			fmt.Fprintf(out, "engine %s merges %s\n", engine.Name, strings.Join(engine.Merge, ", "))
+			continue
+		}
+		fmt.Fprintf(out, "engine %s\n", engine.Name)
+		var first *routing.Capabilities
+		var firstAddress string
+		for _, backend := range engine.Backends {
+			capabilities, err := fetchCapabilities(ctx, backend, timeout)
+			if err != nil {
+				ok = false
+				fmt.Fprintf(out, "  %s: FAILED: %v\n", backend.Address, err)
+				continue
+			}
+			message := capabilities.Message
+			fmt.Fprintf(out, "  %s: ok: %s %s, %d functions, scripts %v\n", backend.Address,
+				message.GetPluginIdentifier(), message.GetPluginVersion(), len(message.GetFunctions()), message.GetAllowScript())
+			switch {
+			case first == nil:
+				first, firstAddress = capabilities, backend.Address
+			case !first.SameFunctions(capabilities):
+				ok = false
+				fmt.Fprintf(out, "  %s: DISAGREES with %s at function ids %v; the gateway sends calls to the functions most replicas agree on\n",
+					backend.Address, firstAddress, first.DifferingFunctions(capabilities))
+			}
+		}
+	}
+	return ok
+}
+
+// fetchCapabilities calls a backend's GetCapabilities with its TLS
+// settings.
+func fetchCapabilities(ctx context.Context, backend config.Backend, timeout time.Duration) (*routing.Capabilities, error) {
+	creds := insecure.NewCredentials()
+	serverName := ""
+	if backend.TLS != nil {
+		serverName = backend.TLS.ServerName
+		if serverName == "" {
+			serverName, _, _ = strings.Cut(backend.Address, ":")
+		}
+		tlsConfig, err := backend.TLS.Files().ClientConfig(serverName)
+		if err != nil {
+			return nil, err
+		}
+		creds = credentials.NewTLS(tlsConfig)
+	}
+	options := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if serverName != "" {
+		options = append(options, grpc.WithAuthority(serverName))
+	}
+	conn, err := grpc.NewClient("passthrough:///"+backend.Address, options...)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	message, err := ssepb.NewConnectorClient(conn).GetCapabilities(ctx, &ssepb.Empty{}, grpc.WaitForReady(true))
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return nil, fmt.Errorf("no answer within %v: check the address and, for TLS, the folder and server_name (%v)", timeout, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return routing.NewCapabilities(message, time.Now()), nil
+}

@@ -1,0 +1,98 @@
+package routing
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ssegw/ssegw/ssepb"
+)
+
+// mergedIDStride separates the function ids of a merged engine's members:
+// member i's function n is function i*mergedIDStride+n of the merged
+// engine. Ids computed so stay the same whether or not the other members
+// are up, which matters because Qlik keeps the function list it learnt.
+// A member function with an id outside [0, mergedIDStride) is left out.
+const mergedIDStride = 1000
+
+// MergedFunction is one function of a merged engine: the member that
+// serves it, and its id there.
+type MergedFunction struct {
+	Member   *Engine
+	MemberID int32
+	// Name is the function's name in the merged engine, after renaming.
+	Name string
+}
+
+// Members returns the engines a merged engine merges, in order; nil for
+// an engine that merges none.
+func (e *Engine) Members() []*Engine {
+	if members := e.members.Load(); members != nil {
+		return *members
+	}
+	return nil
+}
+
+// Merged reports whether the engine merges other engines.
+func (e *Engine) Merged() bool {
+	return len(e.Config.Merge) > 0
+}
+
+// MergedCapabilities returns the capabilities a merged engine offers Qlik,
+// built from its members' current ones, and what each function maps to.
+// A function whose name an earlier member uses is renamed with
+// merge_prefix. The merged engine offers scripts when its merge_scripts
+// member does.
+func (e *Engine) MergedCapabilities() (*Capabilities, map[int32]MergedFunction) {
+	merged := &ssepb.Capabilities{PluginIdentifier: "ssegw merge of " + strings.Join(e.Config.Merge, ", ")}
+	functions := map[int32]MergedFunction{}
+	names := map[string]bool{}
+	var fetched time.Time
+	for position, member := range e.Members() {
+		capabilities := member.Capabilities()
+		if capabilities == nil {
+			continue
+		}
+		if capabilities.Fetched.After(fetched) {
+			fetched = capabilities.Fetched
+		}
+		if strings.EqualFold(member.Name, e.Config.MergeScripts) && capabilities.Message.GetAllowScript() {
+			merged.AllowScript = true
+		}
+		definitions := slices.Clone(capabilities.Message.GetFunctions())
+		slices.SortFunc(definitions, func(a, b *ssepb.FunctionDefinition) int {
+			return cmp.Compare(a.GetFunctionId(), b.GetFunctionId())
+		})
+		for _, definition := range definitions {
+			id := definition.GetFunctionId()
+			if id < 0 || id >= mergedIDStride {
+				continue
+			}
+			name := definition.GetName()
+			if names[strings.ToLower(name)] {
+				name = strings.ReplaceAll(e.Config.MergePrefix, "{engine}", member.Name) + name
+			}
+			names[strings.ToLower(name)] = true
+			renamed := proto.CloneOf(definition)
+			renamed.FunctionId = int32(position*mergedIDStride) + id
+			renamed.Name = name
+			merged.Functions = append(merged.Functions, renamed)
+			functions[renamed.FunctionId] = MergedFunction{Member: member, MemberID: id, Name: name}
+		}
+	}
+	return NewCapabilities(merged, fetched), functions
+}
+
+// ScriptMember returns the member that gets a merged engine's scripts, or
+// nil when it offers none.
+func (e *Engine) ScriptMember() *Engine {
+	for _, member := range e.Members() {
+		if strings.EqualFold(member.Name, e.Config.MergeScripts) {
+			return member
+		}
+	}
+	return nil
+}
