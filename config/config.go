@@ -136,6 +136,10 @@ type Engine struct {
 	// ProbeTimeout bounds one probe. Default 5s.
 	ProbeTimeout time.Duration `mapstructure:"probe_timeout"`
 
+	// DNSInterval is how often backends with dns: true are resolved
+	// again. Default 30s.
+	DNSInterval time.Duration `mapstructure:"dns_interval"`
+
 	// Balancer is least_request (the replica with the fewest calls in
 	// flight, the default) or round_robin.
 	Balancer string `mapstructure:"balancer"`
@@ -241,6 +245,7 @@ const (
 // Defaults of an engine.
 const (
 	DefaultProbeInterval   = 10 * time.Second
+	DefaultDNSInterval     = 30 * time.Second
 	DefaultProbeTimeout    = 5 * time.Second
 	DefaultReconnectBuffer = 20 * time.Second
 	DefaultMaxWaiting      = 1000
@@ -307,6 +312,13 @@ type Backend struct {
 	// TLS, when set, makes the gateway connect to the plugin over TLS. Nil
 	// means plaintext, as for a plugin without a certificate folder.
 	TLS *ClientTLS `mapstructure:"tls"`
+
+	// DNS makes every address that the host of Address resolves to a
+	// replica, such as the pods behind a Kubernetes headless Service. The
+	// name is resolved again every dns_interval of the engine, so scaling
+	// the plugin needs no change to the gateway. TLS replicas are verified
+	// against the host name, or server_name.
+	DNS bool `mapstructure:"dns"`
 }
 
 // ClientTLS locates what the gateway needs to connect to a TLS plugin:

@@ -171,6 +171,9 @@ func (c *Config) ApplyDefaults() {
 		if engine.ProbeTimeout == 0 {
 			engine.ProbeTimeout = DefaultProbeTimeout
 		}
+		if engine.DNSInterval == 0 {
+			engine.DNSInterval = DefaultDNSInterval
+		}
 		if engine.Balancer == "" {
 			engine.Balancer = BalancerLeastRequest
 		}

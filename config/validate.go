@@ -83,6 +83,9 @@ func (c *Config) Validate() error {
 		if engine.ProbeTimeout <= 0 {
 			report("%s.probe_timeout: %v must be positive", key, engine.ProbeTimeout)
 		}
+		if engine.DNSInterval < time.Second {
+			report("%s.dns_interval: %v is too short; use 1s or more", key, engine.DNSInterval)
+		}
 		c.validatePolicy(engine, key, report)
 		for i, host := range engine.Hosts {
 			normalized := NormalizeHost(host)

@@ -160,7 +160,7 @@ func (g *Gateway) serveStatusPage(w http.ResponseWriter, _ *http.Request) {
 			RequestTimeout: engine.Config.RequestTimeout,
 			Ready:          engine.Ready(),
 		}
-		for _, replica := range engine.Replicas {
+		for _, replica := range engine.Replicas() {
 			status.Replicas = append(status.Replicas, replica.Status())
 		}
 		if capabilities := engine.Capabilities(); capabilities != nil {

@@ -103,7 +103,7 @@ func newMetrics(meter metric.Meter, g *Gateway) (*metrics, error) {
 		metric.WithDescription("1 when the replica answered its last probe, else 0."),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
 			for _, engine := range g.routes().Engines() {
-				for _, replica := range engine.Replicas {
+				for _, replica := range engine.Replicas() {
 					healthy := int64(0)
 					if replica.Status().State == routing.ReplicaHealthy {
 						healthy = 1

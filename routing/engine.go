@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver"
 
 	"github.com/ssegw/ssegw/config"
 	"github.com/ssegw/ssegw/tlsutil"
@@ -30,9 +31,15 @@ type Engine struct {
 	Name     string
 	Config   *config.Engine
 	Pool     *Pool
-	Replicas []*Replica
 	logger   *slog.Logger
 	stateDir string
+	options  EngineOptions
+	// sourceOf holds each backend's TLS source, nil for plaintext.
+	sourceOf []*tlsutil.Source
+
+	// replicas is replaced as a whole when DNS discovery finds other
+	// replicas, so readers need no lock.
+	replicas atomic.Pointer[[]*Replica]
 
 	// certificates reloads sources, the TLS files of the backends.
 	certificates *tlsutil.Watcher
@@ -49,10 +56,11 @@ type Engine struct {
 	// a reload may replace them.
 	members atomic.Pointer[[]*Engine]
 
-	mu       sync.Mutex    // guards the following
-	eligible []int         // backends the pool uses, by index
-	inFlight int           // calls under way, so that Drain knows when it is idle
-	idle     chan struct{} // closed when inFlight drops to 0 during Drain
+	mu       sync.Mutex      // guards the following
+	eligible []string        // addresses of the replicas the pool uses
+	inFlight int             // calls under way, so that Drain knows when it is idle
+	idle     chan struct{}   // closed when inFlight drops to 0 during Drain
+	ctx      context.Context // of the probes and discovery; set by Start
 
 	stopProbes context.CancelFunc
 	probesDone sync.WaitGroup
@@ -89,45 +97,37 @@ func NewEngine(cfg *config.Engine, opts EngineOptions) (*Engine, error) {
 		sources[i] = source
 	}
 
-	pool, err := NewPool(cfg, opts.PoolOptions, sources)
+	pool, err := NewPool(cfg, opts.PoolOptions)
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{Name: cfg.Name, Config: cfg, Pool: pool, logger: opts.Logger, stateDir: opts.StateDir, certificates: opts.Certificates}
+	e := &Engine{Name: cfg.Name, Config: cfg, Pool: pool, logger: opts.Logger, stateDir: opts.StateDir,
+		certificates: opts.Certificates, options: opts, sourceOf: sources}
 	for _, source := range sources {
 		if source != nil && e.certificates != nil {
 			e.certificates.Add(source)
 			e.sources = append(e.sources, source)
 		}
 	}
+
+	// Backends with fixed addresses are replicas now; DNS backends get
+	// theirs when Start resolves them.
+	var replicas []*Replica
 	for i, backend := range cfg.Backends {
-		var creds credentials.TransportCredentials = insecure.NewCredentials()
-		if sources[i] != nil {
-			creds = newTLSCredentials(sources[i])
+		if backend.DNS {
+			continue
 		}
-		dialOptions := []grpc.DialOption{
-			grpc.WithTransportCredentials(creds),
-			grpc.WithConnectParams(reconnectBackoff),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(int(opts.Limits.MaxMessageSize))),
-		}
-		if opts.UserAgent != "" {
-			dialOptions = append(dialOptions, grpc.WithUserAgent(opts.UserAgent))
-		}
-		conn, err := grpc.NewClient("passthrough:///"+backend.Address, dialOptions...)
+		replica, err := e.newReplica(i, backend.Address)
 		if err != nil {
+			closeReplicas(replicas)
 			e.Close()
-			return nil, fmt.Errorf("engines.%s.backends[%d]: %w", cfg.Name, i, err)
+			return nil, err
 		}
-		e.Replicas = append(e.Replicas, &Replica{
-			Address: backend.Address,
-			index:   i,
-			engine:  cfg.Name,
-			conn:    conn,
-			logger:  opts.Logger,
-			state:   ReplicaUnknown,
-		})
-		e.eligible = append(e.eligible, i)
+		replicas = append(replicas, replica)
 	}
+	e.replicas.Store(&replicas)
+	e.eligible = addressesOf(replicas)
+	e.Pool.Use(replicas)
 	if stored, err := loadCapabilities(e.stateDir, e.Name); err != nil {
 		e.logger.Warn("reading stored capabilities failed; waiting for a replica", "engine", e.Name, "error", err.Error())
 	} else if stored != nil {
@@ -138,14 +138,101 @@ func NewEngine(cfg *config.Engine, opts EngineOptions) (*Engine, error) {
 	return e, nil
 }
 
-// Start probes every replica now and then regularly, until Close.
+// newReplica makes the replica at address of backend i, with a connection
+// of its own for probes.
+func (e *Engine) newReplica(backend int, address string) (*Replica, error) {
+	source := e.sourceOf[backend]
+	var creds credentials.TransportCredentials = insecure.NewCredentials()
+	if source != nil {
+		creds = newTLSCredentials(source)
+	}
+	dialOptions := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		grpc.WithConnectParams(reconnectBackoff),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(int(e.options.Limits.MaxMessageSize))),
+		// An idle probe connection must stay up: its loss means the
+		// replica's loss, which watchConnection acts on.
+		grpc.WithIdleTimeout(0),
+	}
+	if e.options.UserAgent != "" {
+		dialOptions = append(dialOptions, grpc.WithUserAgent(e.options.UserAgent))
+	}
+	conn, err := grpc.NewClient("passthrough:///"+address, dialOptions...)
+	if err != nil {
+		return nil, fmt.Errorf("engines.%s.backends[%d]: %w", e.Name, backend, err)
+	}
+	return &Replica{
+		Address: address,
+		backend: backend,
+		engine:  e.Name,
+		conn:    conn,
+		logger:  e.logger,
+		state:   ReplicaUnknown,
+		kick:    make(chan struct{}, 1),
+		// The plugin sees the configured address as :authority, as it would
+		// on a direct connection from Qlik, also when it is one of the
+		// addresses a DNS name resolves to.
+		resolverAddress: withSecurity(resolver.Address{Addr: address, ServerName: e.Config.Backends[backend].Address}, source),
+	}, nil
+}
+
+// Replicas returns the engine's replicas as they are now.
+func (e *Engine) Replicas() []*Replica {
+	if replicas := e.replicas.Load(); replicas != nil {
+		return *replicas
+	}
+	return nil
+}
+
+// Start probes every replica now and then regularly, and resolves DNS
+// backends, until Close.
 func (e *Engine) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
+	e.mu.Lock()
+	e.ctx = ctx
+	e.mu.Unlock()
 	e.stopProbes = cancel
-	for _, replica := range e.Replicas {
-		e.probesDone.Go(func() {
-			e.probeLoop(ctx, replica)
-		})
+	for _, replica := range e.Replicas() {
+		e.startProbes(ctx, replica)
+	}
+	for i, backend := range e.Config.Backends {
+		if backend.DNS {
+			e.probesDone.Go(func() {
+				e.discoverLoop(ctx, i)
+			})
+		}
+	}
+}
+
+// startProbes runs a replica's probe loop until ctx or the replica's own
+// context ends.
+func (e *Engine) startProbes(ctx context.Context, replica *Replica) {
+	replicaCtx, cancel := context.WithCancel(ctx)
+	replica.mu.Lock()
+	replica.stop = cancel
+	replica.mu.Unlock()
+	e.probesDone.Go(func() {
+		e.probeLoop(replicaCtx, replica)
+	})
+	e.probesDone.Go(func() {
+		e.watchConnection(replicaCtx, replica)
+	})
+}
+
+// watchConnection takes a replica out of the pool as soon as its probe
+// connection breaks, and probes it again. The pool's connection breaks at
+// the same moment, and would otherwise send calls to a restarted plugin,
+// perhaps of another version, before its next probe.
+func (e *Engine) watchConnection(ctx context.Context, replica *Replica) {
+	state := replica.conn.GetState()
+	for replica.conn.WaitForStateChange(ctx, state) {
+		previous := state
+		state = replica.conn.GetState()
+		if previous == connectivity.Ready && state != connectivity.Ready {
+			replica.lost()
+			e.reconcile()
+			replica.probeNow()
+		}
 	}
 }
 
@@ -159,6 +246,8 @@ func (e *Engine) probeLoop(ctx context.Context, replica *Replica) {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
+		case <-replica.kick:
+			timer.Stop()
 		}
 		replica.probe(ctx, e.Config.ProbeTimeout)
 		if ctx.Err() != nil {
@@ -185,7 +274,8 @@ func (e *Engine) reconcile() {
 	// Group the healthy replicas by their function lists.
 	groups := map[string][]*Replica{}
 	var order []string
-	for _, replica := range e.Replicas {
+	replicas := e.Replicas()
+	for _, replica := range replicas {
 		capabilities := replica.healthyCapabilities()
 		if capabilities == nil {
 			continue
@@ -225,8 +315,8 @@ func (e *Engine) reconcile() {
 
 	// Mark replicas with other functions, and choose the pool's backends.
 	agreedSet := e.capabilities.Load()
-	var eligible []int
-	for _, replica := range e.Replicas {
+	var eligible []*Replica
+	for _, replica := range replicas {
 		capabilities := replica.healthyCapabilities()
 		if capabilities != nil && agreedSet != nil {
 			if capabilities.key() != agreedSet.key() {
@@ -236,12 +326,26 @@ func (e *Engine) reconcile() {
 			replica.agree()
 		}
 		if replica.Status().State != ReplicaFailing {
-			eligible = append(eligible, replica.index)
+			eligible = append(eligible, replica)
 		}
 	}
-	if !slices.Equal(eligible, e.eligible) {
-		e.eligible = eligible
+	if addresses := addressesOf(eligible); !slices.Equal(addresses, e.eligible) {
+		e.eligible = addresses
 		e.Pool.Use(eligible)
+	}
+}
+
+func addressesOf(replicas []*Replica) []string {
+	addresses := make([]string, len(replicas))
+	for i, replica := range replicas {
+		addresses[i] = replica.Address
+	}
+	return addresses
+}
+
+func closeReplicas(replicas []*Replica) {
+	for _, replica := range replicas {
+		replica.conn.Close()
 	}
 }
 
@@ -275,7 +379,7 @@ func (e *Engine) Down() bool {
 	}
 	// Idle or connecting, as at start: down only if no probe found a
 	// replica healthy.
-	for _, replica := range e.Replicas {
+	for _, replica := range e.Replicas() {
 		if replica.Status().State == ReplicaHealthy {
 			return false
 		}
@@ -358,9 +462,7 @@ func (e *Engine) Close() {
 		e.stopProbes()
 		e.probesDone.Wait()
 	}
-	for _, replica := range e.Replicas {
-		replica.conn.Close()
-	}
+	closeReplicas(e.Replicas())
 	if e.Pool != nil {
 		e.Pool.Close()
 	}

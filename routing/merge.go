@@ -3,6 +3,7 @@ package routing
 import (
 	"cmp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,9 +44,9 @@ func (e *Engine) Merged() bool {
 
 // MergedCapabilities returns the capabilities a merged engine offers Qlik,
 // built from its members' current ones, and what each function maps to.
-// A function whose name an earlier member uses is renamed with
-// merge_prefix. The merged engine offers scripts when its merge_scripts
-// member does.
+// A function whose name an earlier function uses is renamed with
+// merge_prefix, and numbered when that name is taken too (B_Forecast_2).
+// The merged engine offers scripts when its merge_scripts member does.
 func (e *Engine) MergedCapabilities() (*Capabilities, map[int32]MergedFunction) {
 	merged := &ssepb.Capabilities{PluginIdentifier: "ssegw merge of " + strings.Join(e.Config.Merge, ", ")}
 	functions := map[int32]MergedFunction{}
@@ -73,7 +74,13 @@ func (e *Engine) MergedCapabilities() (*Capabilities, map[int32]MergedFunction) 
 			}
 			name := definition.GetName()
 			if names[strings.ToLower(name)] {
-				name = strings.ReplaceAll(e.Config.MergePrefix, "{engine}", member.Name) + name
+				// The prefixed name may be taken too, by a function of that
+				// very name: number it then.
+				prefixed := strings.ReplaceAll(e.Config.MergePrefix, "{engine}", member.Name) + name
+				name = prefixed
+				for n := 2; names[strings.ToLower(name)]; n++ {
+					name = prefixed + "_" + strconv.Itoa(n)
+				}
 			}
 			names[strings.ToLower(name)] = true
 			renamed := proto.CloneOf(definition)

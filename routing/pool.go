@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc/resolver/manual"
 
 	"github.com/ssegw/ssegw/config"
-	"github.com/ssegw/ssegw/tlsutil"
 )
 
 // reconnectBackoff bounds how long a restarted plugin waits to be used
@@ -40,10 +39,6 @@ var reconnectBackoff = grpc.ConnectParams{
 type Pool struct {
 	conn     *grpc.ClientConn
 	resolver *manual.Resolver
-
-	// addresses holds one resolver address per backend, in configuration
-	// order, each with its TLS configuration.
-	addresses []resolver.Address
 }
 
 // PoolOptions are the settings shared by every pool of a gateway.
@@ -58,11 +53,10 @@ type PoolOptions struct {
 
 // NewPool starts connecting to the engine's backends; unreachable plugins
 // are retried in the background.
-// sources holds each backend's TLS source, nil for a plaintext backend.
-func NewPool(engine *config.Engine, opts PoolOptions, sources []*tlsutil.Source) (*Pool, error) {
-	addresses := backendAddresses(engine, sources)
+// Use gives it the replicas to call.
+func NewPool(engine *config.Engine, opts PoolOptions) (*Pool, error) {
 	r := manual.NewBuilderWithScheme("ssegw")
-	r.InitialState(stateOf(addresses))
+	r.InitialState(resolver.State{})
 
 	dialOptions := []grpc.DialOption{
 		grpc.WithResolvers(r),
@@ -94,7 +88,7 @@ func NewPool(engine *config.Engine, opts PoolOptions, sources []*tlsutil.Source)
 	// Connect now rather than on the first call, so that the first call
 	// of a Qlik sheet does not pay for the dial and the TLS handshake.
 	conn.Connect()
-	return &Pool{conn: conn, resolver: r, addresses: addresses}, nil
+	return &Pool{conn: conn, resolver: r}, nil
 }
 
 // serviceConfig selects the engine's balancer: gRPC's round_robin, or its
@@ -111,13 +105,12 @@ func serviceConfig(engine *config.Engine) string {
 	return `{"loadBalancingConfig": [` + policy + `]}`
 }
 
-// Use makes the pool send new calls only to the backends at the given
-// indexes (in configuration order). Calls open on a backend left out run
-// to their end.
-func (p *Pool) Use(backends []int) {
-	addresses := make([]resolver.Address, 0, len(backends))
-	for _, i := range backends {
-		addresses = append(addresses, p.addresses[i])
+// Use makes the pool send new calls only to the given replicas. Calls open
+// on a replica left out run to their end.
+func (p *Pool) Use(replicas []*Replica) {
+	addresses := make([]resolver.Address, len(replicas))
+	for i, replica := range replicas {
+		addresses[i] = replica.resolverAddress
 	}
 	p.resolver.UpdateState(stateOf(addresses))
 }
@@ -144,22 +137,6 @@ func stateOf(addresses []resolver.Address) resolver.State {
 		state.Endpoints[i] = resolver.Endpoint{Addresses: []resolver.Address{addr}}
 	}
 	return state
-}
-
-// backendAddresses returns the engine's backends as resolver addresses,
-// each carrying its own TLS source.
-func backendAddresses(engine *config.Engine, sources []*tlsutil.Source) []resolver.Address {
-	addresses := make([]resolver.Address, len(engine.Backends))
-	for i, backend := range engine.Backends {
-		addr := resolver.Address{
-			Addr: backend.Address,
-			// The plugin sees its own address as :authority, as it would
-			// on a direct connection from Qlik.
-			ServerName: backend.Address,
-		}
-		addresses[i] = withSecurity(addr, sources[i])
-	}
-	return addresses
 }
 
 // serverName returns the name to verify the backend's certificate against.

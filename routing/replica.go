@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/status"
 
 	"github.com/ssegw/ssegw/ssepb"
@@ -37,12 +38,17 @@ const (
 type Replica struct {
 	// Immutable after construction.
 	Address string
-	index   int // in the engine's backends
+	backend int // index in the engine's backends
 	engine  string
-	conn    *grpc.ClientConn
-	logger  *slog.Logger
+	// resolverAddress is how the engine's pool dials the replica.
+	resolverAddress resolver.Address
+	// kick wakes the probe loop for a probe now.
+	kick chan struct{}
+	conn            *grpc.ClientConn
+	logger          *slog.Logger
 
-	mu           sync.Mutex // guards the following
+	mu           sync.Mutex         // guards the following
+	stop         context.CancelFunc // ends the replica's probes; set when they start
 	state        ReplicaState
 	lastProbe    time.Time
 	lastError    string
@@ -164,4 +170,25 @@ func (r *Replica) agree() {
 	}
 	r.state, r.lastError = ReplicaHealthy, ""
 	r.logger.Info("replica healthy: its functions are the engine's again", "engine", r.engine, "backend", r.Address)
+}
+
+// lost marks a replica whose connection broke: it may come back as another
+// process, with other functions, so it gets no calls until a probe has
+// checked it again.
+func (r *Replica) lost() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state == ReplicaFailing {
+		return
+	}
+	r.state, r.lastError = ReplicaFailing, "connection lost; probing before it gets calls again"
+	r.logger.Warn("replica lost its connection", "engine", r.engine, "backend", r.Address)
+}
+
+// probeNow wakes the replica's probe loop.
+func (r *Replica) probeNow() {
+	select {
+	case r.kick <- struct{}{}:
+	default: // a probe is due already
+	}
 }

@@ -21,11 +21,13 @@ import (
 // current when they start; connections already open keep theirs.
 type Source struct {
 	// Immutable after construction.
-	name  string // for logs, such as "listeners[0]"
-	files []string
-	build func() (*tls.Config, error)
+	name   string // for logs, such as "listeners[0]"
+	files  []string
+	caFile string // the CA file among files, for expiry checks
+	build  func() (*tls.Config, error)
 
 	current atomic.Pointer[tls.Config]
+	cas     atomic.Pointer[[]*x509.Certificate] // the CA file's certificates, as last read
 }
 
 // NewServerSource loads a server's files. Its configurations negotiate
@@ -42,7 +44,7 @@ func NewServerSource(name string, files ServerFiles) (*Source, error) {
 		cfg.NextProtos = []string{"h2"}
 		return cfg, nil
 	}
-	return newSource(name, []string{files.CertFile, files.KeyFile, files.ClientCAFile}, build)
+	return newSource(name, files.ClientCAFile, []string{files.CertFile, files.KeyFile, files.ClientCAFile}, build)
 }
 
 // NewClientSource loads a client's files, verifying serverName.
@@ -50,21 +52,19 @@ func NewClientSource(name string, files ClientFiles, serverName string) (*Source
 	build := func() (*tls.Config, error) {
 		return files.ClientConfig(serverName)
 	}
-	return newSource(name, []string{files.CAFile, files.CertFile, files.KeyFile}, build)
+	return newSource(name, files.CAFile, []string{files.CAFile, files.CertFile, files.KeyFile}, build)
 }
 
-func newSource(name string, files []string, build func() (*tls.Config, error)) (*Source, error) {
-	cfg, err := build()
-	if err != nil {
-		return nil, err
-	}
-	s := &Source{name: name, build: build}
+func newSource(name, caFile string, files []string, build func() (*tls.Config, error)) (*Source, error) {
+	s := &Source{name: name, caFile: caFile, build: build}
 	for _, file := range files {
 		if file != "" {
 			s.files = append(s.files, file)
 		}
 	}
-	s.current.Store(cfg)
+	if err := s.Reload(); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -90,6 +90,10 @@ func (s *Source) Reload() error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", s.name, err)
 	}
+	// The configuration has loaded the CA file already; reading it again
+	// for its certificates cannot fail but for a race with a writer.
+	cas, _ := readCertificates(s.caFile)
+	s.cas.Store(&cas)
 	s.current.Store(cfg)
 	return nil
 }
@@ -103,6 +107,9 @@ func (s *Source) Certificates() []*x509.Certificate {
 		if pair.Leaf != nil {
 			certificates = append(certificates, pair.Leaf)
 		}
+	}
+	if cas := s.cas.Load(); cas != nil {
+		certificates = append(certificates, *cas...)
 	}
 	return certificates
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -35,27 +36,59 @@ drain_timeout; a second signal ends them at once.`,
 	return cmd
 }
 
+// serve runs the gateway until SIGINT or SIGTERM. The first signal drains
+// the calls in flight, up to drain_timeout; a second one ends them at once.
 func serve(cmd *cobra.Command, configFile string) error {
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(signals)
+	run, stop := context.WithCancel(context.Background())
+	defer stop()
+	force, forceNow := context.WithCancel(context.Background())
+	defer forceNow()
+	go func() {
+		select {
+		case <-signals:
+		case <-run.Done():
+			return
+		}
+		stop()
+		select {
+		case <-signals:
+			forceNow()
+		case <-force.Done():
+		}
+	}()
+	return runGatewayUntil(run, force, configFile, cmd.ErrOrStderr())
+}
+
+// runGateway runs the gateway of configFile until ctx ends, then drains
+// the calls in flight, up to drain_timeout. The Windows service runs it.
+func runGateway(ctx context.Context, configFile string, stderr io.Writer) error {
+	return runGatewayUntil(ctx, context.Background(), configFile, stderr)
+}
+
+// runGatewayUntil is runGateway, with force ending the drain early.
+func runGatewayUntil(ctx, force context.Context, configFile string, stderr io.Writer) error {
 	cfg, err := config.Load(configFile, os.Environ())
 	if err != nil {
-		fmt.Fprintf(cmd.ErrOrStderr(), "ssegw: invalid configuration, nothing started:\n%v\n", err)
+		fmt.Fprintf(stderr, "ssegw: invalid configuration, nothing started:\n%v\n", err)
 		return exitError{code: 2}
 	}
-	logger := gateway.NewLogger(cfg.Log, cmd.ErrOrStderr())
+	logger := gateway.NewLogger(cfg.Log, stderr)
 
 	g, err := gateway.New(cfg, logger, gateway.Options{UserAgent: userAgent(), Version: version})
 	if err != nil {
 		return err
 	}
-	signals := make(chan os.Signal, 2)
-	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(signals)
 	if err := g.Start(); err != nil {
 		g.Shutdown(context.Background())
 		return err
 	}
 
 	// Reload on SIGHUP, and when the file changes.
+	watchCtx, stopWatching := context.WithCancel(ctx)
+	defer stopWatching()
 	reloads := make(chan struct{}, 1)
 	requestReload := func() {
 		select {
@@ -63,11 +96,7 @@ func serve(cmd *cobra.Command, configFile string) error {
 		default: // one is pending already
 		}
 	}
-	hangups := make(chan os.Signal, 1)
-	signal.Notify(hangups, syscall.SIGHUP)
-	defer signal.Stop(hangups)
-	watchCtx, stopWatching := context.WithCancel(context.Background())
-	defer stopWatching()
+	notifyHangup(watchCtx, requestReload)
 	if err := config.Watch(watchCtx, configFile, requestReload); err != nil {
 		logger.Warn("the configuration file is not watched; reload with SIGHUP", "error", err.Error())
 	}
@@ -76,30 +105,22 @@ func serve(cmd *cobra.Command, configFile string) error {
 			select {
 			case <-watchCtx.Done():
 				return
-			case <-hangups:
-				reload(g, logger, configFile)
 			case <-reloads:
 				reload(g, logger, configFile)
 			}
 		}
 	}()
 
-	// The first signal drains: calls in flight may finish, up to
-	// drain_timeout. A second one ends them at once.
-	<-signals
+	// Run until asked to stop, then drain.
+	<-ctx.Done()
 	stopWatching()
 	logger.Info("stopping; waiting for calls in flight, a second signal ends them", "drain_timeout", cfg.DrainTimeout.String())
-	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+	drainCtx, cancel := context.WithTimeout(force, cfg.DrainTimeout)
 	defer cancel()
-	go func() {
-		select {
-		case <-signals:
-			logger.Warn("second signal: ending the calls in flight")
-			cancel()
-		case <-drainCtx.Done():
-		}
-	}()
 	g.Shutdown(drainCtx)
+	if force.Err() != nil {
+		logger.Warn("stopped at once: the calls in flight were ended")
+	}
 	logger.Info("stopped")
 	return nil
 }

@@ -1,0 +1,7 @@
+package main
+
+import "context"
+
+// notifyHangup does nothing: Windows has no SIGHUP. The gateway still
+// reloads when its configuration file changes.
+func notifyHangup(context.Context, func()) {}

@@ -1,0 +1,105 @@
+package routing
+
+import (
+	"context"
+	"net"
+	"slices"
+	"time"
+)
+
+// dnsLookupTimeout bounds one resolution of a DNS backend.
+const dnsLookupTimeout = 5 * time.Second
+
+// discoverLoop resolves the host of a backend with dns: true now and every
+// dns_interval, and makes each address a replica: new addresses get a
+// replica and probes, vanished ones are dropped and their calls in flight
+// finish. A failed lookup keeps the replicas as they are.
+func (e *Engine) discoverLoop(ctx context.Context, backend int) {
+	host, port, err := net.SplitHostPort(e.Config.Backends[backend].Address)
+	if err != nil {
+		e.logger.Error("backend address cannot be resolved", "engine", e.Name, "backend", e.Config.Backends[backend].Address, "error", err.Error())
+		return
+	}
+	failing := false
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		lookupCtx, cancel := context.WithTimeout(ctx, dnsLookupTimeout)
+		ips, err := net.DefaultResolver.LookupHost(lookupCtx, host)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			if !failing {
+				e.logger.Warn("resolving a DNS backend failed; its replicas stay as they are", "engine", e.Name, "host", host, "error", err.Error())
+			}
+			failing = true
+		default:
+			failing = false
+			addresses := make([]string, len(ips))
+			for i, ip := range ips {
+				addresses[i] = net.JoinHostPort(ip, port)
+			}
+			e.setDiscovered(ctx, backend, addresses)
+		}
+		timer.Reset(e.Config.DNSInterval)
+	}
+}
+
+// setDiscovered makes addresses the replicas of a DNS backend.
+func (e *Engine) setDiscovered(ctx context.Context, backend int, addresses []string) {
+	slices.Sort(addresses)
+	e.mu.Lock()
+	current := e.Replicas()
+	var next, added, removed []*Replica
+	for _, replica := range current {
+		if replica.backend == backend && !slices.Contains(addresses, replica.Address) {
+			removed = append(removed, replica)
+			continue
+		}
+		next = append(next, replica)
+	}
+	for _, address := range addresses {
+		if slices.ContainsFunc(current, func(r *Replica) bool { return r.backend == backend && r.Address == address }) {
+			continue
+		}
+		replica, err := e.newReplica(backend, address)
+		if err != nil {
+			e.logger.Error("adding a discovered replica failed", "engine", e.Name, "backend", address, "error", err.Error())
+			continue
+		}
+		added = append(added, replica)
+		next = append(next, replica)
+	}
+	e.replicas.Store(&next)
+	e.mu.Unlock()
+
+	// Probe the new replicas; stop and close the vanished ones. The
+	// reconcile after the first probe of a new replica adds it to the
+	// pool; the one here takes vanished ones out at once.
+	for _, replica := range added {
+		e.logger.Info("replica discovered", "engine", e.Name, "backend", replica.Address)
+		e.startProbes(ctx, replica)
+	}
+	for _, replica := range removed {
+		e.logger.Info("replica gone from DNS", "engine", e.Name, "backend", replica.Address)
+		replica.mu.Lock()
+		stop := replica.stop
+		replica.mu.Unlock()
+		if stop != nil {
+			stop()
+		}
+	}
+	if len(removed) > 0 {
+		e.reconcile()
+		for _, replica := range removed {
+			replica.conn.Close()
+		}
+	}
+}

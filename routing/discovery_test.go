@@ -1,0 +1,134 @@
+package routing
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/ssegw/ssegw/config"
+	"github.com/ssegw/ssegw/ssepb"
+)
+
+// startCapabilitiesServer serves a plugin whose GetCapabilities names it.
+func startCapabilitiesServer(t *testing.T, identifier string) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := grpc.NewServer()
+	ssepb.RegisterConnectorServer(server, &capabilitiesServer{identifier: identifier})
+	go server.Serve(lis)
+	t.Cleanup(server.Stop)
+	return lis.Addr().String()
+}
+
+type capabilitiesServer struct {
+	ssepb.UnimplementedConnectorServer
+	identifier string
+}
+
+func (s *capabilitiesServer) GetCapabilities(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
+	return &ssepb.Capabilities{PluginIdentifier: s.identifier}, nil
+}
+
+// newDNSEngine returns a started engine with one backend marked dns, at
+// address, whose discovery the test drives through setDiscovered.
+func newDNSEngine(t *testing.T, address string) *Engine {
+	t.Helper()
+	cfg := &config.Config{
+		Listeners: []config.Listener{{Address: "127.0.0.1:0", Insecure: true}},
+		Engines:   map[string]*config.Engine{"R": {Backends: []config.Backend{{Address: address, DNS: true}}}},
+	}
+	cfg.ApplyDefaults()
+	engineConfig := cfg.Engine("R")
+	engineConfig.DNSInterval = time.Hour // the test drives discovery itself
+	engine, err := NewEngine(engineConfig, EngineOptions{
+		PoolOptions: PoolOptions{Limits: cfg.Limits, Keepalive: cfg.Keepalive},
+		Logger:      slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(engine.Close)
+	return engine
+}
+
+// waitForReplicas polls until the engine's healthy replicas are want.
+func waitForReplicas(t *testing.T, engine *Engine, want []string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var healthy []string
+		for _, replica := range engine.Replicas() {
+			if replica.Status().State == ReplicaHealthy {
+				healthy = append(healthy, replica.Address)
+			}
+		}
+		slices.Sort(healthy)
+		if slices.Equal(healthy, want) && len(engine.Replicas()) == len(want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("healthy replicas = %v of %d, want %v", healthy, len(engine.Replicas()), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestDNSDiscovery checks that the addresses a DNS backend resolves to
+// become replicas, are probed, and leave when they vanish from DNS.
+func TestDNSDiscovery(t *testing.T) {
+	first := startCapabilitiesServer(t, "first")
+	second := startCapabilitiesServer(t, "second")
+	engine := newDNSEngine(t, "plugins.test:50055")
+	engine.Start()
+	ctx := engine.ctx
+
+	if got := engine.Replicas(); len(got) != 0 {
+		t.Fatalf("replicas before discovery = %d, want 0", len(got))
+	}
+	both := []string{first, second}
+	slices.Sort(both)
+	engine.setDiscovered(ctx, 0, []string{second, first})
+	waitForReplicas(t, engine, both)
+
+	engine.setDiscovered(ctx, 0, []string{first})
+	waitForReplicas(t, engine, []string{first})
+	engine.mu.Lock()
+	eligible := slices.Clone(engine.eligible)
+	engine.mu.Unlock()
+	if !slices.Equal(eligible, []string{first}) {
+		t.Errorf("pool uses %v, want [%s]", eligible, first)
+	}
+}
+
+// TestDNSDiscoveryResolves checks that a DNS backend whose host is
+// localhost gets the loopback address as a replica.
+func TestDNSDiscoveryResolves(t *testing.T) {
+	plugin := startCapabilitiesServer(t, "local")
+	_, port, err := net.SplitHostPort(plugin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine := newDNSEngine(t, net.JoinHostPort("localhost", port))
+	engine.Start()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if slices.ContainsFunc(engine.Replicas(), func(r *Replica) bool {
+			return r.Address == plugin && r.Status().State == ReplicaHealthy
+		}) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no healthy replica at %s after resolving localhost; replicas: %v", plugin, addressesOf(engine.Replicas()))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
