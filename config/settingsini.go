@@ -220,6 +220,7 @@ func GatewayForPlugins(plugins []SSEPlugin, opts GatewayOptions) (*Config, strin
 	for _, plugin := range plugins {
 		reconnect := plugin.ReconnectTimeout
 		engine := &Engine{
+			Name:            plugin.Name,
 			RequestTimeout:  plugin.RequestTimeout,
 			ReconnectBuffer: &reconnect,
 			Backends:        []Backend{{Address: plugin.Address}},

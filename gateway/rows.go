@@ -86,6 +86,12 @@ func (r *wireReader) readByte() (byte, bool) {
 }
 
 func (r *wireReader) varint() (uint64, bool) {
+	// Fast path: the whole varint in the current buffer, as nearly always.
+	if value, n := protowire.ConsumeVarint(r.chunk); n > 0 {
+		r.chunk = r.chunk[n:]
+		return value, true
+	}
+	// Slow path: the varint spans buffers, or the bytes are invalid.
 	var value uint64
 	for shift := uint(0); shift < 64; shift += 7 {
 		b, ok := r.readByte()

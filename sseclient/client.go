@@ -12,9 +12,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/ssegw/ssegw/ssepb"
 	"github.com/ssegw/ssegw/tlsutil"
@@ -46,6 +49,8 @@ type Client struct {
 	conn      *grpc.ClientConn
 	connector ssepb.ConnectorClient
 	engine    string
+	address   string
+	tls       bool
 }
 
 // Dial prepares a client for address (host:port). It connects on the first
@@ -70,7 +75,13 @@ func Dial(address string, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", address, err)
 	}
-	return &Client{conn: conn, connector: ssepb.NewConnectorClient(conn), engine: opts.Engine}, nil
+	return &Client{
+		conn:      conn,
+		connector: ssepb.NewConnectorClient(conn),
+		engine:    opts.Engine,
+		address:   address,
+		tls:       opts.TLSDir != "",
+	}, nil
 }
 
 // Close closes the connection.
@@ -100,7 +111,7 @@ func (r *Result) Rows() []*ssepb.Row {
 func (c *Client) Capabilities(ctx context.Context) (*ssepb.Capabilities, metadata.MD, error) {
 	var header metadata.MD
 	capabilities, err := c.connector.GetCapabilities(c.outgoing(ctx, nil), &ssepb.Empty{}, grpc.Header(&header))
-	return capabilities, header, err
+	return capabilities, header, c.connectionError(err)
 }
 
 // ExecuteFunction calls a plugin function by id with the given bundles.
@@ -145,7 +156,7 @@ func (c *Client) stream(ctx context.Context, open func(context.Context, ...grpc.
 	defer cancel()
 	stream, err := open(ctx)
 	if err != nil {
-		return nil, err
+		return nil, c.connectionError(err)
 	}
 
 	// Send in the background; a send error ends the call, whose status
@@ -178,5 +189,39 @@ func (c *Client) stream(ctx context.Context, open func(context.Context, ...grpc.
 	result.Header, _ = stream.Header()
 	result.Trailer = stream.Trailer()
 	result.Duration = time.Since(start)
-	return result, callErr
+	return result, c.connectionError(callErr)
+}
+
+// ConnectionError is returned by a call that failed because the client
+// could not connect to the endpoint, or lost the connection, rather than
+// with a status that the endpoint sent. Its Err is the call's status
+// error, so status.Code still applies.
+type ConnectionError struct {
+	// Address is the endpoint's host:port, as given to Dial.
+	Address string
+	// TLS reports whether the client used TLS.
+	TLS bool
+	Err error
+}
+
+func (e *ConnectionError) Error() string {
+	return fmt.Sprintf("connecting to %s: %s", e.Address, status.Convert(e.Err).Message())
+}
+
+func (e *ConnectionError) Unwrap() error { return e.Err }
+
+// connectionError wraps err in a ConnectionError when the call failed for
+// want of a connection. A plugin or gateway that returns Unavailable itself
+// leaves the connection ready, but a failed dial, TLS handshake or lost
+// connection does not. It returns other errors, and nil, unchanged.
+func (c *Client) connectionError(err error) error {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded:
+	default:
+		return err
+	}
+	if c.conn.GetState() == connectivity.Ready {
+		return err
+	}
+	return &ConnectionError{Address: c.address, TLS: c.tls, Err: err}
 }

@@ -122,14 +122,15 @@ func writeImportedConfig(w io.Writer, cfg *config.Config, source string, plugins
 	for _, listener := range cfg.Listeners {
 		fmt.Fprintf(w, "  - address: %s\n", yamlString(listener.Address))
 		if listener.Engine != "" {
-			fmt.Fprintf(w, "    engine: %s\n", listener.Engine)
+			fmt.Fprintf(w, "    engine: %s\n", yamlString(listener.Engine))
 		}
 		fmt.Fprintf(w, "    tls: { dir: %s }\n", yamlString(listener.TLS.Dir))
 	}
 	fmt.Fprintln(w, "\nengines:")
 	for _, plugin := range plugins {
 		engine := cfg.Engines[plugin.Name]
-		fmt.Fprintf(w, "  %s:   # entry %d: %s\n", plugin.Name, plugin.Position, strings.Join(plugin.Fields, ","))
+		// Quoted, so that an engine named yes or null stays a name in YAML.
+		fmt.Fprintf(w, "  %s:   # entry %d: %s\n", yamlString(plugin.Name), plugin.Position, strings.Join(plugin.Fields, ","))
 		if len(engine.Hosts) > 0 {
 			fmt.Fprintf(w, "    hosts: [%s]\n", yamlString(engine.Hosts[0]))
 		}

@@ -1,0 +1,125 @@
+package sseclient
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ssegw/ssegw/internal/ssetest"
+	"github.com/ssegw/ssegw/ssepb"
+)
+
+func TestFindFunction(t *testing.T) {
+	capabilities := &ssepb.Capabilities{Functions: []*ssepb.FunctionDefinition{
+		{Name: "SumOfRows", FunctionId: 1},
+		{Name: "Echo", FunctionId: 0},
+	}}
+	tests := []struct {
+		name    string
+		lookup  string
+		wantID  int32
+		wantErr string
+	}{
+		{name: "found", lookup: "SumOfRows", wantID: 1},
+		{name: "unknown", lookup: "Nope", wantErr: `function not found: "Nope"; the endpoint offers Echo, SumOfRows`},
+		{name: "other case", lookup: "echo", wantErr: `function not found: "echo"; did you mean "Echo"? The endpoint offers Echo, SumOfRows`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			function, err := FindFunction(capabilities, tt.lookup)
+			if tt.wantErr != "" {
+				if err == nil || err.Error() != tt.wantErr {
+					t.Errorf("FindFunction(%q) error = %v, want %q", tt.lookup, err, tt.wantErr)
+				}
+				if !errors.Is(err, ErrFunctionNotFound) {
+					t.Errorf("FindFunction(%q) error = %v, want ErrFunctionNotFound", tt.lookup, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("FindFunction(%q) error: %v", tt.lookup, err)
+			}
+			if function.GetFunctionId() != tt.wantID {
+				t.Errorf("FindFunction(%q) id = %d, want %d", tt.lookup, function.GetFunctionId(), tt.wantID)
+			}
+		})
+	}
+}
+
+func TestFindFunctionWithoutFunctions(t *testing.T) {
+	_, err := FindFunction(&ssepb.Capabilities{}, "Echo")
+	want := `function not found: "Echo"; the endpoint's capabilities list no functions`
+	if err == nil || err.Error() != want {
+		t.Errorf("FindFunction error = %v, want %q", err, want)
+	}
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestConnectionErrorOnRefusedDial(t *testing.T) {
+	// A port that was free a moment ago refuses connections.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	address := lis.Addr().String()
+	lis.Close()
+
+	client, err := Dial(address, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	_, _, err = client.Capabilities(testContext(t))
+	var connectionErr *ConnectionError
+	if !errors.As(err, &connectionErr) {
+		t.Fatalf("Capabilities error = %v, want a ConnectionError", err)
+	}
+	if connectionErr.Address != address {
+		t.Errorf("ConnectionError.Address = %s, want %s", connectionErr.Address, address)
+	}
+	if connectionErr.TLS {
+		t.Error("ConnectionError.TLS = true, want false for a plaintext client")
+	}
+	if code := status.Code(err); code != codes.Unavailable {
+		t.Errorf("status.Code = %v, want Unavailable", code)
+	}
+	_, err = client.ExecuteFunction(testContext(t), 0, &ssepb.CommonRequestHeader{}, nil)
+	if !errors.As(err, &connectionErr) {
+		t.Errorf("ExecuteFunction error = %v, want a ConnectionError", err)
+	}
+}
+
+func TestUnavailableStatusIsNoConnectionError(t *testing.T) {
+	plugin := ssetest.StartPlugin(t, &ssetest.Connector{
+		Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
+			return nil, status.Error(codes.Unavailable, "model still loading")
+		},
+	})
+	client, err := Dial(plugin.Addr, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	_, _, err = client.Capabilities(testContext(t))
+	var connectionErr *ConnectionError
+	if errors.As(err, &connectionErr) {
+		t.Errorf("Capabilities error = %v, a ConnectionError; want the plugin's status alone", err)
+	}
+	st := status.Convert(err)
+	if st.Code() != codes.Unavailable {
+		t.Errorf("status code = %v, want Unavailable", st.Code())
+	}
+	if st.Message() != "model still loading" {
+		t.Errorf("status message = %q, want %q", st.Message(), "model still loading")
+	}
+}
