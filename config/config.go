@@ -6,6 +6,7 @@
 package config
 
 import (
+	"net"
 	"strings"
 	"time"
 )
@@ -319,6 +320,20 @@ type Backend struct {
 	// the plugin needs no change to the gateway. TLS replicas are verified
 	// against the host name, or server_name.
 	DNS bool `mapstructure:"dns"`
+}
+
+// ServerName is the name the plugin's certificate must carry: the TLS
+// server_name when set, otherwise the host of Address, without the
+// brackets of an IPv6 literal.
+func (b Backend) ServerName() string {
+	if b.TLS != nil && b.TLS.ServerName != "" {
+		return b.TLS.ServerName
+	}
+	host, _, err := net.SplitHostPort(b.Address)
+	if err != nil {
+		return b.Address
+	}
+	return host
 }
 
 // ClientTLS locates what the gateway needs to connect to a TLS plugin:

@@ -197,8 +197,10 @@ func GatewayForPlugins(plugins []SSEPlugin, opts GatewayOptions) (*Config, strin
 	port := opts.BasePort
 	busy := map[int]bool{}
 	for _, plugin := range plugins {
-		// The gateway may run on the plugins' host: skip their ports.
-		if host, portText, err := net.SplitHostPort(plugin.Address); err == nil && isLocalHost(host) {
+		// The gateway may run on the plugins' host, named as such or by
+		// the name Qlik will use for the gateway: skip their ports.
+		host, portText, err := net.SplitHostPort(plugin.Address)
+		if err == nil && (isLocalHost(host) || strings.EqualFold(host, opts.GatewayHost)) {
 			if n, err := strconv.Atoi(portText); err == nil {
 				busy[n] = true
 			}

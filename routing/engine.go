@@ -90,7 +90,7 @@ func NewEngine(cfg *config.Engine, opts EngineOptions) (*Engine, error) {
 		if backend.TLS == nil {
 			continue
 		}
-		source, err := tlsutil.NewClientSource(fmt.Sprintf("engines.%s.backends[%d].tls", cfg.Name, i), backend.TLS.Files(), serverName(backend))
+		source, err := tlsutil.NewClientSource(fmt.Sprintf("engines.%s.backends[%d].tls", cfg.Name, i), backend.TLS.Files(), backend.ServerName())
 		if err != nil {
 			return nil, fmt.Errorf("engines.%s.backends[%d].tls: %w", cfg.Name, i, err)
 		}

@@ -2,7 +2,6 @@ package routing
 
 import (
 	"fmt"
-	"net"
 	"time"
 
 	"google.golang.org/grpc"
@@ -137,18 +136,6 @@ func stateOf(addresses []resolver.Address) resolver.State {
 		state.Endpoints[i] = resolver.Endpoint{Addresses: []resolver.Address{addr}}
 	}
 	return state
-}
-
-// serverName returns the name to verify the backend's certificate against.
-func serverName(backend config.Backend) string {
-	if backend.TLS.ServerName != "" {
-		return backend.TLS.ServerName
-	}
-	host, _, err := net.SplitHostPort(backend.Address)
-	if err != nil {
-		return backend.Address
-	}
-	return host
 }
 
 // Conn returns the client connection that reaches the engine's replicas.

@@ -43,9 +43,9 @@ type Replica struct {
 	// resolverAddress is how the engine's pool dials the replica.
 	resolverAddress resolver.Address
 	// kick wakes the probe loop for a probe now.
-	kick chan struct{}
-	conn            *grpc.ClientConn
-	logger          *slog.Logger
+	kick   chan struct{}
+	conn   *grpc.ClientConn
+	logger *slog.Logger
 
 	mu           sync.Mutex         // guards the following
 	stop         context.CancelFunc // ends the replica's probes; set when they start

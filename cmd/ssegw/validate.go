@@ -102,10 +102,7 @@ func fetchCapabilities(ctx context.Context, backend config.Backend, timeout time
 	creds := insecure.NewCredentials()
 	serverName := ""
 	if backend.TLS != nil {
-		serverName = backend.TLS.ServerName
-		if serverName == "" {
-			serverName, _, _ = strings.Cut(backend.Address, ":")
-		}
+		serverName = backend.ServerName()
 		tlsConfig, err := backend.TLS.Files().ClientConfig(serverName)
 		if err != nil {
 			return nil, err

@@ -1,0 +1,485 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ssegw/ssegw/config"
+	"github.com/ssegw/ssegw/internal/ssetest"
+	"github.com/ssegw/ssegw/tlsutil"
+)
+
+// Paths as they appear in the sample Settings.ini files and in the
+// imported configurations.
+const (
+	samplePythonCerts = `C:\Program Files\Qlik\certs\python`
+	sampleQlikCerts   = `C:\ProgramData\ssegw\qlik`
+)
+
+// runCommandOutput runs the ssegw command line in-process with args and
+// returns what it printed to stdout and to stderr, apart, and its error.
+// A panic in the command fails the test and is returned as the error, so
+// that the other tests of the package still run.
+func runCommandOutput(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	root := newRootCommand()
+	var out, errOut bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	root.SetArgs(args)
+	defer func() {
+		if recovered := recover(); recovered != nil {
+			t.Errorf("ssegw %s panicked: %v\n%s", strings.Join(args, " "), recovered, debug.Stack())
+			stdout, stderr, err = out.String(), errOut.String(), fmt.Errorf("panic: %v", recovered)
+		}
+	}()
+	err = root.Execute()
+	return out.String(), errOut.String(), err
+}
+
+// copySampleSettings copies a sample Settings.ini from testdata into a new
+// temporary folder, dates it an hour back so that a write would show in
+// its modification time, and returns its path.
+func copySampleSettings(t *testing.T, name string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "config", "testdata", "settings", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return writeSampleSettings(t, data)
+}
+
+// writeSampleSettings writes data as Settings.ini into a new temporary
+// folder, dated an hour back, and returns its path.
+func writeSampleSettings(t *testing.T, data []byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "Settings.ini")
+	ssetest.WriteFile(t, path, data)
+	past := time.Now().Add(-time.Hour).Truncate(time.Second)
+	if err := os.Chtimes(path, past, past); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// checkSettingsUnchanged records the content and modification time of
+// path now, and fails the test if either differs when the test ends.
+func checkSettingsUnchanged(t *testing.T, path string) {
+	t.Helper()
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		after, err := os.ReadFile(path)
+		if err != nil {
+			t.Errorf("reading %s after import-settings: %v", path, err)
+			return
+		}
+		if !bytes.Equal(before, after) {
+			t.Errorf("%s content changed by import-settings: %d bytes before, %d after", path, len(before), len(after))
+		}
+		afterInfo, err := os.Stat(path)
+		if err != nil {
+			t.Errorf("stat %s after import-settings: %v", path, err)
+			return
+		}
+		if !afterInfo.ModTime().Equal(info.ModTime()) {
+			t.Errorf("%s modification time = %v, want %v as before import-settings", path, afterInfo.ModTime(), info.ModTime())
+		}
+	})
+}
+
+// lineAfter returns the line of stdout that follows the line containing
+// marker, or fails the test.
+func lineAfter(t *testing.T, stdout, marker string) string {
+	t.Helper()
+	lines := strings.Split(stdout, "\n")
+	for i, line := range lines {
+		if strings.Contains(line, marker) && i+1 < len(lines) {
+			return lines[i+1]
+		}
+	}
+	t.Fatalf("output has no line containing %q followed by another:\n%s", marker, stdout)
+	return ""
+}
+
+// writeQlikClientFolder creates dir with the files of Qlik's client layout,
+// copied from the certificate set's qlik folder.
+func writeQlikClientFolder(t *testing.T, certs *ssetest.Certs, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{tlsutil.RootCertFile, tlsutil.ClientCertFile, tlsutil.ClientKeyFile} {
+		data, err := os.ReadFile(filepath.Join(certs.QlikDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ssetest.WriteFile(t, filepath.Join(dir, name), data)
+	}
+}
+
+// parseImportedConfig parses the configuration file at path with
+// config.Parse from the file's folder, so that relative paths in it
+// resolve there.
+func parseImportedConfig(t *testing.T, path string) (*config.Config, error) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("reading the imported configuration: %v", err)
+	}
+	t.Chdir(filepath.Dir(path))
+	return config.Parse(data, nil)
+}
+
+// TestImportSettingsPorts checks an import in ports mode of the sample
+// QlikView Settings.ini, which is UTF-16 LE with CRLF and has a
+// certificate folder with spaces. It checks the printed SSEPlugin line,
+// and that the written configuration loads once the certificate folders
+// it names exist. The configuration must have one listener per engine, on
+// ports that the local plugins leave free.
+func TestImportSettingsPorts(t *testing.T) {
+	settings := copySampleSettings(t, "qlikview-utf16le-crlf.ini")
+	checkSettingsUnchanged(t, settings)
+	certs := ssetest.NewCerts(t)
+	out := filepath.Join(t.TempDir(), "ssegw.yaml")
+
+	stdout, stderr, err := runCommandOutput(t, "import-settings", settings, "--out", out, "--mode", "ports",
+		"--listen", "0.0.0.0", "--base-port", "50051", "--gateway-host", "gw.example",
+		"--gateway-certs", certs.GatewayDir, "--qlik-certs", sampleQlikCerts)
+	if err != nil {
+		t.Fatalf("import-settings error = %v, want nil\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
+	}
+	if stderr != "" {
+		t.Errorf("import-settings stderr = %q, want nothing", stderr)
+	}
+	if want := "Wrote " + out + " with 2 engines (SSEPython, R).\n"; !strings.HasPrefix(stdout, want) {
+		t.Errorf("import-settings stdout = %q, want it to start with %q", stdout, want)
+	}
+	wantLine := "SSEPlugin=SSEPython,gw.example:50052," + sampleQlikCerts + ",30,10;R,gw.example:50054," + sampleQlikCerts
+	if got := lineAfter(t, stdout, "replace the SSEPlugin line with:"); got != wantLine {
+		t.Errorf("import-settings printed SSEPlugin line = %q, want %q", got, wantLine)
+	}
+
+	// Until the plugin's certificate folder exists, it is the only problem.
+	_, err = parseImportedConfig(t, out)
+	wantProblem := "engines.SSEPython.backends[0].tls.dir: folder " + samplePythonCerts + " not found"
+	if err == nil || strings.TrimSpace(err.Error()) != wantProblem {
+		t.Errorf("config.Parse(imported, no plugin certificates) error = %v, want only %q", err, wantProblem)
+	}
+
+	writeQlikClientFolder(t, certs, filepath.Join(filepath.Dir(out), samplePythonCerts))
+	cfg, err := parseImportedConfig(t, out)
+	if err != nil {
+		t.Fatalf("config.Parse(imported) error:\n%v\nwant nil", err)
+	}
+	wantListeners := []config.Listener{
+		{Address: "0.0.0.0:50052", Engine: "SSEPython", TLS: &config.ServerTLS{Dir: certs.GatewayDir}},
+		{Address: "0.0.0.0:50054", Engine: "R", TLS: &config.ServerTLS{Dir: certs.GatewayDir}},
+	}
+	if got := len(cfg.Listeners); got != len(wantListeners) {
+		t.Fatalf("imported listeners = %d, want %d", got, len(wantListeners))
+	}
+	for i, want := range wantListeners {
+		got := cfg.Listeners[i]
+		if got.Address != want.Address {
+			t.Errorf("imported listeners[%d].address = %q, want %q", i, got.Address, want.Address)
+		}
+		if got.Engine != want.Engine {
+			t.Errorf("imported listeners[%d].engine = %q, want %q", i, got.Engine, want.Engine)
+		}
+		if got.TLS == nil || got.TLS.Dir != want.TLS.Dir {
+			t.Errorf("imported listeners[%d].tls = %+v, want dir %q", i, got.TLS, want.TLS.Dir)
+		}
+	}
+	checkImportedEngine(t, cfg, importedEngine{name: "SSEPython", address: "localhost:50051", tlsDir: samplePythonCerts, requestTimeout: 30 * time.Second, reconnectBuffer: 10 * time.Second})
+	checkImportedEngine(t, cfg, importedEngine{name: "R", address: "localhost:50053", reconnectBuffer: 20 * time.Second})
+	if got, want := cfg.EngineNames(), []string{"R", "SSEPython"}; !slices.Equal(got, want) {
+		t.Errorf("imported engines = %v, want %v", got, want)
+	}
+}
+
+// importedEngine is what an imported engine must hold.
+type importedEngine struct {
+	name            string
+	hosts           []string
+	address         string
+	tlsDir          string // relative to the configuration's folder; empty for plaintext
+	requestTimeout  time.Duration
+	reconnectBuffer time.Duration
+}
+
+// checkImportedEngine checks one engine of a parsed imported
+// configuration.
+func checkImportedEngine(t *testing.T, cfg *config.Config, want importedEngine) {
+	t.Helper()
+	engine := cfg.Engine(want.name)
+	if engine == nil {
+		t.Errorf("imported engine %s missing; engines: %v", want.name, cfg.EngineNames())
+		return
+	}
+	if engine.Name != want.name {
+		t.Errorf("imported engine %s name = %q, want %q", want.name, engine.Name, want.name)
+	}
+	if !slices.Equal(engine.Hosts, want.hosts) {
+		t.Errorf("imported engines.%s.hosts = %q, want %q", want.name, engine.Hosts, want.hosts)
+	}
+	if len(engine.Backends) != 1 {
+		t.Errorf("imported engines.%s.backends = %d, want 1", want.name, len(engine.Backends))
+		return
+	}
+	backend := engine.Backends[0]
+	if backend.Address != want.address {
+		t.Errorf("imported engines.%s.backends[0].address = %q, want %q", want.name, backend.Address, want.address)
+	}
+	switch {
+	case want.tlsDir == "" && backend.TLS != nil:
+		t.Errorf("imported engines.%s.backends[0].tls = %+v, want none", want.name, backend.TLS)
+	case want.tlsDir != "" && backend.TLS == nil:
+		t.Errorf("imported engines.%s.backends[0].tls = nil, want dir %q", want.name, want.tlsDir)
+	case want.tlsDir != "" && backend.TLS.Dir != want.tlsDir:
+		t.Errorf("imported engines.%s.backends[0].tls.dir = %q, want %q", want.name, backend.TLS.Dir, want.tlsDir)
+	}
+	if engine.RequestTimeout != want.requestTimeout {
+		t.Errorf("imported engines.%s.request_timeout = %v, want %v", want.name, engine.RequestTimeout, want.requestTimeout)
+	}
+	if engine.ReconnectBuffer == nil {
+		t.Errorf("imported engines.%s.reconnect_buffer = nil, want %v", want.name, want.reconnectBuffer)
+	} else if *engine.ReconnectBuffer != want.reconnectBuffer {
+		t.Errorf("imported engines.%s.reconnect_buffer = %v, want %v", want.name, *engine.ReconnectBuffer, want.reconnectBuffer)
+	}
+}
+
+// TestImportSettingsHosts checks an import in hosts mode: one listener
+// without a default engine, a host name per engine in the configuration,
+// in the printed SSEPlugin line and in the list of names to resolve.
+func TestImportSettingsHosts(t *testing.T) {
+	settings := copySampleSettings(t, "qlikview-utf16le-crlf.ini")
+	checkSettingsUnchanged(t, settings)
+	certs := ssetest.NewCerts(t)
+	out := filepath.Join(t.TempDir(), "ssegw.yaml")
+
+	stdout, stderr, err := runCommandOutput(t, "import-settings", settings, "--out", out, "--mode", "hosts",
+		"--listen", "0.0.0.0", "--base-port", "50051", "--gateway-host", "sse.example.com",
+		"--gateway-certs", certs.GatewayDir, "--qlik-certs", sampleQlikCerts)
+	if err != nil {
+		t.Fatalf("import-settings error = %v, want nil\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
+	}
+	if stderr != "" {
+		t.Errorf("import-settings stderr = %q, want nothing", stderr)
+	}
+	wantLine := "SSEPlugin=SSEPython,ssepython.sse.example.com:50052," + sampleQlikCerts + ",30,10;R,r.sse.example.com:50052," + sampleQlikCerts
+	if got := lineAfter(t, stdout, "replace the SSEPlugin line with:"); got != wantLine {
+		t.Errorf("import-settings printed SSEPlugin line = %q, want %q", got, wantLine)
+	}
+	for _, host := range []string{"ssepython.sse.example.com", "r.sse.example.com"} {
+		if !strings.Contains(stdout, "\n  "+host+"\n") {
+			t.Errorf("import-settings stdout = %q, want host name %s listed on its own line", stdout, host)
+		}
+	}
+
+	writeQlikClientFolder(t, certs, filepath.Join(filepath.Dir(out), samplePythonCerts))
+	cfg, err := parseImportedConfig(t, out)
+	if err != nil {
+		t.Fatalf("config.Parse(imported) error:\n%v\nwant nil", err)
+	}
+	if len(cfg.Listeners) != 1 {
+		t.Fatalf("imported listeners = %d %+v, want 1", len(cfg.Listeners), cfg.Listeners)
+	}
+	if got, want := cfg.Listeners[0].Address, "0.0.0.0:50052"; got != want {
+		t.Errorf("imported listeners[0].address = %q, want %q", got, want)
+	}
+	if got := cfg.Listeners[0].Engine; got != "" {
+		t.Errorf("imported listeners[0].engine = %q, want none, so that the host name chooses", got)
+	}
+	checkImportedEngine(t, cfg, importedEngine{name: "SSEPython", hosts: []string{"ssepython.sse.example.com"}, address: "localhost:50051", tlsDir: samplePythonCerts, requestTimeout: 30 * time.Second, reconnectBuffer: 10 * time.Second})
+	checkImportedEngine(t, cfg, importedEngine{name: "R", hosts: []string{"r.sse.example.com"}, address: "localhost:50053", reconnectBuffer: 20 * time.Second})
+}
+
+// TestImportSettingsSkipsBadEntries checks that each malformed entry is
+// reported on stderr with its position, and that the good entries are
+// imported all the same.
+func TestImportSettingsSkipsBadEntries(t *testing.T) {
+	settings := copySampleSettings(t, "entry-errors.ini")
+	checkSettingsUnchanged(t, settings)
+	certs := ssetest.NewCerts(t)
+	out := filepath.Join(t.TempDir(), "ssegw.yaml")
+
+	stdout, stderr, err := runCommandOutput(t, "import-settings", settings, "--out", out,
+		"--listen", "127.0.0.1", "--base-port", "50051", "--gateway-host", "gw.example", "--gateway-certs", certs.GatewayDir)
+	if err != nil {
+		t.Fatalf("import-settings error = %v, want nil\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
+	}
+	wantSkipped := []string{
+		`skipped entry 2 ("R,localhost:port"): `,
+		`skipped entry 3 ("Julia"): `,
+		`skipped entry 4 ("Py2,localhost:50055,,soon"): `,
+		`skipped entry 5 ("Many,localhost:50058,,0,20,extra"): `,
+		`skipped entry 6 ("SSE-Py,localhost:50059"): `,
+		`skipped entry 7 ("ssepython,localhost:50056"): `,
+	}
+	lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+	if len(lines) != len(wantSkipped) {
+		t.Errorf("import-settings stderr has %d lines, want %d:\n%s", len(lines), len(wantSkipped), stderr)
+	}
+	for i := 0; i < len(lines) && i < len(wantSkipped); i++ {
+		if !strings.HasPrefix(lines[i], wantSkipped[i]) {
+			t.Errorf("import-settings stderr line %d = %q, want it to start with %q", i, lines[i], wantSkipped[i])
+		}
+	}
+	if want := "with 2 engines (SSEPython, Octave)."; !strings.Contains(stdout, want) {
+		t.Errorf("import-settings stdout = %q, want it to contain %q", stdout, want)
+	}
+
+	cfg, err := parseImportedConfig(t, out)
+	if err != nil {
+		t.Fatalf("config.Parse(imported) error:\n%v\nwant nil", err)
+	}
+	if got, want := cfg.EngineNames(), []string{"Octave", "SSEPython"}; !slices.Equal(got, want) {
+		t.Errorf("imported engines = %v, want %v", got, want)
+	}
+	checkImportedEngine(t, cfg, importedEngine{name: "SSEPython", address: "localhost:50051", reconnectBuffer: 20 * time.Second})
+	checkImportedEngine(t, cfg, importedEngine{name: "Octave", address: "localhost:50057", reconnectBuffer: 20 * time.Second})
+}
+
+// TestImportSettingsEngineNamesLikeYAMLWords checks that engine names
+// which YAML reads as booleans or null when unquoted, and which Qlik
+// accepts, keep their names in the written configuration.
+func TestImportSettingsEngineNamesLikeYAMLWords(t *testing.T) {
+	settings := writeSampleSettings(t, []byte("[Settings 7]\r\nSSEPlugin=True,localhost:50061;Null,localhost:50063;FALSE,localhost:50065\r\n"))
+	checkSettingsUnchanged(t, settings)
+	certs := ssetest.NewCerts(t)
+	out := filepath.Join(t.TempDir(), "ssegw.yaml")
+
+	stdout, stderr, err := runCommandOutput(t, "import-settings", settings, "--out", out,
+		"--listen", "127.0.0.1", "--base-port", "50051", "--gateway-host", "gw.example", "--gateway-certs", certs.GatewayDir)
+	if err != nil {
+		t.Fatalf("import-settings error = %v, want nil\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
+	}
+	cfg, err := parseImportedConfig(t, out)
+	if err != nil {
+		data, _ := os.ReadFile(out)
+		t.Fatalf("config.Parse(imported) error:\n%v\nwant nil; file:\n%s", err, data)
+	}
+	if got, want := cfg.EngineNames(), []string{"FALSE", "Null", "True"}; !slices.Equal(got, want) {
+		t.Errorf("imported engines = %v, want %v", got, want)
+	}
+	wantEngines := []string{"True", "Null", "FALSE"}
+	if len(cfg.Listeners) != len(wantEngines) {
+		t.Fatalf("imported listeners = %d, want %d", len(cfg.Listeners), len(wantEngines))
+	}
+	for i, want := range wantEngines {
+		if got := cfg.Listeners[i].Engine; got != want {
+			t.Errorf("imported listeners[%d].engine = %q, want %q", i, got, want)
+		}
+	}
+}
+
+// TestImportSettingsNeverOverwrites checks that an existing configuration
+// file is kept unless --force is given, and replaced with it.
+func TestImportSettingsNeverOverwrites(t *testing.T) {
+	settings := copySampleSettings(t, "local-plaintext.ini")
+	checkSettingsUnchanged(t, settings)
+	out := filepath.Join(t.TempDir(), "ssegw.yaml")
+	const existing = "# the administrator's own configuration\n"
+	ssetest.WriteFile(t, out, []byte(existing))
+	args := []string{"import-settings", settings, "--out", out, "--gateway-host", "gw.example"}
+
+	stdout, stderr, err := runCommandOutput(t, args...)
+	if err == nil {
+		t.Errorf("import-settings onto an existing file error = nil, want one\nstdout:\n%s", stdout)
+	} else if !strings.Contains(err.Error(), "--force") {
+		t.Errorf("import-settings onto an existing file error = %v, want one that mentions --force", err)
+	}
+	if stdout != "" {
+		t.Errorf("import-settings onto an existing file stdout = %q, want nothing", stdout)
+	}
+	if stderr != "" {
+		t.Errorf("import-settings onto an existing file stderr = %q, want nothing", stderr)
+	}
+	if data, err := os.ReadFile(out); err != nil || string(data) != existing {
+		t.Errorf("%s after import-settings without --force = %q, %v, want %q unchanged", out, data, err, existing)
+	}
+
+	stdout, _, err = runCommandOutput(t, append(args, "--force")...)
+	if err != nil {
+		t.Fatalf("import-settings --force error = %v, want nil", err)
+	}
+	if want := "Wrote " + out + " with 2 engines (SSEPython, R)."; !strings.Contains(stdout, want) {
+		t.Errorf("import-settings --force stdout = %q, want it to contain %q", stdout, want)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(data), existing) {
+		t.Errorf("%s after import-settings --force still holds the old content:\n%s", out, data)
+	}
+	if !strings.Contains(string(data), "engines:") {
+		t.Errorf("%s after import-settings --force = %q, want an imported configuration", out, data)
+	}
+}
+
+// TestImportSettingsNothingToImport checks that a Settings.ini without a
+// usable entry fails with a message saying why, and writes no file.
+func TestImportSettingsNothingToImport(t *testing.T) {
+	tests := []struct {
+		name    string
+		content string
+		want    string
+	}{
+		{
+			name:    "key in another section only",
+			content: "[Settings 6]\r\nSSEPlugin=SSEPython,localhost:50051\r\n[Settings 7]\r\nLanguage=1033\r\n",
+			want:    "no SSEPlugin= line under [Settings 7]",
+		},
+		{
+			name:    "key empty",
+			content: "[Settings 7]\r\nSSEPlugin=\r\n",
+			want:    "no valid SSEPlugin entry to import",
+		},
+		{
+			name:    "every entry malformed",
+			content: "[Settings 7]\r\nSSEPlugin=SSEPython;R,localhost:port\r\n",
+			want:    "no valid SSEPlugin entry to import",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			settings := writeSampleSettings(t, []byte(tt.content))
+			checkSettingsUnchanged(t, settings)
+			out := filepath.Join(t.TempDir(), "ssegw.yaml")
+			_, _, err := runCommandOutput(t, "import-settings", settings, "--out", out, "--gateway-host", "gw.example")
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("import-settings error = %v, want one containing %q", err, tt.want)
+			}
+			if _, err := os.Stat(out); !os.IsNotExist(err) {
+				t.Errorf("stat %s after a failed import-settings = %v, want the file not to exist", out, err)
+			}
+		})
+	}
+
+	t.Run("Settings.ini missing", func(t *testing.T) {
+		dir := t.TempDir()
+		out := filepath.Join(dir, "ssegw.yaml")
+		_, _, err := runCommandOutput(t, "import-settings", filepath.Join(dir, "Settings.ini"), "--out", out, "--gateway-host", "gw.example")
+		if err == nil || !strings.Contains(err.Error(), "reading Settings.ini") {
+			t.Errorf("import-settings of a missing file error = %v, want one about reading Settings.ini", err)
+		}
+		if _, err := os.Stat(out); !os.IsNotExist(err) {
+			t.Errorf("stat %s after a failed import-settings = %v, want the file not to exist", out, err)
+		}
+	})
+}

@@ -1,0 +1,369 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/ssegw/ssegw/internal/ssetest"
+	"github.com/ssegw/ssegw/ssepb"
+	"github.com/ssegw/ssegw/tlsutil"
+)
+
+// writeValidateConfig writes a configuration file into a new temporary
+// folder and returns its path.
+func writeValidateConfig(t *testing.T, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ssegw.yaml")
+	ssetest.WriteFile(t, path, []byte(content))
+	return path
+}
+
+// checkValidateExit fails the test unless err is the exit status want, where
+// 0 means no error.
+func checkValidateExit(t *testing.T, err error, want int, output string) {
+	t.Helper()
+	if want == 0 {
+		if err != nil {
+			t.Errorf("validate error = %v, want nil (exit status 0)\noutput:\n%s", err, output)
+		}
+		return
+	}
+	var exit exitError
+	if !errors.As(err, &exit) {
+		t.Errorf("validate error = %v, want exit status %d\noutput:\n%s", err, want, output)
+		return
+	}
+	if exit.code != want {
+		t.Errorf("validate exit status = %d, want %d\noutput:\n%s", exit.code, want, output)
+	}
+}
+
+// validateOutputLines returns the lines of a command's output, without
+// the empty line after the last newline.
+func validateOutputLines(output string) []string {
+	return strings.Split(strings.TrimSuffix(output, "\n"), "\n")
+}
+
+// TestValidateReportsEveryProblem checks that a file with mistakes in
+// several sections gets each reported on its own line, and exit status 1.
+func TestValidateReportsEveryProblem(t *testing.T) {
+	path := writeValidateConfig(t, `
+listeners:
+  - address: 127.0.0.1:0
+    insecure: true
+    engine: Missing
+  - address: 127.0.0.1:70000
+    tls: { dir: no-such-folder }
+engines:
+  R:
+    backends:
+      - address: localhost
+  Py: {}
+log:
+  level: loud
+unknown_key: 1
+`)
+	output, err := runCommand(t, "validate", "--config", path)
+	checkValidateExit(t, err, 1, output)
+
+	want := []string{
+		"config " + path + ":",
+		"top level: unknown key unknown_key",
+		`engines.Py.backends: none configured`,
+		`engines.R.backends[0].address: invalid address "localhost"`,
+		`listeners[0].engine: unknown engine "Missing"`,
+		`listeners[1].address: invalid port in "127.0.0.1:70000"`,
+		"listeners[1].tls.dir: folder " + filepath.Join(filepath.Dir(path), "no-such-folder") + " not found",
+		`log.level: unknown level "loud"`,
+	}
+	lines := validateOutputLines(output)
+	if len(lines) != len(want) {
+		t.Errorf("validate output has %d lines, want %d:\n%s", len(lines), len(want), output)
+	}
+	for _, prefix := range want {
+		found := false
+		for _, line := range lines {
+			if strings.HasPrefix(line, prefix) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			t.Errorf("validate output has no line starting with %q:\n%s", prefix, output)
+		}
+	}
+	if strings.Contains(output, ": valid:") {
+		t.Errorf("validate output = %q, want no valid line for a file with problems", output)
+	}
+}
+
+// TestValidateValidFile checks that a good file is reported valid with its
+// listeners and engines, and exit status 0, without dialing anything.
+func TestValidateValidFile(t *testing.T) {
+	// Nothing listens on these backends: without --connect they are not
+	// dialed.
+	path := writeValidateConfig(t, `
+listeners:
+  - address: 127.0.0.1:0
+    insecure: true
+    engine: M
+engines:
+  R:
+    backends:
+      - address: 127.0.0.1:1
+  Py:
+    backends:
+      - address: 127.0.0.1:2
+  M:
+    merge: [Py, R]
+`)
+	output, err := runCommand(t, "validate", "--config", path)
+	checkValidateExit(t, err, 0, output)
+	if want := path + ": valid: 1 listeners, 3 engines (M, Py, R)\n"; output != want {
+		t.Errorf("validate output = %q, want %q", output, want)
+	}
+}
+
+// TestValidateMergeProblems checks each mistake in a merged engine's
+// section: each gives one line naming the key, and exit status 1.
+func TestValidateMergeProblems(t *testing.T) {
+	const base = `
+listeners:
+  - address: 127.0.0.1:0
+    insecure: true
+engines:
+  A:
+    backends:
+      - address: 127.0.0.1:1
+  B:
+    backends:
+      - address: 127.0.0.1:2
+`
+	tests := []struct {
+		name    string
+		engines string // more engines, indented as under engines:
+		want    string // the start of the one problem; empty for none
+	}{
+		{
+			name:    "valid merge with scripts",
+			engines: "  M:\n    merge: [A, B]\n    merge_scripts: b\n",
+		},
+		{
+			name:    "unknown member",
+			engines: "  M:\n    merge: [A, Nope]\n",
+			want:    `engines.M.merge[1]: unknown engine "Nope"; configured engines: A, B, M`,
+		},
+		{
+			name:    "merging itself",
+			engines: "  M:\n    merge: [A, M]\n",
+			want:    "engines.M.merge[1]: an engine cannot merge itself",
+		},
+		{
+			name:    "merging a merged engine",
+			engines: "  N:\n    merge: [A, B]\n  M:\n    merge: [A, N]\n",
+			want:    "engines.M.merge[1]: N is itself merged",
+		},
+		{
+			name:    "backends and merge together",
+			engines: "  M:\n    merge: [A, B]\n    backends:\n      - address: 127.0.0.1:3\n",
+			want:    "engines.M: has both merge and backends",
+		},
+		{
+			name:    "merge_scripts not a member",
+			engines: "  M:\n    merge: [A]\n    merge_scripts: B\n",
+			want:    `engines.M.merge_scripts: "B" is not one of the merged engines`,
+		},
+		{
+			name:    "member listed twice",
+			engines: "  M:\n    merge: [A, a]\n",
+			want:    "engines.M.merge[1]: a is listed twice",
+		},
+		{
+			name:    "merge_prefix without the engine",
+			engines: "  M:\n    merge: [A, B]\n    merge_prefix: X_\n",
+			want:    `engines.M.merge_prefix: "X_" lacks {engine}`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := writeValidateConfig(t, base+tt.engines)
+			output, err := runCommand(t, "validate", "--config", path)
+			lines := validateOutputLines(output)
+			if tt.want == "" {
+				checkValidateExit(t, err, 0, output)
+				if want := path + ": valid: 1 listeners, 3 engines (A, B, M)"; len(lines) != 1 || lines[0] != want {
+					t.Errorf("validate output = %q, want %q", output, want)
+				}
+				return
+			}
+			checkValidateExit(t, err, 1, output)
+			if len(lines) != 2 {
+				t.Errorf("validate output has %d lines, want 2, the file and one problem:\n%s", len(lines), output)
+			}
+			if len(lines) > 1 && !strings.HasPrefix(lines[1], tt.want) {
+				t.Errorf("validate problem = %q, want it to start with %q", lines[1], tt.want)
+			}
+		})
+	}
+}
+
+// validateFunction returns a scalar numeric function definition with one
+// numeric parameter.
+func validateFunction(id int32, name string) *ssepb.FunctionDefinition {
+	return &ssepb.FunctionDefinition{
+		FunctionId: id, Name: name,
+		FunctionType: ssepb.FunctionType_SCALAR, ReturnType: ssepb.DataType_NUMERIC,
+		Params: []*ssepb.Parameter{{Name: "x", DataType: ssepb.DataType_NUMERIC}},
+	}
+}
+
+// startValidatePlugin starts a test plugin whose GetCapabilities returns
+// functions, with identifier as the plugin's name.
+func startValidatePlugin(t *testing.T, identifier string, functions ...*ssepb.FunctionDefinition) *ssetest.Plugin {
+	t.Helper()
+	return ssetest.StartPlugin(t, &ssetest.Connector{
+		Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
+			return &ssepb.Capabilities{AllowScript: true, PluginIdentifier: identifier, PluginVersion: "1.0.0", Functions: functions}, nil
+		},
+	})
+}
+
+// validateConnectConfig returns a configuration with engine R at
+// backends, and engine M merging R.
+func validateConnectConfig(backends ...string) string {
+	var text strings.Builder
+	text.WriteString("listeners:\n  - address: 127.0.0.1:0\n    insecure: true\nengines:\n  R:\n    backends:\n")
+	for _, backend := range backends {
+		fmt.Fprintf(&text, "      - address: %s\n", backend)
+	}
+	text.WriteString("  M:\n    merge: [R]\n")
+	return text.String()
+}
+
+// TestValidateConnect checks validate --connect against real plugins:
+// replicas with equal functions are each reported ok, replicas with other
+// functions are reported as disagreeing at the differing function ids,
+// and an unreachable one as failed within the timeout.
+func TestValidateConnect(t *testing.T) {
+	forecast, smooth := validateFunction(0, "Forecast"), validateFunction(1, "Smooth")
+	first := startValidatePlugin(t, "plugin-1", forecast, smooth)
+
+	t.Run("replicas agree", func(t *testing.T) {
+		// Replicas of one plugin may name themselves differently.
+		second := startValidatePlugin(t, "plugin-2", forecast, smooth)
+		path := writeValidateConfig(t, validateConnectConfig(first.Addr, second.Addr))
+		output, err := runCommand(t, "validate", "--config", path, "--connect", "--timeout", "10s")
+		checkValidateExit(t, err, 0, output)
+		want := []string{
+			path + ": valid: 1 listeners, 2 engines (M, R)",
+			"engine M merges R",
+			"engine R",
+			"  " + first.Addr + ": ok: plugin-1 1.0.0, 2 functions, scripts true",
+			"  " + second.Addr + ": ok: plugin-2 1.0.0, 2 functions, scripts true",
+		}
+		if got := validateOutputLines(output); strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("validate --connect output:\n%s\nwant:\n%s", output, strings.Join(want, "\n"))
+		}
+	})
+
+	t.Run("replicas disagree", func(t *testing.T) {
+		// Function 1 is missing and function 2 is new.
+		second := startValidatePlugin(t, "plugin-2", forecast, validateFunction(2, "Trend"))
+		path := writeValidateConfig(t, validateConnectConfig(first.Addr, second.Addr))
+		output, err := runCommand(t, "validate", "--config", path, "--connect", "--timeout", "10s")
+		checkValidateExit(t, err, 1, output)
+		want := "  " + second.Addr + ": DISAGREES with " + first.Addr + " at function ids [1 2]"
+		if !strings.Contains(output, want) {
+			t.Errorf("validate --connect output:\n%s\nwant a line starting %q", output, want)
+		}
+		if want := "  " + second.Addr + ": ok: plugin-2 1.0.0, 2 functions"; !strings.Contains(output, want) {
+			t.Errorf("validate --connect output:\n%s\nwant the disagreeing replica's answer %q", output, want)
+		}
+	})
+
+	t.Run("replica with another function definition", func(t *testing.T) {
+		// The same id and name with another return type.
+		changed := validateFunction(1, "Smooth")
+		changed.ReturnType = ssepb.DataType_STRING
+		second := startValidatePlugin(t, "plugin-2", forecast, changed)
+		path := writeValidateConfig(t, validateConnectConfig(first.Addr, second.Addr))
+		output, err := runCommand(t, "validate", "--config", path, "--connect", "--timeout", "10s")
+		checkValidateExit(t, err, 1, output)
+		want := "  " + second.Addr + ": DISAGREES with " + first.Addr + " at function ids [1]"
+		if !strings.Contains(output, want) {
+			t.Errorf("validate --connect output:\n%s\nwant a line starting %q", output, want)
+		}
+	})
+
+	t.Run("unreachable replica", func(t *testing.T) {
+		unreachable := freeAddress(t)
+		path := writeValidateConfig(t, validateConnectConfig(first.Addr, unreachable))
+		const timeout = 500 * time.Millisecond
+		start := time.Now()
+		output, err := runCommand(t, "validate", "--config", path, "--connect", "--timeout", timeout.String())
+		elapsed := time.Since(start)
+		checkValidateExit(t, err, 1, output)
+		want := "  " + unreachable + ": FAILED: no answer within " + timeout.String()
+		if !strings.Contains(output, want) {
+			t.Errorf("validate --connect output:\n%s\nwant a line starting %q", output, want)
+		}
+		if want := "  " + first.Addr + ": ok: plugin-1"; !strings.Contains(output, want) {
+			t.Errorf("validate --connect output:\n%s\nwant the reachable replica reported %q", output, want)
+		}
+		// The limit is well below the default timeout of 5s, so an ignored
+		// --timeout fails; the margin covers a slow machine.
+		if limit := timeout + 3*time.Second; elapsed > limit {
+			t.Errorf("validate --connect took %v with an unreachable backend, want at most %v", elapsed, limit)
+		}
+	})
+}
+
+// TestValidateConnectTLS checks validate --connect against plugins that
+// require mutual TLS, with the backend's certificate folder in Qlik's
+// client layout. Each replica must be reported ok, whether it is reached
+// by an IPv4 address, an IPv6 address or a server_name, as the gateway
+// reaches it.
+func TestValidateConnectTLS(t *testing.T) {
+	certs := ssetest.NewCerts(t)
+	serverTLS, err := tlsutil.ServerFilesInDir(certs.GatewayDir, "", "", "").ServerConfig()
+	if err != nil {
+		t.Fatalf("plugin TLS: %v", err)
+	}
+	tests := []struct {
+		name       string
+		listen     string
+		serverName string
+	}{
+		{name: "IPv4 address", listen: "127.0.0.1:0"},
+		{name: "IPv6 address", listen: "[::1]:0"},
+		{name: "server_name", listen: "127.0.0.1:0", serverName: "localhost"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			plugin := ssetest.StartPluginAt(t, tt.listen, &ssetest.Connector{
+				Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
+					return &ssepb.Capabilities{PluginIdentifier: "tls-plugin", PluginVersion: "1.0.0", Functions: []*ssepb.FunctionDefinition{validateFunction(0, "Forecast")}}, nil
+				},
+			}, grpc.Creds(credentials.NewTLS(serverTLS)))
+			tls := fmt.Sprintf("{ dir: %q }", certs.QlikDir)
+			if tt.serverName != "" {
+				tls = fmt.Sprintf("{ dir: %q, server_name: %s }", certs.QlikDir, tt.serverName)
+			}
+			path := writeValidateConfig(t, fmt.Sprintf("listeners:\n  - address: 127.0.0.1:0\n    insecure: true\nengines:\n  R:\n    backends:\n      - address: %q\n        tls: %s\n", plugin.Addr, tls))
+
+			output, err := runCommand(t, "validate", "--config", path, "--connect", "--timeout", "5s")
+			checkValidateExit(t, err, 0, output)
+			if want := "  " + plugin.Addr + ": ok: tls-plugin 1.0.0, 1 functions, scripts false\n"; !strings.Contains(output, want) {
+				t.Errorf("validate --connect output:\n%s\nwant the line %q", output, want)
+			}
+		})
+	}
+}

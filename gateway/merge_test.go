@@ -1,0 +1,452 @@
+package gateway_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ssegw/ssegw/config"
+	"github.com/ssegw/ssegw/internal/ssetest"
+	"github.com/ssegw/ssegw/routing"
+	"github.com/ssegw/ssegw/ssepb"
+)
+
+// Response headers in which a merge test plugin reports what it received.
+const (
+	mergePluginHeader  = "x-merge-plugin"       // the plugin's name
+	mergeIDHeader      = "x-merge-function-id"  // the function id of the call
+	mergeVersionHeader = "x-merge-version"      // the version field of the function header
+	mergeCommonHeader  = "x-merge-common-bin"   // the common request header, as received
+	mergeScriptHeader  = "x-merge-script"       // the script text of EvaluateScript
+	mergeAppID         = "merged-app"           // the app id the test clients send
+	mergeVersion       = "qlik-version-12.1.99" // the version the test clients send
+)
+
+// mergePlugin is a test plugin behind one member of a merged engine. It
+// serves only the function ids of its own capabilities. It replies to each
+// call with headers that report what it received, and echoes the rows.
+type mergePlugin struct {
+	*ssetest.Plugin
+	name     string
+	executed atomic.Int64 // ExecuteFunction calls
+	scripts  atomic.Int64 // EvaluateScript calls
+}
+
+// startMergePlugin starts a mergePlugin named name with capabilities.
+func startMergePlugin(t *testing.T, name string, capabilities *ssepb.Capabilities) *mergePlugin {
+	t.Helper()
+	p := &mergePlugin{name: name}
+	capabilities.PluginIdentifier = name
+	echo := func(stream ssetest.Stream) error {
+		for {
+			bundle, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if err := stream.Send(bundle); err != nil {
+				return err
+			}
+		}
+	}
+	p.Plugin = ssetest.StartPlugin(t, &ssetest.Connector{
+		Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
+			return capabilities, nil
+		},
+		Execute: func(stream ssetest.Stream) error {
+			p.executed.Add(1)
+			md, _ := metadata.FromIncomingContext(stream.Context())
+			header, err := ssepb.ReadFunctionRequestHeader(md)
+			if err != nil || header == nil {
+				return status.Errorf(codes.InvalidArgument, "plugin %s: no valid function header (%v)", name, err)
+			}
+			if !slices.ContainsFunc(capabilities.GetFunctions(), func(f *ssepb.FunctionDefinition) bool {
+				return f.GetFunctionId() == header.GetFunctionId()
+			}) {
+				return status.Errorf(codes.Unimplemented, "plugin %s has no function id %d", name, header.GetFunctionId())
+			}
+			reply := metadata.Pairs(
+				mergePluginHeader, name,
+				mergeIDHeader, strconv.Itoa(int(header.GetFunctionId())),
+				mergeVersionHeader, header.GetVersion(),
+			)
+			reply.Set(mergeCommonHeader, md.Get(ssepb.CommonRequestHeaderKey)...)
+			if err := stream.SendHeader(reply); err != nil {
+				return err
+			}
+			return echo(stream)
+		},
+		Script: func(stream ssetest.Stream) error {
+			p.scripts.Add(1)
+			md, _ := metadata.FromIncomingContext(stream.Context())
+			header, err := ssepb.ReadScriptRequestHeader(md)
+			if err != nil || header == nil {
+				return status.Errorf(codes.InvalidArgument, "plugin %s: no valid script header (%v)", name, err)
+			}
+			if err := stream.SendHeader(metadata.Pairs(mergePluginHeader, name, mergeScriptHeader, header.GetScript())); err != nil {
+				return err
+			}
+			return echo(stream)
+		},
+	})
+	return p
+}
+
+// mergeFunction returns a scalar numeric function definition whose one
+// parameter is named after the function and the plugin, so that a
+// definition shows where it came from.
+func mergeFunction(plugin string, id int32, name string) *ssepb.FunctionDefinition {
+	return &ssepb.FunctionDefinition{
+		FunctionId: id, Name: name,
+		FunctionType: ssepb.FunctionType_SCALAR, ReturnType: ssepb.DataType_NUMERIC,
+		Params: []*ssepb.Parameter{{Name: strings.ToLower(plugin + "_" + name), DataType: ssepb.DataType_NUMERIC}},
+	}
+}
+
+// mergedSetup is engine M merging engines A and B, each with one plugin,
+// behind a plaintext gateway listener whose default engine is M.
+type mergedSetup struct {
+	a, b    *mergePlugin
+	gateway *ssetest.Gateway
+	client  ssepb.ConnectorClient
+}
+
+// startMergedSetup starts plugins A and B, whose capabilities both have a
+// function named Forecast under different ids, and a gateway with engine M
+// merging A and B. mergeScripts is M's merge_scripts. It returns once A
+// and B know their capabilities, so that M lists both members' functions.
+func startMergedSetup(t *testing.T, mergeScripts string) *mergedSetup {
+	t.Helper()
+	a := startMergePlugin(t, "A", &ssepb.Capabilities{
+		AllowScript: false,
+		Functions:   []*ssepb.FunctionDefinition{mergeFunction("A", 3, "Forecast"), mergeFunction("A", 7, "Smooth")},
+	})
+	b := startMergePlugin(t, "B", &ssepb.Capabilities{
+		AllowScript: true,
+		Functions:   []*ssepb.FunctionDefinition{mergeFunction("B", 5, "Forecast"), mergeFunction("B", 0, "Trend")},
+	})
+	gw := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("M", nil)},
+		Engines: map[string]*config.Engine{
+			"A": ssetest.Engine(a.Addr),
+			"B": ssetest.Engine(b.Addr),
+			"M": {Merge: []string{"A", "B"}, MergeScripts: mergeScripts},
+		},
+	})
+	client := ssetest.Dial(t, gw.Addrs[0])
+
+	// A GetCapabilities call forwarded to a member's plugin records the
+	// member's capabilities before the response reaches the client, unless
+	// the probes already did.
+	for _, member := range []string{"A", "B"} {
+		ctx := metadata.AppendToOutgoingContext(testContext(t), routing.EngineHeader, member)
+		if _, err := client.GetCapabilities(ctx, &ssepb.Empty{}); err != nil {
+			t.Fatalf("GetCapabilities of member %s: %v", member, err)
+		}
+	}
+	return &mergedSetup{a: a, b: b, gateway: gw, client: client}
+}
+
+// mergeCallResult is what a client sees of a finished streaming call.
+type mergeCallResult struct {
+	header metadata.MD
+	rows   []*ssepb.Row
+	err    error // nil for OK
+}
+
+// callMerged makes a streaming call of method ("ExecuteFunction" or
+// "EvaluateScript") with md, sends bundle and half-closes, and reads the
+// whole response.
+func callMerged(ctx context.Context, client ssepb.ConnectorClient, method string, md metadata.MD, bundle *ssepb.BundledRows) mergeCallResult {
+	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, md))
+	defer cancel()
+	var stream ssepb.Connector_ExecuteFunctionClient
+	var err error
+	if method == "EvaluateScript" {
+		stream, err = client.EvaluateScript(ctx)
+	} else {
+		stream, err = client.ExecuteFunction(ctx)
+	}
+	if err != nil {
+		return mergeCallResult{err: err}
+	}
+
+	// A failed send means that the call already ended, and Recv reports
+	// how.
+	if stream.Send(bundle) == nil {
+		stream.CloseSend()
+	}
+
+	var result mergeCallResult
+	for {
+		response, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			result.err = err
+			break
+		}
+		result.rows = append(result.rows, response.GetRows()...)
+	}
+	result.header, _ = stream.Header()
+	return result
+}
+
+// functionHeaders returns the request headers of an ExecuteFunction call
+// of function id, with mergeVersion in the function header and
+// mergeAppID in the common header.
+func functionHeaders(t *testing.T, id int32) metadata.MD {
+	t.Helper()
+	md := metadata.MD{}
+	if err := ssepb.SetHeader(md, ssepb.FunctionRequestHeaderKey, &ssepb.FunctionRequestHeader{FunctionId: id, Version: mergeVersion}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ssepb.SetHeader(md, ssepb.CommonRequestHeaderKey, &ssepb.CommonRequestHeader{AppId: mergeAppID, UserId: "user", Cardinality: 2}); err != nil {
+		t.Fatal(err)
+	}
+	return md
+}
+
+// idAndName is a function of a capabilities list, by id and name.
+type idAndName struct {
+	ID   int32
+	Name string
+}
+
+// functionsOf returns the ids and names of capabilities' functions, in
+// order.
+func functionsOf(capabilities *ssepb.Capabilities) []idAndName {
+	var out []idAndName
+	for _, function := range capabilities.GetFunctions() {
+		out = append(out, idAndName{function.GetFunctionId(), function.GetName()})
+	}
+	return out
+}
+
+// TestMergedEngineCapabilities checks GetCapabilities of a merged engine:
+// both members' functions, the second member's by ids from 1000 and its
+// Forecast renamed B_Forecast with its own definition otherwise, and
+// scripts offered exactly when merge_scripts names a member that offers
+// them.
+func TestMergedEngineCapabilities(t *testing.T) {
+	want := []idAndName{{3, "Forecast"}, {7, "Smooth"}, {1000, "Trend"}, {1005, "B_Forecast"}}
+	tests := []struct {
+		name            string
+		mergeScripts    string
+		wantAllowScript bool
+	}{
+		{name: "scripts from B", mergeScripts: "B", wantAllowScript: true},
+		{name: "scripts from A, which has none", mergeScripts: "A", wantAllowScript: false},
+		{name: "no merge_scripts", wantAllowScript: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			setup := startMergedSetup(t, tt.mergeScripts)
+			capabilities, err := setup.client.GetCapabilities(testContext(t), &ssepb.Empty{})
+			if err != nil {
+				t.Fatalf("GetCapabilities through M: %v", err)
+			}
+			if diff := cmp.Diff(want, functionsOf(capabilities)); diff != "" {
+				t.Errorf("GetCapabilities through M functions (-want +got):\n%s", diff)
+			}
+			if got := capabilities.GetAllowScript(); got != tt.wantAllowScript {
+				t.Errorf("GetCapabilities through M allowScript = %v, want %v", got, tt.wantAllowScript)
+			}
+
+			wantRenamed := mergeFunction("B", 5, "Forecast")
+			wantRenamed.FunctionId, wantRenamed.Name = 1005, "B_Forecast"
+			for _, function := range capabilities.GetFunctions() {
+				if function.GetFunctionId() == 1005 && !proto.Equal(function, wantRenamed) {
+					t.Errorf("GetCapabilities through M function 1005 = %v, want %v", function, wantRenamed)
+				}
+			}
+			if got := setup.a.executed.Load() + setup.b.executed.Load(); got != 0 {
+				t.Errorf("ExecuteFunction calls reaching the plugins = %d, want 0", got)
+			}
+		})
+	}
+}
+
+// TestMergedEngineExecuteFunction checks that a call of a merged function
+// id reaches the member's plugin with the plugin's own function id, and
+// with the rest of Qlik's headers as sent, and that the other plugin gets
+// no call.
+func TestMergedEngineExecuteFunction(t *testing.T) {
+	setup := startMergedSetup(t, "B")
+	plugins := map[string]*mergePlugin{"A": setup.a, "B": setup.b}
+	common := functionHeaders(t, 0).Get(ssepb.CommonRequestHeaderKey)
+	tests := []struct {
+		mergedID   int32
+		wantPlugin string
+		wantID     int32
+	}{
+		{mergedID: 3, wantPlugin: "A", wantID: 3},
+		{mergedID: 7, wantPlugin: "A", wantID: 7},
+		{mergedID: 1000, wantPlugin: "B", wantID: 0},
+		{mergedID: 1005, wantPlugin: "B", wantID: 5},
+	}
+	for _, tt := range tests {
+		t.Run(strconv.Itoa(int(tt.mergedID)), func(t *testing.T) {
+			executedBefore := map[string]int64{"A": setup.a.executed.Load(), "B": setup.b.executed.Load()}
+			bundle := ssetest.NumericBundle(2, 1)
+			result := callMerged(testContext(t), setup.client, "ExecuteFunction", functionHeaders(t, tt.mergedID), bundle)
+			if result.err != nil {
+				t.Fatalf("ExecuteFunction(id %d) through M: %v", tt.mergedID, result.err)
+			}
+			if got := result.header.Get(mergePluginHeader); !slices.Equal(got, []string{tt.wantPlugin}) {
+				t.Errorf("ExecuteFunction(id %d) served by plugin %q, want [%s]", tt.mergedID, got, tt.wantPlugin)
+			}
+			if got, want := result.header.Get(mergeIDHeader), []string{strconv.Itoa(int(tt.wantID))}; !slices.Equal(got, want) {
+				t.Errorf("ExecuteFunction(id %d) plugin received function id %q, want %q", tt.mergedID, got, want)
+			}
+			if got := result.header.Get(mergeVersionHeader); !slices.Equal(got, []string{mergeVersion}) {
+				t.Errorf("ExecuteFunction(id %d) plugin received version %q, want [%s]", tt.mergedID, got, mergeVersion)
+			}
+			if got := result.header.Get(mergeCommonHeader); !slices.Equal(got, common) {
+				t.Errorf("ExecuteFunction(id %d) plugin received common header %q, want %q", tt.mergedID, got, common)
+			}
+			if diff := cmp.Diff(bundle.GetRows(), result.rows, cmp.Comparer(proto.Equal)); diff != "" {
+				t.Errorf("ExecuteFunction(id %d) rows (-want +got):\n%s", tt.mergedID, diff)
+			}
+			for name, plugin := range plugins {
+				want := executedBefore[name]
+				if name == tt.wantPlugin {
+					want++
+				}
+				if got := plugin.executed.Load(); got != want {
+					t.Errorf("ExecuteFunction(id %d) calls of plugin %s = %d, want %d", tt.mergedID, name, got, want)
+				}
+			}
+		})
+	}
+}
+
+// TestMergedEngineUnknownFunction checks that a call of a function id the
+// merged engine does not list ends with Unimplemented from the gateway,
+// naming the functions it does list, and reaches no plugin. A call without
+// a function header ends with InvalidArgument.
+func TestMergedEngineUnknownFunction(t *testing.T) {
+	setup := startMergedSetup(t, "B")
+	tests := []struct {
+		name     string
+		md       metadata.MD
+		wantCode codes.Code
+		wantText []string
+	}{
+		{
+			name:     "id of a function B lacks",
+			md:       functionHeaders(t, 1003),
+			wantCode: codes.Unimplemented,
+			wantText: []string{"engine M has no function id 1003", "Forecast (3)", "Smooth (7)", "Trend (1000)", "B_Forecast (1005)"},
+		},
+		{
+			name:     "id of a function A lacks",
+			md:       functionHeaders(t, 5),
+			wantCode: codes.Unimplemented,
+			wantText: []string{"engine M has no function id 5", "B_Forecast (1005)"},
+		},
+		{
+			name:     "id past the last member",
+			md:       functionHeaders(t, 2000),
+			wantCode: codes.Unimplemented,
+			wantText: []string{"engine M has no function id 2000", "B_Forecast (1005)"},
+		},
+		{
+			name:     "negative id",
+			md:       functionHeaders(t, -1),
+			wantCode: codes.Unimplemented,
+			wantText: []string{"engine M has no function id -1"},
+		},
+		{
+			name:     "no function header",
+			md:       metadata.MD{},
+			wantCode: codes.InvalidArgument,
+			wantText: []string{"engine M", ssepb.FunctionRequestHeaderKey},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			result := callMerged(testContext(t), setup.client, "ExecuteFunction", tt.md, ssetest.NumericBundle(1, 1))
+			st := status.Convert(result.err)
+			if st.Code() != tt.wantCode {
+				t.Errorf("ExecuteFunction through M status = %v %q, want %v", st.Code(), st.Message(), tt.wantCode)
+			}
+			for _, text := range tt.wantText {
+				if !strings.Contains(st.Message(), text) {
+					t.Errorf("ExecuteFunction through M message = %q, want it to contain %q", st.Message(), text)
+				}
+			}
+			if got := setup.a.executed.Load() + setup.b.executed.Load(); got != 0 {
+				t.Errorf("ExecuteFunction calls reaching the plugins = %d, want 0", got)
+			}
+		})
+	}
+}
+
+// TestMergedEngineEvaluateScript checks that EvaluateScript through a
+// merged engine reaches the merge_scripts member's plugin with the script
+// as sent. Without merge_scripts the call must end with Unimplemented and
+// reach no plugin.
+func TestMergedEngineEvaluateScript(t *testing.T) {
+	const script = "return args[0] * 2"
+	md, err := ssepb.ScriptCallMetadata(&ssepb.ScriptRequestHeader{
+		Script: script, FunctionType: ssepb.FunctionType_SCALAR, ReturnType: ssepb.DataType_NUMERIC,
+		Params: []*ssepb.Parameter{{Name: "x", DataType: ssepb.DataType_NUMERIC}},
+	}, &ssepb.CommonRequestHeader{AppId: mergeAppID, UserId: "user", Cardinality: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("to merge_scripts", func(t *testing.T) {
+		setup := startMergedSetup(t, "B")
+		bundle := ssetest.NumericBundle(3, 1)
+		result := callMerged(testContext(t), setup.client, "EvaluateScript", md, bundle)
+		if result.err != nil {
+			t.Fatalf("EvaluateScript through M: %v", result.err)
+		}
+		if got := result.header.Get(mergePluginHeader); !slices.Equal(got, []string{"B"}) {
+			t.Errorf("EvaluateScript served by plugin %q, want [B]", got)
+		}
+		if got := result.header.Get(mergeScriptHeader); !slices.Equal(got, []string{script}) {
+			t.Errorf("EvaluateScript plugin received script %q, want [%s]", got, script)
+		}
+		if diff := cmp.Diff(bundle.GetRows(), result.rows, cmp.Comparer(proto.Equal)); diff != "" {
+			t.Errorf("EvaluateScript rows (-want +got):\n%s", diff)
+		}
+		if got := setup.a.scripts.Load(); got != 0 {
+			t.Errorf("EvaluateScript calls of plugin A = %d, want 0", got)
+		}
+		if got := setup.b.scripts.Load(); got != 1 {
+			t.Errorf("EvaluateScript calls of plugin B = %d, want 1", got)
+		}
+	})
+
+	t.Run("without merge_scripts", func(t *testing.T) {
+		setup := startMergedSetup(t, "")
+		result := callMerged(testContext(t), setup.client, "EvaluateScript", md, ssetest.NumericBundle(3, 1))
+		st := status.Convert(result.err)
+		if st.Code() != codes.Unimplemented {
+			t.Errorf("EvaluateScript through M status = %v %q, want %v", st.Code(), st.Message(), codes.Unimplemented)
+		}
+		if want := "engine M offers no scripts"; !strings.Contains(st.Message(), want) {
+			t.Errorf("EvaluateScript through M message = %q, want it to contain %q", st.Message(), want)
+		}
+		if got := setup.a.scripts.Load() + setup.b.scripts.Load(); got != 0 {
+			t.Errorf("EvaluateScript calls reaching the plugins = %d, want 0", got)
+		}
+	})
+}
