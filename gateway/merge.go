@@ -23,6 +23,7 @@ func (c *call) resolveMerged(ss grpc.ServerStream, merged *routing.Engine) (st *
 	c.merged = merged
 	switch c.info.kind {
 	case methodGetCapabilities:
+		merged.AwaitMembers(ss.Context())
 		capabilities, _ := merged.MergedCapabilities()
 		st, _ := c.answerWithCapabilities(ss, merged.Config, capabilities.Message)
 		return st, true
@@ -34,6 +35,12 @@ func (c *call) resolveMerged(ss grpc.ServerStream, merged *routing.Engine) (st *
 		}
 		capabilities, functions := merged.MergedCapabilities()
 		function, ok := functions[header.GetFunctionId()]
+		if !ok {
+			// The function may be a member's that has not answered yet.
+			merged.AwaitMembers(ss.Context())
+			capabilities, functions = merged.MergedCapabilities()
+			function, ok = functions[header.GetFunctionId()]
+		}
 		if !ok {
 			return status.Newf(codes.Unimplemented, "engine %s has no function id %d; it has %s",
 				merged.Name, header.GetFunctionId(), functionList(capabilities)), true

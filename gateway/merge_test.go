@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
@@ -46,6 +48,16 @@ type mergePlugin struct {
 // startMergePlugin starts a mergePlugin named name with capabilities.
 func startMergePlugin(t *testing.T, name string, capabilities *ssepb.Capabilities) *mergePlugin {
 	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveMergePlugin(t, lis, name, capabilities)
+}
+
+// serveMergePlugin is startMergePlugin on a listener of the test's.
+func serveMergePlugin(t *testing.T, lis net.Listener, name string, capabilities *ssepb.Capabilities) *mergePlugin {
+	t.Helper()
 	p := &mergePlugin{name: name}
 	capabilities.PluginIdentifier = name
 	echo := func(stream ssetest.Stream) error {
@@ -62,7 +74,7 @@ func startMergePlugin(t *testing.T, name string, capabilities *ssepb.Capabilitie
 			}
 		}
 	}
-	p.Plugin = ssetest.StartPlugin(t, &ssetest.Connector{
+	p.Plugin = ssetest.ServePluginOn(t, lis, &ssetest.Connector{
 		Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
 			return capabilities, nil
 		},
@@ -449,4 +461,68 @@ func TestMergedEngineEvaluateScript(t *testing.T) {
 			t.Errorf("EvaluateScript calls reaching the plugins = %d, want 0", got)
 		}
 	})
+}
+
+// TestMergedEngineWaitsForMembers starts the gateway while member B's
+// plugin does not answer yet. QlikView asks for capabilities only when it
+// starts, so the merged list must not leave B's functions out because B's
+// first probe has not succeeded: the call waits for B, up to B's
+// reconnect_buffer, and without B after that.
+func TestMergedEngineWaitsForMembers(t *testing.T) {
+	capabilitiesA := &ssepb.Capabilities{Functions: []*ssepb.FunctionDefinition{mergeFunction("A", 3, "Forecast")}}
+	capabilitiesB := &ssepb.Capabilities{Functions: []*ssepb.FunctionDefinition{mergeFunction("B", 5, "Forecast")}}
+	tests := []struct {
+		name            string
+		reconnectBuffer time.Duration
+		serveB          bool
+		want            []idAndName
+	}{
+		{name: "B starts while the call waits", reconnectBuffer: time.Minute, serveB: true,
+			want: []idAndName{{3, "Forecast"}, {1005, "B_Forecast"}}},
+		{name: "B stays silent past its reconnect_buffer", reconnectBuffer: 200 * time.Millisecond,
+			want: []idAndName{{3, "Forecast"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := startMergePlugin(t, "A", capabilitiesA)
+			// B's connections wait in the listen queue until it serves.
+			lisB, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { lisB.Close() })
+			engineB := ssetest.Engine(lisB.Addr().String())
+			engineB.ReconnectBuffer = &tt.reconnectBuffer
+			gw := ssetest.StartGateway(t, &config.Config{
+				Listeners: []config.Listener{ssetest.Listen("M", nil)},
+				Engines: map[string]*config.Engine{
+					"A": ssetest.Engine(a.Addr),
+					"B": engineB,
+					"M": {Merge: []string{"A", "B"}},
+				},
+			})
+			client := ssetest.Dial(t, gw.Addrs[0])
+
+			type answer struct {
+				capabilities *ssepb.Capabilities
+				err          error
+			}
+			done := make(chan answer, 1)
+			go func() {
+				capabilities, err := client.GetCapabilities(testContext(t), &ssepb.Empty{})
+				done <- answer{capabilities, err}
+			}()
+			if tt.serveB {
+				metricsWaitFor(t, gw, 10*time.Second, map[string]float64{"GetCapabilities": 1}, "ssegw_calls_in_flight", labelMethod)
+				serveMergePlugin(t, lisB, "B", capabilitiesB)
+			}
+			got := <-done
+			if got.err != nil {
+				t.Fatalf("GetCapabilities through M: %v", got.err)
+			}
+			if diff := cmp.Diff(tt.want, functionsOf(got.capabilities)); diff != "" {
+				t.Errorf("GetCapabilities through M functions (-want +got):\n%s", diff)
+			}
+		})
+	}
 }

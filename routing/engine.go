@@ -48,6 +48,10 @@ type Engine struct {
 	// capabilities is the engine's agreed function list, read on every
 	// call without a lock.
 	capabilities atomic.Pointer[Capabilities]
+	// known is closed once capabilities is set, for those that wait for
+	// it; knownOnce closes it.
+	known     chan struct{}
+	knownOnce sync.Once
 
 	// waiting counts the calls waiting for a replica, up to max_waiting.
 	waiting atomic.Int64
@@ -102,7 +106,7 @@ func NewEngine(cfg *config.Engine, opts EngineOptions) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{Name: cfg.Name, Config: cfg, Pool: pool, logger: opts.Logger, stateDir: opts.StateDir,
-		certificates: opts.Certificates, options: opts, sourceOf: sources}
+		certificates: opts.Certificates, options: opts, sourceOf: sources, known: make(chan struct{})}
 	for _, source := range sources {
 		if source != nil && e.certificates != nil {
 			e.certificates.Add(source)
@@ -131,7 +135,7 @@ func NewEngine(cfg *config.Engine, opts EngineOptions) (*Engine, error) {
 	if stored, err := loadCapabilities(e.stateDir, e.Name); err != nil {
 		e.logger.Warn("reading stored capabilities failed; waiting for a replica", "engine", e.Name, "error", err.Error())
 	} else if stored != nil {
-		e.capabilities.Store(stored)
+		e.setCapabilities(stored)
 		e.logger.Info("capabilities loaded from the state folder", "engine", e.Name,
 			"functions", len(stored.Message.GetFunctions()), "fetched", stored.Fetched)
 	}
@@ -302,7 +306,7 @@ func (e *Engine) reconcile() {
 	if agreed != "" {
 		chosen := groups[agreed][0].Status().Capabilities
 		if current == nil || current.key() != agreed {
-			e.capabilities.Store(chosen)
+			e.setCapabilities(chosen)
 			e.logger.Info("capabilities agreed", "engine", e.Name, "functions", len(chosen.Message.GetFunctions()),
 				"plugin", chosen.Message.GetPluginIdentifier(), "replicas", len(groups[agreed]))
 			if err := storeCapabilities(e.stateDir, e.Name, chosen); err != nil {
@@ -358,7 +362,15 @@ func (e *Engine) Capabilities() *Capabilities {
 // SetCapabilities records capabilities learnt outside the probes, from a
 // GetCapabilities answer the gateway forwarded, when none are known yet.
 func (e *Engine) SetCapabilities(c *Capabilities) {
-	e.capabilities.CompareAndSwap(nil, c)
+	if e.capabilities.CompareAndSwap(nil, c) {
+		e.knownOnce.Do(func() { close(e.known) })
+	}
+}
+
+// setCapabilities replaces the agreed function list.
+func (e *Engine) setCapabilities(c *Capabilities) {
+	e.capabilities.Store(c)
+	e.knownOnce.Do(func() { close(e.known) })
 }
 
 // Serving reports whether a replica is connected and fit for calls.

@@ -2,6 +2,7 @@ package routing
 
 import (
 	"cmp"
+	"context"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,6 +41,26 @@ func (e *Engine) Members() []*Engine {
 // Merged reports whether the engine merges other engines.
 func (e *Engine) Merged() bool {
 	return len(e.Config.Merge) > 0
+}
+
+// AwaitMembers returns once every member knows its capabilities, or
+// when a member has not learnt them within its reconnect_buffer of the
+// call, or when ctx ends. Right after the gateway starts, the probes may
+// not have reached every plugin yet; a merged list without that member
+// would hide its functions from QlikView, which asks only when it starts.
+func (e *Engine) AwaitMembers(ctx context.Context) {
+	start := time.Now()
+	for _, member := range e.Members() {
+		if member.Capabilities() != nil {
+			continue
+		}
+		wait, cancel := context.WithDeadline(ctx, start.Add(member.Config.ReconnectWait()))
+		select {
+		case <-member.known:
+		case <-wait.Done():
+		}
+		cancel()
+	}
 }
 
 // MergedCapabilities returns the capabilities a merged engine offers Qlik,

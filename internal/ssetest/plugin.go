@@ -84,6 +84,14 @@ func ServePlugin(t testing.TB, address string, connector ssepb.ConnectorServer, 
 	if err != nil {
 		t.Fatalf("test plugin: %v", err)
 	}
+	return ServePluginOn(t, lis, connector, opts...)
+}
+
+// ServePluginOn serves connector on lis. A test that listens first and
+// serves later has a plugin whose connections wait in the listen queue,
+// unanswered, until it starts.
+func ServePluginOn(t testing.TB, lis net.Listener, connector ssepb.ConnectorServer, opts ...grpc.ServerOption) *Plugin {
+	t.Helper()
 	options := append([]grpc.ServerOption{
 		grpc.ForceServerCodecV2(Codec{}),
 		grpc.MaxRecvMsgSize(64 << 20),
