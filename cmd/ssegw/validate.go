@@ -11,8 +11,10 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/ssegw/ssegw/config"
 	"github.com/ssegw/ssegw/routing"
@@ -120,9 +122,14 @@ func fetchCapabilities(ctx context.Context, backend config.Backend, timeout time
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	message, err := ssepb.NewConnectorClient(conn).GetCapabilities(ctx, &ssepb.Empty{}, grpc.WaitForReady(true))
+	// Without WaitForReady, a refused connection or a failed handshake
+	// ends the call at once with its reason, rather than at the timeout.
+	message, err := ssepb.NewConnectorClient(conn).GetCapabilities(ctx, &ssepb.Empty{})
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return nil, fmt.Errorf("no answer within %v: check the address and, for TLS, the folder and server_name (%v)", timeout, err)
+	}
+	if status.Code(err) == codes.Unavailable {
+		return nil, fmt.Errorf("cannot connect: %s", status.Convert(err).Message())
 	}
 	if err != nil {
 		return nil, err
