@@ -43,7 +43,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newServeCommand(), newDemoCommand(), newCertsCommand(), newImportSettingsCommand(), newValidateCommand(), newCallCommand(), newVersionCommand())
+	root.AddCommand(newServeCommand(), newDemoCommand(), newCertsCommand(), newImportSettingsCommand(), newValidateCommand(), newBenchCommand(), newPluginCommand(), newCallCommand(), newServiceCommand(), newVersionCommand())
 	return root
 }
 

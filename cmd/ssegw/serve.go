@@ -114,7 +114,11 @@ func runGatewayUntil(ctx, force context.Context, configFile string, stderr io.Wr
 	// Run until asked to stop, then drain.
 	<-ctx.Done()
 	stopWatching()
-	logger.Info("stopping; waiting for calls in flight, a second signal ends them", "drain_timeout", cfg.DrainTimeout.String())
+	message := "stopping; waiting for calls in flight"
+	if force.Done() != nil { // not under a service manager, which has no second signal
+		message += ", a second signal ends them"
+	}
+	logger.Info(message, "drain_timeout", cfg.DrainTimeout.String())
 	drainCtx, cancel := context.WithTimeout(force, cfg.DrainTimeout)
 	defer cancel()
 	g.Shutdown(drainCtx)

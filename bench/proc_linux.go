@@ -1,0 +1,114 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// childProcessAttributes puts a child in its own process group, so that a
+// Ctrl-C in the terminal reaches only the benchmark, which then stops its
+// children in order. Pdeathsig kills the child if the benchmark dies
+// without stopping it.
+func childProcessAttributes() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}
+
+// terminate sends a process SIGTERM.
+func terminate(process *os.Process) error {
+	return process.Signal(syscall.SIGTERM)
+}
+
+// killGroup kills every process left in the process group that the child
+// with this PID leads. A group that is already empty is no error.
+func killGroup(pid int) {
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+}
+
+// residentBytes returns the resident memory (VmRSS) of the process pid and
+// of all its descendants, such as nginx's workers, in bytes.
+func residentBytes(pid int) (int64, error) {
+	total := int64(0)
+	for _, member := range append([]int{pid}, descendants(pid)...) {
+		rss, err := processRSS(member)
+		if err != nil {
+			if member == pid {
+				return 0, err
+			}
+			continue // a worker that exited meanwhile
+		}
+		total += rss
+	}
+	return total, nil
+}
+
+// processRSS reads VmRSS from /proc/PID/status.
+func processRSS(pid int) (int64, error) {
+	file := fmt.Sprintf("/proc/%d/status", pid)
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return 0, fmt.Errorf("reading the resident memory of process %d: %w", pid, err)
+	}
+	scanner := bufio.NewScanner(bytes.NewReader(data))
+	for scanner.Scan() {
+		rest, ok := strings.CutPrefix(scanner.Text(), "VmRSS:")
+		if !ok {
+			continue
+		}
+		kilobytes, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("reading the resident memory of process %d: invalid VmRSS line %q in %s", pid, scanner.Text(), file)
+		}
+		return kilobytes << 10, nil
+	}
+	return 0, fmt.Errorf("reading the resident memory of process %d: no VmRSS line in %s, which is a zombie's", pid, file)
+}
+
+// descendants returns the PIDs of every living process below pid, found by
+// the parent PIDs in /proc/*/stat.
+func descendants(pid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	children := map[int][]int{}
+	for _, entry := range entries {
+		member, err := strconv.Atoi(entry.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join("/proc", entry.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// The command name in brackets may contain spaces, so the fields
+		// are counted after its closing bracket: state, then parent PID.
+		end := bytes.LastIndexByte(data, ')')
+		if end < 0 {
+			continue
+		}
+		fields := strings.Fields(string(data[end+1:]))
+		if len(fields) < 2 {
+			continue
+		}
+		parent, err := strconv.Atoi(fields[1])
+		if err != nil {
+			continue
+		}
+		children[parent] = append(children[parent], member)
+	}
+	var found []int
+	queue := []int{pid}
+	for len(queue) > 0 {
+		next := queue[0]
+		queue = queue[1:]
+		found = append(found, children[next]...)
+		queue = append(queue, children[next]...)
+	}
+	return found
+}

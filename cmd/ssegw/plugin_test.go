@@ -1,0 +1,97 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ssegw/ssegw/examples/plugin/example"
+	"github.com/ssegw/ssegw/sseclient"
+	"github.com/ssegw/ssegw/ssepb"
+)
+
+// syncBuffer is a bytes.Buffer that a command writes while the test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestPluginCommandServes runs the hidden plugin command on a free port,
+// calls it, and stops it by ending the command's context.
+func TestPluginCommandServes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	serveCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var out syncBuffer
+	cmd := newRootCommand()
+	cmd.SetArgs([]string{"plugin", "--address", "127.0.0.1:0", "--name", "from-test"})
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(serveCtx) }()
+
+	// Wait for its address.
+	var address string
+	for address == "" {
+		if line, ok := strings.CutPrefix(out.String(), "listening on "); ok {
+			address = strings.TrimSpace(line)
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("plugin command ended before listening: %v; output: %q", err, out.String())
+		case <-ctx.Done():
+			t.Fatalf("plugin command printed no address; output: %q", out.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+
+	// Call it.
+	client, err := sseclient.Dial(address, sseclient.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	capabilities, _, err := client.Capabilities(ctx)
+	if err != nil {
+		t.Fatalf("GetCapabilities: %v", err)
+	}
+	if got := capabilities.GetPluginIdentifier(); got != "from-test" {
+		t.Errorf("plugin identifier = %q, want from-test", got)
+	}
+	rows := &ssepb.BundledRows{Rows: []*ssepb.Row{{Duals: []*ssepb.Dual{{NumData: 1}, {NumData: 2}}}}}
+	result, err := client.ExecuteFunction(ctx, example.FunctionSumOfRows, &ssepb.CommonRequestHeader{}, []*ssepb.BundledRows{rows})
+	if err != nil {
+		t.Fatalf("SumOfRows: %v", err)
+	}
+	if got := result.Rows(); len(got) != 1 || got[0].GetDuals()[0].GetNumData() != 3 {
+		t.Errorf("SumOfRows(1, 2) returned %v, want one row of 3", got)
+	}
+
+	// Stop it.
+	stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("plugin command returned %v after its context ended, want nil", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("plugin command still runs after its context ended")
+	}
+}
