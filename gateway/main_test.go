@@ -2,6 +2,8 @@ package gateway_test
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -14,9 +16,18 @@ import (
 )
 
 // TestMain fails the package when a test leaves goroutines behind: a
-// forwarded call that does not end cleanly leaks its pumps.
+// forwarded call that does not end cleanly leaks its pumps. It removes
+// the plugin binaries that tests built.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	code := m.Run()
+	ssetest.RemoveBinaries()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: goroutines left after the tests: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // path is a test plugin behind a plaintext gateway, with a client for each.

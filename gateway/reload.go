@@ -66,12 +66,10 @@ func (g *Gateway) Reload(cfg *config.Config) (warnings []string, err error) {
 		engine.Start()
 	}
 	g.table.Store(routing.NewTable(engines))
-	for _, l := range g.listeners {
-		for _, listenerConfig := range cfg.Listeners {
-			if listenerConfig.Address == l.config.Address {
-				engine := listenerConfig.Engine
-				l.defaultEngine.Store(&engine)
-			}
+	for i, l := range g.listeners {
+		if listenerConfig, ok := reloadedListener(cfg.Listeners, i, l.config.Address); ok {
+			engine := listenerConfig.Engine
+			l.defaultEngine.Store(&engine)
 		}
 	}
 	g.current.Store(cfg)
@@ -86,6 +84,27 @@ func (g *Gateway) Reload(cfg *config.Config) (warnings []string, err error) {
 	}
 	g.logger.Info("configuration reloaded", "engines", len(engines), "new_or_changed", len(started), "replaced_or_removed", len(replaced))
 	return warnings, nil
+}
+
+// reloadedListener finds the new section of the running listener i at
+// address. Listeners are matched by position, as several may share an
+// address such as 127.0.0.1:0; when the list changed shape, which takes a
+// restart, a listener keeps its engine unless exactly one section still
+// names its address.
+func reloadedListener(listeners []config.Listener, i int, address string) (config.Listener, bool) {
+	if i < len(listeners) && listeners[i].Address == address {
+		return listeners[i], true
+	}
+	var found []config.Listener
+	for _, l := range listeners {
+		if l.Address == address {
+			found = append(found, l)
+		}
+	}
+	if len(found) == 1 {
+		return found[0], true
+	}
+	return config.Listener{}, false
 }
 
 // newEngine builds an engine of cfg with the gateway's shared settings.

@@ -72,7 +72,23 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 	// The client's side ended the call. The request pump ends promptly
 	// once the client's context is done, and has then recorded why.
 	cause := context.Cause(ctx)
-	if errors.Is(cause, context.Canceled) || errors.Is(cause, errRequestFailed) {
+	if deadline, ok := ctx.Deadline(); ok && cause == nil && !time.Now().Before(deadline) {
+		// The plugin got the same deadline, rounded up, and gRPC resets
+		// its stream when it passes: that reset can arrive before the
+		// gateway's own timer fires. Wait for the timer, so that the
+		// call ends with DeadlineExceeded and is not replayed.
+		<-ctx.Done()
+		cause = context.Cause(ctx)
+	}
+	switch {
+	case errors.Is(cause, errRequestFailed):
+		// Recorded before the call was stopped. The request pump may still
+		// wait for a message from a silent client: ending the handler
+		// ends that wait.
+		if st := c.requestFailure.Load(); st != nil {
+			return st, true
+		}
+	case errors.Is(cause, context.Canceled):
 		<-c.requestsDone
 		if st := c.requestFailure.Load(); st != nil {
 			return st, true
@@ -106,18 +122,19 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 			c.engine.Name, c.gateway.cfg.Limits.MaxMessageSize, received.Message()), true
 	}
 	message := received.Message()
+	if a.peer.Addr == nil {
+		// No replica took the call: the probes say why.
+		message = fmt.Sprintf("no plugin reachable: %s; replicas: %s", message, replicaSummary(c.engine))
+	} else {
+		message = fmt.Sprintf("plugin %s: %s", a.peer.Addr, message)
+	}
 	if strings.Contains(message, "doesn't contain any IP SANs") {
 		// Go's verifier matches an IP address only against IP
 		// subjectAltNames, and certificates made by Qlik's usual script
 		// list IP addresses as DNS names.
 		message += "; the plugin's certificate has no IP address as an IP subjectAltName (certificates made by Qlik's usual script list them as DNS names): set tls.server_name of the backend to a DNS name of the certificate"
 	}
-	if a.peer.Addr == nil {
-		// No replica took the call: the probes say why.
-		return status.Newf(codes.Unavailable, "engine %s: no plugin reachable: %s; replicas: %s",
-			c.engine.Name, message, replicaSummary(c.engine)), true
-	}
-	return status.Newf(codes.Unavailable, "engine %s: plugin %s: %s", c.engine.Name, a.peer.Addr, message), true
+	return status.Newf(codes.Unavailable, "engine %s: %s", c.engine.Name, message), true
 }
 
 // replicaSummary describes an engine's replicas for an error message, such

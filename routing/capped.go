@@ -193,10 +193,15 @@ func (p *cappedPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error)
 		}
 		open := p.balancer.counter(result.SubConn)
 		if open.Add(1) > limit {
-			// Mark the wait before giving up on this replica: a call that
-			// ends from now on publishes a new picker, and gRPC retries a
-			// pick when a picker arrives while it picks.
+			open.Add(-1)
+			// Mark the wait, then look once more. A call that ends after
+			// the mark publishes a new picker, and gRPC picks again when
+			// one arrives while it picks; a call that ended before the
+			// mark published none, but left the room this look finds.
 			p.balancer.waiting.Store(true)
+			if open.Add(1) <= limit {
+				return p.track(result, open), nil
+			}
 			open.Add(-1)
 			if result.Done != nil {
 				// The child counts its picks too, as least_request does.
@@ -204,21 +209,27 @@ func (p *cappedPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error)
 			}
 			continue
 		}
-		childDone := result.Done
-		result.Done = func(done balancer.DoneInfo) {
-			open.Add(-1)
-			if childDone != nil {
-				childDone(done)
-			}
-			if p.balancer.waiting.CompareAndSwap(true, false) {
-				p.balancer.publish()
-			}
-		}
-		return result, nil
+		return p.track(result, open), nil
 	}
 	// Every replica tried is full: gRPC holds the call until the next
 	// picker, which a finishing call publishes.
 	return balancer.PickResult{}, balancer.ErrNoSubConnAvailable
+}
+
+// track makes a pick's end free its place among the replica's open calls,
+// and wake the calls waiting for one.
+func (p *cappedPicker) track(result balancer.PickResult, open *atomic.Int64) balancer.PickResult {
+	childDone := result.Done
+	result.Done = func(done balancer.DoneInfo) {
+		open.Add(-1)
+		if childDone != nil {
+			childDone(done)
+		}
+		if p.balancer.waiting.CompareAndSwap(true, false) {
+			p.balancer.publish()
+		}
+	}
+	return result
 }
 
 var (

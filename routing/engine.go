@@ -49,9 +49,9 @@ type Engine struct {
 	// call without a lock.
 	capabilities atomic.Pointer[Capabilities]
 	// known is closed once capabilities is set, for those that wait for
-	// it; knownOnce closes it.
-	known     chan struct{}
-	knownOnce sync.Once
+	// it; see knownSignal.
+	known               chan struct{}
+	knownMade, knownSet sync.Once
 
 	// waiting counts the calls waiting for a replica, up to max_waiting.
 	waiting atomic.Int64
@@ -106,7 +106,7 @@ func NewEngine(cfg *config.Engine, opts EngineOptions) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{Name: cfg.Name, Config: cfg, Pool: pool, logger: opts.Logger, stateDir: opts.StateDir,
-		certificates: opts.Certificates, options: opts, sourceOf: sources, known: make(chan struct{})}
+		certificates: opts.Certificates, options: opts, sourceOf: sources}
 	for _, source := range sources {
 		if source != nil && e.certificates != nil {
 			e.certificates.Add(source)
@@ -253,11 +253,21 @@ func (e *Engine) probeLoop(ctx context.Context, replica *Replica) {
 		case <-replica.kick:
 			timer.Stop()
 		}
+		recovering := replica.Status().State != ReplicaHealthy
+		if recovering {
+			// Reconnect now, not when the connection's backoff (up to 3s)
+			// ends, so that this probe finds a plugin that came back.
+			replica.conn.ResetConnectBackoff()
+		}
 		replica.probe(ctx, e.Config.ProbeTimeout)
 		if ctx.Err() != nil {
 			return
 		}
 		e.reconcile()
+		if recovering && replica.Status().State == ReplicaHealthy {
+			// The pool's connection to it may still wait out its backoff.
+			e.Pool.Conn().ResetConnectBackoff()
+		}
 		next := e.Config.ProbeInterval
 		if replica.Status().State != ReplicaHealthy {
 			next = min(next, recoveryProbeInterval)
@@ -363,14 +373,26 @@ func (e *Engine) Capabilities() *Capabilities {
 // GetCapabilities answer the gateway forwarded, when none are known yet.
 func (e *Engine) SetCapabilities(c *Capabilities) {
 	if e.capabilities.CompareAndSwap(nil, c) {
-		e.knownOnce.Do(func() { close(e.known) })
+		e.signalKnown()
 	}
 }
 
 // setCapabilities replaces the agreed function list.
 func (e *Engine) setCapabilities(c *Capabilities) {
 	e.capabilities.Store(c)
-	e.knownOnce.Do(func() { close(e.known) })
+	e.signalKnown()
+}
+
+// knownSignal returns a channel closed once the engine has capabilities.
+// It is made on first use, so that an Engine literal works too.
+func (e *Engine) knownSignal() <-chan struct{} {
+	e.knownMade.Do(func() { e.known = make(chan struct{}) })
+	return e.known
+}
+
+func (e *Engine) signalKnown() {
+	e.knownSignal() // makes the channel, if no waiter did
+	e.knownSet.Do(func() { close(e.known) })
 }
 
 // Serving reports whether a replica is connected and fit for calls.

@@ -56,7 +56,7 @@ func (e *Engine) AwaitMembers(ctx context.Context) {
 		}
 		wait, cancel := context.WithDeadline(ctx, start.Add(member.Config.ReconnectWait()))
 		select {
-		case <-member.known:
+		case <-member.knownSignal():
 		case <-wait.Done():
 		}
 		cancel()

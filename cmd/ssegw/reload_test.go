@@ -1,0 +1,358 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/ssegw/ssegw/internal/ssetest"
+	"github.com/ssegw/ssegw/ssepb"
+)
+
+// Headers of the held plugin: the replica's name in every response, and
+// the request header that makes it hold a call until released.
+const (
+	heldReplicaHeader = "x-replica"
+	holdHeader        = "x-hold"
+)
+
+// heldPlugin is a test plugin that names itself in the x-replica response
+// header and holds each call that carries x-hold until release is closed.
+type heldPlugin struct {
+	*ssetest.Plugin
+	name    string
+	release chan struct{}
+	held    chan struct{} // receives one value per call that is held
+}
+
+func startHeldPlugin(t *testing.T, name string) *heldPlugin {
+	t.Helper()
+	p := &heldPlugin{name: name, release: make(chan struct{}), held: make(chan struct{}, 100)}
+	p.Plugin = ssetest.StartPlugin(t, &ssetest.Connector{
+		Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
+			return &ssepb.Capabilities{PluginIdentifier: name}, nil
+		},
+		Execute: func(s ssetest.Stream) error {
+			if err := s.SendHeader(metadata.Pairs(heldReplicaHeader, name)); err != nil {
+				return err
+			}
+			md, _ := metadata.FromIncomingContext(s.Context())
+			if len(md.Get(holdHeader)) > 0 {
+				p.held <- struct{}{}
+				select {
+				case <-p.release:
+				case <-s.Context().Done():
+					return s.Context().Err()
+				}
+			}
+			for {
+				if _, err := s.Recv(); errors.Is(err, io.EOF) {
+					return s.Send(&ssepb.BundledRows{})
+				} else if err != nil {
+					return err
+				}
+			}
+		},
+	})
+	t.Cleanup(p.releaseCalls)
+	return p
+}
+
+// releaseCalls lets every held call finish.
+func (p *heldPlugin) releaseCalls() {
+	select {
+	case <-p.release:
+	default:
+		close(p.release)
+	}
+}
+
+// waitHeld waits until n calls are held on the plugin.
+func (p *heldPlugin) waitHeld(t *testing.T, n int) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for i := range n {
+		select {
+		case <-p.held:
+		case <-timeout:
+			t.Fatalf("%d of %d calls held on plugin %s within 10s", i, n, p.name)
+		}
+	}
+}
+
+// callResult is the end of one call.
+type callResult struct {
+	replica string
+	err     error
+}
+
+// callReplica makes one ExecuteFunction call with one empty bundle, held
+// by the plugin when hold is set, and returns the replica that served it.
+// It does not stop the test, so that goroutines may call it.
+func callReplica(t *testing.T, client ssepb.ConnectorClient, hold bool) callResult {
+	t.Helper()
+	md, err := ssepb.FunctionCallMetadata(0, &ssepb.CommonRequestHeader{AppId: "app", UserId: "user"})
+	if err != nil {
+		return callResult{err: err}
+	}
+	if hold {
+		md.Set(holdHeader, "1")
+	}
+	ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(context.Background(), md), 30*time.Second)
+	defer cancel()
+
+	// Send, half-close, and read to the end.
+	stream, err := client.ExecuteFunction(ctx)
+	if err != nil {
+		return callResult{err: err}
+	}
+	if err := stream.Send(&ssepb.BundledRows{}); err != nil && !errors.Is(err, io.EOF) {
+		return callResult{err: err}
+	}
+	if err := stream.CloseSend(); err != nil {
+		return callResult{err: err}
+	}
+	for {
+		if _, err = stream.Recv(); err != nil {
+			break
+		}
+	}
+
+	result := callResult{}
+	if !errors.Is(err, io.EOF) {
+		result.err = err
+	}
+	if header, headerErr := stream.Header(); headerErr == nil && len(header.Get(heldReplicaHeader)) > 0 {
+		result.replica = header.Get(heldReplicaHeader)[0]
+	}
+	return result
+}
+
+// dialServe returns a client of the gateway at address and its connection,
+// closed when the test ends.
+func dialServe(t *testing.T, address string) (*grpc.ClientConn, ssepb.ConnectorClient) {
+	t.Helper()
+	conn, err := grpc.NewClient("passthrough:///"+address,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(ssetest.Codec{})))
+	if err != nil {
+		t.Fatalf("dialing %s: %v", address, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn, ssepb.NewConnectorClient(conn)
+}
+
+// recordStates records every state of conn from now on, until the
+// returned function is called; that function returns the states seen.
+func recordStates(conn *grpc.ClientConn) (stop func() []connectivity.State) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var states []connectivity.State
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			state := conn.GetState()
+			states = append(states, state)
+			if !conn.WaitForStateChange(ctx, state) {
+				return
+			}
+		}
+	}()
+	return func() []connectivity.State {
+		cancel()
+		<-done
+		return states
+	}
+}
+
+// reloadConfigText returns a configuration file for one plaintext
+// listener at address, for engine R served by backend.
+func reloadConfigText(address, backend string) string {
+	return fmt.Sprintf(`
+listeners:
+  - {address: %q, engine: R, insecure: true}
+engines:
+  R: {backends: [{address: %q}]}
+log: {level: info, format: json}
+admin: {address: "127.0.0.1:0"}
+`, address, backend)
+}
+
+// checkServedBy makes n calls and checks that replica served each.
+func checkServedBy(t *testing.T, client ssepb.ConnectorClient, when, replica string, n int) {
+	t.Helper()
+	for i := range n {
+		result := callReplica(t, client, false)
+		if result.err != nil {
+			t.Errorf("call %d %s = %v, want OK", i, when, result.err)
+		}
+		if result.replica != replica {
+			t.Errorf("call %d %s served by %q, want %q", i, when, result.replica, replica)
+		}
+	}
+}
+
+// TestServeReloads checks the reloads of a running `ssegw serve`, on one
+// client connection that must stay ready throughout. SIGHUP with a new
+// backend makes new calls use it while 5 calls held on the old backend
+// finish OK. SIGHUP with a broken file keeps the running configuration and
+// logs the error. A change to the file is picked up without a signal. The
+// configuration path is a link to a file in another folder, whose changes
+// the gateway's watch of the link's folder does not see, so that only
+// SIGHUP can pick them up.
+func TestServeReloads(t *testing.T) {
+	t.Parallel() // about 3s: a process, and the file watch's settling time
+	first, second, third := startHeldPlugin(t, "first"), startHeldPlugin(t, "second"), startHeldPlugin(t, "third")
+	address := freeAddress(t)
+	target := filepath.Join(t.TempDir(), "real.yaml")
+	ssetest.WriteFile(t, target, []byte(reloadConfigText(address, first.Addr)))
+	configFile := filepath.Join(t.TempDir(), "ssegw.yaml")
+	if err := os.Symlink(target, configFile); err != nil {
+		t.Fatal(err)
+	}
+	p := ssetest.StartProcess(t, ssetest.Binary(t, "./cmd/ssegw"), nil, "serve", "--config", configFile)
+	waitForRecords(t, p, "listening", 1, 10*time.Second)
+	conn, client := dialServe(t, address)
+	checkServedBy(t, client, "at start", first.name, 1)
+	stopRecording := recordStates(conn)
+
+	// SIGHUP with a new backend while calls are held on the old one.
+	const held = 5
+	results := make(chan callResult, held)
+	for range held {
+		go func() { results <- callReplica(t, client, true) }()
+	}
+	first.waitHeld(t, held)
+	ssetest.WriteFile(t, target, []byte(reloadConfigText(address, second.Addr)))
+	if err := p.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitForRecords(t, p, "configuration reloaded", 1, 10*time.Second)
+	checkServedBy(t, client, "after SIGHUP", second.name, 3)
+	first.releaseCalls()
+	for range held {
+		select {
+		case result := <-results:
+			if result.err != nil {
+				t.Errorf("call held across SIGHUP = %v, want OK", result.err)
+			}
+			if result.replica != first.name {
+				t.Errorf("call held across SIGHUP served by %q, want %q", result.replica, first.name)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a call held across SIGHUP did not end within 10s of its release")
+		}
+	}
+
+	// SIGHUP with a broken file: the running configuration stays.
+	ssetest.WriteFile(t, target, []byte("engines: [not, a, map\n"))
+	if err := p.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	rejected := waitForRecords(t, p, "configuration not reloaded; the running one stays", 1, 10*time.Second)
+	if got := rejected[0]["level"]; got != "ERROR" {
+		t.Errorf("rejected reload record level = %v, want ERROR", got)
+	}
+	if got, _ := rejected[0]["error"].(string); got == "" {
+		t.Errorf("rejected reload record error = %q, want the problem", got)
+	}
+	checkServedBy(t, client, "after SIGHUP with a broken file", second.name, 3)
+
+	// A new file at the configuration path, without a signal.
+	replacement := filepath.Join(filepath.Dir(configFile), "new.yaml")
+	ssetest.WriteFile(t, replacement, []byte(reloadConfigText(address, third.Addr)))
+	if err := os.Rename(replacement, configFile); err != nil {
+		t.Fatal(err)
+	}
+	waitForRecords(t, p, "configuration reloaded", 2, 10*time.Second)
+	checkServedBy(t, client, "after the file changed", third.name, 3)
+
+	states := stopRecording()
+	if !slices.Equal(states, []connectivity.State{connectivity.Ready}) {
+		t.Errorf("client connection states during the reloads = %v, want only READY", states)
+	}
+	if got := len(logRecords(p.Stderr(), "configuration reloaded")); got != 2 {
+		t.Errorf("got %d configuration reloaded records, want 2: one per good SIGHUP and file change", got)
+	}
+}
+
+// TestServeDrainsOnSIGTERM checks that SIGTERM during load lets the 5 calls
+// in flight finish OK, refuses new connections meanwhile, and that the
+// process exits 0 once those calls have ended.
+func TestServeDrainsOnSIGTERM(t *testing.T) {
+	t.Parallel()
+	plugin := startHeldPlugin(t, "only")
+	address := freeAddress(t)
+	configFile := writeConfig(t, reloadConfigText(address, plugin.Addr))
+	p := ssetest.StartProcess(t, ssetest.Binary(t, "./cmd/ssegw"), nil, "serve", "--config", configFile)
+	waitForRecords(t, p, "listening", 1, 10*time.Second)
+	_, client := dialServe(t, address)
+	checkServedBy(t, client, "before SIGTERM", plugin.name, 1)
+
+	const held = 5
+	results := make(chan callResult, held)
+	for range held {
+		go func() { results <- callReplica(t, client, true) }()
+	}
+	plugin.waitHeld(t, held)
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitForRecords(t, p, "stopping; waiting for calls in flight, a second signal ends them", 1, 10*time.Second)
+
+	// New connections are refused while the calls drain.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		conn, err := net.DialTimeout("tcp", address, time.Second)
+		if err != nil {
+			if !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Errorf("Dial(%s) while draining: %v, want connection refused", address, err)
+			}
+			break
+		}
+		conn.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("Dial(%s) still accepted 5s after SIGTERM, want connection refused", address)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_, freshClient := dialServe(t, address)
+	if result := callReplica(t, freshClient, false); status.Code(result.err) != codes.Unavailable {
+		t.Errorf("new call while draining = %v, want Unavailable", result.err)
+	}
+
+	// The held calls finish, then the process exits.
+	plugin.releaseCalls()
+	released := time.Now()
+	for range held {
+		select {
+		case result := <-results:
+			if result.err != nil {
+				t.Errorf("call in flight at SIGTERM = %v, want OK", result.err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a call in flight at SIGTERM did not end within 10s of its release")
+		}
+	}
+	if code := exitCode(t, p.Wait(t, 10*time.Second)); code != 0 {
+		t.Errorf("ssegw serve exit status after SIGTERM = %d, want 0; stderr:\n%s", code, p.Stderr())
+	}
+	if elapsed := time.Since(released); elapsed > 5*time.Second {
+		t.Errorf("ssegw serve exited %v after its last calls were released, want within 5s", elapsed)
+	}
+}

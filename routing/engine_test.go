@@ -1,0 +1,459 @@
+package routing
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ssegw/ssegw/config"
+	"github.com/ssegw/ssegw/ssepb"
+)
+
+// reconcilePlugin is a plugin on loopback whose function list a test can
+// change, and which counts the ExecuteFunction calls it gets.
+type reconcilePlugin struct {
+	ssepb.UnimplementedConnectorServer
+	addr         string
+	server       *grpc.Server
+	capabilities atomic.Pointer[ssepb.Capabilities]
+	calls        atomic.Int64
+}
+
+func (p *reconcilePlugin) GetCapabilities(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
+	return p.capabilities.Load(), nil
+}
+
+func (p *reconcilePlugin) ExecuteFunction(stream grpc.BidiStreamingServer[ssepb.BundledRows, ssepb.BundledRows]) error {
+	p.calls.Add(1)
+	for {
+		if _, err := stream.Recv(); errors.Is(err, io.EOF) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+	}
+}
+
+// offer makes the plugin list functions named names, with ids 0, 1, ...
+func (p *reconcilePlugin) offer(names ...string) {
+	capabilities := &ssepb.Capabilities{PluginIdentifier: "plugin at " + p.addr}
+	for i, name := range names {
+		capabilities.Functions = append(capabilities.Functions, &ssepb.FunctionDefinition{FunctionId: int32(i), Name: name})
+	}
+	p.capabilities.Store(capabilities)
+}
+
+// startReconcilePlugin serves a plugin offering the functions names on a
+// free loopback port until the test ends.
+func startReconcilePlugin(t *testing.T, names ...string) *reconcilePlugin {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &reconcilePlugin{addr: lis.Addr().String(), server: grpc.NewServer()}
+	p.offer(names...)
+	ssepb.RegisterConnectorServer(p.server, p)
+	go p.server.Serve(lis)
+	t.Cleanup(p.server.Stop)
+	return p
+}
+
+// syncBuffer is a log destination safe for concurrent writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// newReconcileEngine builds engine R over plugins, with round_robin and
+// its state in stateDir ("" for none), without starting its probes: the
+// test probes and reconciles by hand. The engine's log goes to log.
+func newReconcileEngine(t *testing.T, stateDir string, log io.Writer, plugins ...*reconcilePlugin) *Engine {
+	t.Helper()
+	cfg := &config.Engine{
+		Name:          "R",
+		ProbeInterval: time.Minute,
+		ProbeTimeout:  5 * time.Second,
+		Balancer:      config.BalancerRoundRobin,
+		MaxWaiting:    config.DefaultMaxWaiting,
+		ReplayBuffer:  config.DefaultReplayBuffer,
+		MaxAttempts:   config.DefaultMaxAttempts,
+	}
+	for _, plugin := range plugins {
+		cfg.Backends = append(cfg.Backends, config.Backend{Address: plugin.addr})
+	}
+	e, err := NewEngine(cfg, EngineOptions{
+		PoolOptions: PoolOptions{
+			Limits:    config.Limits{MaxMessageSize: config.DefaultMaxMessageSize, MaxHeaderListSize: config.DefaultMaxHeaderListSize},
+			Keepalive: config.Keepalive{BackendPingInterval: config.DefaultBackendPingInterval},
+		},
+		Logger:   slog.New(slog.NewJSONHandler(log, nil)),
+		StateDir: stateDir,
+	})
+	if err != nil {
+		t.Fatalf("NewEngine() = %v", err)
+	}
+	t.Cleanup(e.Close)
+	return e
+}
+
+// probeAndReconcile probes the engine's replicas at the given indexes, in
+// that order, then reconciles once.
+func probeAndReconcile(t *testing.T, e *Engine, indexes ...int) {
+	t.Helper()
+	for _, i := range indexes {
+		e.Replicas()[i].probe(context.Background(), 5*time.Second)
+	}
+	e.reconcile()
+}
+
+// replicaStates returns the state of each of the engine's replicas.
+func replicaStates(e *Engine) []ReplicaState {
+	var states []ReplicaState
+	for _, replica := range e.Replicas() {
+		states = append(states, replica.Status().State)
+	}
+	return states
+}
+
+// checkCallsReach makes calls through the engine's pool until every plugin
+// in serving has had one, then 20 more, and checks that no plugin in idle
+// got any.
+func checkCallsReach(t *testing.T, e *Engine, serving, idle []*reconcilePlugin) {
+	t.Helper()
+	client := ssepb.NewConnectorClient(e.Pool.Conn())
+	call := func() {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		stream, err := client.ExecuteFunction(ctx, grpc.WaitForReady(true))
+		if err != nil {
+			t.Fatalf("ExecuteFunction() through the pool = %v", err)
+		}
+		if err := stream.CloseSend(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
+			t.Fatalf("call through the pool = %v, want OK", err)
+		}
+	}
+	before := make([]int64, len(idle))
+	for i, plugin := range idle {
+		before[i] = plugin.calls.Load()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, plugin := range serving {
+		for start := plugin.calls.Load(); plugin.calls.Load() == start; {
+			if time.Now().After(deadline) {
+				t.Fatalf("plugin %s got no call through the pool within 10s, want some", plugin.addr)
+			}
+			call()
+		}
+	}
+	for range 20 {
+		call()
+	}
+	for i, plugin := range idle {
+		if got := plugin.calls.Load() - before[i]; got != 0 {
+			t.Errorf("plugin %s got %d calls through the pool, want none", plugin.addr, got)
+		}
+	}
+}
+
+// TestReconcileMajority checks that the function list that most healthy
+// replicas return becomes the engine's, replacing the one agreed before.
+// The replica with other functions is marked disagreeing, names the
+// differing function id, and gets no calls. A failing replica neither
+// counts nor gets calls.
+func TestReconcileMajority(t *testing.T) {
+	t.Parallel()
+	first, second := startReconcilePlugin(t, "Echo", "Sum"), startReconcilePlugin(t, "Echo", "Sum")
+	other, down := startReconcilePlugin(t, "Echo"), startReconcilePlugin(t, "Echo")
+	down.server.Stop()
+	log := &syncBuffer{}
+	e := newReconcileEngine(t, "", log, first, second, other, down)
+
+	// Only the replica with other functions has replied, so its list is the
+	// engine's for now.
+	probeAndReconcile(t, e, 2, 3)
+	if got := len(e.Capabilities().Message.GetFunctions()); got != 1 {
+		t.Fatalf("functions agreed with one replica healthy = %d, want 1", got)
+	}
+
+	// Two replicas agree on another list, which wins.
+	probeAndReconcile(t, e, 0, 1)
+	if got := e.Capabilities(); !proto.Equal(got.Message, first.capabilities.Load()) {
+		t.Errorf("capabilities agreed = %v, want the majority's %v", got.Message, first.capabilities.Load())
+	}
+	want := []ReplicaState{ReplicaHealthy, ReplicaHealthy, ReplicaDisagreeing, ReplicaFailing}
+	if got := replicaStates(e); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("replica states = %v, want %v", got, want)
+	}
+	if got, want := e.Replicas()[2].Status().LastError, "functions differ from the engine's at ids [1]"; got != want {
+		t.Errorf("disagreeing replica's last error = %q, want %q", got, want)
+	}
+	if got := strings.Count(log.String(), `"msg":"capabilities agreed"`); got != 2 {
+		t.Errorf("got %d capabilities agreed records, want 2; log:\n%s", got, log)
+	}
+	checkCallsReach(t, e, []*reconcilePlugin{first, second}, []*reconcilePlugin{other})
+}
+
+// TestReconcileTieKeepsCurrent checks that when as many healthy replicas
+// return one function list as another, the engine keeps the list it
+// agreed before, whichever that is, and the other replica disagrees.
+func TestReconcileTieKeepsCurrent(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		order []int // the replica probed first sets the agreed list
+	}{
+		{name: "first replica agreed first", order: []int{0, 1}},
+		{name: "second replica agreed first", order: []int{1, 0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			plugins := []*reconcilePlugin{startReconcilePlugin(t, "Echo", "Sum"), startReconcilePlugin(t, "Echo")}
+			e := newReconcileEngine(t, "", io.Discard, plugins...)
+			probeAndReconcile(t, e, tt.order[0])
+			probeAndReconcile(t, e, tt.order[1])
+
+			kept, other := plugins[tt.order[0]], plugins[tt.order[1]]
+			if got := e.Capabilities(); !proto.Equal(got.Message, kept.capabilities.Load()) {
+				t.Errorf("capabilities agreed after a tie = %v, want the earlier %v", got.Message, kept.capabilities.Load())
+			}
+			if got := e.Replicas()[tt.order[0]].Status().State; got != ReplicaHealthy {
+				t.Errorf("state of the replica agreed first = %s, want healthy", got)
+			}
+			if got := e.Replicas()[tt.order[1]].Status().State; got != ReplicaDisagreeing {
+				t.Errorf("state of the other replica = %s, want disagreeing", got)
+			}
+			checkCallsReach(t, e, []*reconcilePlugin{kept}, []*reconcilePlugin{other})
+		})
+	}
+}
+
+// TestReconcileReplicaAgreesAgain checks that a disagreeing replica stays
+// so while it keeps its other functions, and becomes healthy, with calls
+// again, once it returns the engine's functions.
+func TestReconcileReplicaAgreesAgain(t *testing.T) {
+	t.Parallel()
+	steady, changing := startReconcilePlugin(t, "Echo", "Sum"), startReconcilePlugin(t, "Echo", "Other")
+	log := &syncBuffer{}
+	e := newReconcileEngine(t, "", log, steady, changing)
+	probeAndReconcile(t, e, 0, 1)
+	probeAndReconcile(t, e, 0, 1) // a second probe with the same other functions
+	if got := e.Replicas()[1].Status().State; got != ReplicaDisagreeing {
+		t.Fatalf("state of the replica with other functions after two probes = %s, want disagreeing", got)
+	}
+	if got := strings.Count(log.String(), "its functions differ"); got != 1 {
+		t.Errorf("got %d warnings about differing functions after two probes, want 1", got)
+	}
+
+	healthyRecords := func() int {
+		return strings.Count(log.String(), `"msg":"replica healthy`)
+	}
+	before := healthyRecords()
+	changing.offer("Echo", "Sum")
+	probeAndReconcile(t, e, 1)
+	status := e.Replicas()[1].Status()
+	if status.State != ReplicaHealthy {
+		t.Errorf("state of the replica that agrees again = %s, want healthy", status.State)
+	}
+	if status.LastError != "" {
+		t.Errorf("last error of the replica that agrees again = %q, want none", status.LastError)
+	}
+	if got := healthyRecords() - before; got != 1 {
+		t.Errorf("got %d records of the replica being healthy again, want 1; log:\n%s", got, log)
+	}
+	checkCallsReach(t, e, []*reconcilePlugin{steady, changing}, nil)
+}
+
+// TestCapabilitiesStoreAndLoad checks that stored capabilities load back
+// equal, with the time they were fetched, that no temporary file stays
+// behind, and that a missing file or state folder loads as none.
+func TestCapabilitiesStoreAndLoad(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "state") // created by the first store
+	message := &ssepb.Capabilities{PluginIdentifier: "stored", AllowScript: true,
+		Functions: []*ssepb.FunctionDefinition{{FunctionId: 3, Name: "Forecast", Params: []*ssepb.Parameter{{Name: "x", DataType: ssepb.DataType_NUMERIC}}}}}
+	// Whole seconds, which every file system keeps as a modification time.
+	fetched := time.Now().Add(-time.Hour).Truncate(time.Second)
+
+	if got, err := loadCapabilities(dir, "R"); got != nil || err != nil {
+		t.Errorf("loadCapabilities() before any store = %v, %v, want nil, nil", got, err)
+	}
+	if err := storeCapabilities(dir, "R", NewCapabilities(message, fetched)); err != nil {
+		t.Fatalf("storeCapabilities() = %v", err)
+	}
+	got, err := loadCapabilities(dir, "R")
+	if err != nil {
+		t.Fatalf("loadCapabilities() = %v", err)
+	}
+	if !proto.Equal(got.Message, message) {
+		t.Errorf("loaded capabilities = %v, want %v", got.Message, message)
+	}
+	if !got.Fetched.Equal(fetched) {
+		t.Errorf("loaded capabilities fetched at %v, want %v", got.Fetched, fetched)
+	}
+	if got.Function(3).GetName() != "Forecast" {
+		t.Errorf("loaded capabilities' function 3 = %v, want Forecast", got.Function(3))
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, entry := range entries {
+		names = append(names, entry.Name())
+	}
+	if len(names) != 1 || names[0] != "capabilities-R.json" {
+		t.Errorf("state folder holds %q, want only capabilities-R.json", names)
+	}
+
+	// Without a state folder nothing is stored or loaded.
+	if err := storeCapabilities("", "R", NewCapabilities(message, fetched)); err != nil {
+		t.Errorf("storeCapabilities() without a folder = %v, want nil", err)
+	}
+	if got, err := loadCapabilities("", "R"); got != nil || err != nil {
+		t.Errorf("loadCapabilities() without a folder = %v, %v, want nil, nil", got, err)
+	}
+}
+
+// TestCapabilitiesStoreIsAtomic checks that a reader never sees a partly
+// written file while capabilities are stored again and again: a file
+// truncated and then written in place would show up as a decoding error.
+func TestCapabilitiesStoreIsAtomic(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	const stores = 300
+	messages := make([]*ssepb.Capabilities, 2)
+	for i := range messages {
+		messages[i] = &ssepb.Capabilities{PluginIdentifier: strings.Repeat(fmt.Sprint(i), 20000)}
+	}
+	if err := storeCapabilities(dir, "R", NewCapabilities(messages[0], time.Now())); err != nil {
+		t.Fatal(err)
+	}
+
+	done := make(chan struct{})
+	var loads, failures atomic.Int64
+	var firstFailure atomic.Value
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			loads.Add(1)
+			got, err := loadCapabilities(dir, "R")
+			if err == nil && got != nil && (proto.Equal(got.Message, messages[0]) || proto.Equal(got.Message, messages[1])) {
+				continue
+			}
+			failures.Add(1)
+			firstFailure.CompareAndSwap(nil, fmt.Sprintf("%v, %v", got, err))
+		}
+	})
+	for i := range stores {
+		if err := storeCapabilities(dir, "R", NewCapabilities(messages[i%2], time.Now())); err != nil {
+			t.Errorf("storeCapabilities() %d = %v", i, err)
+		}
+	}
+	close(done)
+	wg.Wait()
+
+	if n := failures.Load(); n > 0 {
+		t.Errorf("%d of %d loads during %d stores failed or saw another message, want none; first: %v", n, loads.Load(), stores, firstFailure.Load())
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("state folder holds %d files after %d stores, want 1", len(entries), stores)
+	}
+}
+
+// TestCapabilitiesBadFile checks that a state file that is not valid
+// capabilities is reported, with its path, and does not stop the engine.
+// The engine starts without capabilities, warns, and stores good ones over
+// the bad file once a replica replies.
+func TestCapabilitiesBadFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "capabilities-R.json")
+	if err := os.WriteFile(path, []byte(`{"functions": [{"functionId": "not a number"`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadCapabilities(dir, "R"); err == nil || !strings.Contains(err.Error(), path) {
+		t.Errorf("loadCapabilities() of a bad file = %v, want an error naming %s", err, path)
+	}
+
+	plugin := startReconcilePlugin(t, "Echo")
+	log := &syncBuffer{}
+	e := newReconcileEngine(t, dir, log, plugin)
+	if got := e.Capabilities(); got != nil {
+		t.Errorf("Capabilities() after a bad state file = %v, want nil", got.Message)
+	}
+	if !strings.Contains(log.String(), "reading stored capabilities failed") {
+		t.Errorf("log has no warning about the bad state file; log:\n%s", log)
+	}
+
+	probeAndReconcile(t, e, 0)
+	stored, err := loadCapabilities(dir, "R")
+	if err != nil {
+		t.Fatalf("loadCapabilities() after a replica answered = %v, want the replica's capabilities", err)
+	}
+	if !proto.Equal(stored.Message, plugin.capabilities.Load()) {
+		t.Errorf("stored capabilities = %v, want %v", stored.Message, plugin.capabilities.Load())
+	}
+}
+
+// TestEngineLoadsStoredCapabilities checks that an engine stores the
+// capabilities its replicas agree on, and that a new engine with the same
+// state folder starts with them before any replica replies.
+func TestEngineLoadsStoredCapabilities(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	plugin := startReconcilePlugin(t, "Echo", "Sum")
+	first := newReconcileEngine(t, dir, io.Discard, plugin)
+	probeAndReconcile(t, first, 0)
+	first.Close()
+	plugin.server.Stop()
+
+	log := &syncBuffer{}
+	second := newReconcileEngine(t, dir, log, plugin)
+	got := second.Capabilities()
+	if got == nil {
+		t.Fatalf("Capabilities() of a new engine with a stored state = nil, want the stored ones")
+	}
+	if !proto.Equal(got.Message, plugin.capabilities.Load()) {
+		t.Errorf("Capabilities() of a new engine = %v, want %v", got.Message, plugin.capabilities.Load())
+	}
+	if !strings.Contains(log.String(), "capabilities loaded from the state folder") {
+		t.Errorf("log has no record of the loaded capabilities; log:\n%s", log)
+	}
+}
