@@ -56,7 +56,9 @@ func parse(data []byte, environ []string, baseDir string) (*Config, error) {
 	v := viper.New()
 	v.SetConfigType("yaml")
 	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
-		return nil, fmt.Errorf("invalid YAML: %w", err)
+		// The YAML parser spreads some errors over several lines; each
+		// problem gets one.
+		return nil, fmt.Errorf("invalid YAML: %s", strings.Join(strings.Fields(err.Error()), " "))
 	}
 	spelling, spellingErr := engineNameSpelling(data)
 	settings := v.AllSettings()
@@ -120,10 +122,29 @@ func parse(data []byte, environ []string, baseDir string) (*Config, error) {
 			problems = append(problems, problem)
 		}
 	}
-	if err := errors.Join(problems...); err != nil {
+	var lines []error
+	for _, problem := range problems {
+		if joined, ok := problem.(interface{ Unwrap() []error }); ok {
+			for _, inner := range joined.Unwrap() {
+				lines = append(lines, oneLine(inner))
+			}
+			continue
+		}
+		lines = append(lines, oneLine(problem))
+	}
+	if err := errors.Join(lines...); err != nil {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// oneLine keeps a problem on its line: a key or name in the file may hold
+// a line break, which would split the problem and look like two.
+func oneLine(err error) error {
+	if err == nil || !strings.ContainsAny(err.Error(), "\r\n") {
+		return err
+	}
+	return errors.New(strings.NewReplacer("\r", `\r`, "\n", `\n`).Replace(err.Error()))
 }
 
 // resolvePaths makes the file's relative paths relative to baseDir.

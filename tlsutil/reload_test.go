@@ -1,0 +1,421 @@
+package tlsutil_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ssegw/ssegw/tlsutil"
+)
+
+// reloadWait bounds every wait for a reload to take effect.
+const reloadWait = 10 * time.Second
+
+// syncBuffer is a bytes.Buffer that a logger and a test can share.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// serialOf returns the serial number of the first certificate in a PEM
+// file's content.
+func serialOf(t *testing.T, certPEM []byte) *big.Int {
+	t.Helper()
+	block, _ := pem.Decode(certPEM)
+	if block == nil {
+		t.Fatal("no PEM block in the certificate")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert.SerialNumber
+}
+
+// replaceFile writes data to a temporary name in path's folder and renames
+// it over path, as tools that renew certificates do.
+func replaceFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	temporary := path + ".tmp"
+	if err := os.WriteFile(temporary, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(temporary, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tlsServer accepts TLS connections with cfg on 127.0.0.1 until the test
+// ends, and completes each handshake.
+func tlsServer(t *testing.T, cfg *tls.Config) string {
+	t.Helper()
+	lis, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		lis.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			conn, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer conn.Close()
+				if err := conn.SetDeadline(time.Now().Add(handshakeTimeout)); err != nil {
+					return
+				}
+				if conn.(*tls.Conn).Handshake() != nil {
+					return
+				}
+				// Wait for the client to close, so that it can read the
+				// session first.
+				_, _ = conn.Read(make([]byte, 1))
+			})
+		}
+	})
+	return lis.Addr().String()
+}
+
+// handshakeState connects to address as the Qlik client of set, offering
+// ALPN h2, and returns the connection's state.
+func handshakeState(t *testing.T, set fixture, address string) tls.ConnectionState {
+	t.Helper()
+	cfg, err := tlsutil.ClientFilesInDir(set.QlikDir, "", "", "").ClientConfig("localhost")
+	if err != nil {
+		t.Fatalf("ClientConfig() error: %v", err)
+	}
+	cfg.NextProtos = []string{"h2"}
+	dialer := &tls.Dialer{NetDialer: &net.Dialer{Timeout: handshakeTimeout}, Config: cfg}
+	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+	defer cancel()
+	conn, err := dialer.DialContext(ctx, "tcp", address)
+	if err != nil {
+		t.Fatalf("TLS handshake with %s: %v", address, err)
+	}
+	defer conn.Close()
+	return conn.(*tls.Conn).ConnectionState()
+}
+
+// newServerPair issues a new server certificate for the set's hosts.
+func newServerPair(t *testing.T, set fixture) (certPEM, keyPEM []byte) {
+	t.Helper()
+	return issueLeaf(t, set.ca, tlsutil.LeafRequest{
+		CommonName: "sse_server",
+		Hosts:      testHosts,
+		Usage:      []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	})
+}
+
+// TestServerSourceNegotiatesH2 checks that a server built on a source
+// negotiates ALPN "h2" with TLS 1.2 or newer, although its configurations
+// come from GetConfigForClient: gRPC clients since grpc-go 1.67 refuse a
+// server that negotiates no protocol.
+func TestServerSourceNegotiatesH2(t *testing.T) {
+	set := newFixture(t)
+	source, err := tlsutil.NewServerSource("test listener", tlsutil.ServerFilesInDir(set.GatewayDir, "", "", ""))
+	if err != nil {
+		t.Fatalf("NewServerSource() error: %v", err)
+	}
+	address := tlsServer(t, source.ServerConfig())
+
+	for _, version := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		t.Run(tls.VersionName(version), func(t *testing.T) {
+			cfg, err := tlsutil.ClientFilesInDir(set.QlikDir, "", "", "").ClientConfig("localhost")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.NextProtos = []string{"h2"}
+			cfg.MinVersion, cfg.MaxVersion = version, version
+			dialer := &tls.Dialer{Config: cfg}
+			ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+			defer cancel()
+			conn, err := dialer.DialContext(ctx, "tcp", address)
+			if err != nil {
+				t.Fatalf("TLS handshake: %v", err)
+			}
+			defer conn.Close()
+			state := conn.(*tls.Conn).ConnectionState()
+			if state.NegotiatedProtocol != "h2" {
+				t.Errorf("NegotiatedProtocol = %q, want h2", state.NegotiatedProtocol)
+			}
+			if state.Version != version {
+				t.Errorf("Version = %s, want %s", tls.VersionName(state.Version), tls.VersionName(version))
+			}
+		})
+	}
+
+	t.Run("TLS 1.1 refused", func(t *testing.T) {
+		cfg, err := tlsutil.ClientFilesInDir(set.QlikDir, "", "", "").ClientConfig("localhost")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.MinVersion, cfg.MaxVersion = tls.VersionTLS11, tls.VersionTLS11
+		dialer := &tls.Dialer{Config: cfg}
+		ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+		defer cancel()
+		conn, err := dialer.DialContext(ctx, "tcp", address)
+		if err == nil {
+			conn.Close()
+			t.Fatal("TLS 1.1 handshake succeeded, want it refused")
+		}
+	})
+}
+
+// TestSourceReload checks that Reload makes new connections use replaced
+// files, that a connection open before keeps its certificate, and that
+// files that do not fit together leave the current configuration in
+// place.
+func TestSourceReload(t *testing.T) {
+	set := newFixture(t)
+	files := tlsutil.ServerFilesInDir(set.GatewayDir, "", "", "")
+	source, err := tlsutil.NewServerSource("test listener", files)
+	if err != nil {
+		t.Fatalf("NewServerSource() error: %v", err)
+	}
+	address := tlsServer(t, source.ServerConfig())
+	before := handshakeState(t, set, address).PeerCertificates[0].SerialNumber
+
+	// Replace both files, then reload.
+	certPEM, keyPEM := newServerPair(t, set)
+	replaceFile(t, files.KeyFile, keyPEM)
+	replaceFile(t, files.CertFile, certPEM)
+	if err := source.Reload(); err != nil {
+		t.Fatalf("Reload() error: %v", err)
+	}
+	want := serialOf(t, certPEM)
+	if got := handshakeState(t, set, address).PeerCertificates[0].SerialNumber; got.Cmp(want) != 0 {
+		t.Errorf("serial after Reload() = %x, want %x (before: %x)", got, want, before)
+	}
+
+	// A certificate whose key is not in the folder: Reload fails and
+	// the configuration stays.
+	current := source.Config()
+	otherCert, _ := newServerPair(t, set)
+	replaceFile(t, files.CertFile, otherCert)
+	err = source.Reload()
+	if err == nil {
+		t.Fatal("Reload() with a mismatched key = nil, want an error")
+	}
+	if !strings.Contains(err.Error(), "test listener") {
+		t.Errorf("Reload() error = %q, want it to name the source", err)
+	}
+	if source.Config() != current {
+		t.Error("Config() changed after a failed Reload(), want the previous configuration")
+	}
+	if got := handshakeState(t, set, address).PeerCertificates[0].SerialNumber; got.Cmp(want) != 0 {
+		t.Errorf("serial after a failed Reload() = %x, want %x", got, want)
+	}
+}
+
+// TestClientSourceReload checks that a client source presents a replaced
+// client certificate after Reload.
+func TestClientSourceReload(t *testing.T) {
+	set := newFixture(t)
+	files := tlsutil.ClientFilesInDir(set.QlikDir, "", "", "")
+	source, err := tlsutil.NewClientSource("test backend", files, "localhost")
+	if err != nil {
+		t.Fatalf("NewClientSource() error: %v", err)
+	}
+	if got := source.Config().ServerName; got != "localhost" {
+		t.Errorf("Config().ServerName = %q, want localhost", got)
+	}
+
+	certPEM, keyPEM := issueLeaf(t, set.ca, tlsutil.LeafRequest{CommonName: "renewed", Usage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	replaceFile(t, files.KeyFile, keyPEM)
+	replaceFile(t, files.CertFile, certPEM)
+	if err := source.Reload(); err != nil {
+		t.Fatalf("Reload() error: %v", err)
+	}
+	var names []string
+	for _, cert := range source.Certificates() {
+		names = append(names, cert.Subject.CommonName)
+	}
+	slices.Sort(names)
+	if want := []string{"renewed", "sse_root"}; !slices.Equal(names, want) {
+		t.Errorf("Certificates() common names = %q, want %q: the renewed client certificate and its CA", names, want)
+	}
+}
+
+// TestWatcherReloadsRenamedFiles checks that a running watcher notices
+// certificate files renamed into place and serves the new certificate to
+// new connections within 10 s, logging the reload.
+func TestWatcherReloadsRenamedFiles(t *testing.T) {
+	set := newFixture(t)
+	files := tlsutil.ServerFilesInDir(set.GatewayDir, "", "", "")
+	source, err := tlsutil.NewServerSource("test listener", files)
+	if err != nil {
+		t.Fatalf("NewServerSource() error: %v", err)
+	}
+	logs := &syncBuffer{}
+	watcher := tlsutil.NewWatcher(slog.New(slog.NewTextHandler(logs, nil)))
+	watcher.Add(source)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := watcher.Run(ctx); err != nil {
+		t.Fatalf("Run() error: %v", err)
+	}
+	address := tlsServer(t, source.ServerConfig())
+
+	certPEM, keyPEM := newServerPair(t, set)
+	replaceFile(t, files.KeyFile, keyPEM)
+	replaceFile(t, files.CertFile, certPEM)
+	want := serialOf(t, certPEM)
+
+	deadline := time.Now().Add(reloadWait)
+	for {
+		got := handshakeState(t, set, address).PeerCertificates[0].SerialNumber
+		if got.Cmp(want) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serial = %x %v after replacing the files, want %x; log:\n%s", got, reloadWait, want, logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "certificate files changed; reloading") {
+		t.Errorf("log = %q, want a record of the reload", logs)
+	}
+}
+
+// TestWatcherReloadLogsBadFiles checks that Watcher.Reload keeps a
+// source's configuration when its files are bad, logs why as an error,
+// and counts only the sources it reloaded.
+func TestWatcherReloadLogsBadFiles(t *testing.T) {
+	good, bad := newFixture(t), newFixture(t)
+	goodSource, err := tlsutil.NewServerSource("good listener", tlsutil.ServerFilesInDir(good.GatewayDir, "", "", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	badFiles := tlsutil.ServerFilesInDir(bad.GatewayDir, "", "", "")
+	badSource, err := tlsutil.NewServerSource("bad listener", badFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	watcher := tlsutil.NewWatcher(slog.New(slog.NewTextHandler(logs, nil)))
+	watcher.Add(goodSource)
+	watcher.Add(badSource)
+
+	replaceFile(t, badFiles.KeyFile, []byte("not a key\n"))
+	current := badSource.Config()
+	if got := watcher.Reload(); got != 1 {
+		t.Errorf("Reload() = %d, want 1", got)
+	}
+	if badSource.Config() != current {
+		t.Error("bad source's Config() changed, want the previous configuration")
+	}
+	for _, want := range []string{"level=ERROR", "certificates not reloaded; the current ones stay", "bad listener"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log = %q, want it to contain %q", logs, want)
+		}
+	}
+	for _, secret := range []string{"PRIVATE KEY", "not a key"} {
+		if strings.Contains(logs.String(), secret) {
+			t.Errorf("log = %q, want no %q in it", logs, secret)
+		}
+	}
+}
+
+// TestWatcherExpiring checks which certificates Expiring lists: those
+// that expire within the window or have expired, of every registered
+// source, and none of a removed source.
+func TestWatcherExpiring(t *testing.T) {
+	now := time.Now()
+	set := newFixture(t)
+	source := func(name string, notAfter time.Time) *tlsutil.Source {
+		t.Helper()
+		certPEM, keyPEM := issueLeaf(t, set.ca, tlsutil.LeafRequest{
+			CommonName: name,
+			Hosts:      testHosts,
+			Usage:      []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+			NotBefore:  now.Add(-72 * time.Hour),
+			NotAfter:   notAfter,
+		})
+		dir := writeFolder(t, folderFiles{
+			tlsutil.RootCertFile:   tlsutil.EncodeCert(set.ca.Cert),
+			tlsutil.ServerCertFile: certPEM,
+			tlsutil.ServerKeyFile:  keyPEM,
+		})
+		s, err := tlsutil.NewServerSource(name+" listener", tlsutil.ServerFilesInDir(dir, "", "", ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	watcher := tlsutil.NewWatcher(slog.New(slog.DiscardHandler))
+	watcher.Add(source("soon", now.Add(5*24*time.Hour+time.Hour)))
+	watcher.Add(source("later", now.Add(90*24*time.Hour)))
+	expired := source("expired", now.Add(-24*time.Hour))
+	watcher.Add(expired)
+
+	warnings := watcher.Expiring(30*24*time.Hour, now)
+	if len(warnings) != 2 {
+		t.Fatalf("Expiring() = %q, want 2 warnings", warnings)
+	}
+	for _, want := range []string{`soon listener: certificate "soon" expires on`, `expired listener: certificate "expired" expired on`} {
+		if !slices.ContainsFunc(warnings, func(w string) bool { return strings.HasPrefix(w, want) }) {
+			t.Errorf("Expiring() = %q, want a warning starting with %q", warnings, want)
+		}
+	}
+	if !slices.ContainsFunc(warnings, func(w string) bool { return strings.HasSuffix(w, "in 5 days") }) {
+		t.Errorf("Expiring() = %q, want the days left, in 5 days", warnings)
+	}
+
+	watcher.Remove(expired)
+	if got := watcher.Expiring(30*24*time.Hour, now); len(got) != 1 {
+		t.Errorf("Expiring() after Remove() = %q, want 1 warning", got)
+	}
+}
+
+// TestWatcherExpiringRoot checks that a root certificate that expires
+// within the window is listed, as Source.Certificates documents: when the
+// root expires, every certificate it signed stops working with it.
+func TestWatcherExpiringRoot(t *testing.T) {
+	now := time.Now()
+	root, err := tlsutil.NewRootCA("short_root", 5*24*time.Hour, tlsutil.KeyECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := serverRequest()
+	req.NotAfter = now.Add(365 * 24 * time.Hour)
+	dir := pluginFolder(t, root, req)
+	source, err := tlsutil.NewServerSource("test listener", tlsutil.ServerFilesInDir(dir, "", "", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	watcher := tlsutil.NewWatcher(slog.New(slog.DiscardHandler))
+	watcher.Add(source)
+
+	warnings := watcher.Expiring(30*24*time.Hour, now)
+	if !slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, `"short_root"`) }) {
+		t.Errorf("Expiring() = %q, want a warning about the root short_root", warnings)
+	}
+}
