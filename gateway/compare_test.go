@@ -248,3 +248,56 @@ func BenchmarkForwarding(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSmallCalls compares, in one run, many concurrent calls of one
+// bundle of 10 rows each, the shape of a chart's scalar function, made
+// directly, through the gateway, and through grpc-proxy. Here the cost per
+// call, not per byte, decides: headers, streams, spans and metrics.
+func BenchmarkSmallCalls(b *testing.B) {
+	echo := func(s ssetest.Stream) error {
+		var message ssetest.Raw
+		if err := s.RecvMsg(&message); err != nil {
+			return err
+		}
+		return s.SendMsg(&message)
+	}
+	plugin := ssetest.StartPlugin(b, &ssetest.Connector{Execute: echo}).Addr
+	gw := ssetest.StartGateway(b, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("Bench", nil)},
+		Engines:   map[string]*config.Engine{"Bench": ssetest.Engine(plugin)},
+		Log:       config.Log{Level: "warn"},
+	}).Addrs[0]
+	targets := []struct {
+		name    string
+		address string
+	}{
+		{"direct", plugin},
+		{"ssegw", gw},
+		{"grpc-proxy", startGRPCProxy(b, plugin, 16<<20, nil)},
+	}
+	bundle, err := proto.Marshal(ssetest.NumericBundle(10, 2))
+	if err != nil {
+		b.Fatal(err)
+	}
+	md, err := ssepb.FunctionCallMetadata(0, &ssepb.CommonRequestHeader{AppId: "app", UserId: "user", Cardinality: 10})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := metadata.NewOutgoingContext(context.Background(), md)
+	for _, target := range targets {
+		b.Run(target.name, func(b *testing.B) {
+			client := ssetest.Dial(b, target.address)
+			b.SetParallelism(16) // callers per core, as a busy Qlik engine
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					out := exchange(ctx, client, bundle)
+					if out.err != io.EOF || len(out.messages) != 1 {
+						b.Errorf("call: %v, %d messages", out.err, len(out.messages))
+						return
+					}
+				}
+			})
+		})
+	}
+}

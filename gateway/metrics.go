@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"google.golang.org/grpc/codes"
 
 	"github.com/ssegw/ssegw/routing"
 )
@@ -58,11 +61,59 @@ type metrics struct {
 	waiting    metric.Int64UpDownCounter
 	attempts   metric.Int64Counter
 	mismatches metric.Int64Counter
+
+	// sets caches the attribute sets of the per-call measurements, one
+	// per combination. Building a set sorts and copies its attributes,
+	// which cost more than the measurement itself on every call.
+	sets      sync.Map // setKey → metric.MeasurementOption
+	setsCount atomic.Int64
+}
+
+// setKey names one attribute set of the per-call measurements.
+type setKey struct {
+	engine, function, method, direction string
+	code                                codes.Code
+	hasCode                             bool
+}
+
+// maxCachedSets bounds sets. Metric attributes have few values, so the
+// bound is only reached if that stops being true, and then each
+// measurement builds its own set again.
+const maxCachedSets = 10000
+
+// attributes returns the measurement option of key's attribute set.
+func (m *metrics) attributes(key setKey) metric.MeasurementOption {
+	if option, ok := m.sets.Load(key); ok {
+		return option.(metric.MeasurementOption)
+	}
+	var list []attribute.KeyValue
+	if key.engine != "" {
+		list = append(list, attrEngine.String(key.engine))
+	}
+	if key.function != "" {
+		list = append(list, attrFunctionName.String(key.function))
+	}
+	if key.method != "" {
+		list = append(list, attrMethod.String(key.method))
+	}
+	if key.direction != "" {
+		list = append(list, attrDirection.String(key.direction))
+	}
+	if key.hasCode {
+		list = append(list, attribute.Int(string(attrStatusCode), int(key.code)))
+	}
+	option := metric.WithAttributeSet(attribute.NewSet(list...))
+	if m.setsCount.Load() < maxCachedSets {
+		if _, loaded := m.sets.LoadOrStore(key, option); !loaded {
+			m.setsCount.Add(1)
+		}
+	}
+	return option
 }
 
 // waitingChanged adds delta to the calls waiting for a replica of engine.
 func (m *metrics) waitingChanged(ctx context.Context, engine string, delta int64) {
-	m.waiting.Add(ctx, delta, metric.WithAttributes(attrEngine.String(engine)))
+	m.waiting.Add(ctx, delta, m.attributes(setKey{engine: engine}))
 }
 
 func newMetrics(meter metric.Meter, g *Gateway) (*metrics, error) {

@@ -63,6 +63,12 @@ func (c metadataCarrier) Keys() []string {
 func (c *call) startSpan(l *listener) {
 	o := c.gateway.observer
 	parent := o.propagator.Extract(c.ctx, metadataCarrier(c.incoming))
+	c.spanName = strings.TrimPrefix(c.method, "/")
+	c.spanCtx, c.span = o.tracer.Start(parent, c.spanName, trace.WithSpanKind(trace.SpanKindServer), trace.WithTimestamp(c.start))
+	o.metrics.inFlight.Add(c.spanCtx, 1, o.metrics.attributes(setKey{method: c.info.kind}))
+	if !c.span.IsRecording() {
+		return // spans go nowhere: spare building their attributes
+	}
 	service, method := splitMethod(c.method)
 	attributes := []attribute.KeyValue{
 		semconv.RPCSystemGRPC,
@@ -75,10 +81,7 @@ func (c *call) startSpan(l *listener) {
 	if host, port, ok := splitHostPort(peerAddress(c.ctx)); ok {
 		attributes = append(attributes, semconv.ClientAddress(host), semconv.ClientPort(port))
 	}
-	c.spanName = strings.TrimPrefix(c.method, "/")
-	c.spanCtx, c.span = o.tracer.Start(parent, c.spanName,
-		trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attributes...), trace.WithTimestamp(c.start))
-	o.metrics.inFlight.Add(c.spanCtx, 1, metric.WithAttributes(attrMethod.String(c.info.kind)))
+	c.span.SetAttributes(attributes...)
 }
 
 // describe decodes Qlik's headers once the engine is known, names the
@@ -95,6 +98,9 @@ func (c *call) describe() {
 		}
 		c.spanName = c.merged.Name + "." + name
 		attributes = []attribute.KeyValue{attrEngine.String(c.merged.Name), attrMember.String(c.engine.Name)}
+	}
+	if !c.span.IsRecording() {
+		return
 	}
 	c.span.SetName(c.spanName)
 
@@ -132,13 +138,14 @@ func (c *call) describe() {
 // trace.
 func (c *call) startAttemptSpan(a *attempt, outgoing metadata.MD) {
 	o := c.gateway.observer
-	service, method := splitMethod(c.method)
-	spanCtx, span := o.tracer.Start(c.spanCtx, c.spanName,
-		trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(semconv.RPCSystemGRPC, semconv.RPCService(service), semconv.RPCMethod(method),
-			attrEngine.String(c.engine.Name), attrAttempt.Int(a.number)))
+	spanCtx, span := o.tracer.Start(c.spanCtx, c.spanName, trace.WithSpanKind(trace.SpanKindClient))
+	if span.IsRecording() {
+		service, method := splitMethod(c.method)
+		span.SetAttributes(semconv.RPCSystemGRPC, semconv.RPCService(service), semconv.RPCMethod(method),
+			attrEngine.String(c.engine.Name), attrAttempt.Int(a.number))
+	}
 	a.span = span
-	o.metrics.attempts.Add(spanCtx, 1, metric.WithAttributes(attrEngine.String(c.engine.Name), attrFunctionName.String(c.info.metricFunction())))
+	o.metrics.attempts.Add(spanCtx, 1, o.metrics.attributes(setKey{engine: c.engine.Name, function: c.info.metricFunction()}))
 	delete(outgoing, "traceparent")
 	delete(outgoing, "tracestate")
 	o.propagator.Inject(spanCtx, metadataCarrier(outgoing))
@@ -149,6 +156,10 @@ func (c *call) startAttemptSpan(a *attempt, outgoing metadata.MD) {
 // still sending to a failed attempt.
 func (c *call) endAttempt(a *attempt, st *status.Status) {
 	a.cancel(nil)
+	if !a.span.IsRecording() {
+		a.span.End()
+		return
+	}
 	if a.peer.Addr != nil {
 		if host, port, ok := splitHostPort(a.peer.Addr.String()); ok {
 			a.span.SetAttributes(semconv.ServerAddress(host), semconv.ServerPort(port), attrBackend.String(a.peer.Addr.String()))
@@ -176,21 +187,23 @@ func (c *call) end(st *status.Status, gatewayFailure bool) {
 
 	// Spans.
 	code := st.Code()
-	results := []attribute.KeyValue{
-		attribute.Int(string(attrStatusCode), int(code)),
-		attrMessagesIn.Int64(c.messagesIn.Load()),
-		attrMessagesOut.Int64(c.messagesOut),
-		attrBytesIn.Int64(c.bytesIn.Load()),
-		attrBytesOut.Int64(c.bytesOut),
-		attrRowsIn.Int64(rowsIn),
-		attrRowsOut.Int64(rowsOut),
-		attrAttempts.Int(len(c.attempts)),
-		attrWait.Float64(c.wait.Seconds()),
+	if c.span.IsRecording() {
+		results := []attribute.KeyValue{
+			attribute.Int(string(attrStatusCode), int(code)),
+			attrMessagesIn.Int64(c.messagesIn.Load()),
+			attrMessagesOut.Int64(c.messagesOut),
+			attrBytesIn.Int64(c.bytesIn.Load()),
+			attrBytesOut.Int64(c.bytesOut),
+			attrRowsIn.Int64(rowsIn),
+			attrRowsOut.Int64(rowsOut),
+			attrAttempts.Int(len(c.attempts)),
+			attrWait.Float64(c.wait.Seconds()),
+		}
+		if backend := c.backendAddress(); backend != "none" {
+			results = append(results, attrBackend.String(backend))
+		}
+		c.span.SetAttributes(results...)
 	}
-	if backend := c.backendAddress(); backend != "none" {
-		results = append(results, attrBackend.String(backend))
-	}
-	c.span.SetAttributes(results...)
 	for _, found := range c.mismatches(st) {
 		c.span.AddEvent("qlik.sse.result_mismatch", trace.WithAttributes(attrMismatch.String(found.kind), attrMismatchDetail.String(found.detail)))
 		o.metrics.mismatches.Add(c.spanCtx, 1, metric.WithAttributes(attrEngine.String(engine), attrFunctionName.String(functionName), attrMismatch.String(found.kind)))
@@ -205,17 +218,13 @@ func (c *call) end(st *status.Status, gatewayFailure bool) {
 	c.span.End(trace.WithTimestamp(now))
 
 	// Metrics.
-	callAttributes := metric.WithAttributes(
-		attrEngine.String(engineOrNone(engine)),
-		attrFunctionName.String(functionName),
-		attrMethod.String(c.info.kind),
-		attribute.Int(string(attrStatusCode), int(code)))
+	callAttributes := o.metrics.attributes(setKey{engine: engineOrNone(engine), function: functionName, method: c.info.kind, code: code, hasCode: true})
 	o.metrics.calls.Add(c.spanCtx, 1, callAttributes)
 	o.metrics.duration.Record(c.spanCtx, duration.Seconds(), callAttributes)
-	o.metrics.inFlight.Add(c.spanCtx, -1, metric.WithAttributes(attrMethod.String(c.info.kind)))
+	o.metrics.inFlight.Add(c.spanCtx, -1, o.metrics.attributes(setKey{method: c.info.kind}))
 	if engine != "" {
-		in := metric.WithAttributes(attrEngine.String(engine), attrFunctionName.String(functionName), attrDirection.String("in"))
-		out := metric.WithAttributes(attrEngine.String(engine), attrFunctionName.String(functionName), attrDirection.String("out"))
+		in := o.metrics.attributes(setKey{engine: engine, function: functionName, direction: "in"})
+		out := o.metrics.attributes(setKey{engine: engine, function: functionName, direction: "out"})
 		o.metrics.rows.Add(c.spanCtx, rowsIn, in)
 		o.metrics.rows.Add(c.spanCtx, rowsOut, out)
 		o.metrics.bytes.Add(c.spanCtx, c.bytesIn.Load(), in)

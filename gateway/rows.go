@@ -20,6 +20,12 @@ type rowShape struct {
 // first row is not valid protobuf; the other rows are skipped unread. The
 // gateway forwards the message either way.
 func countRows(data mem.BufferSlice) (shape rowShape, ok bool) {
+	if len(data) == 1 {
+		// gRPC receives an uncompressed message into one buffer.
+		if shape, ok := countRowsFlat(data[0].ReadOnlyData()); ok {
+			return shape, true
+		}
+	}
 	r := wireReader{buffers: data}
 	shape.columns = -1
 	for !r.done() {
@@ -51,6 +57,39 @@ func countRows(data mem.BufferSlice) (shape rowShape, ok bool) {
 		if !r.skip(length) {
 			return shape, false
 		}
+	}
+	return shape, true
+}
+
+// rowTag is the tag of a BundledRows row: field 1, length-delimited.
+const rowTag = 1<<3 | 2
+
+// countRowsFlat is countRows for a message in one buffer that holds rows
+// only, the shape Qlik and plugins send, in a loop that the compiler keeps
+// tight: on large bundles the general walk cost a quarter of the
+// gateway's time. It reports false for anything else, which the general
+// walk then reads.
+func countRowsFlat(b []byte) (shape rowShape, ok bool) {
+	shape.columns = -1
+	for len(b) > 0 {
+		if b[0] != rowTag {
+			return shape, false
+		}
+		length, n := protowire.ConsumeVarint(b[1:])
+		if n < 0 || length > uint64(len(b)-1-n) {
+			return shape, false
+		}
+		end := 1 + n + int(length)
+		if shape.columns < 0 {
+			r := wireReader{chunk: b[1+n : end]}
+			columns, ok := r.countField1(length)
+			if !ok {
+				return shape, false
+			}
+			shape.columns = columns
+		}
+		shape.rows++
+		b = b[end:]
 	}
 	return shape, true
 }

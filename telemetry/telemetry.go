@@ -69,20 +69,25 @@ func New(ctx context.Context, cfg config.Telemetry, opts Options) (*Providers, e
 	if err != nil {
 		return nil, fmt.Errorf("telemetry.traces: %w", err)
 	}
-	traceOptions := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
-	if exporter != nil && !autoexport.IsNoneSpanExporter(exporter) {
-		traceOptions = append(traceOptions, sdktrace.WithBatcher(exporter))
+	exporting := exporter != nil && !autoexport.IsNoneSpanExporter(exporter)
+	if !exporting && len(opts.SpanProcessors) == 0 {
+		p.TracerProvider = idTracerProvider{}
+	} else {
+		traceOptions := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+		if exporting {
+			traceOptions = append(traceOptions, sdktrace.WithBatcher(exporter))
+		}
+		for _, processor := range opts.SpanProcessors {
+			traceOptions = append(traceOptions, sdktrace.WithSpanProcessor(processor))
+		}
+		if ratio := cfg.Traces.SamplerRatio; ratio != nil {
+			traceOptions = append(traceOptions, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(*ratio))))
+		}
+		// Without WithSampler, the SDK reads OTEL_TRACES_SAMPLER itself.
+		tracerProvider := sdktrace.NewTracerProvider(traceOptions...)
+		p.TracerProvider = tracerProvider
+		p.shutdown = append(p.shutdown, tracerProvider.Shutdown)
 	}
-	for _, processor := range opts.SpanProcessors {
-		traceOptions = append(traceOptions, sdktrace.WithSpanProcessor(processor))
-	}
-	if ratio := cfg.Traces.SamplerRatio; ratio != nil {
-		traceOptions = append(traceOptions, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(*ratio))))
-	}
-	// Without WithSampler, the SDK reads OTEL_TRACES_SAMPLER itself.
-	tracerProvider := sdktrace.NewTracerProvider(traceOptions...)
-	p.TracerProvider = tracerProvider
-	p.shutdown = append(p.shutdown, tracerProvider.Shutdown)
 
 	// Metrics: a Prometheus reader for /metrics, and the configured one.
 	registry := prometheus.NewRegistry()

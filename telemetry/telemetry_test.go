@@ -680,3 +680,48 @@ func TestUnknownExporterRejected(t *testing.T) {
 		})
 	}
 }
+
+// TestIDsWithoutExporter checks the tracer of a gateway that exports no
+// spans: it records nothing, yet every span has ids, so that the access
+// log names a trace and a plugin gets a traceparent. A span continues its
+// parent's trace with the parent's flags; a span without a parent begins
+// a sampled trace, as the SDK's default sampler would.
+func TestIDsWithoutExporter(t *testing.T) {
+	clearOTelEnv(t)
+	p := newProviders(t, config.Telemetry{}, telemetry.Options{})
+	tracer := p.TracerProvider.Tracer("telemetry-test")
+
+	rootCtx, root := tracer.Start(context.Background(), checkSpan)
+	rootContext := root.SpanContext()
+	if root.IsRecording() {
+		t.Error("root span is recording, want a span that records nothing")
+	}
+	if !rootContext.IsValid() || !rootContext.IsSampled() {
+		t.Errorf("root span context = %+v, want valid ids and the sampled flag", rootContext)
+	}
+	_, child := tracer.Start(rootCtx, checkSpan)
+	if got := child.SpanContext(); got.TraceID() != rootContext.TraceID() || got.SpanID() == rootContext.SpanID() || !got.SpanID().IsValid() {
+		t.Errorf("child span context = %+v, want the root's trace %v with a new span id", got, rootContext.TraceID())
+	}
+	_, other := tracer.Start(context.Background(), checkSpan)
+	if other.SpanContext().TraceID() == rootContext.TraceID() {
+		t.Error("two spans without a parent share a trace id")
+	}
+
+	// A client's unsampled trace stays unsampled, with its state.
+	state, err := trace.ParseTraceState("vendor=value")
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID:    trace.TraceID{1, 2, 3},
+		SpanID:     trace.SpanID{4, 5, 6},
+		TraceState: state,
+		Remote:     true,
+	})
+	_, continued := tracer.Start(trace.ContextWithRemoteSpanContext(context.Background(), remote), checkSpan)
+	got := continued.SpanContext()
+	if got.TraceID() != remote.TraceID() || got.IsSampled() || got.TraceState().String() != "vendor=value" {
+		t.Errorf("span of a remote unsampled parent = %+v, want trace %v, unsampled, state vendor=value", got, remote.TraceID())
+	}
+}
