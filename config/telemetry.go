@@ -94,6 +94,11 @@ type Admin struct {
 	// Address is host:port. Default 127.0.0.1:8081, reachable from the
 	// gateway's host only; "none" turns the listener off.
 	Address string `mapstructure:"address"`
+
+	// Pprof serves Go's profiles under /debug/pprof/, to find where a
+	// live gateway spends its time or memory. Off by default: a profile
+	// shows the process's internals and costs CPU while it runs.
+	Pprof bool `mapstructure:"pprof"`
 }
 
 // DefaultAdminAddress is where the admin listener serves by default.

@@ -285,6 +285,28 @@ func TestAdminOff(t *testing.T) {
 	}
 }
 
+// TestAdminPprof checks that Go's profiles are served only when
+// admin.pprof is on.
+func TestAdminPprof(t *testing.T) {
+	plugin := ssetest.ServePlugin(t, "127.0.0.1:0", example.NewServer("example-1"))
+	for _, on := range []bool{false, true} {
+		gw := ssetest.StartGateway(t, &config.Config{
+			Listeners: []config.Listener{ssetest.Listen("Example", nil)},
+			Engines:   map[string]*config.Engine{"Example": ssetest.Engine(plugin.Addr)},
+			Admin:     config.Admin{Pprof: on},
+		})
+		want := http.StatusNotFound
+		if on {
+			want = http.StatusOK
+		}
+		for _, path := range []string{"/debug/pprof/", "/debug/pprof/goroutine?debug=1", "/debug/pprof/heap"} {
+			if code, _, body := adminGet(t, gw, path); code != want {
+				t.Errorf("admin.pprof %v: GET %s status = %d, want %d; body:\n%.300s", on, path, code, want, body)
+			}
+		}
+	}
+}
+
 // fetchStatusPage fetches and parses gw's status page.
 func fetchStatusPage(t *testing.T, gw *ssetest.Gateway) *html.Node {
 	t.Helper()
