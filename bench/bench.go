@@ -124,6 +124,11 @@ type Options struct {
 	// AccessLog turns the gateways' access log on, one record per call.
 	AccessLog bool
 
+	// Pprof has each gateway serve Go's profiles on its admin listener,
+	// whose address the progress output gives, to profile a gateway
+	// under the benchmark's load.
+	Pprof bool
+
 	// OutDir, when set, receives bench.md and the SVG plots.
 	OutDir string
 

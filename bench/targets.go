@@ -159,6 +159,14 @@ func (b *bench) launchGateway(name string, tune func(*config.Config)) func(conte
 			Admin:        config.Admin{Address: "127.0.0.1:0"},
 			DrainTimeout: gatewayDrainTimeout,
 		}
+		if b.opts.Pprof {
+			address, err := freeLoopbackAddress()
+			if err != nil {
+				return nil, "", err
+			}
+			cfg.Admin = config.Admin{Address: address, Pprof: true}
+			fmt.Fprintf(b.opts.Progress, "%s: profiles at http://%s/debug/pprof/\n", name, address)
+		}
 		if tune != nil {
 			tune(cfg)
 		}

@@ -377,6 +377,14 @@ type Limits struct {
 	// nor its end of input within this time after the call starts.
 	// Default 60s; 0 means no limit.
 	FirstMessageTimeout *time.Duration `mapstructure:"first_message_timeout"`
+
+	// StreamWindow is the HTTP/2 flow-control window of each call, towards
+	// Qlik and towards the plugin: how much a sender may send ahead of
+	// what the gateway has passed on. It bounds the gateway's memory per
+	// call, whatever the number of bundles. Default 128 KiB, plenty on a
+	// LAN; a plugin across a slow, distant link may need more, since a
+	// call moves at most one window per round trip.
+	StreamWindow ByteSize `mapstructure:"stream_window"`
 }
 
 // Defaults of the limits.
@@ -384,7 +392,16 @@ const (
 	DefaultMaxConcurrentStreams = 1000
 	DefaultMaxConnections       = 1000
 	DefaultFirstMessageTimeout  = 60 * time.Second
+	DefaultStreamWindow         = 128 << 10
 )
+
+// ConnWindow returns the connection's flow-control window for a stream
+// window: room for sixteen calls at full speed. gRPC gives the
+// connection's window back as data arrives, so it limits speed, not
+// memory.
+func (l Limits) ConnWindow() ByteSize {
+	return 16 * l.StreamWindow
+}
 
 // FirstMessageWait returns the first_message_timeout in effect.
 func (l Limits) FirstMessageWait() time.Duration {

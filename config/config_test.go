@@ -519,6 +519,28 @@ limits: {max_header_list_size: 2GiB}
 			want: []problem{{"limits.max_header_list_size", "2GiB is out of range"}},
 		},
 		{
+			name: "stream window too small for gRPC to keep",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+limits: {stream_window: 32KiB}
+`,
+			want: []problem{{"limits.stream_window", "32KiB is out of range"}},
+		},
+		{
+			name: "stream window too large",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+limits: {stream_window: 128MiB}
+`,
+			want: []problem{{"limits.stream_window", "128MiB is out of range"}},
+		},
+		{
 			name: "sizes at the limits",
 			yaml: `
 listeners:

@@ -245,6 +245,9 @@ func (c *Config) ApplyDefaults() {
 	if c.Limits.MaxConnections == 0 {
 		c.Limits.MaxConnections = DefaultMaxConnections
 	}
+	if c.Limits.StreamWindow == 0 {
+		c.Limits.StreamWindow = DefaultStreamWindow
+	}
 }
 
 // unknownKeys returns one problem per key in node that typ has no field

@@ -118,7 +118,7 @@ drain_timeout: 45s
 				Scripts:       "allow",
 			},
 		},
-		Limits:    config.Limits{MaxMessageSize: 4 << 20, MaxHeaderListSize: 16 << 10, MaxConcurrentStreams: 1000, MaxConnections: 1000},
+		Limits:    config.Limits{MaxMessageSize: 4 << 20, MaxHeaderListSize: 16 << 10, MaxConcurrentStreams: 1000, MaxConnections: 1000, StreamWindow: 128 << 10},
 		Keepalive: config.Keepalive{MinPingInterval: 20 * time.Second, BackendPingInterval: time.Minute},
 		Log:       config.Log{Level: "debug", Format: "json", AccessLog: &accessLogOff},
 		Telemetry: config.Telemetry{
@@ -175,7 +175,7 @@ engines:
 				Scripts:       "allow",
 			},
 		},
-		Limits:                   config.Limits{MaxMessageSize: 16 << 20, MaxHeaderListSize: 64 << 10, MaxConcurrentStreams: 1000, MaxConnections: 1000},
+		Limits:                   config.Limits{MaxMessageSize: 16 << 20, MaxHeaderListSize: 64 << 10, MaxConcurrentStreams: 1000, MaxConnections: 1000, StreamWindow: 128 << 10},
 		Keepalive:                config.Keepalive{MinPingInterval: 5 * time.Second, BackendPingInterval: 5 * time.Minute},
 		Log:                      config.Log{Level: "info", Format: "text", AccessLog: &accessLogOn},
 		Redaction:                config.Redaction{AppID: "keep", UserID: "hash"},

@@ -156,6 +156,11 @@ func (c *Config) Validate() error {
 	if c.CertificateExpiryWarning < 0 {
 		report("certificate_expiry_warning: %v is negative", c.CertificateExpiryWarning)
 	}
+	if c.Limits.StreamWindow < 64<<10 || c.Limits.StreamWindow > 64<<20 {
+		// gRPC ignores a window under 64KiB and grows it by itself then,
+		// which would lift the bound on memory per call.
+		report("limits.stream_window: %v is out of range; use 64KiB to 64MiB", c.Limits.StreamWindow)
+	}
 	if c.Limits.MaxConnections < 0 {
 		report("limits.max_connections: %d is negative", c.Limits.MaxConnections)
 	}

@@ -170,6 +170,11 @@ func (g *Gateway) serverOptions(l *listener, creds credentials.TransportCredenti
 		grpc.MaxSendMsgSize(int(g.cfg.Limits.MaxMessageSize)),
 		grpc.MaxHeaderListSize(headerListCeiling(g.cfg.Limits.MaxHeaderListSize)),
 		grpc.MaxConcurrentStreams(g.cfg.Limits.MaxConcurrentStreams),
+		// A fixed window, unlike gRPC's default that grows with the
+		// measured bandwidth, bounds what Qlik sends ahead of the plugin:
+		// otherwise a call's bundles would pile up in the gateway.
+		grpc.InitialWindowSize(int32(g.cfg.Limits.StreamWindow)),
+		grpc.InitialConnWindowSize(int32(g.cfg.Limits.ConnWindow())),
 		grpc.ConnectionTimeout(handshakeTimeout),
 		// Qlik keeps one connection per analytic connection for as long as
 		// the engine runs, so the gateway never ends one on its own: no

@@ -247,6 +247,11 @@ func (c *call) openAttempt(backendCtx context.Context) (*attempt, *status.Status
 	a.sendMu.Lock()
 	c.current = a
 	c.mu.Unlock()
+	if len(replay) == 0 && !halfClosed {
+		// A first attempt, as nearly every call: nothing to replay.
+		a.sendMu.Unlock()
+		return a, nil, false
+	}
 	go func() {
 		defer a.sendMu.Unlock()
 		for i, data := range replay {

@@ -70,6 +70,10 @@ func NewPool(engine *config.Engine, opts PoolOptions) (*Pool, error) {
 			PermitWithoutStream: false,
 		}),
 		grpc.WithMaxHeaderListSize(uint32(opts.Limits.MaxHeaderListSize)),
+		// A fixed window, unlike gRPC's default that grows with the
+		// measured bandwidth, bounds what a plugin sends ahead of Qlik.
+		grpc.WithInitialWindowSize(int32(opts.Limits.StreamWindow)),
+		grpc.WithInitialConnWindowSize(int32(opts.Limits.ConnWindow())),
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(int(opts.Limits.MaxMessageSize)),
 			grpc.MaxCallSendMsgSize(int(opts.Limits.MaxMessageSize)),

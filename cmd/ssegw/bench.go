@@ -81,6 +81,7 @@ under a minute.`,
 	flags.IntVar(&opts.MemoryConcurrency, "memory-concurrency", bench.DefaultMemoryConcurrency, "concurrent callers of the memory workload")
 	flags.IntVar(&opts.MemoryBundles, "memory-bundles", bench.DefaultMemoryBundles, "bundles in a large call of the memory workload")
 	flags.BoolVar(&opts.AccessLog, "access-log", false, "turn the gateways' access log on, one record per call")
+	flags.BoolVar(&opts.Pprof, "pprof", false, "serve Go's profiles on each gateway's admin listener, whose address the progress lines give")
 	flags.StringVar(&opts.OutDir, "out", "", "folder for bench.md and the SVG plots; empty writes only the tables to stdout")
 	return cmd
 }
