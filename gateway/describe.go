@@ -147,6 +147,9 @@ func redact(id, mode string) (string, bool) {
 	case config.RedactDrop:
 		return "", false
 	case config.RedactHash:
+		if id == "" {
+			return "", true // the hash of nothing would look like an id
+		}
 		sum := sha256.Sum256([]byte(id))
 		return hex.EncodeToString(sum[:8]), true
 	}

@@ -433,6 +433,22 @@ func TestAccessLogRedaction(t *testing.T) {
 	}
 }
 
+// TestAccessLogEmptyUserNotHashed checks that a call without a user id,
+// as from a Qlik reload task, is logged without one under the default
+// hash redaction, rather than with the hash of nothing, which would look
+// like a user.
+func TestAccessLogEmptyUserNotHashed(t *testing.T) {
+	p := newPath(t, echoOrFail(), nil)
+	record := newCallRecord(t, p.gateway, func() {
+		if out := exchange(qlikContext(t, testContext(t), "R", 0, "app", ""), p.viaGateway, encodeBundle(t, ssetest.NumericBundle(1, 1))); out.err != io.EOF {
+			t.Fatalf("call: %v", out.err)
+		}
+	})
+	if got := record["user_id"]; got != "" {
+		t.Errorf("record user_id = %v, want empty", got)
+	}
+}
+
 // TestAccessLogLevel checks the level of a call's record: info with the
 // access log on, debug with log.access_log false, so that it disappears at
 // log level info.
