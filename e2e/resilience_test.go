@@ -18,10 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -78,43 +76,6 @@ func startResilienceGateway(t *testing.T, engine map[string]any, plugins ...*res
 		"listeners": []map[string]any{{"address": "127.0.0.1:0", "engine": "R", "insecure": true}},
 		"engines":   map[string]any{"R": engine},
 	})
-}
-
-// dialGateway returns a client of address and its connection, closed when
-// the test ends.
-func dialGateway(t *testing.T, address string) (*grpc.ClientConn, ssepb.ConnectorClient) {
-	t.Helper()
-	conn, err := grpc.NewClient("passthrough:///"+address,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(ssetest.Codec{})))
-	if err != nil {
-		t.Fatalf("dialing %s: %v", address, err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn, ssepb.NewConnectorClient(conn)
-}
-
-// watchStates records every state of conn from now on, until the returned
-// function is called; that function returns the states seen.
-func watchStates(conn *grpc.ClientConn) (stop func() []connectivity.State) {
-	ctx, cancel := context.WithCancel(context.Background())
-	var states []connectivity.State
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			state := conn.GetState()
-			states = append(states, state)
-			if !conn.WaitForStateChange(ctx, state) {
-				return
-			}
-		}
-	}()
-	return func() []connectivity.State {
-		cancel()
-		<-done
-		return states
-	}
 }
 
 // echoContext returns ctx carrying the headers of a call of the example
@@ -188,7 +149,7 @@ func TestPluginKilledMidStream(t *testing.T) {
 		plugins[name] = startRestartablePlugin(t, name)
 	}
 	gw := startResilienceGateway(t, map[string]any{"probe_interval": "1s"}, plugins["tp-1"], plugins["tp-2"])
-	conn, client := dialGateway(t, gw.Addrs[0])
+	conn, client := ssetest.DialConn(t, gw.Addrs[0])
 	ctx := testContext(t, time.Minute)
 
 	// Both replicas serve before the fault.
@@ -204,7 +165,7 @@ func TestPluginKilledMidStream(t *testing.T) {
 		}
 		seen[replica] = true
 	}
-	stopWatching := watchStates(conn)
+	stopWatching := ssetest.RecordStates(conn)
 
 	// Stream 2 of 10 bundles, each echoed before the next is sent.
 	stream, err := client.ExecuteFunction(echoContext(t, ctx))
@@ -457,7 +418,7 @@ func TestNoLeakAcrossRestarts(t *testing.T) {
 		t.Fatalf("gateway logged %d admin listening records, want 1", len(admin))
 	}
 	adminAddress := fmt.Sprint(admin[0]["address"])
-	_, client := dialGateway(t, gw.Addrs[0])
+	_, client := ssetest.DialConn(t, gw.Addrs[0])
 	ctx := testContext(t, 3*time.Minute)
 
 	// measure returns the gateway's use now.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"mime"
-	"net"
 	"net/http"
 	"regexp"
 	"slices"
@@ -25,21 +24,6 @@ import (
 // traceIDPattern matches a W3C trace id as the status page and the log
 // show it.
 var traceIDPattern = regexp.MustCompile(`^[0-9a-f]{32}$`)
-
-// unusedAddress returns a loopback address where nothing listens: it binds
-// a free port and closes it again.
-func unusedAddress(t *testing.T) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	address := lis.Addr().String()
-	if err := lis.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return address
-}
 
 // waitForAdmin fetches path until its status code is want, or fails the
 // test after timeout. It returns the last body.
@@ -193,7 +177,7 @@ func TestAdminReadiness(t *testing.T) {
 			Listeners: []config.Listener{ssetest.Listen("Example", nil)},
 			Engines: map[string]*config.Engine{
 				"Example": ssetest.Engine(plugin.Addr),
-				"Offline": ssetest.Engine(unusedAddress(t)),
+				"Offline": ssetest.Engine(ssetest.FreeAddress(t)),
 			},
 		})
 		// A GetCapabilities call through the gateway makes Example's
@@ -449,7 +433,7 @@ func startStatusPageGateway(t *testing.T) *statusPageGateway {
 	plugin := ssetest.ServePlugin(t, "127.0.0.1:0", example.NewServer("example-1"))
 	s := &statusPageGateway{
 		exampleAddr: plugin.Addr,
-		offlineAddr: unusedAddress(t),
+		offlineAddr: ssetest.FreeAddress(t),
 		requestRows: 4,
 		busyApp:     "busy-app", quietApp: "quiet-app",
 		busyCalls: 6, quietCalls: 2,

@@ -3,12 +3,10 @@ package gateway_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
 	"io"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -138,45 +136,14 @@ func startTLSPlugin(t *testing.T, serverDir string, connector *ssetest.Connector
 // always writes an IP address as an IP subjectAltName.
 func dnsOnlyServerDir(t *testing.T, certs *ssetest.Certs, names ...string) string {
 	t.Helper()
-
-	// A new key, and a certificate for it that names only DNS names.
-	key, err := tlsutil.GenerateKey(tlsutil.KeyECDSAP256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-	if err != nil {
-		t.Fatal(err)
-	}
-	template := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: "sse_server"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:     names,
-	}
-
-	// Sign with the set's CA and write the folder.
-	der, err := x509.CreateCertificate(rand.Reader, template, certs.CA.Cert, key.Public(), certs.CA.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM, err := tlsutil.EncodeKey(key, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	dir := t.TempDir()
-	ssetest.WriteFile(t, filepath.Join(dir, tlsutil.RootCertFile), tlsutil.EncodeCert(certs.CA.Cert))
-	ssetest.WriteFile(t, filepath.Join(dir, tlsutil.ServerCertFile), tlsutil.EncodeCert(cert))
-	ssetest.WriteFile(t, filepath.Join(dir, tlsutil.ServerKeyFile), keyPEM)
-	return dir
+	return certs.TemplateDir(t, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "sse_server"},
+		NotBefore:   time.Now().Add(-time.Hour),
+		NotAfter:    time.Now().Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:    names,
+	}, tlsutil.ServerCertFile, tlsutil.ServerKeyFile)
 }
 
 // gatewayWithBackends starts a gateway with a plaintext listener for

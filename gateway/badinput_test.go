@@ -644,14 +644,14 @@ func badConnectionCases() []badCase {
 			name: "expired client certificate on the TLS port",
 			run: func(t *testing.T, e *badEnv) {
 				expired := e.certs.ClientDir(t, nil, tlsutil.LeafRequest{NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
-				dialer := &singleDialer{}
-				client := ssetest.DialTLS(t, e.secure, expired, "localhost", grpc.WithContextDialer(dialer.dial))
+				dialer := &ssetest.SingleDialer{}
+				client := ssetest.DialTLS(t, e.secure, expired, "localhost", grpc.WithContextDialer(dialer.Dial))
 				ctx, cancel := context.WithTimeout(testContext(t), badWait)
 				defer cancel()
 				if _, err := client.GetCapabilities(ctx, &ssepb.Empty{}); err == nil {
 					t.Fatal("GetCapabilities() with an expired certificate succeeded, want it refused")
 				}
-				badCheckOneRecord(t, e.gw, badRefusedHandshake, string(tlsutil.FailureExpired), dialer.address())
+				badCheckOneRecord(t, e.gw, badRefusedHandshake, string(tlsutil.FailureExpired), dialer.Address())
 				if got := e.gw.HandshakeFailures()[tlsutil.FailureExpired]; got != 1 {
 					t.Errorf("HandshakeFailures()[%q] = %d, want 1", tlsutil.FailureExpired, got)
 				}

@@ -6,97 +6,17 @@ import (
 	"io"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/stats"
 
 	"github.com/ssegw/ssegw/config"
 	"github.com/ssegw/ssegw/internal/ssetest"
 	"github.com/ssegw/ssegw/routing"
 	"github.com/ssegw/ssegw/ssepb"
 )
-
-// reloadPlugin is a test plugin that names itself in the x-replica
-// response header, sent as soon as a call starts, and holds every call
-// until release is closed. It counts the connections made to it.
-type reloadPlugin struct {
-	*ssetest.Plugin
-	name    string
-	release chan struct{}
-	started chan struct{} // receives one value per call that started
-	conns   atomic.Int64
-}
-
-func startReloadPlugin(t *testing.T, name string) *reloadPlugin {
-	t.Helper()
-	p := &reloadPlugin{name: name, release: make(chan struct{}), started: make(chan struct{}, 100)}
-	p.Plugin = ssetest.StartPlugin(t, &ssetest.Connector{
-		Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
-			return &ssepb.Capabilities{PluginIdentifier: name}, nil
-		},
-		Execute: func(s ssetest.Stream) error {
-			if err := s.SendHeader(metadata.Pairs(replicaHeader, name)); err != nil {
-				return err
-			}
-			p.started <- struct{}{}
-			select {
-			case <-p.release:
-			case <-s.Context().Done():
-				return s.Context().Err()
-			}
-			for {
-				if _, err := s.Recv(); errors.Is(err, io.EOF) {
-					return s.Send(&ssepb.BundledRows{})
-				} else if err != nil {
-					return err
-				}
-			}
-		},
-	}, grpc.StatsHandler(&connCounter{count: &p.conns}))
-	t.Cleanup(p.releaseCalls)
-	return p
-}
-
-// releaseCalls lets every held call, and every later one, finish.
-func (p *reloadPlugin) releaseCalls() {
-	select {
-	case <-p.release:
-	default:
-		close(p.release)
-	}
-}
-
-// waitStarted waits until n calls have started on the plugin.
-func (p *reloadPlugin) waitStarted(t *testing.T, n int) {
-	t.Helper()
-	timeout := time.After(10 * time.Second)
-	for i := range n {
-		select {
-		case <-p.started:
-		case <-timeout:
-			t.Fatalf("%d of %d calls started on plugin %s within 10s", i, n, p.name)
-		}
-	}
-}
-
-// connCounter is a server stats handler that counts connections.
-type connCounter struct {
-	count *atomic.Int64
-}
-
-func (c *connCounter) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context   { return ctx }
-func (c *connCounter) HandleRPC(context.Context, stats.RPCStats)                         {}
-func (c *connCounter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
-func (c *connCounter) HandleConn(_ context.Context, s stats.ConnStats) {
-	if _, ok := s.(*stats.ConnBegin); ok {
-		c.count.Add(1)
-	}
-}
 
 // reloadResult is the outcome of one call.
 type reloadResult struct {
@@ -124,29 +44,6 @@ func reloadCall(ctx context.Context, client ssepb.ConnectorClient, results chan<
 		result.replica = names[0]
 	}
 	results <- result
-}
-
-// reloadWatchState records every state of conn from now on, until the
-// returned function is called; that function returns the states seen.
-func reloadWatchState(conn *grpc.ClientConn) (stop func() []connectivity.State) {
-	ctx, cancel := context.WithCancel(context.Background())
-	var states []connectivity.State
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			state := conn.GetState()
-			states = append(states, state)
-			if !conn.WaitForStateChange(ctx, state) {
-				return
-			}
-		}
-	}()
-	return func() []connectivity.State {
-		cancel()
-		<-done
-		return states
-	}
 }
 
 // reloadConfig returns a configuration with one plaintext listener for
@@ -185,10 +82,10 @@ func reloadApply(t *testing.T, gw *ssetest.Gateway, cfg *config.Config) {
 func TestReloadSwitchesBackends(t *testing.T) {
 	t.Parallel()
 	const held = 5
-	old, replacement := startReloadPlugin(t, "old"), startReloadPlugin(t, "new")
-	replacement.releaseCalls()
+	old, replacement := ssetest.StartHoldingPlugin(t, "old", true), ssetest.StartHoldingPlugin(t, "new", true)
+	replacement.Release()
 	gw := ssetest.StartGateway(t, reloadConfig(30*time.Second, old.Addr))
-	conn, client := resilDial(t, gw.Addrs[0])
+	conn, client := ssetest.DialConn(t, gw.Addrs[0])
 	ctx := testContext(t)
 
 	// Hold calls on the old backend.
@@ -196,8 +93,8 @@ func TestReloadSwitchesBackends(t *testing.T) {
 	for range held {
 		go reloadCall(ctx, client, results)
 	}
-	old.waitStarted(t, held)
-	stopWatching := reloadWatchState(conn)
+	old.WaitHeld(t, held)
+	stopWatching := ssetest.RecordStates(conn)
 
 	reloadApply(t, gw, reloadConfig(30*time.Second, replacement.Addr))
 
@@ -208,20 +105,20 @@ func TestReloadSwitchesBackends(t *testing.T) {
 		if result.err != nil {
 			t.Errorf("call %d after the reload = %v, want OK", i, result.err)
 		}
-		if result.replica != replacement.name {
-			t.Errorf("call %d after the reload served by %q, want %q", i, result.replica, replacement.name)
+		if result.replica != replacement.Name {
+			t.Errorf("call %d after the reload served by %q, want %q", i, result.replica, replacement.Name)
 		}
 	}
 
-	old.releaseCalls()
+	old.Release()
 	for range held {
 		select {
 		case result := <-results:
 			if result.err != nil {
 				t.Errorf("call held across the reload = %v, want OK", result.err)
 			}
-			if result.replica != old.name {
-				t.Errorf("call held across the reload served by %q, want %q", result.replica, old.name)
+			if result.replica != old.Name {
+				t.Errorf("call held across the reload served by %q, want %q", result.replica, old.Name)
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("a call held across the reload did not end within 10s of its release")
@@ -239,14 +136,14 @@ func TestReloadSwitchesBackends(t *testing.T) {
 func TestReloadDrainTimeout(t *testing.T) {
 	t.Parallel()
 	const drain = time.Second
-	old, replacement := startReloadPlugin(t, "old"), startReloadPlugin(t, "new")
-	replacement.releaseCalls()
+	old, replacement := ssetest.StartHoldingPlugin(t, "old", true), ssetest.StartHoldingPlugin(t, "new", true)
+	replacement.Release()
 	gw := ssetest.StartGateway(t, reloadConfig(drain, old.Addr))
-	_, client := resilDial(t, gw.Addrs[0])
+	_, client := ssetest.DialConn(t, gw.Addrs[0])
 
 	results := make(chan reloadResult, 1)
 	go reloadCall(testContext(t), client, results)
-	old.waitStarted(t, 1)
+	old.WaitHeld(t, 1)
 	reloaded := time.Now()
 	reloadApply(t, gw, reloadConfig(drain, replacement.Addr))
 
@@ -269,9 +166,9 @@ func TestReloadDrainTimeout(t *testing.T) {
 // engine with the x-sse-engine header.
 func TestReloadKeepsUnchangedEngine(t *testing.T) {
 	t.Parallel()
-	pluginR, oldPy, newPy := startReloadPlugin(t, "r"), startReloadPlugin(t, "py-old"), startReloadPlugin(t, "py-new")
-	for _, p := range []*reloadPlugin{pluginR, oldPy, newPy} {
-		p.releaseCalls()
+	pluginR, oldPy, newPy := ssetest.StartHoldingPlugin(t, "r", true), ssetest.StartHoldingPlugin(t, "py-old", true), ssetest.StartHoldingPlugin(t, "py-new", true)
+	for _, p := range []*ssetest.HoldingPlugin{pluginR, oldPy, newPy} {
+		p.Release()
 	}
 	configWith := func(py string) *config.Config {
 		cfg := reloadConfig(30*time.Second, pluginR.Addr)
@@ -280,7 +177,7 @@ func TestReloadKeepsUnchangedEngine(t *testing.T) {
 		return cfg
 	}
 	gw := ssetest.StartGateway(t, configWith(oldPy.Addr))
-	_, client := resilDial(t, gw.Addrs[0])
+	_, client := ssetest.DialConn(t, gw.Addrs[0])
 	ctx := testContext(t)
 
 	// served makes one call to engine and returns the replica that served it.
@@ -298,7 +195,7 @@ func TestReloadKeepsUnchangedEngine(t *testing.T) {
 		t.Fatalf("call to R before the reload served by %q, want r", got)
 	}
 	// The pool's and the probe's connection.
-	resilWait(t, 10*time.Second, "two connections to R's plugin", func() bool { return pluginR.conns.Load() == 2 })
+	resilWait(t, 10*time.Second, "two connections to R's plugin", func() bool { return pluginR.Conns.Load() == 2 })
 
 	reloadApply(t, gw, configWith(newPy.Addr))
 
@@ -308,10 +205,10 @@ func TestReloadKeepsUnchangedEngine(t *testing.T) {
 	if got := served("R"); got != "r" {
 		t.Errorf("call to R after the reload served by %q, want r", got)
 	}
-	if got := pluginR.conns.Load(); got != 2 {
+	if got := pluginR.Conns.Load(); got != 2 {
 		t.Errorf("connections made to R's plugin = %d, want 2: the reload replaced the unchanged engine", got)
 	}
-	if got := newPy.conns.Load(); got == 0 {
+	if got := newPy.Conns.Load(); got == 0 {
 		t.Errorf("connections made to Py's new plugin = 0, want some")
 	}
 }
@@ -326,9 +223,9 @@ func TestReloadKeepsUnchangedEngine(t *testing.T) {
 // address.
 func TestReloadKeepsListenerEngines(t *testing.T) {
 	t.Parallel()
-	pluginR, pluginPy := startReloadPlugin(t, "r"), startReloadPlugin(t, "py")
-	pluginR.releaseCalls()
-	pluginPy.releaseCalls()
+	pluginR, pluginPy := ssetest.StartHoldingPlugin(t, "r", true), ssetest.StartHoldingPlugin(t, "py", true)
+	pluginR.Release()
+	pluginPy.Release()
 	newConfig := func() *config.Config {
 		cfg := reloadConfig(30*time.Second, pluginR.Addr)
 		cfg.Listeners = append(cfg.Listeners, config.Listener{Address: "127.0.0.1:0", Engine: "Py", Insecure: true})
@@ -337,8 +234,8 @@ func TestReloadKeepsListenerEngines(t *testing.T) {
 		return cfg
 	}
 	gw := ssetest.StartGateway(t, newConfig())
-	_, clientR := resilDial(t, gw.Addrs[0])
-	_, clientPy := resilDial(t, gw.Addrs[1])
+	_, clientR := ssetest.DialConn(t, gw.Addrs[0])
+	_, clientPy := ssetest.DialConn(t, gw.Addrs[1])
 
 	reloadApply(t, gw, newConfig())
 
@@ -364,10 +261,10 @@ func TestReloadKeepsListenerEngines(t *testing.T) {
 // the listener it has, and applies what it can.
 func TestReloadReportsRestartOnlyChanges(t *testing.T) {
 	t.Parallel()
-	plugin := startReloadPlugin(t, "only")
-	plugin.releaseCalls()
+	plugin := ssetest.StartHoldingPlugin(t, "only", true)
+	plugin.Release()
 	gw := ssetest.StartGateway(t, reloadConfig(30*time.Second, plugin.Addr))
-	_, client := resilDial(t, gw.Addrs[0])
+	_, client := ssetest.DialConn(t, gw.Addrs[0])
 
 	cfg := reloadConfig(30*time.Second, plugin.Addr)
 	cfg.Limits.MaxMessageSize = 8 << 20
@@ -391,5 +288,3 @@ func TestReloadReportsRestartOnlyChanges(t *testing.T) {
 		t.Errorf("listeners after the reload = %d, want 1 until the next start", got)
 	}
 }
-
-var _ stats.Handler = (*connCounter)(nil)

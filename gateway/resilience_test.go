@@ -21,7 +21,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -66,20 +65,6 @@ func (p *resilPlugin) restart(t *testing.T, args ...string) {
 	binary := ssetest.Binary(t, "./examples/plugin")
 	p.process = ssetest.StartProcess(t, binary, nil, append([]string{"--address", p.address, "--name", p.name}, args...)...)
 	p.process.WaitForLine(t, "listening on ", 30*time.Second)
-}
-
-// resilDial returns a client of the gateway at address and its connection,
-// whose state a test can watch. Both are closed when the test ends.
-func resilDial(t *testing.T, address string) (*grpc.ClientConn, ssepb.ConnectorClient) {
-	t.Helper()
-	conn, err := grpc.NewClient("passthrough:///"+address,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(ssetest.Codec{})))
-	if err != nil {
-		t.Fatalf("dialing %s: %v", address, err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn, ssepb.NewConnectorClient(conn)
 }
 
 // resilResult is what a client saw of one ExecuteFunction call.
@@ -257,7 +242,7 @@ func TestReplicaKilledDuringCalls(t *testing.T) {
 		Listeners: []config.Listener{ssetest.Listen("R", nil)},
 		Engines:   map[string]*config.Engine{"R": engine},
 	})
-	_, client := resilDial(t, gw.Addrs[0])
+	_, client := ssetest.DialConn(t, gw.Addrs[0])
 	ctx := testContext(t)
 	waitServedByAll(t, ctx, client, doomed.name, survivor.name)
 	warmUpCalls := len(callRecords(gw))
@@ -359,7 +344,7 @@ func TestAllReplicasRestart(t *testing.T) {
 			Listeners: []config.Listener{ssetest.Listen("R", nil)},
 			Engines:   map[string]*config.Engine{"R": engine},
 		})
-		_, client := resilDial(t, gw.Addrs[0])
+		_, client := ssetest.DialConn(t, gw.Addrs[0])
 		waitServedByAll(t, testContext(t), client, "first", "second")
 		for _, replica := range replicas {
 			replica.kill(t)
@@ -471,21 +456,6 @@ func TestAllReplicasRestart(t *testing.T) {
 	})
 }
 
-// resilDownAddress returns a loopback address whose port was bound a
-// moment ago and is closed again, so that connections to it are refused.
-func resilDownAddress(t *testing.T) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	address := lis.Addr().String()
-	if err := lis.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return address
-}
-
 // resilMetric returns the value of the series of metric name whose labels
 // include label (such as `qlik_sse_engine="R"`) in gw's /metrics, or -1
 // when there is none.
@@ -522,7 +492,7 @@ func resilMetric(t *testing.T, gw *ssetest.Gateway, name, label string) float64 
 func TestMaxWaitingRejectsAtOnce(t *testing.T) {
 	t.Parallel()
 	const maxWaiting = 3
-	engine := ssetest.Engine(resilDownAddress(t))
+	engine := ssetest.Engine(ssetest.FreeAddress(t))
 	reconnectBuffer := 30 * time.Second
 	engine.ReconnectBuffer = &reconnectBuffer
 	engine.MaxWaiting = maxWaiting
@@ -530,7 +500,7 @@ func TestMaxWaitingRejectsAtOnce(t *testing.T) {
 		Listeners: []config.Listener{ssetest.Listen("R", nil)},
 		Engines:   map[string]*config.Engine{"R": engine},
 	})
-	_, client := resilDial(t, gw.Addrs[0])
+	_, client := ssetest.DialConn(t, gw.Addrs[0])
 	const waitingMetric, engineLabel = "ssegw_calls_waiting", `qlik_sse_engine="R"`
 
 	// Fill the waiting places.
@@ -629,7 +599,7 @@ func TestRestartedReplicaDisagrees(t *testing.T) {
 		Listeners: []config.Listener{ssetest.Listen("R", nil)},
 		Engines:   map[string]*config.Engine{"R": engine},
 	})
-	_, client := resilDial(t, gw.Addrs[0])
+	_, client := ssetest.DialConn(t, gw.Addrs[0])
 	ctx := testContext(t)
 	waitServedByAll(t, ctx, client, steady.name, changed.name)
 	gw.Logs.WaitFor(t, "capabilities agreed", 10*time.Second, nil)
@@ -702,7 +672,7 @@ func TestStateDirAnswersWhileDown(t *testing.T) {
 	// The first gateway learns and stores the capabilities, then stops.
 	first := ssetest.StartGateway(t, gatewayConfig())
 	first.Logs.WaitFor(t, "capabilities agreed", 10*time.Second, nil)
-	_, firstClient := resilDial(t, first.Addrs[0])
+	_, firstClient := ssetest.DialConn(t, first.Addrs[0])
 	want, err := firstClient.GetCapabilities(ctx, &ssepb.Empty{})
 	if err != nil {
 		t.Fatalf("GetCapabilities through the first gateway = %v, want OK", err)
@@ -717,7 +687,7 @@ func TestStateDirAnswersWhileDown(t *testing.T) {
 
 	// A new gateway with the same state_dir returns the stored capabilities.
 	second := ssetest.StartGateway(t, gatewayConfig())
-	_, client := resilDial(t, second.Addrs[0])
+	_, client := ssetest.DialConn(t, second.Addrs[0])
 	capabilitiesCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	start := time.Now()
@@ -810,7 +780,7 @@ func TestBalancerWithSlowReplica(t *testing.T) {
 				Listeners: []config.Listener{ssetest.Listen("R", nil)},
 				Engines:   map[string]*config.Engine{"R": engine},
 			})
-			_, client := resilDial(t, gw.Addrs[0])
+			_, client := ssetest.DialConn(t, gw.Addrs[0])
 			ctx := testContext(t)
 			waitServedByAll(t, ctx, client, fast.name, slow.name)
 
@@ -909,7 +879,7 @@ func TestMaxInFlightPerReplica(t *testing.T) {
 		Listeners: []config.Listener{ssetest.Listen("R", nil)},
 		Engines:   map[string]*config.Engine{"R": engine},
 	})
-	_, client := resilDial(t, gw.Addrs[0])
+	_, client := ssetest.DialConn(t, gw.Addrs[0])
 	ctx := testContext(t)
 
 	start := time.Now()
@@ -970,7 +940,7 @@ func TestFunctionRequestTimeout(t *testing.T) {
 	})
 	// The policy applies by function name, from the capabilities.
 	gw.Logs.WaitFor(t, "capabilities agreed", 10*time.Second, nil)
-	_, client := resilDial(t, gw.Addrs[0])
+	_, client := ssetest.DialConn(t, gw.Addrs[0])
 	ctx := testContext(t)
 
 	var limited, unlimited resilResult
@@ -1147,7 +1117,7 @@ func TestReplayPolicy(t *testing.T) {
 				Engines:   map[string]*config.Engine{"R": engine},
 			})
 			gw.Logs.WaitFor(t, "capabilities agreed", 10*time.Second, nil)
-			_, client := resilDial(t, gw.Addrs[0])
+			_, client := ssetest.DialConn(t, gw.Addrs[0])
 
 			plugin.armed.Store(1)
 			result := resilCall(t, testContext(t), client, tt.function, tt.request...)

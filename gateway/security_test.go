@@ -2,16 +2,13 @@ package gateway_test
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"errors"
 	"io"
-	"math/big"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -178,43 +175,14 @@ func secClientWithURI(t *testing.T, certs *ssetest.Certs, commonName, uri string
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	// A new key, and a certificate for it signed by the set's CA.
-	key, err := tlsutil.GenerateKey(tlsutil.KeyECDSAP256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
-	if err != nil {
-		t.Fatal(err)
-	}
-	template := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: commonName},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		URIs:         []*url.URL{parsed},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, template, certs.CA.Cert, key.Public(), certs.CA.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyPEM, err := tlsutil.EncodeKey(key, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	dir := t.TempDir()
-	ssetest.WriteFile(t, filepath.Join(dir, tlsutil.RootCertFile), tlsutil.EncodeCert(certs.CA.Cert))
-	ssetest.WriteFile(t, filepath.Join(dir, tlsutil.ClientCertFile), tlsutil.EncodeCert(cert))
-	ssetest.WriteFile(t, filepath.Join(dir, tlsutil.ClientKeyFile), keyPEM)
-	return dir
+	return certs.TemplateDir(t, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: commonName},
+		NotBefore:   time.Now().Add(-time.Hour),
+		NotAfter:    time.Now().Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		URIs:        []*url.URL{parsed},
+	}, tlsutil.ClientCertFile, tlsutil.ClientKeyFile)
 }
 
 // secSPKIHash returns the allow_clients entry of a client folder's

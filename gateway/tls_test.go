@@ -7,7 +7,6 @@ import (
 	"errors"
 	"net"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -35,36 +34,6 @@ func startTLSGateway(t *testing.T, certs *ssetest.Certs, plugin *countedPlugin) 
 		Listeners: []config.Listener{ssetest.Listen("R", &config.ServerTLS{Dir: certs.GatewayDir})},
 		Engines:   map[string]*config.Engine{"R": ssetest.Engine(plugin.Addr)},
 	})
-}
-
-// singleDialer is a gRPC dialer that opens one connection and fails every
-// later attempt, so that a client whose handshake fails makes exactly one
-// attempt instead of retrying in the background.
-type singleDialer struct {
-	mu        sync.Mutex
-	localAddr string // of the one connection; empty before it is made
-}
-
-func (d *singleDialer) dial(ctx context.Context, address string) (net.Conn, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.localAddr != "" {
-		return nil, errors.New("test client dials only once")
-	}
-	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", address)
-	if err != nil {
-		return nil, err
-	}
-	d.localAddr = conn.LocalAddr().String()
-	return conn, nil
-}
-
-// address returns the client's end of the one connection, which the
-// gateway logs as the peer address.
-func (d *singleDialer) address() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.localAddr
 }
 
 // qlikLikeConfig returns a client TLS configuration for files that always
@@ -190,10 +159,10 @@ func TestMutualTLSClientCertificates(t *testing.T) {
 			// rate limit of its log has seen no earlier refusal.
 			plugin := startCountedPlugin(t, "plugin-a")
 			gw := startTLSGateway(t, certs, plugin)
-			dialer := &singleDialer{}
+			dialer := &ssetest.SingleDialer{}
 			creds := credentials.NewTLS(qlikLikeConfig(t, tt.files))
 			// These credentials replace the plaintext ones that Dial sets first.
-			client := ssetest.Dial(t, gw.Addrs[0], grpc.WithTransportCredentials(creds), grpc.WithContextDialer(dialer.dial))
+			client := ssetest.Dial(t, gw.Addrs[0], grpc.WithTransportCredentials(creds), grpc.WithContextDialer(dialer.Dial))
 
 			ctx, cancel := context.WithTimeout(testContext(t), 10*time.Second)
 			defer cancel()
@@ -231,7 +200,7 @@ func TestMutualTLSClientCertificates(t *testing.T) {
 			if diff := cmp.Diff(handshakeCounts(tt.wantReason), gw.HandshakeFailures()); diff != "" {
 				t.Errorf("HandshakeFailures() (-want +got):\n%s", diff)
 			}
-			checkRefusedHandshakeLogged(t, gw, dialer.address(), tt.wantReason)
+			checkRefusedHandshakeLogged(t, gw, dialer.Address(), tt.wantReason)
 		})
 	}
 }

@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
+	"github.com/ssegw/ssegw/internal/fswatch"
 )
 
 // Source keeps a TLS configuration built from certificate files current.
@@ -170,42 +170,21 @@ func (w *Watcher) Reload() int {
 // files are watched, since tools replace certificate files instead of
 // writing them.
 func (w *Watcher) Run(ctx context.Context) error {
-	fsWatcher, err := fsnotify.NewWatcher()
-	if err != nil {
-		return fmt.Errorf("watching certificates: %w", err)
-	}
-	folders := map[string]bool{}
+	var folders []string
 	for _, s := range w.snapshot() {
 		for _, file := range s.files {
-			folder := filepath.Dir(file)
-			if !folders[folder] {
-				folders[folder] = true
-				if err := fsWatcher.Add(folder); err != nil {
-					fsWatcher.Close()
-					return fmt.Errorf("watching certificates in %s: %w", folder, err)
-				}
+			if folder := filepath.Dir(file); !slices.Contains(folders, folder) {
+				folders = append(folders, folder)
 			}
 		}
 	}
-	go func() {
-		defer fsWatcher.Close()
-		settle := time.NewTimer(time.Hour)
-		settle.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case _, ok := <-fsWatcher.Events:
-				if !ok {
-					return
-				}
-				settle.Reset(300 * time.Millisecond)
-			case <-fsWatcher.Errors:
-			case <-settle.C:
-				w.logger.Info("certificate files changed; reloading", "reloaded", w.Reload())
-			}
-		}
-	}()
+	everything := func(string) bool { return true }
+	reload := func() {
+		w.logger.Info("certificate files changed; reloading", "reloaded", w.Reload())
+	}
+	if err := fswatch.Watch(ctx, folders, everything, reload); err != nil {
+		return fmt.Errorf("watching certificates: %w", err)
+	}
 	return nil
 }
 

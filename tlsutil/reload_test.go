@@ -1,7 +1,6 @@
 package tlsutil_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -16,29 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ssegw/ssegw/internal/ssetest"
 	"github.com/ssegw/ssegw/tlsutil"
 )
 
 // reloadWait bounds every wait for a reload to take effect.
 const reloadWait = 10 * time.Second
-
-// syncBuffer is a bytes.Buffer that a logger and a test can share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // serialOf returns the serial number of the first certificate in a PEM
 // file's content.
@@ -274,7 +256,7 @@ func TestWatcherReloadsRenamedFiles(t *testing.T) {
 	if err != nil {
 		t.Fatalf("NewServerSource() error: %v", err)
 	}
-	logs := &syncBuffer{}
+	logs := &ssetest.SyncBuffer{}
 	watcher := tlsutil.NewWatcher(slog.New(slog.NewTextHandler(logs, nil)))
 	watcher.Add(source)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -319,7 +301,7 @@ func TestWatcherReloadLogsBadFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &ssetest.SyncBuffer{}
 	watcher := tlsutil.NewWatcher(slog.New(slog.NewTextHandler(logs, nil)))
 	watcher.Add(goodSource)
 	watcher.Add(badSource)

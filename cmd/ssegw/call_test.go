@@ -735,7 +735,7 @@ func TestCallReportsStatus(t *testing.T) {
 // connection and of a TLS client facing a plaintext plugin list what to
 // check.
 func TestCallExplainsConnectionFailure(t *testing.T) {
-	closed := freeAddress(t)
+	closed := ssetest.FreeAddress(t)
 	plugin := ssetest.ServePlugin(t, "127.0.0.1:0", example.NewServer("p"))
 	certs := ssetest.NewCerts(t)
 	tests := []struct {

@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -567,34 +566,6 @@ func TestCertsCheckAdviceWorks(t *testing.T) {
 	})
 }
 
-// certsDialer opens one connection and fails later attempts, so that a
-// gRPC client whose handshake fails makes one attempt only, and keeps the
-// client's address, which the gateway logs as the peer.
-type certsDialer struct {
-	mu    sync.Mutex
-	local string
-}
-
-func (d *certsDialer) dial(ctx context.Context, address string) (net.Conn, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.local != "" {
-		return nil, errors.New("test client dials only once")
-	}
-	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", address)
-	if err != nil {
-		return nil, err
-	}
-	d.local = conn.LocalAddr().String()
-	return conn, nil
-}
-
-func (d *certsDialer) address() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.local
-}
-
 // certsClientConfig returns a client configuration that trusts rootFile.
 // When certFile is not empty, it presents that pair whatever CAs the
 // gateway lists, as the Qlik engine does. Go's client would otherwise send
@@ -679,9 +650,9 @@ func TestCertsInitClientCertificates(t *testing.T) {
 			// log's rate limit has seen no earlier refusal.
 			plugin := startCertsPlugin(t, "")
 			gw := certsGateway(t, gatewayDir, config.Backend{Address: plugin.Addr})
-			dialer := &certsDialer{}
+			dialer := &ssetest.SingleDialer{}
 			creds := credentials.NewTLS(certsClientConfig(t, rootFile, tt.certFile, tt.keyFile))
-			client := ssetest.Dial(t, gw.Addrs[0], grpc.WithTransportCredentials(creds), grpc.WithContextDialer(dialer.dial))
+			client := ssetest.Dial(t, gw.Addrs[0], grpc.WithTransportCredentials(creds), grpc.WithContextDialer(dialer.Dial))
 			capabilities, err := certsCapabilities(t, client)
 
 			if tt.wantReason == "" {
@@ -707,8 +678,8 @@ func TestCertsInitClientCertificates(t *testing.T) {
 			if got := record["reason"]; got != string(tt.wantReason) {
 				t.Errorf("log record reason = %v, want %q", got, tt.wantReason)
 			}
-			if got := record["peer"]; got != dialer.address() {
-				t.Errorf("log record peer = %v, want %s", got, dialer.address())
+			if got := record["peer"]; got != dialer.Address() {
+				t.Errorf("log record peer = %v, want %s", got, dialer.Address())
 			}
 			if records := gw.Logs.Records("TLS handshake refused"); len(records) != 1 {
 				t.Errorf("got %d refused-handshake records, want 1: %v", len(records), records)

@@ -1,35 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ssegw/ssegw/examples/plugin/example"
+	"github.com/ssegw/ssegw/internal/ssetest"
 	"github.com/ssegw/ssegw/sseclient"
 	"github.com/ssegw/ssegw/ssepb"
 )
-
-// syncBuffer is a bytes.Buffer that a command writes while the test reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestPluginCommandServes runs the hidden plugin command on a free port,
 // calls it, and stops it by ending the command's context.
@@ -38,7 +19,7 @@ func TestPluginCommandServes(t *testing.T) {
 	defer cancel()
 	serveCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	var out syncBuffer
+	var out ssetest.SyncBuffer
 	cmd := newRootCommand()
 	cmd.SetArgs([]string{"plugin", "--address", "127.0.0.1:0", "--name", "from-test"})
 	cmd.SetOut(&out)

@@ -13,87 +13,14 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/ssegw/ssegw/internal/ssetest"
 	"github.com/ssegw/ssegw/ssepb"
 )
-
-// Headers of the held plugin: the replica's name in every response, and
-// the request header that makes it hold a call until released.
-const (
-	heldReplicaHeader = "x-replica"
-	holdHeader        = "x-hold"
-)
-
-// heldPlugin is a test plugin that names itself in the x-replica response
-// header and holds each call that carries x-hold until release is closed.
-type heldPlugin struct {
-	*ssetest.Plugin
-	name    string
-	release chan struct{}
-	held    chan struct{} // receives one value per call that is held
-}
-
-func startHeldPlugin(t *testing.T, name string) *heldPlugin {
-	t.Helper()
-	p := &heldPlugin{name: name, release: make(chan struct{}), held: make(chan struct{}, 100)}
-	p.Plugin = ssetest.StartPlugin(t, &ssetest.Connector{
-		Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
-			return &ssepb.Capabilities{PluginIdentifier: name}, nil
-		},
-		Execute: func(s ssetest.Stream) error {
-			if err := s.SendHeader(metadata.Pairs(heldReplicaHeader, name)); err != nil {
-				return err
-			}
-			md, _ := metadata.FromIncomingContext(s.Context())
-			if len(md.Get(holdHeader)) > 0 {
-				p.held <- struct{}{}
-				select {
-				case <-p.release:
-				case <-s.Context().Done():
-					return s.Context().Err()
-				}
-			}
-			for {
-				if _, err := s.Recv(); errors.Is(err, io.EOF) {
-					return s.Send(&ssepb.BundledRows{})
-				} else if err != nil {
-					return err
-				}
-			}
-		},
-	})
-	t.Cleanup(p.releaseCalls)
-	return p
-}
-
-// releaseCalls lets every held call finish.
-func (p *heldPlugin) releaseCalls() {
-	select {
-	case <-p.release:
-	default:
-		close(p.release)
-	}
-}
-
-// waitHeld waits until n calls are held on the plugin.
-func (p *heldPlugin) waitHeld(t *testing.T, n int) {
-	t.Helper()
-	timeout := time.After(10 * time.Second)
-	for i := range n {
-		select {
-		case <-p.held:
-		case <-timeout:
-			t.Fatalf("%d of %d calls held on plugin %s within 10s", i, n, p.name)
-		}
-	}
-}
 
 // callResult is the end of one call.
 type callResult struct {
@@ -111,7 +38,7 @@ func callReplica(t *testing.T, client ssepb.ConnectorClient, hold bool) callResu
 		return callResult{err: err}
 	}
 	if hold {
-		md.Set(holdHeader, "1")
+		md.Set(ssetest.HoldHeader, "1")
 	}
 	ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(context.Background(), md), 30*time.Second)
 	defer cancel()
@@ -137,47 +64,10 @@ func callReplica(t *testing.T, client ssepb.ConnectorClient, hold bool) callResu
 	if !errors.Is(err, io.EOF) {
 		result.err = err
 	}
-	if header, headerErr := stream.Header(); headerErr == nil && len(header.Get(heldReplicaHeader)) > 0 {
-		result.replica = header.Get(heldReplicaHeader)[0]
+	if header, headerErr := stream.Header(); headerErr == nil && len(header.Get(ssetest.ReplicaHeader)) > 0 {
+		result.replica = header.Get(ssetest.ReplicaHeader)[0]
 	}
 	return result
-}
-
-// dialServe returns a client of the gateway at address and its connection,
-// closed when the test ends.
-func dialServe(t *testing.T, address string) (*grpc.ClientConn, ssepb.ConnectorClient) {
-	t.Helper()
-	conn, err := grpc.NewClient("passthrough:///"+address,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(ssetest.Codec{})))
-	if err != nil {
-		t.Fatalf("dialing %s: %v", address, err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn, ssepb.NewConnectorClient(conn)
-}
-
-// recordStates records every state of conn from now on, until the
-// returned function is called; that function returns the states seen.
-func recordStates(conn *grpc.ClientConn) (stop func() []connectivity.State) {
-	ctx, cancel := context.WithCancel(context.Background())
-	var states []connectivity.State
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			state := conn.GetState()
-			states = append(states, state)
-			if !conn.WaitForStateChange(ctx, state) {
-				return
-			}
-		}
-	}()
-	return func() []connectivity.State {
-		cancel()
-		<-done
-		return states
-	}
 }
 
 // reloadConfigText returns a configuration file for one plaintext
@@ -217,8 +107,8 @@ func checkServedBy(t *testing.T, client ssepb.ConnectorClient, when, replica str
 // SIGHUP can pick them up.
 func TestServeReloads(t *testing.T) {
 	t.Parallel() // about 3s: a process, and the file watch's settling time
-	first, second, third := startHeldPlugin(t, "first"), startHeldPlugin(t, "second"), startHeldPlugin(t, "third")
-	address := freeAddress(t)
+	first, second, third := ssetest.StartHoldingPlugin(t, "first", false), ssetest.StartHoldingPlugin(t, "second", false), ssetest.StartHoldingPlugin(t, "third", false)
+	address := ssetest.FreeAddress(t)
 	target := filepath.Join(t.TempDir(), "real.yaml")
 	ssetest.WriteFile(t, target, []byte(reloadConfigText(address, first.Addr)))
 	configFile := filepath.Join(t.TempDir(), "ssegw.yaml")
@@ -227,9 +117,9 @@ func TestServeReloads(t *testing.T) {
 	}
 	p := ssetest.StartProcess(t, ssetest.Binary(t, "./cmd/ssegw"), nil, "serve", "--config", configFile)
 	waitForRecords(t, p, "listening", 1, 10*time.Second)
-	conn, client := dialServe(t, address)
-	checkServedBy(t, client, "at start", first.name, 1)
-	stopRecording := recordStates(conn)
+	conn, client := ssetest.DialConn(t, address)
+	checkServedBy(t, client, "at start", first.Name, 1)
+	stopRecording := ssetest.RecordStates(conn)
 
 	// SIGHUP with a new backend while calls are held on the old one.
 	const held = 5
@@ -237,22 +127,22 @@ func TestServeReloads(t *testing.T) {
 	for range held {
 		go func() { results <- callReplica(t, client, true) }()
 	}
-	first.waitHeld(t, held)
+	first.WaitHeld(t, held)
 	ssetest.WriteFile(t, target, []byte(reloadConfigText(address, second.Addr)))
 	if err := p.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	waitForRecords(t, p, "configuration reloaded", 1, 10*time.Second)
-	checkServedBy(t, client, "after SIGHUP", second.name, 3)
-	first.releaseCalls()
+	checkServedBy(t, client, "after SIGHUP", second.Name, 3)
+	first.Release()
 	for range held {
 		select {
 		case result := <-results:
 			if result.err != nil {
 				t.Errorf("call held across SIGHUP = %v, want OK", result.err)
 			}
-			if result.replica != first.name {
-				t.Errorf("call held across SIGHUP served by %q, want %q", result.replica, first.name)
+			if result.replica != first.Name {
+				t.Errorf("call held across SIGHUP served by %q, want %q", result.replica, first.Name)
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("a call held across SIGHUP did not end within 10s of its release")
@@ -271,7 +161,7 @@ func TestServeReloads(t *testing.T) {
 	if got, _ := rejected[0]["error"].(string); got == "" {
 		t.Errorf("rejected reload record error = %q, want the problem", got)
 	}
-	checkServedBy(t, client, "after SIGHUP with a broken file", second.name, 3)
+	checkServedBy(t, client, "after SIGHUP with a broken file", second.Name, 3)
 
 	// A new file at the configuration path, without a signal.
 	replacement := filepath.Join(filepath.Dir(configFile), "new.yaml")
@@ -280,7 +170,7 @@ func TestServeReloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitForRecords(t, p, "configuration reloaded", 2, 10*time.Second)
-	checkServedBy(t, client, "after the file changed", third.name, 3)
+	checkServedBy(t, client, "after the file changed", third.Name, 3)
 
 	states := stopRecording()
 	if !slices.Equal(states, []connectivity.State{connectivity.Ready}) {
@@ -296,20 +186,20 @@ func TestServeReloads(t *testing.T) {
 // process exits 0 once those calls have ended.
 func TestServeDrainsOnSIGTERM(t *testing.T) {
 	t.Parallel()
-	plugin := startHeldPlugin(t, "only")
-	address := freeAddress(t)
+	plugin := ssetest.StartHoldingPlugin(t, "only", false)
+	address := ssetest.FreeAddress(t)
 	configFile := writeConfig(t, reloadConfigText(address, plugin.Addr))
 	p := ssetest.StartProcess(t, ssetest.Binary(t, "./cmd/ssegw"), nil, "serve", "--config", configFile)
 	waitForRecords(t, p, "listening", 1, 10*time.Second)
-	_, client := dialServe(t, address)
-	checkServedBy(t, client, "before SIGTERM", plugin.name, 1)
+	_, client := ssetest.DialConn(t, address)
+	checkServedBy(t, client, "before SIGTERM", plugin.Name, 1)
 
 	const held = 5
 	results := make(chan callResult, held)
 	for range held {
 		go func() { results <- callReplica(t, client, true) }()
 	}
-	plugin.waitHeld(t, held)
+	plugin.WaitHeld(t, held)
 	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -331,13 +221,13 @@ func TestServeDrainsOnSIGTERM(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	_, freshClient := dialServe(t, address)
+	_, freshClient := ssetest.DialConn(t, address)
 	if result := callReplica(t, freshClient, false); status.Code(result.err) != codes.Unavailable {
 		t.Errorf("new call while draining = %v, want Unavailable", result.err)
 	}
 
 	// The held calls finish, then the process exits.
-	plugin.releaseCalls()
+	plugin.Release()
 	released := time.Now()
 	for range held {
 		select {

@@ -27,20 +27,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// freeAddress returns a loopback address whose port was free a moment ago.
-func freeAddress(t *testing.T) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	address := lis.Addr().String()
-	if err := lis.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return address
-}
-
 // writeConfig writes a configuration file and returns its path.
 func writeConfig(t *testing.T, text string) string {
 	t.Helper()
@@ -211,7 +197,7 @@ func TestServeRejectsBadTLSFolder(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir, badFile := tt.folder(t)
-			address := freeAddress(t)
+			address := ssetest.FreeAddress(t)
 			text := fmt.Sprintf(`
 listeners:
   - address: %q
@@ -313,7 +299,7 @@ engines:
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			address := freeAddress(t)
+			address := ssetest.FreeAddress(t)
 			run := serveUntilExit(t, tt.config(address), address)
 
 			if run.exitCode != 2 {
@@ -387,7 +373,7 @@ func TestServeRunsUntilSIGTERM(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			addresses := []string{freeAddress(t), freeAddress(t)}
+			addresses := []string{ssetest.FreeAddress(t), ssetest.FreeAddress(t)}
 			configFile := writeConfig(t, fmt.Sprintf(`
 listeners:
   - {address: %q, engine: R, insecure: true}

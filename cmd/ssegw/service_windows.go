@@ -144,46 +144,36 @@ configuration and certificates and to write state_dir and --log-file.`,
 }
 
 func newServiceUninstallCommand() *cobra.Command {
-	var timeout time.Duration
-	cmd := &cobra.Command{
-		Use:   "uninstall",
-		Short: "Stop the Windows service and remove it",
-		Long: `Stop the service, draining calls in flight, and remove it and its event
+	return newServiceActionCommand("uninstall", "Stop the Windows service and remove it",
+		`Stop the service, draining calls in flight, and remove it and its event
 log source. The configuration, certificates, state and log files stay.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return uninstallService(cmd, timeout)
-		},
-	}
-	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for the service to stop")
-	return cmd
+		2*time.Minute, "how long to wait for the service to stop", uninstallService)
 }
 
 func newServiceStartCommand() *cobra.Command {
-	var timeout time.Duration
-	cmd := &cobra.Command{
-		Use:   "start",
-		Short: "Start the Windows service and wait until it runs",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return startService(cmd, timeout)
-		},
-	}
-	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the service to run")
-	return cmd
+	return newServiceActionCommand("start", "Start the Windows service and wait until it runs", "",
+		30*time.Second, "how long to wait for the service to run", startService)
 }
 
 func newServiceStopCommand() *cobra.Command {
-	var timeout time.Duration
+	return newServiceActionCommand("stop", "Stop the Windows service after its calls in flight end", "",
+		2*time.Minute, "how long to wait for the service to stop; keep it above drain_timeout", stopService)
+}
+
+// newServiceActionCommand returns a service command that runs action
+// with the value of its --timeout flag.
+func newServiceActionCommand(use, short, long string, timeout time.Duration, timeoutUsage string,
+	action func(*cobra.Command, time.Duration) error) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "stop",
-		Short: "Stop the Windows service after its calls in flight end",
+		Use:   use,
+		Short: short,
+		Long:  long,
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return stopService(cmd, timeout)
-		},
 	}
-	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for the service to stop; keep it above drain_timeout")
+	wait := cmd.Flags().Duration("timeout", timeout, timeoutUsage)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		return action(cmd, *wait)
+	}
 	return cmd
 }
 
@@ -316,79 +306,52 @@ func configureRecovery(service *mgr.Service) error {
 // uninstallService stops the service and removes it and its event log
 // source.
 func uninstallService(cmd *cobra.Command, timeout time.Duration) error {
-	manager, err := connectServiceManager()
-	if err != nil {
-		return err
-	}
-	defer manager.Disconnect()
-	service, err := openService(manager)
-	if err != nil {
-		return err
-	}
-	defer service.Close()
-
-	// Stop it first: a running service is only marked for deletion, and
-	// a new install would fail until it stops.
-	if err := stopAndWait(service, timeout); err != nil {
-		return err
-	}
-	if err := service.Delete(); err != nil {
-		return fmt.Errorf("removing service %s: %w", serviceName, explainAccessDenied(err))
-	}
-	if err := eventlog.Remove(eventSource); err != nil && !errors.Is(err, windows.ERROR_FILE_NOT_FOUND) {
-		return fmt.Errorf("service %s removed, but not its event log source: %w", serviceName, err)
-	}
-	fmt.Fprintf(cmd.OutOrStdout(), "Removed service %s. Its configuration, state and logs stay where they are.\n", serviceName)
-	return nil
+	return withService(func(service *mgr.Service) error {
+		// Stop it first: a running service is only marked for deletion, and
+		// a new install would fail until it stops.
+		if err := stopAndWait(service, timeout); err != nil {
+			return err
+		}
+		if err := service.Delete(); err != nil {
+			return fmt.Errorf("removing service %s: %w", serviceName, explainAccessDenied(err))
+		}
+		if err := eventlog.Remove(eventSource); err != nil && !errors.Is(err, windows.ERROR_FILE_NOT_FOUND) {
+			return fmt.Errorf("service %s removed, but not its event log source: %w", serviceName, err)
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "Removed service %s. Its configuration, state and logs stay where they are.\n", serviceName)
+		return nil
+	})
 }
 
 // startService starts the service and waits until the service manager
 // reports it running.
 func startService(cmd *cobra.Command, timeout time.Duration) error {
-	manager, err := connectServiceManager()
-	if err != nil {
-		return err
-	}
-	defer manager.Disconnect()
-	service, err := openService(manager)
-	if err != nil {
-		return err
-	}
-	defer service.Close()
-
-	if err := service.Start(); err != nil {
-		return fmt.Errorf("starting service %s: %w", serviceName, explainAccessDenied(err))
-	}
-	status, err := waitForState(service, timeout, svc.Running, svc.Stopped)
-	if err != nil {
-		return err
-	}
-	if status.State == svc.Stopped {
-		return fmt.Errorf("service %s failed to start (exit code %d); see its log: the Application event log, source %s, or the service's --log-file",
-			serviceName, status.ServiceSpecificExitCode, eventSource)
-	}
-	fmt.Fprintf(cmd.OutOrStdout(), "Service %s is running. /readyz on the admin address reports when it accepts calls.\n", serviceName)
-	return nil
+	return withService(func(service *mgr.Service) error {
+		if err := service.Start(); err != nil {
+			return fmt.Errorf("starting service %s: %w", serviceName, explainAccessDenied(err))
+		}
+		status, err := waitForState(service, timeout, svc.Running, svc.Stopped)
+		if err != nil {
+			return err
+		}
+		if status.State == svc.Stopped {
+			return fmt.Errorf("service %s failed to start (exit code %d); see its log: the Application event log, source %s, or the service's --log-file",
+				serviceName, status.ServiceSpecificExitCode, eventSource)
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "Service %s is running. /readyz on the admin address reports when it accepts calls.\n", serviceName)
+		return nil
+	})
 }
 
 // stopService stops the service and waits until it has drained.
 func stopService(cmd *cobra.Command, timeout time.Duration) error {
-	manager, err := connectServiceManager()
-	if err != nil {
-		return err
-	}
-	defer manager.Disconnect()
-	service, err := openService(manager)
-	if err != nil {
-		return err
-	}
-	defer service.Close()
-
-	if err := stopAndWait(service, timeout); err != nil {
-		return err
-	}
-	fmt.Fprintf(cmd.OutOrStdout(), "Service %s is stopped.\n", serviceName)
-	return nil
+	return withService(func(service *mgr.Service) error {
+		if err := stopAndWait(service, timeout); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "Service %s is stopped.\n", serviceName)
+		return nil
+	})
 }
 
 // stopAndWait sends a stop request to a running service and waits until
@@ -441,6 +404,22 @@ func connectServiceManager() (*mgr.Mgr, error) {
 }
 
 // openService opens the installed ssegw service.
+// withService connects to the service manager, opens the service and
+// runs use on it.
+func withService(use func(service *mgr.Service) error) error {
+	manager, err := connectServiceManager()
+	if err != nil {
+		return err
+	}
+	defer manager.Disconnect()
+	service, err := openService(manager)
+	if err != nil {
+		return err
+	}
+	defer service.Close()
+	return use(service)
+}
+
 func openService(manager *mgr.Mgr) (*mgr.Service, error) {
 	service, err := manager.OpenService(serviceName)
 	if errors.Is(err, windows.ERROR_SERVICE_DOES_NOT_EXIST) {

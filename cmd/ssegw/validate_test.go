@@ -305,7 +305,7 @@ func TestValidateConnect(t *testing.T) {
 	})
 
 	t.Run("refused connection", func(t *testing.T) {
-		refused := freeAddress(t)
+		refused := ssetest.FreeAddress(t)
 		path := writeValidateConfig(t, validateConnectConfig(first.Addr, refused))
 		output, err := runCommand(t, "validate", "--config", path, "--connect", "--timeout", "1m")
 		checkValidateExit(t, err, 1, output)

@@ -1,7 +1,9 @@
 package ssetest
 
 import (
+	"crypto/rand"
 	"crypto/x509"
+	"math/big"
 	"os"
 	"path/filepath"
 	"testing"
@@ -82,6 +84,39 @@ func (c *Certs) ServerDir(t testing.TB, req tlsutil.LeafRequest) string {
 	WriteFile(t, filepath.Join(dir, tlsutil.RootCertFile), tlsutil.EncodeCert(c.CA.Cert))
 	WriteFile(t, filepath.Join(dir, tlsutil.ServerCertFile), cert)
 	WriteFile(t, filepath.Join(dir, tlsutil.ServerKeyFile), key)
+	return dir
+}
+
+// TemplateDir signs template, with a new key and serial number, by the
+// set's CA, and writes it with the set's root into a new folder as
+// certFile and keyFile: for certificates that tlsutil.Authority.Issue
+// does not make, such as one that lists an IP address only as a DNS name.
+func (c *Certs) TemplateDir(t testing.TB, template *x509.Certificate, certFile, keyFile string) string {
+	t.Helper()
+	key, err := tlsutil.GenerateKey(tlsutil.KeyECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	template.SerialNumber, err = rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, template, c.CA.Cert, key.Public(), c.CA.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := tlsutil.EncodeKey(key, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	WriteFile(t, filepath.Join(dir, tlsutil.RootCertFile), tlsutil.EncodeCert(c.CA.Cert))
+	WriteFile(t, filepath.Join(dir, certFile), tlsutil.EncodeCert(cert))
+	WriteFile(t, filepath.Join(dir, keyFile), keyPEM)
 	return dir
 }
 

@@ -1,9 +1,11 @@
 package ssetest
 
 import (
+	"context"
 	"testing"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -36,11 +38,47 @@ func DialTLS(t testing.TB, address, clientDir, serverName string, opts ...grpc.D
 
 func dial(t testing.TB, address string, opts ...grpc.DialOption) ssepb.ConnectorClient {
 	t.Helper()
+	_, client := dialConn(t, address, opts...)
+	return client
+}
+
+// DialConn is Dial that also returns the connection, for a test that
+// watches its state.
+func DialConn(t testing.TB, address string, opts ...grpc.DialOption) (*grpc.ClientConn, ssepb.ConnectorClient) {
+	t.Helper()
+	return dialConn(t, address, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
+}
+
+func dialConn(t testing.TB, address string, opts ...grpc.DialOption) (*grpc.ClientConn, ssepb.ConnectorClient) {
+	t.Helper()
 	options := append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.ForceCodecV2(Codec{}))}, opts...)
 	conn, err := grpc.NewClient("passthrough:///"+address, options...)
 	if err != nil {
 		t.Fatalf("dialing %s: %v", address, err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return ssepb.NewConnectorClient(conn)
+	return conn, ssepb.NewConnectorClient(conn)
+}
+
+// RecordStates records every state of conn from now on, until the
+// returned function is called; that function returns the states seen.
+func RecordStates(conn *grpc.ClientConn) (stop func() []connectivity.State) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var states []connectivity.State
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			state := conn.GetState()
+			states = append(states, state)
+			if !conn.WaitForStateChange(ctx, state) {
+				return
+			}
+		}
+	}()
+	return func() []connectivity.State {
+		cancel()
+		<-done
+		return states
+	}
 }

@@ -2,12 +2,18 @@ package ssetest
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
 	"github.com/ssegw/ssegw/routing"
@@ -102,4 +108,93 @@ func ServePluginOn(t testing.TB, lis net.Listener, connector ssepb.ConnectorServ
 	go server.Serve(lis)
 	t.Cleanup(server.Stop)
 	return &Plugin{Addr: lis.Addr().String(), Server: server}
+}
+
+// Headers of a HoldingPlugin: its name in every response, and the request
+// header that makes it hold a call.
+const (
+	ReplicaHeader = "x-replica"
+	HoldHeader    = "x-hold"
+)
+
+// HoldingPlugin is a test plugin that names itself in the ReplicaHeader
+// response header as soon as an ExecuteFunction call starts, and holds
+// the call until Release: every call, or with holdAll false only calls
+// that carry HoldHeader. A call then answers one empty bundle after the
+// client's last message. It counts the connections made to it.
+type HoldingPlugin struct {
+	*Plugin
+	Name  string
+	Held  chan struct{} // receives one value per call it holds
+	Conns atomic.Int64
+
+	release     chan struct{}
+	releaseOnce sync.Once
+}
+
+// StartHoldingPlugin starts a HoldingPlugin named name on a free port. The
+// test's end releases its calls.
+func StartHoldingPlugin(t testing.TB, name string, holdAll bool) *HoldingPlugin {
+	t.Helper()
+	p := &HoldingPlugin{Name: name, Held: make(chan struct{}, 100), release: make(chan struct{})}
+	p.Plugin = StartPlugin(t, &Connector{
+		Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
+			return &ssepb.Capabilities{PluginIdentifier: name}, nil
+		},
+		Execute: func(s Stream) error {
+			if err := s.SendHeader(metadata.Pairs(ReplicaHeader, name)); err != nil {
+				return err
+			}
+			md, _ := metadata.FromIncomingContext(s.Context())
+			if holdAll || len(md.Get(HoldHeader)) > 0 {
+				p.Held <- struct{}{}
+				select {
+				case <-p.release:
+				case <-s.Context().Done():
+					return s.Context().Err()
+				}
+			}
+			for {
+				if _, err := s.Recv(); errors.Is(err, io.EOF) {
+					return s.Send(&ssepb.BundledRows{})
+				} else if err != nil {
+					return err
+				}
+			}
+		},
+	}, grpc.StatsHandler(&connCounter{count: &p.Conns}))
+	t.Cleanup(p.Release)
+	return p
+}
+
+// Release lets every held call, and every later one, finish.
+func (p *HoldingPlugin) Release() {
+	p.releaseOnce.Do(func() { close(p.release) })
+}
+
+// WaitHeld waits until n calls are held on the plugin.
+func (p *HoldingPlugin) WaitHeld(t testing.TB, n int) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for i := range n {
+		select {
+		case <-p.Held:
+		case <-timeout:
+			t.Fatalf("%d of %d calls held on plugin %s within 10s", i, n, p.Name)
+		}
+	}
+}
+
+// connCounter is a server stats handler that counts connections.
+type connCounter struct {
+	count *atomic.Int64
+}
+
+func (c *connCounter) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context   { return ctx }
+func (c *connCounter) HandleRPC(context.Context, stats.RPCStats)                         {}
+func (c *connCounter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (c *connCounter) HandleConn(_ context.Context, s stats.ConnStats) {
+	if _, ok := s.(*stats.ConnBegin); ok {
+		c.count.Add(1)
+	}
 }
