@@ -106,9 +106,7 @@ func parse(data []byte, environ []string, baseDir string) (*Config, error) {
 			cfg.Engines[key] = engine
 		}
 		engine.Name = spelling[key]
-		if engine.Name == "" {
-			engine.Name = key
-		}
+		orDefault(&engine.Name, key)
 	}
 
 	// Validate what decoded, so that the file's problems come out at once.
@@ -183,70 +181,38 @@ func (c *Config) ApplyDefaults() {
 		if engine == nil {
 			continue
 		}
-		if engine.Name == "" {
-			engine.Name = key
-		}
-		if engine.ProbeInterval == 0 {
-			engine.ProbeInterval = DefaultProbeInterval
-		}
-		if engine.ProbeTimeout == 0 {
-			engine.ProbeTimeout = DefaultProbeTimeout
-		}
-		if engine.DNSInterval == 0 {
-			engine.DNSInterval = DefaultDNSInterval
-		}
-		if engine.Balancer == "" {
-			engine.Balancer = BalancerLeastRequest
-		}
-		if engine.MaxWaiting == 0 {
-			engine.MaxWaiting = DefaultMaxWaiting
-		}
-		if engine.ReplayBuffer == 0 {
-			engine.ReplayBuffer = DefaultReplayBuffer
-		}
-		if engine.MaxAttempts == 0 {
-			engine.MaxAttempts = DefaultMaxAttempts
-		}
-		if engine.Scripts == "" {
-			engine.Scripts = ScriptsAllow
-		}
+		orDefault(&engine.Name, key)
+		orDefault(&engine.ProbeInterval, DefaultProbeInterval)
+		orDefault(&engine.ProbeTimeout, DefaultProbeTimeout)
+		orDefault(&engine.DNSInterval, DefaultDNSInterval)
+		orDefault(&engine.Balancer, BalancerLeastRequest)
+		orDefault(&engine.MaxWaiting, DefaultMaxWaiting)
+		orDefault(&engine.ReplayBuffer, DefaultReplayBuffer)
+		orDefault(&engine.MaxAttempts, DefaultMaxAttempts)
+		orDefault(&engine.Scripts, ScriptsAllow)
 		if len(engine.Merge) > 0 && engine.MergePrefix == "" {
 			engine.MergePrefix = DefaultMergePrefix
 		}
 	}
-	if c.Limits.MaxMessageSize == 0 {
-		c.Limits.MaxMessageSize = DefaultMaxMessageSize
-	}
-	if c.Limits.MaxHeaderListSize == 0 {
-		c.Limits.MaxHeaderListSize = DefaultMaxHeaderListSize
-	}
-	if c.Keepalive.MinPingInterval == 0 {
-		c.Keepalive.MinPingInterval = DefaultMinPingInterval
-	}
-	if c.Keepalive.BackendPingInterval == 0 {
-		c.Keepalive.BackendPingInterval = DefaultBackendPingInterval
-	}
-	if c.Log.Level == "" {
-		c.Log.Level = DefaultLogLevel
-	}
-	if c.Log.Format == "" {
-		c.Log.Format = DefaultLogFormat
-	}
+	orDefault(&c.Limits.MaxMessageSize, DefaultMaxMessageSize)
+	orDefault(&c.Limits.MaxHeaderListSize, DefaultMaxHeaderListSize)
+	orDefault(&c.Keepalive.MinPingInterval, DefaultMinPingInterval)
+	orDefault(&c.Keepalive.BackendPingInterval, DefaultBackendPingInterval)
+	orDefault(&c.Log.Level, DefaultLogLevel)
+	orDefault(&c.Log.Format, DefaultLogFormat)
 	c.applyObservabilityDefaults()
-	if c.DrainTimeout == 0 {
-		c.DrainTimeout = DefaultDrainTimeout
-	}
-	if c.CertificateExpiryWarning == 0 {
-		c.CertificateExpiryWarning = DefaultCertificateExpiryWarning
-	}
-	if c.Limits.MaxConcurrentStreams == 0 {
-		c.Limits.MaxConcurrentStreams = DefaultMaxConcurrentStreams
-	}
-	if c.Limits.MaxConnections == 0 {
-		c.Limits.MaxConnections = DefaultMaxConnections
-	}
-	if c.Limits.StreamWindow == 0 {
-		c.Limits.StreamWindow = DefaultStreamWindow
+	orDefault(&c.DrainTimeout, DefaultDrainTimeout)
+	orDefault(&c.CertificateExpiryWarning, DefaultCertificateExpiryWarning)
+	orDefault(&c.Limits.MaxConcurrentStreams, DefaultMaxConcurrentStreams)
+	orDefault(&c.Limits.MaxConnections, DefaultMaxConnections)
+	orDefault(&c.Limits.StreamWindow, DefaultStreamWindow)
+}
+
+// orDefault sets a key that the file left out, which is its zero value.
+func orDefault[T comparable](key *T, value T) {
+	var zero T
+	if *key == zero {
+		*key = value
 	}
 }
 

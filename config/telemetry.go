@@ -105,15 +105,9 @@ type Admin struct {
 const DefaultAdminAddress = "127.0.0.1:8081"
 
 func (c *Config) applyObservabilityDefaults() {
-	if c.Redaction.AppID == "" {
-		c.Redaction.AppID = RedactKeep
-	}
-	if c.Redaction.UserID == "" {
-		c.Redaction.UserID = RedactHash
-	}
-	if c.Admin.Address == "" {
-		c.Admin.Address = DefaultAdminAddress
-	}
+	orDefault(&c.Redaction.AppID, RedactKeep)
+	orDefault(&c.Redaction.UserID, RedactHash)
+	orDefault(&c.Admin.Address, DefaultAdminAddress)
 	if c.Log.AccessLog == nil {
 		on := true
 		c.Log.AccessLog = &on

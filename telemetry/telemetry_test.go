@@ -307,57 +307,32 @@ func TestFileExporters(t *testing.T) {
 		wantTraces, wantMetrics string
 	}{
 		{
-			name: "otlp",
-			cfg: func(r receivers) config.Telemetry {
-				return config.Telemetry{
-					Traces:  config.TraceExport{Exporter: config.ExporterOTLP, Endpoint: r.grpc.Addr, Insecure: true},
-					Metrics: config.MetricExport{Exporter: config.ExporterOTLP, Endpoint: r.grpc.Addr, Insecure: true},
-				}
-			},
+			name:        "otlp",
+			cfg:         func(r receivers) config.Telemetry { return bothSignals(config.ExporterOTLP, r.grpc.Addr, true) },
 			wantTraces:  "grpc",
 			wantMetrics: "grpc",
 		},
 		{
-			name: "otlp-http to host:port",
-			cfg: func(r receivers) config.Telemetry {
-				return config.Telemetry{
-					Traces:  config.TraceExport{Exporter: config.ExporterOTLPHTTP, Endpoint: r.http.Addr, Insecure: true},
-					Metrics: config.MetricExport{Exporter: config.ExporterOTLPHTTP, Endpoint: r.http.Addr, Insecure: true},
-				}
-			},
+			name:        "otlp-http to host:port",
+			cfg:         func(r receivers) config.Telemetry { return bothSignals(config.ExporterOTLPHTTP, r.http.Addr, true) },
 			wantTraces:  "http",
 			wantMetrics: "http",
 		},
 		{
-			name: "otlp-http to a URL",
-			cfg: func(r receivers) config.Telemetry {
-				return config.Telemetry{
-					Traces:  config.TraceExport{Exporter: config.ExporterOTLPHTTP, Endpoint: r.http.URL()},
-					Metrics: config.MetricExport{Exporter: config.ExporterOTLPHTTP, Endpoint: r.http.URL()},
-				}
-			},
+			name:        "otlp-http to a URL",
+			cfg:         func(r receivers) config.Telemetry { return bothSignals(config.ExporterOTLPHTTP, r.http.URL(), false) },
 			wantTraces:  "http",
 			wantMetrics: "http",
 		},
 		{
-			name: "otlp-http to a URL, insecure set",
-			cfg: func(r receivers) config.Telemetry {
-				return config.Telemetry{
-					Traces:  config.TraceExport{Exporter: config.ExporterOTLPHTTP, Endpoint: r.http.URL(), Insecure: true},
-					Metrics: config.MetricExport{Exporter: config.ExporterOTLPHTTP, Endpoint: r.http.URL(), Insecure: true},
-				}
-			},
+			name:        "otlp-http to a URL, insecure set",
+			cfg:         func(r receivers) config.Telemetry { return bothSignals(config.ExporterOTLPHTTP, r.http.URL(), true) },
 			wantTraces:  "http",
 			wantMetrics: "http",
 		},
 		{
 			name: "none",
-			cfg: func(r receivers) config.Telemetry {
-				return config.Telemetry{
-					Traces:  config.TraceExport{Exporter: config.ExporterNone, Endpoint: r.grpc.Addr, Insecure: true},
-					Metrics: config.MetricExport{Exporter: config.ExporterNone, Endpoint: r.grpc.Addr, Insecure: true},
-				}
-			},
+			cfg:  func(r receivers) config.Telemetry { return bothSignals(config.ExporterNone, r.grpc.Addr, true) },
 		},
 	}
 	for _, tt := range tests {
@@ -367,6 +342,14 @@ func TestFileExporters(t *testing.T) {
 			emit(t, newProviders(t, tt.cfg(r), telemetry.Options{}))
 			checkDelivery(t, r, tt.wantTraces, tt.wantMetrics)
 		})
+	}
+}
+
+// bothSignals sends traces and metrics the same way.
+func bothSignals(exporter, endpoint string, insecure bool) config.Telemetry {
+	return config.Telemetry{
+		Traces:  config.TraceExport{Exporter: exporter, Endpoint: endpoint, Insecure: insecure},
+		Metrics: config.MetricExport{Exporter: exporter, Endpoint: endpoint, Insecure: insecure},
 	}
 }
 
@@ -394,35 +377,22 @@ func TestFileWinsOverEnvironment(t *testing.T) {
 		wantTraces, wantMetrics string
 	}{
 		{
-			name: "otlp to another endpoint",
-			cfg: func(file receivers) config.Telemetry {
-				return config.Telemetry{
-					Traces:  config.TraceExport{Exporter: config.ExporterOTLP, Endpoint: file.grpc.Addr, Insecure: true},
-					Metrics: config.MetricExport{Exporter: config.ExporterOTLP, Endpoint: file.grpc.Addr, Insecure: true},
-				}
-			},
+			name:        "otlp to another endpoint",
+			cfg:         func(file receivers) config.Telemetry { return bothSignals(config.ExporterOTLP, file.grpc.Addr, true) },
 			wantTraces:  "grpc",
 			wantMetrics: "grpc",
 		},
 		{
 			name: "otlp-http over the variables' gRPC",
 			cfg: func(file receivers) config.Telemetry {
-				return config.Telemetry{
-					Traces:  config.TraceExport{Exporter: config.ExporterOTLPHTTP, Endpoint: file.http.Addr, Insecure: true},
-					Metrics: config.MetricExport{Exporter: config.ExporterOTLPHTTP, Endpoint: file.http.Addr, Insecure: true},
-				}
+				return bothSignals(config.ExporterOTLPHTTP, file.http.Addr, true)
 			},
 			wantTraces:  "http",
 			wantMetrics: "http",
 		},
 		{
 			name: "none",
-			cfg: func(file receivers) config.Telemetry {
-				return config.Telemetry{
-					Traces:  config.TraceExport{Exporter: config.ExporterNone},
-					Metrics: config.MetricExport{Exporter: config.ExporterNone},
-				}
-			},
+			cfg:  func(file receivers) config.Telemetry { return bothSignals(config.ExporterNone, "", false) },
 		},
 		{
 			name: "empty keys use the variables",
@@ -433,13 +403,8 @@ func TestFileWinsOverEnvironment(t *testing.T) {
 			wantMetrics: "env",
 		},
 		{
-			name: "endpoint without exporter",
-			cfg: func(file receivers) config.Telemetry {
-				return config.Telemetry{
-					Traces:  config.TraceExport{Endpoint: file.grpc.Addr, Insecure: true},
-					Metrics: config.MetricExport{Endpoint: file.grpc.Addr, Insecure: true},
-				}
-			},
+			name:        "endpoint without exporter",
+			cfg:         func(file receivers) config.Telemetry { return bothSignals("", file.grpc.Addr, true) },
 			wantTraces:  "grpc",
 			wantMetrics: "grpc",
 		},
