@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -47,8 +48,12 @@ type call struct {
 	span     trace.Span
 	spanName string
 	spanCtx  context.Context
-	attempts []*attempt
-	wait     time.Duration // spent waiting for replicas, over all attempts
+	// spanAttributes gathers the server span's attributes as the call
+	// learns them, for one SetAttributes when it ends: each SetAttributes
+	// grows the span's own list, and small calls felt those copies.
+	spanAttributes []attribute.KeyValue
+	attempts       []*attempt
+	wait           time.Duration // spent waiting for replicas, over all attempts
 
 	// requestFailure is the status that ended the client's side of the
 	// call, unless the client cancelled. requestsDone is closed when the
@@ -501,7 +506,9 @@ func (c *call) answerWithCapabilities(ss grpc.ServerStream, engine *config.Engin
 	if err != nil {
 		return status.Newf(codes.Internal, "engine %s: encoding capabilities: %v", c.engine.Name, err), true
 	}
-	c.span.SetAttributes(attrFromCache.Bool(true))
+	if c.span.IsRecording() {
+		c.spanAttributes = append(c.spanAttributes, attrFromCache.Bool(true))
+	}
 	f := &frame{data: mem.BufferSlice{mem.SliceBuffer(encoded)}}
 	c.messagesOut, c.bytesOut = 1, int64(len(encoded))
 	if err := ss.SendMsg(f); err != nil {

@@ -70,26 +70,26 @@ func (c *call) startSpan(l *listener) {
 		return // spans go nowhere: spare building their attributes
 	}
 	service, method := splitMethod(c.method)
-	attributes := []attribute.KeyValue{
-		semconv.RPCSystemGRPC,
-		semconv.RPCService(service),
-		semconv.RPCMethod(method),
-	}
+	attributes := make([]attribute.KeyValue, 0, serverSpanAttributes)
+	attributes = append(attributes, semconv.RPCSystemGRPC, semconv.RPCService(service), semconv.RPCMethod(method))
 	if host, port, ok := splitHostPort(l.lis.Addr().String()); ok {
 		attributes = append(attributes, semconv.ServerAddress(host), semconv.ServerPort(port))
 	}
 	if host, port, ok := splitHostPort(peerAddress(c.ctx)); ok {
 		attributes = append(attributes, semconv.ClientAddress(host), semconv.ClientPort(port))
 	}
-	c.span.SetAttributes(attributes...)
+	c.spanAttributes = attributes
 }
+
+// serverSpanAttributes is the most attributes a server span gets, so that
+// their list is allocated once.
+const serverSpanAttributes = 32
 
 // describe decodes Qlik's headers once the engine is known, names the
 // span after the engine and function, and adds the SSE attributes.
 func (c *call) describe() {
 	c.info = describeCall(c.method, c.incoming, c.engine)
 	c.spanName = c.info.spanName(c.engine.Name, c.method)
-	attributes := []attribute.KeyValue{attrEngine.String(c.engine.Name)}
 	if c.merged != nil {
 		// Named as Qlik calls it: the merged engine and its function name.
 		name := c.mergedName
@@ -97,12 +97,18 @@ func (c *call) describe() {
 			name = c.info.function
 		}
 		c.spanName = c.merged.Name + "." + name
-		attributes = []attribute.KeyValue{attrEngine.String(c.merged.Name), attrMember.String(c.engine.Name)}
 	}
 	if !c.span.IsRecording() {
 		return
 	}
 	c.span.SetName(c.spanName)
+
+	attributes := c.spanAttributes
+	if c.merged != nil {
+		attributes = append(attributes, attrEngine.String(c.merged.Name), attrMember.String(c.engine.Name))
+	} else {
+		attributes = append(attributes, attrEngine.String(c.engine.Name))
+	}
 
 	redaction := c.gateway.observer.redaction
 	if c.info.hasID {
@@ -129,7 +135,7 @@ func (c *call) describe() {
 			attributes = append(attributes, attrScriptText.String(c.info.scriptText))
 		}
 	}
-	c.span.SetAttributes(attributes...)
+	c.spanAttributes = attributes
 }
 
 // startAttemptSpan begins the client span of one attempt on a plugin and
@@ -188,7 +194,7 @@ func (c *call) end(st *status.Status, gatewayFailure bool) {
 	// Spans.
 	code := st.Code()
 	if c.span.IsRecording() {
-		results := []attribute.KeyValue{
+		results := append(c.spanAttributes,
 			attribute.Int(string(attrStatusCode), int(code)),
 			attrMessagesIn.Int64(c.messagesIn.Load()),
 			attrMessagesOut.Int64(c.messagesOut),
@@ -198,7 +204,7 @@ func (c *call) end(st *status.Status, gatewayFailure bool) {
 			attrRowsOut.Int64(rowsOut),
 			attrAttempts.Int(len(c.attempts)),
 			attrWait.Float64(c.wait.Seconds()),
-		}
+		)
 		if backend := c.backendAddress(); backend != "none" {
 			results = append(results, attrBackend.String(backend))
 		}
