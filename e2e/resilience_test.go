@@ -432,7 +432,8 @@ func TestNoLeakAcrossRestarts(t *testing.T) {
 		n := establishedConnections(t, pid, plugin.address)
 		peakConnections = max(peakConnections, n)
 		if n > maxConnections {
-			t.Errorf("%s: gateway holds %d connections to the plugin, want at most %d", when, n, maxConnections)
+			t.Errorf("%s: gateway holds %d connections to the plugin, want at most %d; gateway log:\n%s",
+				when, n, maxConnections, ssetest.Tail(gw.Process.Stderr(), 40))
 		}
 	}
 

@@ -63,6 +63,9 @@ type Gateway struct {
 	handshakeFailures []atomic.Int64
 
 	stopOnce sync.Once
+	// cutShort is set when Shutdown ends the calls still in flight, so
+	// that they are recorded as ended by the gateway, not by the client.
+	cutShort atomic.Bool
 }
 
 // listener is one configured address with its gRPC server.
@@ -307,6 +310,7 @@ func (g *Gateway) Shutdown(ctx context.Context) {
 				select {
 				case <-stopped:
 				case <-ctx.Done():
+					g.cutShort.Store(true)
 					l.server.Stop()
 					<-stopped
 				}

@@ -461,7 +461,7 @@ func (c *call) forwardResponses(ss grpc.ServerStream, a *attempt, backendCtx con
 		c.answered(a)
 		c.noteTableDescription(header)
 		if err := ss.SendHeader(forwardedMetadata(header)); err != nil {
-			return clientSendStatus(ss.Context(), err), false, false
+			return c.gateway.clientSendStatus(ss.Context(), err), false, false
 		}
 	}
 
@@ -482,7 +482,7 @@ func (c *call) forwardResponses(ss grpc.ServerStream, a *attempt, backendCtx con
 		c.noteResponse(f)
 		if err := ss.SendMsg(f); err != nil {
 			f.release()
-			return clientSendStatus(ss.Context(), err), false, false
+			return c.gateway.clientSendStatus(ss.Context(), err), false, false
 		}
 	}
 }
@@ -512,7 +512,7 @@ func (c *call) answerWithCapabilities(ss grpc.ServerStream, engine *config.Engin
 	f := &frame{data: mem.BufferSlice{mem.SliceBuffer(encoded)}}
 	c.messagesOut, c.bytesOut = 1, int64(len(encoded))
 	if err := ss.SendMsg(f); err != nil {
-		return clientSendStatus(ss.Context(), err), false
+		return c.gateway.clientSendStatus(ss.Context(), err), false
 	}
 	return status.New(codes.OK, ""), false
 }

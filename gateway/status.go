@@ -52,7 +52,8 @@ func routeStatus(err error) *status.Status {
 // untouched. Every other failure is the gateway's own, and gets a code and
 // a message that say what happened in the gateway's terms:
 //
-//   - Canceled when the client cancelled or disconnected;
+//   - Canceled when the client cancelled or disconnected, or Unavailable
+//     when the gateway, stopping, ended the calls still in flight;
 //   - DeadlineExceeded when the client's deadline or the engine's
 //     request_timeout passed;
 //   - ResourceExhausted when a message was over limits.max_message_size;
@@ -107,7 +108,7 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 	case errors.Is(cause, context.DeadlineExceeded):
 		return status.New(codes.DeadlineExceeded, "the call's deadline passed before the plugin answered"), false
 	case errors.Is(cause, context.Canceled):
-		return status.New(codes.Canceled, "the client cancelled the call"), false
+		return c.gateway.canceledStatus(), false
 	}
 
 	// gRPC checks the request headers against the plugin's advertised
@@ -153,9 +154,19 @@ func replicaSummary(engine *routing.Engine) string {
 
 // clientSendStatus returns the status for a call whose response could not
 // be sent to the client.
-func clientSendStatus(ctx context.Context, err error) *status.Status {
+func (g *Gateway) clientSendStatus(ctx context.Context, err error) *status.Status {
 	if ctx.Err() != nil {
-		return status.New(codes.Canceled, "the client cancelled the call")
+		return g.canceledStatus()
 	}
 	return status.Convert(err)
+}
+
+// canceledStatus returns the status of a call whose context the client's
+// side ended: the client, unless the gateway was stopping and ended the
+// calls still in flight.
+func (g *Gateway) canceledStatus() *status.Status {
+	if g.cutShort.Load() {
+		return status.New(codes.Unavailable, "the gateway stopped before the call ended: drain_timeout passed, or a second stop signal came")
+	}
+	return status.New(codes.Canceled, "the client cancelled the call")
 }

@@ -34,21 +34,21 @@ type pluginFlags struct {
 	delay          time.Duration
 }
 
-// newPluginCommand returns the hidden plugin command, which runs the
-// example plugin in its own process. The benchmark starts it this way, so
-// that one binary contains everything a benchmark run needs.
+// newPluginCommand returns the plugin command, which runs the example
+// plugin in its own process. The benchmark and the container set-up start
+// it this way, so that one binary contains everything they need.
 func newPluginCommand() *cobra.Command {
 	var flags pluginFlags
 	cmd := &cobra.Command{
 		Use:   "plugin",
-		Short: "Run the example SSE plugin (for benchmarks and tests)",
+		Short: "Run the example SSE plugin (for trials, benchmarks and tests)",
 		Long: `Run the example SSE plugin: Echo (function id 0), SumOfRows (1),
-SumOfColumn (2), and script evaluation that returns its first parameter.
+SumOfColumn (2), and script evaluation that returns the first parameter
+of each row, or of the first row for an aggregation.
 It prints "listening on ADDRESS" once it accepts calls, so that a caller
 that chose port 0 learns the port. SIGINT and SIGTERM stop it after the
 calls in flight, within 5s.`,
-		Hidden: true,
-		Args:   cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runPlugin(cmd, flags)
 		},

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -244,5 +245,52 @@ func TestServeDrainsOnSIGTERM(t *testing.T) {
 	}
 	if elapsed := time.Since(released); elapsed > 5*time.Second {
 		t.Errorf("ssegw serve exited %v after its last calls were released, want within 5s", elapsed)
+	}
+}
+
+// TestServeSecondSignalEndsCalls checks that a second SIGTERM ends the
+// calls in flight at once, and that the access log records them as ended
+// by the gateway (Unavailable), not as cancelled by the client.
+func TestServeSecondSignalEndsCalls(t *testing.T) {
+	t.Parallel()
+	plugin := ssetest.StartHoldingPlugin(t, "only", false)
+	defer plugin.Release()
+	address := ssetest.FreeAddress(t)
+	configFile := writeConfig(t, reloadConfigText(address, plugin.Addr))
+	p := ssetest.StartProcess(t, ssetest.Binary(t, "./cmd/ssegw"), nil, "serve", "--config", configFile)
+	waitForRecords(t, p, "listening", 1, 10*time.Second)
+	_, client := ssetest.DialConn(t, address)
+
+	const held = 2
+	results := make(chan callResult, held)
+	for range held {
+		go func() { results <- callReplica(t, client, true) }()
+	}
+	plugin.WaitHeld(t, held)
+	for signal := range 2 {
+		if err := p.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if signal == 0 {
+			waitForRecords(t, p, "stopping; waiting for calls in flight, a second signal ends them", 1, 10*time.Second)
+		}
+	}
+	if code := exitCode(t, p.Wait(t, 10*time.Second)); code != 0 {
+		t.Errorf("ssegw serve exit status after two SIGTERMs = %d, want 0; stderr:\n%s", code, p.Stderr())
+	}
+	for range held {
+		if result := <-results; result.err == nil {
+			t.Error("a call in flight at the second SIGTERM ended OK, want an error")
+		}
+	}
+
+	calls := logRecords(p.Stderr(), "call")
+	if len(calls) != held {
+		t.Fatalf("got %d call records, want %d; stderr:\n%s", len(calls), held, p.Stderr())
+	}
+	for _, record := range calls {
+		if record["code"] != "Unavailable" || !strings.Contains(fmt.Sprint(record["error"]), "the gateway stopped before the call ended") {
+			t.Errorf("call record: code %v, error %q; want Unavailable, the gateway stopped before the call ended", record["code"], record["error"])
+		}
 	}
 }

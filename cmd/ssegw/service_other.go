@@ -4,19 +4,26 @@ package main
 
 import (
 	"errors"
+	"slices"
 
 	"github.com/spf13/cobra"
 )
 
-// newServiceCommand returns the service command, which exists on Windows
-// only. Elsewhere it returns an error that names the systemd unit instead.
+// newServiceCommand returns the service command, which works on Windows
+// only. Elsewhere it shows the Windows help, and otherwise returns an
+// error that names the systemd unit instead.
 func newServiceCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:                "service",
 		Short:              "Install and control the Windows service (Windows only)",
+		Long:               serviceLong,
+		Example:            serviceExample,
 		Args:               cobra.ArbitraryArgs,
 		DisableFlagParsing: true,
-		RunE: func(*cobra.Command, []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if slices.Contains(args, "--help") || slices.Contains(args, "-h") {
+				return cmd.Help()
+			}
 			return errors.New("the service command exists on Windows only; on Linux, run the gateway with the systemd unit deploy/systemd/ssegw.service (see docs/DEPLOY.md)")
 		},
 	}

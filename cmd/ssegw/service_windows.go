@@ -67,28 +67,10 @@ const recoveryResetPeriod = uint32(24 * time.Hour / time.Second)
 // a Windows service and controls it.
 func newServiceCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "service",
-		Short: "Install, start, stop or remove the Windows service",
-		Long: `Run the gateway as the Windows service "ssegw" (display name "ssegw SSE
-gateway"), started automatically at boot and restarted by the service
-manager after a failure: 5 seconds after the first one, 15 after the
-second, 60 after every further one within a day.
-
-The configuration is %ProgramData%\ssegw\config.yaml unless install is
-given --config. Relative paths in it, such as state_dir: state, are
-relative to its folder, so certificates and state stay next to it. The
-gateway's log goes to the Application event log, source ssegw, or to the
-file given with --log-file. A stop, from the service manager or at system
-shutdown, drains calls in flight as SIGTERM does, within drain_timeout;
-at shutdown Windows waits 60 seconds at most. The gateway reloads its
-configuration when the file changes.
-
-install, uninstall, start and stop need an elevated prompt.`,
-		Example: `  ssegw service install
-  ssegw service install --config D:\ssegw\config.yaml --log-file D:\ssegw\logs\ssegw.log
-  ssegw service start
-  ssegw service stop
-  ssegw service uninstall`,
+		Use:     "service",
+		Short:   "Install, start, stop or remove the Windows service",
+		Long:    serviceLong,
+		Example: serviceExample,
 	}
 	cmd.AddCommand(
 		newServiceInstallCommand(),

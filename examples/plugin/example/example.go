@@ -167,7 +167,8 @@ func (s *Server) ExecuteFunction(stream grpc.BidiStreamingServer[ssepb.BundledRo
 
 // EvaluateScript returns the first parameter of each row, whatever the
 // script says: enough to show that scripts, their headers and their rows
-// travel intact.
+// travel intact. An aggregation (ScriptAggr...) returns one row, the
+// first parameter of the first row, as Qlik expects of it.
 func (s *Server) EvaluateScript(stream grpc.BidiStreamingServer[ssepb.BundledRows, ssepb.BundledRows]) error {
 	md, _ := metadata.FromIncomingContext(stream.Context())
 	header, err := ssepb.ReadScriptRequestHeader(md)
@@ -180,12 +181,32 @@ func (s *Server) EvaluateScript(stream grpc.BidiStreamingServer[ssepb.BundledRow
 	if err := stream.SendHeader(metadata.Pairs(InstanceHeader, s.name)); err != nil {
 		return err
 	}
-	return s.mapRows(stream, func(row *ssepb.Row) *ssepb.Row {
+	firstParameter := func(row *ssepb.Row) *ssepb.Row {
 		if len(row.GetDuals()) == 0 {
 			return &ssepb.Row{Duals: []*ssepb.Dual{{}}}
 		}
 		return &ssepb.Row{Duals: row.GetDuals()[:1]}
-	})
+	}
+	if header.GetFunctionType() != ssepb.FunctionType_AGGREGATION {
+		return s.mapRows(stream, firstParameter)
+	}
+	var first *ssepb.Row
+	for {
+		bundle, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if rows := bundle.GetRows(); first == nil && len(rows) > 0 {
+			first = rows[0]
+		}
+	}
+	if err := s.wait(stream.Context()); err != nil {
+		return err
+	}
+	return stream.Send(&ssepb.BundledRows{Rows: []*ssepb.Row{firstParameter(first)}})
 }
 
 // mapRows answers each bundle as soon as it arrives, with one output row

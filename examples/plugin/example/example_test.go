@@ -106,31 +106,45 @@ func TestFunctions(t *testing.T) {
 	}
 }
 
-// TestEvaluateScript checks that a script call returns each row's first
-// parameter.
+// TestEvaluateScript checks that a scalar script call returns each row's
+// first parameter, and an aggregation only the first row's, over several
+// bundles.
 func TestEvaluateScript(t *testing.T) {
 	client := startExample(t)
-	script := &ssepb.ScriptRequestHeader{
-		Script: "args[0]", ReturnType: ssepb.DataType_STRING,
-		Params: []*ssepb.Parameter{{Name: "a", DataType: ssepb.DataType_STRING}, {Name: "b", DataType: ssepb.DataType_STRING}},
+	bundles := []*ssepb.BundledRows{
+		{Rows: []*ssepb.Row{
+			{Duals: []*ssepb.Dual{{StrData: "x"}, {StrData: "ignored"}}},
+			{Duals: []*ssepb.Dual{{StrData: "y"}, {StrData: "ignored"}}},
+		}},
+		{Rows: []*ssepb.Row{{Duals: []*ssepb.Dual{{StrData: "z"}, {StrData: "ignored"}}}}},
 	}
-	bundle := &ssepb.BundledRows{Rows: []*ssepb.Row{
-		{Duals: []*ssepb.Dual{{StrData: "x"}, {StrData: "ignored"}}},
-		{Duals: []*ssepb.Dual{{StrData: "y"}, {StrData: "ignored"}}},
-	}}
-	result, err := client.EvaluateScript(testContext(t), script, &ssepb.CommonRequestHeader{}, []*ssepb.BundledRows{bundle})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, row := range result.Rows() {
-		if len(row.GetDuals()) != 1 {
-			t.Errorf("row has %d values, want 1", len(row.GetDuals()))
-		}
-		got = append(got, row.GetDuals()[0].GetStrData())
-	}
-	if diff := cmp.Diff([]string{"x", "y"}, got); diff != "" {
-		t.Errorf("rows (-want +got):\n%s", diff)
+	for _, tt := range []struct {
+		functionType ssepb.FunctionType
+		want         []string
+	}{
+		{ssepb.FunctionType_SCALAR, []string{"x", "y", "z"}},
+		{ssepb.FunctionType_AGGREGATION, []string{"x"}},
+	} {
+		t.Run(tt.functionType.String(), func(t *testing.T) {
+			script := &ssepb.ScriptRequestHeader{
+				Script: "args[0]", FunctionType: tt.functionType, ReturnType: ssepb.DataType_STRING,
+				Params: []*ssepb.Parameter{{Name: "a", DataType: ssepb.DataType_STRING}, {Name: "b", DataType: ssepb.DataType_STRING}},
+			}
+			result, err := client.EvaluateScript(testContext(t), script, &ssepb.CommonRequestHeader{}, bundles)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, row := range result.Rows() {
+				if len(row.GetDuals()) != 1 {
+					t.Errorf("row has %d values, want 1", len(row.GetDuals()))
+				}
+				got = append(got, row.GetDuals()[0].GetStrData())
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("rows (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 
