@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -56,9 +57,7 @@ func parse(data []byte, environ []string, baseDir string) (*Config, error) {
 	v := viper.New()
 	v.SetConfigType("yaml")
 	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
-		// The YAML parser spreads some errors over several lines; each
-		// problem gets one.
-		return nil, fmt.Errorf("invalid YAML: %s", strings.Join(strings.Fields(err.Error()), " "))
+		return nil, yamlError(err)
 	}
 	spelling, spellingErr := engineNameSpelling(data)
 	settings := v.AllSettings()
@@ -206,6 +205,21 @@ func (c *Config) ApplyDefaults() {
 	orDefault(&c.Limits.MaxConcurrentStreams, DefaultMaxConcurrentStreams)
 	orDefault(&c.Limits.MaxConnections, DefaultMaxConnections)
 	orDefault(&c.Limits.StreamWindow, DefaultStreamWindow)
+}
+
+// yamlLine finds the line number in the YAML parser's error messages.
+var yamlLine = regexp.MustCompile(`yaml: line (\d+): `)
+
+// yamlError rewords the YAML parser's error. The parser often names the
+// line where the enclosing block or list starts, or the one before it,
+// rather than the line with the mistake, so the message says "at or after".
+// It also spreads some errors over several lines; each problem gets one.
+func yamlError(err error) error {
+	text := strings.Join(strings.Fields(err.Error()), " ")
+	text = strings.TrimPrefix(text, "While parsing config: ")
+	text = yamlLine.ReplaceAllString(text, "at or after line $1: ")
+	text = strings.TrimPrefix(text, "yaml: ")
+	return fmt.Errorf("invalid YAML %s", text)
 }
 
 // orDefault sets a key that the file left out, which is its zero value.

@@ -189,15 +189,24 @@ engines:
 }
 
 // TestParseInvalidYAML checks that text that is not YAML is rejected
-// before anything else is looked at.
+// before anything else is looked at, with a line at or before the mistake.
+// The parser names the line where the enclosing block starts, or the one
+// before it, so the message says "at or after".
 func TestParseInvalidYAML(t *testing.T) {
-	text := "listeners: [\n"
-	_, err := config.Parse([]byte(text), nil)
-	if err == nil {
-		t.Fatalf("Parse(%q) error = nil, want an invalid YAML error", text)
+	tests := []struct{ text, want string }{
+		{"log:\n  level: info\nengines: [SSEPython\nadmin:\n  address: x\n", "invalid YAML at or after line 2: did not find expected ',' or ']'"},
+		{"engines:\n  R:\n    backends:\n      - address: a\n   bad: 1\n     worse: 2\n", "invalid YAML at or after line 1: did not find expected key"},
+		{"listeners: [\n", "invalid YAML at or after line 1: "},
 	}
-	if !strings.Contains(err.Error(), "invalid YAML") {
-		t.Errorf("Parse(%q) error = %q, want an invalid YAML error", text, err)
+	for _, tt := range tests {
+		_, err := config.Parse([]byte(tt.text), nil)
+		if err == nil {
+			t.Errorf("Parse(%q) error = nil, want an invalid YAML error", tt.text)
+			continue
+		}
+		if !strings.HasPrefix(err.Error(), tt.want) {
+			t.Errorf("Parse(%q) error = %q, want it to start with %q", tt.text, err, tt.want)
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -201,10 +202,16 @@ type ConnectionError struct {
 	Address string
 	// TLS reports whether the client used TLS.
 	TLS bool
-	Err error
+	// Closed reports that the endpoint closed a connection that worked,
+	// with HTTP/2 GOAWAY, as a server does when it stops.
+	Closed bool
+	Err    error
 }
 
 func (e *ConnectionError) Error() string {
+	if e.Closed {
+		return fmt.Sprintf("%s closed the connection: %s", e.Address, status.Convert(e.Err).Message())
+	}
 	return fmt.Sprintf("connecting to %s: %s", e.Address, status.Convert(e.Err).Message())
 }
 
@@ -223,5 +230,8 @@ func (c *Client) connectionError(err error) error {
 	if c.conn.GetState() == connectivity.Ready {
 		return err
 	}
-	return &ConnectionError{Address: c.address, TLS: c.tls, Err: err}
+	// gRPC has no error type for it: its message names the GOAWAY (as of
+	// grpc-go v1.85).
+	closed := strings.Contains(strings.ToLower(status.Convert(err).Message()), "goaway")
+	return &ConnectionError{Address: c.address, TLS: c.tls, Closed: closed, Err: err}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,6 +97,39 @@ func TestConnectionErrorOnRefusedDial(t *testing.T) {
 	_, err = client.ExecuteFunction(testContext(t), 0, &ssepb.CommonRequestHeader{}, nil)
 	if !errors.As(err, &connectionErr) {
 		t.Errorf("ExecuteFunction error = %v, want a ConnectionError", err)
+	}
+}
+
+// TestConnectionErrorOnGoaway checks that a connection the endpoint closed
+// with GOAWAY, as a stopping server does, is told apart from a failed dial.
+// gRPC reports it only in its message, which is what the test feeds in.
+func TestConnectionErrorOnGoaway(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	address := lis.Addr().String()
+	lis.Close()
+	client, err := Dial(address, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+
+	goaway := status.Error(codes.Unavailable, `closing transport due to: connection error: desc = "error reading from server: EOF", received prior goaway: code: NO_ERROR, debug data: "graceful_stop"`)
+	var connectionErr *ConnectionError
+	if !errors.As(client.connectionError(goaway), &connectionErr) {
+		t.Fatal("GOAWAY error is no ConnectionError")
+	}
+	if !connectionErr.Closed {
+		t.Error("ConnectionError.Closed = false after GOAWAY, want true")
+	}
+	if want := address + " closed the connection: "; !strings.HasPrefix(connectionErr.Error(), want) {
+		t.Errorf("Error() = %q, want it to start with %q", connectionErr.Error(), want)
+	}
+	refused := status.Error(codes.Unavailable, "connection error: desc = \"transport: Error while dialing: dial tcp: connection refused\"")
+	if errors.As(client.connectionError(refused), &connectionErr) && connectionErr.Closed {
+		t.Error("ConnectionError.Closed = true after a refused dial, want false")
 	}
 }
 

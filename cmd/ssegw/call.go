@@ -557,6 +557,9 @@ func reportCallError(stderr io.Writer, address string, flags callFlags, err erro
 	}
 	var connectionErr *sseclient.ConnectionError
 	if errors.As(err, &connectionErr) {
+		if connectionErr.Closed {
+			return fmt.Errorf("%w\nThe endpoint may be stopping or restarting; call again once it is back.", err)
+		}
 		return fmt.Errorf("%w\n%s", err, connectionHint(address, flags))
 	}
 	if st, ok := status.FromError(err); ok {

@@ -43,7 +43,7 @@ The exit status is 0 when everything is fine, 1 otherwise.`,
 				fmt.Fprintln(out, err)
 				return exitError{code: 1}
 			}
-			fmt.Fprintf(out, "%s: valid: %d listeners, %d engines (%s)\n", configFile, len(cfg.Listeners), len(cfg.Engines), strings.Join(cfg.EngineNames(), ", "))
+			fmt.Fprintf(out, "%s: valid: %s, %s (%s)\n", configFile, count(len(cfg.Listeners), "listener"), count(len(cfg.Engines), "engine"), strings.Join(cfg.EngineNames(), ", "))
 			if !connect {
 				return nil
 			}

@@ -128,7 +128,7 @@ engines:
 `)
 	output, err := runCommand(t, "validate", "--config", path)
 	checkValidateExit(t, err, 0, output)
-	if want := path + ": valid: 1 listeners, 3 engines (M, Py, R)\n"; output != want {
+	if want := path + ": valid: 1 listener, 3 engines (M, Py, R)\n"; output != want {
 		t.Errorf("validate output = %q, want %q", output, want)
 	}
 }
@@ -200,7 +200,7 @@ engines:
 			lines := validateOutputLines(output)
 			if tt.want == "" {
 				checkValidateExit(t, err, 0, output)
-				if want := path + ": valid: 1 listeners, 3 engines (A, B, M)"; len(lines) != 1 || lines[0] != want {
+				if want := path + ": valid: 1 listener, 3 engines (A, B, M)"; len(lines) != 1 || lines[0] != want {
 					t.Errorf("validate output = %q, want %q", output, want)
 				}
 				return
@@ -264,7 +264,7 @@ func TestValidateConnect(t *testing.T) {
 		output, err := runCommand(t, "validate", "--config", path, "--connect", "--timeout", "10s")
 		checkValidateExit(t, err, 0, output)
 		want := []string{
-			path + ": valid: 1 listeners, 2 engines (M, R)",
+			path + ": valid: 1 listener, 2 engines (M, R)",
 			"engine M merges R",
 			"engine R",
 			"  " + first.Addr + ": ok: plugin-1 1.0.0, 2 functions, scripts true",
