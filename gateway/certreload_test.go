@@ -582,7 +582,7 @@ func TestBackendCertificateRotation(t *testing.T) {
 	}
 	files := tlsutil.ClientFilesInDir(clientDir, "", "", "")
 	rotReplace(t, rotFile{files.KeyFile, key}, rotFile{files.CertFile, cert})
-	gw.Logs.WaitFor(t, "certificate files changed; reloading", rotWait, func(r map[string]any) bool {
+	gw.Logs.WaitFor(t, "certificates reloaded", rotWait, func(r map[string]any) bool {
 		reloaded, _ := r["reloaded"].(float64)
 		return reloaded >= 1
 	})

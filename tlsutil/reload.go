@@ -180,7 +180,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 	everything := func(string) bool { return true }
 	reload := func() {
-		w.logger.Info("certificate files changed; reloading", "reloaded", w.Reload())
+		w.logger.Info("certificate files changed; reloading")
+		w.logger.Info("certificates reloaded", "reloaded", w.Reload())
 	}
 	if err := fswatch.Watch(ctx, folders, everything, reload); err != nil {
 		return fmt.Errorf("watching certificates: %w", err)
