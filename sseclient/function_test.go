@@ -66,21 +66,27 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
-func TestConnectionErrorOnRefusedDial(t *testing.T) {
-	// A port that was free a moment ago refuses connections.
+// dialClosedPort returns a client for a port that was free a moment ago,
+// and so refuses connections, and the port's address.
+func dialClosedPort(t *testing.T) (*Client, string) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	address := lis.Addr().String()
 	lis.Close()
-
 	client, err := Dial(address, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer client.Close()
-	_, _, err = client.Capabilities(testContext(t))
+	t.Cleanup(func() { client.Close() })
+	return client, address
+}
+
+func TestConnectionErrorOnRefusedDial(t *testing.T) {
+	client, address := dialClosedPort(t)
+	_, _, err := client.Capabilities(testContext(t))
 	var connectionErr *ConnectionError
 	if !errors.As(err, &connectionErr) {
 		t.Fatalf("Capabilities error = %v, want a ConnectionError", err)
@@ -104,17 +110,7 @@ func TestConnectionErrorOnRefusedDial(t *testing.T) {
 // with GOAWAY, as a stopping server does, is told apart from a failed dial.
 // gRPC reports it only in its message, which is what the test feeds in.
 func TestConnectionErrorOnGoaway(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	address := lis.Addr().String()
-	lis.Close()
-	client, err := Dial(address, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
+	client, address := dialClosedPort(t)
 
 	goaway := status.Error(codes.Unavailable, `closing transport due to: connection error: desc = "error reading from server: EOF", received prior goaway: code: NO_ERROR, debug data: "graceful_stop"`)
 	var connectionErr *ConnectionError

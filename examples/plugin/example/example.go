@@ -191,22 +191,11 @@ func (s *Server) EvaluateScript(stream grpc.BidiStreamingServer[ssepb.BundledRow
 		return s.mapRows(stream, firstParameter)
 	}
 	var first *ssepb.Row
-	for {
-		bundle, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			break
+	return s.aggregate(stream, func(row *ssepb.Row) {
+		if first == nil {
+			first = row
 		}
-		if err != nil {
-			return err
-		}
-		if rows := bundle.GetRows(); first == nil && len(rows) > 0 {
-			first = rows[0]
-		}
-	}
-	if err := s.wait(stream.Context()); err != nil {
-		return err
-	}
-	return stream.Send(&ssepb.BundledRows{Rows: []*ssepb.Row{firstParameter(first)}})
+	}, func() *ssepb.Row { return firstParameter(first) })
 }
 
 // mapRows answers each bundle as soon as it arrives, with one output row
@@ -232,10 +221,19 @@ func (s *Server) mapRows(stream grpc.BidiStreamingServer[ssepb.BundledRows, ssep
 	}
 }
 
-// sumColumn sums the first column over every bundle and returns one row,
-// as an aggregation must, only after the last bundle.
+// sumColumn sums the first column over every bundle.
 func (s *Server) sumColumn(stream grpc.BidiStreamingServer[ssepb.BundledRows, ssepb.BundledRows]) error {
 	var sum float64
+	return s.aggregate(stream, func(row *ssepb.Row) {
+		if duals := row.GetDuals(); len(duals) > 0 {
+			sum += duals[0].GetNumData()
+		}
+	}, func() *ssepb.Row { return &ssepb.Row{Duals: []*ssepb.Dual{{NumData: sum}}} })
+}
+
+// aggregate calls add with every row of every bundle, and returns the one
+// row of result only after the last bundle, as an aggregation must.
+func (s *Server) aggregate(stream grpc.BidiStreamingServer[ssepb.BundledRows, ssepb.BundledRows], add func(*ssepb.Row), result func() *ssepb.Row) error {
 	for {
 		bundle, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -245,15 +243,13 @@ func (s *Server) sumColumn(stream grpc.BidiStreamingServer[ssepb.BundledRows, ss
 			return err
 		}
 		for _, row := range bundle.GetRows() {
-			if duals := row.GetDuals(); len(duals) > 0 {
-				sum += duals[0].GetNumData()
-			}
+			add(row)
 		}
 	}
 	if err := s.wait(stream.Context()); err != nil {
 		return err
 	}
-	return stream.Send(&ssepb.BundledRows{Rows: []*ssepb.Row{{Duals: []*ssepb.Dual{{NumData: sum}}}}})
+	return stream.Send(&ssepb.BundledRows{Rows: []*ssepb.Row{result()}})
 }
 
 // offers reports whether the plugin's capabilities list the function id.
