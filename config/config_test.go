@@ -397,7 +397,7 @@ listeners:
 engines:
   R: {request_timeout: "30", backends: [{address: "127.0.0.1:50055"}]}
 `,
-			want: []problem{{"engines.R.request_timeout", `invalid duration "30"`}},
+			want: []problem{{"engines.R.request_timeout", "duration 30 has no unit: write 30s for seconds"}},
 		},
 		{
 			name: "duration 0 without unit",

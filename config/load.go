@@ -454,6 +454,10 @@ func durationHook(from, to reflect.Type, data any) (any, error) {
 			return time.Duration(0), nil
 		}
 		d, err := time.ParseDuration(value)
+		if _, numberErr := strconv.ParseFloat(value, 64); err != nil && numberErr == nil {
+			// Quoted in the file, or from an environment variable.
+			return nil, fmt.Errorf("duration %s has no unit: write %ss for seconds", value, value)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("invalid duration %q: write a number with a unit, such as 30s or 2m", value)
 		}

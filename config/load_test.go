@@ -435,7 +435,7 @@ func TestParseEnvironmentProblems(t *testing.T) {
 		{
 			name:    "duration without unit",
 			environ: []string{"SSEGW_ENGINES_SSEPYTHON_REQUEST_TIMEOUT=30"},
-			want:    []problem{{"engines.SSEPython.request_timeout", `invalid duration "30"`}},
+			want:    []problem{{"engines.SSEPython.request_timeout", "duration 30 has no unit: write 30s for seconds"}},
 		},
 		{
 			name:    "invalid size",
