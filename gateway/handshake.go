@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"sync"
 
 	"google.golang.org/grpc/credentials"
 
@@ -20,7 +21,12 @@ type handshakeLogger struct {
 }
 
 func (h *handshakeLogger) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	secured, info, err := h.TransportCredentials.ServerHandshake(conn)
+	// gRPC's TLS credentials close the connection of a failed handshake
+	// themselves. Held until the failure is counted, the close cannot tell
+	// the client before the metrics do.
+	held := &heldConn{Conn: conn, holding: true}
+	defer held.release()
+	secured, info, err := h.TransportCredentials.ServerHandshake(held)
 	if err == nil {
 		// With TLS 1.3 a client refuses the gateway's certificate only
 		// after the handshake; the first read then finds its alert.
@@ -41,6 +47,36 @@ func (h *handshakeLogger) ServerHandshake(conn net.Conn) (net.Conn, credentials.
 			slog.String("error", err.Error()))
 	}
 	return nil, nil, err
+}
+
+// heldConn postpones a Close called while holding until release.
+type heldConn struct {
+	net.Conn
+	mu       sync.Mutex
+	holding  bool
+	closeNow bool
+}
+
+func (c *heldConn) Close() error {
+	c.mu.Lock()
+	if c.holding {
+		c.closeNow = true
+		c.mu.Unlock()
+		return nil
+	}
+	c.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// release ends the hold, and closes the connection if Close was called.
+func (c *heldConn) release() {
+	c.mu.Lock()
+	c.holding = false
+	closeNow := c.closeNow
+	c.mu.Unlock()
+	if closeNow {
+		c.Conn.Close()
+	}
 }
 
 func (h *handshakeLogger) Clone() credentials.TransportCredentials {
