@@ -22,8 +22,8 @@ type handshakeLogger struct {
 
 func (h *handshakeLogger) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	// gRPC's TLS credentials close the connection of a failed handshake
-	// themselves. Held until the failure is counted, the close cannot tell
-	// the client before the metrics do.
+	// themselves. Holding that close until the failure is counted means a
+	// client never sees the close before /metrics shows the failure.
 	held := &heldConn{Conn: conn, holding: true}
 	defer held.release()
 	secured, info, err := h.TransportCredentials.ServerHandshake(held)
