@@ -57,7 +57,7 @@ func parse(data []byte, environ []string, baseDir string) (*Config, error) {
 	v := viper.New()
 	v.SetConfigType("yaml")
 	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
-		return nil, yamlError(err)
+		return nil, yamlError(data, err)
 	}
 	spelling, spellingErr := engineNameSpelling(data)
 	settings := v.AllSettings()
@@ -207,19 +207,61 @@ func (c *Config) ApplyDefaults() {
 	orDefault(&c.Limits.StreamWindow, DefaultStreamWindow)
 }
 
+// maxSearchedYAML is the size of the largest file in which firstLineWith
+// looks for a mistake; the example config.yaml has 5 kB.
+const maxSearchedYAML = 16 << 10
+
 // yamlLine finds the line number in the YAML parser's error messages.
 var yamlLine = regexp.MustCompile(`yaml: line (\d+): `)
 
-// yamlError rewords the YAML parser's error. The parser often names the
-// line where the enclosing block or list starts, or the one before it,
-// rather than the line with the mistake, so the message says "at or after".
-// It also spreads some errors over several lines; each problem gets one.
-func yamlError(err error) error {
+// yamlError rewords the YAML parser's error about data. The parser often
+// names the line where the enclosing block or list starts, or the one
+// before it, rather than the line with the mistake. The first line at which
+// the file, read up to that line, fails with the same problem is a better
+// guess: the lines before it parse. The parser also spreads some errors
+// over several lines; each problem gets one.
+func yamlError(data []byte, err error) error {
 	text := strings.Join(strings.Fields(err.Error()), " ")
 	text = strings.TrimPrefix(text, "While parsing config: ")
+	problem := strings.TrimPrefix(yamlLine.ReplaceAllString(text, ""), "yaml: ")
+	from := 1
+	if match := yamlLine.FindStringSubmatch(text); match != nil {
+		from, _ = strconv.Atoi(match[1])
+	}
+	if line := firstLineWith(data, problem, from); line > 0 {
+		return fmt.Errorf("invalid YAML at line %d (the lines before it parse): %s", line, problem)
+	}
 	text = yamlLine.ReplaceAllString(text, "at or after line $1: ")
-	text = strings.TrimPrefix(text, "yaml: ")
-	return fmt.Errorf("invalid YAML %s", text)
+	return fmt.Errorf("invalid YAML %s", strings.TrimPrefix(text, "yaml: "))
+}
+
+// firstLineWith returns the number of the first line, from line from on,
+// up to which data fails to parse with problem, or 0 when no such line is
+// found. Parsing every prefix costs time in the square of the file's size,
+// little for a config file, so a file over maxSearchedYAML is not searched.
+func firstLineWith(data []byte, problem string, from int) int {
+	if len(data) > maxSearchedYAML {
+		return 0
+	}
+	var value any
+	end, line := 0, 0
+	for end < len(data) {
+		next := bytes.IndexByte(data[end:], '\n')
+		if next < 0 {
+			end = len(data)
+		} else {
+			end += next + 1
+		}
+		line++
+		if line < from {
+			continue
+		}
+		err := yaml.Unmarshal(data[:end], &value)
+		if err != nil && strings.HasSuffix(strings.Join(strings.Fields(err.Error()), " "), ": "+problem) {
+			return line
+		}
+	}
+	return 0
 }
 
 // orDefault sets a key that the file left out, which is its zero value.

@@ -189,14 +189,17 @@ engines:
 }
 
 // TestParseInvalidYAML checks that text that is not YAML is rejected
-// before anything else is looked at, with a line at or before the mistake.
-// The parser names the line where the enclosing block starts, or the one
-// before it, so the message says "at or after".
+// before anything else is looked at, naming the line of the mistake where
+// the YAML parser names the start of the enclosing block, also after a
+// list that spans several lines.
 func TestParseInvalidYAML(t *testing.T) {
+	const before = " (the lines before it parse): "
 	tests := []struct{ text, want string }{
-		{"log:\n  level: info\nengines: [SSEPython\nadmin:\n  address: x\n", "invalid YAML at or after line 2: did not find expected ',' or ']'"},
-		{"engines:\n  R:\n    backends:\n      - address: a\n   bad: 1\n     worse: 2\n", "invalid YAML at or after line 1: did not find expected key"},
-		{"listeners: [\n", "invalid YAML at or after line 1: "},
+		{"log:\n  level: info\nengines: [SSEPython\nadmin:\n  address: x\n", "invalid YAML at line 3" + before + "did not find expected ',' or ']'"},
+		{"engines:\n  R:\n    backends:\n      - address: a\n   bad: 1\n     worse: 2\n", "invalid YAML at line 5" + before + "did not find expected key"},
+		{"listeners: [\n", "invalid YAML at line 1" + before + "did not find expected node content"},
+		{"log: {level: info,\n  format: json}\nengines:\n  R:\n    backends:\n      - address: a\n   bad: 1\n", "invalid YAML at line 7" + before + "did not find expected key"},
+		{"log:\n  level: \"info\n", "invalid YAML at line 2" + before + "found unexpected end of stream"},
 	}
 	for _, tt := range tests {
 		_, err := config.Parse([]byte(tt.text), nil)

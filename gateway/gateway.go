@@ -63,9 +63,11 @@ type Gateway struct {
 	handshakeFailures []atomic.Int64
 
 	stopOnce sync.Once
-	// cutShort is set when Shutdown ends the calls still in flight, so
-	// that they are recorded as ended by the gateway, not by the client.
-	cutShort atomic.Bool
+	// cutCtx ends when Shutdown ends the calls still in flight, with a
+	// stoppedError as its cause: they end with Unavailable and that reason,
+	// sent to the client and logged, not as cancelled by the client.
+	cutCtx context.Context
+	cut    context.CancelCauseFunc
 }
 
 // listener is one configured address with its gRPC server.
@@ -107,6 +109,7 @@ func New(cfg *config.Config, logger *slog.Logger, opts Options) (*Gateway, error
 		userAgent:         opts.UserAgent,
 		certificates:      tlsutil.NewWatcher(logger),
 	}
+	g.cutCtx, g.cut = context.WithCancelCause(context.Background())
 	g.current.Store(cfg)
 
 	// Set up telemetry: spans and metrics exist even without an exporter,
@@ -292,8 +295,9 @@ func (g *Gateway) Addrs() []net.Addr {
 }
 
 // Shutdown stops accepting calls and waits for calls in flight to end,
-// until ctx is done; then it ends the remaining calls. It closes the
-// connections to the plugins last.
+// until ctx is done; then it ends the remaining calls with Unavailable,
+// giving ctx's cause as the reason, such as "drain_timeout (30s) passed".
+// It closes the connections to the plugins last.
 func (g *Gateway) Shutdown(ctx context.Context) {
 	g.stopOnce.Do(func() {
 		if g.stopBackground != nil {
@@ -310,9 +314,15 @@ func (g *Gateway) Shutdown(ctx context.Context) {
 				select {
 				case <-stopped:
 				case <-ctx.Done():
-					g.cutShort.Store(true)
-					l.server.Stop()
-					<-stopped
+					g.cut(&stoppedError{reason: context.Cause(ctx)})
+					// Let the handlers send their status, then close what
+					// is left.
+					select {
+					case <-stopped:
+					case <-time.After(cutGrace):
+						l.server.Stop()
+						<-stopped
+					}
 				}
 			})
 		}
@@ -324,6 +334,10 @@ func (g *Gateway) Shutdown(ctx context.Context) {
 		g.shutdownTelemetry()
 	})
 }
+
+// cutGrace is how long calls ended by Shutdown get to send their status
+// to the client before their connections are closed.
+const cutGrace = 2 * time.Second
 
 // HandshakeFailures returns how many TLS handshakes failed, by reason.
 func (g *Gateway) HandshakeFailures() map[tlsutil.HandshakeFailure]int64 {

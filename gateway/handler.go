@@ -186,6 +186,7 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 	// this context, and with it the plugin's call.
 	backendCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	defer context.AfterFunc(g.cutCtx, func() { cancel(context.Cause(g.cutCtx)) })()
 	if timeout := c.policy.RequestTimeout; timeout > 0 {
 		var cancelTimeout context.CancelFunc
 		backendCtx, cancelTimeout = context.WithTimeoutCause(backendCtx, timeout, &requestTimeoutError{engine: engine.Name, timeout: timeout})

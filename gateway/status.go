@@ -25,6 +25,21 @@ var errTooManyWaiting = errors.New("too many calls wait for a replica")
 // the client failed; the call's requestFailure says how.
 var errRequestFailed = errors.New("receiving the request failed")
 
+// stoppedError is the cause of a call that Shutdown ended before it was
+// over; reason says why the gateway did not wait longer.
+type stoppedError struct{ reason error }
+
+func (e *stoppedError) Error() string {
+	reason := "it was told to stop at once"
+	switch {
+	case errors.Is(e.reason, context.DeadlineExceeded):
+		reason = "its drain time passed"
+	case e.reason != nil && !errors.Is(e.reason, context.Canceled):
+		reason = e.reason.Error()
+	}
+	return "the gateway stopped before the call ended: " + reason
+}
+
 // requestTimeoutError is the cause of a call cut by its engine's
 // request_timeout.
 type requestTimeoutError struct {
@@ -52,13 +67,13 @@ func routeStatus(err error) *status.Status {
 // untouched. Every other failure is the gateway's own, and gets a code and
 // a message that say what happened in the gateway's terms:
 //
-//   - Canceled when the client cancelled or disconnected, or Unavailable
-//     when the gateway, stopping, ended the calls still in flight;
+//   - Canceled when the client cancelled or disconnected;
+//   - Unavailable when the gateway, stopping, ended the calls still in
+//     flight, or when no plugin could be reached or the connection to it
+//     broke, naming the engine;
 //   - DeadlineExceeded when the client's deadline or the engine's
 //     request_timeout passed;
-//   - ResourceExhausted when a message was over limits.max_message_size;
-//   - Unavailable when no plugin could be reached or the connection to it
-//     broke, naming the engine.
+//   - ResourceExhausted when a message was over limits.max_message_size.
 //
 // The bool is true for the gateway's own failures, which are logged as
 // warnings.
@@ -96,7 +111,10 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 		}
 	}
 	var timeout *requestTimeoutError
+	var stopped *stoppedError
 	switch {
+	case errors.As(cause, &stopped):
+		return status.New(codes.Unavailable, stopped.Error()), true
 	case errors.Is(err, errTooManyWaiting):
 		return status.Newf(codes.ResourceExhausted, "engine %s: max_waiting (%d) calls already wait for a ready replica",
 			c.engine.Name, c.engine.Config.MaxWaiting), true
@@ -165,8 +183,9 @@ func (g *Gateway) clientSendStatus(ctx context.Context, err error) *status.Statu
 // side ended: the client, unless the gateway was stopping and ended the
 // calls still in flight.
 func (g *Gateway) canceledStatus() *status.Status {
-	if g.cutShort.Load() {
-		return status.New(codes.Unavailable, "the gateway stopped before the call ended: drain_timeout passed, or a second stop signal came")
+	var stopped *stoppedError
+	if errors.As(context.Cause(g.cutCtx), &stopped) {
+		return status.New(codes.Unavailable, stopped.Error())
 	}
 	return status.New(codes.Canceled, "the client cancelled the call")
 }

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -249,8 +248,9 @@ func TestServeDrainsOnSIGTERM(t *testing.T) {
 }
 
 // TestServeSecondSignalEndsCalls checks that a second SIGTERM ends the
-// calls in flight at once, and that the access log records them as ended
-// by the gateway (Unavailable), not as cancelled by the client.
+// calls in flight at once, with Unavailable and the reason, which the
+// client gets and the access log records as a warning: the gateway ended
+// them, not the client.
 func TestServeSecondSignalEndsCalls(t *testing.T) {
 	t.Parallel()
 	plugin := ssetest.StartHoldingPlugin(t, "only", false)
@@ -278,9 +278,11 @@ func TestServeSecondSignalEndsCalls(t *testing.T) {
 	if code := exitCode(t, p.Wait(t, 10*time.Second)); code != 0 {
 		t.Errorf("ssegw serve exit status after two SIGTERMs = %d, want 0; stderr:\n%s", code, p.Stderr())
 	}
+	const reason = "the gateway stopped before the call ended: a second stop signal came"
 	for range held {
-		if result := <-results; result.err == nil {
-			t.Error("a call in flight at the second SIGTERM ended OK, want an error")
+		result := <-results
+		if st := status.Convert(result.err); st.Code() != codes.Unavailable || st.Message() != reason {
+			t.Errorf("call in flight at the second SIGTERM: %v, want Unavailable %q", result.err, reason)
 		}
 	}
 
@@ -289,8 +291,11 @@ func TestServeSecondSignalEndsCalls(t *testing.T) {
 		t.Fatalf("got %d call records, want %d; stderr:\n%s", len(calls), held, p.Stderr())
 	}
 	for _, record := range calls {
-		if record["code"] != "Unavailable" || !strings.Contains(fmt.Sprint(record["error"]), "the gateway stopped before the call ended") {
-			t.Errorf("call record: code %v, error %q; want Unavailable, the gateway stopped before the call ended", record["code"], record["error"])
+		if record["code"] != "Unavailable" || record["error"] != reason || record["level"] != "WARN" {
+			t.Errorf("call record: level %v, code %v, error %q; want WARN, Unavailable, %q", record["level"], record["code"], record["error"], reason)
 		}
+	}
+	if ended := logRecords(p.Stderr(), "the calls still in flight were ended"); len(ended) != 1 || ended[0]["reason"] != "a second stop signal came" {
+		t.Errorf("records of the ended calls: %v, want one with reason %q", ended, "a second stop signal came")
 	}
 }

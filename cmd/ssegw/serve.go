@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -44,8 +45,8 @@ func serve(cmd *cobra.Command, configFile string) error {
 	defer signal.Stop(signals)
 	run, stop := context.WithCancel(context.Background())
 	defer stop()
-	force, forceNow := context.WithCancel(context.Background())
-	defer forceNow()
+	force, forceNow := context.WithCancelCause(context.Background())
+	defer forceNow(nil)
 	go func() {
 		select {
 		case <-signals:
@@ -55,7 +56,7 @@ func serve(cmd *cobra.Command, configFile string) error {
 		stop()
 		select {
 		case <-signals:
-			forceNow()
+			forceNow(errors.New("a second stop signal came"))
 		case <-force.Done():
 		}
 	}()
@@ -119,11 +120,11 @@ func runGatewayUntil(ctx, force context.Context, configFile string, stderr io.Wr
 		message += ", a second signal ends them"
 	}
 	logger.Info(message, "drain_timeout", cfg.DrainTimeout.String())
-	drainCtx, cancel := context.WithTimeout(force, cfg.DrainTimeout)
+	drainCtx, cancel := context.WithTimeoutCause(force, cfg.DrainTimeout, fmt.Errorf("drain_timeout (%v) passed", cfg.DrainTimeout))
 	defer cancel()
 	g.Shutdown(drainCtx)
-	if force.Err() != nil {
-		logger.Warn("stopped at once: the calls in flight were ended")
+	if drainCtx.Err() != nil {
+		logger.Warn("the calls still in flight were ended", "reason", context.Cause(drainCtx).Error())
 	}
 	logger.Info("stopped")
 	return nil
