@@ -922,11 +922,6 @@ func TestMaxInFlightPerReplica(t *testing.T) {
 // function cuts the calls of that function only. The plugin takes 1.5s to
 // reply. SumOfColumn, limited to 1s, fails with DeadlineExceeded after
 // 1s. Echo, under the engine's policy without a limit, succeeds.
-//
-// NOTE: this fails now and then with Unavailable. The plugin's gRPC
-// server resets the stream at the deadline it was sent. When that reset
-// reaches the gateway before its own timer runs, the gateway reports the
-// reset instead of the timeout.
 func TestFunctionRequestTimeout(t *testing.T) {
 	t.Parallel() // about 3s: the plugin replies after 1.5s
 	const limit = time.Second

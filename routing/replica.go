@@ -2,6 +2,7 @@ package routing
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -86,6 +87,10 @@ func (r *Replica) probe(ctx context.Context, timeout time.Duration) *Capabilitie
 	ctx = metadata.AppendToOutgoingContext(ctx, ProbeHeader, "1")
 	message, err := ssepb.NewConnectorClient(r.conn).GetCapabilities(ctx, &ssepb.Empty{})
 	now := time.Now()
+	if err != nil && errors.Is(context.Cause(ctx), context.Canceled) {
+		// The engine is closing: the probe says nothing of the replica.
+		return nil
+	}
 
 	r.mu.Lock()
 	defer r.mu.Unlock()

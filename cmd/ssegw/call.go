@@ -261,7 +261,10 @@ func runCall(cmd *cobra.Command, flags callFlags, args []string) error {
 	case callScript:
 		err = callScriptFunction(ctx, cmd, client, args[2], table, flags)
 	}
-	return reportCallError(cmd.ErrOrStderr(), address, flags, err)
+	// Only the client's own deadline is --timeout: a gateway's
+	// request_timeout also ends a call with DeadlineExceeded.
+	timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded)
+	return reportCallError(cmd.ErrOrStderr(), address, flags, timedOut, err)
 }
 
 // readCallInput reads the rows of a function or script call from the --arg
@@ -551,7 +554,7 @@ func printTableDescription(out io.Writer, md metadata.MD) {
 // reportCallError turns the error of a call into what the command returns:
 // a connection failure with what to check, or, for a status other than OK,
 // its code and message on stderr and exit status 1.
-func reportCallError(stderr io.Writer, address string, flags callFlags, err error) error {
+func reportCallError(stderr io.Writer, address string, flags callFlags, timedOut bool, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -564,7 +567,7 @@ func reportCallError(stderr io.Writer, address string, flags callFlags, err erro
 	}
 	if st, ok := status.FromError(err); ok {
 		fmt.Fprintf(stderr, "call ended with status %s: %s\n", st.Code(), st.Message())
-		if st.Code() == codes.DeadlineExceeded && flags.timeout > 0 {
+		if st.Code() == codes.DeadlineExceeded && timedOut {
 			fmt.Fprintf(stderr, "the call took longer than --timeout %v\n", flags.timeout)
 		}
 		return exitError{code: 1}

@@ -730,6 +730,48 @@ func TestCallReportsStatus(t *testing.T) {
 	}
 }
 
+// TestCallNamesTimeoutOnlyWhenItPassed checks that a call cut by the
+// gateway's request_timeout is not blamed on --timeout, and that one cut by
+// --timeout is.
+func TestCallNamesTimeoutOnlyWhenItPassed(t *testing.T) {
+	plugin := ssetest.ServePlugin(t, "127.0.0.1:0", &ssetest.Connector{
+		Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
+			return &ssepb.Capabilities{Functions: []*ssepb.FunctionDefinition{
+				{Name: "Slow", FunctionId: 1, ReturnType: ssepb.DataType_NUMERIC},
+			}}, nil
+		},
+		Execute: func(stream ssetest.Stream) error {
+			<-stream.Context().Done()
+			return stream.Context().Err()
+		},
+	})
+	engine := ssetest.Engine(plugin.Addr)
+	engine.RequestTimeout = 200 * time.Millisecond
+	gateway := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("Slow", nil)},
+		Engines:   map[string]*config.Engine{"Slow": engine},
+	})
+	const blame = "the call took longer than --timeout"
+	tests := []struct {
+		name, address, timeout string
+		wantBlame              bool
+	}{
+		{"gateway's request_timeout", gateway.Addrs[0], "30s", false},
+		{"client's --timeout", plugin.Addr, "200ms", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := runCallCommand(t, "", tt.address, "function", "Slow", "--timeout", tt.timeout)
+			if !strings.Contains(got.stderr, "call ended with status DeadlineExceeded") {
+				t.Fatalf("stderr = %q, want DeadlineExceeded", got.stderr)
+			}
+			if strings.Contains(got.stderr, blame) != tt.wantBlame {
+				t.Errorf("stderr = %q; mentions --timeout: %v, want %v", got.stderr, !tt.wantBlame, tt.wantBlame)
+			}
+		})
+	}
+}
+
 // TestCallExplainsConnectionFailure checks that the errors of a refused
 // connection and of a TLS client facing a plaintext plugin list what to
 // check.

@@ -58,7 +58,7 @@ calls in flight, within 5s.`,
 	cmd.Flags().StringVar(&flags.tlsDir, "tls-dir", "", "folder with root_cert.pem, sse_server_cert.pem and sse_server_key.pem for mutual TLS; empty for plaintext")
 	cmd.Flags().IntVar(&flags.maxMessageSize, "max-message-size", 64<<20, "largest message received and sent, in bytes")
 	cmd.Flags().StringVar(&flags.functions, "functions", "", "comma-separated names of the functions to offer, such as Echo,SumOfRows; empty offers all")
-	cmd.Flags().DurationVar(&flags.delay, "delay", 0, "time added before each answer, to act as a slow plugin")
+	cmd.Flags().DurationVar(&flags.delay, "delay", 0, "time added before each answer to a function or script call, to act as a slow plugin; capabilities come at once")
 	return cmd
 }
 

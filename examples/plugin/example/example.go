@@ -48,8 +48,9 @@ type Options struct {
 	// with these names, as a different version of a plugin would.
 	Functions []string
 
-	// Delay is added before each answer: each bundle, an aggregation's
-	// result, or the capabilities, like a slow plugin.
+	// Delay is added before each answer to a call: each bundle or an
+	// aggregation's result, like a slow plugin. The capabilities come at
+	// once, so that the gateway's health probe finds the plugin healthy.
 	Delay time.Duration
 }
 
@@ -108,9 +109,6 @@ func (s *Server) allCapabilities() *ssepb.Capabilities {
 }
 
 func (s *Server) GetCapabilities(ctx context.Context, _ *ssepb.Empty) (*ssepb.Capabilities, error) {
-	if err := s.wait(ctx); err != nil {
-		return nil, err
-	}
 	if err := grpc.SetHeader(ctx, metadata.Pairs(InstanceHeader, s.name)); err != nil {
 		return nil, err
 	}
