@@ -129,6 +129,7 @@ type engineStatus struct {
 	Ready          bool
 	Plugin         string
 	AllowScript    bool
+	ScriptPolicy   string // scripts: allow, audit or deny
 	Fetched        time.Time
 	Replicas       []routing.ReplicaStatus
 	Functions      []functionStatus
@@ -167,6 +168,7 @@ func (g *Gateway) serveStatusPage(w http.ResponseWriter, _ *http.Request) {
 			Hosts:          engine.Config.Hosts,
 			RequestTimeout: engine.Config.RequestTimeout,
 			Ready:          engine.Ready(),
+			ScriptPolicy:   engine.Config.Scripts,
 		}
 		for _, replica := range engine.Replicas() {
 			status.Replicas = append(status.Replicas, replica.Status())

@@ -438,10 +438,12 @@ func startStatusPageGateway(t *testing.T) *statusPageGateway {
 		busyApp:     "busy-app", quietApp: "quiet-app",
 		busyCalls: 6, quietCalls: 2,
 	}
+	audited := ssetest.Engine(s.exampleAddr)
+	audited.Scripts = config.ScriptsAudit
 	s.gw = ssetest.StartGateway(t, &config.Config{
 		Listeners: []config.Listener{ssetest.Listen("", nil)},
 		Engines: map[string]*config.Engine{
-			"Example": ssetest.Engine(s.exampleAddr),
+			"Example": audited,
 			"Offline": ssetest.Engine(s.offlineAddr),
 		},
 	})
@@ -497,6 +499,10 @@ func TestStatusPageContents(t *testing.T) {
 		heading := pageText(pageElements(section, func(n *html.Node) bool { return n.Data == "h3" })[0])
 		if heading != "Example ready" {
 			t.Errorf("Example heading = %q, want %q", heading, "Example ready")
+		}
+		summary := pageText(pageElements(section, func(n *html.Node) bool { return n.Data == "p" })[0])
+		if want := "Scripts: allowed, each call audited."; !strings.Contains(summary, want) {
+			t.Errorf("Example summary = %q, want it to contain %q", summary, want)
 		}
 		replicas := pageTable(section, "replicas")
 		if len(replicas) != 1 {

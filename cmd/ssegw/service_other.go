@@ -16,7 +16,7 @@ func newServiceCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:                "service",
 		Short:              "Install and control the Windows service (Windows only)",
-		Long:               serviceLong,
+		Long:               "Windows only: on this system the command shows this help. On Linux, run the\ngateway with the systemd unit deploy/systemd/ssegw.service (see docs/DEPLOY.md).\n\n" + serviceLong,
 		Example:            serviceExample,
 		Args:               cobra.ArbitraryArgs,
 		DisableFlagParsing: true,

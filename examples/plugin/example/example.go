@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"slices"
 	"time"
 
@@ -183,7 +184,13 @@ func (s *Server) EvaluateScript(stream grpc.BidiStreamingServer[ssepb.BundledRow
 		if len(row.GetDuals()) == 0 {
 			return &ssepb.Row{Duals: []*ssepb.Dual{{}}}
 		}
-		return &ssepb.Row{Duals: row.GetDuals()[:1]}
+		first := row.GetDuals()[0]
+		numeric := len(header.GetParams()) > 0 && header.GetParams()[0].GetDataType() == ssepb.DataType_NUMERIC
+		if numeric && header.GetReturnType() == ssepb.DataType_STRING {
+			// Qlik reads a string result's text only: give a number one.
+			first = &ssepb.Dual{NumData: first.GetNumData(), StrData: strconv.FormatFloat(first.GetNumData(), 'g', -1, 64)}
+		}
+		return &ssepb.Row{Duals: []*ssepb.Dual{first}}
 	}
 	if header.GetFunctionType() != ssepb.FunctionType_AGGREGATION {
 		return s.mapRows(stream, firstParameter)

@@ -148,6 +148,28 @@ func TestEvaluateScript(t *testing.T) {
 	}
 }
 
+// TestEvaluateScriptNumberAsString checks that a number returned as a
+// string result is given its text, which is all Qlik reads of it.
+func TestEvaluateScriptNumberAsString(t *testing.T) {
+	client := startExample(t)
+	script := &ssepb.ScriptRequestHeader{
+		Script: "args[0]", FunctionType: ssepb.FunctionType_SCALAR, ReturnType: ssepb.DataType_STRING,
+		Params: []*ssepb.Parameter{{Name: "n", DataType: ssepb.DataType_NUMERIC}},
+	}
+	bundle := &ssepb.BundledRows{Rows: []*ssepb.Row{{Duals: []*ssepb.Dual{{NumData: 2.5}}}}}
+	result, err := client.EvaluateScript(testContext(t), script, &ssepb.CommonRequestHeader{}, []*ssepb.BundledRows{bundle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := result.Rows()
+	if len(rows) != 1 || len(rows[0].GetDuals()) != 1 {
+		t.Fatalf("rows = %v, want one row of one value", rows)
+	}
+	if got := rows[0].GetDuals()[0].GetStrData(); got != "2.5" {
+		t.Errorf("text = %q, want %q", got, "2.5")
+	}
+}
+
 // TestBadCalls checks the statuses of calls the plugin cannot serve.
 func TestBadCalls(t *testing.T) {
 	client := startExample(t)
