@@ -1,12 +1,10 @@
 package ssetest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -98,22 +96,13 @@ func FailFast(engine *config.Engine) *config.Engine {
 
 // Logs collects a JSON log, one record per line.
 type Logs struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *Logs) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
+	SyncBuffer
 }
 
 // Records returns every record logged so far whose message is msg, or
 // every record for an empty msg.
 func (l *Logs) Records(msg string) []map[string]any {
-	l.mu.Lock()
-	text := l.buf.String()
-	l.mu.Unlock()
+	text := l.String()
 	var records []map[string]any
 	for line := range strings.SplitSeq(text, "\n") {
 		if line == "" {
@@ -146,10 +135,4 @@ func (l *Logs) WaitFor(t testing.TB, msg string, timeout time.Duration, match fu
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-func (l *Logs) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }

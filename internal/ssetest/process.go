@@ -2,7 +2,6 @@ package ssetest
 
 import (
 	"bufio"
-	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,8 +58,8 @@ func ModuleRoot(t testing.TB) string {
 // the test ends.
 type Process struct {
 	Cmd    *exec.Cmd
-	stdout lockedBuffer
-	stderr lockedBuffer
+	stdout SyncBuffer
+	stderr SyncBuffer
 	done   chan struct{}
 	err    error // set before done is closed
 }
@@ -150,23 +149,6 @@ func StartExamplePlugin(t testing.TB, args ...string) (*Process, string) {
 	path := Binary(t, "./examples/plugin")
 	p := StartProcess(t, path, nil, append([]string{"--address", "127.0.0.1:0"}, args...)...)
 	return p, strings.TrimSpace(p.WaitForLine(t, "listening on ", 30*time.Second))
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // RemoveBinaries deletes what Binary built. Call it from TestMain after the
