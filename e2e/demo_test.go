@@ -49,6 +49,28 @@ func TestDemo(t *testing.T) {
 		}
 	}
 
+	// The gateway's record: one line per call, named after the engine and
+	// function, OK, with a trace id, in aligned columns.
+	record := regexp.MustCompile(`^  (Example[AB]\.\S+) +(\d+) +(\d+) +\S+  OK +([0-9a-f]{32})$`)
+	recorded, traceColumn := 0, -1
+	for line := range strings.Lines(out) {
+		line = strings.TrimSuffix(line, "\n")
+		m := record.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		recorded++
+		column := strings.Index(line, m[4])
+		if traceColumn == -1 {
+			traceColumn = column
+		} else if column != traceColumn {
+			t.Errorf("record %q: trace id in column %d, want %d as in the first record", line, column, traceColumn)
+		}
+	}
+	if recorded < 6 {
+		t.Errorf("got %d records of calls, want at least 6 (3 per engine)\noutput:\n%s", recorded, out)
+	}
+
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if last, want := lines[len(lines)-1], "Demo finished"; !strings.HasPrefix(last, want) {
 		t.Errorf("last line of output = %q, want it to start with %q", last, want)

@@ -138,11 +138,15 @@ func runDemo(ctx context.Context, out io.Writer, verbose, keepRunning bool) erro
 	// What the gateway recorded: one span and one access log record per
 	// call, with the trace id under which a tracing backend shows it.
 	fmt.Fprintln(out, "The gateway's record of each call, oldest first:")
-	fmt.Fprintf(out, "  %-22s %8s %8s %12s  %-6s %s\n", "function", "rows in", "rows out", "duration", "status", "trace id")
 	calls := g.RecentCalls()
 	slices.Reverse(calls)
+	width := len("function")
 	for _, call := range calls {
-		fmt.Fprintf(out, "  %-22s %8d %8d %12v  %-6s %s\n", call.Engine+"."+call.Function, call.RowsIn, call.RowsOut,
+		width = max(width, len(call.Engine)+1+len(call.Function))
+	}
+	fmt.Fprintf(out, "  %-*s %8s %8s %12s  %-6s %s\n", width, "function", "rows in", "rows out", "duration", "status", "trace id")
+	for _, call := range calls {
+		fmt.Fprintf(out, "  %-*s %8d %8d %12v  %-6s %s\n", width, call.Engine+"."+call.Function, call.RowsIn, call.RowsOut,
 			call.Duration.Round(time.Microsecond), call.Code, call.TraceID)
 	}
 	admin := g.AdminAddr()
