@@ -385,7 +385,6 @@ func connectServiceManager() (*mgr.Mgr, error) {
 	return manager, nil
 }
 
-// openService opens the installed ssegw service.
 // withService connects to the service manager, opens the service and
 // runs use on it.
 func withService(use func(service *mgr.Service) error) error {
@@ -402,6 +401,7 @@ func withService(use func(service *mgr.Service) error) error {
 	return use(service)
 }
 
+// openService opens the installed ssegw service.
 func openService(manager *mgr.Mgr) (*mgr.Service, error) {
 	service, err := manager.OpenService(serviceName)
 	if errors.Is(err, windows.ERROR_SERVICE_DOES_NOT_EXIST) {
