@@ -297,8 +297,9 @@ func (g *Gateway) Addrs() []net.Addr {
 // Shutdown stops accepting calls and waits for calls in flight to end,
 // until ctx is done; then it ends the remaining calls with Unavailable,
 // giving ctx's cause as the reason, such as "drain_timeout (30s) passed".
-// It closes the connections to the plugins last.
-func (g *Gateway) Shutdown(ctx context.Context) {
+// It closes the connections to the plugins last. It returns that reason
+// when it ended calls, and nil when they all finished.
+func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.stopOnce.Do(func() {
 		if g.stopBackground != nil {
 			g.stopBackground()
@@ -333,6 +334,11 @@ func (g *Gateway) Shutdown(ctx context.Context) {
 		closeEngines(g.routes().Engines())
 		g.shutdownTelemetry()
 	})
+	var stopped *stoppedError
+	if errors.As(context.Cause(g.cutCtx), &stopped) {
+		return errors.New(stopped.why())
+	}
+	return nil
 }
 
 // cutGrace is how long calls ended by Shutdown get to send their status

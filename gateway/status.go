@@ -26,18 +26,27 @@ var errTooManyWaiting = errors.New("too many calls wait for a replica")
 var errRequestFailed = errors.New("receiving the request failed")
 
 // stoppedError is the cause of a call that Shutdown ended before it was
-// over; reason says why the gateway did not wait longer.
+// over. Its reason is why the gateway did not wait longer.
 type stoppedError struct{ reason error }
 
 func (e *stoppedError) Error() string {
-	reason := "it was told to stop at once"
+	return "the gateway stopped before the call ended: " + e.why()
+}
+
+// why describes the reason, also when it is a bare context error.
+func (e *stoppedError) why() string {
 	switch {
 	case errors.Is(e.reason, context.DeadlineExceeded):
-		reason = "its drain time passed"
+		return "its drain time passed"
 	case e.reason != nil && !errors.Is(e.reason, context.Canceled):
-		reason = e.reason.Error()
+		return e.reason.Error()
 	}
-	return "the gateway stopped before the call ended: " + reason
+	return "it was told to stop at once"
+}
+
+// grpcStatus is the status of a call that Shutdown ended.
+func (e *stoppedError) grpcStatus() *status.Status {
+	return status.New(codes.Unavailable, e.Error())
 }
 
 // requestTimeoutError is the cause of a call cut by its engine's
@@ -114,7 +123,7 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 	var stopped *stoppedError
 	switch {
 	case errors.As(cause, &stopped):
-		return status.New(codes.Unavailable, stopped.Error()), true
+		return stopped.grpcStatus(), true
 	case errors.Is(err, errTooManyWaiting):
 		return status.Newf(codes.ResourceExhausted, "engine %s: max_waiting (%d) calls already wait for a ready replica",
 			c.engine.Name, c.engine.Config.MaxWaiting), true
@@ -185,7 +194,7 @@ func (g *Gateway) clientSendStatus(ctx context.Context, err error) *status.Statu
 func (g *Gateway) canceledStatus() *status.Status {
 	var stopped *stoppedError
 	if errors.As(context.Cause(g.cutCtx), &stopped) {
-		return status.New(codes.Unavailable, stopped.Error())
+		return stopped.grpcStatus()
 	}
 	return status.New(codes.Canceled, "the client cancelled the call")
 }

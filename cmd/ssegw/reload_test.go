@@ -245,6 +245,9 @@ func TestServeDrainsOnSIGTERM(t *testing.T) {
 	if elapsed := time.Since(released); elapsed > 5*time.Second {
 		t.Errorf("ssegw serve exited %v after its last calls were released, want within 5s", elapsed)
 	}
+	if ended := logRecords(p.Stderr(), "the calls still in flight were ended"); len(ended) != 0 {
+		t.Errorf("records of ended calls after a full drain: %v, want none", ended)
+	}
 }
 
 // TestServeSecondSignalEndsCalls checks that a second SIGTERM ends the

@@ -122,9 +122,10 @@ func runGatewayUntil(ctx, force context.Context, configFile string, stderr io.Wr
 	logger.Info(message, "drain_timeout", cfg.DrainTimeout.String())
 	drainCtx, cancel := context.WithTimeoutCause(force, cfg.DrainTimeout, fmt.Errorf("drain_timeout (%v) passed", cfg.DrainTimeout))
 	defer cancel()
-	g.Shutdown(drainCtx)
-	if drainCtx.Err() != nil {
-		logger.Warn("the calls still in flight were ended", "reason", context.Cause(drainCtx).Error())
+	// Not drainCtx.Err(): flushing telemetry after the calls may outlast
+	// drain_timeout.
+	if err := g.Shutdown(drainCtx); err != nil {
+		logger.Warn("the calls still in flight were ended", "reason", err.Error())
 	}
 	logger.Info("stopped")
 	return nil
