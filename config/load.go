@@ -221,8 +221,7 @@ var yamlLine = regexp.MustCompile(`yaml: line (\d+): `)
 // guess: the lines before it parse. The parser also spreads some errors
 // over several lines; each problem gets one.
 func yamlError(data []byte, err error) error {
-	text := strings.Join(strings.Fields(err.Error()), " ")
-	text = strings.TrimPrefix(text, "While parsing config: ")
+	text := strings.TrimPrefix(foldedMessage(err), "While parsing config: ")
 	problem := strings.TrimPrefix(yamlLine.ReplaceAllString(text, ""), "yaml: ")
 	from := 1
 	if match := yamlLine.FindStringSubmatch(text); match != nil {
@@ -257,11 +256,18 @@ func firstLineWith(data []byte, problem string, from int) int {
 			continue
 		}
 		err := yaml.Unmarshal(data[:end], &value)
-		if err != nil && strings.HasSuffix(strings.Join(strings.Fields(err.Error()), " "), ": "+problem) {
+		if err != nil && strings.HasSuffix(foldedMessage(err), ": "+problem) {
 			return line
 		}
 	}
 	return 0
+}
+
+// foldedMessage returns err's message with its white space, line breaks
+// included, folded to single spaces: the YAML parser spreads some
+// messages over several lines.
+func foldedMessage(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
 }
 
 // orDefault sets a key that the file left out, which is its zero value.
@@ -496,11 +502,11 @@ func durationHook(from, to reflect.Type, data any) (any, error) {
 			return time.Duration(0), nil
 		}
 		d, err := time.ParseDuration(value)
-		if _, numberErr := strconv.ParseFloat(value, 64); err != nil && numberErr == nil {
-			// Quoted in the file, or from an environment variable.
-			return nil, fmt.Errorf("duration %s has no unit: write %ss for seconds", value, value)
-		}
 		if err != nil {
+			if _, numberErr := strconv.ParseFloat(value, 64); numberErr == nil {
+				// Quoted in the file, or from an environment variable.
+				return nil, fmt.Errorf("duration %s has no unit: write %ss for seconds", value, value)
+			}
 			return nil, fmt.Errorf("invalid duration %q: write a number with a unit, such as 30s or 2m", value)
 		}
 		return d, nil
