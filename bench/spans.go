@@ -24,7 +24,8 @@ type spanReceiver struct {
 	spans   atomic.Int64
 }
 
-// spanCount is what spanCodec decodes an export request into.
+// spanCount is the number of spans in an export request, as spanCodec
+// decodes it.
 type spanCount int
 
 // exportDesc serves the Export method of OTLP's TraceService.
@@ -83,8 +84,8 @@ func (spanCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	}
 	buffer := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	defer buffer.Free()
-	// ExportTraceServiceRequest.resource_spans (1) holds ScopeSpans in
-	// its field 2, which holds the Spans in its field 2.
+	// ExportTraceServiceRequest.resource_spans (1) contains ScopeSpans in
+	// its field 2, which contains the Spans in its field 2.
 	n := 0
 	err := eachField(buffer.ReadOnlyData(), 1, func(resourceSpans []byte) error {
 		return eachField(resourceSpans, 2, func(scopeSpans []byte) error {

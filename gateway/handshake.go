@@ -22,11 +22,11 @@ type handshakeLogger struct {
 
 func (h *handshakeLogger) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	// gRPC's TLS credentials close the connection of a failed handshake
-	// themselves. Holding that close until the failure is counted means a
-	// client never sees the close before /metrics shows the failure.
-	held := &heldConn{Conn: conn, holding: true}
-	defer held.release()
-	secured, info, err := h.TransportCredentials.ServerHandshake(held)
+	// themselves. Deferring that close until the failure is counted means
+	// a client never sees the close before /metrics shows the failure.
+	deferred := &closeDeferredConn{Conn: conn, deferring: true}
+	defer deferred.release()
+	secured, info, err := h.TransportCredentials.ServerHandshake(deferred)
 	if err == nil {
 		// With TLS 1.3 a client refuses the gateway's certificate only
 		// after the handshake; the first read then finds its alert.
@@ -49,18 +49,19 @@ func (h *handshakeLogger) ServerHandshake(conn net.Conn) (net.Conn, credentials.
 	return nil, nil, err
 }
 
-// heldConn postpones a Close called while holding until release.
-type heldConn struct {
+// closeDeferredConn is a connection whose Close, while deferring is set,
+// takes effect only at release.
+type closeDeferredConn struct {
 	net.Conn
-	mu       sync.Mutex
-	holding  bool
-	closeNow bool
+	mu        sync.Mutex
+	deferring bool
+	closed    bool // Close was called while deferring
 }
 
-func (c *heldConn) Close() error {
+func (c *closeDeferredConn) Close() error {
 	c.mu.Lock()
-	if c.holding {
-		c.closeNow = true
+	if c.deferring {
+		c.closed = true
 		c.mu.Unlock()
 		return nil
 	}
@@ -68,13 +69,13 @@ func (c *heldConn) Close() error {
 	return c.Conn.Close()
 }
 
-// release ends the hold, and closes the connection if Close was called.
-func (c *heldConn) release() {
+// release stops deferring, and closes the connection if Close was called.
+func (c *closeDeferredConn) release() {
 	c.mu.Lock()
-	c.holding = false
-	closeNow := c.closeNow
+	c.deferring = false
+	closed := c.closed
 	c.mu.Unlock()
-	if closeNow {
+	if closed {
 		c.Conn.Close()
 	}
 }

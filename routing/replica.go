@@ -88,7 +88,8 @@ func (r *Replica) probe(ctx context.Context, timeout time.Duration) *Capabilitie
 	message, err := ssepb.NewConnectorClient(r.conn).GetCapabilities(ctx, &ssepb.Empty{})
 	now := time.Now()
 	if err != nil && errors.Is(context.Cause(ctx), context.Canceled) {
-		// The engine is closing: the probe says nothing of the replica.
+		// The engine is closing, so the failed probe is no sign of the
+		// replica's health.
 		return nil
 	}
 

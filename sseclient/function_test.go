@@ -107,7 +107,8 @@ func TestConnectionErrorOnRefusedDial(t *testing.T) {
 }
 
 // TestConnectionErrorOnGoaway checks that a connection the endpoint closed
-// with GOAWAY, as a stopping server does, is told apart from a failed dial.
+// with GOAWAY, as a stopping server does, is distinguished from a failed
+// dial.
 // gRPC reports it only in its message, which is what the test feeds in.
 func TestConnectionErrorOnGoaway(t *testing.T) {
 	client, address := dialClosedPort(t)

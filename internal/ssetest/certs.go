@@ -87,10 +87,11 @@ func (c *Certs) ServerDir(t testing.TB, req tlsutil.LeafRequest) string {
 	return dir
 }
 
-// TemplateDir signs template, with a new key and serial number, by the
-// set's CA, and writes it with the set's root into a new folder as
-// certFile and keyFile: for certificates that tlsutil.Authority.Issue
-// does not make, such as one that lists an IP address only as a DNS name.
+// TemplateDir signs template by the set's CA, with a new key and serial
+// number. It writes the certificate and key as certFile and keyFile, with
+// the set's root, into a new folder. It serves certificates that
+// tlsutil.Authority.Issue does not make, such as one that lists an IP
+// address only as a DNS name.
 func (c *Certs) TemplateDir(t testing.TB, template *x509.Certificate, certFile, keyFile string) string {
 	t.Helper()
 	key, err := tlsutil.GenerateKey(tlsutil.KeyECDSAP256)

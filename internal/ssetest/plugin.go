@@ -120,7 +120,7 @@ const (
 // HoldingPlugin is a test plugin that names itself in the ReplicaHeader
 // response header as soon as an ExecuteFunction call starts, and holds
 // the call until Release: every call, or with holdAll false only calls
-// that carry HoldHeader. A call then answers one empty bundle after the
+// that carry HoldHeader. A call then sends one empty bundle after the
 // client's last message. It counts the connections made to it.
 type HoldingPlugin struct {
 	*Plugin

@@ -49,7 +49,7 @@ type Options struct {
 	// with these names, as a different version of a plugin would.
 	Functions []string
 
-	// Delay is added before each answer to a call: each bundle or an
+	// Delay is added before each response to a call: each bundle or an
 	// aggregation's result, like a slow plugin. The capabilities come at
 	// once, so that the gateway's health probe finds the plugin healthy.
 	Delay time.Duration
