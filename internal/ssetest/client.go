@@ -17,7 +17,8 @@ import (
 // the test ends. opts come last.
 func Dial(t testing.TB, address string, opts ...grpc.DialOption) ssepb.ConnectorClient {
 	t.Helper()
-	return dial(t, address, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
+	_, client := DialConn(t, address, opts...)
+	return client
 }
 
 // DialTLS returns a mutual TLS client with the certificates of a
@@ -33,12 +34,7 @@ func DialTLS(t testing.TB, address, clientDir, serverName string, opts ...grpc.D
 	if serverName != "" {
 		options = append(options, grpc.WithAuthority(serverName))
 	}
-	return dial(t, address, append(options, opts...)...)
-}
-
-func dial(t testing.TB, address string, opts ...grpc.DialOption) ssepb.ConnectorClient {
-	t.Helper()
-	_, client := dialConn(t, address, opts...)
+	_, client := dialConn(t, address, append(options, opts...)...)
 	return client
 }
 
