@@ -427,6 +427,11 @@ func TestNoLeakAcrossRestarts(t *testing.T) {
 	}
 	// checkConnections fails the test when the gateway holds more than
 	// maxConnections to the plugin.
+	//
+	// NOTE: this check failed once, on a machine busy with other gateways:
+	// 4 connections for a moment, a few hundred calls after a restart. The
+	// cause is unknown and it has not recurred; the failure prints the
+	// gateway's log to find it.
 	peakConnections := 0
 	checkConnections := func(when string) {
 		n := establishedConnections(t, pid, plugin.address)
