@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -61,9 +62,10 @@ func (c metadataCarrier) Keys() []string {
 // when its headers carry one. The span is named after the method until the
 // call's engine and function are known.
 //
-// NOTE: tracing every call costs small calls about a sixth of their
-// throughput, measured on 2 cores (docs/PERFORMANCE.md). Most of it is the
-// SDK's OTLP exporter converting and marshalling the two spans per call.
+// NOTE: tracing every call still costs small calls several percent of
+// their throughput on 2 cores (docs/PERFORMANCE.md). Most of what remains
+// is the SDK's own work per span: starting it, storing and deduplicating
+// its attributes, and queueing it for export.
 func (c *call) startSpan(l *listener) {
 	o := c.gateway.observer
 	parent := o.propagator.Extract(c.ctx, metadataCarrier(c.incoming))
@@ -74,7 +76,7 @@ func (c *call) startSpan(l *listener) {
 		return // spans go nowhere: spare building their attributes
 	}
 	service, method := splitMethod(c.method)
-	attributes := make([]attribute.KeyValue, 0, serverSpanAttributes)
+	attributes := getAttributeList()
 	attributes = append(attributes, semconv.RPCSystemGRPC, semconv.RPCService(service), semconv.RPCMethod(method))
 	if host, port, ok := splitHostPort(l.lis.Addr().String()); ok {
 		attributes = append(attributes, semconv.ServerAddress(host), semconv.ServerPort(port))
@@ -85,9 +87,28 @@ func (c *call) startSpan(l *listener) {
 	c.spanAttributes = attributes
 }
 
+// attributeLists keeps the lists in which spans' attributes are gathered.
+// The SDK copies a span's attributes when they are set, so a list can
+// serve call after call; at 64 bytes an attribute, a fresh list per span
+// was a quarter of what tracing allocated.
+var attributeLists = sync.Pool{New: func() any {
+	list := make([]attribute.KeyValue, 0, serverSpanAttributes)
+	return &list
+}}
+
 // serverSpanAttributes is the most attributes a server span gets, so that
-// their list is allocated once.
+// a list never grows.
 const serverSpanAttributes = 32
+
+func getAttributeList() []attribute.KeyValue {
+	return (*attributeLists.Get().(*[]attribute.KeyValue))[:0]
+}
+
+func putAttributeList(list []attribute.KeyValue) {
+	clear(list) // drops the strings the attributes point to
+	list = list[:0]
+	attributeLists.Put(&list)
+}
 
 // describe decodes Qlik's headers once the engine is known, names the
 // span after the engine and function, and adds the SSE attributes.
@@ -149,11 +170,6 @@ func (c *call) describe() {
 func (c *call) startAttemptSpan(a *attempt, outgoing metadata.MD) {
 	o := c.gateway.observer
 	spanCtx, span := o.tracer.Start(c.spanCtx, c.spanName, trace.WithSpanKind(trace.SpanKindClient))
-	if span.IsRecording() {
-		service, method := splitMethod(c.method)
-		span.SetAttributes(semconv.RPCSystemGRPC, semconv.RPCService(service), semconv.RPCMethod(method),
-			attrEngine.String(c.engine.Name), attrAttempt.Int(a.number))
-	}
 	a.span = span
 	o.metrics.attempts.Add(spanCtx, 1, o.metrics.attributes(setKey{engine: c.engine.Name, function: c.info.metricFunction()}))
 	delete(outgoing, "traceparent")
@@ -163,20 +179,26 @@ func (c *call) startAttemptSpan(a *attempt, outgoing metadata.MD) {
 
 // endAttempt ends an attempt's stream context and its client span with
 // the attempt's own status. Ending the context unblocks a request pump
-// still sending to a failed attempt.
+// still sending to a failed attempt. The span's attributes are set here,
+// all at once, because the SDK grows a span's list on every call.
 func (c *call) endAttempt(a *attempt, st *status.Status) {
 	a.cancel(nil)
 	if !a.span.IsRecording() {
 		a.span.End()
 		return
 	}
+	service, method := splitMethod(c.method)
+	code := st.Code()
+	attributes := getAttributeList()
+	attributes = append(attributes, semconv.RPCSystemGRPC, semconv.RPCService(service), semconv.RPCMethod(method),
+		attrEngine.String(c.engine.Name), attrAttempt.Int(a.number), attribute.Int(string(attrStatusCode), int(code)))
 	if a.peer.Addr != nil {
 		if host, port, ok := splitHostPort(a.peer.Addr.String()); ok {
-			a.span.SetAttributes(semconv.ServerAddress(host), semconv.ServerPort(port), attrBackend.String(a.peer.Addr.String()))
+			attributes = append(attributes, semconv.ServerAddress(host), semconv.ServerPort(port), attrBackend.String(a.peer.Addr.String()))
 		}
 	}
-	code := st.Code()
-	a.span.SetAttributes(attribute.Int(string(attrStatusCode), int(code)))
+	a.span.SetAttributes(attributes...)
+	putAttributeList(attributes)
 	if code != codes.OK {
 		a.span.SetStatus(otelcodes.Error, st.Message())
 	}
@@ -213,6 +235,8 @@ func (c *call) end(st *status.Status, gatewayFailure bool) {
 			results = append(results, attrBackend.String(backend))
 		}
 		c.span.SetAttributes(results...)
+		putAttributeList(results)
+		c.spanAttributes = nil
 	}
 	for _, found := range c.mismatches(st) {
 		c.span.AddEvent("qlik.sse.result_mismatch", trace.WithAttributes(attrMismatch.String(found.kind), attrMismatchDetail.String(found.detail)))

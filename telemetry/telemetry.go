@@ -166,7 +166,7 @@ func newSpanExporter(ctx context.Context, cfg config.TraceExport) (sdktrace.Span
 		if cfg.Insecure {
 			options = append(options, otlptracegrpc.WithInsecure())
 		}
-		return otlptracegrpc.New(ctx, options...)
+		return newOTLPSpanExporter(ctx, otlptracegrpc.NewClient(options...))
 	case config.ExporterOTLPHTTP:
 		var options []otlptracehttp.Option
 		if cfg.Endpoint != "" {
@@ -175,7 +175,7 @@ func newSpanExporter(ctx context.Context, cfg config.TraceExport) (sdktrace.Span
 		if cfg.Insecure {
 			options = append(options, otlptracehttp.WithInsecure())
 		}
-		return otlptracehttp.New(ctx, options...)
+		return newOTLPSpanExporter(ctx, otlptracehttp.NewClient(options...))
 	}
 	return nil, fmt.Errorf("unknown exporter %q", exporter)
 }

@@ -36,10 +36,13 @@ const (
 )
 
 // Span is one received span with the resource of the process that sent
-// it.
+// it and the instrumentation scope that made it.
 type Span struct {
 	*tracepb.Span
-	Resource *resourcepb.Resource
+	Resource          *resourcepb.Resource
+	ResourceSchemaURL string
+	Scope             *commonpb.InstrumentationScope
+	ScopeSchemaURL    string
 }
 
 // TraceIDHex returns the span's trace id in the lowercase hex of W3C
@@ -225,7 +228,13 @@ func (r *Receiver) addTraces(request *traceservice.ExportTraceServiceRequest) {
 			for _, span := range ss.GetSpans() {
 				r.spanCount++
 				if !r.discard {
-					r.spans = append(r.spans, Span{Span: span, Resource: rs.GetResource()})
+					r.spans = append(r.spans, Span{
+						Span:              span,
+						Resource:          rs.GetResource(),
+						ResourceSchemaURL: rs.GetSchemaUrl(),
+						Scope:             ss.GetScope(),
+						ScopeSchemaURL:    ss.GetSchemaUrl(),
+					})
 				}
 			}
 		}

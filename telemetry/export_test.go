@@ -1,0 +1,5 @@
+package telemetry
+
+// NewOTLPSpanExporter lets the external tests compare the gateway's span
+// exporter with the SDK's.
+var NewOTLPSpanExporter = newOTLPSpanExporter
