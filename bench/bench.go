@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/ssegw/ssegw/config"
+	"github.com/ssegw/ssegw/internal/otlpcount"
 	"github.com/ssegw/ssegw/tlsutil"
 )
 
@@ -231,7 +232,7 @@ type bench struct {
 
 	plugin        *child
 	pluginAddress string
-	spans         *spanReceiver
+	spans         *otlpcount.Receiver
 	// targets are the ones that started, in table order; dead names those
 	// whose process ended by itself.
 	targets []*target
@@ -307,7 +308,7 @@ func (b *bench) startAll(ctx context.Context) error {
 		}
 	}
 	if slices.Contains(b.opts.Targets, TargetSSEGWTracing) {
-		if b.spans, err = startSpanReceiver(); err != nil {
+		if b.spans, err = otlpcount.Start(); err != nil {
 			return err
 		}
 	}
@@ -357,7 +358,7 @@ func (b *bench) newTarget(name string, certs tlsutil.Set) (*target, error) {
 		t.launch = b.launchGateway(name, func(cfg *config.Config) {
 			everyCall := 1.0
 			cfg.Telemetry.Traces = config.TraceExport{
-				Exporter: config.ExporterOTLP, Endpoint: b.spans.address, Insecure: true, SamplerRatio: &everyCall,
+				Exporter: config.ExporterOTLP, Endpoint: b.spans.Addr, Insecure: true, SamplerRatio: &everyCall,
 			}
 		})
 	case TargetNginx, TargetHAProxy:
@@ -386,7 +387,7 @@ func (b *bench) stopAll() error {
 		b.plugin = nil
 	}
 	if b.spans != nil {
-		b.spans.stop()
+		b.spans.Stop()
 	}
 	return errors.Join(errs...)
 }
@@ -411,7 +412,7 @@ func (b *bench) noteSpans() {
 	}
 	for _, t := range b.targets {
 		if t.name == TargetSSEGWTracing {
-			spans := b.spans.spans.Load()
+			spans := b.spans.Spans()
 			b.finding("%s: the OTLP receiver got %d spans for the %d calls made through it, %.2f per call",
 				t.name, spans, t.calls, float64(spans)/float64(max(t.calls, 1)))
 		}

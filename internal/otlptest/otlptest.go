@@ -109,8 +109,6 @@ type Receiver struct {
 	mu sync.Mutex
 	// The fields below are guarded by mu.
 	spans          []Span
-	spanCount      int
-	discard        bool
 	traceRequests  int
 	metricRequests int
 	metrics        []*metricspb.ResourceMetrics
@@ -127,14 +125,6 @@ func newReceiver() *Receiver {
 // URL returns the receiver's base URL, http://Addr.
 func (r *Receiver) URL() string { return "http://" + r.Addr }
 
-// DiscardSpans makes the receiver count spans without keeping them, for
-// benchmarks that send many.
-func (r *Receiver) DiscardSpans() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.discard = true
-}
-
 // Spans returns every span received so far, in arrival order.
 func (r *Receiver) Spans() []Span {
 	r.mu.Lock()
@@ -142,11 +132,11 @@ func (r *Receiver) Spans() []Span {
 	return append([]Span(nil), r.spans...)
 }
 
-// SpanCount returns how many spans arrived, kept or discarded.
+// SpanCount returns how many spans arrived.
 func (r *Receiver) SpanCount() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.spanCount
+	return len(r.spans)
 }
 
 // TraceRequests returns how many trace export requests arrived.
@@ -196,15 +186,15 @@ func (r *Receiver) Connections() int {
 	return int(r.connections.Load())
 }
 
-// WaitForSpans waits until at least n spans have arrived and returns the
-// kept ones. It fails the test after timeout.
+// WaitForSpans waits until at least n spans have arrived and returns every
+// span received. It fails the test after timeout.
 func (r *Receiver) WaitForSpans(t testing.TB, n int, timeout time.Duration) []Span {
 	t.Helper()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
 		r.mu.Lock()
-		count, changed := r.spanCount, r.changed
+		count, changed := len(r.spans), r.changed
 		r.mu.Unlock()
 		if count >= n {
 			return r.Spans()
@@ -226,16 +216,13 @@ func (r *Receiver) addTraces(request *traceservice.ExportTraceServiceRequest) {
 	for _, rs := range request.GetResourceSpans() {
 		for _, ss := range rs.GetScopeSpans() {
 			for _, span := range ss.GetSpans() {
-				r.spanCount++
-				if !r.discard {
-					r.spans = append(r.spans, Span{
-						Span:              span,
-						Resource:          rs.GetResource(),
-						ResourceSchemaURL: rs.GetSchemaUrl(),
-						Scope:             ss.GetScope(),
-						ScopeSchemaURL:    ss.GetSchemaUrl(),
-					})
-				}
+				r.spans = append(r.spans, Span{
+					Span:              span,
+					Resource:          rs.GetResource(),
+					ResourceSchemaURL: rs.GetSchemaUrl(),
+					Scope:             ss.GetScope(),
+					ScopeSchemaURL:    ss.GetSchemaUrl(),
+				})
 			}
 		}
 	}

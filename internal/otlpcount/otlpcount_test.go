@@ -1,4 +1,4 @@
-package bench
+package otlpcount
 
 import (
 	"context"
@@ -13,12 +13,12 @@ import (
 // TestSpanReceiverCounts sends the receiver what an OTLP exporter sends,
 // spans spread over several resources and scopes, and checks the count.
 func TestSpanReceiverCounts(t *testing.T) {
-	receiver, err := startSpanReceiver()
+	receiver, err := Start()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer receiver.stop()
-	conn, err := grpc.NewClient("passthrough:///"+receiver.address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	defer receiver.Stop()
+	conn, err := grpc.NewClient("passthrough:///"+receiver.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestSpanReceiverCounts(t *testing.T) {
 			t.Fatalf("Export: %v", err)
 		}
 	}
-	if got := receiver.spans.Load(); got != 18 {
+	if got := receiver.Spans(); got != 18 {
 		t.Errorf("receiver counted %d spans, want 18", got)
 	}
 }
