@@ -262,8 +262,11 @@ func runCall(cmd *cobra.Command, flags callFlags, args []string) error {
 		err = callScriptFunction(ctx, cmd, client, args[2], table, flags)
 	}
 	// Only the client's own deadline is --timeout: a gateway's
-	// request_timeout also ends a call with DeadlineExceeded.
-	timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded)
+	// request_timeout also ends a call with DeadlineExceeded. The clock
+	// decides, not ctx.Err(): the context's timer can fire a moment after
+	// gRPC has already ended the call for the same deadline.
+	deadline, hasDeadline := ctx.Deadline()
+	timedOut := hasDeadline && !time.Now().Before(deadline)
 	return reportCallError(cmd.ErrOrStderr(), address, flags, timedOut, err)
 }
 
