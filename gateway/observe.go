@@ -89,8 +89,8 @@ func (c *call) startSpan(l *listener) {
 
 // attributeLists keeps the lists in which spans' attributes are gathered.
 // The SDK copies a span's attributes when they are set, so a list can
-// serve call after call; at 64 bytes an attribute, a fresh list per span
-// was a quarter of what tracing allocated.
+// serve call after call. At 64 bytes an attribute, a fresh list of 32 was
+// the largest single allocation of a traced call.
 var attributeLists = sync.Pool{New: func() any {
 	list := make([]attribute.KeyValue, 0, serverSpanAttributes)
 	return &list

@@ -1,9 +1,8 @@
 // Package otlpcount is an OTLP/gRPC trace collector that only counts the
-// spans it receives. It stands in for a collector on another host in
-// benchmarks, where it shares the CPU with what is measured, so it uses as
-// little of it as it can: it walks the wire format and decodes nothing
-// else. In one profile, decoding every export took about a quarter of the
-// CPU that tracing added.
+// spans it receives. Benchmarks use it in place of a collector on another
+// host. It shares the CPU with what they measure, so it walks the wire
+// format and decodes nothing else. In one profile, decoding every export
+// took about a quarter of the CPU that tracing added.
 package otlpcount
 
 import (
