@@ -485,6 +485,39 @@ func resilMetric(t *testing.T, gw *ssetest.Gateway, name, label string) float64 
 	return -1
 }
 
+// TestNoReplicaMessageNamesReplicas checks what a call gets when no
+// replica is reachable and the engine holds no call: the replicas and
+// their states, and no balancer jargon.
+func TestNoReplicaMessageNamesReplicas(t *testing.T) {
+	address := ssetest.FreeAddress(t)
+	engine := ssetest.Engine(address)
+	var noWait time.Duration
+	engine.ReconnectBuffer = &noWait
+	gw := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("R", nil)},
+		Engines:   map[string]*config.Engine{"R": engine},
+	})
+	_, client := ssetest.DialConn(t, gw.Addrs[0])
+	resilWait(t, 10*time.Second, "replica "+address+" failing", func() bool {
+		state, _ := resilReplicaRow(t, gw, address)
+		return state == "failing"
+	})
+
+	result := resilCall(t, testContext(t), client, example.FunctionEcho, ssetest.StringBundle("nobody there"))
+	st := status.Convert(result.err)
+	if st.Code() != codes.Unavailable {
+		t.Fatalf("call = %v, want Unavailable", result.err)
+	}
+	for _, want := range []string{"engine R", "no plugin reachable", address + " failing", "connection refused"} {
+		if !strings.Contains(st.Message(), want) {
+			t.Errorf("message = %q, want it to contain %q", st.Message(), want)
+		}
+	}
+	if strings.Contains(st.Message(), "no children to pick from") {
+		t.Errorf("message = %q, want it without gRPC's balancer wording", st.Message())
+	}
+}
+
 // TestMaxWaitingRejectsAtOnce checks that while an engine is down, calls
 // beyond max_waiting (3 here) fail at once with ResourceExhausted naming
 // the limit, instead of waiting for reconnect_buffer, and that a waiting

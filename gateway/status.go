@@ -151,8 +151,14 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 	}
 	message := received.Message()
 	if a.peer.Addr == nil {
-		// No replica took the call: the probes say why.
-		message = fmt.Sprintf("no plugin reachable: %s; replicas: %s", message, replicaSummary(c.engine))
+		// No replica took the call: the probes say why. gRPC's balancer
+		// reports this case as "no children to pick from" (grpc-go v1.85),
+		// which adds nothing for an admin; other texts carry the cause.
+		if message == "no children to pick from" {
+			message = fmt.Sprintf("no plugin reachable; replicas: %s", replicaSummary(c.engine))
+		} else {
+			message = fmt.Sprintf("no plugin reachable: %s; replicas: %s", message, replicaSummary(c.engine))
+		}
 	} else {
 		message = fmt.Sprintf("plugin %s: %s", a.peer.Addr, message)
 	}
