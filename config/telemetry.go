@@ -37,9 +37,9 @@ type TraceExport struct {
 	// OTEL_TRACES_EXPORTER, or none.
 	Exporter string `mapstructure:"exporter"`
 
-	// Endpoint is the collector's address: host:port for otlp, a URL or
-	// host:port for otlp-http. Empty means OTEL_EXPORTER_OTLP_ENDPOINT,
-	// or the OpenTelemetry default on localhost.
+	// Endpoint is the collector's address, host:port or a URL. Empty
+	// means OTEL_EXPORTER_OTLP_ENDPOINT, or the OpenTelemetry default on
+	// localhost.
 	Endpoint string `mapstructure:"endpoint"`
 
 	// Insecure sends OTLP without TLS, as to a collector on the same host.

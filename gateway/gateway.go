@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -121,6 +122,14 @@ func New(cfg *config.Config, logger *slog.Logger, opts Options) (*Gateway, error
 		}
 		g.telemetry, g.ownsTelemetry = providers, true
 	}
+	// The SDK reports failed exports through a global handler that would
+	// write plain lines with Go's log package, outside the gateway's log
+	// format. An unreachable collector fails every export, hence the limit.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		if g.warnings.allow("telemetry") {
+			g.logger.Warn("telemetry failed, so some spans or metrics are missing", "error", err.Error())
+		}
+	}))
 	meter := g.telemetry.MeterProvider.Meter(instrumentationName)
 	instruments, err := newMetrics(meter, g)
 	if err != nil {
@@ -268,6 +277,9 @@ func (g *Gateway) Start() error {
 	}
 	for _, engine := range g.routes().Engines() {
 		engine.Start()
+	}
+	if g.telemetry.Traces != "" {
+		g.logger.Info("telemetry", "traces", g.telemetry.Traces, "metrics", g.telemetry.MetricsExport)
 	}
 	for _, name := range g.cfg.EngineNames() {
 		engine := g.cfg.Engine(name)

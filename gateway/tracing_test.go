@@ -12,6 +12,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"runtime/pprof"
 	"slices"
@@ -1190,6 +1191,42 @@ func TestLongStreamSpanCarriesCounters(t *testing.T) {
 		if got := attributes[key]; got != want {
 			t.Errorf("server span: attribute %s = %v, want %d", key, got, want)
 		}
+	}
+}
+
+// TestExportFailureLogged checks that a collector refusing spans shows up
+// as a warning in the gateway's own log, in its format, and that the
+// start-up log says where spans go.
+func TestExportFailureLogged(t *testing.T) {
+	var refused atomic.Int64
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		refused.Add(1)
+		http.Error(w, "no spans accepted", http.StatusBadRequest)
+	}))
+	defer collector.Close()
+	p := newTracedPath(t, echoConnector(), func(cfg *config.Config) {
+		cfg.Telemetry.Traces = config.TraceExport{Exporter: config.ExporterOTLPHTTP, Endpoint: collector.URL, Insecure: true}
+	})
+	started := p.gateway.Logs.WaitFor(t, "telemetry", 5*time.Second, nil)
+	if want := "OTLP/HTTP to " + collector.URL; started["traces"] != want {
+		t.Errorf("start-up record traces = %v, want %q", started["traces"], want)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := p.client.GetCapabilities(ctx, &ssepb.Empty{}); err != nil {
+		t.Fatalf("GetCapabilities: %v", err)
+	}
+	p.flush(t) // exports the span, which the collector refuses
+	if refused.Load() == 0 {
+		t.Fatal("the collector got no export request")
+	}
+	record := p.gateway.Logs.WaitFor(t, "telemetry failed, so some spans or metrics are missing", 5*time.Second, nil)
+	if record["level"] != "WARN" {
+		t.Errorf("record level = %v, want WARN", record["level"])
+	}
+	if message, _ := record["error"].(string); !strings.Contains(message, "400") {
+		t.Errorf("record error = %q, want the collector's status 400 in it", message)
 	}
 }
 

@@ -5,6 +5,7 @@
 package telemetry
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -42,6 +43,10 @@ type Providers struct {
 	// Metrics serves every metric in the Prometheus text format.
 	Metrics http.Handler
 
+	// Traces and MetricsExport say where spans and metrics are exported,
+	// such as "OTLP/gRPC to collector:4317", for the start-up log.
+	Traces, MetricsExport string
+
 	shutdown []func(context.Context) error
 }
 
@@ -70,6 +75,7 @@ func New(ctx context.Context, cfg config.Telemetry, opts Options) (*Providers, e
 		return nil, fmt.Errorf("telemetry.traces: %w", err)
 	}
 	exporting := exporter != nil && !autoexport.IsNoneSpanExporter(exporter)
+	p.Traces = describeExport(cfg.Traces.Exporter, cfg.Traces.Endpoint, "TRACES", exporting)
 	if !exporting && len(opts.SpanProcessors) == 0 {
 		p.TracerProvider = idTracerProvider{}
 	} else {
@@ -101,9 +107,11 @@ func New(ctx context.Context, cfg config.Telemetry, opts Options) (*Providers, e
 	if err != nil {
 		return nil, fmt.Errorf("telemetry.metrics: %w", err)
 	}
-	if reader != nil && !autoexport.IsNoneMetricReader(reader) {
+	metricsExported := reader != nil && !autoexport.IsNoneMetricReader(reader)
+	if metricsExported {
 		meterOptions = append(meterOptions, sdkmetric.WithReader(reader))
 	}
+	p.MetricsExport = describeExport(cfg.Metrics.Exporter, cfg.Metrics.Endpoint, "METRICS", metricsExported)
 	meterProvider := sdkmetric.NewMeterProvider(meterOptions...)
 	p.MeterProvider = meterProvider
 	p.Metrics = promhttp.HandlerFor(registry, promhttp.HandlerOpts{})
@@ -161,7 +169,7 @@ func newSpanExporter(ctx context.Context, cfg config.TraceExport) (sdktrace.Span
 	case config.ExporterOTLP:
 		var options []otlptracegrpc.Option
 		if cfg.Endpoint != "" {
-			options = append(options, otlptracegrpc.WithEndpoint(cfg.Endpoint))
+			options = append(options, endpointOption(cfg.Endpoint, "", otlptracegrpc.WithEndpointURL, otlptracegrpc.WithEndpoint))
 		}
 		if cfg.Insecure {
 			options = append(options, otlptracegrpc.WithInsecure())
@@ -207,6 +215,31 @@ func exporterName(fromFile, exporterVariable, protocolVariable string) (string, 
 	return "", false
 }
 
+// describeExport says where a signal ("TRACES" or "METRICS") is exported,
+// with the endpoint taken as the SDK takes it: the file's, else the
+// signal's variable, else the common one, else the SDK's default.
+func describeExport(fromFile, endpoint, signal string, exporting bool) string {
+	if !exporting {
+		return "none"
+	}
+	kind, ok := exporterName(fromFile, "OTEL_"+signal+"_EXPORTER", "OTEL_EXPORTER_OTLP_"+signal+"_PROTOCOL")
+	if !ok {
+		return os.Getenv("OTEL_" + signal + "_EXPORTER")
+	}
+	for _, variable := range []string{"OTEL_EXPORTER_OTLP_" + signal + "_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"} {
+		if endpoint == "" {
+			endpoint = os.Getenv(variable)
+		}
+	}
+	switch kind {
+	case config.ExporterOTLP:
+		return "OTLP/gRPC to " + cmp.Or(endpoint, "localhost:4317")
+	case config.ExporterOTLPHTTP:
+		return "OTLP/HTTP to " + cmp.Or(endpoint, "localhost:4318")
+	}
+	return kind
+}
+
 // newMetricReader is newSpanExporter for metrics.
 func newMetricReader(ctx context.Context, cfg config.MetricExport) (sdkmetric.Reader, error) {
 	exporterKind, ok := exporterName(cfg.Exporter, "OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
@@ -229,7 +262,7 @@ func newMetricReader(ctx context.Context, cfg config.MetricExport) (sdkmetric.Re
 	case config.ExporterOTLP:
 		var options []otlpmetricgrpc.Option
 		if cfg.Endpoint != "" {
-			options = append(options, otlpmetricgrpc.WithEndpoint(cfg.Endpoint))
+			options = append(options, endpointOption(cfg.Endpoint, "", otlpmetricgrpc.WithEndpointURL, otlpmetricgrpc.WithEndpoint))
 		}
 		if cfg.Insecure {
 			options = append(options, otlpmetricgrpc.WithInsecure())
@@ -254,15 +287,15 @@ func newMetricReader(ctx context.Context, cfg config.MetricExport) (sdkmetric.Re
 }
 
 // endpointOption passes a URL ("http://collector:4318") as a URL and a
-// bare host:port as an endpoint, so both forms work in the file. A URL
-// without a path gets the signal's path, as OTEL_EXPORTER_OTLP_ENDPOINT
-// does.
+// bare host:port as an endpoint, so both forms work in the file, as they
+// do in OTEL_EXPORTER_OTLP_ENDPOINT. Over HTTP, a URL without a path gets
+// the signal's path; gRPC has no path, and an http URL means plaintext.
 func endpointOption[O any](endpoint, signalPath string, withURL, withEndpoint func(string) O) O {
 	u, err := url.Parse(endpoint)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
 		return withEndpoint(endpoint)
 	}
-	if u.Path == "" || u.Path == "/" {
+	if signalPath != "" && (u.Path == "" || u.Path == "/") {
 		u.Path = signalPath
 	}
 	return withURL(u.String())

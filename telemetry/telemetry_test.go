@@ -331,6 +331,12 @@ func TestFileExporters(t *testing.T) {
 			wantMetrics: "http",
 		},
 		{
+			name:        "otlp to a URL",
+			cfg:         func(r receivers) config.Telemetry { return bothSignals(config.ExporterOTLP, r.grpc.URL(), false) },
+			wantTraces:  "grpc",
+			wantMetrics: "grpc",
+		},
+		{
 			name: "none",
 			cfg:  func(r receivers) config.Telemetry { return bothSignals(config.ExporterNone, r.grpc.Addr, true) },
 		},
@@ -350,6 +356,45 @@ func bothSignals(exporter, endpoint string, insecure bool) config.Telemetry {
 	return config.Telemetry{
 		Traces:  config.TraceExport{Exporter: exporter, Endpoint: endpoint, Insecure: insecure},
 		Metrics: config.MetricExport{Exporter: exporter, Endpoint: endpoint, Insecure: insecure},
+	}
+}
+
+// TestExportDescribed checks the words the start-up log uses for where a
+// signal goes, with the endpoint taken from the file, the signal's
+// variable, the common variable or the SDK's default, in that order.
+func TestExportDescribed(t *testing.T) {
+	tests := []struct {
+		name               string
+		exporter, endpoint string
+		env                map[string]string
+		want               string
+	}{
+		{"file, gRPC", config.ExporterOTLP, "collector:4317", nil, "OTLP/gRPC to collector:4317"},
+		{"file, HTTP, default endpoint", config.ExporterOTLPHTTP, "", nil, "OTLP/HTTP to localhost:4318"},
+		{"file endpoint over the variables", config.ExporterOTLP, "collector:4317",
+			map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://other:4317"}, "OTLP/gRPC to collector:4317"},
+		{"variables, HTTP by default", "", "",
+			map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, "OTLP/HTTP to http://c:4318"},
+		{"signal's variables first", "", "",
+			map[string]string{
+				"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
+				"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t:4317",
+			}, "OTLP/gRPC to http://t:4317"},
+		{"gRPC default endpoint", "", "",
+			map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "OTLP/gRPC to localhost:4317"},
+		{"stdout", config.ExporterStdout, "", nil, "stdout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clearOTelEnv(t)
+			setenv(t, tt.env)
+			if got := telemetry.DescribeExport(tt.exporter, tt.endpoint, "TRACES", true); got != tt.want {
+				t.Errorf("DescribeExport(%q, %q) = %q, want %q", tt.exporter, tt.endpoint, got, tt.want)
+			}
+		})
+	}
+	if got := telemetry.DescribeExport(config.ExporterOTLP, "collector:4317", "TRACES", false); got != "none" {
+		t.Errorf("DescribeExport of a signal not exported = %q, want none", got)
 	}
 }
 
