@@ -271,25 +271,26 @@ func BenchmarkSpanExport(b *testing.B) {
 }
 
 // gatewayLikeSpans returns n spans shaped as the gateway's: a server span
-// with about 30 attributes and a client span with about 10, alternately.
+// with its 24 attributes and a client span with 10, alternately.
 func gatewayLikeSpans(n int) []sdktrace.ReadOnlySpan {
 	res := resource.NewSchemaless(attribute.String("service.name", "ssegw"), attribute.String("host.name", "qlik-gw-01"))
 	scope := instrumentation.Scope{Name: "github.com/ssegw/ssegw/gateway"}
 	server := []attribute.KeyValue{
 		attribute.String("rpc.system", "grpc"), attribute.String("rpc.service", "qlik.sse.Connector"),
-		attribute.String("rpc.method", "ExecuteFunction"), attribute.Int64("rpc.grpc.status_code", 0),
+		attribute.String("rpc.method", "ExecuteFunction"),
 		attribute.String("server.address", "127.0.0.1"), attribute.Int64("server.port", 50055),
-		attribute.String("network.peer.address", "127.0.0.1"), attribute.Int64("network.peer.port", 53422),
+		attribute.String("client.address", "127.0.0.1"), attribute.Int64("client.port", 53422),
 		attribute.String("qlik.sse.engine", "SSEPython"), attribute.Int64("qlik.sse.function.id", 0),
 		attribute.String("qlik.sse.function.name", "SumOfRows"), attribute.String("qlik.sse.function.type", "TENSOR"),
-		attribute.String("qlik.sse.app_id", "3f2a9c1e-5b7d-4e8a-9c0f-1a2b3c4d5e6f"), attribute.String("qlik.sse.user_id", "UserDirectory=QLIK; UserId=admin"),
-		attribute.Int64("qlik.sse.cardinality", 10), attribute.String("qlik.sse.backend", "127.0.0.1:50051"),
-		attribute.Int64("qlik.sse.messages.received", 1), attribute.Int64("qlik.sse.messages.sent", 1),
-		attribute.Int64("qlik.sse.bytes.received", 180), attribute.Int64("qlik.sse.bytes.sent", 120),
-		attribute.Int64("qlik.sse.rows.received", 10), attribute.Int64("qlik.sse.rows.sent", 10),
-		attribute.Float64("qlik.sse.wait_seconds", 0), attribute.Int64("qlik.sse.attempts", 1),
-		attribute.String("qlik.sse.return_type", "NUMERIC"), attribute.String("qlik.sse.qlik_function", "ScriptEval"),
-		attribute.Bool("qlik.sse.replayed", false), attribute.String("qlik.sse.listener", "qlik"),
+		attribute.String("qlik.sse.app.id", "3f2a9c1e-5b7d-4e8a-9c0f-1a2b3c4d5e6f"),
+		attribute.String("qlik.sse.user.id", "9b74c9897bac770ffc029102a200c5de"),
+		attribute.Int64("qlik.sse.cardinality", 10),
+		attribute.Int64("rpc.grpc.status_code", 0),
+		attribute.Int64("qlik.sse.messages.in", 1), attribute.Int64("qlik.sse.messages.out", 1),
+		attribute.Int64("qlik.sse.bytes.in", 180), attribute.Int64("qlik.sse.bytes.out", 120),
+		attribute.Int64("qlik.sse.rows.in", 10), attribute.Int64("qlik.sse.rows.out", 10),
+		attribute.Int64("qlik.sse.attempts", 1), attribute.Float64("qlik.sse.replica_wait", 0),
+		attribute.String("qlik.sse.backend.address", "127.0.0.1:50051"),
 	}
 	client := append([]attribute.KeyValue(nil), server[:10]...)
 	spans := make([]sdktrace.ReadOnlySpan, n)
