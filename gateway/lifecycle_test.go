@@ -294,6 +294,13 @@ func TestDeadlines(t *testing.T) {
 			p := newPath(t, connector, func(cfg *config.Config) {
 				cfg.Engines["R"].RequestTimeout = tt.requestTimeout
 			})
+			// Connect before the clock starts: on a loaded machine, setting
+			// up the client's connection took 300 ms, which the gateway's
+			// request_timeout rightly does not count. Whatever this call
+			// returns, the connection is then up.
+			warmCtx, cancelWarm := context.WithTimeout(testContext(t), 10*time.Second)
+			p.viaGateway.GetCapabilities(warmCtx, &ssepb.Empty{}) //nolint:errcheck // only the connection matters
+			cancelWarm()
 
 			// Without a client deadline the call has only a cancel, so that
 			// no deadline of the test's own reaches the plugin.
