@@ -278,8 +278,8 @@ func (g *Gateway) Start() error {
 	for _, engine := range g.routes().Engines() {
 		engine.Start()
 	}
-	if g.telemetry.Traces != "" {
-		g.logger.Info("telemetry", "traces", g.telemetry.Traces, "metrics", g.telemetry.MetricsExport)
+	if g.telemetry.TracesExport != "" {
+		g.logger.Info("telemetry", "traces", g.telemetry.TracesExport, "metrics", g.telemetry.MetricsExport)
 	}
 	for _, name := range g.cfg.EngineNames() {
 		engine := g.cfg.Engine(name)

@@ -193,8 +193,9 @@ func (c *call) endAttempt(a *attempt, st *status.Status) {
 	attributes = append(attributes, semconv.RPCSystemGRPC, semconv.RPCService(service), semconv.RPCMethod(method),
 		attrEngine.String(c.engine.Name), attrAttempt.Int(a.number), attribute.Int(string(attrStatusCode), int(code)))
 	if a.peer.Addr != nil {
-		if host, port, ok := splitHostPort(a.peer.Addr.String()); ok {
-			attributes = append(attributes, semconv.ServerAddress(host), semconv.ServerPort(port), attrBackend.String(a.peer.Addr.String()))
+		backend := a.peer.Addr.String()
+		if host, port, ok := splitHostPort(backend); ok {
+			attributes = append(attributes, semconv.ServerAddress(host), semconv.ServerPort(port), attrBackend.String(backend))
 		}
 	}
 	a.span.SetAttributes(attributes...)

@@ -43,9 +43,9 @@ type Providers struct {
 	// Metrics serves every metric in the Prometheus text format.
 	Metrics http.Handler
 
-	// Traces and MetricsExport say where spans and metrics are exported,
-	// such as "OTLP/gRPC to collector:4317", for the start-up log.
-	Traces, MetricsExport string
+	// TracesExport and MetricsExport describe where spans and metrics are
+	// exported, such as "OTLP/gRPC to collector:4317", for the start-up log.
+	TracesExport, MetricsExport string
 
 	shutdown []func(context.Context) error
 }
@@ -75,7 +75,7 @@ func New(ctx context.Context, cfg config.Telemetry, opts Options) (*Providers, e
 		return nil, fmt.Errorf("telemetry.traces: %w", err)
 	}
 	exporting := exporter != nil && !autoexport.IsNoneSpanExporter(exporter)
-	p.Traces = describeExport(cfg.Traces.Exporter, cfg.Traces.Endpoint, "TRACES", exporting)
+	p.TracesExport = describeExport(cfg.Traces.Exporter, cfg.Traces.Endpoint, "TRACES", exporting)
 	if !exporting && len(opts.SpanProcessors) == 0 {
 		p.TracerProvider = idTracerProvider{}
 	} else {
@@ -215,7 +215,7 @@ func exporterName(fromFile, exporterVariable, protocolVariable string) (string, 
 	return "", false
 }
 
-// describeExport says where a signal ("TRACES" or "METRICS") is exported,
+// describeExport returns where a signal ("TRACES" or "METRICS") is exported,
 // with the endpoint taken as the SDK takes it: the file's, else the
 // signal's variable, else the common one, else the SDK's default.
 func describeExport(fromFile, endpoint, signal string, exporting bool) string {
