@@ -63,6 +63,10 @@ type Gateway struct {
 	// tlsutil.HandshakeFailures.
 	handshakeFailures []atomic.Int64
 
+	// telemetryErrors counts what the OpenTelemetry SDK reported as
+	// failed, such as exports the collector did not take.
+	telemetryErrors atomic.Int64
+
 	stopOnce sync.Once
 	// cutCtx ends when Shutdown ends the calls still in flight, with a
 	// stoppedError as its cause: they end with Unavailable and that reason,
@@ -126,6 +130,7 @@ func New(cfg *config.Config, logger *slog.Logger, opts Options) (*Gateway, error
 	// write plain lines with Go's log package, outside the gateway's log
 	// format. An unreachable collector fails every export, hence the limit.
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		g.telemetryErrors.Add(1)
 		if g.warnings.allow("telemetry") {
 			g.logger.Warn("telemetry failed, so some spans or metrics are missing", "error", err.Error())
 		}

@@ -174,6 +174,13 @@ func newMetrics(meter metric.Meter, g *Gateway) (*metrics, error) {
 			return nil
 		}))
 	collect(err)
+	_, err = meter.Int64ObservableCounter("ssegw.telemetry.errors", metric.WithUnit("{error}"),
+		metric.WithDescription("Errors the OpenTelemetry SDK reported, such as exports of spans or metrics the collector did not take."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(g.telemetryErrors.Load())
+			return nil
+		}))
+	collect(err)
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("creating metrics: %w", err)
 	}
