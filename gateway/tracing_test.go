@@ -1211,7 +1211,7 @@ func TestExportFailureLogged(t *testing.T) {
 		cfg.Telemetry.Traces = config.TraceExport{Exporter: config.ExporterOTLPHTTP, Endpoint: collector.URL, Insecure: true}
 	})
 	started := p.gateway.Logs.WaitFor(t, "telemetry", 5*time.Second, nil)
-	if want := "OTLP/HTTP to " + collector.URL; started["traces"] != want {
+	if want := "OTLP/HTTP to " + collector.URL + " (plaintext)"; started["traces"] != want {
 		t.Errorf("start-up record traces = %v, want %q", started["traces"], want)
 	}
 

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
 	"github.com/ssegw/ssegw/ssepb"
@@ -65,7 +67,7 @@ func Dial(address string, opts Options) (*Client, error) {
 		}
 		creds = credentials.NewTLS(tlsConfig)
 	}
-	dialOptions := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	dialOptions := []grpc.DialOption{grpc.WithTransportCredentials(creds), grpc.WithStatsHandler(statusWatch{})}
 	if opts.ServerName != "" {
 		dialOptions = append(dialOptions, grpc.WithAuthority(opts.ServerName))
 	}
@@ -111,8 +113,9 @@ func (r *Result) Rows() []*ssepb.Row {
 // instance that answered.
 func (c *Client) Capabilities(ctx context.Context) (*ssepb.Capabilities, metadata.MD, error) {
 	var header metadata.MD
+	ctx, answered := watchStatus(ctx)
 	capabilities, err := c.connector.GetCapabilities(c.outgoing(ctx, nil), &ssepb.Empty{}, grpc.Header(&header))
-	return capabilities, header, c.connectionError(err)
+	return capabilities, header, c.connectionError(err, answered)
 }
 
 // ExecuteFunction calls a plugin function by id with the given bundles.
@@ -153,11 +156,12 @@ type bidiStream = grpc.BidiStreamingClient[ssepb.BundledRows, ssepb.BundledRows]
 // may answer each bundle before it has the next.
 func (c *Client) stream(ctx context.Context, open func(context.Context, ...grpc.CallOption) (bidiStream, error), bundles []*ssepb.BundledRows) (*Result, error) {
 	start := time.Now()
+	ctx, answered := watchStatus(ctx)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := open(ctx)
 	if err != nil {
-		return nil, c.connectionError(err)
+		return nil, c.connectionError(err, answered)
 	}
 
 	// Send in the background; a send error ends the call, whose status
@@ -190,7 +194,7 @@ func (c *Client) stream(ctx context.Context, open func(context.Context, ...grpc.
 	result.Header, _ = stream.Header()
 	result.Trailer = stream.Trailer()
 	result.Duration = time.Since(start)
-	return result, c.connectionError(callErr)
+	return result, c.connectionError(callErr, answered)
 }
 
 // ConnectionError is returned by a call that failed because the client
@@ -218,16 +222,17 @@ func (e *ConnectionError) Error() string {
 func (e *ConnectionError) Unwrap() error { return e.Err }
 
 // connectionError wraps err in a ConnectionError when the call failed for
-// want of a connection. A plugin or gateway that returns Unavailable itself
-// leaves the connection ready, but a failed dial, TLS handshake or lost
-// connection does not. It returns other errors, and nil, unchanged.
-func (c *Client) connectionError(err error) error {
+// want of a connection: a failed dial, TLS handshake or lost connection.
+// A status the endpoint sent itself is never one, even when the endpoint
+// closed the connection right after, as a stopping gateway does. It
+// returns other errors, and nil, unchanged.
+func (c *Client) connectionError(err error, answered *atomic.Bool) error {
 	switch status.Code(err) {
 	case codes.Unavailable, codes.DeadlineExceeded:
 	default:
 		return err
 	}
-	if c.conn.GetState() == connectivity.Ready {
+	if answered.Load() || c.conn.GetState() == connectivity.Ready {
 		return err
 	}
 	// gRPC has no error type for it: its message names the GOAWAY (as of
@@ -235,3 +240,31 @@ func (c *Client) connectionError(err error) error {
 	closed := strings.Contains(strings.ToLower(status.Convert(err).Message()), "goaway")
 	return &ConnectionError{Address: c.address, TLS: c.tls, Closed: closed, Err: err}
 }
+
+// statusWatch is a stats handler that records, for a call made with a
+// context from watchStatus, that the endpoint ended it with its own status:
+// gRPC reports the HTTP/2 trailers that carry it as InTrailer.
+type statusWatch struct{}
+
+type answeredKey struct{}
+
+// watchStatus returns ctx marked for statusWatch, and the flag it sets.
+func watchStatus(ctx context.Context) (context.Context, *atomic.Bool) {
+	answered := new(atomic.Bool)
+	return context.WithValue(ctx, answeredKey{}, answered), answered
+}
+
+func (statusWatch) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+
+func (statusWatch) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	if _, ok := s.(*stats.InTrailer); !ok {
+		return
+	}
+	if answered, _ := ctx.Value(answeredKey{}).(*atomic.Bool); answered != nil {
+		answered.Store(true)
+	}
+}
+
+func (statusWatch) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+
+func (statusWatch) HandleConn(context.Context, stats.ConnStats) {}

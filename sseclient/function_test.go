@@ -5,10 +5,12 @@ import (
 	"errors"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 
 	"github.com/ssegw/ssegw/internal/ssetest"
@@ -115,7 +117,7 @@ func TestConnectionErrorOnGoaway(t *testing.T) {
 
 	goaway := status.Error(codes.Unavailable, `closing transport due to: connection error: desc = "error reading from server: EOF", received prior goaway: code: NO_ERROR, debug data: "graceful_stop"`)
 	var connectionErr *ConnectionError
-	if !errors.As(client.connectionError(goaway), &connectionErr) {
+	if !errors.As(client.connectionError(goaway, new(atomic.Bool)), &connectionErr) {
 		t.Fatal("GOAWAY error is no ConnectionError")
 	}
 	if !connectionErr.Closed {
@@ -125,7 +127,7 @@ func TestConnectionErrorOnGoaway(t *testing.T) {
 		t.Errorf("Error() = %q, want it to start with %q", connectionErr.Error(), want)
 	}
 	refused := status.Error(codes.Unavailable, "connection error: desc = \"transport: Error while dialing: dial tcp: connection refused\"")
-	if errors.As(client.connectionError(refused), &connectionErr) && connectionErr.Closed {
+	if errors.As(client.connectionError(refused, new(atomic.Bool)), &connectionErr) && connectionErr.Closed {
 		t.Error("ConnectionError.Closed = true after a refused dial, want false")
 	}
 }
@@ -152,5 +154,44 @@ func TestUnavailableStatusIsNoConnectionError(t *testing.T) {
 	}
 	if st.Message() != "model still loading" {
 		t.Errorf("status message = %q, want %q", st.Message(), "model still loading")
+	}
+}
+
+// TestStatusBeforeCloseIsNoConnectionError checks that a status the
+// endpoint sent stays the endpoint's status when the endpoint then closes
+// the connection, as a stopping gateway does with the calls it ends: by
+// the time the client looks, the connection is gone either way.
+func TestStatusBeforeCloseIsNoConnectionError(t *testing.T) {
+	plugin := ssetest.StartPlugin(t, &ssetest.Connector{
+		Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
+			return nil, status.Error(codes.Unavailable, "the gateway stopped before the call ended")
+		},
+	})
+	client, err := Dial(plugin.Addr, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ctx, answered := watchStatus(testContext(t))
+	_, callErr := client.connector.GetCapabilities(ctx, &ssepb.Empty{})
+	if status.Code(callErr) != codes.Unavailable {
+		t.Fatalf("GetCapabilities = %v, want Unavailable", callErr)
+	}
+	if !answered.Load() {
+		t.Fatal("the call's status came from the plugin, but statusWatch did not see it")
+	}
+
+	plugin.Server.Stop()
+	for state := client.conn.GetState(); state == connectivity.Ready; state = client.conn.GetState() {
+		if !client.conn.WaitForStateChange(ctx, state) {
+			t.Fatal("the connection stayed ready after the plugin stopped")
+		}
+	}
+	var connectionErr *ConnectionError
+	if errors.As(client.connectionError(callErr, answered), &connectionErr) {
+		t.Errorf("error = %v, a ConnectionError; want the plugin's status alone", connectionErr)
+	}
+	if !errors.As(client.connectionError(callErr, new(atomic.Bool)), &connectionErr) {
+		t.Error("the same error without a status from the plugin is no ConnectionError, want one")
 	}
 }

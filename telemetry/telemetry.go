@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -75,7 +76,7 @@ func New(ctx context.Context, cfg config.Telemetry, opts Options) (*Providers, e
 		return nil, fmt.Errorf("telemetry.traces: %w", err)
 	}
 	exporting := exporter != nil && !autoexport.IsNoneSpanExporter(exporter)
-	p.TracesExport = describeExport(cfg.Traces.Exporter, cfg.Traces.Endpoint, "TRACES", exporting)
+	p.TracesExport = describeExport(cfg.Traces.Exporter, cfg.Traces.Endpoint, cfg.Traces.Insecure, "TRACES", exporting)
 	if !exporting && len(opts.SpanProcessors) == 0 {
 		p.TracerProvider = idTracerProvider{}
 	} else {
@@ -111,7 +112,7 @@ func New(ctx context.Context, cfg config.Telemetry, opts Options) (*Providers, e
 	if metricsExported {
 		meterOptions = append(meterOptions, sdkmetric.WithReader(reader))
 	}
-	p.MetricsExport = describeExport(cfg.Metrics.Exporter, cfg.Metrics.Endpoint, "METRICS", metricsExported)
+	p.MetricsExport = describeExport(cfg.Metrics.Exporter, cfg.Metrics.Endpoint, cfg.Metrics.Insecure, "METRICS", metricsExported)
 	meterProvider := sdkmetric.NewMeterProvider(meterOptions...)
 	p.MeterProvider = meterProvider
 	p.Metrics = promhttp.HandlerFor(registry, promhttp.HandlerOpts{})
@@ -217,8 +218,9 @@ func exporterName(fromFile, exporterVariable, protocolVariable string) (string, 
 
 // describeExport returns where a signal ("TRACES" or "METRICS") is exported,
 // with the endpoint taken as the SDK takes it: the file's, else the
-// signal's variable, else the common one, else the SDK's default.
-func describeExport(fromFile, endpoint, signal string, exporting bool) string {
+// signal's variable, else the common one, else the SDK's default. OTLP
+// endpoints are followed by "(TLS)" or "(plaintext)".
+func describeExport(fromFile, endpoint string, insecure bool, signal string, exporting bool) string {
 	if !exporting {
 		return "none"
 	}
@@ -233,11 +235,34 @@ func describeExport(fromFile, endpoint, signal string, exporting bool) string {
 	}
 	switch kind {
 	case config.ExporterOTLP:
-		return "OTLP/gRPC to " + cmp.Or(endpoint, "localhost:4317")
+		return "OTLP/gRPC to " + cmp.Or(endpoint, "localhost:4317") + security(endpoint, insecure, signal)
 	case config.ExporterOTLPHTTP:
-		return "OTLP/HTTP to " + cmp.Or(endpoint, "localhost:4318")
+		return "OTLP/HTTP to " + cmp.Or(endpoint, "localhost:4318") + security(endpoint, insecure, signal)
 	}
 	return kind
+}
+
+// security tells plaintext from TLS as the SDK does: the insecure key, else
+// the endpoint URL's scheme, else OTEL_EXPORTER_OTLP_*INSECURE, else TLS.
+func security(endpoint string, insecure bool, signal string) string {
+	if insecure {
+		return " (plaintext)"
+	}
+	if u, err := url.Parse(endpoint); err == nil && (u.Scheme == "http" || u.Scheme == "https") {
+		if u.Scheme == "http" {
+			return " (plaintext)"
+		}
+		return " (TLS)"
+	}
+	for _, variable := range []string{"OTEL_EXPORTER_OTLP_" + signal + "_INSECURE", "OTEL_EXPORTER_OTLP_INSECURE"} {
+		if value := os.Getenv(variable); value != "" {
+			if strings.EqualFold(value, "true") {
+				return " (plaintext)"
+			}
+			return " (TLS)"
+		}
+	}
+	return " (TLS)"
 }
 
 // newMetricReader is newSpanExporter for metrics.

@@ -366,34 +366,37 @@ func TestExportDescribed(t *testing.T) {
 	tests := []struct {
 		name               string
 		exporter, endpoint string
+		insecure           bool
 		env                map[string]string
 		want               string
 	}{
-		{"file, gRPC", config.ExporterOTLP, "collector:4317", nil, "OTLP/gRPC to collector:4317"},
-		{"file, HTTP, default endpoint", config.ExporterOTLPHTTP, "", nil, "OTLP/HTTP to localhost:4318"},
-		{"file endpoint over the variables", config.ExporterOTLP, "collector:4317",
-			map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://other:4317"}, "OTLP/gRPC to collector:4317"},
-		{"variables, HTTP by default", "", "",
-			map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, "OTLP/HTTP to http://c:4318"},
-		{"signal's variables first", "", "",
+		{"file, gRPC", config.ExporterOTLP, "collector:4317", false, nil, "OTLP/gRPC to collector:4317 (TLS)"},
+		{"file, gRPC, insecure", config.ExporterOTLP, "collector:4317", true, nil, "OTLP/gRPC to collector:4317 (plaintext)"},
+		{"file, HTTP, default endpoint", config.ExporterOTLPHTTP, "", false, nil, "OTLP/HTTP to localhost:4318 (TLS)"},
+		{"file endpoint over the variables", config.ExporterOTLP, "collector:4317", false,
+			map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://other:4317"}, "OTLP/gRPC to collector:4317 (TLS)"},
+		{"variables, HTTP by default", "", "", false,
+			map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, "OTLP/HTTP to http://c:4318 (plaintext)"},
+		{"signal's variables first", "", "", false,
 			map[string]string{
 				"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
-				"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t:4317",
-			}, "OTLP/gRPC to http://t:4317"},
-		{"gRPC default endpoint", "", "",
-			map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "OTLP/gRPC to localhost:4317"},
-		{"stdout", config.ExporterStdout, "", nil, "stdout"},
+				"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://t:4317",
+			}, "OTLP/gRPC to https://t:4317 (TLS)"},
+		{"gRPC default endpoint, insecure variable", "", "", false,
+			map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_INSECURE": "true"},
+			"OTLP/gRPC to localhost:4317 (plaintext)"},
+		{"stdout", config.ExporterStdout, "", false, nil, "stdout"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clearOTelEnv(t)
 			setenv(t, tt.env)
-			if got := telemetry.DescribeExport(tt.exporter, tt.endpoint, "TRACES", true); got != tt.want {
-				t.Errorf("DescribeExport(%q, %q) = %q, want %q", tt.exporter, tt.endpoint, got, tt.want)
+			if got := telemetry.DescribeExport(tt.exporter, tt.endpoint, tt.insecure, "TRACES", true); got != tt.want {
+				t.Errorf("DescribeExport(%q, %q, %v) = %q, want %q", tt.exporter, tt.endpoint, tt.insecure, got, tt.want)
 			}
 		})
 	}
-	if got := telemetry.DescribeExport(config.ExporterOTLP, "collector:4317", "TRACES", false); got != "none" {
+	if got := telemetry.DescribeExport(config.ExporterOTLP, "collector:4317", false, "TRACES", false); got != "none" {
 		t.Errorf("DescribeExport of a signal not exported = %q, want none", got)
 	}
 }
