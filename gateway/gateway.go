@@ -273,6 +273,10 @@ func (g *Gateway) Start() error {
 		g.logger.Info("listening", "address", l.lis.Addr().String(), "security", security, "engine", l.config.Engine)
 		if l.config.TLS == nil {
 			g.logger.Warn("plaintext listener: Qlik's ids and rows cross it unencrypted", "address", l.lis.Addr().String())
+			if engine := g.cfg.Engine(l.config.Engine); engine != nil && len(engine.AllowClients) > 0 {
+				g.logger.Warn("plaintext listener for an engine with allow_clients: no client certificate arrives there, so its calls are refused",
+					"address", l.lis.Addr().String(), "engine", engine.Name)
+			}
 		}
 		go func() {
 			if err := l.server.Serve(l.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {

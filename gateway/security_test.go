@@ -616,3 +616,25 @@ func TestPlaintextListenerWarns(t *testing.T) {
 	}
 	secCheckLogClean(t, gw)
 }
+
+// TestPlaintextListenerWithAllowClientsWarns checks the start-up warning
+// for a plaintext listener whose engine admits only some client
+// certificates: every call there is refused, since none can arrive.
+func TestPlaintextListenerWithAllowClientsWarns(t *testing.T) {
+	const message = "plaintext listener for an engine with allow_clients: no client certificate arrives there, so its calls are refused"
+	plugin := startSecPlugin(t)
+	engine := ssetest.Engine(plugin.Addr)
+	engine.AllowClients = []string{"qlik-client"}
+	gw := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("R", nil)},
+		Engines:   map[string]*config.Engine{"R": engine},
+	})
+
+	records := gw.Logs.Records(message)
+	if len(records) != 1 {
+		t.Fatalf("got %d %q records, want 1; log:\n%s", len(records), message, gw.Logs)
+	}
+	if got := records[0]["engine"]; got != "R" {
+		t.Errorf("record engine = %v, want R", got)
+	}
+}
