@@ -159,7 +159,7 @@ func TestUnavailableStatusIsNoConnectionError(t *testing.T) {
 
 // TestStatusBeforeCloseIsNoConnectionError checks that a status the
 // endpoint sent stays the endpoint's status when the endpoint then closes
-// the connection, as a stopping gateway does with the calls it ends: by
+// the connection, as a stopping gateway does with the calls it ends. By
 // the time the client looks, the connection is gone either way.
 func TestStatusBeforeCloseIsNoConnectionError(t *testing.T) {
 	plugin := ssetest.StartPlugin(t, &ssetest.Connector{

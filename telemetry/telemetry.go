@@ -242,8 +242,9 @@ func describeExport(fromFile, endpoint string, insecure bool, signal string, exp
 	return kind
 }
 
-// security tells plaintext from TLS as the SDK does: the insecure key, else
-// the endpoint URL's scheme, else OTEL_EXPORTER_OTLP_*INSECURE, else TLS.
+// security returns whether an OTLP endpoint is reached in plaintext or over
+// TLS, decided as the SDK decides it: the insecure key, else the endpoint
+// URL's scheme, else OTEL_EXPORTER_OTLP_*INSECURE, else TLS.
 func security(endpoint string, insecure bool, signal string) string {
 	if insecure {
 		return " (plaintext)"
