@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"strings"
 	"sync"
 	"testing"
 )
@@ -74,10 +73,4 @@ func (d *SingleDialer) Address() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.localAddr
-}
-
-// Tail returns the last n lines of text, for failure messages.
-func Tail(text string, n int) string {
-	lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
