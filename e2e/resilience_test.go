@@ -432,9 +432,9 @@ func TestNoLeakAcrossRestarts(t *testing.T) {
 	//
 	// NOTE: twice, in full-suite runs on a loaded machine, a third (once a
 	// fourth) connection showed a few hundred calls after a plugin restart.
-	// The likely cause is the pool's old connection still draining a call
-	// after the replica came back and the pool opened a new one; it was not
-	// confirmed. Such a moment is logged with the gateway's state changes.
+	// The likely cause, not confirmed, is the pool's old connection still
+	// draining a call after the replica came back and the pool opened a new
+	// one. Such a moment is logged with the gateway's state changes.
 	peakConnections := 0
 	checkConnections := func(when string) {
 		n := establishedConnections(t, pid, plugin.address)
