@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ssegw/ssegw/internal/ssetest"
 	"github.com/ssegw/ssegw/tlsutil"
 )
 
@@ -22,36 +23,6 @@ type wantFinding struct {
 	file     string
 	severity tlsutil.Severity
 	text     string
-}
-
-// folderFiles are the files of a certificate folder, by name.
-type folderFiles map[string][]byte
-
-// writeFolder writes files into a new folder, keys readable by their
-// owner only and certificates by everyone, as certs init writes them.
-func writeFolder(t *testing.T, files folderFiles) string {
-	t.Helper()
-	dir := t.TempDir()
-	for name, data := range files {
-		mode := os.FileMode(0o644)
-		if strings.HasSuffix(name, "_key.pem") {
-			mode = 0o600
-		}
-		if err := os.WriteFile(filepath.Join(dir, name), data, mode); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
-
-// issueLeaf issues a certificate from ca or fails the test.
-func issueLeaf(t *testing.T, ca *tlsutil.Authority, req tlsutil.LeafRequest) (certPEM, keyPEM []byte) {
-	t.Helper()
-	certPEM, keyPEM, err := ca.Issue(req)
-	if err != nil {
-		t.Fatalf("Issue(%+v) error: %v", req, err)
-	}
-	return certPEM, keyPEM
 }
 
 // newRoot makes a root CA named sse_root with a key of keyType.
@@ -78,8 +49,8 @@ func serverRequest() tlsutil.LeafRequest {
 // server certificate issued by root as req describes.
 func pluginFolder(t *testing.T, root *tlsutil.Authority, req tlsutil.LeafRequest) string {
 	t.Helper()
-	cert, key := issueLeaf(t, root, req)
-	return writeFolder(t, folderFiles{
+	cert, key := ssetest.IssueLeaf(t, root, req)
+	return ssetest.WriteFolder(t, map[string][]byte{
 		tlsutil.RootCertFile:   tlsutil.EncodeCert(root.Cert),
 		tlsutil.ServerCertFile: cert,
 		tlsutil.ServerKeyFile:  key,
@@ -179,8 +150,8 @@ func TestCheckFolder(t *testing.T) {
 		{
 			name: "client certificate without clientAuth",
 			build: func(t *testing.T) string {
-				cert, key := issueLeaf(t, root, tlsutil.LeafRequest{CommonName: "sse_client", Usage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
-				return writeFolder(t, folderFiles{
+				cert, key := ssetest.IssueLeaf(t, root, tlsutil.LeafRequest{CommonName: "sse_client", Usage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+				return ssetest.WriteFolder(t, map[string][]byte{
 					tlsutil.RootCertFile:   tlsutil.EncodeCert(root.Cert),
 					tlsutil.ClientCertFile: cert,
 					tlsutil.ClientKeyFile:  key,
@@ -191,9 +162,9 @@ func TestCheckFolder(t *testing.T) {
 		{
 			name: "key of another certificate",
 			build: func(t *testing.T) string {
-				cert, _ := issueLeaf(t, root, serverRequest())
-				_, otherKey := issueLeaf(t, root, serverRequest())
-				return writeFolder(t, folderFiles{
+				cert, _ := ssetest.IssueLeaf(t, root, serverRequest())
+				_, otherKey := ssetest.IssueLeaf(t, root, serverRequest())
+				return ssetest.WriteFolder(t, map[string][]byte{
 					tlsutil.RootCertFile:   tlsutil.EncodeCert(root.Cert),
 					tlsutil.ServerCertFile: cert,
 					tlsutil.ServerKeyFile:  otherKey,
@@ -215,8 +186,8 @@ func TestCheckFolder(t *testing.T) {
 		{
 			name: "signed by another root",
 			build: func(t *testing.T) string {
-				cert, key := issueLeaf(t, otherRoot, serverRequest())
-				return writeFolder(t, folderFiles{
+				cert, key := ssetest.IssueLeaf(t, otherRoot, serverRequest())
+				return ssetest.WriteFolder(t, map[string][]byte{
 					tlsutil.RootCertFile:   tlsutil.EncodeCert(root.Cert),
 					tlsutil.ServerCertFile: cert,
 					tlsutil.ServerKeyFile:  key,

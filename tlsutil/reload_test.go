@@ -109,7 +109,7 @@ func handshakeState(t *testing.T, set fixture, address string) tls.ConnectionSta
 // newServerPair issues a new server certificate for the set's hosts.
 func newServerPair(t *testing.T, set fixture) (certPEM, keyPEM []byte) {
 	t.Helper()
-	return issueLeaf(t, set.ca, tlsutil.LeafRequest{
+	return ssetest.IssueLeaf(t, set.ca, tlsutil.LeafRequest{
 		CommonName: "sse_server",
 		Hosts:      testHosts,
 		Usage:      []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
@@ -230,7 +230,7 @@ func TestClientSourceReload(t *testing.T) {
 		t.Errorf("Config().ServerName = %q, want localhost", got)
 	}
 
-	certPEM, keyPEM := issueLeaf(t, set.ca, tlsutil.LeafRequest{CommonName: "renewed", Usage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	certPEM, keyPEM := ssetest.IssueLeaf(t, set.ca, tlsutil.LeafRequest{CommonName: "renewed", Usage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	replaceFile(t, files.KeyFile, keyPEM)
 	replaceFile(t, files.CertFile, certPEM)
 	if err := source.Reload(); err != nil {
@@ -334,14 +334,14 @@ func TestWatcherExpiring(t *testing.T) {
 	set := newFixture(t)
 	source := func(name string, notAfter time.Time) *tlsutil.Source {
 		t.Helper()
-		certPEM, keyPEM := issueLeaf(t, set.ca, tlsutil.LeafRequest{
+		certPEM, keyPEM := ssetest.IssueLeaf(t, set.ca, tlsutil.LeafRequest{
 			CommonName: name,
 			Hosts:      testHosts,
 			Usage:      []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 			NotBefore:  now.Add(-72 * time.Hour),
 			NotAfter:   notAfter,
 		})
-		dir := writeFolder(t, folderFiles{
+		dir := ssetest.WriteFolder(t, map[string][]byte{
 			tlsutil.RootCertFile:   tlsutil.EncodeCert(set.ca.Cert),
 			tlsutil.ServerCertFile: certPEM,
 			tlsutil.ServerKeyFile:  keyPEM,

@@ -69,33 +69,6 @@ func certsReadCert(t *testing.T, path string) *x509.Certificate {
 	return cert
 }
 
-// certsWriteFolder writes files into a new folder, keys readable by their
-// owner only.
-func certsWriteFolder(t *testing.T, files map[string][]byte) string {
-	t.Helper()
-	dir := t.TempDir()
-	for name, data := range files {
-		mode := os.FileMode(0o644)
-		if strings.HasSuffix(name, "_key.pem") {
-			mode = 0o600
-		}
-		if err := os.WriteFile(filepath.Join(dir, name), data, mode); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
-
-// certsIssue issues a certificate from ca or fails the test.
-func certsIssue(t *testing.T, ca *tlsutil.Authority, req tlsutil.LeafRequest) (certPEM, keyPEM []byte) {
-	t.Helper()
-	certPEM, keyPEM, err := ca.Issue(req)
-	if err != nil {
-		t.Fatalf("issuing %q: %v", req.CommonName, err)
-	}
-	return certPEM, keyPEM
-}
-
 // certsPlugin is a test plugin that names, as its pluginIdentifier, the
 // common name of the client certificate each call presented, and counts
 // the calls other than the gateway's probes.
@@ -368,7 +341,7 @@ func certsQlikScriptFolders(t *testing.T) (serverDir, clientDir string) {
 		t.Fatal(err)
 	}
 	rootPEM := tlsutil.EncodeCert(root.Cert)
-	serverCert, serverKey := certsIssue(t, root, tlsutil.LeafRequest{
+	serverCert, serverKey := ssetest.IssueLeaf(t, root, tlsutil.LeafRequest{
 		CommonName: "sse_server",
 		Hosts:      []string{"localhost", "127.0.0.1"},
 		IPsAsDNS:   true,
@@ -376,18 +349,18 @@ func certsQlikScriptFolders(t *testing.T) (serverDir, clientDir string) {
 		KeyType:    tlsutil.KeyRSA2048,
 		PKCS1:      true,
 	})
-	clientCert, clientKey := certsIssue(t, root, tlsutil.LeafRequest{
+	clientCert, clientKey := ssetest.IssueLeaf(t, root, tlsutil.LeafRequest{
 		CommonName: "sse_client",
 		Usage:      []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		KeyType:    tlsutil.KeyRSA2048,
 		PKCS1:      true,
 	})
-	serverDir = certsWriteFolder(t, map[string][]byte{
+	serverDir = ssetest.WriteFolder(t, map[string][]byte{
 		tlsutil.RootCertFile:   rootPEM,
 		tlsutil.ServerCertFile: serverCert,
 		tlsutil.ServerKeyFile:  serverKey,
 	})
-	clientDir = certsWriteFolder(t, map[string][]byte{
+	clientDir = ssetest.WriteFolder(t, map[string][]byte{
 		tlsutil.RootCertFile:   rootPEM,
 		tlsutil.ClientCertFile: clientCert,
 		tlsutil.ClientKeyFile:  clientKey,
@@ -409,8 +382,8 @@ func TestCertsCheck(t *testing.T) {
 	}
 	pluginFolder := func(t *testing.T, req tlsutil.LeafRequest) string {
 		t.Helper()
-		cert, key := certsIssue(t, ca, req)
-		return certsWriteFolder(t, map[string][]byte{tlsutil.RootCertFile: rootPEM, tlsutil.ServerCertFile: cert, tlsutil.ServerKeyFile: key})
+		cert, key := ssetest.IssueLeaf(t, ca, req)
+		return ssetest.WriteFolder(t, map[string][]byte{tlsutil.RootCertFile: rootPEM, tlsutil.ServerCertFile: cert, tlsutil.ServerKeyFile: key})
 	}
 
 	tests := []struct {
@@ -463,9 +436,9 @@ func TestCertsCheck(t *testing.T) {
 		{
 			name: "key that does not match",
 			build: func(t *testing.T) string {
-				cert, _ := certsIssue(t, ca, serverRequest())
-				_, otherKey := certsIssue(t, ca, serverRequest())
-				return certsWriteFolder(t, map[string][]byte{tlsutil.RootCertFile: rootPEM, tlsutil.ServerCertFile: cert, tlsutil.ServerKeyFile: otherKey})
+				cert, _ := ssetest.IssueLeaf(t, ca, serverRequest())
+				_, otherKey := ssetest.IssueLeaf(t, ca, serverRequest())
+				return ssetest.WriteFolder(t, map[string][]byte{tlsutil.RootCertFile: rootPEM, tlsutil.ServerCertFile: cert, tlsutil.ServerKeyFile: otherKey})
 			},
 			wantProblems: []string{"sse_server_key.pem: ERROR: does not match its certificate"},
 			wantExit:     1,
@@ -601,13 +574,13 @@ func TestCertsInitClientCertificates(t *testing.T) {
 	qlik, gatewayDir := filepath.Join(set, tlsutil.QlikFolder), filepath.Join(set, tlsutil.GatewayFolder)
 	rootFile := filepath.Join(qlik, tlsutil.RootCertFile)
 
-	expiredCert, expiredKey := certsIssue(t, certsLoadCA(t, set), tlsutil.LeafRequest{
+	expiredCert, expiredKey := ssetest.IssueLeaf(t, certsLoadCA(t, set), tlsutil.LeafRequest{
 		CommonName: "sse_client",
 		Usage:      []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 		NotBefore:  time.Now().Add(-48 * time.Hour),
 		NotAfter:   time.Now().Add(-24 * time.Hour),
 	})
-	expired := certsWriteFolder(t, map[string][]byte{tlsutil.ClientCertFile: expiredCert, tlsutil.ClientKeyFile: expiredKey})
+	expired := ssetest.WriteFolder(t, map[string][]byte{tlsutil.ClientCertFile: expiredCert, tlsutil.ClientKeyFile: expiredKey})
 
 	tests := []struct {
 		name              string

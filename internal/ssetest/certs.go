@@ -6,6 +6,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/ssegw/ssegw/tlsutil"
@@ -119,6 +120,35 @@ func (c *Certs) TemplateDir(t testing.TB, template *x509.Certificate, certFile, 
 	WriteFile(t, filepath.Join(dir, certFile), tlsutil.EncodeCert(cert))
 	WriteFile(t, filepath.Join(dir, keyFile), keyPEM)
 	return dir
+}
+
+// WriteFolder writes files, by name, into a new folder: keys (*_key.pem)
+// readable by their owner only and certificates by everyone, as
+// `ssegw certs init` writes them.
+func WriteFolder(t testing.TB, files map[string][]byte) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, data := range files {
+		mode := os.FileMode(0o644)
+		if strings.HasSuffix(name, "_key.pem") {
+			mode = 0o600
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), data, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// IssueLeaf issues a certificate from ca as req describes, or fails the
+// test.
+func IssueLeaf(t testing.TB, ca *tlsutil.Authority, req tlsutil.LeafRequest) (certPEM, keyPEM []byte) {
+	t.Helper()
+	certPEM, keyPEM, err := ca.Issue(req)
+	if err != nil {
+		t.Fatalf("issuing %q: %v", req.CommonName, err)
+	}
+	return certPEM, keyPEM
 }
 
 // WriteFile writes data to path or fails the test.
