@@ -28,48 +28,14 @@ import (
 	"github.com/ssegw/ssegw/ssepb"
 )
 
-// restartablePlugin is an example plugin process on a fixed loopback
-// address, which a test kills with SIGKILL and starts again there.
-type restartablePlugin struct {
-	name    string
-	address string
-	process *ssetest.Process
-}
-
-// startRestartablePlugin runs the example plugin on a free loopback port,
-// naming itself name.
-func startRestartablePlugin(t *testing.T, name string) *restartablePlugin {
-	t.Helper()
-	process, address := ssetest.StartExamplePlugin(t, "--name", name)
-	return &restartablePlugin{name: name, address: address, process: process}
-}
-
-// kill ends the plugin with SIGKILL and waits until it has exited.
-func (p *restartablePlugin) kill(t *testing.T) {
-	t.Helper()
-	p.process.Kill()
-	if err := p.process.Wait(t, 10*time.Second); err == nil {
-		t.Fatalf("plugin %s exited cleanly after SIGKILL, want it killed", p.name)
-	}
-}
-
-// restart starts the plugin again at its address and waits until it
-// listens.
-func (p *restartablePlugin) restart(t *testing.T) {
-	t.Helper()
-	binary := ssetest.Binary(t, "./examples/plugin")
-	p.process = ssetest.StartProcess(t, binary, nil, "--address", p.address, "--name", p.name)
-	p.process.WaitForLine(t, "listening on ", 30*time.Second)
-}
-
 // startResilienceGateway runs `ssegw serve` with one plaintext listener for
 // engine R, whose backends are the plugins and whose further keys are
 // engine.
-func startResilienceGateway(t *testing.T, engine map[string]any, plugins ...*restartablePlugin) *gatewayProcess {
+func startResilienceGateway(t *testing.T, engine map[string]any, plugins ...*ssetest.RestartablePlugin) *gatewayProcess {
 	t.Helper()
 	var backends []map[string]any
 	for _, plugin := range plugins {
-		backends = append(backends, map[string]any{"address": plugin.address})
+		backends = append(backends, map[string]any{"address": plugin.Address})
 	}
 	engine["backends"] = backends
 	return startGatewayProcess(t, map[string]any{
@@ -144,9 +110,9 @@ func gatewayRecords(p *ssetest.Process, msg string) []map[string]any {
 // GOAWAY (C10).
 func TestPluginKilledMidStream(t *testing.T) {
 	t.Parallel() // about 5s: plugin processes and the restarted one's return
-	plugins := map[string]*restartablePlugin{}
+	plugins := map[string]*ssetest.RestartablePlugin{}
 	for _, name := range []string{"tp-1", "tp-2"} {
-		plugins[name] = startRestartablePlugin(t, name)
+		plugins[name] = ssetest.StartRestartablePlugin(t, name)
 	}
 	gw := startResilienceGateway(t, map[string]any{"probe_interval": "1s"}, plugins["tp-1"], plugins["tp-2"])
 	conn, client := ssetest.DialConn(t, gw.Addrs[0])
@@ -187,7 +153,7 @@ func TestPluginKilledMidStream(t *testing.T) {
 		t.Fatalf("response header = %v (%v), want the replica's name", header, err)
 	}
 	killed := plugins[header.Get(example.InstanceHeader)[0]]
-	var other *restartablePlugin
+	var other *ssetest.RestartablePlugin
 	for _, plugin := range plugins {
 		if plugin != killed {
 			other = plugin
@@ -195,7 +161,7 @@ func TestPluginKilledMidStream(t *testing.T) {
 	}
 
 	// Kill the replica; the client tries to send the rest and reads on.
-	killed.kill(t)
+	killed.Kill(t)
 	killedAt := time.Now()
 	for i := 2; i < 10; i++ {
 		if stream.Send(ssetest.StringBundle(fmt.Sprintf("bundle %d", i+1))) != nil {
@@ -226,20 +192,20 @@ func TestPluginKilledMidStream(t *testing.T) {
 		if err != nil {
 			t.Errorf("call %d after the kill = %v, want OK", i, err)
 		}
-		if replica != other.name {
-			t.Errorf("call %d after the kill answered by %q, want %q", i, replica, other.name)
+		if replica != other.Name {
+			t.Errorf("call %d after the kill answered by %q, want %q", i, replica, other.Name)
 		}
 	}
 
 	// The killed replica is back in rotation soon after its restart.
-	killed.restart(t)
+	killed.Restart(t)
 	restarted := time.Now()
 	for {
 		replica, err := echo(t, ctx, client)
 		if err != nil {
 			t.Errorf("call after the restart = %v, want OK", err)
 		}
-		if replica == killed.name {
+		if replica == killed.Name {
 			t.Logf("the restarted replica served a call %v after it listened again", time.Since(restarted))
 			break
 		}
@@ -267,8 +233,8 @@ func TestPluginKilledMidStream(t *testing.T) {
 	if got := failed[0]["attempts"]; got != float64(1) {
 		t.Errorf("failed call record attempts = %v, want 1", got)
 	}
-	if got := failed[0]["backend"]; got != killed.address {
-		t.Errorf("failed call record backend = %v, want the killed replica %s", got, killed.address)
+	if got := failed[0]["backend"]; got != killed.Address {
+		t.Errorf("failed call record backend = %v, want the killed replica %s", got, killed.Address)
 	}
 	if got := failed[0]["rows_out"]; got != float64(2) {
 		t.Errorf("failed call record rows_out = %v, want 2", got)
@@ -411,7 +377,7 @@ type usage struct {
 func TestNoLeakAcrossRestarts(t *testing.T) {
 	t.Parallel() // 15s to 40s under -race, with load: 6,600 calls and 6 plugin restarts
 	const runs, shortCalls, abortEvery, maxConnections = 3, 2000, 10, 2
-	plugin := startRestartablePlugin(t, "leak-check")
+	plugin := ssetest.StartRestartablePlugin(t, "leak-check")
 	gw := startResilienceGateway(t, map[string]any{}, plugin)
 	pid := gw.Cmd.Process.Pid
 	admin := gatewayRecords(gw.Process, "admin listening")
@@ -437,7 +403,7 @@ func TestNoLeakAcrossRestarts(t *testing.T) {
 	// one. Such a moment is logged with the gateway's state changes.
 	peakConnections := 0
 	checkConnections := func(when string) {
-		n := establishedConnections(t, pid, plugin.address)
+		n := establishedConnections(t, pid, plugin.Address)
 		peakConnections = max(peakConnections, n)
 		if n <= maxConnections {
 			return
@@ -445,7 +411,7 @@ func TestNoLeakAcrossRestarts(t *testing.T) {
 		deadline := time.Now().Add(2 * time.Second)
 		for n > maxConnections && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
-			n = establishedConnections(t, pid, plugin.address)
+			n = establishedConnections(t, pid, plugin.Address)
 		}
 		report := t.Logf
 		if n > maxConnections {
@@ -460,7 +426,7 @@ func TestNoLeakAcrossRestarts(t *testing.T) {
 		t.Fatalf("first call = %v, want OK", err)
 	}
 	waitFor(t, 10*time.Second, "two connections to the plugin", func() bool {
-		return establishedConnections(t, pid, plugin.address) == maxConnections
+		return establishedConnections(t, pid, plugin.Address) == maxConnections
 	})
 	baseline := measure()
 
@@ -469,8 +435,8 @@ func TestNoLeakAcrossRestarts(t *testing.T) {
 		for i := range shortCalls {
 			restart := i == shortCalls/3 || i == 2*shortCalls/3
 			if restart {
-				plugin.kill(t)
-				plugin.restart(t)
+				plugin.Kill(t)
+				plugin.Restart(t)
 			}
 			if _, err := echo(t, ctx, client); err != nil {
 				t.Fatalf("run %d call %d = %v, want OK", run, i, err)

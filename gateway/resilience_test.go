@@ -31,42 +31,6 @@ import (
 	"github.com/ssegw/ssegw/ssepb"
 )
 
-// resilPlugin is an example plugin process on a fixed loopback address,
-// which a test kills with SIGKILL and starts again at the same address.
-type resilPlugin struct {
-	name    string
-	address string
-	process *ssetest.Process
-}
-
-// startResilPlugin runs the example plugin on a free loopback port. It
-// names itself name in capabilities and in the x-example-plugin header.
-// args are further flags, such as --delay.
-func startResilPlugin(t *testing.T, name string, args ...string) *resilPlugin {
-	t.Helper()
-	process, address := ssetest.StartExamplePlugin(t, append([]string{"--name", name}, args...)...)
-	return &resilPlugin{name: name, address: address, process: process}
-}
-
-// kill ends the plugin with SIGKILL and waits until it has exited, so that
-// its port is free again.
-func (p *resilPlugin) kill(t *testing.T) {
-	t.Helper()
-	p.process.Kill()
-	if err := p.process.Wait(t, 10*time.Second); err == nil {
-		t.Fatalf("plugin %s exited cleanly after SIGKILL, want it killed", p.name)
-	}
-}
-
-// restart starts the plugin again at its address, with args as its
-// further flags, and waits until it listens.
-func (p *resilPlugin) restart(t *testing.T, args ...string) {
-	t.Helper()
-	binary := ssetest.Binary(t, "./examples/plugin")
-	p.process = ssetest.StartProcess(t, binary, nil, append([]string{"--address", p.address, "--name", p.name}, args...)...)
-	p.process.WaitForLine(t, "listening on ", 30*time.Second)
-}
-
 // resilResult is what a client saw of one ExecuteFunction call.
 type resilResult struct {
 	// replica is the x-example-plugin response header, which names the
@@ -234,9 +198,9 @@ func attempts(record map[string]any) int {
 func TestReplicaKilledDuringCalls(t *testing.T) {
 	t.Parallel() // about 3s, mostly starting the plugin processes
 	const calls, bundles, rows = 200, 3, 3
-	doomed := startResilPlugin(t, "doomed", "--delay", "20ms")
-	survivor := startResilPlugin(t, "survivor", "--delay", "20ms")
-	engine := ssetest.Engine(doomed.address, survivor.address)
+	doomed := ssetest.StartRestartablePlugin(t, "doomed", "--delay", "20ms")
+	survivor := ssetest.StartRestartablePlugin(t, "survivor", "--delay", "20ms")
+	engine := ssetest.Engine(doomed.Address, survivor.Address)
 	engine.Balancer = config.BalancerRoundRobin
 	gw := ssetest.StartGateway(t, &config.Config{
 		Listeners: []config.Listener{ssetest.Listen("R", nil)},
@@ -244,7 +208,7 @@ func TestReplicaKilledDuringCalls(t *testing.T) {
 	})
 	_, client := ssetest.DialConn(t, gw.Addrs[0])
 	ctx := testContext(t)
-	waitServedByAll(t, ctx, client, doomed.name, survivor.name)
+	waitServedByAll(t, ctx, client, doomed.Name, survivor.Name)
 	warmUpCalls := len(callRecords(gw))
 
 	// Launch the calls in two waves. Each records its result.
@@ -266,7 +230,7 @@ func TestReplicaKilledDuringCalls(t *testing.T) {
 	// busy with its share.
 	launch(0, 0, calls/2)
 	resilWait(t, 10*time.Second, "first calls finished", func() bool { return finished[0].Load() >= 5 })
-	if err := doomed.process.Signal(syscall.SIGSTOP); err != nil {
+	if err := doomed.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatalf("SIGSTOP to the doomed plugin: %v", err)
 	}
 
@@ -274,7 +238,7 @@ func TestReplicaKilledDuringCalls(t *testing.T) {
 	// replies nothing. Kill it once the survivor's share is done.
 	launch(1, calls/2, calls)
 	resilWait(t, 10*time.Second, "survivor's share of the second wave finished", func() bool { return finished[1].Load() >= calls/4-5 })
-	doomed.kill(t)
+	doomed.Kill(t)
 	wg.Wait()
 
 	// Every call either succeeded with the right sums, or had a reply from
@@ -287,7 +251,7 @@ func TestReplicaKilledDuringCalls(t *testing.T) {
 			if problem := checkSums(result.replies, bundles, rows); problem != "" {
 				t.Errorf("call %d (replied by %q): %s", i, result.replica, problem)
 			}
-		case result.replica == doomed.name:
+		case result.replica == doomed.Name:
 			failedAfterReply++
 			if code := status.Code(result.err); code != codes.Unavailable {
 				t.Errorf("call %d, replied to by the killed replica, failed with %v, want Unavailable", i, result.err)
@@ -311,8 +275,8 @@ func TestReplicaKilledDuringCalls(t *testing.T) {
 		if record["code"] != "OK" {
 			t.Errorf("replayed call record code = %v, want OK; record: %v", record["code"], record)
 		}
-		if record["backend"] != survivor.address {
-			t.Errorf("replayed call record backend = %v, want the survivor %s", record["backend"], survivor.address)
+		if record["backend"] != survivor.Address {
+			t.Errorf("replayed call record backend = %v, want the survivor %s", record["backend"], survivor.Address)
 		}
 	}
 	if replayed == 0 {
@@ -333,10 +297,10 @@ func TestAllReplicasRestart(t *testing.T) {
 
 	// setUp starts two replicas behind a gateway whose reconnect_buffer is
 	// wait, makes sure both serve, and kills both.
-	setUp := func(t *testing.T, wait time.Duration) ([]*resilPlugin, *ssetest.Gateway, ssepb.ConnectorClient) {
+	setUp := func(t *testing.T, wait time.Duration) ([]*ssetest.RestartablePlugin, *ssetest.Gateway, ssepb.ConnectorClient) {
 		t.Helper()
-		replicas := []*resilPlugin{startResilPlugin(t, "first"), startResilPlugin(t, "second")}
-		engine := ssetest.Engine(replicas[0].address, replicas[1].address)
+		replicas := []*ssetest.RestartablePlugin{ssetest.StartRestartablePlugin(t, "first"), ssetest.StartRestartablePlugin(t, "second")}
+		engine := ssetest.Engine(replicas[0].Address, replicas[1].Address)
 		engine.ReconnectBuffer = &wait
 		// Probe often, so that the replicas are marked failing soon.
 		engine.ProbeInterval = 500 * time.Millisecond
@@ -347,7 +311,7 @@ func TestAllReplicasRestart(t *testing.T) {
 		_, client := ssetest.DialConn(t, gw.Addrs[0])
 		waitServedByAll(t, testContext(t), client, "first", "second")
 		for _, replica := range replicas {
-			replica.kill(t)
+			replica.Kill(t)
 		}
 		return replicas, gw, client
 	}
@@ -370,7 +334,7 @@ func TestAllReplicasRestart(t *testing.T) {
 			})
 		}
 		for _, replica := range replicas {
-			replica.restart(t)
+			replica.Restart(t)
 		}
 		restarted := time.Now()
 		wg.Wait()
@@ -398,8 +362,8 @@ func TestAllReplicasRestart(t *testing.T) {
 		const reconnectBuffer = 2 * time.Second
 		replicas, gw, client := setUp(t, reconnectBuffer)
 		for _, replica := range replicas {
-			resilWait(t, 10*time.Second, "replica "+replica.address+" failing with connection refused", func() bool {
-				state, lastError := resilReplicaRow(t, gw, replica.address)
+			resilWait(t, 10*time.Second, "replica "+replica.Address+" failing with connection refused", func() bool {
+				state, lastError := resilReplicaRow(t, gw, replica.Address)
 				return state == "failing" && strings.Contains(lastError, "connection refused")
 			})
 		}
@@ -428,7 +392,7 @@ func TestAllReplicasRestart(t *testing.T) {
 			}
 			wants := []string{"engine R", "waiting 2s", "reconnect_buffer", "connection refused"}
 			for _, replica := range replicas {
-				wants = append(wants, replica.address+" failing")
+				wants = append(wants, replica.Address+" failing")
 			}
 			for _, want := range wants {
 				if !strings.Contains(st.Message(), want) {
@@ -624,9 +588,9 @@ func resilReplicaRow(t *testing.T, gw *ssetest.Gateway, address string) (state, 
 // page shows the replica "disagreeing".
 func TestRestartedReplicaDisagrees(t *testing.T) {
 	t.Parallel() // about 3s: a process restart and probes
-	steady := startResilPlugin(t, "steady")
-	changed := startResilPlugin(t, "changed")
-	engine := ssetest.Engine(steady.address, changed.address)
+	steady := ssetest.StartRestartablePlugin(t, "steady")
+	changed := ssetest.StartRestartablePlugin(t, "changed")
+	engine := ssetest.Engine(steady.Address, changed.Address)
 	engine.ProbeInterval = time.Second
 	gw := ssetest.StartGateway(t, &config.Config{
 		Listeners: []config.Listener{ssetest.Listen("R", nil)},
@@ -634,35 +598,35 @@ func TestRestartedReplicaDisagrees(t *testing.T) {
 	})
 	_, client := ssetest.DialConn(t, gw.Addrs[0])
 	ctx := testContext(t)
-	waitServedByAll(t, ctx, client, steady.name, changed.name)
+	waitServedByAll(t, ctx, client, steady.Name, changed.Name)
 	gw.Logs.WaitFor(t, "capabilities agreed", 10*time.Second, nil)
 
 	// Restart one replica without SumOfColumn, whose function id is 2.
-	changed.kill(t)
-	changed.restart(t, "--functions", "Echo,SumOfRows")
+	changed.Kill(t)
+	changed.Restart(t, "--functions", "Echo,SumOfRows")
 
 	// Call until the status page shows the replica disagreeing, then 20
 	// times more.
 	before, after := map[string]int{}, map[string]int{}
 	deadline := time.Now().Add(10 * time.Second)
-	for resilReplicaState(t, gw, changed.address) != "disagreeing" {
+	for resilReplicaState(t, gw, changed.Address) != "disagreeing" {
 		if time.Now().After(deadline) {
 			t.Fatalf("status page state of the restarted replica = %q after 10s, want disagreeing",
-				resilReplicaState(t, gw, changed.address))
+				resilReplicaState(t, gw, changed.Address))
 		}
 		before[resilEcho(t, ctx, client).replica]++
 	}
 	for range 20 {
 		after[resilEcho(t, ctx, client).replica]++
 	}
-	if before[changed.name] != 0 {
+	if before[changed.Name] != 0 {
 		t.Errorf("the restarted replica with other functions served %d of %d calls before the gateway marked it disagreeing, want 0",
-			before[changed.name], before[changed.name]+before[steady.name])
+			before[changed.Name], before[changed.Name]+before[steady.Name])
 	}
-	if after[changed.name] != 0 {
-		t.Errorf("the disagreeing replica served %d of 20 calls, want 0", after[changed.name])
+	if after[changed.Name] != 0 {
+		t.Errorf("the disagreeing replica served %d of 20 calls, want 0", after[changed.Name])
 	}
-	if got := resilReplicaState(t, gw, steady.address); got != "healthy" {
+	if got := resilReplicaState(t, gw, steady.Address); got != "healthy" {
 		t.Errorf("status page state of the other replica = %q, want healthy", got)
 	}
 
@@ -675,8 +639,8 @@ func TestRestartedReplicaDisagrees(t *testing.T) {
 	if len(warnings) != 1 {
 		t.Fatalf("got %d warnings about differing functions, want 1: %v", len(warnings), warnings)
 	}
-	if got := warnings[0]["backend"]; got != changed.address {
-		t.Errorf("warning backend = %v, want %s", got, changed.address)
+	if got := warnings[0]["backend"]; got != changed.Address {
+		t.Errorf("warning backend = %v, want %s", got, changed.Address)
 	}
 	if got, want := fmt.Sprint(warnings[0]["function_ids"]), "[2]"; got != want {
 		t.Errorf("warning function_ids = %s, want %s", got, want)
@@ -691,12 +655,12 @@ func TestRestartedReplicaDisagrees(t *testing.T) {
 // once the plugin starts.
 func TestStateDirAnswersWhileDown(t *testing.T) {
 	t.Parallel() // about 2s: plugin processes and two gateways
-	plugin := startResilPlugin(t, "stored")
+	plugin := ssetest.StartRestartablePlugin(t, "stored")
 	stateDir := t.TempDir()
 	gatewayConfig := func() *config.Config {
 		return &config.Config{
 			Listeners: []config.Listener{ssetest.Listen("R", nil)},
-			Engines:   map[string]*config.Engine{"R": ssetest.Engine(plugin.address)},
+			Engines:   map[string]*config.Engine{"R": ssetest.Engine(plugin.Address)},
 			StateDir:  stateDir,
 		}
 	}
@@ -716,7 +680,7 @@ func TestStateDirAnswersWhileDown(t *testing.T) {
 	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	first.Shutdown(stopCtx)
-	plugin.kill(t)
+	plugin.Kill(t)
 
 	// A new gateway with the same state_dir returns the stored capabilities.
 	second := ssetest.StartGateway(t, gatewayConfig())
@@ -746,20 +710,20 @@ func TestStateDirAnswersWhileDown(t *testing.T) {
 	resilWait(t, 10*time.Second, "a call waiting for the plugin", func() bool {
 		return resilMetric(t, second, "ssegw_calls_waiting", `qlik_sse_engine="R"`) == 1
 	})
-	plugin.restart(t)
+	plugin.Restart(t)
 	select {
 	case result := <-waiting:
 		if result.err != nil {
 			t.Errorf("call made while the plugin was down = %v, want OK", result.err)
 		}
-		if result.replica != plugin.name {
-			t.Errorf("call made while the plugin was down served by %q, want %q", result.replica, plugin.name)
+		if result.replica != plugin.Name {
+			t.Errorf("call made while the plugin was down served by %q, want %q", result.replica, plugin.Name)
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("call made while the plugin was down did not end within 15s of its start")
 	}
-	if result := resilEcho(t, ctx, client); result.replica != plugin.name {
-		t.Errorf("call after the plugin started served by %q, want %q", result.replica, plugin.name)
+	if result := resilEcho(t, ctx, client); result.replica != plugin.Name {
+		t.Errorf("call after the plugin started served by %q, want %q", result.replica, plugin.Name)
 	}
 }
 
@@ -805,9 +769,9 @@ func TestBalancerWithSlowReplica(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			fast := startResilPlugin(t, "fast")
-			slow := startResilPlugin(t, "slow", "--delay", "50ms")
-			engine := ssetest.Engine(fast.address, slow.address)
+			fast := ssetest.StartRestartablePlugin(t, "fast")
+			slow := ssetest.StartRestartablePlugin(t, "slow", "--delay", "50ms")
+			engine := ssetest.Engine(fast.Address, slow.Address)
 			engine.Balancer = tt.balancer
 			gw := ssetest.StartGateway(t, &config.Config{
 				Listeners: []config.Listener{ssetest.Listen("R", nil)},
@@ -815,10 +779,10 @@ func TestBalancerWithSlowReplica(t *testing.T) {
 			})
 			_, client := ssetest.DialConn(t, gw.Addrs[0])
 			ctx := testContext(t)
-			waitServedByAll(t, ctx, client, fast.name, slow.name)
+			waitServedByAll(t, ctx, client, fast.Name, slow.Name)
 
 			var served sync.Map // replica name to *atomic.Int64
-			for _, name := range []string{fast.name, slow.name} {
+			for _, name := range []string{fast.Name, slow.Name} {
 				served.Store(name, &atomic.Int64{})
 			}
 			var next atomic.Int64
@@ -846,7 +810,7 @@ func TestBalancerWithSlowReplica(t *testing.T) {
 				counter, _ := served.Load(name)
 				return int(counter.(*atomic.Int64).Load())
 			}
-			fastCalls, slowCalls := count(fast.name), count(slow.name)
+			fastCalls, slowCalls := count(fast.Name), count(slow.Name)
 			if fastCalls+slowCalls != calls {
 				t.Errorf("replicas served %d calls, want %d", fastCalls+slowCalls, calls)
 			}
@@ -958,8 +922,8 @@ func TestMaxInFlightPerReplica(t *testing.T) {
 func TestFunctionRequestTimeout(t *testing.T) {
 	t.Parallel() // about 3s: the plugin replies after 1.5s
 	const limit = time.Second
-	plugin := startResilPlugin(t, "slow", "--delay", "1500ms")
-	engine := ssetest.Engine(plugin.address)
+	plugin := ssetest.StartRestartablePlugin(t, "slow", "--delay", "1500ms")
+	engine := ssetest.Engine(plugin.Address)
 	timeout := limit
 	engine.Functions = map[string]*config.FunctionPolicy{"SumOfColumn": {RequestTimeout: &timeout}}
 	gw := ssetest.StartGateway(t, &config.Config{

@@ -151,6 +151,43 @@ func StartExamplePlugin(t testing.TB, args ...string) (*Process, string) {
 	return p, strings.TrimSpace(p.WaitForLine(t, "listening on ", 30*time.Second))
 }
 
+// RestartablePlugin is an example plugin process on a fixed loopback
+// address, which a test kills with SIGKILL and starts again there.
+type RestartablePlugin struct {
+	// Name is the plugin's name in its capabilities and in the
+	// x-example-plugin response header.
+	Name    string
+	Address string
+	Process *Process
+}
+
+// StartRestartablePlugin runs the example plugin named name on a free
+// loopback port, with args as further flags, such as --delay.
+func StartRestartablePlugin(t testing.TB, name string, args ...string) *RestartablePlugin {
+	t.Helper()
+	process, address := StartExamplePlugin(t, append([]string{"--name", name}, args...)...)
+	return &RestartablePlugin{Name: name, Address: address, Process: process}
+}
+
+// Kill ends the plugin with SIGKILL and waits until it has exited, so that
+// its port is free again.
+func (p *RestartablePlugin) Kill(t testing.TB) {
+	t.Helper()
+	p.Process.Kill()
+	if err := p.Process.Wait(t, 10*time.Second); err == nil {
+		t.Fatalf("plugin %s exited cleanly after SIGKILL, want it killed", p.Name)
+	}
+}
+
+// Restart starts the plugin again at its address, with args as its
+// further flags, and waits until it listens.
+func (p *RestartablePlugin) Restart(t testing.TB, args ...string) {
+	t.Helper()
+	binary := Binary(t, "./examples/plugin")
+	p.Process = StartProcess(t, binary, nil, append([]string{"--address", p.Address, "--name", p.Name}, args...)...)
+	p.Process.WaitForLine(t, "listening on ", 30*time.Second)
+}
+
 // RemoveBinaries deletes what Binary built. Call it from TestMain after the
 // tests ran.
 func RemoveBinaries() {
