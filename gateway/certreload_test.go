@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -53,28 +52,8 @@ type rotFile struct {
 func rotReplace(t *testing.T, files ...rotFile) {
 	t.Helper()
 	for _, f := range files {
-		temporary := f.path + ".tmp"
-		if err := os.WriteFile(temporary, f.data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(temporary, f.path); err != nil {
-			t.Fatal(err)
-		}
+		ssetest.ReplaceFile(t, f.path, f.data)
 	}
-}
-
-// rotSerial returns the serial number of a PEM certificate.
-func rotSerial(t *testing.T, certPEM []byte) *big.Int {
-	t.Helper()
-	block, _ := pem.Decode(certPEM)
-	if block == nil {
-		t.Fatal("no PEM block in the certificate")
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert.SerialNumber
 }
 
 // rotIssueServer issues a new server certificate for the test hosts from
@@ -350,7 +329,7 @@ func TestCertificateRotationUnderLoad(t *testing.T) {
 
 	// Renew: the key first, then the certificate, each renamed into place.
 	newCert, newKey := rotIssueServer(t, certs, time.Time{})
-	newSerial := rotSerial(t, newCert)
+	newSerial := ssetest.CertSerial(t, newCert)
 	files := tlsutil.ServerFilesInDir(certs.GatewayDir, "", "", "")
 	before := load.succeeded.Load()
 	rotReplace(t, rotFile{files.KeyFile, newKey}, rotFile{files.CertFile, newCert})
@@ -745,5 +724,5 @@ func TestReadyzAfterRenewal(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	rotWaitForSerial(t, gw.Addrs[0], certs.QlikDir, rotSerial(t, cert))
+	rotWaitForSerial(t, gw.Addrs[0], certs.QlikDir, ssetest.CertSerial(t, cert))
 }

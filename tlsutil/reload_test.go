@@ -4,11 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"log/slog"
-	"math/big"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -21,34 +18,6 @@ import (
 
 // reloadWait bounds every wait for a reload to take effect.
 const reloadWait = 10 * time.Second
-
-// serialOf returns the serial number of the first certificate in a PEM
-// file's content.
-func serialOf(t *testing.T, certPEM []byte) *big.Int {
-	t.Helper()
-	block, _ := pem.Decode(certPEM)
-	if block == nil {
-		t.Fatal("no PEM block in the certificate")
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert.SerialNumber
-}
-
-// replaceFile writes data to a temporary name in path's folder and renames
-// it over path, as tools that renew certificates do.
-func replaceFile(t *testing.T, path string, data []byte) {
-	t.Helper()
-	temporary := path + ".tmp"
-	if err := os.WriteFile(temporary, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(temporary, path); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // tlsServer accepts TLS connections with cfg on 127.0.0.1 until the test
 // ends, and completes each handshake.
@@ -187,12 +156,12 @@ func TestSourceReload(t *testing.T) {
 
 	// Replace both files, then reload.
 	certPEM, keyPEM := newServerPair(t, set)
-	replaceFile(t, files.KeyFile, keyPEM)
-	replaceFile(t, files.CertFile, certPEM)
+	ssetest.ReplaceFile(t, files.KeyFile, keyPEM)
+	ssetest.ReplaceFile(t, files.CertFile, certPEM)
 	if err := source.Reload(); err != nil {
 		t.Fatalf("Reload() error: %v", err)
 	}
-	want := serialOf(t, certPEM)
+	want := ssetest.CertSerial(t, certPEM)
 	if got := handshakeState(t, set, address).PeerCertificates[0].SerialNumber; got.Cmp(want) != 0 {
 		t.Errorf("serial after Reload() = %x, want %x (before: %x)", got, want, before)
 	}
@@ -201,7 +170,7 @@ func TestSourceReload(t *testing.T) {
 	// the configuration stays.
 	current := source.Config()
 	otherCert, _ := newServerPair(t, set)
-	replaceFile(t, files.CertFile, otherCert)
+	ssetest.ReplaceFile(t, files.CertFile, otherCert)
 	err = source.Reload()
 	if err == nil {
 		t.Fatal("Reload() with a mismatched key = nil, want an error")
@@ -231,8 +200,8 @@ func TestClientSourceReload(t *testing.T) {
 	}
 
 	certPEM, keyPEM := ssetest.IssueLeaf(t, set.ca, tlsutil.LeafRequest{CommonName: "renewed", Usage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
-	replaceFile(t, files.KeyFile, keyPEM)
-	replaceFile(t, files.CertFile, certPEM)
+	ssetest.ReplaceFile(t, files.KeyFile, keyPEM)
+	ssetest.ReplaceFile(t, files.CertFile, certPEM)
 	if err := source.Reload(); err != nil {
 		t.Fatalf("Reload() error: %v", err)
 	}
@@ -267,9 +236,9 @@ func TestWatcherReloadsRenamedFiles(t *testing.T) {
 	address := tlsServer(t, source.ServerConfig())
 
 	certPEM, keyPEM := newServerPair(t, set)
-	replaceFile(t, files.KeyFile, keyPEM)
-	replaceFile(t, files.CertFile, certPEM)
-	want := serialOf(t, certPEM)
+	ssetest.ReplaceFile(t, files.KeyFile, keyPEM)
+	ssetest.ReplaceFile(t, files.CertFile, certPEM)
+	want := ssetest.CertSerial(t, certPEM)
 
 	deadline := time.Now().Add(reloadWait)
 	for {
@@ -306,7 +275,7 @@ func TestWatcherReloadLogsBadFiles(t *testing.T) {
 	watcher.Add(goodSource)
 	watcher.Add(badSource)
 
-	replaceFile(t, badFiles.KeyFile, []byte("not a key\n"))
+	ssetest.ReplaceFile(t, badFiles.KeyFile, []byte("not a key\n"))
 	current := badSource.Config()
 	if got := watcher.Reload(); got != 1 {
 		t.Errorf("Reload() = %d, want 1", got)

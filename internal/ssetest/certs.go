@@ -3,6 +3,7 @@ package ssetest
 import (
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/pem"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -149,6 +150,34 @@ func IssueLeaf(t testing.TB, ca *tlsutil.Authority, req tlsutil.LeafRequest) (ce
 		t.Fatalf("issuing %q: %v", req.CommonName, err)
 	}
 	return certPEM, keyPEM
+}
+
+// ReplaceFile writes data to a temporary name in path's folder and renames
+// it over path, as tools that renew certificates do.
+func ReplaceFile(t testing.TB, path string, data []byte) {
+	t.Helper()
+	temporary := path + ".tmp"
+	if err := os.WriteFile(temporary, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(temporary, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// CertSerial returns the serial number of the first certificate in PEM
+// data.
+func CertSerial(t testing.TB, certPEM []byte) *big.Int {
+	t.Helper()
+	block, _ := pem.Decode(certPEM)
+	if block == nil {
+		t.Fatal("no PEM block in the certificate")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert.SerialNumber
 }
 
 // WriteFile writes data to path or fails the test.
