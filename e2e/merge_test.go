@@ -3,8 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,20 +34,6 @@ const (
 func startMergedPlugin(t *testing.T, name string, allowScript bool, functions ...*ssepb.FunctionDefinition) *ssetest.Plugin {
 	t.Helper()
 	capabilities := &ssepb.Capabilities{AllowScript: allowScript, PluginIdentifier: name, PluginVersion: "1.0.0", Functions: functions}
-	echo := func(stream ssetest.Stream) error {
-		for {
-			bundle, err := stream.Recv()
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			if err := stream.Send(bundle); err != nil {
-				return err
-			}
-		}
-	}
 	return ssetest.StartPlugin(t, &ssetest.Connector{
 		Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
 			return capabilities, nil
@@ -67,7 +51,7 @@ func startMergedPlugin(t *testing.T, name string, allowScript bool, functions ..
 			if err := stream.SendHeader(reply); err != nil {
 				return err
 			}
-			return echo(stream)
+			return ssetest.Echo(stream)
 		},
 		Script: func(stream ssetest.Stream) error {
 			md, _ := metadata.FromIncomingContext(stream.Context())
@@ -78,7 +62,7 @@ func startMergedPlugin(t *testing.T, name string, allowScript bool, functions ..
 			if err := stream.SendHeader(metadata.Pairs(mergedPluginHeader, name, mergedScriptHeader, header.GetScript())); err != nil {
 				return err
 			}
-			return echo(stream)
+			return ssetest.Echo(stream)
 		},
 	})
 }

@@ -76,20 +76,6 @@ func startBadPlugin(t *testing.T) *badPlugin {
 	t.Helper()
 	p := &badPlugin{release: make(chan struct{}), heldSeen: make(chan int, 64)}
 	close(p.release)
-	echo := func(s ssetest.Stream) error {
-		for {
-			bundle, err := s.Recv()
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			if err := s.Send(bundle); err != nil {
-				return err
-			}
-		}
-	}
 	p.Plugin = ssetest.StartPlugin(t, &ssetest.Connector{
 		Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
 			return &ssepb.Capabilities{AllowScript: true, PluginIdentifier: "bad-input-plugin"}, nil
@@ -100,9 +86,9 @@ func startBadPlugin(t *testing.T) *badPlugin {
 			if header, err := ssepb.ReadFunctionRequestHeader(md); err == nil && header.GetFunctionId() == badHeldFunction {
 				return p.hold(s)
 			}
-			return echo(s)
+			return ssetest.Echo(s)
 		},
-		Script: echo,
+		Script: ssetest.Echo,
 	})
 	return p
 }

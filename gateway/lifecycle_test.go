@@ -3,7 +3,6 @@ package gateway_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -565,20 +564,6 @@ func TestStartupLogged(t *testing.T) {
 // with the engine, method, backend, duration and code: at debug level, or
 // at info level when the access log is on, as it is by default.
 func TestCallLogged(t *testing.T) {
-	echo := func(s ssetest.Stream) error {
-		for {
-			bundle, err := s.Recv()
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			if err := s.Send(bundle); err != nil {
-				return err
-			}
-		}
-	}
 	off := false
 	tests := []struct {
 		name      string
@@ -590,7 +575,7 @@ func TestCallLogged(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := newPath(t, &ssetest.Connector{Execute: echo}, func(cfg *config.Config) {
+			p := newPath(t, &ssetest.Connector{Execute: ssetest.Echo}, func(cfg *config.Config) {
 				cfg.Log.AccessLog = tt.accessLog
 			})
 			out := exchange(functionContext(t, testContext(t), 0), p.viaGateway, ssetest.Raw{})

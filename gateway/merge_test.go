@@ -60,20 +60,6 @@ func serveMergePlugin(t *testing.T, lis net.Listener, name string, capabilities 
 	t.Helper()
 	p := &mergePlugin{name: name}
 	capabilities.PluginIdentifier = name
-	echo := func(stream ssetest.Stream) error {
-		for {
-			bundle, err := stream.Recv()
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			if err := stream.Send(bundle); err != nil {
-				return err
-			}
-		}
-	}
 	p.Plugin = ssetest.ServePluginOn(t, lis, &ssetest.Connector{
 		Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
 			return capabilities, nil
@@ -99,7 +85,7 @@ func serveMergePlugin(t *testing.T, lis net.Listener, name string, capabilities 
 			if err := stream.SendHeader(reply); err != nil {
 				return err
 			}
-			return echo(stream)
+			return ssetest.Echo(stream)
 		},
 		Script: func(stream ssetest.Stream) error {
 			p.scripts.Add(1)
@@ -111,7 +97,7 @@ func serveMergePlugin(t *testing.T, lis net.Listener, name string, capabilities 
 			if err := stream.SendHeader(metadata.Pairs(mergePluginHeader, name, mergeScriptHeader, header.GetScript())); err != nil {
 				return err
 			}
-			return echo(stream)
+			return ssetest.Echo(stream)
 		},
 	})
 	return p

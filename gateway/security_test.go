@@ -46,18 +46,7 @@ func startSecPlugin(t *testing.T) *secPlugin {
 	echo := func(counter *atomic.Int64) func(ssetest.Stream) error {
 		return func(s ssetest.Stream) error {
 			counter.Add(1)
-			for {
-				bundle, err := s.Recv()
-				if errors.Is(err, io.EOF) {
-					return nil
-				}
-				if err != nil {
-					return err
-				}
-				if err := s.Send(bundle); err != nil {
-					return err
-				}
-			}
+			return ssetest.Echo(s)
 		}
 	}
 	p.Plugin = ssetest.StartPlugin(t, &ssetest.Connector{

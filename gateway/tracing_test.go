@@ -961,18 +961,7 @@ func echoConnector() *ssetest.Connector {
 			if code, ok := tracingFailCode(md); ok {
 				return status.Error(code, tracingPluginMessage(code))
 			}
-			for {
-				bundle, err := stream.Recv()
-				if errors.Is(err, io.EOF) {
-					return nil
-				}
-				if err != nil {
-					return err
-				}
-				if err := stream.Send(bundle); err != nil {
-					return err
-				}
-			}
+			return ssetest.Echo(stream)
 		},
 	}
 }

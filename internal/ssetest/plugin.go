@@ -23,6 +23,23 @@ import (
 // Stream is the server side of an ExecuteFunction or EvaluateScript call.
 type Stream = grpc.BidiStreamingServer[ssepb.BundledRows, ssepb.BundledRows]
 
+// Echo sends every bundle of a call back as it arrives, until the client
+// half-closes.
+func Echo(s Stream) error {
+	for {
+		bundle, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := s.Send(bundle); err != nil {
+			return err
+		}
+	}
+}
+
 // Connector is a qlik.sse.Connector whose methods each test sets. A nil
 // method answers Unimplemented, as a plugin without it would.
 type Connector struct {
