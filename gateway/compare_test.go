@@ -188,6 +188,30 @@ func TestGatewayRecordsClientErrorCode(t *testing.T) {
 	}
 }
 
+// compareTarget is one way to reach the benchmark's plugin.
+type compareTarget struct {
+	name    string
+	address string
+}
+
+// startCompareTargets starts a plugin whose ExecuteFunction is execute and,
+// in front of it, the gateway and grpc-proxy. It returns the three ways to
+// call it: directly, through the gateway and through grpc-proxy.
+func startCompareTargets(b *testing.B, execute func(ssetest.Stream) error) []compareTarget {
+	b.Helper()
+	plugin := ssetest.StartPlugin(b, &ssetest.Connector{Execute: execute}).Addr
+	gw := ssetest.StartGateway(b, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("Bench", nil)},
+		Engines:   map[string]*config.Engine{"Bench": ssetest.Engine(plugin)},
+		Log:       config.Log{Level: "warn"},
+	}).Addrs[0]
+	return []compareTarget{
+		{"direct", plugin},
+		{"ssegw", gw},
+		{"grpc-proxy", startGRPCProxy(b, plugin, 16<<20, nil)},
+	}
+}
+
 // BenchmarkForwarding compares, in one run, a call that streams 100
 // bundles of 1,000 rows to a plugin that echoes each one back, made
 // directly, through the gateway, and through grpc-proxy. The plugin echoes
@@ -207,20 +231,7 @@ func BenchmarkForwarding(b *testing.B) {
 			}
 		}
 	}
-	plugin := ssetest.StartPlugin(b, &ssetest.Connector{Execute: echo}).Addr
-	gw := ssetest.StartGateway(b, &config.Config{
-		Listeners: []config.Listener{ssetest.Listen("Bench", nil)},
-		Engines:   map[string]*config.Engine{"Bench": ssetest.Engine(plugin)},
-		Log:       config.Log{Level: "warn"},
-	}).Addrs[0]
-	targets := []struct {
-		name    string
-		address string
-	}{
-		{"direct", plugin},
-		{"ssegw", gw},
-		{"grpc-proxy", startGRPCProxy(b, plugin, 16<<20, nil)},
-	}
+	targets := startCompareTargets(b, echo)
 	bundle, err := proto.Marshal(ssetest.NumericBundle(1000, 3))
 	if err != nil {
 		b.Fatal(err)
@@ -261,20 +272,7 @@ func BenchmarkSmallCalls(b *testing.B) {
 		}
 		return s.SendMsg(&message)
 	}
-	plugin := ssetest.StartPlugin(b, &ssetest.Connector{Execute: echo}).Addr
-	gw := ssetest.StartGateway(b, &config.Config{
-		Listeners: []config.Listener{ssetest.Listen("Bench", nil)},
-		Engines:   map[string]*config.Engine{"Bench": ssetest.Engine(plugin)},
-		Log:       config.Log{Level: "warn"},
-	}).Addrs[0]
-	targets := []struct {
-		name    string
-		address string
-	}{
-		{"direct", plugin},
-		{"ssegw", gw},
-		{"grpc-proxy", startGRPCProxy(b, plugin, 16<<20, nil)},
-	}
+	targets := startCompareTargets(b, echo)
 	bundle, err := proto.Marshal(ssetest.NumericBundle(10, 2))
 	if err != nil {
 		b.Fatal(err)
