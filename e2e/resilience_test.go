@@ -495,13 +495,13 @@ func abortMidStream(t *testing.T, ctx context.Context, client ssepb.ConnectorCli
 // nonCallRecords returns the last n lines of a gateway's JSON log that are
 // not call records, which would hide its state changes.
 func nonCallRecords(log string, n int) string {
-	var kept []string
+	var lines []string
 	for line := range strings.Lines(log) {
 		if !strings.Contains(line, `"msg":"call"`) {
-			kept = append(kept, line)
+			lines = append(lines, line)
 		}
 	}
-	return strings.Join(kept[max(0, len(kept)-n):], "")
+	return strings.Join(lines[max(0, len(lines)-n):], "")
 }
 
 // waitFor polls condition every 20 ms until it holds, or fails the test

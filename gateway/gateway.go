@@ -274,7 +274,7 @@ func (g *Gateway) Start() error {
 		if l.config.TLS == nil {
 			g.logger.Warn("plaintext listener: Qlik's ids and rows cross it unencrypted", "address", l.lis.Addr().String())
 			if engine := g.cfg.Engine(l.config.Engine); engine != nil && len(engine.AllowClients) > 0 {
-				g.logger.Warn("plaintext listener for an engine with allow_clients: no client certificate arrives there, so its calls are refused",
+				g.logger.Warn("plaintext listener for an engine with allow_clients: no client certificate can arrive there, so every call on it is rejected",
 					"address", l.lis.Addr().String(), "engine", engine.Name)
 			}
 		}

@@ -610,7 +610,7 @@ func TestPlaintextListenerWarns(t *testing.T) {
 // for a plaintext listener whose engine admits only some client
 // certificates: every call there is refused, since none can arrive.
 func TestPlaintextListenerWithAllowClientsWarns(t *testing.T) {
-	const message = "plaintext listener for an engine with allow_clients: no client certificate arrives there, so its calls are refused"
+	const message = "plaintext listener for an engine with allow_clients: no client certificate can arrive there, so every call on it is rejected"
 	plugin := startSecPlugin(t)
 	engine := ssetest.Engine(plugin.Addr)
 	engine.AllowClients = []string{"qlik-client"}

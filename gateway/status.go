@@ -151,9 +151,10 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 	}
 	message := received.Message()
 	if a.peer.Addr == nil {
-		// No replica took the call: the probes say why. gRPC's balancer
-		// reports this case as "no children to pick from" (grpc-go v1.85),
-		// which adds nothing for an admin; other texts carry the cause.
+		// No replica took the call, and the replicas' states give the
+		// reason. gRPC's balancer reports this case as "no children to pick
+		// from" (grpc-go v1.85), which adds nothing for an admin, while its
+		// other texts carry a cause.
 		if message == "no children to pick from" {
 			message = fmt.Sprintf("no plugin reachable; replicas: %s", replicaSummary(c.engine))
 		} else {

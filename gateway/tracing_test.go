@@ -1185,11 +1185,11 @@ func TestLongStreamSpanCarriesCounters(t *testing.T) {
 
 // TestExportFailureLogged checks that a collector refusing spans shows up
 // as a warning in the gateway's own log, in its format, and in a counter
-// on /metrics, and that the start-up log says where spans go.
+// on /metrics, and that the start-up log names where spans go.
 func TestExportFailureLogged(t *testing.T) {
-	var refused atomic.Int64
+	var rejected atomic.Int64
 	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		refused.Add(1)
+		rejected.Add(1)
 		http.Error(w, "no spans accepted", http.StatusBadRequest)
 	}))
 	defer collector.Close()
@@ -1210,7 +1210,7 @@ func TestExportFailureLogged(t *testing.T) {
 		t.Fatalf("GetCapabilities: %v", err)
 	}
 	record := p.gateway.Logs.WaitFor(t, "telemetry failed, so some spans or metrics are missing", 10*time.Second, nil)
-	if refused.Load() == 0 {
+	if rejected.Load() == 0 {
 		t.Error("the collector got no export request")
 	}
 	if record["level"] != "WARN" {

@@ -29,10 +29,9 @@ import (
 )
 
 // TestOTLPSpanExporterMatchesSDK sends the same spans through the SDK's
-// own OTLP exporter and through the gateway's, over gRPC and over HTTP,
-// and checks that the receiver gets the same protobuf messages: the
-// gateway's encoder must be indistinguishable from the conversion it
-// replaces, for every attribute type and every span field.
+// own OTLP exporter and through the gateway's, over gRPC and over HTTP.
+// The receiver must get the same protobuf messages from both, for every
+// attribute type and every span field.
 func TestOTLPSpanExporterMatchesSDK(t *testing.T) {
 	spans := variedSpans(t)
 	for _, transport := range []struct {
@@ -97,7 +96,7 @@ func TestOTLPSpanExporterMatchesSDK(t *testing.T) {
 					link.TraceState = ""
 				}
 				compare := []struct {
-					what      string
+					part      string
 					got, want proto.Message
 				}{
 					{"span", span.Span, sdkSpan.Span},
@@ -106,7 +105,7 @@ func TestOTLPSpanExporterMatchesSDK(t *testing.T) {
 				}
 				for _, c := range compare {
 					if diff := cmp.Diff(c.want, c.got, protocmp.Transform()); diff != "" {
-						t.Errorf("span %q: %s differs (-SDK +gateway):\n%s", span.GetName(), c.what, diff)
+						t.Errorf("span %q: %s differs (-SDK +gateway):\n%s", span.GetName(), c.part, diff)
 					}
 				}
 				if span.ResourceSchemaURL != sdkSpan.ResourceSchemaURL || span.ScopeSchemaURL != sdkSpan.ScopeSchemaURL {
@@ -136,6 +135,7 @@ func variedSpans(t *testing.T) []sdktrace.ReadOnlySpan {
 		{Name: "plain"},
 		{},
 	}
+
 	every := []attribute.KeyValue{
 		attribute.Bool("bool.true", true),
 		attribute.Bool("bool.false", false),
@@ -159,6 +159,7 @@ func variedSpans(t *testing.T) []sdktrace.ReadOnlySpan {
 		attribute.Map("map", attribute.String("k", "v"), attribute.Map("inner", attribute.Int64("n", 1))),
 		{Key: "empty"},
 	}
+
 	traceID := trace.TraceID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
 	state, err := trace.ParseTraceState(linkTraceState)
 	if err != nil {
@@ -170,6 +171,7 @@ func variedSpans(t *testing.T) []sdktrace.ReadOnlySpan {
 			TraceFlags: flags, TraceState: state, Remote: remote,
 		})
 	}
+
 	start := time.Date(2026, 12, 5, 1, 2, 3, 456789, time.UTC)
 	stubs := []tracetest.SpanStub{{
 		Name:        "SSEPython.SumOfRows",
@@ -223,10 +225,12 @@ func variedSpans(t *testing.T) []sdktrace.ReadOnlySpan {
 		Resource:             other,
 		InstrumentationScope: scopes[0],
 	}}
+
 	var spans []sdktrace.ReadOnlySpan
 	for _, stub := range stubs {
 		spans = append(spans, stub.Snapshot())
 	}
+
 	// Many spans in one scope make the scope's message long.
 	for i := range 300 {
 		stub := stubs[1]
