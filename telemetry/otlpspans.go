@@ -378,8 +378,8 @@ func unixNano(ns int64) uint64 { return uint64(max(0, ns)) }
 func count(n int) uint64 { return uint64(min(max(0, n), math.MaxUint32)) }
 
 // beginMessage starts field num as a nested message, with one byte kept
-// for its length: most messages here are shorter than 128 bytes, whose
-// length is one byte. endMessage writes the length, moving the message
+// for its length. Most messages here, attributes and their values, are
+// shorter than 128 bytes, whose length takes one byte. endMessage writes the length, moving the message
 // up when it needs more bytes.
 func beginMessage(b []byte, num protowire.Number) ([]byte, int) {
 	b = protowire.AppendTag(b, num, protowire.BytesType)
