@@ -329,10 +329,12 @@ func TestDeadlines(t *testing.T) {
 			} else if got := report.deadline.Sub(start); got < tt.want-100*time.Millisecond || got > tt.want+300*time.Millisecond {
 				t.Errorf("plugin's deadline = %v after the start, want %v, from 100ms before to 300ms after", got, tt.want)
 			}
+			// The plugin's context ends at its own deadline, or earlier when
+			// the gateway passes on the client's cancel, so by the same bound.
 			if report.contextEnded.IsZero() {
 				t.Errorf("plugin's context did not end: it worked its full 10s")
-			} else if got := report.contextEnded.Sub(start); got > tt.want+200*time.Millisecond {
-				t.Errorf("plugin's context ended %v after the start, want by %v", got, tt.want+200*time.Millisecond)
+			} else if got := report.contextEnded.Sub(start); got > tt.want+300*time.Millisecond {
+				t.Errorf("plugin's context ended %v after the start, want by %v", got, tt.want+300*time.Millisecond)
 			}
 		})
 	}
