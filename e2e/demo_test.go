@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ssegw/ssegw/internal/ssetest"
 )
@@ -60,7 +61,9 @@ func TestDemo(t *testing.T) {
 			continue
 		}
 		recorded++
-		column := strings.Index(line, m[4])
+		// Columns count characters, as the terminal shows them and as fmt
+		// pads: "µs" takes one byte more than it shows.
+		column := utf8.RuneCountInString(line[:strings.Index(line, m[4])])
 		if traceColumn == -1 {
 			traceColumn = column
 		} else if column != traceColumn {
