@@ -14,6 +14,7 @@ import (
 
 	"github.com/ssegw/ssegw/config"
 	"github.com/ssegw/ssegw/gateway"
+	"github.com/ssegw/ssegw/internal/gcfloor"
 )
 
 func newServeCommand() *cobra.Command {
@@ -63,6 +64,14 @@ func serve(cmd *cobra.Command, configFile string) error {
 	return runGatewayUntil(run, force, configFile, cmd.ErrOrStderr())
 }
 
+// heapFloor is the heap size below which the gateway does not collect
+// garbage, unless GOGC is set. Each call allocates a few kilobytes while
+// the gateway keeps only a few megabytes live, so Go's default pacing
+// collects dozens of times a second under load. In benchmark runs on two
+// cores, the floor gave 12 to 20 % more small calls per second for about
+// 30 MiB more resident memory (docs/PERFORMANCE.md).
+const heapFloor = 32 << 20
+
 // runGateway runs the gateway of configFile until ctx ends, then drains
 // the calls in flight, up to drain_timeout. The Windows service runs it.
 func runGateway(ctx context.Context, configFile string, stderr io.Writer) error {
@@ -77,6 +86,12 @@ func runGatewayUntil(ctx, force context.Context, configFile string, stderr io.Wr
 		return exitError{code: 2}
 	}
 	logger := gateway.NewLogger(cfg.Log, stderr)
+	if _, set := os.LookupEnv("GOGC"); set {
+		logger.Info("garbage collection", "gogc", os.Getenv("GOGC"))
+	} else {
+		defer gcfloor.Start(heapFloor).Stop()
+		logger.Info("garbage collection", "heap_floor", config.ByteSize(heapFloor).String())
+	}
 
 	g, err := gateway.New(cfg, logger, gateway.Options{UserAgent: userAgent(), Version: version})
 	if err != nil {

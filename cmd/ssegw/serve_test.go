@@ -367,9 +367,12 @@ func TestServeRunsUntilSIGTERM(t *testing.T) {
 		// wantCallRecord is whether the call is logged, which happens at
 		// debug level only without the access log.
 		wantCallRecord bool
+		// gogc is GOGC in the gateway's environment: with it, the
+		// gateway leaves garbage collection to Go's own pacing.
+		gogc string
 	}{
-		{name: "level info from the file"},
-		{name: "SSEGW_LOG_LEVEL=debug", env: []string{"SSEGW_LOG_LEVEL=debug"}, wantCallRecord: true},
+		{name: "level info from the file", gogc: os.Getenv("GOGC")},
+		{name: "SSEGW_LOG_LEVEL=debug", env: []string{"SSEGW_LOG_LEVEL=debug", "GOGC=150"}, wantCallRecord: true, gogc: "150"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -424,6 +427,19 @@ log:
 			}
 			if got := len(logRecords(stderr, "stopped")); got != 1 {
 				t.Errorf("got %d %q log records, want 1", got, "stopped")
+			}
+			wantGC := map[string]any{"heap_floor": "32MiB"}
+			if tt.gogc != "" {
+				wantGC = map[string]any{"gogc": tt.gogc}
+			}
+			if gc := logRecords(stderr, "garbage collection"); len(gc) != 1 {
+				t.Errorf("got %d %q log records, want 1", len(gc), "garbage collection")
+			} else {
+				for key, want := range wantGC {
+					if gc[0][key] != want {
+						t.Errorf("garbage collection record's %s = %v, want %v; record: %v", key, gc[0][key], want, gc[0])
+					}
+				}
 			}
 
 			calls := logRecords(stderr, "call")
