@@ -58,6 +58,14 @@ func (c metadataCarrier) Keys() []string {
 	return keys
 }
 
+// noExemplar is the context of measurements that take no exemplar. The
+// metrics SDK links a measurement made in a traced call to its trace (an
+// exemplar) only where it finds the span in the context. The links are
+// kept for the call duration histogram and the mismatch counter, where a
+// trace explains a value. Offering them to every counter as well cost
+// each traced call about 1 % of the gateway's CPU in profiles.
+var noExemplar = context.Background()
+
 // startSpan begins the call's server span, continuing the client's trace
 // when its headers carry one. The span is named after the method until the
 // call's engine and function are known.
@@ -71,7 +79,7 @@ func (c *call) startSpan(l *listener) {
 	parent := o.propagator.Extract(c.ctx, metadataCarrier(c.incoming))
 	c.spanName = strings.TrimPrefix(c.method, "/")
 	c.spanCtx, c.span = o.tracer.Start(parent, c.spanName, trace.WithSpanKind(trace.SpanKindServer), trace.WithTimestamp(c.start))
-	o.metrics.inFlight.Add(c.spanCtx, 1, o.metrics.attributes(setKey{method: c.info.kind}))
+	o.metrics.inFlight.Add(noExemplar, 1, o.metrics.attributes(setKey{method: c.info.kind}))
 	if !c.span.IsRecording() {
 		return // spans go nowhere: spare building their attributes
 	}
@@ -171,7 +179,7 @@ func (c *call) startAttemptSpan(a *attempt, outgoing metadata.MD) {
 	o := c.gateway.observer
 	spanCtx, span := o.tracer.Start(c.spanCtx, c.spanName, trace.WithSpanKind(trace.SpanKindClient))
 	a.span = span
-	o.metrics.attempts.Add(spanCtx, 1, o.metrics.attributes(setKey{engine: c.engine.Name, function: c.info.metricFunction()}))
+	o.metrics.attempts.Add(noExemplar, 1, o.metrics.attributes(setKey{engine: c.engine.Name, function: c.info.metricFunction()}))
 	delete(outgoing, "traceparent")
 	delete(outgoing, "tracestate")
 	o.propagator.Inject(spanCtx, metadataCarrier(outgoing))
@@ -254,16 +262,16 @@ func (c *call) end(st *status.Status, gatewayFailure bool) {
 
 	// Metrics.
 	callAttributes := o.metrics.attributes(setKey{engine: engineOrNone(engine), function: functionName, method: c.info.kind, code: code, hasCode: true})
-	o.metrics.calls.Add(c.spanCtx, 1, callAttributes)
+	o.metrics.calls.Add(noExemplar, 1, callAttributes)
 	o.metrics.duration.Record(c.spanCtx, duration.Seconds(), callAttributes)
-	o.metrics.inFlight.Add(c.spanCtx, -1, o.metrics.attributes(setKey{method: c.info.kind}))
+	o.metrics.inFlight.Add(noExemplar, -1, o.metrics.attributes(setKey{method: c.info.kind}))
 	if engine != "" {
 		in := o.metrics.attributes(setKey{engine: engine, function: functionName, direction: "in"})
 		out := o.metrics.attributes(setKey{engine: engine, function: functionName, direction: "out"})
-		o.metrics.rows.Add(c.spanCtx, rowsIn, in)
-		o.metrics.rows.Add(c.spanCtx, rowsOut, out)
-		o.metrics.bytes.Add(c.spanCtx, c.bytesIn.Load(), in)
-		o.metrics.bytes.Add(c.spanCtx, c.bytesOut, out)
+		o.metrics.rows.Add(noExemplar, rowsIn, in)
+		o.metrics.rows.Add(noExemplar, rowsOut, out)
+		o.metrics.bytes.Add(noExemplar, c.bytesIn.Load(), in)
+		o.metrics.bytes.Add(noExemplar, c.bytesOut, out)
 	}
 
 	// The status page.

@@ -1673,3 +1673,39 @@ func TestReplaySpans(t *testing.T) {
 		}
 	}
 }
+
+// TestExemplarsOnDurationOnly checks which metrics link a traced call to
+// its trace: the duration histogram does, the counters do not.
+func TestExemplarsOnDurationOnly(t *testing.T) {
+	plugin := &tracingPlugin{}
+	p := newTracedPath(t, plugin.connector(), func(cfg *config.Config) {
+		cfg.Telemetry.Metrics = config.MetricExport{Exporter: config.ExporterOTLP, Endpoint: cfg.Telemetry.Traces.Endpoint, Insecure: true}
+	})
+	traceparent, traceID, _ := newTraceparent()
+	ctx := metadata.NewOutgoingContext(testContext(t), metadata.Pairs("traceparent", traceparent))
+	if _, err := p.client.GetCapabilities(ctx, &ssepb.Empty{}); err != nil {
+		t.Fatalf("GetCapabilities through the gateway = %v, want success", err)
+	}
+	p.flush(t)
+
+	exemplars := map[string][]string{} // metric name: exemplar trace ids
+	for _, m := range p.receiver.Metrics() {
+		for _, point := range m.GetHistogram().GetDataPoints() {
+			for _, e := range point.GetExemplars() {
+				exemplars[m.GetName()] = append(exemplars[m.GetName()], hex.EncodeToString(e.GetTraceId()))
+			}
+		}
+		for _, point := range m.GetSum().GetDataPoints() {
+			for _, e := range point.GetExemplars() {
+				exemplars[m.GetName()] = append(exemplars[m.GetName()], hex.EncodeToString(e.GetTraceId()))
+			}
+		}
+	}
+	if got := exemplars["ssegw.call.duration"]; !slices.Contains(got, traceID) {
+		t.Errorf("ssegw.call.duration exemplar trace ids = %q, want the call's %s among them", got, traceID)
+	}
+	delete(exemplars, "ssegw.call.duration")
+	if len(exemplars) != 0 {
+		t.Errorf("other metrics with exemplars: %v, want none", exemplars)
+	}
+}

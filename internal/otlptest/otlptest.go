@@ -153,6 +153,20 @@ func (r *Receiver) MetricRequests() int {
 	return r.metricRequests
 }
 
+// Metrics returns every metric received, in the order of arrival, with
+// the points of each export request.
+func (r *Receiver) Metrics() []*metricspb.Metric {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var metrics []*metricspb.Metric
+	for _, rm := range r.metrics {
+		for _, sm := range rm.GetScopeMetrics() {
+			metrics = append(metrics, sm.GetMetrics()...)
+		}
+	}
+	return metrics
+}
+
 // MetricNames returns the name of every metric received, once each.
 func (r *Receiver) MetricNames() []string {
 	r.mu.Lock()
