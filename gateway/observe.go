@@ -71,9 +71,9 @@ var noExemplar = context.Background()
 // call's engine and function are known.
 //
 // NOTE: tracing every call still costs small calls several percent of
-// their throughput on 2 cores (docs/PERFORMANCE.md). Most of what remains
-// is the SDK's own work per span: starting it, storing and deduplicating
-// its attributes, and queueing it for export.
+// their throughput on 2 cores (docs/PERFORMANCE.md): building the spans'
+// attributes here, encoding them, and the collector's share of the CPU
+// when it runs on the same machine.
 func (c *call) startSpan(l *listener) {
 	o := c.gateway.observer
 	parent := o.propagator.Extract(c.ctx, metadataCarrier(c.incoming))

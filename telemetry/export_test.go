@@ -1,8 +1,38 @@
 package telemetry
 
+import (
+	"context"
+	"time"
+
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+)
+
 // NewOTLPSpanExporter lets the external tests compare the gateway's span
 // exporter with the SDK's.
 var NewOTLPSpanExporter = newOTLPSpanExporter
 
 // DescribeExport lets the external tests check the start-up log's words.
 var DescribeExport = describeExport
+
+// NewSpanRecorder lets the external tests compare the gateway's span
+// recorder with the SDK's tracer provider.
+func NewSpanRecorder(res *resource.Resource, sampler sdktrace.Sampler, client otlptrace.Client) (trace.TracerProvider, func(context.Context) error) {
+	r := newSpanRecorder(res, sampler, client).start()
+	return r, r.Shutdown
+}
+
+// NewSmallSpanRecorder is NewSpanRecorder with a batch of batchSize spans,
+// a queue of queueSize and no scheduled export.
+func NewSmallSpanRecorder(client otlptrace.Client, batchSize, queueSize int) (trace.TracerProvider, func(context.Context) error) {
+	r := newSpanRecorder(resource.Empty(), sdktrace.AlwaysSample(), client)
+	r.batchSize, r.queueSize, r.scheduleDelay = batchSize, queueSize, time.Hour
+	r.start()
+	return r, r.Shutdown
+}
+
+// RecorderApplies lets the external tests check when the recorder stands
+// in for the SDK.
+var RecorderApplies = recorderApplies

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -184,14 +185,7 @@ const (
 
 // appendResourceSpans appends the fields of one ResourceSpans message.
 func appendResourceSpans(b []byte, group resourceGroup) []byte {
-	if group.resource != nil {
-		var start int
-		b, start = beginMessage(b, resourceSpansResource)
-		for iter := group.resource.Iter(); iter.Next(); {
-			b = appendKeyValue(b, resourceAttributes, iter.Attribute())
-		}
-		b = endMessage(b, start)
-	}
+	b = appendResource(b, group.resource)
 	for _, scope := range group.scopes {
 		var start int
 		b, start = beginMessage(b, resourceSpansScopes)
@@ -201,17 +195,34 @@ func appendResourceSpans(b []byte, group resourceGroup) []byte {
 	return appendString(b, resourceSpansSchemaURL, group.resource.SchemaURL())
 }
 
-func appendScopeSpans(b []byte, group scopeGroup) []byte {
-	if scope := group.scope; scope != (instrumentation.Scope{}) {
-		var start int
-		b, start = beginMessage(b, scopeSpansScope)
-		b = appendString(b, scopeName, scope.Name)
-		b = appendString(b, scopeVersion, scope.Version)
-		for iter := scope.Attributes.Iter(); iter.Next(); {
-			b = appendKeyValue(b, scopeAttributes, iter.Attribute())
-		}
-		b = endMessage(b, start)
+// appendResource appends the resource field of a ResourceSpans message.
+func appendResource(b []byte, res *resource.Resource) []byte {
+	if res == nil {
+		return b
 	}
+	b, start := beginMessage(b, resourceSpansResource)
+	for iter := res.Iter(); iter.Next(); {
+		b = appendKeyValue(b, resourceAttributes, iter.Attribute())
+	}
+	return endMessage(b, start)
+}
+
+// appendScope appends the scope field of a ScopeSpans message.
+func appendScope(b []byte, scope instrumentation.Scope) []byte {
+	if scope == (instrumentation.Scope{}) {
+		return b
+	}
+	b, start := beginMessage(b, scopeSpansScope)
+	b = appendString(b, scopeName, scope.Name)
+	b = appendString(b, scopeVersion, scope.Version)
+	for iter := scope.Attributes.Iter(); iter.Next(); {
+		b = appendKeyValue(b, scopeAttributes, iter.Attribute())
+	}
+	return endMessage(b, start)
+}
+
+func appendScopeSpans(b []byte, group scopeGroup) []byte {
+	b = appendScope(b, group.scope)
 	for _, span := range group.spans {
 		var start int
 		b, start = beginMessage(b, scopeSpansSpans)
@@ -221,7 +232,25 @@ func appendScopeSpans(b []byte, group scopeGroup) []byte {
 	return appendString(b, scopeSpansSchemaURL, group.scope.SchemaURL)
 }
 
-func appendSpan(b []byte, span sdktrace.ReadOnlySpan) []byte {
+// spanFields is what appendSpan reads of a span: the methods of the SDK's
+// ReadOnlySpan that the spanRecorder's spans have too.
+type spanFields interface {
+	SpanContext() trace.SpanContext
+	Parent() trace.SpanContext
+	Name() string
+	SpanKind() trace.SpanKind
+	StartTime() time.Time
+	EndTime() time.Time
+	Attributes() []attribute.KeyValue
+	DroppedAttributes() int
+	Events() []sdktrace.Event
+	DroppedEvents() int
+	Links() []sdktrace.Link
+	DroppedLinks() int
+	Status() sdktrace.Status
+}
+
+func appendSpan(b []byte, span spanFields) []byte {
 	sc := span.SpanContext()
 	traceID, spanID := sc.TraceID(), sc.SpanID()
 	b = appendBytes(b, spanTraceID, traceID[:])

@@ -77,9 +77,19 @@ func New(ctx context.Context, cfg config.Telemetry, opts Options) (*Providers, e
 	}
 	exporting := exporter != nil && !autoexport.IsNoneSpanExporter(exporter)
 	p.TracesExport = describeExport(cfg.Traces.Exporter, cfg.Traces.Endpoint, cfg.Traces.Insecure, "TRACES", exporting)
-	if !exporting && len(opts.SpanProcessors) == 0 {
+	otlp, isOTLP := exporter.(*otlpSpanExporter)
+	switch {
+	case !exporting && len(opts.SpanProcessors) == 0:
 		p.TracerProvider = idTracerProvider{}
-	} else {
+	case isOTLP && len(opts.SpanProcessors) == 0 && recorderApplies(cfg.Traces.SamplerRatio):
+		sampler := sdktrace.ParentBased(sdktrace.AlwaysSample()) // the SDK's default
+		if ratio := cfg.Traces.SamplerRatio; ratio != nil {
+			sampler = sdktrace.ParentBased(sdktrace.TraceIDRatioBased(*ratio))
+		}
+		recorder := newSpanRecorder(res, sampler, otlp.client).start()
+		p.TracerProvider = recorder
+		p.shutdown = append(p.shutdown, recorder.Shutdown)
+	default:
 		traceOptions := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
 		if exporting {
 			traceOptions = append(traceOptions, sdktrace.WithBatcher(exporter))

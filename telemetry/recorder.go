@@ -1,0 +1,506 @@
+package telemetry
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"reflect"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
+	"go.opentelemetry.io/otel/sdk/instrumentation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/embedded"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// spanRecorder is the tracer provider when spans go to an OTLP collector
+// with the SDK's default batching and limits. It records each span in a
+// small struct and, when the span ends, writes it in the OTLP wire format
+// into the batch that the next export sends.
+//
+// The SDK's spans cost the gateway about a sixth of its CPU on small calls
+// with every call traced. Most of it went to their generality: attributes
+// normalised, copied into a read-only snapshot and deduplicated through a
+// map when the span ends, then queued one by one for the exporter. Here a
+// span is encoded once, outside any lock, and appended to the batch.
+//
+// The sampler is the SDK's own (parent-based, with the configured ratio),
+// and the SDK's OTLP clients send the batches, as for otlpSpanExporter.
+// Settings this recorder does not read (OTEL_TRACES_SAMPLER without a
+// sampler_ratio, OTEL_BSP_* and the span limit variables) send the
+// gateway through the SDK instead: see recorderApplies.
+type spanRecorder struct {
+	embedded.TracerProvider
+
+	sampler  sdktrace.Sampler
+	client   otlptrace.Client
+	resource *resource.Resource
+
+	// The batch size, queue size and schedule delay; tests change them.
+	batchSize, queueSize int
+	scheduleDelay        time.Duration
+
+	mu      sync.Mutex
+	tracers []*recordingTracer // by instrumentation scope
+	pending int                // spans in the tracers' batches
+	stopped bool
+
+	full chan struct{} // a batch is full; capacity 1
+	stop chan struct{}
+	done chan struct{}
+	// exports is the parent context of background exports, cancelled when
+	// a shutdown runs out of time.
+	exports      context.Context
+	cancelExport context.CancelFunc
+	buf          []byte // the encoded request, exporting goroutine only
+}
+
+// The SDK's defaults for the batch span processor and the span limits.
+const (
+	recorderBatchSize     = 512
+	recorderQueueSize     = 2048
+	recorderScheduleDelay = 5 * time.Second
+	recorderExportTimeout = 30 * time.Second
+	recorderCountLimit    = 128 // attributes, events, links, and attributes per event or link
+)
+
+// recorderApplies reports whether the recorder can stand in for the SDK:
+// it reads no environment variable of the SDK's sampler, batching or span
+// limits, so their presence sends spans through the SDK.
+func recorderApplies(samplerRatio *float64) bool {
+	for _, entry := range os.Environ() {
+		name, _, _ := strings.Cut(entry, "=")
+		switch {
+		case name == "OTEL_TRACES_SAMPLER" || name == "OTEL_TRACES_SAMPLER_ARG":
+			if samplerRatio == nil {
+				return false
+			}
+		case strings.HasPrefix(name, "OTEL_BSP_"), strings.HasPrefix(name, "OTEL_SPAN_"),
+			strings.HasPrefix(name, "OTEL_EVENT_"), strings.HasPrefix(name, "OTEL_LINK_"),
+			strings.HasPrefix(name, "OTEL_ATTRIBUTE_"):
+			return false
+		}
+	}
+	return true
+}
+
+// newSpanRecorder returns a recorder that samples with sampler and sends
+// its batches through client, which it owns from then on.
+func newSpanRecorder(res *resource.Resource, sampler sdktrace.Sampler, client otlptrace.Client) *spanRecorder {
+	r := &spanRecorder{
+		sampler: sampler, client: client, resource: res,
+		batchSize: recorderBatchSize, queueSize: recorderQueueSize, scheduleDelay: recorderScheduleDelay,
+		full: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	r.exports, r.cancelExport = context.WithCancel(context.Background())
+	return r
+}
+
+// Tracer returns the tracer of one instrumentation scope.
+func (r *spanRecorder) Tracer(name string, options ...trace.TracerOption) trace.Tracer {
+	cfg := trace.NewTracerConfig(options...)
+	scope := instrumentation.Scope{
+		Name: name, Version: cfg.InstrumentationVersion(), SchemaURL: cfg.SchemaURL(), Attributes: cfg.InstrumentationAttributes(),
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, t := range r.tracers {
+		if t.scope.Name == scope.Name && t.scope.Version == scope.Version && t.scope.SchemaURL == scope.SchemaURL &&
+			t.scope.Attributes.Equals(&scope.Attributes) {
+			return t
+		}
+	}
+	t := &recordingTracer{recorder: r, scope: scope}
+	r.tracers = append(r.tracers, t)
+	return t
+}
+
+// start begins exporting in the background.
+func (r *spanRecorder) start() *spanRecorder {
+	go r.run()
+	return r
+}
+
+// run exports a batch when one is full, and what there is every
+// scheduleDelay, until Shutdown.
+func (r *spanRecorder) run() {
+	defer close(r.done)
+	tick := time.NewTicker(r.scheduleDelay)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-r.full:
+		case <-tick.C:
+		}
+		ctx, cancel := context.WithTimeout(r.exports, recorderExportTimeout)
+		if err := r.export(ctx); err != nil {
+			otel.Handle(err)
+		}
+		cancel()
+	}
+}
+
+// export sends the spans recorded so far in one request. Spans that end
+// meanwhile go to the next one.
+func (r *spanRecorder) export(ctx context.Context) error {
+	r.mu.Lock()
+	if r.pending == 0 {
+		r.mu.Unlock()
+		return nil
+	}
+	b := r.buf[:0]
+	b = appendResource(b, r.resource)
+	for _, t := range r.tracers {
+		if len(t.spans) == 0 {
+			continue
+		}
+		var start int
+		b, start = beginMessage(b, resourceSpansScopes)
+		b = appendScope(b, t.scope)
+		b = append(b, t.spans...)
+		b = appendString(b, scopeSpansSchemaURL, t.scope.SchemaURL)
+		b = endMessage(b, start)
+		t.spans = t.spans[:0]
+	}
+	r.pending = 0
+	r.mu.Unlock()
+	b = appendString(b, resourceSpansSchemaURL, r.resource.SchemaURL())
+	r.buf = b
+
+	carrier := &tracepb.ResourceSpans{}
+	carrier.ProtoReflect().SetUnknown(protoreflect.RawFields(b[:len(b):len(b)]))
+	if err := r.client.UploadTraces(ctx, []*tracepb.ResourceSpans{carrier}); err != nil {
+		return fmt.Errorf("traces export: %w", err)
+	}
+	return nil
+}
+
+// add appends one encoded span to its tracer's batch, or drops it when
+// queueSize spans wait already, as the SDK's queue does when the
+// collector cannot keep up.
+func (r *spanRecorder) add(t *recordingTracer, span []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped || r.pending >= r.queueSize {
+		return
+	}
+	t.spans = append(t.spans, span...)
+	r.pending++
+	if r.pending%r.batchSize == 0 {
+		select {
+		case r.full <- struct{}{}:
+		default: // an export is due already
+		}
+	}
+}
+
+// Shutdown exports what is left and stops the client, within ctx: an
+// export under way, which may be retrying against an absent collector, is
+// ended when ctx ends.
+func (r *spanRecorder) Shutdown(ctx context.Context) error {
+	r.mu.Lock()
+	if r.stopped {
+		r.mu.Unlock()
+		return nil
+	}
+	r.stopped = true
+	r.mu.Unlock()
+	close(r.stop)
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		r.cancelExport()
+		<-r.done
+	}
+	r.cancelExport()
+	err := r.export(ctx)
+	if stopErr := r.client.Stop(ctx); err == nil {
+		err = stopErr
+	}
+	return err
+}
+
+// recordingTracer starts the spans of one instrumentation scope.
+type recordingTracer struct {
+	embedded.Tracer
+	recorder *spanRecorder
+	scope    instrumentation.Scope
+	spans    []byte // encoded ScopeSpans.spans fields; guarded by recorder.mu
+}
+
+// Start begins a span as the SDK does: a child of the span in ctx, or the
+// root of a new trace, sampled by the recorder's sampler.
+func (t *recordingTracer) Start(ctx context.Context, name string, options ...trace.SpanStartOption) (context.Context, trace.Span) {
+	cfg := trace.NewSpanStartConfig(options...)
+	if cfg.NewRoot() {
+		ctx = trace.ContextWithSpanContext(ctx, trace.SpanContext{})
+	}
+	parent := trace.SpanContextFromContext(ctx)
+	traceID := parent.TraceID()
+	if !parent.TraceID().IsValid() {
+		traceID = newTraceID()
+	}
+	sampled := t.recorder.sampler.ShouldSample(sdktrace.SamplingParameters{
+		ParentContext: ctx, TraceID: traceID, Name: name, Kind: cfg.SpanKind(), Attributes: cfg.Attributes(), Links: cfg.Links(),
+	})
+	flags := parent.TraceFlags() &^ trace.FlagsSampled
+	if sampled.Decision == sdktrace.RecordAndSample {
+		flags |= trace.FlagsSampled
+	}
+	sc := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: traceID, SpanID: newSpanID(), TraceFlags: flags, TraceState: sampled.Tracestate,
+	})
+	if sampled.Decision == sdktrace.Drop {
+		ctx = trace.ContextWithSpanContext(ctx, sc)
+		return ctx, trace.SpanFromContext(ctx)
+	}
+
+	s := &recordedSpan{tracer: t, sc: sc, parent: parent, name: name, kind: cfg.SpanKind(), start: cfg.Timestamp()}
+	if s.kind == 0 {
+		s.kind = trace.SpanKindInternal
+	}
+	if s.start.IsZero() {
+		s.start = time.Now()
+	}
+	s.SetAttributes(sampled.Attributes...)
+	s.SetAttributes(cfg.Attributes()...)
+	for _, link := range cfg.Links() {
+		s.AddLink(link)
+	}
+	return trace.ContextWithSpan(ctx, s), s
+}
+
+// recordedSpan is one span under way. Its methods are those that the
+// encoder reads (see spanFields) and those of trace.Span.
+type recordedSpan struct {
+	embedded.Span
+	tracer *recordingTracer
+	sc     trace.SpanContext
+	parent trace.SpanContext
+	kind   trace.SpanKind
+	start  time.Time
+
+	mu                sync.Mutex
+	ended             bool
+	end               time.Time
+	name              string
+	attributes        []attribute.KeyValue
+	attributesBox     *[]attribute.KeyValue // from attributeSlices, for attributes
+	droppedAttributes int
+	events            []sdktrace.Event
+	droppedEvents     int
+	links             []sdktrace.Link
+	droppedLinks      int
+	status            sdktrace.Status
+}
+
+func (s *recordedSpan) SpanContext() trace.SpanContext { return s.sc }
+
+func (s *recordedSpan) IsRecording() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.ended
+}
+
+func (s *recordedSpan) SetStatus(code codes.Code, description string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Ok is final and Error replaces Unset, as in the SDK.
+	if s.ended || s.status.Code > code {
+		return
+	}
+	s.status = sdktrace.Status{Code: code}
+	if code == codes.Error {
+		s.status.Description = description
+	}
+}
+
+func (s *recordedSpan) SetName(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.ended {
+		s.name = name
+	}
+}
+
+// SetAttributes sets attributes, a later value replacing an earlier one of
+// the same key, and counts those over the limit as dropped.
+func (s *recordedSpan) SetAttributes(attributes ...attribute.KeyValue) {
+	if len(attributes) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return
+	}
+	if s.attributesBox == nil {
+		s.attributesBox = attributeSlices.Get().(*[]attribute.KeyValue)
+		s.attributes = (*s.attributesBox)[:0]
+	}
+	s.attributes, s.droppedAttributes = setAttributes(s.attributes, s.droppedAttributes, attributes)
+}
+
+// setAttributes adds attributes to list, replacing the values of keys it
+// has and dropping invalid ones and those over the limit.
+func setAttributes(list []attribute.KeyValue, dropped int, attributes []attribute.KeyValue) ([]attribute.KeyValue, int) {
+	for _, kv := range attributes {
+		if !kv.Valid() {
+			dropped++
+			continue
+		}
+		if i := indexOfKey(list, kv.Key); i >= 0 {
+			list[i] = kv
+			continue
+		}
+		if len(list) >= recorderCountLimit {
+			dropped++
+			continue
+		}
+		list = append(list, kv)
+	}
+	return list, dropped
+}
+
+// indexOfKey returns where key is in list, or -1. A span has a few dozen
+// attributes at most, which a scan covers faster than a map is built.
+func indexOfKey(list []attribute.KeyValue, key attribute.Key) int {
+	for i := range list {
+		if list[i].Key == key {
+			return i
+		}
+	}
+	return -1
+}
+
+// AddEvent adds an event. Its attribute keys are made unique, the last
+// value winning, as OTLP requires; the SDK (v1.47) sends a repeated key
+// of an event twice.
+func (s *recordedSpan) AddEvent(name string, options ...trace.EventOption) {
+	cfg := trace.NewEventConfig(options...)
+	event := sdktrace.Event{Name: name, Time: cfg.Timestamp()}
+	event.Attributes, event.DroppedAttributeCount = setAttributes(nil, 0, cfg.Attributes())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return
+	}
+	// The oldest events give way to new ones, as in the SDK.
+	if len(s.events) >= recorderCountLimit {
+		s.events = append(s.events[:0], s.events[1:]...)
+		s.droppedEvents++
+	}
+	s.events = append(s.events, event)
+}
+
+func (s *recordedSpan) AddLink(link trace.Link) {
+	if !link.SpanContext.IsValid() && len(link.Attributes) == 0 && link.SpanContext.TraceState().Len() == 0 {
+		return
+	}
+	l := sdktrace.Link{SpanContext: link.SpanContext}
+	l.Attributes, l.DroppedAttributeCount = setAttributes(nil, 0, link.Attributes)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return
+	}
+	if len(s.links) >= recorderCountLimit {
+		s.links = append(s.links[:0], s.links[1:]...)
+		s.droppedLinks++
+	}
+	s.links = append(s.links, l)
+}
+
+// RecordError adds an exception event, as the SDK does.
+func (s *recordedSpan) RecordError(err error, options ...trace.EventOption) {
+	if err == nil {
+		return
+	}
+	options = append(options, trace.WithAttributes(semconv.ExceptionType(errorType(err)), semconv.ExceptionMessage(err.Error())))
+	s.AddEvent(semconv.ExceptionEventName, options...)
+}
+
+// errorType names an error's type as the SDK does: its package path and
+// name, or the type itself for a type without a name.
+func errorType(err error) string {
+	t := reflect.TypeOf(err)
+	if t.PkgPath() == "" && t.Name() == "" {
+		return t.String()
+	}
+	return t.PkgPath() + "." + t.Name()
+}
+
+// End ends the span and hands it, encoded, to the recorder when sampled.
+func (s *recordedSpan) End(options ...trace.SpanEndOption) {
+	cfg := trace.NewSpanEndConfig(options...)
+	end := cfg.Timestamp()
+	if end.IsZero() {
+		end = time.Now()
+	}
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.ended, s.end = true, end
+	s.mu.Unlock()
+
+	if s.sc.IsSampled() {
+		buf := getEncodeBuffer()
+		var start int
+		buf.b, start = beginMessage(buf.b[:0], scopeSpansSpans)
+		buf.b = appendSpan(buf.b, s)
+		buf.b = endMessage(buf.b, start)
+		s.tracer.recorder.add(s.tracer, buf.b)
+		putEncodeBuffer(buf)
+	}
+	// Nothing reads the attributes once the span ended.
+	if s.attributesBox != nil {
+		clear(s.attributes) // let go of the values' strings
+		*s.attributesBox = s.attributes[:0]
+		attributeSlices.Put(s.attributesBox)
+		s.attributes, s.attributesBox = nil, nil
+	}
+}
+
+func (s *recordedSpan) TracerProvider() trace.TracerProvider { return s.tracer.recorder }
+
+// The methods below are those of spanFields, which the encoder reads once
+// the span ended.
+
+func (s *recordedSpan) Parent() trace.SpanContext        { return s.parent }
+func (s *recordedSpan) Name() string                     { return s.name }
+func (s *recordedSpan) SpanKind() trace.SpanKind         { return s.kind }
+func (s *recordedSpan) StartTime() time.Time             { return s.start }
+func (s *recordedSpan) EndTime() time.Time               { return s.end }
+func (s *recordedSpan) Attributes() []attribute.KeyValue { return s.attributes }
+func (s *recordedSpan) DroppedAttributes() int           { return s.droppedAttributes }
+func (s *recordedSpan) Events() []sdktrace.Event         { return s.events }
+func (s *recordedSpan) DroppedEvents() int               { return s.droppedEvents }
+func (s *recordedSpan) Links() []sdktrace.Link           { return s.links }
+func (s *recordedSpan) DroppedLinks() int                { return s.droppedLinks }
+func (s *recordedSpan) Status() sdktrace.Status          { return s.status }
+
+// Pools of attribute lists and encoding buffers, which every traced call
+// would otherwise allocate.
+var (
+	attributeSlices = sync.Pool{New: func() any { return new([]attribute.KeyValue) }}
+	encodeBuffers   = sync.Pool{New: func() any { return &encodeBuffer{} }}
+)
+
+type encodeBuffer struct{ b []byte }
+
+func getEncodeBuffer() *encodeBuffer  { return encodeBuffers.Get().(*encodeBuffer) }
+func putEncodeBuffer(b *encodeBuffer) { encodeBuffers.Put(b) }

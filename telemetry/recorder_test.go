@@ -1,0 +1,411 @@
+package telemetry_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
+
+	"github.com/ssegw/ssegw/internal/otlptest"
+	"github.com/ssegw/ssegw/telemetry"
+)
+
+// TestSpanRecorderMatchesSDK makes the same calls on the SDK's tracer
+// provider, exporting with the SDK's OTLP exporter, and on the gateway's
+// span recorder. The collector must receive the same spans from both, ids
+// and their random parts aside: names, kinds, times, attributes with
+// their limits and replacements, events, errors, links, statuses, parents,
+// flags, trace state, resource and scope, and no span that the sampler
+// dropped.
+func TestSpanRecorderMatchesSDK(t *testing.T) {
+	clearOTelEnv(t)
+	ctx := context.Background()
+	res := resource.NewWithAttributes("https://opentelemetry.io/schemas/1.37.0", attribute.String("service.name", "ssegw"))
+	sampler := sdktrace.ParentBased(sdktrace.AlwaysSample())
+	newClient := func(r *otlptest.Receiver) otlptrace.Client {
+		return otlptracegrpc.NewClient(otlptracegrpc.WithEndpoint(r.Addr), otlptracegrpc.WithInsecure())
+	}
+
+	sdkReceiver, ourReceiver := otlptest.StartGRPC(t), otlptest.StartGRPC(t)
+	sdkExporter, err := otlptrace.New(ctx, newClient(sdkReceiver))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sdkProvider := sdktrace.NewTracerProvider(sdktrace.WithResource(res), sdktrace.WithSampler(sampler), sdktrace.WithBatcher(sdkExporter))
+	ourClient := newClient(ourReceiver)
+	if err := ourClient.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ourProvider, ourShutdown := telemetry.NewSpanRecorder(res, sampler, ourClient)
+
+	sdkNotes := recordSpans(t, sdkProvider)
+	ourNotes := recordSpans(t, ourProvider)
+	if err := sdkProvider.Shutdown(ctx); err != nil {
+		t.Fatalf("SDK shutdown: %v", err)
+	}
+	if err := ourShutdown(ctx); err != nil {
+		t.Fatalf("recorder shutdown: %v", err)
+	}
+	if diff := cmp.Diff(sdkNotes, ourNotes); diff != "" {
+		t.Errorf("what the spans reported while recorded differs (-SDK +recorder):\n%s", diff)
+	}
+
+	want, got := byName(t, sdkReceiver.Spans()), byName(t, ourReceiver.Spans())
+	if len(want) != len(recordedNames) {
+		t.Fatalf("the SDK exported %d spans, want %d: the test's expectations are out of date", len(want), len(recordedNames))
+	}
+	for _, name := range recordedNames {
+		sdkSpan, ok := want[name]
+		if !ok {
+			t.Fatalf("the SDK exported no span %q", name)
+		}
+		span, ok := got[name]
+		if !ok {
+			t.Errorf("the recorder exported no span %q", name)
+			continue
+		}
+		for _, check := range []struct {
+			part      string
+			got, want string
+		}{
+			{"parent", parentName(span, got), parentName(sdkSpan, want)},
+			{"trace", traceRoot(span, got), traceRoot(sdkSpan, want)},
+		} {
+			if check.got != check.want {
+				t.Errorf("span %q: %s %q, want %q", name, check.part, check.got, check.want)
+			}
+		}
+		compare := []struct {
+			part      string
+			got, want proto.Message
+		}{
+			{"span", withoutIDs(span.Span), withoutIDs(sdkSpan.Span)},
+			{"resource", span.Resource, sdkSpan.Resource},
+			{"scope", span.Scope, sdkSpan.Scope},
+		}
+		for _, c := range compare {
+			if diff := cmp.Diff(c.want, c.got, protocmp.Transform()); diff != "" {
+				t.Errorf("span %q: %s differs (-SDK +recorder):\n%s", name, c.part, diff)
+			}
+		}
+	}
+	for name := range got {
+		if _, ok := want[name]; !ok {
+			t.Errorf("the recorder exported span %q, which the SDK did not", name)
+		}
+	}
+}
+
+// recordedNames are the spans that recordSpans ends and the sampler keeps.
+var recordedNames = []string{
+	"root renamed", "child", "ok", "remote child", "new root", "over the limits", "ended twice",
+}
+
+// recordSpans makes the calls that TestSpanRecorderMatchesSDK compares,
+// and returns what the spans reported meanwhile.
+func recordSpans(t *testing.T, provider trace.TracerProvider) []string {
+	t.Helper()
+	var notes []string
+	note := func(format string, args ...any) { notes = append(notes, fmt.Sprintf(format, args...)) }
+	tracer := provider.Tracer("github.com/ssegw/ssegw/gateway",
+		trace.WithInstrumentationVersion("1.2.3"), trace.WithSchemaURL("https://opentelemetry.io/schemas/1.37.0"),
+		trace.WithInstrumentationAttributes(attribute.Bool("scope.flag", true)))
+	at := func(ms int) time.Time {
+		return time.Date(2026, 12, 5, 1, 2, 3, 0, time.UTC).Add(time.Duration(ms) * time.Millisecond)
+	}
+	every := everyAttribute()
+	state, err := trace.ParseTraceState("vendor=value")
+	if err != nil {
+		t.Fatal(err)
+	}
+	remoteParent := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{1, 2, 3}, SpanID: trace.SpanID{4, 5, 6}, TraceFlags: trace.FlagsSampled, TraceState: state, Remote: true,
+	})
+	linked := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{7}, SpanID: trace.SpanID{8}})
+
+	rootCtx, root := tracer.Start(context.Background(), "root", trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithTimestamp(at(0)), trace.WithAttributes(attribute.String("set.at.start", "yes")))
+	note("root recording: %v", root.IsRecording())
+	root.SetAttributes(every...)
+	root.SetAttributes(attribute.String("string.empty", "replaced"), attribute.Int64("int.max", 1))
+	root.SetName("root renamed")
+
+	_, child := tracer.Start(rootCtx, "child", trace.WithSpanKind(trace.SpanKindClient), trace.WithTimestamp(at(1)))
+	child.AddEvent("result check", trace.WithTimestamp(at(2)), trace.WithAttributes(every[:5]...))
+	child.RecordError(errors.New("plugin gone"), trace.WithTimestamp(at(4)))
+	child.RecordError(nil)
+	child.AddLink(trace.Link{SpanContext: linked, Attributes: every[5:9]})
+	child.AddLink(trace.Link{}) // nothing to link: left out
+	child.SetStatus(codes.Error, "Unavailable: no ready replica")
+	child.SetStatus(codes.Unset, "ignored")
+	child.End(trace.WithTimestamp(at(5)))
+
+	_, ok := tracer.Start(rootCtx, "ok", trace.WithTimestamp(at(6)))
+	ok.SetStatus(codes.Ok, "an Ok status has no description")
+	ok.SetStatus(codes.Error, "too late: Ok is final")
+	ok.End(trace.WithTimestamp(at(7)))
+
+	remoteCtx := trace.ContextWithRemoteSpanContext(context.Background(), remoteParent)
+	_, remote := tracer.Start(remoteCtx, "remote child", trace.WithSpanKind(trace.SpanKindServer), trace.WithTimestamp(at(8)),
+		trace.WithLinks(trace.Link{SpanContext: linked}))
+	note("remote child trace id: %s, state %q", remote.SpanContext().TraceID(), remote.SpanContext().TraceState())
+	remote.End(trace.WithTimestamp(at(9)))
+
+	unsampled := trace.ContextWithRemoteSpanContext(context.Background(), remoteParent.WithTraceFlags(0))
+	droppedCtx, dropped := tracer.Start(unsampled, "dropped")
+	note("dropped: recording %v, sampled %v, valid %v, in its context %v", dropped.IsRecording(), dropped.SpanContext().IsSampled(),
+		dropped.SpanContext().IsValid(), trace.SpanContextFromContext(droppedCtx).Equal(dropped.SpanContext()))
+	dropped.End()
+
+	newRootCtx, newRoot := tracer.Start(rootCtx, "new root", trace.WithNewRoot(), trace.WithTimestamp(at(10)))
+	note("new root in its context: %v", trace.SpanFromContext(newRootCtx).SpanContext().Equal(newRoot.SpanContext()))
+	newRoot.End(trace.WithTimestamp(at(11)))
+
+	_, over := tracer.Start(rootCtx, "over the limits", trace.WithTimestamp(at(12)))
+	for i := range 200 {
+		over.SetAttributes(attribute.Int("attribute."+fmt.Sprint(i), i))
+	}
+	over.SetAttributes(attribute.Int("attribute.5", -5)) // an existing key still takes a new value
+	for i := range 130 {
+		over.AddEvent(fmt.Sprint("event ", i), trace.WithTimestamp(at(13)))
+	}
+	over.End(trace.WithTimestamp(at(14)))
+
+	_, twice := tracer.Start(rootCtx, "ended twice", trace.WithTimestamp(at(15)))
+	twice.End(trace.WithTimestamp(at(16)))
+	note("ended: recording %v", twice.IsRecording())
+	twice.SetAttributes(attribute.String("after.end", "ignored"))
+	twice.AddEvent("after end")
+	twice.SetName("renamed after end")
+	twice.SetStatus(codes.Error, "after end")
+	twice.End(trace.WithTimestamp(at(17)))
+
+	root.End(trace.WithTimestamp(at(20)))
+	return notes
+}
+
+// everyAttribute returns one attribute of each type, with edge values.
+func everyAttribute() []attribute.KeyValue {
+	return []attribute.KeyValue{
+		attribute.Bool("bool.true", true),
+		attribute.Bool("bool.false", false),
+		attribute.Int64("int.zero", 0),
+		attribute.Int64("int.max", 1<<62),
+		attribute.Float64("float.pi", 3.14159),
+		attribute.String("string.empty", ""),
+		attribute.String("string.unicode", "Größe ✓"),
+		attribute.BoolSlice("bools", []bool{true, false}),
+		attribute.Int64Slice("ints", []int64{1, -1, 0}),
+		attribute.Float64Slice("floats", []float64{0.5, -2}),
+		attribute.StringSlice("strings", []string{"a", "", "c"}),
+		attribute.ByteSlice("bytes", []byte{0, 1, 2, 255}),
+		attribute.Slice("slice", attribute.StringValue("s"), attribute.Int64Value(3)),
+		attribute.Map("map", attribute.String("k", "v")),
+		{Key: ""}, // invalid: dropped and counted
+	}
+}
+
+// byName indexes spans by name, which recordSpans keeps unique.
+func byName(t *testing.T, spans []otlptest.Span) map[string]otlptest.Span {
+	t.Helper()
+	named := map[string]otlptest.Span{}
+	for _, span := range spans {
+		if _, seen := named[span.GetName()]; seen {
+			t.Errorf("span %q exported twice", span.GetName())
+		}
+		named[span.GetName()] = span
+	}
+	return named
+}
+
+// parentName returns the name of span's parent among spans, the parent's
+// id when it is not among them, or "" for a root.
+func parentName(span otlptest.Span, spans map[string]otlptest.Span) string {
+	if len(span.ParentSpanId) == 0 {
+		return ""
+	}
+	for name, other := range spans {
+		if other.SpanIDHex() == span.ParentSpanIDHex() {
+			return name
+		}
+	}
+	return "id " + span.ParentSpanIDHex()
+}
+
+// traceRoot returns the name of the root span of span's trace among spans,
+// or the trace id when the root is not among them.
+func traceRoot(span otlptest.Span, spans map[string]otlptest.Span) string {
+	for name, other := range spans {
+		if other.TraceIDHex() == span.TraceIDHex() && len(other.ParentSpanId) == 0 {
+			return name
+		}
+	}
+	return "trace " + span.TraceIDHex()
+}
+
+// withoutIDs returns a copy of span without its random ids, which the
+// test compares through parentName and traceRoot.
+func withoutIDs(span *tracepb.Span) *tracepb.Span {
+	span = proto.Clone(span).(*tracepb.Span)
+	span.TraceId, span.SpanId, span.ParentSpanId = nil, nil, nil
+	return span
+}
+
+// TestSpanRecorderBatches checks when the recorder exports: as soon as a
+// batch is full, not before, and at shutdown. Spans that end while the
+// queue is full are dropped, as in the SDK, and the rest are exported.
+func TestSpanRecorderBatches(t *testing.T) {
+	client := newBlockingClient()
+	provider, shutdown := telemetry.NewSmallSpanRecorder(client, 2, 4)
+	tracer := provider.Tracer("test")
+	record := func(n int) {
+		for range n {
+			_, span := tracer.Start(context.Background(), "span")
+			span.End()
+		}
+	}
+
+	record(1)
+	record(1) // the batch is full: an export starts and blocks
+	select {
+	case n := <-client.started:
+		if n != 2 {
+			t.Errorf("first export has %d spans, want the batch of 2", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no export within 10 s of a full batch")
+	}
+	record(10) // 4 wait in the queue, 6 are dropped
+	close(client.release)
+	if err := shutdown(context.Background()); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if got := client.exported(); !slices.Equal(got, []int{2, 4}) {
+		t.Errorf("exports had %v spans, want [2 4]: a full batch, then the queue at shutdown", got)
+	}
+}
+
+// blockingClient is an OTLP client whose uploads wait for release. It
+// reports each upload's span count on started.
+type blockingClient struct {
+	started chan int
+	release chan struct{}
+	mu      sync.Mutex
+	counts  []int
+}
+
+func newBlockingClient() *blockingClient {
+	return &blockingClient{started: make(chan int, 10), release: make(chan struct{})}
+}
+
+func (*blockingClient) Start(context.Context) error { return nil }
+func (*blockingClient) Stop(context.Context) error  { return nil }
+
+func (c *blockingClient) UploadTraces(ctx context.Context, carriers []*tracepb.ResourceSpans) error {
+	n := 0
+	for _, carrier := range carriers {
+		wire, err := proto.Marshal(carrier)
+		if err != nil {
+			return err
+		}
+		var decoded tracepb.ResourceSpans
+		if err := proto.Unmarshal(wire, &decoded); err != nil {
+			return err
+		}
+		for _, scope := range decoded.GetScopeSpans() {
+			n += len(scope.GetSpans())
+		}
+	}
+	c.mu.Lock()
+	c.counts = append(c.counts, n)
+	c.mu.Unlock()
+	c.started <- n
+	select {
+	case <-c.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *blockingClient) exported() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.counts)
+}
+
+// TestRecorderApplies checks which settings the recorder leaves to the
+// SDK: those of its sampler, batching and span limits that it does not
+// read.
+func TestRecorderApplies(t *testing.T) {
+	ratio := 0.5
+	cases := []struct {
+		name     string
+		env      map[string]string
+		ratio    *float64
+		recorder bool
+	}{
+		{"defaults", nil, nil, true},
+		{"sampler_ratio", nil, &ratio, true},
+		{"OTEL_TRACES_SAMPLER", map[string]string{"OTEL_TRACES_SAMPLER": "always_off"}, nil, false},
+		{"OTEL_TRACES_SAMPLER under sampler_ratio", map[string]string{"OTEL_TRACES_SAMPLER": "always_off"}, &ratio, true},
+		{"OTEL_BSP_MAX_QUEUE_SIZE", map[string]string{"OTEL_BSP_MAX_QUEUE_SIZE": "100"}, &ratio, false},
+		{"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", map[string]string{"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "10"}, nil, false},
+		{"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", map[string]string{"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "10"}, nil, false},
+		{"OTEL_SERVICE_NAME", map[string]string{"OTEL_SERVICE_NAME": "gw"}, nil, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			clearOTelEnv(t)
+			for name, value := range c.env {
+				t.Setenv(name, value)
+			}
+			if got := telemetry.RecorderApplies(c.ratio); got != c.recorder {
+				t.Errorf("RecorderApplies = %v, want %v", got, c.recorder)
+			}
+		})
+	}
+}
+
+// TestSpanRecorderShutdownBounded checks that a shutdown ends an export
+// that the collector never answers once its context ends, rather than
+// waiting for the export's own 30 s timeout.
+func TestSpanRecorderShutdownBounded(t *testing.T) {
+	client := newBlockingClient() // never released
+	provider, shutdown := telemetry.NewSmallSpanRecorder(client, 1, 4)
+	_, span := provider.Tracer("test").Start(context.Background(), "span")
+	span.End()
+	select {
+	case <-client.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no export within 10 s of a full batch")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	returned := make(chan error, 1)
+	go func() { returned <- shutdown(ctx) }()
+	select {
+	case err := <-returned:
+		if err != nil {
+			t.Logf("shutdown: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("shutdown still waits 10 s after its context ended")
+	}
+}
