@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // childProcessAttributes puts a child in its own process group, so that a
@@ -43,6 +44,48 @@ func residentBytes(pid int) (int64, error) {
 			continue // a worker that exited meanwhile
 		}
 		total += rss
+	}
+	return total, nil
+}
+
+// cpuTime returns the CPU time, user and system, that the process pid and
+// its living descendants have used so far.
+func cpuTime(pid int) (time.Duration, error) {
+	total := time.Duration(0)
+	for _, member := range append([]int{pid}, descendants(pid)...) {
+		used, err := processCPU(member)
+		if err != nil {
+			if member == pid {
+				return 0, err
+			}
+			continue // a worker that exited meanwhile
+		}
+		total += used
+	}
+	return total, nil
+}
+
+// processCPU sums the time on CPU of the process's threads, which
+// /proc/PID/task/TID/schedstat gives in nanoseconds, where /proc/PID/stat
+// counts in ticks of 10 ms, too coarse for short runs. The time of a
+// thread that exited is lost, which Go's threads rarely do.
+func processCPU(pid int) (time.Duration, error) {
+	threads, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, fmt.Errorf("reading the CPU time of process %d: %w", pid, err)
+	}
+	total := time.Duration(0)
+	for _, thread := range threads {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, thread.Name()))
+		if err != nil {
+			continue // the thread exited meanwhile
+		}
+		first, _, _ := strings.Cut(string(data), " ")
+		nanos, err := strconv.ParseInt(first, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("reading the CPU time of process %d: unexpected schedstat %q", pid, data)
+		}
+		total += time.Duration(nanos)
 	}
 	return total, nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"syscall"
+	"time"
 )
 
 // childProcessAttributes returns nil: process groups and parent-death
@@ -26,6 +27,11 @@ func killGroup(int) {}
 // residentBytes reports that resident memory is read from /proc, which
 // only Linux has.
 func residentBytes(int) (int64, error) {
+	return 0, errors.ErrUnsupported
+}
+
+// cpuTime reports that CPU time is read from /proc, which only Linux has.
+func cpuTime(int) (time.Duration, error) {
 	return 0, errors.ErrUnsupported
 }
 

@@ -237,9 +237,12 @@ func (b *bench) measuredRow(p point, absent map[string]string, columns int, cell
 func (b *bench) smallTable() table {
 	names, absent := b.tableTargets()
 	t := table{
-		title:  fmt.Sprintf("Small calls: SumOfRows, one bundle of %d rows, %d concurrent callers on one connection", b.opts.SmallRows, b.opts.Concurrency),
-		notes:  []string{"Latency is per call, from opening the stream to the plugin's status."},
-		header: []string{"target", "calls/s", "×direct", "p50 ms", "×direct", "p99 ms", "×direct", "rounds"},
+		title: fmt.Sprintf("Small calls: SumOfRows, one bundle of %d rows, %d concurrent callers on one connection", b.opts.SmallRows, b.opts.Concurrency),
+		notes: []string{
+			"Latency is per call, from opening the stream to the plugin's status.",
+			"CPU is the target's own CPU time per call, user and system, its workers included: what it costs the machine, apart from the client and the plugin.",
+		},
+		header: []string{"target", "calls/s", "×direct", "p50 ms", "×direct", "p99 ms", "×direct", "CPU µs/call", "rounds"},
 	}
 	direct := point{WorkloadSmall, b.opts.Concurrency, TargetDirect}
 	for _, name := range names {
@@ -252,6 +255,7 @@ func (b *bench) smallTable() table {
 				formatCount(rate), formatRatio(ratio(rate, b.results.medianOf(direct, runResult.callsPerSecond))),
 				formatMillis(p50), formatRatio(ratio(p50, b.results.medianOf(direct, func(r runResult) float64 { return r.latency(50) }))),
 				formatMillis(p99), formatRatio(ratio(p99, b.results.medianOf(direct, func(r runResult) float64 { return r.latency(99) }))),
+				formatCount(b.results.medianOf(p, runResult.cpuPerCall)),
 				b.roundsCell(p),
 			}
 		}))

@@ -59,6 +59,9 @@ type runResult struct {
 	// peakRSS is the largest resident memory sampled, in bytes; 0 when
 	// none was sampled.
 	peakRSS int64
+	// cpu is the CPU time the target's processes used during the run,
+	// from the first call to the end of the last; 0 when not measured.
+	cpu time.Duration
 }
 
 // callsPerSecond returns the rate of calls completed within the window.
@@ -85,6 +88,15 @@ func (r runResult) latency(p float64) float64 {
 		return math.NaN()
 	}
 	return float64(percentile(r.latencies, p)) / float64(time.Millisecond)
+}
+
+// cpuPerCall returns the target's CPU time per call begun, in
+// microseconds, or NaN when it was not measured.
+func (r runResult) cpuPerCall() float64 {
+	if r.cpu == 0 || r.started == 0 {
+		return math.NaN()
+	}
+	return float64(r.cpu) / float64(time.Microsecond) / float64(r.started)
 }
 
 // rssMiB returns the peak resident memory in MiB, or NaN when it was not
@@ -133,8 +145,10 @@ type worker struct {
 // measure runs spec against conn. Its error is only the context's, when
 // the run was interrupted; the calls' failures are in the result.
 func measure(ctx context.Context, conn *grpc.ClientConn, spec runSpec) (runResult, error) {
-	// Sample the target's memory while the callers run.
+	// Sample the target's memory while the callers run, and take its CPU
+	// time before and after them.
 	stopSampling, peak := sampleRSS(spec.pid)
+	cpuBefore, cpuErr := cpuTime(spec.pid)
 
 	// Run the callers until the window closes, then let their open calls
 	// end.
@@ -146,6 +160,7 @@ func measure(ctx context.Context, conn *grpc.ClientConn, spec runSpec) (runResul
 		wg.Go(func() { workers[i].loop(ctx, conn, spec, end) })
 	}
 	wg.Wait()
+	cpuAfter, cpuAfterErr := cpuTime(spec.pid)
 	stopSampling()
 	if err := ctx.Err(); err != nil {
 		return runResult{}, err
@@ -153,6 +168,9 @@ func measure(ctx context.Context, conn *grpc.ClientConn, spec runSpec) (runResul
 
 	// Merge what the callers counted.
 	result := runResult{concurrency: spec.concurrency, window: spec.duration, callTimeout: spec.callTimeout, peakRSS: peak()}
+	if spec.pid != 0 && cpuErr == nil && cpuAfterErr == nil {
+		result.cpu = cpuAfter - cpuBefore
+	}
 	for _, w := range workers {
 		result.started += w.started
 		result.completed += w.completed

@@ -263,6 +263,9 @@ func summarize(workload string, r runResult) string {
 	} else {
 		text = fmt.Sprintf("%s calls/s  p50 %s ms  p99 %s ms", formatCount(r.callsPerSecond()), formatMillis(r.latency(50)), formatMillis(r.latency(99)))
 	}
+	if cpu := r.cpuPerCall(); !math.IsNaN(cpu) && workload != WorkloadLarge && workload != memoryLarge {
+		text += fmt.Sprintf("  CPU %.0f µs/call", cpu)
+	}
 	if rss := r.rssMiB(); !math.IsNaN(rss) {
 		text += fmt.Sprintf("  RSS %.0f MiB", rss)
 	}
