@@ -52,7 +52,7 @@ type spanRecorder struct {
 
 	mu      sync.Mutex
 	tracers []*recordingTracer // by instrumentation scope
-	pending int                // spans in the tracers' batches
+	queue   []*recordedSpan    // ended spans waiting for the next export
 	stopped bool
 
 	full chan struct{} // a batch is full; capacity 1
@@ -62,7 +62,11 @@ type spanRecorder struct {
 	// a shutdown runs out of time.
 	exports      context.Context
 	cancelExport context.CancelFunc
-	buf          []byte // the encoded request, exporting goroutine only
+
+	// buf is the encoded request, and spare the queue's other slice, both
+	// reused by the exporting goroutine only.
+	buf   []byte
+	spare []*recordedSpan
 }
 
 // The SDK's defaults for the batch span processor and the span limits.
@@ -152,32 +156,48 @@ func (r *spanRecorder) run() {
 	}
 }
 
-// export sends the spans recorded so far in one request. Spans that end
-// meanwhile go to the next one.
+// export encodes the spans queued so far and sends them in one request.
+// Spans that end meanwhile go to the next one. Encoding here, rather than
+// in End, keeps it off the calls' goroutines, whose stacks it made grow.
 func (r *spanRecorder) export(ctx context.Context) error {
 	r.mu.Lock()
-	if r.pending == 0 {
-		r.mu.Unlock()
+	spans := r.queue
+	r.queue = r.spare[:0]
+	r.mu.Unlock()
+	if len(spans) == 0 {
+		r.spare = spans
 		return nil
 	}
-	b := r.buf[:0]
-	b = appendResource(b, r.resource)
+
+	b := appendResource(r.buf[:0], r.resource)
 	for _, t := range r.tracers {
-		if len(t.spans) == 0 {
-			continue
+		var start, count int
+		for _, span := range spans {
+			if span.tracer != t {
+				continue
+			}
+			if count == 0 {
+				b, start = beginMessage(b, resourceSpansScopes)
+				b = appendScope(b, t.scope)
+			}
+			count++
+			var spanStart int
+			b, spanStart = beginMessage(b, scopeSpansSpans)
+			b = appendSpan(b, span)
+			b = endMessage(b, spanStart)
 		}
-		var start int
-		b, start = beginMessage(b, resourceSpansScopes)
-		b = appendScope(b, t.scope)
-		b = append(b, t.spans...)
-		b = appendString(b, scopeSpansSchemaURL, t.scope.SchemaURL)
-		b = endMessage(b, start)
-		t.spans = t.spans[:0]
+		if count > 0 {
+			b = appendString(b, scopeSpansSchemaURL, t.scope.SchemaURL)
+			b = endMessage(b, start)
+		}
 	}
-	r.pending = 0
-	r.mu.Unlock()
 	b = appendString(b, resourceSpansSchemaURL, r.resource.SchemaURL())
 	r.buf = b
+	for i, span := range spans {
+		span.release()
+		spans[i] = nil
+	}
+	r.spare = spans[:0]
 
 	carrier := &tracepb.ResourceSpans{}
 	carrier.ProtoReflect().SetUnknown(protoreflect.RawFields(b[:len(b):len(b)]))
@@ -187,18 +207,18 @@ func (r *spanRecorder) export(ctx context.Context) error {
 	return nil
 }
 
-// add appends one encoded span to its tracer's batch, or drops it when
+// add queues an ended span for the next export, or drops it when
 // queueSize spans wait already, as the SDK's queue does when the
 // collector cannot keep up.
-func (r *spanRecorder) add(t *recordingTracer, span []byte) {
+func (r *spanRecorder) add(span *recordedSpan) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.stopped || r.pending >= r.queueSize {
+	if r.stopped || len(r.queue) >= r.queueSize {
+		span.release()
 		return
 	}
-	t.spans = append(t.spans, span...)
-	r.pending++
-	if r.pending%r.batchSize == 0 {
+	r.queue = append(r.queue, span)
+	if len(r.queue)%r.batchSize == 0 {
 		select {
 		case r.full <- struct{}{}:
 		default: // an export is due already
@@ -237,7 +257,6 @@ type recordingTracer struct {
 	embedded.Tracer
 	recorder *spanRecorder
 	scope    instrumentation.Scope
-	spans    []byte // encoded ScopeSpans.spans fields; guarded by recorder.mu
 }
 
 // Start begins a span as the SDK does: a child of the span in ctx, or the
@@ -442,7 +461,7 @@ func errorType(err error) string {
 	return t.PkgPath() + "." + t.Name()
 }
 
-// End ends the span and hands it, encoded, to the recorder when sampled.
+// End ends the span and queues it for export when sampled.
 func (s *recordedSpan) End(options ...trace.SpanEndOption) {
 	cfg := trace.NewSpanEndConfig(options...)
 	end := cfg.Timestamp()
@@ -458,15 +477,15 @@ func (s *recordedSpan) End(options ...trace.SpanEndOption) {
 	s.mu.Unlock()
 
 	if s.sc.IsSampled() {
-		buf := getEncodeBuffer()
-		var start int
-		buf.b, start = beginMessage(buf.b[:0], scopeSpansSpans)
-		buf.b = appendSpan(buf.b, s)
-		buf.b = endMessage(buf.b, start)
-		s.tracer.recorder.add(s.tracer, buf.b)
-		putEncodeBuffer(buf)
+		s.tracer.recorder.add(s)
+	} else {
+		s.release()
 	}
-	// Nothing reads the attributes once the span ended.
+}
+
+// release returns the span's attribute list to its pool once nothing
+// reads it: after export, or at End for a span not exported.
+func (s *recordedSpan) release() {
 	if s.attributesBox != nil {
 		clear(s.attributes) // let go of the values' strings
 		*s.attributesBox = s.attributes[:0]
@@ -493,14 +512,6 @@ func (s *recordedSpan) Links() []sdktrace.Link           { return s.links }
 func (s *recordedSpan) DroppedLinks() int                { return s.droppedLinks }
 func (s *recordedSpan) Status() sdktrace.Status          { return s.status }
 
-// Pools of attribute lists and encoding buffers, which every traced call
-// would otherwise allocate.
-var (
-	attributeSlices = sync.Pool{New: func() any { return new([]attribute.KeyValue) }}
-	encodeBuffers   = sync.Pool{New: func() any { return &encodeBuffer{} }}
-)
-
-type encodeBuffer struct{ b []byte }
-
-func getEncodeBuffer() *encodeBuffer  { return encodeBuffers.Get().(*encodeBuffer) }
-func putEncodeBuffer(b *encodeBuffer) { encodeBuffers.Put(b) }
+// attributeSlices pools the spans' attribute lists, which every traced
+// call would otherwise allocate.
+var attributeSlices = sync.Pool{New: func() any { return new([]attribute.KeyValue) }}
