@@ -25,14 +25,14 @@ import (
 
 // spanRecorder is the tracer provider when spans go to an OTLP collector
 // with the SDK's default batching and limits. It records each span in a
-// small struct and, when the span ends, writes it in the OTLP wire format
-// into the batch that the next export sends.
+// small struct, queues it when it ends, and writes the queued spans in the
+// OTLP wire format at the next export.
 //
 // The SDK's spans cost the gateway about a sixth of its CPU on small calls
 // with every call traced. Most of it went to their generality: attributes
 // normalised, copied into a read-only snapshot and deduplicated through a
-// map when the span ends, then queued one by one for the exporter. Here a
-// span is encoded once, outside any lock, and appended to the batch.
+// map when the span ends. Here an ended span is queued as it is and
+// encoded once, by the exporting goroutine.
 //
 // The sampler is the SDK's own (parent-based, with the configured ratio),
 // and the SDK's OTLP clients send the batches, as for otlpSpanExporter.

@@ -27,11 +27,11 @@ import (
 
 // TestSpanRecorderMatchesSDK makes the same calls on the SDK's tracer
 // provider, exporting with the SDK's OTLP exporter, and on the gateway's
-// span recorder. The collector must receive the same spans from both, ids
-// and their random parts aside: names, kinds, times, attributes with
-// their limits and replacements, events, errors, links, statuses, parents,
-// flags, trace state, resource and scope, and no span that the sampler
-// dropped.
+// span recorder. The collector must receive the same spans from both,
+// apart from their random ids. The comparison covers names, kinds, times,
+// attributes with their limits and replacements, events, errors, links,
+// statuses, parents, flags, trace state, resource and scope. Neither may
+// send a span that the sampler dropped.
 func TestSpanRecorderMatchesSDK(t *testing.T) {
 	clearOTelEnv(t)
 	ctx := context.Background()
@@ -382,9 +382,9 @@ func TestRecorderApplies(t *testing.T) {
 	}
 }
 
-// TestSpanRecorderShutdownBounded checks that a shutdown ends an export
-// that the collector never answers once its context ends, rather than
-// waiting for the export's own 30 s timeout.
+// TestSpanRecorderShutdownBounded checks that a shutdown cancels a stuck
+// export, one the collector never responds to, once the shutdown's context
+// ends, rather than waiting for the export's own 30 s timeout.
 func TestSpanRecorderShutdownBounded(t *testing.T) {
 	client := newBlockingClient() // never released
 	provider, shutdown := telemetry.NewSmallSpanRecorder(client, 1, 4)
