@@ -462,6 +462,10 @@ func errorType(err error) string {
 }
 
 // End ends the span and queues it for export when sampled.
+//
+// NOTE: unlike the SDK's, it does not record a panic under way as an
+// exception event when deferred; the gateway ends its spans explicitly,
+// never in a deferred call.
 func (s *recordedSpan) End(options ...trace.SpanEndOption) {
 	cfg := trace.NewSpanEndConfig(options...)
 	end := cfg.Timestamp()
