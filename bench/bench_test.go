@@ -87,7 +87,7 @@ func TestRunDirectAndGateway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"## Machine", "| Go | " + runtime.Version(), "### Small calls:", "![calls/s against concurrent streams](" + ThroughputPlotFile + ")"} {
+	for _, want := range []string{"## Machine", "| Go | " + runtime.Version(), "| Go runtime settings for every process | ", "### Small calls:", "![calls/s against concurrent streams](" + ThroughputPlotFile + ")"} {
 		if !strings.Contains(string(markdown), want) {
 			t.Errorf("no %q in %s", want, ReportFile)
 		}

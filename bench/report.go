@@ -39,6 +39,25 @@ type machineInfo struct {
 	// and ended, which show other work that shared the machine.
 	loadStart string
 	loadEnd   string
+	// goRuntime lists the Go runtime's environment variables that reach
+	// every process the benchmark starts, such as GOGC, which turns the
+	// gateway's heap floor off; "none" when none is set.
+	goRuntime string
+}
+
+// goRuntimeSettings returns the Go runtime variables set in the
+// environment, which the benchmark passes on to its children.
+func goRuntimeSettings() string {
+	var set []string
+	for _, name := range []string{"GOGC", "GOMEMLIMIT", "GODEBUG", "GOMAXPROCS"} {
+		if value := os.Getenv(name); value != "" {
+			set = append(set, name+"="+value)
+		}
+	}
+	if len(set) == 0 {
+		return "none"
+	}
+	return strings.Join(set, " ")
 }
 
 // readMachine collects the description of the machine for the report.
@@ -55,6 +74,7 @@ func readMachine(version string) machineInfo {
 		nginx:     programVersion("nginx", "-v"),
 		haproxy:   programVersion("haproxy", "-v"),
 		loadStart: loadAverage(),
+		goRuntime: goRuntimeSettings(),
 	}
 	if value := procField("/proc/cpuinfo", "model name"); value != "" {
 		info.cpu = value
@@ -132,8 +152,8 @@ func (b *bench) report() error {
 	b.machine.loadEnd = loadAverage()
 	tables := b.tables()
 	m := b.machine
-	fmt.Fprintf(b.opts.Out, "\n%s\nMachine: %s, %d cores, %s, %s; load average %s at the start, %s at the end.\n\n",
-		b.summaryLine(), m.cpu, m.cores, m.kernel, m.goVersion, m.loadStart, m.loadEnd)
+	fmt.Fprintf(b.opts.Out, "\n%s\nMachine: %s, %d cores, %s, %s; load average %s at the start, %s at the end; Go runtime settings for every process: %s.\n\n",
+		b.summaryLine(), m.cpu, m.cores, m.kernel, m.goVersion, m.loadStart, m.loadEnd, m.goRuntime)
 	for _, t := range tables {
 		if err := t.writeText(b.opts.Out); err != nil {
 			return fmt.Errorf("writing the tables: %w", err)
@@ -240,7 +260,7 @@ func (b *bench) smallTable() table {
 		title: fmt.Sprintf("Small calls: SumOfRows, one bundle of %d rows, %d concurrent callers on one connection", b.opts.SmallRows, b.opts.Concurrency),
 		notes: []string{
 			"Latency is per call, from opening the stream to the plugin's status.",
-			"CPU is the target's own CPU time per call, user and system, its workers included: what it costs the machine, apart from the client and the plugin.",
+			"CPU is the target's own time on CPU per call, summed over its threads and workers: what it costs the machine, apart from the client and the plugin.",
 		},
 		header: []string{"target", "calls/s", "×direct", "p50 ms", "×direct", "p99 ms", "×direct", "CPU µs/call", "rounds"},
 	}
@@ -522,6 +542,7 @@ func (b *bench) writeMarkdown(w *bytes.Buffer, tables []table, plots []string) {
 		{"nginx", m.nginx},
 		{"HAProxy", m.haproxy},
 		{"Load average (1, 5, 15 min)", fmt.Sprintf("%s at the start, %s at the end", m.loadStart, m.loadEnd)},
+		{"Go runtime settings for every process", m.goRuntime},
 	}
 	for _, row := range rows {
 		fmt.Fprintf(w, "| %s | %s |\n", row[0], strings.ReplaceAll(row[1], "|", `\|`))

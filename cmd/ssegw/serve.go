@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -86,12 +88,18 @@ func runGatewayUntil(ctx, force context.Context, configFile string, stderr io.Wr
 		return exitError{code: 2}
 	}
 	logger := gateway.NewLogger(cfg.Log, stderr)
-	if _, set := os.LookupEnv("GOGC"); set {
-		logger.Info("garbage collection", "gogc", os.Getenv("GOGC"))
+	// An empty GOGC is unset for Go as well.
+	var collection []any
+	if gogc := os.Getenv("GOGC"); gogc != "" {
+		collection = append(collection, "gogc", gogc)
 	} else {
 		defer gcfloor.Start(heapFloor).Stop()
-		logger.Info("garbage collection", "heap_floor", config.ByteSize(heapFloor).String())
+		collection = append(collection, "heap_floor", config.ByteSize(heapFloor).String())
 	}
+	if limit := debug.SetMemoryLimit(-1); limit != math.MaxInt64 {
+		collection = append(collection, "memory_limit", config.ByteSize(limit).String())
+	}
+	logger.Info("garbage collection", collection...)
 
 	g, err := gateway.New(cfg, logger, gateway.Options{UserAgent: userAgent(), Version: version})
 	if err != nil {

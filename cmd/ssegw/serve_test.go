@@ -372,7 +372,7 @@ func TestServeRunsUntilSIGTERM(t *testing.T) {
 		gogc string
 	}{
 		{name: "level info from the file", gogc: os.Getenv("GOGC")},
-		{name: "SSEGW_LOG_LEVEL=debug", env: []string{"SSEGW_LOG_LEVEL=debug", "GOGC=150"}, wantCallRecord: true, gogc: "150"},
+		{name: "SSEGW_LOG_LEVEL=debug", env: []string{"SSEGW_LOG_LEVEL=debug", "GOGC=150", "GOMEMLIMIT=64MiB"}, wantCallRecord: true, gogc: "150"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -430,7 +430,7 @@ log:
 			}
 			wantGC := map[string]any{"heap_floor": "32MiB"}
 			if tt.gogc != "" {
-				wantGC = map[string]any{"gogc": tt.gogc}
+				wantGC = map[string]any{"gogc": tt.gogc, "memory_limit": "64MiB"}
 			}
 			if gc := logRecords(stderr, "garbage collection"); len(gc) != 1 {
 				t.Errorf("got %d %q log records, want 1", len(gc), "garbage collection")
