@@ -163,6 +163,7 @@ func (r *spanRecorder) export(ctx context.Context) error {
 	r.mu.Lock()
 	spans := r.queue
 	r.queue = r.spare[:0]
+	tracers := r.tracers[:len(r.tracers):len(r.tracers)] // Tracer may append meanwhile
 	r.mu.Unlock()
 	if len(spans) == 0 {
 		r.spare = spans
@@ -170,7 +171,7 @@ func (r *spanRecorder) export(ctx context.Context) error {
 	}
 
 	b := appendResource(r.buf[:0], r.resource)
-	for _, t := range r.tracers {
+	for _, t := range tracers {
 		var start, count int
 		for _, span := range spans {
 			if span.tracer != t {

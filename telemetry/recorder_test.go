@@ -334,7 +334,10 @@ func (c *blockingClient) UploadTraces(ctx context.Context, carriers []*tracepb.R
 	c.mu.Lock()
 	c.counts = append(c.counts, n)
 	c.mu.Unlock()
-	c.started <- n
+	select {
+	case c.started <- n:
+	default: // no test waits for this many exports
+	}
 	select {
 	case <-c.release:
 		return nil
@@ -407,5 +410,33 @@ func TestSpanRecorderShutdownBounded(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("shutdown still waits 10 s after its context ended")
+	}
+}
+
+// TestSpanRecorderTracersMeanwhile creates tracers while spans are
+// exported, which the race detector checks, and expects every span of
+// every tracer at shutdown.
+func TestSpanRecorderTracersMeanwhile(t *testing.T) {
+	client := newBlockingClient()
+	close(client.release)
+	provider, shutdown := telemetry.NewSmallSpanRecorder(client, 1, 1000)
+	const tracers = 50
+	var wg sync.WaitGroup
+	for i := range tracers {
+		wg.Go(func() {
+			_, span := provider.Tracer(fmt.Sprint("scope ", i)).Start(context.Background(), "span")
+			span.End()
+		})
+	}
+	wg.Wait()
+	if err := shutdown(context.Background()); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	total := 0
+	for _, n := range client.exported() {
+		total += n
+	}
+	if total != tracers {
+		t.Errorf("exported %d spans, want %d, one per tracer", total, tracers)
 	}
 }
