@@ -316,8 +316,11 @@ func TestDeadlines(t *testing.T) {
 			if code := status.Code(out.err); code != codes.DeadlineExceeded {
 				t.Errorf("call = %v, want DeadlineExceeded", out.err)
 			}
-			if ended < tt.want-200*time.Millisecond || ended > tt.want+200*time.Millisecond {
-				t.Errorf("call ended after %v, want %v ± 200ms", ended, tt.want)
+			// Early is wrong by any measure. Late is bounded loosely: in a
+			// full .ci/run under the race detector, the client's own call
+			// returned 309 ms after its deadline.
+			if ended < tt.want-200*time.Millisecond || ended > tt.want+500*time.Millisecond {
+				t.Errorf("call ended after %v, want %v, from 200ms before to 500ms after", ended, tt.want)
 			}
 			// gRPC sends a deadline as a relative grpc-timeout, which each
 			// hop counts from when the headers arrive, so the plugin's
