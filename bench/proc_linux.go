@@ -34,33 +34,29 @@ func killGroup(pid int) {
 // residentBytes returns the resident memory (VmRSS) of the process pid and
 // of all its descendants, such as nginx's workers, in bytes.
 func residentBytes(pid int) (int64, error) {
-	total := int64(0)
-	for _, member := range append([]int{pid}, descendants(pid)...) {
-		rss, err := processRSS(member)
-		if err != nil {
-			if member == pid {
-				return 0, err
-			}
-			continue // a worker that exited meanwhile
-		}
-		total += rss
-	}
-	return total, nil
+	return sumOverTree(pid, processRSS)
 }
 
-// cpuTime returns the CPU time, user and system, that the process pid and
-// its living descendants have used so far.
+// cpuTime returns the time on CPU that the process pid and its living
+// descendants have used so far.
 func cpuTime(pid int) (time.Duration, error) {
-	total := time.Duration(0)
+	return sumOverTree(pid, processCPU)
+}
+
+// sumOverTree sums read over the process pid and its descendants. Only
+// pid's own error counts: a descendant may exit meanwhile, as a worker
+// does.
+func sumOverTree[T int64 | time.Duration](pid int, read func(int) (T, error)) (T, error) {
+	var total T
 	for _, member := range append([]int{pid}, descendants(pid)...) {
-		used, err := processCPU(member)
+		value, err := read(member)
 		if err != nil {
 			if member == pid {
 				return 0, err
 			}
-			continue // a worker that exited meanwhile
+			continue
 		}
-		total += used
+		total += value
 	}
 	return total, nil
 }

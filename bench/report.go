@@ -40,8 +40,8 @@ type machineInfo struct {
 	loadStart string
 	loadEnd   string
 	// goRuntime lists the Go runtime's environment variables that reach
-	// every process the benchmark starts, such as GOGC, which turns the
-	// gateway's heap floor off; "none" when none is set.
+	// every process the benchmark starts, or "none". GOGC among them
+	// turns the gateway's heap floor off.
 	goRuntime string
 }
 

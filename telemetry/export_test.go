@@ -33,6 +33,6 @@ func NewSmallSpanRecorder(client otlptrace.Client, batchSize, queueSize int) (tr
 	return r, r.Shutdown
 }
 
-// RecorderApplies lets the external tests check when the recorder stands
-// in for the SDK.
+// RecorderApplies lets the external tests check when the recorder
+// replaces the SDK.
 var RecorderApplies = recorderApplies

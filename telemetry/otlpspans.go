@@ -58,14 +58,25 @@ func (e *otlpSpanExporter) ExportSpans(ctx context.Context, spans []sdktrace.Rea
 	for _, group := range groupSpans(spans) {
 		start := len(e.buf)
 		e.buf = appendResourceSpans(e.buf, group)
-		carrier := &tracepb.ResourceSpans{}
-		carrier.ProtoReflect().SetUnknown(protoreflect.RawFields(e.buf[start:len(e.buf):len(e.buf)]))
-		carriers = append(carriers, carrier)
+		carriers = append(carriers, carrier(e.buf[start:]))
 	}
 	if len(carriers) == 0 {
 		return nil
 	}
-	if err := e.client.UploadTraces(ctx, carriers); err != nil {
+	return upload(ctx, e.client, carriers)
+}
+
+// carrier returns an empty ResourceSpans message that carries the encoded
+// fields of one ResourceSpans as its unknown fields.
+func carrier(fields []byte) *tracepb.ResourceSpans {
+	c := &tracepb.ResourceSpans{}
+	c.ProtoReflect().SetUnknown(protoreflect.RawFields(fields[:len(fields):len(fields)]))
+	return c
+}
+
+// upload sends carriers through client in one request.
+func upload(ctx context.Context, client otlptrace.Client, carriers []*tracepb.ResourceSpans) error {
+	if err := client.UploadTraces(ctx, carriers); err != nil {
 		return fmt.Errorf("traces export: %w", err)
 	}
 	return nil
@@ -86,7 +97,7 @@ type resourceGroup struct {
 
 type scopeGroup struct {
 	scope instrumentation.Scope
-	spans []sdktrace.ReadOnlySpan
+	spans []spanFields
 }
 
 // groupSpans groups spans by resource and scope. A gateway has one resource
@@ -232,8 +243,8 @@ func appendScopeSpans(b []byte, group scopeGroup) []byte {
 	return appendString(b, scopeSpansSchemaURL, group.scope.SchemaURL)
 }
 
-// spanFields is what appendSpan reads of a span: the methods of the SDK's
-// ReadOnlySpan that the spanRecorder's spans have too.
+// spanFields is the part of a span that appendSpan reads: the methods of
+// the SDK's ReadOnlySpan that the spanRecorder's spans have too.
 type spanFields interface {
 	SpanContext() trace.SpanContext
 	Parent() trace.SpanContext

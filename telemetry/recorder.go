@@ -2,7 +2,6 @@ package telemetry
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"reflect"
 	"strings"
@@ -20,7 +19,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/embedded"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // spanRecorder is the tracer provider when spans go to an OTLP collector
@@ -119,8 +117,7 @@ func (r *spanRecorder) Tracer(name string, options ...trace.TracerOption) trace.
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, t := range r.tracers {
-		if t.scope.Name == scope.Name && t.scope.Version == scope.Version && t.scope.SchemaURL == scope.SchemaURL &&
-			t.scope.Attributes.Equals(&scope.Attributes) {
+		if t.scope == scope {
 			return t
 		}
 	}
@@ -170,42 +167,25 @@ func (r *spanRecorder) export(ctx context.Context) error {
 		return nil
 	}
 
-	b := appendResource(r.buf[:0], r.resource)
+	group := resourceGroup{resource: r.resource}
 	for _, t := range tracers {
-		var start, count int
+		var scoped []spanFields
 		for _, span := range spans {
-			if span.tracer != t {
-				continue
+			if span.tracer == t {
+				scoped = append(scoped, span)
 			}
-			if count == 0 {
-				b, start = beginMessage(b, resourceSpansScopes)
-				b = appendScope(b, t.scope)
-			}
-			count++
-			var spanStart int
-			b, spanStart = beginMessage(b, scopeSpansSpans)
-			b = appendSpan(b, span)
-			b = endMessage(b, spanStart)
 		}
-		if count > 0 {
-			b = appendString(b, scopeSpansSchemaURL, t.scope.SchemaURL)
-			b = endMessage(b, start)
+		if len(scoped) > 0 {
+			group.scopes = append(group.scopes, scopeGroup{scope: t.scope, spans: scoped})
 		}
 	}
-	b = appendString(b, resourceSpansSchemaURL, r.resource.SchemaURL())
-	r.buf = b
+	r.buf = appendResourceSpans(r.buf[:0], group)
 	for i, span := range spans {
 		span.release()
 		spans[i] = nil
 	}
 	r.spare = spans[:0]
-
-	carrier := &tracepb.ResourceSpans{}
-	carrier.ProtoReflect().SetUnknown(protoreflect.RawFields(b[:len(b):len(b)]))
-	if err := r.client.UploadTraces(ctx, []*tracepb.ResourceSpans{carrier}); err != nil {
-		return fmt.Errorf("traces export: %w", err)
-	}
-	return nil
+	return upload(ctx, r.client, []*tracepb.ResourceSpans{carrier(r.buf)})
 }
 
 // add queues an ended span for the next export, or drops it when
@@ -269,7 +249,7 @@ func (t *recordingTracer) Start(ctx context.Context, name string, options ...tra
 	}
 	parent := trace.SpanContextFromContext(ctx)
 	traceID := parent.TraceID()
-	if !parent.TraceID().IsValid() {
+	if !traceID.IsValid() {
 		traceID = newTraceID()
 	}
 	sampled := t.recorder.sampler.ShouldSample(sdktrace.SamplingParameters{
@@ -417,12 +397,7 @@ func (s *recordedSpan) AddEvent(name string, options ...trace.EventOption) {
 	if s.ended {
 		return
 	}
-	// The oldest events give way to new ones, as in the SDK.
-	if len(s.events) >= recorderCountLimit {
-		s.events = append(s.events[:0], s.events[1:]...)
-		s.droppedEvents++
-	}
-	s.events = append(s.events, event)
+	s.events = appendEvicting(s.events, event, &s.droppedEvents)
 }
 
 func (s *recordedSpan) AddLink(link trace.Link) {
@@ -436,11 +411,18 @@ func (s *recordedSpan) AddLink(link trace.Link) {
 	if s.ended {
 		return
 	}
-	if len(s.links) >= recorderCountLimit {
-		s.links = append(s.links[:0], s.links[1:]...)
-		s.droppedLinks++
+	s.links = appendEvicting(s.links, l, &s.droppedLinks)
+}
+
+// appendEvicting appends item to list, and when list is at
+// recorderCountLimit, first drops its oldest item and counts it in
+// dropped, as the SDK does with events and links.
+func appendEvicting[T any](list []T, item T, dropped *int) []T {
+	if len(list) >= recorderCountLimit {
+		list = append(list[:0], list[1:]...)
+		*dropped++
 	}
-	s.links = append(s.links, l)
+	return append(list, item)
 }
 
 // RecordError adds an exception event, as the SDK does.
@@ -464,8 +446,8 @@ func errorType(err error) string {
 
 // End ends the span and queues it for export when sampled.
 //
-// NOTE: unlike the SDK's, it does not record a panic under way as an
-// exception event when deferred; the gateway ends its spans explicitly,
+// NOTE: unlike the SDK's End, it does not record a panic under way as an
+// exception event when deferred. The gateway ends its spans explicitly,
 // never in a deferred call.
 func (s *recordedSpan) End(options ...trace.SpanEndOption) {
 	cfg := trace.NewSpanEndConfig(options...)

@@ -82,9 +82,9 @@ func New(ctx context.Context, cfg config.Telemetry, opts Options) (*Providers, e
 	case !exporting && len(opts.SpanProcessors) == 0:
 		p.TracerProvider = idTracerProvider{}
 	case isOTLP && len(opts.SpanProcessors) == 0 && recorderApplies(cfg.Traces.SamplerRatio):
-		sampler := sdktrace.ParentBased(sdktrace.AlwaysSample()) // the SDK's default
-		if ratio := cfg.Traces.SamplerRatio; ratio != nil {
-			sampler = sdktrace.ParentBased(sdktrace.TraceIDRatioBased(*ratio))
+		sampler := ratioSampler(cfg.Traces.SamplerRatio)
+		if sampler == nil {
+			sampler = sdktrace.ParentBased(sdktrace.AlwaysSample()) // the SDK's default
 		}
 		recorder := newSpanRecorder(res, sampler, otlp.client).start()
 		p.TracerProvider = recorder
@@ -97,8 +97,8 @@ func New(ctx context.Context, cfg config.Telemetry, opts Options) (*Providers, e
 		for _, processor := range opts.SpanProcessors {
 			traceOptions = append(traceOptions, sdktrace.WithSpanProcessor(processor))
 		}
-		if ratio := cfg.Traces.SamplerRatio; ratio != nil {
-			traceOptions = append(traceOptions, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(*ratio))))
+		if sampler := ratioSampler(cfg.Traces.SamplerRatio); sampler != nil {
+			traceOptions = append(traceOptions, sdktrace.WithSampler(sampler))
 		}
 		// Without WithSampler, the SDK reads OTEL_TRACES_SAMPLER itself.
 		tracerProvider := sdktrace.NewTracerProvider(traceOptions...)
@@ -128,6 +128,16 @@ func New(ctx context.Context, cfg config.Telemetry, opts Options) (*Providers, e
 	p.Metrics = promhttp.HandlerFor(registry, promhttp.HandlerOpts{})
 	p.shutdown = append(p.shutdown, meterProvider.Shutdown)
 	return p, nil
+}
+
+// ratioSampler returns the sampler that sampler_ratio sets: new traces
+// kept in that ratio, and calls in a trace following their parent. It
+// returns nil when the key is unset.
+func ratioSampler(ratio *float64) sdktrace.Sampler {
+	if ratio == nil {
+		return nil
+	}
+	return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(*ratio))
 }
 
 // Shutdown flushes and stops the exporters.
