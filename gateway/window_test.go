@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"io"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -31,19 +32,27 @@ func TestStreamWindow(t *testing.T) {
 		Limits:    config.Limits{StreamWindow: window},
 	})
 
-	// Towards plugins: the gateway's client preface.
-	backend, err := plugin.Accept()
-	if err != nil {
-		t.Fatal(err)
+	// Towards plugins: the client preface of the gateway's two connections
+	// to a replica, in the order they arrive. The one for calls announces
+	// the window; the one for probes, which carries only GetCapabilities,
+	// keeps HTTP/2's default of 65,535 bytes.
+	var windows []uint32
+	for range 2 {
+		backend, err := plugin.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer backend.Close()
+		backend.SetDeadline(time.Now().Add(10 * time.Second))
+		preface := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(backend, preface); err != nil || string(preface) != http2.ClientPreface {
+			t.Fatalf("gateway's client preface = %q, %v", preface, err)
+		}
+		windows = append(windows, initialWindow(t, http2.NewFramer(io.Discard, backend)))
 	}
-	defer backend.Close()
-	backend.SetDeadline(time.Now().Add(10 * time.Second))
-	preface := make([]byte, len(http2.ClientPreface))
-	if _, err := io.ReadFull(backend, preface); err != nil || string(preface) != http2.ClientPreface {
-		t.Fatalf("gateway's client preface = %q, %v", preface, err)
-	}
-	if got := initialWindow(t, http2.NewFramer(io.Discard, backend)); got != window {
-		t.Errorf("window announced to plugins = %d, want %d", got, window)
+	slices.Sort(windows)
+	if want := []uint32{65535, window}; !slices.Equal(windows, want) {
+		t.Errorf("windows announced to plugins = %v, want %v: the calls' connection's and the probes'", windows, want)
 	}
 
 	// Towards Qlik: the gateway's server preface.
