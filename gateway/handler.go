@@ -110,6 +110,7 @@ type attemptKey struct{}
 // listener's gRPC handler for every method, since the gateway registers no
 // services.
 func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
+	growStack(nil)
 	start := time.Now()
 	ctx := ss.Context()
 	method, _ := grpc.MethodFromServerStream(ss)
