@@ -12,7 +12,7 @@ import (
 // goroutines parked without.
 func TestGrowStack(t *testing.T) {
 	const goroutines = 200
-	held := func(grow bool) uint64 {
+	stackPerGoroutine := func(grow bool) uint64 {
 		var ready, release sync.WaitGroup
 		ready.Add(goroutines)
 		release.Add(1)
@@ -32,7 +32,7 @@ func TestGrowStack(t *testing.T) {
 		release.Done()
 		return (after.StackInuse - min(before.StackInuse, after.StackInuse)) / goroutines
 	}
-	plain, grown := held(false), held(true)
+	plain, grown := stackPerGoroutine(false), stackPerGoroutine(true)
 	t.Logf("stack per goroutine: %d bytes without growStack, %d with", plain, grown)
 	if grown < 12<<10 || grown < 3*plain {
 		t.Errorf("growStack left %d bytes of stack per goroutine (%d without): its frame no longer grows the stack", grown, plain)
