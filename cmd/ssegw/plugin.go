@@ -19,10 +19,6 @@ import (
 	"github.com/ssegw/ssegw/tlsutil"
 )
 
-// pluginStopTimeout bounds how long a stopping plugin waits for its calls
-// in flight before it ends them.
-const pluginStopTimeout = 5 * time.Second
-
 // pluginFlags are the settings of the example plugin, with the flags of
 // the examples/plugin program.
 type pluginFlags struct {
@@ -99,7 +95,7 @@ func runPlugin(cmd *cobra.Command, flags pluginFlags) error {
 	fmt.Fprintf(cmd.OutOrStdout(), "listening on %s\n", lis.Addr())
 
 	// Serve until stopped, then let calls in flight finish, for up to
-	// pluginStopTimeout.
+	// example.StopTimeout.
 	served := make(chan error, 1)
 	go func() { served <- server.Serve(lis) }()
 	select {
@@ -107,16 +103,9 @@ func runPlugin(cmd *cobra.Command, flags pluginFlags) error {
 		return fmt.Errorf("serving the plugin on %s: %w", lis.Addr(), err)
 	case <-ctx.Done():
 	}
-	stopped := make(chan struct{})
-	go func() {
-		server.GracefulStop()
-		close(stopped)
-	}()
-	select {
-	case <-stopped:
-	case <-time.After(pluginStopTimeout):
-		server.Stop()
-		<-stopped
+	fmt.Fprintf(cmd.ErrOrStderr(), "stopping; waiting for calls in flight, for up to %v\n", example.StopTimeout)
+	if !example.Stop(server, example.StopTimeout) {
+		fmt.Fprintf(cmd.ErrOrStderr(), "stopped: ended the calls still in flight after %v\n", example.StopTimeout)
 	}
 	return nil
 }

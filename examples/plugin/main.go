@@ -61,14 +61,19 @@ func main() {
 	}
 	fmt.Printf("listening on %s\n", lis.Addr())
 
-	// Stop gracefully on SIGINT and SIGTERM, so calls in flight finish.
+	// Serve until SIGINT or SIGTERM, then let calls in flight finish, for
+	// up to example.StopTimeout.
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		<-signals
-		server.GracefulStop()
-	}()
-	if err := server.Serve(lis); err != nil {
+	served := make(chan error, 1)
+	go func() { served <- server.Serve(lis) }()
+	select {
+	case err := <-served:
 		log.Fatalf("example plugin: %v", err)
+	case <-signals:
+	}
+	log.Printf("stopping; waiting for calls in flight, for up to %v", example.StopTimeout)
+	if !example.Stop(server, example.StopTimeout) {
+		log.Printf("stopped: ended the calls still in flight after %v", example.StopTimeout)
 	}
 }

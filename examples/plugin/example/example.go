@@ -273,3 +273,27 @@ func (s *Server) String() string {
 }
 
 var _ ssepb.ConnectorServer = (*Server)(nil)
+
+// StopTimeout bounds how long Stop waits for calls in flight.
+const StopTimeout = 5 * time.Second
+
+// Stop lets the server's calls in flight finish, for up to timeout, then
+// ends the rest. gRPC's graceful stop alone would wait for as long as a
+// client keeps a call open. It reports whether every call finished.
+func Stop(server *grpc.Server, timeout time.Duration) bool {
+	stopped := make(chan struct{})
+	go func() {
+		server.GracefulStop()
+		close(stopped)
+	}()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-stopped:
+		return true
+	case <-timer.C:
+		server.Stop()
+		<-stopped
+		return false
+	}
+}
