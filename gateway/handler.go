@@ -286,10 +286,10 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 	if !engine.BeginWait() {
 		return nil, errTooManyWaiting
 	}
-	c.gateway.observer.metrics.waitingChanged(c.ctx, engine.Name, 1)
+	c.gateway.observer.metrics.waitingChanged(engine.Name, 1)
 	defer func() {
 		engine.EndWait()
-		c.gateway.observer.metrics.waitingChanged(c.ctx, engine.Name, -1)
+		c.gateway.observer.metrics.waitingChanged(engine.Name, -1)
 	}()
 
 	options := []grpc.CallOption{grpc.ForceCodecV2(frameCodec{}), grpc.Peer(&a.peer)}
