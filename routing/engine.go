@@ -256,7 +256,11 @@ func (e *Engine) probeLoop(ctx context.Context, replica *Replica) {
 		recovering := replica.Status().State != ReplicaHealthy
 		if recovering {
 			// Reconnect now, not when the connection's backoff (up to 3s)
-			// ends, so that this probe finds a plugin that came back.
+			// ends, so that this probe finds a plugin that came back. The
+			// gRPC flaw that Pool.mu guards against cannot strike here:
+			// with the passthrough resolver and idle mode off, the probe
+			// connection's subconnection changes only when this
+			// goroutine's first probe starts it.
 			replica.conn.ResetConnectBackoff()
 		}
 		replica.probe(ctx, e.Config.ProbeTimeout)
@@ -266,7 +270,7 @@ func (e *Engine) probeLoop(ctx context.Context, replica *Replica) {
 		e.reconcile()
 		if recovering && replica.Status().State == ReplicaHealthy {
 			// The pool's connection to it may still wait out its backoff.
-			e.Pool.Conn().ResetConnectBackoff()
+			e.Pool.ResetBackoff()
 		}
 		next := e.Config.ProbeInterval
 		if replica.Status().State != ReplicaHealthy {

@@ -2,6 +2,7 @@ package routing
 
 import (
 	"fmt"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -38,6 +39,15 @@ var reconnectBackoff = grpc.ConnectParams{
 type Pool struct {
 	conn     *grpc.ClientConn
 	resolver *manual.Resolver
+
+	// mu keeps ResetBackoff apart from Use and Close. gRPC's
+	// ResetConnectBackoff (as of grpc-go v1.85) walks the connection's map
+	// of subconnections without holding its lock, while a resolver update
+	// adds and removes entries: a map read during a write stops the whole
+	// process with a fatal error, which no recover catches. Use returns
+	// only after the balancer made its changes, and idle mode, which would
+	// change the map on its own, is off.
+	mu sync.Mutex
 }
 
 // PoolOptions are the settings shared by every pool of a gateway.
@@ -62,6 +72,10 @@ func NewPool(engine *config.Engine, opts PoolOptions) (*Pool, error) {
 		grpc.WithTransportCredentials(transportCredentials(engine)),
 		grpc.WithDefaultServiceConfig(serviceConfig(engine)),
 		grpc.WithConnectParams(reconnectBackoff),
+		// Without idle mode, connections stay up between calls, so the
+		// first call after a quiet half hour pays no dial, and the
+		// subconnections change only in Use.
+		grpc.WithIdleTimeout(0),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:    opts.Keepalive.BackendPingInterval,
 			Timeout: 20 * time.Second,
@@ -114,6 +128,8 @@ func serviceConfig(engine *config.Engine) string {
 // Use makes the pool send new calls only to the given replicas. Calls open
 // on a replica left out run to their end.
 func (p *Pool) Use(replicas []*Replica) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	addresses := make([]resolver.Address, len(replicas))
 	for i, replica := range replicas {
 		addresses[i] = replica.resolverAddress
@@ -150,8 +166,18 @@ func (p *Pool) Conn() *grpc.ClientConn {
 	return p.conn
 }
 
+// ResetBackoff makes the connections that wait out their reconnect backoff
+// try again now.
+func (p *Pool) ResetBackoff() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.conn.ResetConnectBackoff()
+}
+
 // Close closes the connections to every replica; calls still open on them
 // fail.
 func (p *Pool) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	return p.conn.Close()
 }
