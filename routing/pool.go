@@ -43,7 +43,7 @@ type Pool struct {
 	// mu keeps ResetBackoff apart from Use and Close. gRPC's
 	// ResetConnectBackoff (as of grpc-go v1.85) walks the connection's map
 	// of subconnections without holding its lock, while a resolver update
-	// adds and removes entries: a map read during a write stops the whole
+	// adds and removes entries. A map read during a write stops the whole
 	// process with a fatal error, which no recover catches. Use returns
 	// only after the balancer made its changes, and idle mode, which would
 	// change the map on its own, is off.
