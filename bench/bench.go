@@ -240,7 +240,10 @@ type bench struct {
 
 	results  *results
 	findings []string
-	machine  machineInfo
+	// notes are facts of the run that need no attention, printed after
+	// the tables.
+	notes   []string
+	machine machineInfo
 }
 
 // Run starts the plugin and the selected targets, runs the selected
@@ -405,16 +408,32 @@ func (b *bench) finding(format string, args ...any) {
 	fmt.Fprintf(b.opts.Progress, "finding: %s\n", text)
 }
 
-// noteSpans records how many spans the traced gateway exported.
+// noteSpans records how many spans the traced gateway exported: a note
+// when every call got its two, a finding when spans went missing.
 func (b *bench) noteSpans() {
 	if b.spans == nil {
 		return
 	}
 	for _, t := range b.targets {
 		if t.name == TargetSSEGWTracing {
-			spans := b.spans.Spans()
-			b.finding("%s: the OTLP receiver got %d spans for the %d calls made through it, %.2f per call",
-				t.name, spans, t.calls, float64(spans)/float64(max(t.calls, 1)))
+			text, missing := spansNote(t.name, b.spans.Spans(), int64(t.calls))
+			if missing {
+				b.finding("%s", text)
+			} else {
+				b.notes = append(b.notes, text)
+			}
 		}
 	}
+}
+
+// spansNote describes the spans that the OTLP receiver got for calls
+// through target, and reports whether some are missing: each call has a
+// server span and an attempt's client span, and a replayed call more.
+func spansNote(target string, spans, calls int64) (text string, missing bool) {
+	text = fmt.Sprintf("%s: the OTLP receiver got %d spans for the %d calls made through it, %.2f per call",
+		target, spans, calls, float64(spans)/float64(max(calls, 1)))
+	if spans < 2*calls {
+		return text + "; every call should have 2 (its server span and its attempt's), so spans were lost", true
+	}
+	return text, false
 }

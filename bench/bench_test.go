@@ -123,3 +123,27 @@ func TestRunRejectsUnknownTarget(t *testing.T) {
 		t.Errorf("Run with target ngnix: %v, want an unknown target error", err)
 	}
 }
+
+// TestSpansNote checks when the traced gateway's span count becomes a
+// finding: only when calls got fewer than their two spans.
+func TestSpansNote(t *testing.T) {
+	tests := []struct {
+		spans, calls int64
+		missing      bool
+	}{
+		{spans: 200, calls: 100, missing: false},
+		{spans: 203, calls: 100, missing: false}, // replays add spans
+		{spans: 199, calls: 100, missing: true},
+		{spans: 0, calls: 100, missing: true},
+		{spans: 0, calls: 0, missing: false},
+	}
+	for _, tt := range tests {
+		text, missing := spansNote("ssegw-tracing", tt.spans, tt.calls)
+		if missing != tt.missing {
+			t.Errorf("spansNote(%d spans, %d calls) missing = %v, want %v (%q)", tt.spans, tt.calls, missing, tt.missing, text)
+		}
+		if !strings.HasPrefix(text, "ssegw-tracing: the OTLP receiver got ") {
+			t.Errorf("spansNote(%d spans, %d calls) = %q, want it to name the target and the count", tt.spans, tt.calls, text)
+		}
+	}
+}

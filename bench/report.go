@@ -159,6 +159,13 @@ func (b *bench) report() error {
 			return fmt.Errorf("writing the tables: %w", err)
 		}
 	}
+	if len(b.notes) > 0 {
+		fmt.Fprintln(b.opts.Out, "Notes")
+		for _, note := range b.notes {
+			fmt.Fprintf(b.opts.Out, "  - %s\n", note)
+		}
+		fmt.Fprintln(b.opts.Out)
+	}
 	if len(b.findings) > 0 {
 		fmt.Fprintln(b.opts.Out, "Findings")
 		for _, finding := range b.findings {
@@ -578,6 +585,13 @@ func (b *bench) writeMarkdown(w *bytes.Buffer, tables []table, plots []string) {
 		fmt.Fprintf(w, "%s\n\n", plot)
 	}
 
+	if len(b.notes) > 0 {
+		fmt.Fprintf(w, "## Notes\n\n")
+		for _, note := range b.notes {
+			fmt.Fprintf(w, "- %s\n", note)
+		}
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintf(w, "## Findings\n\n")
 	if len(b.findings) == 0 {
 		fmt.Fprintf(w, "Every target completed every run.\n")
