@@ -94,18 +94,8 @@ func runPlugin(cmd *cobra.Command, flags pluginFlags) error {
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "listening on %s\n", lis.Addr())
 
-	// Serve until stopped, then let calls in flight finish, for up to
-	// example.StopTimeout.
-	served := make(chan error, 1)
-	go func() { served <- server.Serve(lis) }()
-	select {
-	case err := <-served:
+	if err := example.Serve(ctx, server, lis, cmd.ErrOrStderr()); err != nil {
 		return fmt.Errorf("serving the plugin on %s: %w", lis.Addr(), err)
-	case <-ctx.Done():
-	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "stopping; waiting for calls in flight, for up to %v\n", example.StopTimeout)
-	if !example.Stop(server, example.StopTimeout) {
-		fmt.Fprintf(cmd.ErrOrStderr(), "stopped: ended the calls still in flight after %v\n", example.StopTimeout)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"log"
@@ -61,19 +62,10 @@ func main() {
 	}
 	fmt.Printf("listening on %s\n", lis.Addr())
 
-	// Serve until SIGINT or SIGTERM, then let calls in flight finish, for
-	// up to example.StopTimeout.
-	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
-	served := make(chan error, 1)
-	go func() { served <- server.Serve(lis) }()
-	select {
-	case err := <-served:
+	// Serve until SIGINT or SIGTERM.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := example.Serve(ctx, server, lis, os.Stderr); err != nil {
 		log.Fatalf("example plugin: %v", err)
-	case <-signals:
-	}
-	log.Printf("stopping; waiting for calls in flight, for up to %v", example.StopTimeout)
-	if !example.Stop(server, example.StopTimeout) {
-		log.Printf("stopped: ended the calls still in flight after %v", example.StopTimeout)
 	}
 }

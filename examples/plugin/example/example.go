@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"slices"
 	"strconv"
 	"time"
@@ -274,8 +275,27 @@ func (s *Server) String() string {
 
 var _ ssepb.ConnectorServer = (*Server)(nil)
 
-// StopTimeout bounds how long Stop waits for calls in flight.
+// StopTimeout bounds how long Serve waits for calls in flight once ctx
+// ends.
 const StopTimeout = 5 * time.Second
+
+// Serve serves on lis until ctx ends, then stops the server as Stop does,
+// for up to StopTimeout, and writes to log that it is stopping and whether
+// it ended calls. It returns Serve's error when serving fails first.
+func Serve(ctx context.Context, server *grpc.Server, lis net.Listener, log io.Writer) error {
+	served := make(chan error, 1)
+	go func() { served <- server.Serve(lis) }()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	fmt.Fprintf(log, "stopping; waiting for calls in flight, for up to %v\n", StopTimeout)
+	if !Stop(server, StopTimeout) {
+		fmt.Fprintf(log, "stopped: ended the calls still in flight after %v\n", StopTimeout)
+	}
+	return nil
+}
 
 // Stop lets the server's calls in flight finish, for up to timeout, then
 // ends the rest. gRPC's graceful stop alone would wait for as long as a

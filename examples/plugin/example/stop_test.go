@@ -1,8 +1,13 @@
 package example_test
 
 import (
+	"bytes"
+	"context"
+	"net"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
 
 	"github.com/ssegw/ssegw/examples/plugin/example"
 	"github.com/ssegw/ssegw/internal/ssetest"
@@ -48,4 +53,23 @@ func TestStop(t *testing.T) {
 			t.Error("the call got a message after the stop; want it ended")
 		}
 	})
+}
+
+// TestServeStopsWithContext checks that Serve returns once its context
+// ends, and says it is stopping.
+func TestServeStopsWithContext(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := grpc.NewServer()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var log bytes.Buffer
+	if err := example.Serve(ctx, server, lis, &log); err != nil {
+		t.Errorf("Serve = %v, want nil after its context ended", err)
+	}
+	if want := "stopping; waiting for calls in flight, for up to 5s\n"; log.String() != want {
+		t.Errorf("Serve wrote %q, want %q", log.String(), want)
+	}
 }
