@@ -54,7 +54,7 @@ const (
 // metric carries an app or user id, a peer address or a raw method.
 //
 // The counts that every call changes are tallies, which observable
-// instruments report; the two instruments that take exemplars stay
+// instruments report. The two instruments that take exemplars stay
 // synchronous.
 type metrics struct {
 	calls      tally
@@ -123,8 +123,8 @@ func (m *metrics) waitingChanged(engine string, delta int64) {
 // tally is a sum by attribute set that the gateway keeps itself and an
 // observable instrument reports at each collection. Adding to it is a map
 // lookup and an atomic add. The SDK's synchronous instruments checked the
-// attribute set and looked it up again on every measurement: about 5 % of
-// the gateway's CPU on small calls, with ten measurements per call.
+// attribute set and looked it up again on every measurement, about 4 % of
+// the gateway's CPU on small calls in profiles, at ten measurements a call.
 type tally struct {
 	sums  sync.Map // setKey → *tallySum
 	count atomic.Int64
@@ -156,10 +156,11 @@ func (t *tally) add(m *metrics, key setKey, delta int64) {
 	sum.(*tallySum).value.Add(delta)
 }
 
-// observe reports every sum; it is an observable instrument's callback.
+// observe reports every sum, as an observable instrument's callback.
 func (t *tally) observe(_ context.Context, o metric.Int64Observer) error {
-	t.sums.Range(func(_, sum any) bool {
-		o.Observe(sum.(*tallySum).value.Load(), sum.(*tallySum).option)
+	t.sums.Range(func(_, value any) bool {
+		sum := value.(*tallySum)
+		o.Observe(sum.value.Load(), sum.option)
 		return true
 	})
 	if overflow := t.overflow.Load(); overflow != 0 {
