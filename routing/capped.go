@@ -78,6 +78,13 @@ type cappedBalancer struct {
 	// waiting picks.
 	waiting atomic.Bool
 
+	// publishMu makes reading the child's state and handing gRPC its
+	// picker one step. Calls that end publish from their own goroutines,
+	// and the child from gRPC's: without it, a call could read a state,
+	// the child publish a newer one, and the call's older picker then
+	// replace it, until the next change of a replica's state.
+	publishMu sync.Mutex
+
 	mu    sync.Mutex // guards the following
 	child balancer.Balancer
 	open  map[balancer.SubConn]*atomic.Int64
@@ -128,8 +135,10 @@ func (b *cappedBalancer) childBalancer() balancer.Balancer {
 	return b.child
 }
 
-// counter returns the open-call counter of a subconnection.
-func (b *cappedBalancer) counter(sc balancer.SubConn) *atomic.Int64 {
+// reserve takes a place among a subconnection's open calls if one is
+// free, and returns its counter either way. It counts under mu, so that
+// UpdateState never forgets a counter between its lookup and its count.
+func (b *cappedBalancer) reserve(sc balancer.SubConn, limit int64) (*atomic.Int64, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n, ok := b.open[sc]
@@ -137,11 +146,17 @@ func (b *cappedBalancer) counter(sc balancer.SubConn) *atomic.Int64 {
 		n = &atomic.Int64{}
 		b.open[sc] = n
 	}
-	return n
+	if n.Add(1) > limit {
+		n.Add(-1)
+		return n, false
+	}
+	return n, true
 }
 
 // publish hands gRPC a picker over the child's latest one.
 func (b *cappedBalancer) publish() {
+	b.publishMu.Lock()
+	defer b.publishMu.Unlock()
 	b.mu.Lock()
 	state := b.state
 	b.mu.Unlock()
@@ -191,18 +206,16 @@ func (p *cappedPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error)
 		if err != nil {
 			return result, err
 		}
-		open := p.balancer.counter(result.SubConn)
-		if open.Add(1) > limit {
-			open.Add(-1)
+		open, ok := p.balancer.reserve(result.SubConn, limit)
+		if !ok {
 			// Mark the wait, then look once more. A call that ends after
 			// the mark publishes a new picker, and gRPC picks again when
 			// one arrives while it picks; a call that ended before the
 			// mark published none, but left the room this look finds.
 			p.balancer.waiting.Store(true)
-			if open.Add(1) <= limit {
+			if open, ok = p.balancer.reserve(result.SubConn, limit); ok {
 				return p.track(result, open), nil
 			}
-			open.Add(-1)
 			if result.Done != nil {
 				// The child counts its picks too, as least_request does.
 				result.Done(balancer.DoneInfo{})
