@@ -134,17 +134,26 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 	}
 
 	// Choose the engine, and the policy for the function called.
-	engine, err := g.routes().Match(routing.Request{
-		EngineHeader:  firstValue(md, routing.EngineHeader),
-		Authority:     firstValue(md, ":authority"),
-		ServerName:    tlsServerName(ctx),
-		DefaultEngine: *l.defaultEngine.Load(),
-	})
-	if err != nil {
-		close(c.requestsDone)
-		return c.finish(routeStatus(err), true)
+	var engine *routing.Engine
+	for {
+		var err error
+		engine, err = g.routes().Match(routing.Request{
+			EngineHeader:  firstValue(md, routing.EngineHeader),
+			Authority:     firstValue(md, ":authority"),
+			ServerName:    tlsServerName(ctx),
+			DefaultEngine: *l.defaultEngine.Load(),
+		})
+		if err != nil {
+			close(c.requestsDone)
+			return c.finish(routeStatus(err), true)
+		}
+		if done, ok := engine.Track(); ok {
+			defer done()
+			break
+		}
+		// A reload replaced the engine since the match, and has already
+		// stored the table that replaced it: match again.
 	}
-	defer engine.Track()()
 	c.engine = engine
 
 	// A merged engine answers its capabilities itself and hands every
@@ -160,7 +169,16 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 			return c.finish(st, st.Code() != codes.OK)
 		}
 		engine = c.engine
-		defer engine.Track()()
+		done, ok := engine.Track()
+		if !ok {
+			// The member was replaced by a reload in the microseconds
+			// since the merged engine named it. Its replacement is in
+			// the new table, but the call's header has been rewritten
+			// for this one, so the call is not matched again.
+			close(c.requestsDone)
+			return c.finish(status.Newf(codes.Unavailable, "engine %s was replaced by a configuration reload as the call began; call again", engine.Name), true)
+		}
+		defer done()
 	}
 
 	c.describe()
@@ -245,6 +263,18 @@ func (c *call) openAttempt(backendCtx context.Context) (*attempt, *status.Status
 	// the next, so the handler must read the answers meanwhile. The
 	// request pump's next send waits on sendMu until the replay is done.
 	c.mu.Lock()
+	if a.number > 1 && c.replayOff {
+		// The request outgrew replay_buffer after the replay was decided,
+		// while this attempt waited for a replica: the log no longer
+		// holds the whole request, and a plugin given only its tail
+		// would answer as if that were all of it.
+		c.mu.Unlock()
+		st := status.Newf(codes.Unavailable, "engine %s: attempt %d failed, and the call cannot be sent again: its request outgrew replay_buffer (%v) while the gateway waited for a replica",
+			c.engine.Name, a.number-1, c.engine.Config.ReplayBuffer)
+		a.abandon()
+		c.endAttempt(a, st)
+		return nil, st, true
+	}
 	replay := make([]mem.BufferSlice, len(c.replayLog))
 	for i, data := range c.replayLog {
 		data.Ref() // the replay's own reference, passed on to gRPC
@@ -262,9 +292,13 @@ func (c *call) openAttempt(backendCtx context.Context) (*attempt, *status.Status
 	go func() {
 		defer a.sendMu.Unlock()
 		for i, data := range replay {
-			if stream.SendMsg(&frame{data: data}) != nil {
+			f := &frame{data: data}
+			if stream.SendMsg(f) != nil {
 				// The attempt ended: its status comes from its responses.
-				for _, unsent := range replay[i:] {
+				// gRPC frees the message it took even when the send
+				// fails, so only one it did not take is freed here.
+				f.release()
+				for _, unsent := range replay[i+1:] {
 					unsent.Free()
 				}
 				return
@@ -320,9 +354,33 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 		timer.Stop()
 	}
 	if !outcome.CompareAndSwap(waiting, opened) {
+		if stream != nil {
+			// Opened as the wait expired: the timer has ended it already.
+			finished(stream)
+		}
 		return nil, errWaitExpired
 	}
 	return stream, err
+}
+
+// abandon ends an attempt whose answer will not be read, and returns once
+// gRPC has finished its stream.
+func (a *attempt) abandon() {
+	a.cancel(nil)
+	finished(a.stream)
+}
+
+// finished waits until gRPC has finished a plugin's stream whose context
+// has ended, freeing whatever answer arrived. When a stream's context
+// ends, gRPC finishes it on a goroutine of its own, and writes the
+// stream's peer (the attempt's backend) as it does; reading the peer or
+// the trailer before that is a data race. A failed RecvMsg returns only
+// after the stream is finished.
+func finished(stream grpc.ClientStream) {
+	f := &frame{}
+	for stream.RecvMsg(f) == nil {
+		f.release()
+	}
 }
 
 // mayReplay reports whether the call can be sent again: replay is on, the
@@ -463,6 +521,7 @@ func (c *call) forwardResponses(ss grpc.ServerStream, a *attempt, backendCtx con
 		c.answered(a)
 		c.noteTableDescription(header)
 		if err := ss.SendHeader(forwardedMetadata(header)); err != nil {
+			a.abandon()
 			return c.gateway.clientSendStatus(ss.Context(), err), false, false
 		}
 	}
@@ -484,6 +543,7 @@ func (c *call) forwardResponses(ss grpc.ServerStream, a *attempt, backendCtx con
 		c.noteResponse(f)
 		if err := ss.SendMsg(f); err != nil {
 			f.release()
+			a.abandon()
 			return c.gateway.clientSendStatus(ss.Context(), err), false, false
 		}
 	}

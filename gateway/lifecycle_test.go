@@ -188,6 +188,46 @@ func TestCancelReachesPlugin(t *testing.T) {
 	}
 }
 
+// TestClientGoneRecordsBackend abandons calls while the plugin streams
+// replies, so that the gateway's sends to the client fail. Each call's
+// record still names the replica that served it. gRPC writes a stream's
+// peer as it finishes the stream, on a goroutine of its own once the
+// stream's context ends; read before that, the record said "none", and
+// the race detector reported the read.
+func TestClientGoneRecordsBackend(t *testing.T) {
+	t.Parallel()
+	endless := func(s ssetest.Stream) error {
+		bundle := ssetest.StringBundle("z")
+		for {
+			if err := s.Send(bundle); err != nil {
+				return err
+			}
+		}
+	}
+	p := newPath(t, &ssetest.Connector{Execute: endless}, nil)
+	const calls = 50
+	for range calls {
+		ctx, cancel := context.WithCancel(functionContext(t, testContext(t), 0))
+		stream, err := p.viaGateway.ExecuteFunction(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			if _, err := stream.Recv(); err != nil {
+				t.Fatalf("reply from the streaming plugin: %v", err)
+			}
+		}
+		cancel()
+	}
+
+	resilWait(t, 5*time.Second, "a record of every call", func() bool { return len(callRecords(p.gateway)) == calls })
+	for _, record := range callRecords(p.gateway) {
+		if record["code"] != "Canceled" || record["backend"] != p.plugin.Addr {
+			t.Errorf("call record code %v, backend %v; want Canceled, %s", record["code"], record["backend"], p.plugin.Addr)
+		}
+	}
+}
+
 // callMarkers name the functions found only in the stacks of goroutines
 // that serve a call: the gateway's handler and pumps, gRPC's per-stream
 // goroutines, and the plugin's handler.

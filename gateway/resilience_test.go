@@ -974,13 +974,24 @@ func TestFunctionRequestTimeout(t *testing.T) {
 }
 
 // droppingPlugin is a test plugin with the example plugin's functions.
-// For as many calls as it is armed for, it reads the whole request and
-// then resets every connection to it, as a plugin that crashes before it
-// replies. Other calls get their bundles echoed.
+// For as many calls as it is armed for, it reads the request and then
+// resets every connection to it, as a plugin that crashes before it
+// replies. Calls it is set to refuse then fail at once, unread. Other
+// calls get their bundles echoed.
 type droppingPlugin struct {
-	addr  string
-	armed atomic.Int64 // calls left to fail
-	calls atomic.Int64 // ExecuteFunction calls received
+	addr   string
+	armed  atomic.Int64 // calls left to fail
+	refuse atomic.Int64 // calls left to refuse, once none is armed
+	calls  atomic.Int64 // ExecuteFunction calls received
+
+	// readFirst, when above 0, is how many bundles an armed call reads
+	// before it drops; else it reads the whole request.
+	readFirst atomic.Int64
+	// holdAfterDrop, when set, keeps the connections that arrive after a
+	// drop from being served until it is closed: the gateway's new
+	// connections stay unready, and its calls wait.
+	holdAfterDrop atomic.Pointer[chan struct{}]
+	dropped       atomic.Bool
 
 	mu    sync.Mutex // guards conns
 	conns []net.Conn
@@ -994,6 +1005,9 @@ type droppingListener struct {
 
 func (l droppingListener) Accept() (net.Conn, error) {
 	conn, err := l.Listener.Accept()
+	if hold := l.plugin.holdAfterDrop.Load(); hold != nil && l.plugin.dropped.Load() {
+		<-*hold
+	}
 	if err == nil {
 		l.plugin.mu.Lock()
 		l.plugin.conns = append(l.plugin.conns, conn)
@@ -1031,8 +1045,12 @@ func startDroppingPlugin(t *testing.T) *droppingPlugin {
 		},
 		Execute: func(s ssetest.Stream) error {
 			p.calls.Add(1)
+			if p.armed.Load() <= 0 && p.refuse.Add(-1) >= 0 {
+				return status.Error(codes.FailedPrecondition, "refused unread")
+			}
 			var request []*ssepb.BundledRows
-			for {
+			armed, readFirst := p.armed.Load() > 0, int(p.readFirst.Load())
+			for !armed || readFirst == 0 || len(request) < readFirst {
 				bundle, err := s.Recv()
 				if errors.Is(err, io.EOF) {
 					break
@@ -1043,6 +1061,7 @@ func startDroppingPlugin(t *testing.T) *droppingPlugin {
 				request = append(request, bundle)
 			}
 			if p.armed.Add(-1) >= 0 {
+				p.dropped.Store(true)
 				p.dropAll()
 				<-s.Context().Done()
 				return s.Context().Err()
@@ -1130,6 +1149,100 @@ func TestReplayPolicy(t *testing.T) {
 				t.Errorf("replayed call got %d reply bundles, want %d", len(result.replies), len(tt.request))
 			}
 		})
+	}
+}
+
+// TestReplayEndsWhileSending fails a call's first attempt once the plugin
+// has read the request, and has the replica refuse the replay at once,
+// unread, while the gateway still sends it the kept messages: more than a
+// call's flow-control window, in messages large enough for gRPC's buffer
+// pool. The client gets the replica's own status, and the gateway serves
+// on, with the pool's buffers reused round after round.
+func TestReplayEndsWhileSending(t *testing.T) {
+	t.Parallel()
+	plugin := startDroppingPlugin(t)
+	gw := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("R", nil)},
+		Engines:   map[string]*config.Engine{"R": ssetest.Engine(plugin.addr)},
+	})
+	gw.Logs.WaitFor(t, "capabilities agreed", 10*time.Second, nil)
+	_, client := ssetest.DialConn(t, gw.Addrs[0])
+
+	// 400 kB: over the 128 KiB window, under replay_buffer.
+	request := slices.Repeat([]*ssepb.BundledRows{ssetest.StringBundle(strings.Repeat("x", 20000))}, 20)
+	for round := range 3 {
+		plugin.armed.Store(1)
+		plugin.refuse.Store(1)
+		result := resilCall(t, testContext(t), client, example.FunctionEcho, request...)
+		if st := status.Convert(result.err); st.Code() != codes.FailedPrecondition || st.Message() != "refused unread" {
+			t.Fatalf("round %d: call = %v, want the replica's FailedPrecondition", round, result.err)
+		}
+	}
+	result := resilCall(t, testContext(t), client, example.FunctionEcho, request...)
+	if result.err != nil || len(result.replies) != len(request) {
+		t.Errorf("call after the refused replays = %v with %d reply bundles, want %d", result.err, len(result.replies), len(request))
+	}
+}
+
+// TestReplayLogOutgrownWhileWaiting fails a call's first attempt after its
+// first bundle, and keeps the replica unready while the client sends the
+// rest, more than replay_buffer. The kept messages no longer hold the
+// whole request, so the call fails with Unavailable, rather than the
+// replica answering the request's tail as if it were all of it.
+func TestReplayLogOutgrownWhileWaiting(t *testing.T) {
+	t.Parallel()
+	plugin := startDroppingPlugin(t)
+	engine := ssetest.Engine(plugin.addr)
+	engine.ReplayBuffer = 64 << 10
+	gw := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("R", nil)},
+		Engines:   map[string]*config.Engine{"R": engine},
+	})
+	gw.Logs.WaitFor(t, "capabilities agreed", 10*time.Second, nil)
+	_, client := ssetest.DialConn(t, gw.Addrs[0])
+
+	hold := make(chan struct{})
+	release := sync.OnceFunc(func() { close(hold) })
+	t.Cleanup(release) // before the plugin's server stops
+	plugin.holdAfterDrop.Store(&hold)
+	plugin.readFirst.Store(1)
+	plugin.armed.Store(1)
+
+	md, err := ssepb.FunctionCallMetadata(example.FunctionEcho, &ssepb.CommonRequestHeader{AppId: "app", UserId: "user", Cardinality: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := client.ExecuteFunction(metadata.NewOutgoingContext(testContext(t), md))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := ssetest.StringBundle(strings.Repeat("x", 50000))
+	if err := stream.Send(bundle); err != nil {
+		t.Fatal(err)
+	}
+	gw.Logs.WaitFor(t, "replaying call", 10*time.Second, nil)
+	// 500 kB more: over replay_buffer, and over what the call's windows
+	// let the client send ahead of the gateway, so that the gateway has
+	// read past replay_buffer by the time the sends return.
+	for range 10 {
+		if err := stream.Send(bundle); err != nil {
+			t.Fatalf("sending while the gateway waits for a replica: %v", err)
+		}
+	}
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	release()
+
+	replies := 0
+	for {
+		if _, err = stream.Recv(); err != nil {
+			break
+		}
+		replies++
+	}
+	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "outgrew replay_buffer") {
+		t.Errorf("call = %v after %d reply bundles, want Unavailable naming replay_buffer", err, replies)
 	}
 }
 

@@ -63,6 +63,7 @@ type Engine struct {
 	mu       sync.Mutex      // guards the following
 	eligible []string        // addresses of the replicas the pool uses
 	inFlight int             // calls under way, so that Drain knows when it is idle
+	draining bool            // Drain has begun: Track takes no more calls
 	idle     chan struct{}   // closed when inFlight drops to 0 during Drain
 	ctx      context.Context // of the probes and discovery; set by Start
 
@@ -455,10 +456,16 @@ func (e *Engine) EndWait() {
 	e.waiting.Add(-1)
 }
 
-// Track counts a call on the engine until the returned function is called,
-// so that Drain knows when the engine is idle.
-func (e *Engine) Track() (done func()) {
+// Track counts a call on the engine until done is called, so that Drain
+// knows when the engine is idle. It reports false, counting nothing, once
+// Drain has begun: a reload replaced the engine after the call matched
+// it, and the call belongs to the engine that replaced it.
+func (e *Engine) Track() (done func(), ok bool) {
 	e.mu.Lock()
+	if e.draining {
+		e.mu.Unlock()
+		return nil, false
+	}
 	e.inFlight++
 	e.mu.Unlock()
 	return func() {
@@ -469,13 +476,14 @@ func (e *Engine) Track() (done func()) {
 			close(e.idle)
 			e.idle = nil
 		}
-	}
+	}, true
 }
 
 // Drain waits until the engine's calls have ended or ctx is done, then
 // closes it. A reload uses it for engines it replaced.
 func (e *Engine) Drain(ctx context.Context) {
 	e.mu.Lock()
+	e.draining = true
 	if e.inFlight > 0 {
 		idle := make(chan struct{})
 		e.idle = idle

@@ -457,3 +457,44 @@ func TestEngineLoadsStoredCapabilities(t *testing.T) {
 		t.Errorf("log has no record of the loaded capabilities; log:\n%s", log)
 	}
 }
+
+// TestTrackRefusedOnceDrainBegins checks the hand-over of a reload: Drain
+// waits for a call tracked before it began, and once it has begun, Track
+// refuses calls, which the gateway then matches again in the new table.
+func TestTrackRefusedOnceDrainBegins(t *testing.T) {
+	e := newReconcileEngine(t, "", io.Discard, startReconcilePlugin(t, "Echo"))
+	done, ok := e.Track()
+	if !ok {
+		t.Fatal("Track() before Drain = false, want true")
+	}
+
+	drained := make(chan struct{})
+	go func() {
+		e.Drain(context.Background())
+		close(drained)
+	}()
+	// Drain has begun once Track refuses; it still waits for the call.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		later, ok := e.Track()
+		if !ok {
+			break
+		}
+		later()
+		if time.Now().After(deadline) {
+			t.Fatal("Track() still true 5s after Drain began")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case <-drained:
+		t.Fatal("Drain returned while a tracked call was under way")
+	default:
+	}
+	done()
+	select {
+	case <-drained:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Drain still waiting 5s after the last call ended")
+	}
+}
