@@ -151,8 +151,8 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 			defer done()
 			break
 		}
-		// A reload replaced the engine since the match, and has already
-		// stored the table that replaced it: match again.
+		// A reload replaced the engine after the match. The new table is
+		// already stored, so match again.
 	}
 	c.engine = engine
 
@@ -171,10 +171,8 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 		engine = c.engine
 		done, ok := engine.Track()
 		if !ok {
-			// The member was replaced by a reload in the microseconds
-			// since the merged engine named it. Its replacement is in
-			// the new table, but the call's header has been rewritten
-			// for this one, so the call is not matched again.
+			// A reload replaced the member since the merged engine named it.
+			// The header is already rewritten for this member, so no rematch.
 			close(c.requestsDone)
 			return c.finish(status.Newf(codes.Unavailable, "engine %s was replaced by a configuration reload as the call began; call again", engine.Name), true)
 		}
@@ -264,10 +262,8 @@ func (c *call) openAttempt(backendCtx context.Context) (*attempt, *status.Status
 	// request pump's next send waits on sendMu until the replay is done.
 	c.mu.Lock()
 	if a.number > 1 && c.replayOff {
-		// The request outgrew replay_buffer after the replay was decided,
-		// while this attempt waited for a replica: the log no longer
-		// holds the whole request, and a plugin given only its tail
-		// would answer as if that were all of it.
+		// The request outgrew replay_buffer while this attempt waited for a
+		// replica. A plugin sent only the rest would answer for those rows.
 		c.mu.Unlock()
 		st := status.Newf(codes.Unavailable, "engine %s: attempt %d failed, and the call cannot be sent again: its request outgrew replay_buffer (%v) while the gateway waited for a replica",
 			c.engine.Name, a.number-1, c.engine.Config.ReplayBuffer)
@@ -371,11 +367,9 @@ func (a *attempt) abandon() {
 }
 
 // finished waits until gRPC has finished a plugin's stream whose context
-// has ended, freeing whatever answer arrived. When a stream's context
-// ends, gRPC finishes it on a goroutine of its own, and writes the
-// stream's peer (the attempt's backend) as it does; reading the peer or
-// the trailer before that is a data race. A failed RecvMsg returns only
-// after the stream is finished.
+// has ended, and frees the messages still queued. gRPC writes the stream's
+// peer and trailer while it finishes the stream on its own goroutine, and a
+// failed RecvMsg returns only after that, so both are safe to read then.
 func finished(stream grpc.ClientStream) {
 	f := &frame{}
 	for stream.RecvMsg(f) == nil {

@@ -976,12 +976,12 @@ func TestFunctionRequestTimeout(t *testing.T) {
 // droppingPlugin is a test plugin with the example plugin's functions.
 // For as many calls as it is armed for, it reads the request and then
 // resets every connection to it, as a plugin that crashes before it
-// replies. Calls it is set to refuse then fail at once, unread. Other
+// replies. Calls it is set to reject then fail at once, unread. Other
 // calls get their bundles echoed.
 type droppingPlugin struct {
 	addr   string
 	armed  atomic.Int64 // calls left to fail
-	refuse atomic.Int64 // calls left to refuse, once none is armed
+	reject atomic.Int64 // calls left to reject, once none is armed
 	calls  atomic.Int64 // ExecuteFunction calls received
 
 	// readFirst, when above 0, is how many bundles an armed call reads
@@ -1045,8 +1045,8 @@ func startDroppingPlugin(t *testing.T) *droppingPlugin {
 		},
 		Execute: func(s ssetest.Stream) error {
 			p.calls.Add(1)
-			if p.armed.Load() <= 0 && p.refuse.Add(-1) >= 0 {
-				return status.Error(codes.FailedPrecondition, "refused unread")
+			if p.armed.Load() <= 0 && p.reject.Add(-1) >= 0 {
+				return status.Error(codes.FailedPrecondition, "rejected unread")
 			}
 			var request []*ssepb.BundledRows
 			armed, readFirst := p.armed.Load() > 0, int(p.readFirst.Load())
@@ -1153,7 +1153,7 @@ func TestReplayPolicy(t *testing.T) {
 }
 
 // TestReplayEndsWhileSending fails a call's first attempt once the plugin
-// has read the request, and has the replica refuse the replay at once,
+// has read the request, and has the replica reject the replay at once,
 // unread, while the gateway still sends it the kept messages: more than a
 // call's flow-control window, in messages large enough for gRPC's buffer
 // pool. The client gets the replica's own status, and the gateway serves
@@ -1172,15 +1172,15 @@ func TestReplayEndsWhileSending(t *testing.T) {
 	request := slices.Repeat([]*ssepb.BundledRows{ssetest.StringBundle(strings.Repeat("x", 20000))}, 20)
 	for round := range 3 {
 		plugin.armed.Store(1)
-		plugin.refuse.Store(1)
+		plugin.reject.Store(1)
 		result := resilCall(t, testContext(t), client, example.FunctionEcho, request...)
-		if st := status.Convert(result.err); st.Code() != codes.FailedPrecondition || st.Message() != "refused unread" {
+		if st := status.Convert(result.err); st.Code() != codes.FailedPrecondition || st.Message() != "rejected unread" {
 			t.Fatalf("round %d: call = %v, want the replica's FailedPrecondition", round, result.err)
 		}
 	}
 	result := resilCall(t, testContext(t), client, example.FunctionEcho, request...)
 	if result.err != nil || len(result.replies) != len(request) {
-		t.Errorf("call after the refused replays = %v with %d reply bundles, want %d", result.err, len(result.replies), len(request))
+		t.Errorf("call after the rejected replays = %v with %d reply bundles, want %d", result.err, len(result.replies), len(request))
 	}
 }
 

@@ -78,11 +78,9 @@ type cappedBalancer struct {
 	// waiting picks.
 	waiting atomic.Bool
 
-	// publishMu makes reading the child's state and handing gRPC its
-	// picker one step. Calls that end publish from their own goroutines,
-	// and the child from gRPC's: without it, a call could read a state,
-	// the child publish a newer one, and the call's older picker then
-	// replace it, until the next change of a replica's state.
+	// publishMu makes reading the child's state and publishing its picker
+	// one step, so that an ending call never installs an older picker over
+	// a newer one that the child published meanwhile.
 	publishMu sync.Mutex
 
 	mu    sync.Mutex // guards the following

@@ -63,7 +63,7 @@ type Engine struct {
 	mu       sync.Mutex      // guards the following
 	eligible []string        // addresses of the replicas the pool uses
 	inFlight int             // calls under way, so that Drain knows when it is idle
-	draining bool            // Drain has begun: Track takes no more calls
+	draining bool            // Drain has begun, so Track rejects new calls
 	idle     chan struct{}   // closed when inFlight drops to 0 during Drain
 	ctx      context.Context // of the probes and discovery; set by Start
 
@@ -457,9 +457,9 @@ func (e *Engine) EndWait() {
 }
 
 // Track counts a call on the engine until done is called, so that Drain
-// knows when the engine is idle. It reports false, counting nothing, once
-// Drain has begun: a reload replaced the engine after the call matched
-// it, and the call belongs to the engine that replaced it.
+// knows when the engine is idle. Once Drain has begun, it rejects the call
+// and returns false, because the call belongs to the engine that replaced
+// this one.
 func (e *Engine) Track() (done func(), ok bool) {
 	e.mu.Lock()
 	if e.draining {

@@ -458,10 +458,10 @@ func TestEngineLoadsStoredCapabilities(t *testing.T) {
 	}
 }
 
-// TestTrackRefusedOnceDrainBegins checks the hand-over of a reload: Drain
-// waits for a call tracked before it began, and once it has begun, Track
-// refuses calls, which the gateway then matches again in the new table.
-func TestTrackRefusedOnceDrainBegins(t *testing.T) {
+// TestTrackRejectedDuringDrain checks the hand-over of a reload. Drain
+// waits for a call tracked before it began, and after it began, Track
+// rejects calls, which the gateway then matches in the new table.
+func TestTrackRejectedDuringDrain(t *testing.T) {
 	e := newReconcileEngine(t, "", io.Discard, startReconcilePlugin(t, "Echo"))
 	done, ok := e.Track()
 	if !ok {
@@ -473,7 +473,7 @@ func TestTrackRefusedOnceDrainBegins(t *testing.T) {
 		e.Drain(context.Background())
 		close(drained)
 	}()
-	// Drain has begun once Track refuses; it still waits for the call.
+	// Drain has begun once Track rejects calls, and it waits for the first.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		later, ok := e.Track()
