@@ -175,8 +175,10 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 // replicaSummary describes an engine's replicas for an error message, such
 // as "127.0.0.1:50055 failing (connection refused)".
 func replicaSummary(engine *routing.Engine) string {
-	parts := make([]string, len(engine.Replicas()))
-	for i, replica := range engine.Replicas() {
+	// One read: DNS discovery may swap the list in between.
+	replicas := engine.Replicas()
+	parts := make([]string, len(replicas))
+	for i, replica := range replicas {
 		status := replica.Status()
 		parts[i] = status.Address + " " + string(status.State)
 		if status.LastError != "" {
