@@ -22,7 +22,7 @@ func Watch(ctx context.Context, path string, onChange func()) error {
 		// change in the folder may be the file's.
 		return filepath.Clean(name) == absolute || filepath.Base(name) == "..data"
 	}
-	if err := fswatch.Watch(ctx, []string{filepath.Dir(absolute)}, relevant, onChange); err != nil {
+	if _, err := fswatch.Watch(ctx, []string{filepath.Dir(absolute)}, relevant, onChange); err != nil {
 		return fmt.Errorf("watching %s: %w", path, err)
 	}
 	return nil

@@ -49,7 +49,12 @@ func (g *Gateway) startAdmin() error {
 		server: &http.Server{
 			Handler:           mux,
 			ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog:          nil,
+			// Without it, each keep-alive connection stays open for good
+			// after its last request, and clients could use up the
+			// process's file descriptors, which the gRPC listeners need
+			// too. Two minutes outlast any usual scrape interval.
+			IdleTimeout: 2 * time.Minute,
+			ErrorLog:    nil,
 		},
 	}
 	g.logger.Info("admin listening", "address", lis.Addr().String())
@@ -86,7 +91,7 @@ func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
 			notReady = append(notReady, engine.Name)
 		}
 	}
-	warnings := g.certificates.Expiring(g.cfg.CertificateExpiryWarning, time.Now())
+	warnings := g.certificates.Expiring(g.Config().CertificateExpiryWarning, time.Now())
 	if len(notReady) > 0 {
 		slices.Sort(notReady)
 		w.WriteHeader(http.StatusServiceUnavailable)

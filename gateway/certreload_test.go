@@ -726,3 +726,29 @@ func TestReadyzAfterRenewal(t *testing.T) {
 	}
 	rotWaitForSerial(t, gw.Addrs[0], certs.QlikDir, ssetest.CertSerial(t, cert))
 }
+
+// TestReloadedBackendCertificatesWatched adds a TLS backend by a reload,
+// then renews its client certificate in place: the gateway reloads it, as
+// it does for the folders of the configuration it started with.
+func TestReloadedBackendCertificatesWatched(t *testing.T) {
+	certs := ssetest.NewCerts(t)
+	clientDir := certs.ClientDir(t, nil, tlsutil.LeafRequest{CommonName: "gateway-old"})
+	gw := ssetest.StartGateway(t, reloadConfig(time.Second, "127.0.0.1:1"))
+	next := reloadConfig(time.Second, "127.0.0.1:1")
+	next.Engines["T"] = &config.Engine{Backends: []config.Backend{{
+		Address: "127.0.0.1:1", TLS: &config.ClientTLS{Dir: clientDir, ServerName: "localhost"},
+	}}}
+	next.ApplyDefaults()
+	reloadApply(t, gw, next)
+
+	cert, key, err := certs.CA.Issue(tlsutil.LeafRequest{CommonName: "gateway-new", Usage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := tlsutil.ClientFilesInDir(clientDir, "", "", "")
+	rotReplace(t, rotFile{files.KeyFile, key}, rotFile{files.CertFile, cert})
+	gw.Logs.WaitFor(t, "certificates reloaded", rotWait, func(r map[string]any) bool {
+		reloaded, _ := r["reloaded"].(float64)
+		return reloaded >= 1
+	})
+}

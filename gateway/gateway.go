@@ -57,7 +57,8 @@ type Gateway struct {
 	table   atomic.Pointer[routing.Table]
 	current atomic.Pointer[config.Config]
 
-	reloadMu sync.Mutex // serializes reloads
+	reloadMu sync.Mutex // serializes reloads, and Shutdown after them
+	stopping bool       // Shutdown has begun: no more reloads; under reloadMu
 
 	// handshakeFailures counts failed TLS handshakes, indexed like
 	// tlsutil.HandshakeFailures.
@@ -303,6 +304,13 @@ func (g *Gateway) Start() error {
 	return nil
 }
 
+// Config returns the configuration last applied: the one New was given,
+// or the one last reloaded, of which the keys that only a start applies
+// (see Reload) are not in effect.
+func (g *Gateway) Config() *config.Config {
+	return g.current.Load()
+}
+
 // Addrs returns the bound address of each listener, in configuration
 // order, after Start.
 func (g *Gateway) Addrs() []net.Addr {
@@ -322,6 +330,11 @@ func (g *Gateway) Addrs() []net.Addr {
 // when it ended calls, and nil when they all finished.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.stopOnce.Do(func() {
+		// A reload under way finishes first, and none starts after: a
+		// later one would start engines that nothing closes.
+		g.reloadMu.Lock()
+		g.stopping = true
+		g.reloadMu.Unlock()
 		if g.stopBackground != nil {
 			g.stopBackground()
 		}
@@ -388,7 +401,7 @@ func (g *Gateway) checkExpiry(ctx context.Context) {
 	ticker := time.NewTicker(expiryCheckInterval)
 	defer ticker.Stop()
 	for {
-		for _, warning := range g.certificates.Expiring(g.cfg.CertificateExpiryWarning, time.Now()) {
+		for _, warning := range g.certificates.Expiring(g.Config().CertificateExpiryWarning, time.Now()) {
 			g.logger.Warn("certificate expires soon; renew it, the gateway reloads it without a restart", "warning", warning)
 		}
 		select {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 
@@ -19,13 +20,16 @@ import (
 // engines follow the new file.
 //
 // Listener addresses and TLS, limits, keepalive, telemetry, redaction,
-// the admin listener and the log take effect only at the next start; a
-// change to them is reported in the returned warnings.
+// the admin listener, the log and state_dir take effect only at the next
+// start. A difference from the start's configuration in them is reported
+// in the returned warnings, at every reload until then.
 func (g *Gateway) Reload(cfg *config.Config) (warnings []string, err error) {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
-	old := g.current.Load()
-	warnings = restartOnlyChanges(old, cfg)
+	if g.stopping {
+		return nil, errors.New("the gateway is stopping")
+	}
+	warnings = restartOnlyChanges(g.cfg, cfg)
 
 	// Certificates: listeners and unchanged engines read their files
 	// again; new engines read them as they start.
@@ -41,7 +45,7 @@ func (g *Gateway) Reload(cfg *config.Config) (warnings []string, err error) {
 			engines = append(engines, previous)
 			continue
 		}
-		engine, err := g.newEngine(engineConfig, cfg.StateDir)
+		engine, err := g.newEngine(engineConfig, g.cfg.StateDir) // fixed at start, as for the engines kept
 		if err != nil {
 			for _, engine := range started {
 				engine.Close()
@@ -128,9 +132,9 @@ func sameEngine(a, b *config.Engine) bool {
 	return reflect.DeepEqual(a, b)
 }
 
-// restartOnlyChanges lists the changes from old to cfg that a reload does
-// not apply.
-func restartOnlyChanges(old, cfg *config.Config) []string {
+// restartOnlyChanges lists the changes from the start's configuration to
+// cfg that a reload does not apply.
+func restartOnlyChanges(start, cfg *config.Config) []string {
 	var changes []string
 	check := func(key string, a, b any) {
 		if !reflect.DeepEqual(a, b) {
@@ -144,16 +148,17 @@ func restartOnlyChanges(old, cfg *config.Config) []string {
 		}
 		return list
 	}
-	check("listeners (addresses or security)", addresses(old), addresses(cfg))
-	for i := range min(len(old.Listeners), len(cfg.Listeners)) {
+	check("listeners (addresses or security)", addresses(start), addresses(cfg))
+	for i := range min(len(start.Listeners), len(cfg.Listeners)) {
 		// The files are reloaded; where they are is fixed at start.
-		check(fmt.Sprintf("listeners[%d].tls", i), old.Listeners[i].TLS, cfg.Listeners[i].TLS)
+		check(fmt.Sprintf("listeners[%d].tls", i), start.Listeners[i].TLS, cfg.Listeners[i].TLS)
 	}
-	check("limits", old.Limits, cfg.Limits)
-	check("keepalive", old.Keepalive, cfg.Keepalive)
-	check("telemetry", old.Telemetry, cfg.Telemetry)
-	check("redaction", old.Redaction, cfg.Redaction)
-	check("admin", old.Admin, cfg.Admin)
-	check("log", old.Log, cfg.Log)
+	check("limits", start.Limits, cfg.Limits)
+	check("keepalive", start.Keepalive, cfg.Keepalive)
+	check("telemetry", start.Telemetry, cfg.Telemetry)
+	check("redaction", start.Redaction, cfg.Redaction)
+	check("admin", start.Admin, cfg.Admin)
+	check("log", start.Log, cfg.Log)
+	check("state_dir", start.StateDir, cfg.StateDir)
 	return changes
 }

@@ -257,8 +257,9 @@ func TestReloadKeepsListenerEngines(t *testing.T) {
 }
 
 // TestReloadReportsRestartOnlyChanges checks that a reload that changes
-// limits and the listeners returns a warning for each, keeps serving on
-// the listener it has, and applies what it can.
+// limits, the listeners and state_dir returns a warning for each, keeps
+// serving on the listener it has, and applies what it can. A second reload
+// of the same file warns again, since the changes still wait for a start.
 func TestReloadReportsRestartOnlyChanges(t *testing.T) {
 	t.Parallel()
 	plugin := ssetest.StartHoldingPlugin(t, "only", true)
@@ -269,13 +270,16 @@ func TestReloadReportsRestartOnlyChanges(t *testing.T) {
 	cfg := reloadConfig(30*time.Second, plugin.Addr)
 	cfg.Limits.MaxMessageSize = 8 << 20
 	cfg.Listeners = append(cfg.Listeners, config.Listener{Address: "127.0.0.1:0", Engine: "R", Insecure: true})
-	warnings, err := gw.Reload(cfg)
-	if err != nil {
-		t.Fatalf("Reload() = %v, want nil", err)
-	}
-	for _, want := range []string{"limits changed", "listeners (addresses or security) changed"} {
-		if !slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, want) }) {
-			t.Errorf("Reload() warnings = %q, want one containing %q", warnings, want)
+	cfg.StateDir = t.TempDir()
+	for reload := range 2 {
+		warnings, err := gw.Reload(cfg)
+		if err != nil {
+			t.Fatalf("Reload() = %v, want nil", err)
+		}
+		for _, want := range []string{"limits changed", "listeners (addresses or security) changed", "state_dir changed"} {
+			if !slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, want) }) {
+				t.Errorf("reload %d: Reload() warnings = %q, want one containing %q", reload+1, warnings, want)
+			}
 		}
 	}
 
@@ -286,5 +290,20 @@ func TestReloadReportsRestartOnlyChanges(t *testing.T) {
 	}
 	if got := len(gw.Gateway.Addrs()); got != 1 {
 		t.Errorf("listeners after the reload = %d, want 1 until the next start", got)
+	}
+}
+
+// TestReloadAfterShutdownRejected checks that a reload that comes once the
+// gateway has begun to stop is rejected, and starts no engine that nothing
+// would close.
+func TestReloadAfterShutdownRejected(t *testing.T) {
+	t.Parallel()
+	gw := ssetest.StartGateway(t, reloadConfig(time.Second, "127.0.0.1:1"))
+	if err := gw.Shutdown(testContext(t)); err != nil {
+		t.Fatalf("Shutdown() = %v, want nil", err)
+	}
+	next := reloadConfig(time.Second, "127.0.0.1:2")
+	if _, err := gw.Reload(next); err == nil || !strings.Contains(err.Error(), "stopping") {
+		t.Errorf("Reload() after Shutdown = %v, want an error saying the gateway is stopping", err)
 	}
 }

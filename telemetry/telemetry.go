@@ -111,11 +111,13 @@ func New(ctx context.Context, cfg config.Telemetry, opts Options) (*Providers, e
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	promReader, err := otelprometheus.New(otelprometheus.WithRegisterer(registry), otelprometheus.WithoutScopeInfo())
 	if err != nil {
+		p.Shutdown(ctx) // stops the span exporter started above
 		return nil, fmt.Errorf("telemetry: Prometheus exporter: %w", err)
 	}
 	meterOptions := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithReader(promReader)}
 	reader, err := newMetricReader(ctx, cfg.Metrics)
 	if err != nil {
+		p.Shutdown(ctx)
 		return nil, fmt.Errorf("telemetry.metrics: %w", err)
 	}
 	metricsExported := reader != nil && !autoexport.IsNoneMetricReader(reader)

@@ -119,8 +119,9 @@ func (s *Source) Certificates() []*x509.Certificate {
 type Watcher struct {
 	logger *slog.Logger
 
-	mu      sync.Mutex // guards sources
+	mu      sync.Mutex // guards the following
 	sources []*Source
+	folders *fswatch.Folders // set by Run, to watch the folders of sources added later
 }
 
 // NewWatcher returns a watcher that logs to logger.
@@ -128,11 +129,31 @@ func NewWatcher(logger *slog.Logger) *Watcher {
 	return &Watcher{logger: logger}
 }
 
-// Add registers a source.
+// Add registers a source, and watches its folders once Run has begun, as
+// for an engine that a reload adds.
 func (w *Watcher) Add(s *Source) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.sources = append(w.sources, s)
+	if w.folders == nil {
+		return
+	}
+	for _, folder := range s.folders() {
+		if err := w.folders.Add(folder); err != nil {
+			w.logger.Warn("certificate folder not watched; after renewing its files, reload with SIGHUP", "source", s.name, "error", err.Error())
+		}
+	}
+}
+
+// folders returns the folders of the source's files.
+func (s *Source) folders() []string {
+	var folders []string
+	for _, file := range s.files {
+		if folder := filepath.Dir(file); !slices.Contains(folders, folder) {
+			folders = append(folders, folder)
+		}
+	}
+	return folders
 }
 
 // Remove forgets a source, as when its engine is replaced.
@@ -170,10 +191,12 @@ func (w *Watcher) Reload() int {
 // files are watched, since tools replace certificate files instead of
 // writing them.
 func (w *Watcher) Run(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	var folders []string
-	for _, s := range w.snapshot() {
-		for _, file := range s.files {
-			if folder := filepath.Dir(file); !slices.Contains(folders, folder) {
+	for _, s := range w.sources {
+		for _, folder := range s.folders() {
+			if !slices.Contains(folders, folder) {
 				folders = append(folders, folder)
 			}
 		}
@@ -183,9 +206,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 		w.logger.Info("certificate files changed; reloading")
 		w.logger.Info("certificates reloaded", "reloaded", w.Reload())
 	}
-	if err := fswatch.Watch(ctx, folders, everything, reload); err != nil {
+	watched, err := fswatch.Watch(ctx, folders, everything, reload)
+	if err != nil {
 		return fmt.Errorf("watching certificates: %w", err)
 	}
+	w.folders = watched
 	return nil
 }
 

@@ -9,12 +9,13 @@ import (
 	"syscall"
 )
 
-// notifyHangup calls reload on every SIGHUP until ctx ends.
-func notifyHangup(ctx context.Context, reload func()) {
+// notifyHangup calls reload on every SIGHUP until ctx ends. After that,
+// until stop is called, SIGHUPs are caught and dropped: Go's default
+// action for SIGHUP ends the process, which would cut a drain short.
+func notifyHangup(ctx context.Context, reload func()) (stop func()) {
 	hangups := make(chan os.Signal, 1)
 	signal.Notify(hangups, syscall.SIGHUP)
 	go func() {
-		defer signal.Stop(hangups)
 		for {
 			select {
 			case <-ctx.Done():
@@ -24,4 +25,5 @@ func notifyHangup(ctx context.Context, reload func()) {
 			}
 		}
 	}()
+	return func() { signal.Stop(hangups) }
 }

@@ -105,12 +105,10 @@ func runGatewayUntil(ctx, force context.Context, configFile string, stderr io.Wr
 	if err != nil {
 		return err
 	}
-	if err := g.Start(); err != nil {
-		g.Shutdown(context.Background())
-		return err
-	}
 
-	// Reload on SIGHUP, and when the file changes.
+	// Reload on SIGHUP, and when the file changes. SIGHUP is caught from
+	// before the listeners open until the gateway has stopped; one that
+	// comes before the start ends is applied after it.
 	watchCtx, stopWatching := context.WithCancel(ctx)
 	defer stopWatching()
 	reloads := make(chan struct{}, 1)
@@ -120,30 +118,41 @@ func runGatewayUntil(ctx, force context.Context, configFile string, stderr io.Wr
 		default: // one is pending already
 		}
 	}
-	notifyHangup(watchCtx, requestReload)
+	defer notifyHangup(watchCtx, requestReload)()
+	if err := g.Start(); err != nil {
+		g.Shutdown(context.Background())
+		return err
+	}
 	if err := config.Watch(watchCtx, configFile, requestReload); err != nil {
 		logger.Warn("the configuration file is not watched; reload with SIGHUP", "error", err.Error())
 	}
+	reloader := make(chan struct{})
 	go func() {
+		defer close(reloader)
 		for {
 			select {
 			case <-watchCtx.Done():
 				return
 			case <-reloads:
+				if watchCtx.Err() != nil {
+					return // select picks at random among ready cases
+				}
 				reload(g, logger, configFile)
 			}
 		}
 	}()
 
-	// Run until asked to stop, then drain.
+	// Run until asked to stop, then drain, once a reload under way is done.
 	<-ctx.Done()
 	stopWatching()
+	<-reloader
 	message := "stopping; waiting for calls in flight"
 	if force.Done() != nil { // not under a service manager, which has no second signal
 		message += ", a second signal ends them"
 	}
-	logger.Info(message, "drain_timeout", cfg.DrainTimeout.String())
-	drainCtx, cancel := context.WithTimeoutCause(force, cfg.DrainTimeout, fmt.Errorf("drain_timeout (%v) passed", cfg.DrainTimeout))
+	drainTimeout := g.Config().DrainTimeout // as last reloaded
+	logger.Info(message, "drain_timeout", drainTimeout.String())
+	drainCtx, cancel := context.WithTimeoutCause(force, drainTimeout, fmt.Errorf("drain_timeout (%v) passed", drainTimeout))
 	defer cancel()
 	// Not drainCtx.Err(): flushing telemetry after the calls may outlast
 	// drain_timeout.

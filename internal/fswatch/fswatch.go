@@ -4,6 +4,7 @@ package fswatch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -14,19 +15,33 @@ import (
 // deployment tools and certificate renewals often write in several steps.
 const Settle = 300 * time.Millisecond
 
+// Folders is what Watch watches.
+type Folders struct {
+	watcher *fsnotify.Watcher
+}
+
+// Add watches one more folder. It does nothing once Watch's context has
+// ended, and watching a folder twice is harmless.
+func (f *Folders) Add(folder string) error {
+	if err := f.watcher.Add(folder); err != nil && !errors.Is(err, fsnotify.ErrClosed) {
+		return fmt.Errorf("%s: %w", folder, err)
+	}
+	return nil
+}
+
 // Watch watches folders, not files, because editors, Kubernetes and
 // certificate tools replace a file rather than write it in place. It calls
 // onChange once Settle has passed after the last event for which relevant
 // returns true, given the event's path, until ctx ends.
-func Watch(ctx context.Context, folders []string, relevant func(name string) bool, onChange func()) error {
+func Watch(ctx context.Context, folders []string, relevant func(name string) bool, onChange func()) (*Folders, error) {
 	watcher, err := fsnotify.NewWatcher()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, folder := range folders {
 		if err := watcher.Add(folder); err != nil {
 			watcher.Close()
-			return fmt.Errorf("%s: %w", folder, err)
+			return nil, fmt.Errorf("%s: %w", folder, err)
 		}
 	}
 	go func() {
@@ -53,5 +68,5 @@ func Watch(ctx context.Context, folders []string, relevant func(name string) boo
 			}
 		}
 	}()
-	return nil
+	return &Folders{watcher: watcher}, nil
 }
