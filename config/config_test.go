@@ -400,6 +400,38 @@ engines:
 			want: []problem{{"engines.R.request_timeout", "duration 30 has no unit: write 30s for seconds"}},
 		},
 		{
+			name: "negative count in an unsigned key",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+limits: {max_concurrent_streams: -1}
+`,
+			want: []problem{{"limits.max_concurrent_streams", "-1 is out of range: from 0 to 4294967295"}},
+		},
+		{
+			name: "count over an unsigned key's range",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+limits: {max_concurrent_streams: 4294967297}
+`,
+			want: []problem{{"limits.max_concurrent_streams", "4294967297 is out of range"}},
+		},
+		{
+			name: "fraction in a count",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {max_in_flight: 0.5, backends: [{address: "127.0.0.1:50055"}]}
+`,
+			want: []problem{{"engines.R.max_in_flight", "0.5 is not a whole number"}},
+		},
+		{
 			name: "duration 0 without unit",
 			yaml: `
 listeners:

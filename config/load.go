@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -74,6 +75,7 @@ func parse(data []byte, environ []string, baseDir string) (*Config, error) {
 		DecodeHook: mapstructure.ComposeDecodeHookFunc(
 			durationHook,
 			byteSizeHook,
+			integerHook,
 			mapstructure.StringToSliceHookFunc(","),
 		),
 		WeaklyTypedInput: true,
@@ -532,6 +534,52 @@ func byteSizeHook(from, to reflect.Type, data any) (any, error) {
 		return ByteSize(value), nil
 	case uint64:
 		return ByteSize(value), nil
+	}
+	return data, nil
+}
+
+// integerHook decodes the integer keys strictly. Weak decoding, which the
+// environment's strings need, would cut off a fraction (max_in_flight: 0.5
+// would mean no limit), wrap a value around the field's range (-1 for an
+// unsigned field would mean 4294967295), and read "010" as octal.
+func integerHook(_, to reflect.Type, data any) (any, error) {
+	if to == reflect.TypeFor[time.Duration]() || to == reflect.TypeFor[ByteSize]() {
+		return data, nil // their own hooks decoded them
+	}
+	var low, high float64
+	switch to.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		low, high = -math.Ldexp(1, to.Bits()-1), math.Ldexp(1, to.Bits()-1)-1
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		low, high = 0, math.Ldexp(1, to.Bits())-1
+	default:
+		return data, nil
+	}
+	var value float64
+	switch v := data.(type) {
+	case string:
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("invalid whole number %q", v)
+		}
+		value = float64(n)
+		data = n
+	case int:
+		value = float64(v)
+	case int64:
+		value = float64(v)
+	case uint64:
+		value = float64(v)
+	case float64:
+		if v != math.Trunc(v) {
+			return nil, fmt.Errorf("%v is not a whole number", v)
+		}
+		value = v
+	default:
+		return data, nil
+	}
+	if value < low || value > high {
+		return nil, fmt.Errorf("%v is out of range: from %.0f to %.0f", data, low, high)
 	}
 	return data, nil
 }

@@ -318,6 +318,12 @@ func TestParseEnvironment(t *testing.T) {
 			want:    7 * time.Second,
 		},
 		{
+			name:    "count with a leading zero is decimal",
+			environ: []string{"SSEGW_ENGINES_SSEPYTHON_MAX_IN_FLIGHT=010"},
+			get:     func(c *config.Config) any { return c.Engine("SSEPython").MaxInFlight },
+			want:    10,
+		},
+		{
 			name:    "listener address",
 			environ: []string{"SSEGW_LISTENERS_0_ADDRESS=127.0.0.1:50099"},
 			get:     func(c *config.Config) any { return c.Listeners[0].Address },
@@ -439,6 +445,11 @@ func TestParseEnvironmentProblems(t *testing.T) {
 			name:    "duration without unit",
 			environ: []string{"SSEGW_ENGINES_SSEPYTHON_REQUEST_TIMEOUT=30"},
 			want:    []problem{{"engines.SSEPython.request_timeout", "duration 30 has no unit: write 30s for seconds"}},
+		},
+		{
+			name:    "count that is not a whole number",
+			environ: []string{"SSEGW_ENGINES_SSEPYTHON_MAX_IN_FLIGHT=0x10"},
+			want:    []problem{{"engines.SSEPython.max_in_flight", `invalid whole number "0x10"`}},
 		},
 		{
 			name:    "invalid size",

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -102,21 +103,25 @@ func parseSSEPlugin(position int, entry string) (SSEPlugin, error) {
 		plugin.CertFolder = fields[2]
 	}
 	if len(fields) > 3 && fields[3] != "" {
-		seconds, err := strconv.Atoi(fields[3])
-		if err != nil || seconds < 0 {
+		seconds, err := strconv.ParseInt(fields[3], 10, 64)
+		if err != nil || seconds < 0 || seconds > maxSettingsSeconds {
 			return SSEPlugin{}, fmt.Errorf("request timeout %q: write whole seconds, 0 for none", fields[3])
 		}
 		plugin.RequestTimeout = time.Duration(seconds) * time.Second
 	}
 	if len(fields) > 4 && fields[4] != "" {
-		seconds, err := strconv.Atoi(fields[4])
-		if err != nil || seconds < 0 {
+		seconds, err := strconv.ParseInt(fields[4], 10, 64)
+		if err != nil || seconds < 0 || seconds > maxSettingsSeconds {
 			return SSEPlugin{}, fmt.Errorf("reconnect timeout %q: write whole seconds", fields[4])
 		}
 		plugin.ReconnectTimeout = time.Duration(seconds) * time.Second
 	}
 	return plugin, nil
 }
+
+// maxSettingsSeconds is the longest timeout a time.Duration holds, about
+// 292 years: more would wrap around to a wrong or negative duration.
+const maxSettingsSeconds = math.MaxInt64 / int64(time.Second)
 
 // decodeSettingsText returns the text of a Settings.ini, decoding UTF-16
 // with a byte order mark (QlikView writes UTF-16) and dropping a UTF-8 one.

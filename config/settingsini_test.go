@@ -185,6 +185,8 @@ func TestReadSSEPluginsEntryErrors(t *testing.T) {
 		{name: "request timeout not a number", bad: "R,localhost:50053,,soon", text: `request timeout "soon"`},
 		{name: "request timeout negative", bad: "R,localhost:50053,,-5", text: `request timeout "-5"`},
 		{name: "request timeout with a fraction", bad: "R,localhost:50053,,1.5", text: `request timeout "1.5"`},
+		{name: "request timeout over 292 years", bad: "R,localhost:50053,,9999999999999", text: `request timeout "9999999999999"`},
+		{name: "reconnect timeout over 292 years", bad: "R,localhost:50053,,30,9999999999999", text: `reconnect timeout "9999999999999"`},
 		{name: "reconnect timeout not a number", bad: "R,localhost:50053,,0,20s", text: `reconnect timeout "20s"`},
 		{name: "too many fields", bad: "R,localhost:50053,,0,20,extra", text: "has 6 fields, at most 5"},
 		{name: "engine name with a hyphen", bad: "SSE-R,localhost:50053", text: `engine name "SSE-R"`},

@@ -9,6 +9,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/ssegw/ssegw/ssepb"
 )
@@ -71,12 +72,18 @@ func ReadCSV(r io.Reader, header bool) (*Table, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading CSV: %w", err)
 		}
+		line, _ := reader.FieldPos(0)
+		position := fmt.Sprintf("line %d", line)
+		for i, text := range record {
+			if err := checkUTF8(position, i, text); err != nil {
+				return nil, err
+			}
+		}
 		if header && table.Names == nil {
 			table.Names = record
 			continue
 		}
-		line, _ := reader.FieldPos(0)
-		row := inputRow{position: fmt.Sprintf("line %d", line), cells: make([]cell, len(record))}
+		row := inputRow{position: position, cells: make([]cell, len(record))}
 		for i, text := range record {
 			row.cells[i] = cell{text: text}
 		}
@@ -139,11 +146,24 @@ func ReadColumns(columns []string) (*Table, error) {
 	for j := range values[0] {
 		row := inputRow{position: fmt.Sprintf("row %d", j+1), cells: make([]cell, len(values))}
 		for i := range values {
+			if err := checkUTF8(row.position, i, values[i][j]); err != nil {
+				return nil, err
+			}
 			row.cells[i] = cell{text: values[i][j]}
 		}
 		table.rows = append(table.rows, row)
 	}
 	return table, nil
+}
+
+// checkUTF8 rejects text that is not UTF-8, which protobuf requires of
+// strings: the call would otherwise fail only once under way, when its
+// request could not be encoded. column counts from 0.
+func checkUTF8(position string, column int, text string) error {
+	if utf8.ValidString(text) {
+		return nil
+	}
+	return fmt.Errorf("%s, column %d: %w: not UTF-8 text; convert the input to UTF-8, for example with iconv -f WINDOWS-1252 -t UTF-8", position, column+1, ErrInvalidValue)
 }
 
 // Rows converts the table into rows for a function with these parameters,

@@ -211,6 +211,24 @@ func TestReadRejectsBadInput(t *testing.T) {
 			invalid: true,
 		},
 		{
+			name:    "CSV text that is not UTF-8",
+			read:    func() (*Table, error) { return ReadCSV(strings.NewReader("a\nCaf\xe9\n"), false) },
+			wantErr: `line 2, column 1: invalid value: not UTF-8 text`,
+			invalid: true,
+		},
+		{
+			name:    "CSV header that is not UTF-8",
+			read:    func() (*Table, error) { return ReadCSV(strings.NewReader("x,\xff\n1,2\n"), true) },
+			wantErr: `line 1, column 2: invalid value: not UTF-8 text`,
+			invalid: true,
+		},
+		{
+			name:    "column value that is not UTF-8",
+			read:    func() (*Table, error) { return ReadColumns([]string{"1,2", "a,\xe9"}) },
+			wantErr: `row 2, column 2: invalid value: not UTF-8 text`,
+			invalid: true,
+		},
+		{
 			name:    "CSV rows of unequal width",
 			read:    func() (*Table, error) { return ReadCSV(strings.NewReader("1,2\n3\n"), false) },
 			wantErr: "reading CSV: record on line 2: wrong number of fields",

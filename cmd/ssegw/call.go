@@ -15,6 +15,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
@@ -156,6 +157,9 @@ func validateCallArgs(_ *cobra.Command, args []string) error {
 	case callScript:
 		if len(args) != 3 {
 			return errors.New("call ADDR script needs the script as one argument, quoted, such as: call 127.0.0.1:50055 script 'args[0]'")
+		}
+		if !utf8.ValidString(args[2]) {
+			return errors.New("the script is not UTF-8 text, which its header needs; convert it to UTF-8")
 		}
 	default:
 		return fmt.Errorf("unknown call type %q after the address %q: use capabilities, function or script", args[1], args[0])

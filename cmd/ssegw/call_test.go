@@ -636,6 +636,17 @@ func TestCallRejectsBadInput(t *testing.T) {
 			wantErr: "standard input: reading JSON: expected an array of rows, each an array of values",
 		},
 		{
+			name:    "CSV that is not UTF-8",
+			stdin:   "Caf\xe9\n",
+			args:    []string{"function", "Echo"},
+			wantErr: "standard input: line 1, column 1: invalid value: not UTF-8 text",
+		},
+		{
+			name:    "script that is not UTF-8",
+			args:    []string{"script", "args[0] + '\xe9'"},
+			wantErr: "the script is not UTF-8 text",
+		},
+		{
 			name:    "unknown call type",
 			args:    []string{"functions"},
 			wantErr: `unknown call type "functions" after the address`,

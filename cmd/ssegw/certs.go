@@ -97,6 +97,17 @@ plugin's certificates), and writes it in Qlik's client layout to --out, for
 a backend's tls.dir.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if rootValidity <= 0 || leafValidity <= 0 {
+				return fmt.Errorf("--validity (%v) and --root-validity (%v) must be positive, such as 8760h for a year", leafValidity, rootValidity)
+			}
+			// "name, 10.0.0.5" must give an IP address, not a DNS name " 10.0.0.5".
+			var names []string
+			for _, host := range hosts {
+				if host = strings.TrimSpace(host); host != "" {
+					names = append(names, host)
+				}
+			}
+			hosts = names
 			if caDir != "" {
 				if out == "" {
 					return errors.New("certs init --ca needs --out, the folder to write the client certificate to")

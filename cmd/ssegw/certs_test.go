@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,6 +71,32 @@ func TestCertsInitWritesQlikLayout(t *testing.T) {
 	}
 	if bytes.Equal(before, forced) {
 		t.Error("certs init --force kept the old server key")
+	}
+}
+
+// TestCertsInitHostsWithSpaces checks that a host list written with
+// spaces after its commas still makes the address an IP subjectAltName,
+// and that a validity that is not positive is rejected.
+func TestCertsInitHostsWithSpaces(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := runCommand(t, "certs", "init", "--out", dir, "--hosts", "gateway.example.com, 10.0.0.5"); err != nil {
+		t.Fatalf("certs init: %v", err)
+	}
+	server, err := tls.LoadX509KeyPair(filepath.Join(dir, "gateway", tlsutil.ServerCertFile), filepath.Join(dir, "gateway", tlsutil.ServerKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := server.Leaf
+	if got := fmt.Sprint(leaf.IPAddresses); got != "[10.0.0.5]" {
+		t.Errorf("IP subjectAltNames = %s, want [10.0.0.5]", got)
+	}
+	if got := fmt.Sprint(leaf.DNSNames); got != "[gateway.example.com]" {
+		t.Errorf("DNS subjectAltNames = %s, want [gateway.example.com]", got)
+	}
+
+	_, err = runCommand(t, "certs", "init", "--out", t.TempDir(), "--hosts", "localhost", "--validity", "-48h")
+	if err == nil || !strings.Contains(err.Error(), "must be positive") {
+		t.Errorf("certs init --validity -48h error = %v, want one saying it must be positive", err)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -81,10 +80,11 @@ func runPlugin(cmd *cobra.Command, flags pluginFlags) error {
 		options = append(options, grpc.Creds(credentials.NewTLS(tlsConfig)))
 	}
 	server := grpc.NewServer(options...)
-	behaviour := example.Options{Delay: flags.delay}
-	if flags.functions != "" {
-		behaviour.Functions = strings.Split(flags.functions, ",")
+	functions, err := example.ParseFunctions(flags.functions)
+	if err != nil {
+		return fmt.Errorf("--functions: %w", err)
 	}
+	behaviour := example.Options{Delay: flags.delay, Functions: functions}
 	ssepb.RegisterConnectorServer(server, example.NewServerWith(flags.name, behaviour))
 
 	// Listen, and tell the caller where.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -75,7 +76,7 @@ func checkBackends(ctx context.Context, out io.Writer, cfg *config.Config, timeo
 		fmt.Fprintf(out, "engine %s\n", engine.Name)
 		var first *routing.Capabilities
 		var firstAddress string
-		for _, backend := range engine.Backends {
+		for _, backend := range replicaBackends(ctx, out, engine.Backends, &ok) {
 			capabilities, err := fetchCapabilities(ctx, backend, timeout)
 			if err != nil {
 				ok = false
@@ -96,6 +97,41 @@ func checkBackends(ctx context.Context, out io.Writer, cfg *config.Config, timeo
 		}
 	}
 	return ok
+}
+
+// replicaBackends returns the backends with each dns: true backend
+// replaced by one backend per address its name resolves to, as the gateway
+// makes them, so that every replica is checked. A name that does not
+// resolve is reported, and sets ok to false.
+func replicaBackends(ctx context.Context, out io.Writer, backends []config.Backend, ok *bool) []config.Backend {
+	var replicas []config.Backend
+	for _, backend := range backends {
+		if !backend.DNS {
+			replicas = append(replicas, backend)
+			continue
+		}
+		host, port, err := net.SplitHostPort(backend.Address)
+		if err == nil {
+			var addresses []string
+			if addresses, err = net.DefaultResolver.LookupHost(ctx, host); err == nil {
+				for _, address := range addresses {
+					replica := backend
+					replica.Address, replica.DNS = net.JoinHostPort(address, port), false
+					if backend.TLS != nil {
+						// The certificate names the host, not each address.
+						tls := *backend.TLS
+						tls.ServerName = backend.ServerName()
+						replica.TLS = &tls
+					}
+					replicas = append(replicas, replica)
+				}
+				continue
+			}
+		}
+		*ok = false
+		fmt.Fprintf(out, "  %s: FAILED: resolving the name of a dns backend: %v\n", backend.Address, err)
+	}
+	return replicas
 }
 
 // fetchCapabilities calls a backend's GetCapabilities with its TLS

@@ -304,6 +304,31 @@ func TestValidateConnect(t *testing.T) {
 		}
 	})
 
+	t.Run("dns backend", func(t *testing.T) {
+		// Each address the name resolves to is a replica of its own, as
+		// in the gateway. localhost may also resolve to ::1, where no
+		// plugin listens, so only the lines are checked, not the result.
+		_, port, err := net.SplitHostPort(first.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := writeValidateConfig(t, "listeners:\n  - address: 127.0.0.1:0\n    insecure: true\n"+
+			"engines:\n  R:\n    backends:\n      - address: localhost:"+port+"\n        dns: true\n")
+		output, _ := runCommand(t, "validate", "--config", path, "--connect", "--timeout", "10s")
+		addresses, err := net.DefaultResolver.LookupHost(t.Context(), "localhost")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, address := range addresses {
+			if want := "\n  " + net.JoinHostPort(address, port) + ": "; !strings.Contains(output, want) {
+				t.Errorf("validate --connect output:\n%s\nwant a line for %s", output, net.JoinHostPort(address, port))
+			}
+		}
+		if want := "  127.0.0.1:" + port + ": ok: plugin-1"; !strings.Contains(output, want) {
+			t.Errorf("validate --connect output:\n%s\nwant %q", output, want)
+		}
+	})
+
 	t.Run("refused connection", func(t *testing.T) {
 		refused := ssetest.FreeAddress(t)
 		path := writeValidateConfig(t, validateConnectConfig(first.Addr, refused))

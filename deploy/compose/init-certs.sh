@@ -8,6 +8,6 @@ set -eu
 if [ -f /certs/gateway/sse_server_key.pem ]; then
 	echo "keeping the certificates in the certs volume"
 else
-	/usr/local/bin/ssegw certs init --out /certs --hosts "$SSEGW_CERT_HOSTS"
+	/usr/local/bin/ssegw certs init --out /certs --hosts "$CERT_HOSTS"
 fi
 cp /certs/gateway/root_cert.pem /certs/gateway/sse_server_cert.pem /certs/gateway/sse_server_key.pem /etc/ssegw/tls/

@@ -17,7 +17,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"google.golang.org/grpc"
@@ -50,10 +49,11 @@ func main() {
 		options = append(options, grpc.Creds(credentials.NewTLS(tlsConfig)))
 	}
 	server := grpc.NewServer(options...)
-	behaviour := example.Options{Delay: *delay}
-	if *functions != "" {
-		behaviour.Functions = strings.Split(*functions, ",")
+	names, err := example.ParseFunctions(*functions)
+	if err != nil {
+		log.Fatalf("example plugin: -functions: %v", err)
 	}
+	behaviour := example.Options{Delay: *delay, Functions: names}
 	ssepb.RegisterConnectorServer(server, example.NewServerWith(*name, behaviour))
 
 	lis, err := net.Listen("tcp", *address)

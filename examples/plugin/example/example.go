@@ -11,6 +11,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -82,6 +83,29 @@ func (s *Server) Capabilities() *ssepb.Capabilities {
 	return capabilities
 }
 
+// ParseFunctions reads a comma-separated list of the plugin's function
+// names, such as "Echo, SumOfRows", for Options.Functions. An unknown name
+// is an error, since a plugin that offers nothing by mistake would look
+// like a gateway fault.
+func ParseFunctions(list string) ([]string, error) {
+	var known []string
+	for _, function := range NewServer("").allCapabilities().GetFunctions() {
+		known = append(known, function.GetName())
+	}
+	var names []string
+	for name := range strings.SplitSeq(list, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		if !slices.Contains(known, name) {
+			return nil, fmt.Errorf("unknown function %q: the example plugin has %s", name, strings.Join(known, ", "))
+		}
+		names = append(names, name)
+	}
+	return names, nil
+}
+
 func (s *Server) allCapabilities() *ssepb.Capabilities {
 	return &ssepb.Capabilities{
 		AllowScript:      true,
@@ -142,7 +166,7 @@ func (s *Server) ExecuteFunction(stream grpc.BidiStreamingServer[ssepb.BundledRo
 	if header == nil {
 		return status.Errorf(codes.InvalidArgument, "missing %s header", ssepb.FunctionRequestHeaderKey)
 	}
-	if s.Capabilities().GetFunctions() != nil && !s.offers(header.GetFunctionId()) {
+	if !s.offers(header.GetFunctionId()) {
 		return status.Errorf(codes.Unimplemented, "unknown function id %d", header.GetFunctionId())
 	}
 	if err := stream.SendHeader(metadata.Pairs(InstanceHeader, s.name)); err != nil {

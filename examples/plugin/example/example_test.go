@@ -180,6 +180,19 @@ func TestBadCalls(t *testing.T) {
 		}
 	})
 
+	t.Run("function left out of the offer", func(t *testing.T) {
+		plugin := ssetest.ServePlugin(t, "127.0.0.1:0", example.NewServerWith("echo-only", example.Options{Functions: []string{"Echo"}}))
+		client, err := sseclient.Dial(plugin.Addr, sseclient.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { client.Close() })
+		_, err = client.ExecuteFunction(testContext(t), example.FunctionSumOfRows, &ssepb.CommonRequestHeader{}, nil)
+		if code := status.Code(err); code != codes.Unimplemented {
+			t.Errorf("SumOfRows on a plugin offering only Echo: %v, want Unimplemented", err)
+		}
+	})
+
 	plugin := ssetest.ServePlugin(t, "127.0.0.1:0", example.NewServer("raw"))
 	raw := ssetest.Dial(t, plugin.Addr)
 	for _, method := range []string{"ExecuteFunction", "EvaluateScript"} {
@@ -199,5 +212,24 @@ func TestBadCalls(t *testing.T) {
 				t.Errorf("status = %v, want InvalidArgument", err)
 			}
 		})
+	}
+}
+
+// TestParseFunctions checks the --functions list: spaces and empty names
+// are dropped, and an unknown name is an error that lists the known ones.
+func TestParseFunctions(t *testing.T) {
+	names, err := example.ParseFunctions("Echo, SumOfRows,")
+	if err != nil {
+		t.Fatalf("ParseFunctions() = %v", err)
+	}
+	if diff := cmp.Diff([]string{"Echo", "SumOfRows"}, names); diff != "" {
+		t.Errorf("ParseFunctions() (-want +got):\n%s", diff)
+	}
+	if names, err := example.ParseFunctions(""); err != nil || names != nil {
+		t.Errorf("ParseFunctions(\"\") = %q, %v, want none", names, err)
+	}
+	_, err = example.ParseFunctions("Echo,Nope")
+	if err == nil || err.Error() != `unknown function "Nope": the example plugin has Echo, SumOfRows, SumOfColumn` {
+		t.Errorf("ParseFunctions(\"Echo,Nope\") error = %v, want one naming Nope and the known functions", err)
 	}
 }
