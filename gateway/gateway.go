@@ -52,9 +52,10 @@ type Gateway struct {
 	admin   *adminServer
 	started time.Time
 
-	// table is replaced as a whole when the configuration changes, so calls
-	// read it without a lock. current is the configuration it came from.
-	table   atomic.Pointer[routing.Table]
+	// routing is replaced as a whole when the configuration changes, so
+	// calls read it without a lock. current is the configuration it came
+	// from.
+	routing atomic.Pointer[routes]
 	current atomic.Pointer[config.Config]
 
 	reloadMu sync.Mutex // serializes reloads, and Shutdown after them
@@ -82,9 +83,15 @@ type listener struct {
 	config  config.Listener
 	server  *grpc.Server
 	lis     net.Listener // set by Start
+	index   int          // in Gateway.listeners and routes.defaults
+}
 
-	// defaultEngine is config.Engine, or what a reload made it.
-	defaultEngine atomic.Pointer[string]
+// routes is what calls are matched with: the engines, and each listener's
+// default engine. A reload swaps both at once, so that no call pairs the
+// engines of one configuration with a default engine of another.
+type routes struct {
+	table    *routing.Table
+	defaults []string // by listener index
 }
 
 // Options are settings of a gateway that do not come from its file.
@@ -162,9 +169,8 @@ func New(cfg *config.Config, logger *slog.Logger, opts Options) (*Gateway, error
 		}
 		engines = append(engines, engine)
 	}
-	g.table.Store(routing.NewTable(engines))
-
 	// Prepare a gRPC server per listener.
+	var defaults []string
 	for i, listenerConfig := range cfg.Listeners {
 		creds, err := g.serverCredentials(listenerConfig)
 		if err != nil {
@@ -172,12 +178,12 @@ func New(cfg *config.Config, logger *slog.Logger, opts Options) (*Gateway, error
 			g.shutdownTelemetry()
 			return nil, fmt.Errorf("listeners[%d].tls: %w", i, err)
 		}
-		l := &listener{gateway: g, config: listenerConfig}
-		defaultEngine := listenerConfig.Engine
-		l.defaultEngine.Store(&defaultEngine)
+		l := &listener{gateway: g, config: listenerConfig, index: i}
 		l.server = grpc.NewServer(g.serverOptions(l, creds)...)
 		g.listeners = append(g.listeners, l)
+		defaults = append(defaults, listenerConfig.Engine)
 	}
+	g.routing.Store(&routes{table: routing.NewTable(engines), defaults: defaults})
 	return g, nil
 }
 
@@ -389,7 +395,7 @@ func (g *Gateway) HandshakeFailures() map[tlsutil.HandshakeFailure]int64 {
 }
 
 func (g *Gateway) routes() *routing.Table {
-	return g.table.Load()
+	return g.routing.Load().table
 }
 
 // expiryCheckInterval is how often certificates are checked for expiry.

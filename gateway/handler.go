@@ -136,12 +136,13 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 	// Choose the engine, and the policy for the function called.
 	var engine *routing.Engine
 	for {
+		routes := g.routing.Load()
 		var err error
-		engine, err = g.routes().Match(routing.Request{
+		engine, err = routes.table.Match(routing.Request{
 			EngineHeader:  firstValue(md, routing.EngineHeader),
 			Authority:     firstValue(md, ":authority"),
 			ServerName:    tlsServerName(ctx),
-			DefaultEngine: *l.defaultEngine.Load(),
+			DefaultEngine: routes.defaults[l.index],
 		})
 		if err != nil {
 			close(c.requestsDone)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 
 	"google.golang.org/grpc"
 
@@ -69,13 +70,13 @@ func (g *Gateway) Reload(cfg *config.Config) (warnings []string, err error) {
 	for _, engine := range started {
 		engine.Start()
 	}
-	g.table.Store(routing.NewTable(engines))
+	defaults := slices.Clone(g.routing.Load().defaults)
 	for i, l := range g.listeners {
 		if listenerConfig, ok := reloadedListener(cfg.Listeners, i, l.config.Address); ok {
-			engine := listenerConfig.Engine
-			l.defaultEngine.Store(&engine)
+			defaults[i] = listenerConfig.Engine
 		}
 	}
+	g.routing.Store(&routes{table: routing.NewTable(engines), defaults: defaults})
 	g.current.Store(cfg)
 
 	// Let replaced engines finish their calls in the background.
