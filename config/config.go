@@ -381,7 +381,7 @@ type Limits struct {
 	// StreamWindow is the HTTP/2 flow-control window of each call, towards
 	// Qlik and towards the plugin: how much a sender may send ahead of
 	// what the gateway has passed on. With the engine's replay_buffer,
-	// which keeps a call's request until the plugin answers, it bounds
+	// which keeps a call's request until the plugin responds, it bounds
 	// the gateway's memory per call, whatever the number of bundles.
 	// Default 128 KiB, plenty on a LAN; a plugin across a slow, distant
 	// link may need more, since a call moves at most one window per round

@@ -86,9 +86,9 @@ type listener struct {
 	index   int          // in Gateway.listeners and routes.defaults
 }
 
-// routes is what calls are matched with: the engines, and each listener's
-// default engine. A reload swaps both at once, so that no call pairs the
-// engines of one configuration with a default engine of another.
+// routes holds the engines and each listener's default engine, which
+// calls are matched against. A reload swaps both at once, so that no call
+// pairs the engines of one configuration with a default of another.
 type routes struct {
 	table    *routing.Table
 	defaults []string // by listener index

@@ -264,7 +264,7 @@ func (c *call) openAttempt(backendCtx context.Context) (*attempt, *status.Status
 	c.mu.Lock()
 	if a.number > 1 && c.replayOff {
 		// The request outgrew replay_buffer while this attempt waited for a
-		// replica. A plugin sent only the rest would answer for those rows.
+		// replica. A plugin sent only the rest would process those rows alone.
 		c.mu.Unlock()
 		st := status.Newf(codes.Unavailable, "engine %s: attempt %d failed, and the call cannot be sent again: its request outgrew replay_buffer (%v) while the gateway waited for a replica",
 			c.engine.Name, a.number-1, c.engine.Config.ReplayBuffer)

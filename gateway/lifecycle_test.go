@@ -192,7 +192,7 @@ func TestCancelReachesPlugin(t *testing.T) {
 // replies, so that the gateway's sends to the client fail. Each call's
 // record still names the replica that served it. gRPC writes a stream's
 // peer as it finishes the stream, on a goroutine of its own once the
-// stream's context ends; read before that, the record said "none", and
+// stream's context ends. Read before that, the record showed "none", and
 // the race detector reported the read.
 func TestClientGoneRecordsBackend(t *testing.T) {
 	t.Parallel()
