@@ -135,6 +135,7 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 
 	// Choose the engine, and the policy for the function called.
 	var engine *routing.Engine
+	var untrack func()
 	for {
 		routes := g.routing.Load()
 		var err error
@@ -148,13 +149,14 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 			close(c.requestsDone)
 			return c.finish(routeStatus(err), true)
 		}
-		if done, ok := engine.Track(); ok {
-			defer done()
+		var ok bool
+		if untrack, ok = engine.Track(); ok {
 			break
 		}
 		// A reload replaced the engine after the match. The new table is
 		// already stored, so match again.
 	}
+	defer untrack()
 	c.engine = engine
 
 	// A merged engine answers its capabilities itself and hands every
