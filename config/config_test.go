@@ -422,6 +422,22 @@ limits: {max_concurrent_streams: 4294967297}
 			want: []problem{{"limits.max_concurrent_streams", "4294967297 is out of range"}},
 		},
 		{
+			name: "every decoding problem, in several sections",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  A: {max_in_flight: 0.5, backends: [{address: "127.0.0.1:50055"}]}
+  R: {request_timeout: 120, backends: [{address: "127.0.0.1:50056"}]}
+limits: {max_concurrent_streams: -1}
+`,
+			want: []problem{
+				{"engines.A.max_in_flight", "0.5 is not a whole number"},
+				{"engines.R.request_timeout", "write 120s"},
+				{"limits.max_concurrent_streams", "-1 is out of range"},
+			},
+		},
+		{
 			name: "fraction in a count",
 			yaml: `
 listeners:

@@ -591,7 +591,7 @@ func integerHook(_, to reflect.Type, data any) (any, error) {
 // of the map entries and list items that hold a failed field, each ending
 // in "." or "[", ready for prefix matching.
 func decodeProblems(err error, spelling map[string]string) (problems []error, undecoded []string) {
-	for _, single := range flatten([]error{err}) {
+	for _, single := range decodeLeaves(err) {
 		var decodeErr *mapstructure.DecodeError
 		if !errors.As(single, &decodeErr) {
 			problems = append(problems, single)
@@ -603,7 +603,30 @@ func decodeProblems(err error, spelling map[string]string) (problems []error, un
 		}
 		problems = append(problems, fmt.Errorf("%s: %w", key, decodeErr.Unwrap()))
 	}
+	// Map entries decode in random order; the file's problems should not.
+	slices.SortFunc(problems, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return problems, undecoded
+}
+
+// decodeLeaves returns each DecodeError in mapstructure's tree of errors,
+// and any other error at a leaf. The tree's root wraps joined errors in a
+// single-error wrapper, which errors.As would search only as far as the
+// first DecodeError, so every problem after it would go unreported.
+func decodeLeaves(err error) []error {
+	if decodeErr, ok := err.(*mapstructure.DecodeError); ok {
+		return []error{decodeErr}
+	}
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		var leaves []error
+		for _, inner := range joined.Unwrap() {
+			leaves = append(leaves, decodeLeaves(inner)...)
+		}
+		return leaves
+	}
+	if inner := errors.Unwrap(err); inner != nil {
+		return decodeLeaves(inner)
+	}
+	return []error{err}
 }
 
 // enclosingEntry returns the key path of the outermost map entry or list

@@ -117,7 +117,7 @@ func runDemo(ctx context.Context, out io.Writer, verbose, keepRunning bool) erro
 	addrs := g.Addrs()
 	fmt.Fprintf(out, "Plugins: example-a on %s, example-b on %s (plaintext, loopback)\n", pluginA, pluginB)
 	fmt.Fprintf(out, "Gateway, mutual TLS: ExampleA on %s, ExampleB on %s, both by host name on %s\n", addrs[0], addrs[1], addrs[2])
-	fmt.Fprintf(out, "Qlik's certificate folder: %s\n", certs.QlikDir)
+	fmt.Fprintf(out, "Qlik's certificate folder: %s (removed when the demo ends)\n", certs.QlikDir)
 	fmt.Fprintf(out, "QlikView Settings.ini line for this gateway:\n  SSEPlugin=ExampleA,%s,%s;ExampleB,%s,%s\n\n", addrs[0], certs.QlikDir, addrs[1], certs.QlikDir)
 
 	// Call each engine as Qlik would, by port and by host name.
@@ -156,7 +156,7 @@ func runDemo(ctx context.Context, out io.Writer, verbose, keepRunning bool) erro
 		defer stop()
 		<-waitCtx.Done()
 	} else {
-		fmt.Fprintln(out, "\nRun with --keep-running to keep the gateway up and see its status page and metrics.")
+		fmt.Fprintln(out, "\nRun with --keep-running to keep the gateway up, with its certificate folders, and see its status page and metrics.")
 	}
 	fmt.Fprintln(out, "\nDemo finished: every call went through the gateway and came back intact.")
 	return nil

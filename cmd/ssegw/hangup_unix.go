@@ -9,21 +9,29 @@ import (
 	"syscall"
 )
 
-// notifyHangup calls reload on every SIGHUP until ctx ends. After that,
-// until stop is called, SIGHUPs are caught and dropped: Go's default
-// action for SIGHUP ends the process, which would cut a drain short.
-func notifyHangup(ctx context.Context, reload func()) (stop func()) {
+// notifyHangup calls reload on every SIGHUP until ctx ends, and ignored on
+// every SIGHUP after that, until stop is called. Go's default action for
+// SIGHUP ends the process, which would cut a drain short.
+func notifyHangup(ctx context.Context, reload, ignored func()) (stop func()) {
 	hangups := make(chan os.Signal, 1)
 	signal.Notify(hangups, syscall.SIGHUP)
+	done := make(chan struct{})
 	go func() {
 		for {
 			select {
-			case <-ctx.Done():
+			case <-done:
 				return
 			case <-hangups:
-				reload()
+				if ctx.Err() != nil {
+					ignored()
+				} else {
+					reload()
+				}
 			}
 		}
 	}()
-	return func() { signal.Stop(hangups) }
+	return func() {
+		signal.Stop(hangups)
+		close(done)
+	}
 }

@@ -4,4 +4,4 @@ import "context"
 
 // notifyHangup does nothing: Windows has no SIGHUP. The gateway still
 // reloads when its configuration file changes.
-func notifyHangup(context.Context, func()) (stop func()) { return func() {} }
+func notifyHangup(context.Context, func(), func()) (stop func()) { return func() {} }

@@ -184,8 +184,8 @@ func TestServeReloads(t *testing.T) {
 // TestServeDrainsOnSIGTERM checks that SIGTERM during load lets the 5 calls
 // in flight finish OK, refuses new connections meanwhile, and that the
 // process exits 0 once those calls have ended. A SIGHUP during the drain,
-// as from a certificate renewal hook, changes nothing: Go's default action
-// for it would end the process at once.
+// as from a certificate renewal hook, is logged and changes nothing: Go's
+// default action for it would end the process at once.
 func TestServeDrainsOnSIGTERM(t *testing.T) {
 	t.Parallel()
 	plugin := ssetest.StartHoldingPlugin(t, "only", false)
@@ -209,6 +209,7 @@ func TestServeDrainsOnSIGTERM(t *testing.T) {
 	if err := p.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
+	waitForRecords(t, p, "SIGHUP ignored: the gateway is stopping; no reload", 1, 10*time.Second)
 
 	// New connections are refused while the calls drain.
 	deadline := time.Now().Add(5 * time.Second)

@@ -118,7 +118,9 @@ func runGatewayUntil(ctx, force context.Context, configFile string, stderr io.Wr
 		default: // one is pending already
 		}
 	}
-	defer notifyHangup(watchCtx, requestReload)()
+	defer notifyHangup(watchCtx, requestReload, func() {
+		logger.Info("SIGHUP ignored: the gateway is stopping; no reload")
+	})()
 	if err := g.Start(); err != nil {
 		g.Shutdown(context.Background())
 		return err
