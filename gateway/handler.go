@@ -164,10 +164,12 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 	if engine.Merged() {
 		c.info = describeCall(method, md, nil)
 		if st := c.admit(engine); st != nil {
+			c.describeMergedItself()
 			close(c.requestsDone)
 			return c.finish(st, true)
 		}
 		if st, answered := c.resolveMerged(ss, engine); answered {
+			c.describeMergedItself()
 			close(c.requestsDone)
 			return c.finish(st, st.Code() != codes.OK)
 		}

@@ -13,12 +13,14 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ssegw/ssegw/config"
+	"github.com/ssegw/ssegw/internal/otlptest"
 	"github.com/ssegw/ssegw/internal/ssetest"
 	"github.com/ssegw/ssegw/routing"
 	"github.com/ssegw/ssegw/ssepb"
@@ -510,5 +512,60 @@ func TestMergedEngineWaitsForMembers(t *testing.T) {
 				t.Errorf("GetCapabilities through M functions (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestMergedEngineOwnCallSpans checks the server spans of calls that a
+// merged engine ends itself: GetCapabilities, which it answers, and a
+// function id that no member has. Each is named after the merged engine
+// and carries it, as any engine's call.
+func TestMergedEngineOwnCallSpans(t *testing.T) {
+	receiver := otlptest.StartGRPC(t)
+	a := startMergePlugin(t, "A", &ssepb.Capabilities{Functions: []*ssepb.FunctionDefinition{mergeFunction("A", 3, "Forecast")}})
+	gw := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("M", nil)},
+		Engines: map[string]*config.Engine{
+			"A": ssetest.Engine(a.Addr),
+			"M": {Merge: []string{"A"}},
+		},
+		Telemetry: config.Telemetry{
+			Traces:  config.TraceExport{Exporter: config.ExporterOTLP, Endpoint: receiver.Addr, Insecure: true},
+			Metrics: config.MetricExport{Exporter: config.ExporterNone},
+		},
+	})
+	client := ssetest.Dial(t, gw.Addrs[0])
+	if _, err := client.GetCapabilities(testContext(t), &ssepb.Empty{}); err != nil {
+		t.Fatalf("GetCapabilities through M: %v", err)
+	}
+	stream, err := client.ExecuteFunction(functionContext(t, testContext(t), 99))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.CloseSend()
+	if _, err := stream.Recv(); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("function 99 through M: %v, want Unimplemented", err)
+	}
+	if err := gw.Shutdown(testContext(t)); err != nil { // flushes the spans
+		t.Fatal(err)
+	}
+
+	want := map[string]bool{"M.GetCapabilities": false, "M.ExecuteFunction": false}
+	for _, span := range receiver.Spans() {
+		if span.GetKind() != tracepb.Span_SPAN_KIND_SERVER {
+			continue
+		}
+		if _, ok := want[span.GetName()]; !ok {
+			t.Errorf("server span %q, want one of %v", span.GetName(), want)
+			continue
+		}
+		want[span.GetName()] = true
+		if engine := span.Attributes()["qlik.sse.engine"]; engine != "M" {
+			t.Errorf("span %s: qlik.sse.engine = %v, want M", span.GetName(), engine)
+		}
+	}
+	for name, seen := range want {
+		if !seen {
+			t.Errorf("no server span %s", name)
+		}
 	}
 }

@@ -166,6 +166,14 @@ func (c *call) describe() {
 	c.spanAttributes = attributes
 }
 
+// describeMergedItself describes a call that a merged engine ends itself,
+// answering GetCapabilities or rejecting the call: its span is named after
+// the merged engine and carries it, as for any engine's call.
+func (c *call) describeMergedItself() {
+	c.merged = nil
+	c.describe()
+}
+
 // startAttemptSpan begins the client span of one attempt on a plugin and
 // puts its trace context into the outgoing headers, replacing the
 // client's, so that a plugin with its own tracing joins the gateway's
