@@ -2,8 +2,10 @@ package telemetry
 
 import (
 	"context"
+	"errors"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -153,9 +155,12 @@ func (r *spanRecorder) run() {
 	}
 }
 
-// export encodes the spans queued so far and sends them in one request.
-// Spans that end meanwhile go to the next one. Encoding here, rather than
-// in End, keeps it off the calls' goroutines, whose stacks it made grow.
+// export encodes the spans queued so far and sends them in requests of
+// up to batchSize spans, as the SDK's batcher does: a request of the whole
+// queue, with script texts in the spans, could pass a collector's message
+// limit (4 MiB by default) and lose every span in it. Spans that end
+// meanwhile go to the next export. Encoding here, rather than in End,
+// keeps it off the calls' goroutines, whose stacks it made grow.
 func (r *spanRecorder) export(ctx context.Context) error {
 	r.mu.Lock()
 	spans := r.queue
@@ -167,25 +172,31 @@ func (r *spanRecorder) export(ctx context.Context) error {
 		return nil
 	}
 
-	group := resourceGroup{resource: r.resource}
-	for _, t := range tracers {
-		var scoped []spanFields
-		for _, span := range spans {
-			if span.tracer == t {
-				scoped = append(scoped, span)
+	var errs []error
+	for batch := range slices.Chunk(spans, r.batchSize) {
+		group := resourceGroup{resource: r.resource}
+		for _, t := range tracers {
+			var scoped []spanFields
+			for _, span := range batch {
+				if span.tracer == t {
+					scoped = append(scoped, span)
+				}
+			}
+			if len(scoped) > 0 {
+				group.scopes = append(group.scopes, scopeGroup{scope: t.scope, spans: scoped})
 			}
 		}
-		if len(scoped) > 0 {
-			group.scopes = append(group.scopes, scopeGroup{scope: t.scope, spans: scoped})
+		r.buf = appendResourceSpans(r.buf[:0], group)
+		for i, span := range batch {
+			span.release()
+			batch[i] = nil
+		}
+		if err := upload(ctx, r.client, []*tracepb.ResourceSpans{carrier(r.buf)}); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	r.buf = appendResourceSpans(r.buf[:0], group)
-	for i, span := range spans {
-		span.release()
-		spans[i] = nil
-	}
 	r.spare = spans[:0]
-	return upload(ctx, r.client, []*tracepb.ResourceSpans{carrier(r.buf)})
+	return errors.Join(errs...)
 }
 
 // add queues an ended span for the next export, or drops it when
