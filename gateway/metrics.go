@@ -234,7 +234,7 @@ func newMetrics(meter metric.Meter, g *Gateway) (*metrics, error) {
 		}))
 	collect(err)
 	_, err = meter.Int64ObservableCounter("ssegw.telemetry.errors", metric.WithUnit("{error}"),
-		metric.WithDescription("Errors the OpenTelemetry SDK reported, such as exports of spans or metrics the collector did not take."),
+		metric.WithDescription("Errors the OpenTelemetry SDK reported, such as exports of spans or metrics the collector did not take, and drops of spans the export queue had no room for."),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
 			o.Observe(g.telemetryErrors.Load())
 			return nil

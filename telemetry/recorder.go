@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"reflect"
 	"slices"
@@ -53,6 +54,7 @@ type spanRecorder struct {
 	mu      sync.Mutex
 	tracers []*recordingTracer // by instrumentation scope
 	queue   []*recordedSpan    // ended spans waiting for the next export
+	dropped int                // spans dropped with the queue full, since the last report
 	stopped bool
 
 	full chan struct{} // a batch is full; capacity 1
@@ -152,6 +154,20 @@ func (r *spanRecorder) run() {
 			otel.Handle(err)
 		}
 		cancel()
+		r.reportDropped()
+	}
+}
+
+// reportDropped reports the spans dropped since the last report to
+// OpenTelemetry's error handler, which the gateway counts and logs: the
+// SDK's queue drops spans the same way, but says nothing.
+func (r *spanRecorder) reportDropped() {
+	r.mu.Lock()
+	dropped := r.dropped
+	r.dropped = 0
+	r.mu.Unlock()
+	if dropped > 0 {
+		otel.Handle(fmt.Errorf("%d spans dropped: they ended faster than the collector took them, and the export queue of %d spans was full", dropped, r.queueSize))
 	}
 }
 
@@ -206,6 +222,9 @@ func (r *spanRecorder) add(span *recordedSpan) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.stopped || len(r.queue) >= r.queueSize {
+		if !r.stopped {
+			r.dropped++
+		}
 		span.release()
 		return
 	}
@@ -238,6 +257,7 @@ func (r *spanRecorder) Shutdown(ctx context.Context) error {
 	}
 	r.cancelExport()
 	err := r.export(ctx)
+	r.reportDropped()
 	if stopErr := r.client.Stop(ctx); err == nil {
 		err = stopErr
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
@@ -269,8 +270,18 @@ func withoutIDs(span *tracepb.Span) *tracepb.Span {
 // TestSpanRecorderBatches checks when the recorder exports: as soon as a
 // batch is full, not before, and at shutdown, each request a batch at
 // most. Spans that end while the queue is full are dropped, as in the
-// SDK, and the rest are exported.
+// SDK, and reported to OpenTelemetry's error handler; the rest are
+// exported.
 func TestSpanRecorderBatches(t *testing.T) {
+	var handled []string
+	var handledMu sync.Mutex
+	previous := otel.GetErrorHandler()
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		handledMu.Lock()
+		defer handledMu.Unlock()
+		handled = append(handled, err.Error())
+	}))
+	t.Cleanup(func() { otel.SetErrorHandler(previous) })
 	client := newBlockingClient()
 	provider, shutdown := telemetry.NewSmallSpanRecorder(client, 2, 4)
 	tracer := provider.Tracer("test")
@@ -298,6 +309,12 @@ func TestSpanRecorderBatches(t *testing.T) {
 	}
 	if got := client.exported(); !slices.Equal(got, []int{2, 2, 2}) {
 		t.Errorf("exports had %v spans, want [2 2 2]: a full batch, then the queue of 4 at shutdown, in batches", got)
+	}
+	handledMu.Lock()
+	defer handledMu.Unlock()
+	want := "6 spans dropped: they ended faster than the collector took them, and the export queue of 4 spans was full"
+	if !slices.Equal(handled, []string{want}) {
+		t.Errorf("errors reported to OpenTelemetry = %q, want [%q]", handled, want)
 	}
 }
 
