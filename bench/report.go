@@ -360,7 +360,7 @@ func (b *bench) sweepTables() []table {
 			header: header,
 		}
 		if !metric.withRatio {
-			t.notes = append(t.notes, "Direct has no process between client and plugin; nginx counts its master and workers.")
+			t.notes = append(t.notes, nginxMemoryNote)
 		}
 		if b.partial(WorkloadSweep) {
 			t.notes = append(t.notes, partialNote)
@@ -392,6 +392,10 @@ func (b *bench) sweepCell(p point, absent map[string]string, value func(runResul
 	return text
 }
 
+// nginxMemoryNote says how the memory of a target with several processes
+// is counted.
+const nginxMemoryNote = "Direct has no process between client and plugin. nginx counts its master's VmRSS and what each worker holds of its own (RssAnon and RssShmem), so that the pages they share count once."
+
 // memoryTable compares the resident memory of fresh targets under small
 // and large calls. Direct has no memory of its own to show, but its rate
 // of large calls is the baseline for the others'.
@@ -403,8 +407,8 @@ func (b *bench) memoryTable() table {
 		notes: []string{
 			fmt.Sprintf("Small calls are SumOfRows with one bundle of %d rows; large calls are Echo with %d bundles of %s bytes each, sent and read at once.",
 				b.opts.SmallRows, b.opts.MemoryBundles, formatCount(float64(call.requestBytes()))),
-			"Direct has no process between client and plugin; nginx counts its master and workers.",
-			"Large MB/s is measured from a fresh start, so it includes the ramp-up of connections and flow control windows.",
+			nginxMemoryNote,
+			"Large MB/s is measured from a fresh start of each proxy, so it includes the ramp-up of connections and flow control windows; direct keeps its connection.",
 		},
 		header: []string{"target", "after start", "small calls", "large calls", "large ÷ small", "large MB/s", "rounds"},
 	}
