@@ -438,6 +438,33 @@ limits: {max_concurrent_streams: -1}
 			},
 		},
 		{
+			name: "decoding problem and the same entry's other problems",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  A: {max_in_flight: 0.5, balancer: random, backends: [{address: "127.0.0.1"}]}
+`,
+			want: []problem{
+				{"engines.A.max_in_flight", "0.5 is not a whole number"},
+				{"engines.A.balancer", `unknown balancer "random"`},
+				{"engines.A.backends[0].address", `invalid address "127.0.0.1"`},
+			},
+		},
+		{
+			name: "neither true nor false",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: maybe}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+`,
+			want: []problem{
+				{"listeners[0].insecure", `"maybe" is not true or false`},
+				{"listeners[0]", "no tls section"},
+			},
+		},
+		{
 			name: "fraction in a count",
 			yaml: `
 listeners:

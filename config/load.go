@@ -71,24 +71,27 @@ func parse(data []byte, environ []string, baseDir string) (*Config, error) {
 	problems = append(problems, applyEnv(settings, environ)...)
 	problems = append(problems, unknownKeys(settings, reflect.TypeFor[Config](), "", spelling)...)
 	cfg := &Config{}
-	decoder, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
-		DecodeHook: mapstructure.ComposeDecodeHookFunc(
-			durationHook,
-			byteSizeHook,
-			integerHook,
-			mapstructure.StringToSliceHookFunc(","),
-		),
-		WeaklyTypedInput: true,
-		Result:           cfg,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("building the config decoder: %w", err)
-	}
-	var undecoded []string // key paths of map entries and list items that failed to decode
-	if err := decoder.Decode(settings); err != nil {
-		var decoded []error
-		decoded, undecoded = decodeProblems(err, spelling)
+	var undecoded []string // key paths whose validation problems would repeat a decoding problem
+	if err := decode(settings, cfg); err != nil {
+		decoded, failed, entries := decodeProblems(err, spelling)
 		problems = append(problems, decoded...)
+		// mapstructure leaves out a map entry or list item with a field
+		// that failed to decode, so validation would find it empty and
+		// its other problems would go unreported. Decode again without
+		// the failed values; validation then skips only their keys, which
+		// now hold defaults. Should that fail too, the entries are skipped
+		// whole.
+		for _, name := range failed {
+			deleteSetting(settings, name)
+		}
+		undecoded = entries
+		if again := (&Config{}); decode(settings, again) == nil {
+			cfg, undecoded = again, nil
+			for _, name := range failed {
+				key := keyPath(name, spelling)
+				undecoded = append(undecoded, key+":", key+".", key+"[")
+			}
+		}
 	}
 
 	// Give engines back their spelling. viper drops an engine written
@@ -111,9 +114,6 @@ func parse(data []byte, environ []string, baseDir string) (*Config, error) {
 	}
 
 	// Validate what decoded, so that the file's problems come out at once.
-	// mapstructure leaves out a map entry or list item with a field that
-	// failed to decode, so validation would find it empty: its problems
-	// would only repeat the decoding problem, and are left out.
 	cfg.ApplyDefaults()
 	cfg.resolvePaths(baseDir)
 	for _, problem := range flatten([]error{cfg.Validate()}) {
@@ -587,25 +587,115 @@ func integerHook(_, to reflect.Type, data any) (any, error) {
 // decodeProblems turns mapstructure's combined error into one error per
 // problem, each starting with the key in the notation of Validate
 // ("engines.SSEPython.request_timeout") rather than mapstructure's
-// ("'engines[ssepython].request_timeout'"). It also returns the key paths
-// of the map entries and list items that hold a failed field, each ending
-// in "." or "[", ready for prefix matching.
-func decodeProblems(err error, spelling map[string]string) (problems []error, undecoded []string) {
+// ("'engines[ssepython].request_timeout'"). It also returns the
+// mapstructure names of the failed fields, and the key paths of the map
+// entries and list items that hold them, each ending in "." or "[", ready
+// for prefix matching.
+func decodeProblems(err error, spelling map[string]string) (problems []error, failed, entries []string) {
 	for _, single := range decodeLeaves(err) {
 		var decodeErr *mapstructure.DecodeError
 		if !errors.As(single, &decodeErr) {
 			problems = append(problems, single)
 			continue
 		}
+		failed = append(failed, decodeErr.Name())
 		key := keyPath(decodeErr.Name(), spelling)
 		if entry := enclosingEntry(key); entry != "" {
-			undecoded = append(undecoded, entry+".", entry+":", entry+"[")
+			entries = append(entries, entry+".", entry+":", entry+"[")
 		}
 		problems = append(problems, fmt.Errorf("%s: %w", key, decodeErr.Unwrap()))
 	}
 	// Map entries decode in random order; the file's problems should not.
 	slices.SortFunc(problems, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
-	return problems, undecoded
+	return problems, failed, entries
+}
+
+// decode decodes settings into cfg, with the gateway's hooks for
+// durations, sizes, integers and comma lists.
+func decode(settings map[string]any, cfg *Config) error {
+	decoder, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(
+			durationHook,
+			byteSizeHook,
+			integerHook,
+			boolHook,
+			mapstructure.StringToSliceHookFunc(","),
+		),
+		WeaklyTypedInput: true,
+		Result:           cfg,
+	})
+	if err != nil {
+		return fmt.Errorf("building the config decoder: %w", err)
+	}
+	return decoder.Decode(settings)
+}
+
+// deleteSetting removes the value at a mapstructure field name, such as
+// "engines[r].backends[0].address", from settings. A list item named
+// whole is set to nil. A name that does not lead to a value is ignored.
+func deleteSetting(settings map[string]any, name string) {
+	var parts []string
+	for field := range strings.SplitSeq(name, ".") {
+		for {
+			open := strings.IndexByte(field, '[')
+			if open < 0 {
+				break
+			}
+			end := strings.IndexByte(field, ']')
+			if end < open {
+				return
+			}
+			if open > 0 {
+				parts = append(parts, field[:open])
+			}
+			parts = append(parts, field[open+1:end])
+			field = field[end+1:]
+		}
+		if field != "" {
+			parts = append(parts, field)
+		}
+	}
+	var current any = settings
+	for i, part := range parts {
+		last := i == len(parts)-1
+		switch node := current.(type) {
+		case map[string]any:
+			if last {
+				delete(node, part)
+				return
+			}
+			current = node[part]
+		case []any:
+			index, err := strconv.Atoi(part)
+			if err != nil || index < 0 || index >= len(node) {
+				return
+			}
+			if last {
+				node[index] = nil
+				return
+			}
+			current = node[index]
+		default:
+			return
+		}
+	}
+}
+
+// boolHook decodes true and false, and says what else it got in plain
+// words, where mapstructure's weak decoding quotes strconv.
+func boolHook(_, to reflect.Type, data any) (any, error) {
+	if to.Kind() != reflect.Bool {
+		return data, nil
+	}
+	text, ok := data.(string)
+	if !ok {
+		return data, nil
+	}
+	value, err := strconv.ParseBool(strings.TrimSpace(text))
+	if err != nil {
+		return nil, fmt.Errorf("%q is not true or false", text)
+	}
+	return value, nil
 }
 
 // decodeLeaves returns each DecodeError in mapstructure's tree of errors,
