@@ -611,7 +611,7 @@ func decodeProblems(err error, spelling map[string]string) (problems []error, fa
 }
 
 // decode decodes settings into cfg, with the gateway's hooks for
-// durations, sizes, integers and comma lists.
+// durations, sizes, integers, booleans and comma lists.
 func decode(settings map[string]any, cfg *Config) error {
 	decoder, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
 		DecodeHook: mapstructure.ComposeDecodeHookFunc(
@@ -681,8 +681,8 @@ func deleteSetting(settings map[string]any, name string) {
 	}
 }
 
-// boolHook decodes true and false, and says what else it got in plain
-// words, where mapstructure's weak decoding quotes strconv.
+// boolHook decodes true and false, and reports any other value in plain
+// words, where mapstructure's weak decoding quotes strconv's error.
 func boolHook(_, to reflect.Type, data any) (any, error) {
 	if to.Kind() != reflect.Bool {
 		return data, nil
