@@ -394,7 +394,7 @@ func (b *bench) sweepCell(p point, absent map[string]string, value func(runResul
 
 // nginxMemoryNote says how the memory of a target with several processes
 // is counted.
-const nginxMemoryNote = "Direct has no process between client and plugin. nginx counts its master's VmRSS and what each worker holds of its own (RssAnon and RssShmem), so that the pages they share count once."
+const nginxMemoryNote = "Direct has no process between client and plugin. nginx counts its master's VmRSS and the memory each worker holds privately (Private_Clean and Private_Dirty), so that the pages they share count once."
 
 // memoryTable compares the resident memory of fresh targets under small
 // and large calls. Direct has no memory of its own to show, but its rate

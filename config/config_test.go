@@ -465,6 +465,17 @@ engines:
 			},
 		},
 		{
+			name: "count one past the largest signed 64-bit value",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+limits: {max_connections: 9223372036854775808}
+`,
+			want: []problem{{"limits.max_connections", "9223372036854775808 is out of range: from -9223372036854775808 to 9223372036854775807"}},
+		},
+		{
 			name: "fraction in a count",
 			yaml: `
 listeners:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"math/big"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -546,42 +547,54 @@ func integerHook(_, to reflect.Type, data any) (any, error) {
 	if to == reflect.TypeFor[time.Duration]() || to == reflect.TypeFor[ByteSize]() {
 		return data, nil // their own hooks decoded them
 	}
-	var low, high float64
+	// The range in big integers: float64 cannot hold 2^63-1 exactly.
+	var low, high big.Int
+	bits := uint(0)
+	signed := false
 	switch to.Kind() {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		low, high = -math.Ldexp(1, to.Bits()-1), math.Ldexp(1, to.Bits()-1)-1
+		bits, signed = uint(to.Bits()), true
+		high.Lsh(big.NewInt(1), bits-1)
+		low.Neg(&high)
+		high.Sub(&high, big.NewInt(1))
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		low, high = 0, math.Ldexp(1, to.Bits())-1
+		bits = uint(to.Bits())
+		high.Lsh(big.NewInt(1), bits)
+		high.Sub(&high, big.NewInt(1))
 	default:
 		return data, nil
 	}
-	var value float64
+	var value big.Int
 	switch v := data.(type) {
 	case string:
-		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		if err != nil {
+		if _, ok := value.SetString(strings.TrimSpace(v), 10); !ok {
 			return nil, fmt.Errorf("invalid whole number %q", v)
 		}
-		value = float64(n)
-		data = n
 	case int:
-		value = float64(v)
+		value.SetInt64(int64(v))
 	case int64:
-		value = float64(v)
+		value.SetInt64(v)
 	case uint64:
-		value = float64(v)
+		value.SetUint64(v)
 	case float64:
-		if v != math.Trunc(v) {
+		if math.IsInf(v, 0) || v != math.Trunc(v) {
 			return nil, fmt.Errorf("%v is not a whole number", v)
 		}
-		value = v
+		big.NewFloat(v).Int(&value)
 	default:
 		return data, nil
 	}
-	if value < low || value > high {
-		return nil, fmt.Errorf("%v is out of range: from %.0f to %.0f", data, low, high)
+	if value.Cmp(&low) < 0 || value.Cmp(&high) > 0 {
+		return nil, fmt.Errorf("%s is out of range: from %s to %s", &value, &low, &high)
 	}
-	return data, nil
+	// A value of the field's own type, which mapstructure sets as it is.
+	out := reflect.New(to).Elem()
+	if signed {
+		out.SetInt(value.Int64())
+	} else {
+		out.SetUint(value.Uint64())
+	}
+	return out.Interface(), nil
 }
 
 // decodeProblems turns mapstructure's combined error into one error per

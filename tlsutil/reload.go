@@ -133,13 +133,16 @@ func NewWatcher(logger *slog.Logger) *Watcher {
 // for an engine that a reload adds.
 func (w *Watcher) Add(s *Source) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	w.sources = append(w.sources, s)
-	if w.folders == nil {
+	folders := w.folders
+	w.mu.Unlock()
+	if folders == nil {
 		return
 	}
+	// Outside mu: on Windows, fsnotify's Add waits for its reader, which
+	// may wait for a reload that needs mu.
 	for _, folder := range s.folders() {
-		if err := w.folders.Add(folder); err != nil {
+		if err := folders.Add(folder); err != nil {
 			w.logger.Warn("certificate folder not watched; after renewing its files, reload with SIGHUP", "source", s.name, "error", err.Error())
 		}
 	}
@@ -191,16 +194,7 @@ func (w *Watcher) Reload() int {
 // files are watched, since tools replace certificate files instead of
 // writing them.
 func (w *Watcher) Run(ctx context.Context) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	var folders []string
-	for _, s := range w.sources {
-		for _, folder := range s.folders() {
-			if !slices.Contains(folders, folder) {
-				folders = append(folders, folder)
-			}
-		}
-	}
+	folders := sourceFolders(w.snapshot())
 	everything := func(string) bool { return true }
 	reload := func() {
 		w.logger.Info("certificate files changed; reloading")
@@ -210,8 +204,32 @@ func (w *Watcher) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("watching certificates: %w", err)
 	}
+	w.mu.Lock()
 	w.folders = watched
+	sources := slices.Clone(w.sources)
+	w.mu.Unlock()
+	// Sources added while the watch started, outside mu as in Add.
+	for _, folder := range sourceFolders(sources) {
+		if !slices.Contains(folders, folder) {
+			if err := watched.Add(folder); err != nil {
+				return fmt.Errorf("watching certificates: %w", err)
+			}
+		}
+	}
 	return nil
+}
+
+// sourceFolders returns the folders of the sources' files, each once.
+func sourceFolders(sources []*Source) []string {
+	var folders []string
+	for _, s := range sources {
+		for _, folder := range s.folders() {
+			if !slices.Contains(folders, folder) {
+				folders = append(folders, folder)
+			}
+		}
+	}
+	return folders
 }
 
 // Expiring returns a warning for each certificate of the sources that

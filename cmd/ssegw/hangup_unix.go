@@ -35,3 +35,10 @@ func notifyHangup(ctx context.Context, reload, ignored func()) (stop func()) {
 		close(done)
 	}
 }
+
+// ignoreHangup ignores SIGHUP until notifyHangup takes it over, so that one
+// during start-up, before there is anything to reload, does not end the
+// process.
+func ignoreHangup() {
+	signal.Ignore(syscall.SIGHUP)
+}

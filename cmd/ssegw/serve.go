@@ -82,6 +82,7 @@ func runGateway(ctx context.Context, configFile string, stderr io.Writer) error 
 
 // runGatewayUntil is runGateway, with force ending the drain early.
 func runGatewayUntil(ctx, force context.Context, configFile string, stderr io.Writer) error {
+	ignoreHangup()
 	cfg, err := config.Load(configFile, os.Environ())
 	if err != nil {
 		fmt.Fprintf(stderr, "ssegw: invalid configuration, nothing started:\n%v\n", err)
