@@ -554,17 +554,7 @@ func TestBackendCertificateRotation(t *testing.T) {
 		t.Fatalf("plugin saw %q, want CN=gateway-old ALPN=h2", identifier)
 	}
 
-	// Renew the gateway's client certificate and wait for the reload.
-	cert, key, err := certs.CA.Issue(tlsutil.LeafRequest{CommonName: "gateway-new", Usage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := tlsutil.ClientFilesInDir(clientDir, "", "", "")
-	rotReplace(t, rotFile{files.KeyFile, key}, rotFile{files.CertFile, cert})
-	gw.Logs.WaitFor(t, "certificates reloaded", rotWait, func(r map[string]any) bool {
-		reloaded, _ := r["reloaded"].(float64)
-		return reloaded >= 1
-	})
+	rotRenewClientCert(t, gw, certs, clientDir)
 
 	// The open connection keeps the certificate of its handshake.
 	identifier, err = fetchPluginIdentifier(t, client)
@@ -741,6 +731,13 @@ func TestReloadedBackendCertificatesWatched(t *testing.T) {
 	next.ApplyDefaults()
 	reloadApply(t, gw, next)
 
+	rotRenewClientCert(t, gw, certs, clientDir)
+}
+
+// rotRenewClientCert replaces the client certificate in clientDir with one
+// for CN gateway-new, and waits until the gateway has reloaded it.
+func rotRenewClientCert(t *testing.T, gw *ssetest.Gateway, certs *ssetest.Certs, clientDir string) {
+	t.Helper()
 	cert, key, err := certs.CA.Issue(tlsutil.LeafRequest{CommonName: "gateway-new", Usage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	if err != nil {
 		t.Fatal(err)

@@ -141,22 +141,11 @@ func (w *Watcher) Add(s *Source) {
 	}
 	// Outside mu: on Windows, fsnotify's Add waits for its reader, which
 	// may wait for a reload that needs mu.
-	for _, folder := range s.folders() {
+	for _, folder := range sourceFolders([]*Source{s}) {
 		if err := folders.Add(folder); err != nil {
 			w.logger.Warn("certificate folder not watched; after renewing its files, reload with SIGHUP", "source", s.name, "error", err.Error())
 		}
 	}
-}
-
-// folders returns the folders of the source's files.
-func (s *Source) folders() []string {
-	var folders []string
-	for _, file := range s.files {
-		if folder := filepath.Dir(file); !slices.Contains(folders, folder) {
-			folders = append(folders, folder)
-		}
-	}
-	return folders
 }
 
 // Remove forgets a source, as when its engine is replaced.
@@ -223,8 +212,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 func sourceFolders(sources []*Source) []string {
 	var folders []string
 	for _, s := range sources {
-		for _, folder := range s.folders() {
-			if !slices.Contains(folders, folder) {
+		for _, file := range s.files {
+			if folder := filepath.Dir(file); !slices.Contains(folders, folder) {
 				folders = append(folders, folder)
 			}
 		}
