@@ -15,7 +15,8 @@ const dnsLookupTimeout = 5 * time.Second
 // replica and probes, vanished ones are dropped and their calls in flight
 // finish. A failed lookup keeps the replicas as they are.
 func (e *Engine) discoverLoop(ctx context.Context, backend int) {
-	host, port, err := net.SplitHostPort(e.Config.Backends[backend].Address)
+	address := e.Config.Backends[backend].Address
+	host, _, err := net.SplitHostPort(address)
 	if err != nil {
 		e.logger.Error("backend address cannot be resolved", "engine", e.Name, "backend", e.Config.Backends[backend].Address, "error", err.Error())
 		return
@@ -30,7 +31,7 @@ func (e *Engine) discoverLoop(ctx context.Context, backend int) {
 		case <-timer.C:
 		}
 		lookupCtx, cancel := context.WithTimeout(ctx, dnsLookupTimeout)
-		ips, err := net.DefaultResolver.LookupHost(lookupCtx, host)
+		addresses, err := ResolveBackend(lookupCtx, address)
 		cancel()
 		switch {
 		case ctx.Err() != nil:
@@ -42,14 +43,28 @@ func (e *Engine) discoverLoop(ctx context.Context, backend int) {
 			failing = true
 		default:
 			failing = false
-			addresses := make([]string, len(ips))
-			for i, ip := range ips {
-				addresses[i] = net.JoinHostPort(ip, port)
-			}
 			e.setDiscovered(ctx, backend, addresses)
 		}
 		timer.Reset(e.Config.DNSInterval)
 	}
+}
+
+// ResolveBackend returns the address of each replica of a dns: true
+// backend at address: host:port for every address its host resolves to.
+func ResolveBackend(ctx context.Context, address string) ([]string, error) {
+	host, port, err := net.SplitHostPort(address)
+	if err != nil {
+		return nil, err
+	}
+	ips, err := net.DefaultResolver.LookupHost(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	addresses := make([]string, len(ips))
+	for i, ip := range ips {
+		addresses[i] = net.JoinHostPort(ip, port)
+	}
+	return addresses, nil
 }
 
 // setDiscovered makes addresses the replicas of a DNS backend.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strings"
 	"time"
@@ -110,26 +109,23 @@ func replicaBackends(ctx context.Context, out io.Writer, backends []config.Backe
 			replicas = append(replicas, backend)
 			continue
 		}
-		host, port, err := net.SplitHostPort(backend.Address)
-		if err == nil {
-			var addresses []string
-			if addresses, err = net.DefaultResolver.LookupHost(ctx, host); err == nil {
-				for _, address := range addresses {
-					replica := backend
-					replica.Address, replica.DNS = net.JoinHostPort(address, port), false
-					if backend.TLS != nil {
-						// The certificate names the host, not each address.
-						tls := *backend.TLS
-						tls.ServerName = backend.ServerName()
-						replica.TLS = &tls
-					}
-					replicas = append(replicas, replica)
-				}
-				continue
-			}
+		addresses, err := routing.ResolveBackend(ctx, backend.Address)
+		if err != nil {
+			*ok = false
+			fmt.Fprintf(out, "  %s: FAILED: resolving the name of a dns backend: %v\n", backend.Address, err)
+			continue
 		}
-		*ok = false
-		fmt.Fprintf(out, "  %s: FAILED: resolving the name of a dns backend: %v\n", backend.Address, err)
+		for _, address := range addresses {
+			replica := backend
+			replica.Address, replica.DNS = address, false
+			if backend.TLS != nil {
+				// The certificate names the host, not each address.
+				tls := *backend.TLS
+				tls.ServerName = backend.ServerName()
+				replica.TLS = &tls
+			}
+			replicas = append(replicas, replica)
+		}
 	}
 	return replicas
 }
