@@ -547,23 +547,22 @@ func integerHook(_, to reflect.Type, data any) (any, error) {
 	if to == reflect.TypeFor[time.Duration]() || to == reflect.TypeFor[ByteSize]() {
 		return data, nil // their own hooks decoded them
 	}
-	// The range in big integers: float64 cannot hold 2^63-1 exactly.
+
+	// The range in big integers, because float64 cannot hold 2^63-1.
 	var low, high big.Int
-	bits := uint(0)
 	signed := false
 	switch to.Kind() {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		bits, signed = uint(to.Bits()), true
-		high.Lsh(big.NewInt(1), bits-1)
+		signed = true
+		high.Lsh(big.NewInt(1), uint(to.Bits()-1))
 		low.Neg(&high)
-		high.Sub(&high, big.NewInt(1))
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		bits = uint(to.Bits())
-		high.Lsh(big.NewInt(1), bits)
-		high.Sub(&high, big.NewInt(1))
+		high.Lsh(big.NewInt(1), uint(to.Bits()))
 	default:
 		return data, nil
 	}
+	high.Sub(&high, big.NewInt(1))
+
 	var value big.Int
 	switch v := data.(type) {
 	case string:
@@ -584,6 +583,7 @@ func integerHook(_, to reflect.Type, data any) (any, error) {
 	default:
 		return data, nil
 	}
+
 	if value.Cmp(&low) < 0 || value.Cmp(&high) > 0 {
 		return nil, fmt.Errorf("%s is out of range: from %s to %s", &value, &low, &high)
 	}
@@ -647,39 +647,19 @@ func decode(settings map[string]any, cfg *Config) error {
 // "engines[r].backends[0].address", from settings. A list item named
 // whole is set to nil. A name that does not lead to a value is ignored.
 func deleteSetting(settings map[string]any, name string) {
-	var parts []string
-	for field := range strings.SplitSeq(name, ".") {
-		for {
-			open := strings.IndexByte(field, '[')
-			if open < 0 {
-				break
-			}
-			end := strings.IndexByte(field, ']')
-			if end < open {
-				return
-			}
-			if open > 0 {
-				parts = append(parts, field[:open])
-			}
-			parts = append(parts, field[open+1:end])
-			field = field[end+1:]
-		}
-		if field != "" {
-			parts = append(parts, field)
-		}
-	}
+	parts := nameParts(name)
 	var current any = settings
 	for i, part := range parts {
 		last := i == len(parts)-1
 		switch node := current.(type) {
 		case map[string]any:
 			if last {
-				delete(node, part)
+				delete(node, part.text)
 				return
 			}
-			current = node[part]
+			current = node[part.text]
 		case []any:
-			index, err := strconv.Atoi(part)
+			index, err := strconv.Atoi(part.text)
 			if err != nil || index < 0 || index >= len(node) {
 				return
 			}
@@ -756,29 +736,60 @@ func enclosingEntry(key string) string {
 // "engines.SSEPython.backends[0].address".
 func keyPath(name string, spelling map[string]string) string {
 	var out strings.Builder
-	for len(name) > 0 {
+	for i, part := range nameParts(name) {
+		if !part.bracketed {
+			if i > 0 {
+				out.WriteString(".")
+			}
+			out.WriteString(part.text)
+			continue
+		}
+		if _, err := strconv.Atoi(part.text); err == nil {
+			out.WriteString("[" + part.text + "]")
+		} else if spelt, ok := spelling[part.text]; ok {
+			out.WriteString("." + spelt)
+		} else {
+			out.WriteString("." + part.text)
+		}
+	}
+	return out.String()
+}
+
+// namePart is one step of a mapstructure field name: a struct field, or a
+// map key or list index, which the name writes in brackets.
+type namePart struct {
+	text      string
+	bracketed bool
+}
+
+// nameParts splits a mapstructure field name, such as
+// "engines[r].backends[0].address", into its steps. From a bracket that is
+// not closed on, the rest of the name is one plain step.
+func nameParts(name string) []namePart {
+	var parts []namePart
+	fields := func(text string) {
+		for field := range strings.SplitSeq(text, ".") {
+			if field != "" {
+				parts = append(parts, namePart{text: field})
+			}
+		}
+	}
+	for name != "" {
 		open := strings.IndexByte(name, '[')
 		if open < 0 {
-			out.WriteString(name)
+			fields(name)
 			break
 		}
 		end := strings.IndexByte(name[open:], ']')
 		if end < 0 {
-			out.WriteString(name)
+			parts = append(parts, namePart{text: name})
 			break
 		}
-		out.WriteString(name[:open])
-		inside := name[open+1 : open+end]
-		if _, err := strconv.Atoi(inside); err == nil {
-			out.WriteString("[" + inside + "]")
-		} else if spelt, ok := spelling[inside]; ok {
-			out.WriteString("." + spelt)
-		} else {
-			out.WriteString("." + inside)
-		}
+		fields(name[:open])
+		parts = append(parts, namePart{text: name[open+1 : open+end], bracketed: true})
 		name = name[open+end+1:]
 	}
-	return out.String()
+	return parts
 }
 
 func flatten(errs []error) []error {
