@@ -53,10 +53,10 @@ func residentBytes(pid int) (int64, error) {
 	return total, nil
 }
 
-// cachedDescendants is descendants, listed again once a second at most:
-// memory is sampled every 50 ms, and a walk of /proc each time took the
-// client about 2 % of a core, which only the targets with a process paid.
-// A target's workers start with it and stay.
+// cachedDescendants returns descendants, listed again once a second at
+// most. Memory is sampled every 50 ms, and a walk of /proc each time took
+// the client about 2 % of a core, which only the targets with a process
+// paid. A target's workers start with it and stay.
 func cachedDescendants(pid int) []int {
 	descendantsCache.Lock()
 	defer descendantsCache.Unlock()

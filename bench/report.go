@@ -392,8 +392,8 @@ func (b *bench) sweepCell(p point, absent map[string]string, value func(runResul
 	return text
 }
 
-// nginxMemoryNote says how the memory of a target with several processes
-// is counted.
+// nginxMemoryNote explains how the memory of a target with several
+// processes is counted.
 const nginxMemoryNote = "Direct has no process between client and plugin. nginx counts its master's VmRSS and the memory each worker holds privately (Private_Clean and Private_Dirty), so that the pages they share count once."
 
 // memoryTable compares the resident memory of fresh targets under small

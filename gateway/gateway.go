@@ -59,7 +59,7 @@ type Gateway struct {
 	current atomic.Pointer[config.Config]
 
 	reloadMu sync.Mutex // serializes reloads, and Shutdown after them
-	stopping bool       // Shutdown has begun: no more reloads; under reloadMu
+	stopping bool       // set under reloadMu when Shutdown begins, so that no reload follows
 
 	// handshakeFailures counts failed TLS handshakes, indexed like
 	// tlsutil.HandshakeFailures.
@@ -336,8 +336,8 @@ func (g *Gateway) Addrs() []net.Addr {
 // when it ended calls, and nil when they all finished.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.stopOnce.Do(func() {
-		// A reload under way finishes first, and none starts after: a
-		// later one would start engines that nothing closes.
+		// A reload under way finishes first, and none starts after, because
+		// a later one would start engines that nothing closes.
 		g.reloadMu.Lock()
 		g.stopping = true
 		g.reloadMu.Unlock()

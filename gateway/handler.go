@@ -364,7 +364,7 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 	return stream, err
 }
 
-// abandon ends an attempt whose answer will not be read, and returns once
+// abandon ends an attempt whose responses will not be read, and returns once
 // gRPC has finished its stream.
 func (a *attempt) abandon() {
 	a.cancel(nil)

@@ -516,7 +516,7 @@ func TestMergedEngineWaitsForMembers(t *testing.T) {
 }
 
 // TestMergedEngineOwnCallSpans checks the server spans of calls that a
-// merged engine ends itself: GetCapabilities, which it answers, and a
+// merged engine ends itself: GetCapabilities, which it serves, and a
 // function id that no member has. Each is named after the merged engine
 // and carries it, as any engine's call.
 func TestMergedEngineOwnCallSpans(t *testing.T) {

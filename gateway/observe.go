@@ -167,8 +167,8 @@ func (c *call) describe() {
 }
 
 // describeMergedItself describes a call that a merged engine ends itself,
-// answering GetCapabilities or rejecting the call: its span is named after
-// the merged engine and carries it, as for any engine's call.
+// by serving GetCapabilities or rejecting the call. Its span is named
+// after the merged engine and carries it, as for any engine's call.
 func (c *call) describeMergedItself() {
 	c.merged = nil
 	c.describe()

@@ -1153,7 +1153,7 @@ func TestReplayPolicy(t *testing.T) {
 }
 
 // TestReplayEndsWhileSending fails a call's first attempt once the plugin
-// has read the request, and has the replica reject the replay at once,
+// has read the request. The replica then rejects the replay at once,
 // unread, while the gateway still sends it the kept messages: more than a
 // call's flow-control window, in messages large enough for gRPC's buffer
 // pool. The client gets the replica's own status, and the gateway serves
@@ -1188,7 +1188,7 @@ func TestReplayEndsWhileSending(t *testing.T) {
 // first bundle, and keeps the replica unready while the client sends the
 // rest, more than replay_buffer. The kept messages no longer hold the
 // whole request, so the call fails with Unavailable, rather than the
-// replica answering the request's tail as if it were all of it.
+// replica processing the request's tail as if it were all of it.
 func TestReplayLogOutgrownWhileWaiting(t *testing.T) {
 	t.Parallel()
 	plugin := startDroppingPlugin(t)

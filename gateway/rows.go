@@ -78,7 +78,7 @@ func (r *wireReader) skipRows() (rows int, ok bool) {
 	chunk := r.chunk
 	for len(chunk) > 1 && chunk[0] == rowTag {
 		// Most rows are shorter than 128 bytes, so their length is one
-		// byte; decoding it here, without a call, takes a sixth off the
+		// byte. Decoding it here, without a call, takes a sixth off the
 		// loop's time (BenchmarkCountRows).
 		length, n := uint64(chunk[1]), 1
 		if length >= 0x80 {

@@ -135,7 +135,7 @@ func (b *cappedBalancer) childBalancer() balancer.Balancer {
 
 // reserve takes a place among a subconnection's open calls if one is
 // free, and returns its counter either way. It counts under mu, so that
-// UpdateState never forgets a counter between its lookup and its count.
+// UpdateState never deletes a counter between its lookup and its count.
 func (b *cappedBalancer) reserve(sc balancer.SubConn, limit int64) (*atomic.Int64, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()

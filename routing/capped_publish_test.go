@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 )
 
-// namedPicker is a child picker that the test tells apart by name.
+// namedPicker is a child picker that the test identifies by name.
 type namedPicker string
 
 func (namedPicker) Pick(balancer.PickInfo) (balancer.PickResult, error) {

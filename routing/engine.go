@@ -457,9 +457,9 @@ func (e *Engine) EndWait() {
 }
 
 // Track counts a call on the engine until done is called, so that Drain
-// knows when the engine is idle. Once Drain has begun, it rejects the call
-// and returns false, because the call belongs to the engine that replaced
-// this one.
+// can wait until the engine is idle. Once Drain has begun, it rejects the
+// call and returns false, because the call belongs to the engine that
+// replaced this one.
 func (e *Engine) Track() (done func(), ok bool) {
 	e.mu.Lock()
 	if e.draining {

@@ -159,8 +159,9 @@ func (r *spanRecorder) run() {
 }
 
 // reportDropped reports the spans dropped since the last report to
-// OpenTelemetry's error handler, which the gateway counts and logs: the
-// SDK's queue drops spans the same way, but says nothing.
+// OpenTelemetry's error handler, which the gateway counts and logs. The
+// SDK's queue drops spans the same way, and logs the count only at debug
+// level.
 func (r *spanRecorder) reportDropped() {
 	r.mu.Lock()
 	dropped := r.dropped
@@ -172,11 +173,12 @@ func (r *spanRecorder) reportDropped() {
 }
 
 // export encodes the spans queued so far and sends them in requests of
-// up to batchSize spans, as the SDK's batcher does: a request of the whole
-// queue, with script texts in the spans, could pass a collector's message
-// limit (4 MiB by default) and lose every span in it. Spans that end
-// meanwhile go to the next export. Encoding here, rather than in End,
-// keeps it off the calls' goroutines, whose stacks it made grow.
+// up to batchSize spans, as the SDK's batcher does. One request of the
+// whole queue, with script texts in the spans, could pass a collector's
+// message limit (gRPC's default is 4 MiB) and lose every span in it.
+// Spans that end meanwhile go to the next export. Encoding here, rather
+// than in End, keeps it off the calls' goroutines, whose stacks it made
+// grow.
 func (r *spanRecorder) export(ctx context.Context) error {
 	r.mu.Lock()
 	spans := r.queue

@@ -139,8 +139,8 @@ func (w *Watcher) Add(s *Source) {
 	if folders == nil {
 		return
 	}
-	// Outside mu: on Windows, fsnotify's Add waits for its reader, which
-	// may wait for a reload that needs mu.
+	// Outside mu, because on Windows fsnotify's Add waits for its reader,
+	// which may wait for a reload that needs mu.
 	for _, folder := range sourceFolders([]*Source{s}) {
 		if err := folders.Add(folder); err != nil {
 			w.logger.Warn("certificate folder not watched; after renewing its files, reload with SIGHUP", "source", s.name, "error", err.Error())
@@ -197,7 +197,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	w.folders = watched
 	sources := slices.Clone(w.sources)
 	w.mu.Unlock()
-	// Sources added while the watch started, outside mu as in Add.
+	// Watch the sources added while the watch started, outside mu as in Add.
 	for _, folder := range sourceFolders(sources) {
 		if !slices.Contains(folders, folder) {
 			if err := watched.Add(folder); err != nil {

@@ -108,8 +108,8 @@ func runGatewayUntil(ctx, force context.Context, configFile string, stderr io.Wr
 	}
 
 	// Reload on SIGHUP, and when the file changes. SIGHUP is caught from
-	// before the listeners open until the gateway has stopped; one that
-	// comes before the start ends is applied after it.
+	// before the listeners open until the gateway has stopped. One that
+	// comes while the gateway starts is applied once it has started.
 	watchCtx, stopWatching := context.WithCancel(ctx)
 	defer stopWatching()
 	reloads := make(chan struct{}, 1)

@@ -15,7 +15,7 @@ import (
 // deployment tools and certificate renewals often write in several steps.
 const Settle = 300 * time.Millisecond
 
-// Folders is what Watch watches.
+// Folders is the set of folders that a Watch call watches.
 type Folders struct {
 	watcher *fsnotify.Watcher
 }
