@@ -452,19 +452,6 @@ engines:
 			},
 		},
 		{
-			name: "neither true nor false",
-			yaml: `
-listeners:
-  - {address: "127.0.0.1:0", insecure: maybe}
-engines:
-  R: {backends: [{address: "127.0.0.1:50055"}]}
-`,
-			want: []problem{
-				{"listeners[0].insecure", `"maybe" is not true or false`},
-				{"listeners[0]", "no tls section"},
-			},
-		},
-		{
 			name: "count one past the largest signed 64-bit value",
 			yaml: `
 listeners:
@@ -662,6 +649,79 @@ keepalive: {min_ping_interval: -1s}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := config.Parse([]byte(tt.yaml), nil)
+			checkProblems(t, err, tt.want)
+		})
+	}
+}
+
+// TestParseUndecodedValueReportedOnce checks that a value that fails to
+// decode is reported under its own key only. The checks that combine it
+// with other keys of its section report nothing, while the section's own
+// problems are still reported.
+func TestParseUndecodedValueReportedOnce(t *testing.T) {
+	const engines = `
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+`
+	tests := []struct {
+		name      string
+		listeners string
+		engines   string // the engines section, when not the default
+		want      []problem
+	}{
+		{
+			name:      "insecure neither true nor false",
+			listeners: `[{address: "127.0.0.1:0", insecure: maybe}]`,
+			want:      []problem{{"listeners[0].insecure", `"maybe" is not true or false`}},
+		},
+		{
+			name:      "insecure_remote neither true nor false",
+			listeners: `[{address: "0.0.0.0:50051", insecure: true, insecure_remote: maybe}]`,
+			want:      []problem{{"listeners[0].insecure_remote", `"maybe" is not true or false`}},
+		},
+		{
+			name:      "listener tls not a section",
+			listeners: `[{address: "127.0.0.1:0", tls: 5}]`,
+			want:      []problem{{"listeners[0].tls", "expected a map or struct"}},
+		},
+		{
+			name:      "listener tls dir not a string",
+			listeners: `[{address: "127.0.0.1:0", tls: {dir: [a, b]}}]`,
+			want:      []problem{{"listeners[0].tls.dir", "expected type 'string'"}},
+		},
+		{
+			name:      "backend tls dir not a string",
+			listeners: `[{address: "127.0.0.1:0", insecure: true}]`,
+			engines: `
+engines:
+  R: {backends: [{address: "127.0.0.1:50055", tls: {dir: [a]}}]}
+`,
+			want: []problem{{"engines.R.backends[0].tls.dir", "expected type 'string'"}},
+		},
+		{
+			name:      "both tls and insecure still reported",
+			listeners: `[{address: "127.0.0.1:0", insecure: true, tls: {dir: [a]}}]`,
+			want: []problem{
+				{"listeners[0].tls.dir", "expected type 'string'"},
+				{"listeners[0]", "both tls and insecure"},
+			},
+		},
+		{
+			name:      "plaintext on every interface still reported",
+			listeners: `[{address: "0.0.0.0:50051", insecure: true, engine: [R]}]`,
+			want: []problem{
+				{"listeners[0].engine", "expected type 'string'"},
+				{"listeners[0]", "plaintext on \"0.0.0.0:50051\""},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			section := tt.engines
+			if section == "" {
+				section = engines
+			}
+			_, err := config.Parse([]byte("listeners: "+tt.listeners+"\n"+section), nil)
 			checkProblems(t, err, tt.want)
 		})
 	}

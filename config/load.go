@@ -54,14 +54,15 @@ func Parse(data []byte, environ []string) (*Config, error) {
 // its certificates.
 func parse(data []byte, environ []string, baseDir string) (*Config, error) {
 	// Read the file. viper lowercases every key (as of v1.21), which would
-	// turn the engine SSEPython into ssepython in logs and span names, so
-	// the engine names' spelling is read from the YAML separately.
+	// turn the engine SSEPython into ssepython in logs and span names, and
+	// the function SumOfRows into sumofrows in messages, so the spelling
+	// of engine and function names is read from the YAML separately.
 	v := viper.New()
 	v.SetConfigType("yaml")
 	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
 		return nil, yamlError(data, err)
 	}
-	spelling, spellingErr := engineNameSpelling(data)
+	spelling, spellingErr := readKeySpelling(data)
 	settings := v.AllSettings()
 
 	// Apply the environment and decode. Unknown keys are errors, so that a
@@ -72,7 +73,8 @@ func parse(data []byte, environ []string, baseDir string) (*Config, error) {
 	problems = append(problems, applyEnv(settings, environ)...)
 	problems = append(problems, unknownKeys(settings, reflect.TypeFor[Config](), "", spelling)...)
 	cfg := &Config{}
-	var undecoded []string // key paths whose validation problems would repeat a decoding problem
+	var undecoded []string  // key paths whose validation problems would repeat a decoding problem
+	var failedKeys []string // keys whose values failed to decode, in Validate's notation
 	if err := decode(settings, cfg); err != nil {
 		decoded, failed, entries := decodeProblems(err, spelling)
 		problems = append(problems, decoded...)
@@ -84,12 +86,12 @@ func parse(data []byte, environ []string, baseDir string) (*Config, error) {
 		// whole.
 		for _, name := range failed {
 			deleteSetting(settings, name)
+			failedKeys = append(failedKeys, keyPath(name, spelling))
 		}
 		undecoded = entries
 		if again := (&Config{}); decode(settings, again) == nil {
 			cfg, undecoded = again, nil
-			for _, name := range failed {
-				key := keyPath(name, spelling)
+			for _, key := range failedKeys {
 				undecoded = append(undecoded, key+":", key+".", key+"[")
 			}
 		}
@@ -97,10 +99,10 @@ func parse(data []byte, environ []string, baseDir string) (*Config, error) {
 
 	// Give engines back their spelling. viper drops an engine written
 	// without a body ("R:"), which must still count as configured.
-	if cfg.Engines == nil && len(spelling) > 0 {
+	if cfg.Engines == nil && len(spelling["engines"]) > 0 {
 		cfg.Engines = map[string]*Engine{}
 	}
-	for key := range spelling {
+	for key := range spelling["engines"] {
 		if _, ok := cfg.Engines[key]; !ok {
 			cfg.Engines[key] = nil
 		}
@@ -110,14 +112,13 @@ func parse(data []byte, environ []string, baseDir string) (*Config, error) {
 			engine = &Engine{}
 			cfg.Engines[key] = engine
 		}
-		engine.Name = spelling[key]
-		orDefault(&engine.Name, key)
+		engine.Name = spelling.spell("engines", key)
 	}
 
 	// Validate what decoded, so that the file's problems come out at once.
 	cfg.ApplyDefaults()
 	cfg.resolvePaths(baseDir)
-	for _, problem := range flatten([]error{cfg.Validate()}) {
+	for _, problem := range flatten([]error{cfg.validate(spelling, failedKeys)}) {
 		if !slices.ContainsFunc(undecoded, func(prefix string) bool { return strings.HasPrefix(problem.Error(), prefix) }) {
 			problems = append(problems, problem)
 		}
@@ -283,7 +284,7 @@ func orDefault[T comparable](key *T, value T) {
 
 // unknownKeys returns one problem per key in node that typ has no field
 // for, at any depth, with its path in Validate's notation.
-func unknownKeys(node any, typ reflect.Type, path string, spelling map[string]string) []error {
+func unknownKeys(node any, typ reflect.Type, path string, spelling keySpelling) []error {
 	for typ.Kind() == reflect.Pointer {
 		typ = typ.Elem()
 	}
@@ -313,11 +314,7 @@ func unknownKeys(node any, typ reflect.Type, path string, spelling map[string]st
 			return nil
 		}
 		for _, key := range slices.Sorted(maps.Keys(entries)) {
-			name := key
-			if spelt, ok := spelling[key]; ok && path == "engines" {
-				name = spelt
-			}
-			problems = append(problems, unknownKeys(entries[key], typ.Elem(), joinPath(path, name), spelling)...)
+			problems = append(problems, unknownKeys(entries[key], typ.Elem(), joinPath(path, spelling.spell(path, key)), spelling)...)
 		}
 	case reflect.Slice:
 		items, ok := node.([]any)
@@ -338,16 +335,34 @@ func joinPath(path, key string) string {
 	return path + "." + key
 }
 
-// engineNameSpelling maps each engine name, lowercased, to its spelling in
-// the file.
-func engineNameSpelling(data []byte) (map[string]string, error) {
+// keySpelling stores how the file spells the keys that viper lowercases
+// and messages name: engine names, and each engine's function names. It
+// maps the key path of each such map, in Validate's notation ("engines",
+// "engines.SSEPython.functions"), to the spelling of its keys by their
+// lowercased form. A nil keySpelling, as for a Config built in code,
+// leaves every key as it is.
+type keySpelling map[string]map[string]string
+
+// spell returns key, a key of the map at mapPath as viper stores it, as
+// the file spells it, or key itself when the file's spelling is unknown.
+func (s keySpelling) spell(mapPath, key string) string {
+	if spelt, ok := s[mapPath][key]; ok {
+		return spelt
+	}
+	return key
+}
+
+// readKeySpelling reads the spelling of engine and function names from
+// the YAML in data. Its error lists engine names that differ only in case.
+func readKeySpelling(data []byte) (keySpelling, error) {
 	var doc struct {
 		Engines yaml.Node `yaml:"engines"`
 	}
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, fmt.Errorf("invalid YAML: %w", err)
 	}
-	spelling := map[string]string{}
+	engines := map[string]string{}
+	spelling := keySpelling{"engines": engines}
 	if doc.Engines.Kind != yaml.MappingNode {
 		return spelling, nil
 	}
@@ -355,13 +370,61 @@ func engineNameSpelling(data []byte) (map[string]string, error) {
 	for i := 0; i+1 < len(doc.Engines.Content); i += 2 {
 		name := doc.Engines.Content[i].Value
 		key := strings.ToLower(name)
-		if earlier, ok := spelling[key]; ok {
+		if earlier, ok := engines[key]; ok {
 			duplicates = append(duplicates, fmt.Errorf("engines: %q and %q differ only in case; Qlik engine names must be unique ignoring case", earlier, name))
 			continue
 		}
-		spelling[key] = name
+		engines[key] = name
+		readFunctionSpelling(spelling, "engines."+name+".functions", doc.Engines.Content[i+1])
 	}
 	return spelling, errors.Join(duplicates...)
+}
+
+// readFunctionSpelling adds the spelling of the function names in the
+// YAML node of an engine to spelling, under mapPath. It follows aliases,
+// so that functions: *shared keeps its names' spelling, but not merge
+// keys (<<), whose function names stay lowercased.
+func readFunctionSpelling(spelling keySpelling, mapPath string, engine *yaml.Node) {
+	engine = dealias(engine)
+	if engine.Kind != yaml.MappingNode {
+		return
+	}
+	for i := 0; i+1 < len(engine.Content); i += 2 {
+		// viper also lowercases the key "functions" itself, so
+		// Functions: counts too.
+		functions := dealias(engine.Content[i+1])
+		if strings.ToLower(engine.Content[i].Value) != "functions" || functions.Kind != yaml.MappingNode {
+			continue
+		}
+		names := spelling[mapPath]
+		if names == nil {
+			names = map[string]string{}
+			spelling[mapPath] = names
+		}
+		for j := 0; j+1 < len(functions.Content); j += 2 {
+			name := functions.Content[j].Value
+			key := strings.ToLower(name)
+			if earlier, ok := names[key]; ok && earlier != name {
+				// NOTE: viper keeps the policy of only one of two function
+				// names that differ only in case, whichever the map
+				// iteration of its insensitiviseMap (v1.21) visits last,
+				// and nothing reports the other. Which spelling it kept is
+				// unknown, so messages show the name as viper stores it.
+				names[key] = key
+				continue
+			}
+			names[key] = name
+		}
+	}
+}
+
+// dealias returns the node that an alias (*name) refers to, or node
+// itself when it is no alias.
+func dealias(node *yaml.Node) *yaml.Node {
+	for node.Kind == yaml.AliasNode && node.Alias != nil {
+		node = node.Alias
+	}
+	return node
 }
 
 // applyEnv overrides settings with the SSEGW_ variables in environ. It
@@ -604,7 +667,7 @@ func integerHook(_, to reflect.Type, data any) (any, error) {
 // mapstructure names of the failed fields, and the key paths of the map
 // entries and list items that hold them, each ending in "." or "[", ready
 // for prefix matching.
-func decodeProblems(err error, spelling map[string]string) (problems []error, failed, entries []string) {
+func decodeProblems(err error, spelling keySpelling) (problems []error, failed, entries []string) {
 	for _, single := range decodeLeaves(err) {
 		var decodeErr *mapstructure.DecodeError
 		if !errors.As(single, &decodeErr) {
@@ -732,9 +795,9 @@ func enclosingEntry(key string) string {
 }
 
 // keyPath rewrites a mapstructure field name such as
-// "engines[ssepython].backends[0].address" as
-// "engines.SSEPython.backends[0].address".
-func keyPath(name string, spelling map[string]string) string {
+// "engines[ssepython].functions[sumofrows].replay" as
+// "engines.SSEPython.functions.SumOfRows.replay".
+func keyPath(name string, spelling keySpelling) string {
 	var out strings.Builder
 	for i, part := range nameParts(name) {
 		if !part.bracketed {
@@ -746,10 +809,10 @@ func keyPath(name string, spelling map[string]string) string {
 		}
 		if _, err := strconv.Atoi(part.text); err == nil {
 			out.WriteString("[" + part.text + "]")
-		} else if spelt, ok := spelling[part.text]; ok {
-			out.WriteString("." + spelt)
 		} else {
-			out.WriteString("." + part.text)
+			// The path so far is the map's path, which distinguishes an
+			// engine name from a function name spelt alike.
+			out.WriteString("." + spelling.spell(out.String(), part.text))
 		}
 	}
 	return out.String()

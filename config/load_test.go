@@ -469,3 +469,161 @@ func TestParseEnvironmentProblems(t *testing.T) {
 		})
 	}
 }
+
+// TestParseFunctionKeySpelling checks that messages name a function
+// policy as the file spells it, as they name engines, whether validation,
+// decoding, an unknown key or an environment variable finds the problem.
+func TestParseFunctionKeySpelling(t *testing.T) {
+	const listeners = `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+`
+	tests := []struct {
+		name    string
+		engines string
+		environ []string
+		want    []problem
+	}{
+		{
+			name: "validation",
+			engines: `
+engines:
+  A:
+    functions: {SumOfRows: {request_timeout: -1s, max_attempts: 11}}
+    backends: [{address: "127.0.0.1:50055"}]
+`,
+			want: []problem{
+				{"engines.A.functions.SumOfRows.request_timeout", "-1s is negative"},
+				{"engines.A.functions.SumOfRows.max_attempts", "11 is out of range"},
+			},
+		},
+		{
+			name: "decoding and validation in one policy",
+			engines: `
+engines:
+  A:
+    functions: {SumOfRows: {replay: maybe, max_attempts: 11}}
+    backends: [{address: "127.0.0.1:50055"}]
+`,
+			want: []problem{
+				{"engines.A.functions.SumOfRows.replay", `"maybe" is not true or false`},
+				{"engines.A.functions.SumOfRows.max_attempts", "11 is out of range"},
+			},
+		},
+		{
+			name: "unknown key",
+			engines: `
+engines:
+  A:
+    functions: {SumOfRows: {replai: false}}
+    backends: [{address: "127.0.0.1:50055"}]
+`,
+			want: []problem{{"engines.A.functions.SumOfRows", "unknown key replai"}},
+		},
+		{
+			name: "environment variable",
+			engines: `
+engines:
+  A:
+    functions: {SumOfRows: {max_attempts: 2}}
+    backends: [{address: "127.0.0.1:50055"}]
+`,
+			environ: []string{"SSEGW_ENGINES_A_FUNCTIONS_SUMOFROWS_REPLAY=maybe"},
+			want:    []problem{{"engines.A.functions.SumOfRows.replay", `"maybe" is not true or false`}},
+		},
+		{
+			name: "functions key in another case",
+			engines: `
+engines:
+  A:
+    Functions: {SumOfRows: {max_attempts: 11}}
+    backends: [{address: "127.0.0.1:50055"}]
+`,
+			want: []problem{{"engines.A.functions.SumOfRows.max_attempts", "11 is out of range"}},
+		},
+		{
+			name: "function named like an engine",
+			engines: `
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+  A:
+    functions: {r: {replay: maybe}}
+    backends: [{address: "127.0.0.1:50056"}]
+`,
+			want: []problem{{"engines.A.functions.r.replay", `"maybe" is not true or false`}},
+		},
+		{
+			name: "functions shared by an alias",
+			engines: `
+engines:
+  A:
+    functions: &shared {SumOfRows: {max_attempts: 11}}
+    backends: [{address: "127.0.0.1:50055"}]
+  B:
+    functions: *shared
+    backends: [{address: "127.0.0.1:50056"}]
+`,
+			want: []problem{
+				{"engines.A.functions.SumOfRows.max_attempts", "11 is out of range"},
+				{"engines.B.functions.SumOfRows.max_attempts", "11 is out of range"},
+			},
+		},
+		{
+			// viper keeps one of the two policies, and which spelling it
+			// kept is unknown.
+			name: "names that differ only in case",
+			engines: `
+engines:
+  A:
+    functions: {SumOfRows: {max_attempts: 11}, sumOfRows: {max_attempts: 12}}
+    backends: [{address: "127.0.0.1:50055"}]
+`,
+			want: []problem{{"engines.A.functions.sumofrows.max_attempts", "is out of range"}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := config.Parse([]byte(listeners+tt.engines), tt.environ)
+			checkProblems(t, err, tt.want)
+		})
+	}
+}
+
+// TestFunctionPolicyIgnoresCase checks that a call finds its function's
+// policy whatever the case of the name in the file or in the call.
+func TestFunctionPolicyIgnoresCase(t *testing.T) {
+	yaml := `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  A:
+    functions: {SumOfRows: {max_attempts: 1}}
+    backends: [{address: "127.0.0.1:50055"}]
+`
+	cfg, err := config.Parse([]byte(yaml), nil)
+	if err != nil {
+		t.Fatalf("Parse() error: %v", err)
+	}
+	for _, function := range []string{"SumOfRows", "sumofrows", "SUMOFROWS"} {
+		if got := cfg.Engine("A").PolicyFor(function).MaxAttempts; got != 1 {
+			t.Errorf("PolicyFor(%q).MaxAttempts = %d, want 1", function, got)
+		}
+	}
+}
+
+// TestValidateFunctionKeysInCode checks that Validate, for a Config
+// built in code as the demo command builds one, names a function policy
+// by its key in the map.
+func TestValidateFunctionKeysInCode(t *testing.T) {
+	cfg := &config.Config{
+		Listeners: []config.Listener{{Address: "127.0.0.1:0", Insecure: true}},
+		Engines: map[string]*config.Engine{
+			"A": {
+				Backends:  []config.Backend{{Address: "127.0.0.1:50055"}},
+				Functions: map[string]*config.FunctionPolicy{"SumOfRows": {MaxAttempts: 11}},
+			},
+		},
+	}
+	cfg.ApplyDefaults()
+	checkProblems(t, cfg.Validate(), []problem{{"engines.A.functions.SumOfRows.max_attempts", "11 is out of range"}})
+}

@@ -23,9 +23,23 @@ var engineNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 // problem, joined. It also loads each certificate folder, so that a
 // missing, unreadable or mismatched file is named before anything listens.
 func (c *Config) Validate() error {
+	return c.validate(nil, nil)
+}
+
+// validate is Validate for a Config decoded from a file. Its messages
+// spell function names as spelling gives them. A key in failedKeys, or
+// one inside it, failed to decode and has its default value here. Checks
+// that combine such a key with other keys are skipped, because they would
+// report a problem that only follows from the decoding problem.
+func (c *Config) validate(spelling keySpelling, failedKeys []string) error {
 	var problems []error
 	report := func(format string, args ...any) {
 		problems = append(problems, fmt.Errorf(format, args...))
+	}
+	decodeFailed := func(key string) bool {
+		return slices.ContainsFunc(failedKeys, func(failedKey string) bool {
+			return failedKey == key || strings.HasPrefix(failedKey, key+".") || strings.HasPrefix(failedKey, key+"[")
+		})
 	}
 	names := c.EngineNames()
 
@@ -46,16 +60,23 @@ func (c *Config) Validate() error {
 		if listener.Engine != "" && c.Engine(listener.Engine) == nil {
 			report("%s.engine: unknown engine %q; configured engines: %s", key, listener.Engine, strings.Join(names, ", "))
 		}
-		if listener.TLS == nil && listener.Insecure && !listener.InsecureRemote && checkListenAddress(listener.Address) == nil && !isLoopbackAddress(listener.Address) {
+		plaintext := listener.TLS == nil && listener.Insecure && !listener.InsecureRemote
+		if plaintext && !decodeFailed(key+".tls") && !decodeFailed(key+".insecure_remote") && checkListenAddress(listener.Address) == nil && !isLoopbackAddress(listener.Address) {
 			report("%s: plaintext on %q, which other hosts can reach; listen on 127.0.0.1, use tls, or also set insecure_remote: true", key, listener.Address)
 		}
 		switch {
 		case listener.TLS == nil && !listener.Insecure:
-			report("%s: no tls section; give tls.dir for mutual TLS, or set insecure: true to accept plaintext", key)
+			if !decodeFailed(key+".tls") && !decodeFailed(key+".insecure") {
+				report("%s: no tls section; give tls.dir for mutual TLS, or set insecure: true to accept plaintext", key)
+			}
 		case listener.TLS != nil && listener.Insecure:
 			report("%s: both tls and insecure: true are set; choose one", key)
 		case listener.TLS != nil && missingFolder(listener.TLS.Dir):
 			report("%s.tls.dir: folder %s not found", key, listener.TLS.Dir)
+		case listener.TLS != nil && decodeFailed(key+".tls"):
+			// A key of the section that failed to decode leaves its file
+			// to dir's default, or without dir to none, so the files
+			// loaded here are not the ones the configuration names.
 		case listener.TLS != nil:
 			if _, err := listener.TLS.Files().ServerConfig(); err != nil {
 				problems = append(problems, prefixEach(key+".tls", err)...)
@@ -86,7 +107,7 @@ func (c *Config) Validate() error {
 		if engine.DNSInterval < time.Second {
 			report("%s.dns_interval: %v is too short; use 1s or more", key, engine.DNSInterval)
 		}
-		c.validatePolicy(engine, key, report)
+		c.validatePolicy(engine, key, spelling, report)
 		for i, host := range engine.Hosts {
 			normalized := NormalizeHost(host)
 			if normalized == "" || strings.ContainsAny(normalized, ":/ ") {
@@ -118,6 +139,9 @@ func (c *Config) Validate() error {
 			switch {
 			case backend.TLS != nil && missingFolder(backend.TLS.Dir):
 				report("%s.tls.dir: folder %s not found", backendKey, backend.TLS.Dir)
+			case backend.TLS != nil && decodeFailed(backendKey+".tls"):
+				// As for a listener, the files loaded here are not the
+				// ones the configuration names.
 			case backend.TLS != nil:
 				if _, err := backend.TLS.Files().ClientConfig(""); err != nil {
 					problems = append(problems, prefixEach(backendKey+".tls", err)...)
@@ -199,7 +223,7 @@ func (c *Config) validateMerge(engine *Engine, key string, report func(string, .
 }
 
 // validatePolicy reports problems in an engine's call policy.
-func (c *Config) validatePolicy(engine *Engine, key string, report func(string, ...any)) {
+func (c *Config) validatePolicy(engine *Engine, key string, spelling keySpelling, report func(string, ...any)) {
 	if engine.Balancer != BalancerLeastRequest && engine.Balancer != BalancerRoundRobin {
 		report("%s.balancer: unknown balancer %q; use least_request or round_robin", key, engine.Balancer)
 	}
@@ -236,7 +260,7 @@ func (c *Config) validatePolicy(engine *Engine, key string, report func(string, 
 		}
 	}
 	for name, function := range engine.Functions {
-		functionKey := key + ".functions." + name
+		functionKey := key + ".functions." + spelling.spell(key+".functions", name)
 		if function == nil {
 			report("%s: empty; give request_timeout, replay or max_attempts", functionKey)
 			continue
