@@ -178,7 +178,9 @@ func (c *Config) resolvePaths(baseDir string) {
 }
 
 // ApplyDefaults fills in keys left out of the file, and names each engine
-// after its key when its Name is empty, as for a Config built in code.
+// after its key when its Name is empty, as for a Config built in code. It
+// also writes the hex digits of sha256: entries of allow_clients in lower
+// case, as the gateway writes a client's key when it compares them.
 func (c *Config) ApplyDefaults() {
 	for key, engine := range c.Engines {
 		if engine == nil {
@@ -193,6 +195,7 @@ func (c *Config) ApplyDefaults() {
 		orDefault(&engine.ReplayBuffer, DefaultReplayBuffer)
 		orDefault(&engine.MaxAttempts, DefaultMaxAttempts)
 		orDefault(&engine.Scripts, ScriptsAllow)
+		engine.AllowClients = lowerCasePins(engine.AllowClients)
 		if len(engine.Merge) > 0 && engine.MergePrefix == "" {
 			engine.MergePrefix = DefaultMergePrefix
 		}
@@ -209,6 +212,27 @@ func (c *Config) ApplyDefaults() {
 	orDefault(&c.Limits.MaxConcurrentStreams, DefaultMaxConcurrentStreams)
 	orDefault(&c.Limits.MaxConnections, DefaultMaxConnections)
 	orDefault(&c.Limits.StreamWindow, DefaultStreamWindow)
+}
+
+// lowerCasePins returns clients with the hex digits of each sha256: pin
+// in lower case, in a new slice when any changed. An entry that is not a
+// valid pin stays as written, so that its validation error quotes it.
+func lowerCasePins(clients []string) []string {
+	var lowered []string
+	for i, client := range clients {
+		hash, ok := strings.CutPrefix(client, pinPrefix)
+		if !ok || !isSHA256Hex(hash) || hash == strings.ToLower(hash) {
+			continue
+		}
+		if lowered == nil {
+			lowered = slices.Clone(clients)
+		}
+		lowered[i] = pinPrefix + strings.ToLower(hash)
+	}
+	if lowered == nil {
+		return clients
+	}
+	return lowered
 }
 
 // maxSearchedYAML is the size of the largest file in which firstLineWith

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io/fs"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -626,4 +627,36 @@ func TestValidateFunctionKeysInCode(t *testing.T) {
 	}
 	cfg.ApplyDefaults()
 	checkProblems(t, cfg.Validate(), []problem{{"engines.A.functions.SumOfRows.max_attempts", "11 is out of range"}})
+}
+
+// TestApplyDefaultsLowerCasesPins checks that ApplyDefaults writes the hex
+// digits of sha256: entries of allow_clients in lower case, as the gateway
+// writes a client's key. Validate accepts upper-case digits, and before,
+// such a pin never matched any client.
+func TestApplyDefaultsLowerCasesPins(t *testing.T) {
+	lower := "sha256:" + strings.Repeat("ab12", 16)
+	tests := []struct {
+		name  string
+		entry string
+		want  string
+	}{
+		{name: "upper-case pin", entry: "sha256:" + strings.Repeat("AB12", 16), want: lower},
+		{name: "mixed-case pin", entry: "sha256:" + strings.Repeat("Ab12", 16), want: lower},
+		{name: "lower-case pin", entry: lower, want: lower},
+		{name: "common name keeps its case", entry: "QLIK-PROD", want: "QLIK-PROD"},
+		{name: "invalid pin stays as written", entry: "sha256:ABC", want: "sha256:ABC"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			written := []string{tt.entry}
+			cfg := &config.Config{Engines: map[string]*config.Engine{"R": {AllowClients: written}}}
+			cfg.ApplyDefaults()
+			if got := cfg.Engines["R"].AllowClients; !slices.Equal(got, []string{tt.want}) {
+				t.Errorf("allow_clients after ApplyDefaults() = %q, want %q", got, []string{tt.want})
+			}
+			if written[0] != tt.entry {
+				t.Errorf("ApplyDefaults() changed the caller's slice to %q, want it left as %q", written[0], tt.entry)
+			}
+		})
+	}
 }

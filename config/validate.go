@@ -252,7 +252,7 @@ func (c *Config) validatePolicy(engine *Engine, key string, spelling keySpelling
 		report("%s.max_cardinality: %d is negative; use 0 for no limit", key, engine.MaxCardinality)
 	}
 	for i, client := range engine.AllowClients {
-		if hash, ok := strings.CutPrefix(client, "sha256:"); ok && !isSHA256Hex(hash) {
+		if hash, ok := strings.CutPrefix(client, pinPrefix); ok && !isSHA256Hex(hash) {
 			report("%s.allow_clients[%d]: %q: write sha256: and the 64 hex digits of the public key's SHA-256", key, i, client)
 		}
 		if strings.TrimSpace(client) == "" {
@@ -323,6 +323,10 @@ func isLoopbackAddress(address string) bool {
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
 }
+
+// pinPrefix starts an allow_clients entry that names a client by the
+// SHA-256 of its public key.
+const pinPrefix = "sha256:"
 
 func isSHA256Hex(text string) bool {
 	if len(text) != 64 {

@@ -1,10 +1,15 @@
 package gateway
 
 import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 )
@@ -15,6 +20,12 @@ const (
 	recentCallsKept     = 100
 	appsKeptPerFunction = 50
 	rateWindow          = 60 // seconds
+
+	// maxAppIDBytes bounds each app id kept. A Qlik Sense app id is a
+	// GUID of 36 characters, but a client may send an id as long as
+	// limits.max_header_list_size allows, and 50 such ids per function
+	// would cost megabytes.
+	maxAppIDBytes = 256
 )
 
 // CallRecord is one finished call, as the status page shows it.
@@ -22,7 +33,10 @@ type CallRecord struct {
 	Time     time.Time
 	Engine   string
 	Function string
-	App      string // as redaction allows; "" when dropped or not sent
+	// App is the app id as redaction allows, cut by boundedAppID when it
+	// is long. It is "" when redaction drops it, when the call sent none,
+	// and when admission rejected the call.
+	App      string
 	Duration time.Duration
 	RowsIn   int64
 	RowsOut  int64
@@ -58,6 +72,7 @@ func newActivity() *activity {
 
 // record adds a finished call.
 func (a *activity) record(r CallRecord) {
+	r.App = boundedAppID(r.App)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.recent[a.next] = r
@@ -119,10 +134,16 @@ type functionRate struct {
 }
 
 // rates returns calls per second over the last minute, per function and
-// per app and function, busiest first.
+// per app and function, busiest first. It sorts after releasing a.mu,
+// because every call's end waits for that lock in record.
 func (a *activity) rates(now time.Time) (functions, apps []functionRate) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
+	functions = make([]functionRate, 0, len(a.functions))
+	appCount := 0
+	for _, function := range a.functions {
+		appCount += len(function.apps)
+	}
+	apps = make([]functionRate, 0, appCount)
 	for key, function := range a.functions {
 		functions = append(functions, functionRate{Engine: key.engine, Function: key.function, PerSecond: function.calls.rate(now)})
 		for name, app := range function.apps {
@@ -132,34 +153,63 @@ func (a *activity) rates(now time.Time) (functions, apps []functionRate) {
 			})
 		}
 	}
-	busiestFirst := func(x, y functionRate) int {
-		if x.PerSecond != y.PerSecond {
-			if x.PerSecond > y.PerSecond {
-				return -1
-			}
-			return 1
-		}
-		return strings.Compare(x.Engine+"."+x.Function+x.App, y.Engine+"."+y.Function+y.App)
-	}
+	a.mu.Unlock()
+
 	slices.SortFunc(functions, busiestFirst)
 	slices.SortFunc(apps, busiestFirst)
 	return functions, apps
 }
 
+// busiestFirst orders rates by calls per second, highest first, then by
+// engine, function and app.
+func busiestFirst(x, y functionRate) int {
+	if order := cmp.Compare(y.PerSecond, x.PerSecond); order != 0 {
+		return order
+	}
+	return cmp.Or(strings.Compare(x.Engine, y.Engine), strings.Compare(x.Function, y.Function), strings.Compare(x.App, y.App))
+}
+
 // appsOf returns the apps that called a function lately, most recent first.
 func (a *activity) appsOf(engine, function string) []string {
+	type appCall struct {
+		name     string
+		lastCall time.Time
+	}
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	f, ok := a.functions[functionKey{engine, function}]
 	if !ok {
+		a.mu.Unlock()
 		return nil
 	}
-	names := make([]string, 0, len(f.apps))
-	for name := range f.apps {
-		names = append(names, name)
+	calls := make([]appCall, 0, len(f.apps))
+	for name, app := range f.apps {
+		calls = append(calls, appCall{name, app.lastCall})
 	}
-	slices.SortFunc(names, func(x, y string) int { return f.apps[y].lastCall.Compare(f.apps[x].lastCall) })
+	a.mu.Unlock()
+
+	slices.SortFunc(calls, func(x, y appCall) int { return y.lastCall.Compare(x.lastCall) })
+	names := make([]string, len(calls))
+	for i, call := range calls {
+		names[i] = call.name
+	}
 	return names
+}
+
+// boundedAppID returns an app id as the status page keeps it: whole up to
+// maxAppIDBytes, else its first maxAppIDBytes cut back to a character
+// boundary, then "…" and the id's length and the start of its SHA-256,
+// such as "9f2c…[70000 bytes, sha256 5d41402abc4b2a76]". The hash keeps
+// apart two long ids that start alike.
+func boundedAppID(app string) string {
+	if len(app) <= maxAppIDBytes {
+		return app
+	}
+	cut := maxAppIDBytes
+	for cut > 0 && !utf8.RuneStart(app[cut]) {
+		cut--
+	}
+	sum := sha256.Sum256([]byte(app))
+	return app[:cut] + "…[" + strconv.Itoa(len(app)) + " bytes, sha256 " + hex.EncodeToString(sum[:8]) + "]"
 }
 
 // rateCounter counts events per second over the last rateWindow seconds,

@@ -14,6 +14,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/net/html"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/ssegw/ssegw/config"
 	"github.com/ssegw/ssegw/examples/plugin/example"
@@ -619,4 +621,90 @@ func TestStatusPageContents(t *testing.T) {
 			t.Errorf("newest recent call status class = %q, want ok", pageAttr(cells[0][7], "class"))
 		}
 	})
+}
+
+// TestStatusPageLeavesOutRejectedApps checks that a call that admission
+// rejects leaves its app id nowhere on the status page: not in the recent
+// calls, the app rates or the apps of the function. Before, a client that
+// allow_clients rejected could fill the page with app ids of its choosing
+// and push out the apps that really called.
+func TestStatusPageLeavesOutRejectedApps(t *testing.T) {
+	const app = "rejected-app"
+	tests := []struct {
+		name     string
+		tune     func(*config.Engine)
+		headers  func(*testing.T) metadata.MD
+		wantCode codes.Code
+	}{
+		{
+			name:     "client not in allow_clients",
+			tune:     func(engine *config.Engine) { engine.AllowClients = []string{"qlik-prod"} },
+			headers:  func(t *testing.T) metadata.MD { return rejectedAppHeaders(t, app, 1) },
+			wantCode: codes.PermissionDenied,
+		},
+		{
+			name:     "over max_cardinality",
+			tune:     func(engine *config.Engine) { engine.MaxCardinality = 10 },
+			headers:  func(t *testing.T) metadata.MD { return rejectedAppHeaders(t, app, 11) },
+			wantCode: codes.ResourceExhausted,
+		},
+		{
+			name: "function header sent twice",
+			headers: func(t *testing.T) metadata.MD {
+				md := rejectedAppHeaders(t, app, 1)
+				md.Append(ssepb.FunctionRequestHeaderKey, md.Get(ssepb.FunctionRequestHeaderKey)[0])
+				return md
+			},
+			wantCode: codes.InvalidArgument,
+		},
+	}
+	plugin := startSecPlugin(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			engine := ssetest.Engine(plugin.Addr)
+			if tt.tune != nil {
+				tt.tune(engine)
+			}
+			gw := ssetest.StartGateway(t, &config.Config{
+				Listeners: []config.Listener{ssetest.Listen("R", nil)},
+				Engines:   map[string]*config.Engine{"R": engine},
+			})
+			waitForFunctions(t, gw, "R", "Echo", 10*time.Second)
+
+			_, err := secStream(testContext(t), ssetest.Dial(t, gw.Addrs[0]).ExecuteFunction, tt.headers(t), ssetest.NumericBundle(1, 1))
+			secCheckStatus(t, "ExecuteFunction()", err, tt.wantCode)
+
+			recent := gw.RecentCalls()
+			if len(recent) == 0 {
+				t.Fatal("RecentCalls() is empty after the rejected call")
+			}
+			if recent[0].Code != tt.wantCode {
+				t.Errorf("RecentCalls()[0].Code = %v, want %v", recent[0].Code, tt.wantCode)
+			}
+			if recent[0].App != "" {
+				t.Errorf("RecentCalls()[0].App = %q, want none", recent[0].App)
+			}
+			page := fetchStatusPage(t, gw)
+			wantAppRates := [][]string{{"No calls from identified apps yet."}}
+			if diff := cmp.Diff(wantAppRates, pageTable(page, "app-rates")); diff != "" {
+				t.Errorf("app-rates (-want +got):\n%s", diff)
+			}
+			for _, row := range pageTable(pageEngine(page, "R"), "functions") {
+				if apps := row[len(row)-1]; apps != "none" {
+					t.Errorf("function %s apps that called it lately = %q, want none", row[1], apps)
+				}
+			}
+		})
+	}
+}
+
+// rejectedAppHeaders returns the headers of an ExecuteFunction call of
+// function 0 from app that announces cardinality rows.
+func rejectedAppHeaders(t *testing.T, app string, cardinality int64) metadata.MD {
+	t.Helper()
+	md, err := ssepb.FunctionCallMetadata(0, &ssepb.CommonRequestHeader{AppId: app, UserId: "user", Cardinality: cardinality})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return md
 }

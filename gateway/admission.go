@@ -60,7 +60,7 @@ func (c *call) admit(checked *routing.Engine) *status.Status {
 		case engine.MaxScriptBytes > 0 && int64(c.info.scriptLength) > int64(engine.MaxScriptBytes):
 			return status.Newf(codes.ResourceExhausted, "engine %s: script of %d bytes is over max_script_bytes (%v)",
 				checked.Name, c.info.scriptLength, engine.MaxScriptBytes)
-		case engine.Scripts == config.ScriptsAudit:
+		case engine.Scripts == config.ScriptsAudit && !scriptMemberAudits(checked):
 			c.auditScript(checked)
 		}
 	}
@@ -93,10 +93,24 @@ func (c *call) auditScript(checked *routing.Engine) {
 			attributes = append(attributes, slog.String("user_id", user))
 		}
 	}
-	if checked.Config.AuditText {
+	// A merged engine that audits left the call's one record to its script
+	// member, this engine, so the merged engine's audit_text applies too.
+	withText := checked.Config.AuditText
+	if merged := c.merged; merged != nil && merged.Config.Scripts == config.ScriptsAudit && merged.Config.AuditText {
+		withText = true
+	}
+	if withText {
 		attributes = append(attributes, slog.String("script", c.info.scriptText))
 	}
 	g.logger.LogAttrs(context.Background(), slog.LevelInfo, "script call", attributes...)
+}
+
+// scriptMemberAudits reports whether engine is a merged engine whose
+// merge_scripts member audits scripts too. The member's admission then
+// writes the call's one audit record.
+func scriptMemberAudits(engine *routing.Engine) bool {
+	member := engine.ScriptMember()
+	return member != nil && member.Config.Scripts == config.ScriptsAudit
 }
 
 // withoutScripts returns a GetCapabilities answer that offers no scripts,

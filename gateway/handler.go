@@ -53,7 +53,10 @@ type call struct {
 	// grows the span's own list, and small calls felt those copies.
 	spanAttributes []attribute.KeyValue
 	attempts       []*attempt
-	wait           time.Duration // spent waiting for replicas, over all attempts
+	// wait is the time spent waiting for replicas, over all attempts, or
+	// for the capabilities of a merged engine's members.
+	wait     time.Duration
+	rejected bool // admission rejected the call, so its app id is not recorded
 
 	// requestFailure is the status that ended the client's side of the
 	// call, unless the client cancelled. requestsDone is closed when the
@@ -164,14 +167,15 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 	if engine.Merged() {
 		c.info = describeCall(method, md, nil)
 		if st := c.admit(engine); st != nil {
+			c.rejected = true
 			c.describeMergedItself()
 			close(c.requestsDone)
 			return c.finish(st, true)
 		}
-		if st, answered := c.resolveMerged(ss, engine); answered {
+		if st, gatewayFailure, answered := c.resolveMerged(ss, engine); answered {
 			c.describeMergedItself()
 			close(c.requestsDone)
-			return c.finish(st, st.Code() != codes.OK)
+			return c.finish(st, gatewayFailure)
 		}
 		engine = c.engine
 		done, ok := engine.Track()
@@ -186,6 +190,7 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 
 	c.describe()
 	if st := c.admit(engine); st != nil {
+		c.rejected = true
 		close(c.requestsDone)
 		return c.finish(st, true)
 	}

@@ -1,9 +1,12 @@
 package gateway
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -18,51 +21,92 @@ import (
 // the member's own function id in its header; EvaluateScript goes to the
 // merge_scripts member. GetCapabilities is answered here, from the
 // members' capabilities. answered is true when the call ends here, with
-// st.
-func (c *call) resolveMerged(ss grpc.ServerStream, merged *routing.Engine) (st *status.Status, answered bool) {
+// st, and gatewayFailure is true when st is the gateway's failure rather
+// than the client's doing.
+func (c *call) resolveMerged(ss grpc.ServerStream, merged *routing.Engine) (st *status.Status, gatewayFailure, answered bool) {
 	c.merged = merged
 	switch c.info.kind {
 	case methodGetCapabilities:
-		merged.AwaitMembers(ss.Context())
+		if st, gatewayFailure := c.awaitMembers(ss.Context(), merged); st != nil {
+			return st, gatewayFailure, true
+		}
 		capabilities, _ := merged.MergedCapabilities()
-		st, _ := c.answerWithCapabilities(ss, merged.Config, capabilities.Message)
-		return st, true
+		st, gatewayFailure := c.answerWithCapabilities(ss, merged.Config, capabilities.Message)
+		return st, gatewayFailure, true
 
 	case methodExecuteFunction:
 		header, err := ssepb.ReadFunctionRequestHeader(c.incoming)
 		if err != nil || header == nil {
-			return status.Newf(codes.InvalidArgument, "engine %s: a function call needs a valid %s header", merged.Name, ssepb.FunctionRequestHeaderKey), true
+			return status.Newf(codes.InvalidArgument, "engine %s: a function call needs a valid %s header", merged.Name, ssepb.FunctionRequestHeaderKey), false, true
 		}
 		capabilities, functions := merged.MergedCapabilities()
 		function, ok := functions[header.GetFunctionId()]
 		if !ok {
 			// The function may be a member's that has not answered yet.
-			merged.AwaitMembers(ss.Context())
+			if st, gatewayFailure := c.awaitMembers(ss.Context(), merged); st != nil {
+				return st, gatewayFailure, true
+			}
 			capabilities, functions = merged.MergedCapabilities()
 			function, ok = functions[header.GetFunctionId()]
 		}
 		if !ok {
+			// While a member's capabilities are unknown, the id may be that
+			// member's, and its plugin's outage is what an admin needs to
+			// see. Otherwise the client called an id never listed.
 			return status.Newf(codes.Unimplemented, "engine %s has no function id %d; it has %s",
-				merged.Name, header.GetFunctionId(), functionList(capabilities)), true
+				merged.Name, header.GetFunctionId(), functionList(capabilities)), !merged.MembersKnown(), true
 		}
 
 		// The member gets its own function id; everything else is Qlik's.
 		incoming := c.incoming.Copy()
 		header.FunctionId = function.MemberID
 		if err := ssepb.SetHeader(incoming, ssepb.FunctionRequestHeaderKey, header); err != nil {
-			return status.Newf(codes.InvalidArgument, "engine %s: %v", merged.Name, err), true
+			return status.Newf(codes.InvalidArgument, "engine %s: %v", merged.Name, err), false, true
 		}
 		c.incoming, c.engine, c.mergedName = incoming, function.Member, function.Name
 
 	case methodEvaluateScript:
 		member := merged.ScriptMember()
 		if member == nil {
-			return status.Newf(codes.Unimplemented, "engine %s offers no scripts: merge_scripts names none of its members", merged.Name), true
+			return status.Newf(codes.Unimplemented, "engine %s offers no scripts: merge_scripts names none of its members", merged.Name), false, true
 		}
 		c.engine = member
 
 	default:
-		return status.Newf(codes.Unimplemented, "engine %s merges other engines and serves only the SSE methods, not %s", merged.Name, c.method), true
+		return status.Newf(codes.Unimplemented, "engine %s merges other engines and serves only the SSE methods, not %s", merged.Name, c.method), false, true
+	}
+	return nil, false, false
+}
+
+// awaitMembers waits until the merged engine's members have their
+// capabilities, as AwaitMembers does. The call counts as one of the merged
+// engine's waiting calls, so that beyond its max_waiting it fails at once
+// with ResourceExhausted, as calls waiting for a replica do. It returns
+// nil once the wait is over, or the status that ends the call and whether
+// that is the gateway's failure.
+func (c *call) awaitMembers(ctx context.Context, merged *routing.Engine) (*status.Status, bool) {
+	if merged.MembersKnown() {
+		return nil, false
+	}
+	if !merged.BeginWait() {
+		return status.Newf(codes.ResourceExhausted, "engine %s: max_waiting (%d) calls already wait for the capabilities of its members",
+			merged.Name, merged.Config.MaxWaiting), true
+	}
+	m := c.gateway.observer.metrics
+	m.waitingChanged(merged.Name, 1)
+	defer func() {
+		merged.EndWait()
+		m.waitingChanged(merged.Name, -1)
+	}()
+
+	began := time.Now()
+	merged.AwaitMembers(ctx)
+	c.wait += time.Since(began)
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return status.Newf(codes.DeadlineExceeded, "the call's deadline passed while engine %s waited for the capabilities of its members", merged.Name), false
+	case ctx.Err() != nil:
+		return c.gateway.canceledStatus(), false
 	}
 	return nil, false
 }

@@ -130,6 +130,13 @@ type mergedSetup struct {
 // and B know their capabilities, so that M lists both members' functions.
 func startMergedSetup(t *testing.T, mergeScripts string) *mergedSetup {
 	t.Helper()
+	return startMergedSetupWith(t, func(engines map[string]*config.Engine) { engines["M"].MergeScripts = mergeScripts })
+}
+
+// startMergedSetupWith is startMergedSetup with the engines A, B and M
+// changed by tune before the gateway starts.
+func startMergedSetupWith(t *testing.T, tune func(engines map[string]*config.Engine)) *mergedSetup {
+	t.Helper()
 	a := startMergePlugin(t, "A", &ssepb.Capabilities{
 		AllowScript: false,
 		Functions:   []*ssepb.FunctionDefinition{mergeFunction("A", 3, "Forecast"), mergeFunction("A", 7, "Smooth")},
@@ -138,13 +145,15 @@ func startMergedSetup(t *testing.T, mergeScripts string) *mergedSetup {
 		AllowScript: true,
 		Functions:   []*ssepb.FunctionDefinition{mergeFunction("B", 5, "Forecast"), mergeFunction("B", 0, "Trend")},
 	})
+	engines := map[string]*config.Engine{
+		"A": ssetest.Engine(a.Addr),
+		"B": ssetest.Engine(b.Addr),
+		"M": {Merge: []string{"A", "B"}},
+	}
+	tune(engines)
 	gw := ssetest.StartGateway(t, &config.Config{
 		Listeners: []config.Listener{ssetest.Listen("M", nil)},
-		Engines: map[string]*config.Engine{
-			"A": ssetest.Engine(a.Addr),
-			"B": ssetest.Engine(b.Addr),
-			"M": {Merge: []string{"A", "B"}, MergeScripts: mergeScripts},
-		},
+		Engines:   engines,
 	})
 	client := ssetest.Dial(t, gw.Addrs[0])
 
@@ -240,22 +249,28 @@ func functionsOf(capabilities *ssepb.Capabilities) []idAndName {
 // TestMergedEngineCapabilities checks GetCapabilities of a merged engine:
 // both members' functions, the second member's by ids from 1000 and its
 // Forecast renamed B_Forecast with its own definition otherwise, and
-// scripts offered exactly when merge_scripts names a member that offers
-// them.
+// scripts offered exactly when merge_scripts names a member whose plugin
+// offers them and whose scripts policy is not deny.
 func TestMergedEngineCapabilities(t *testing.T) {
 	want := []idAndName{{3, "Forecast"}, {7, "Smooth"}, {1000, "Trend"}, {1005, "B_Forecast"}}
 	tests := []struct {
 		name            string
 		mergeScripts    string
+		scriptsB        string // B's scripts policy; empty for the default
 		wantAllowScript bool
 	}{
 		{name: "scripts from B", mergeScripts: "B", wantAllowScript: true},
 		{name: "scripts from A, which has none", mergeScripts: "A", wantAllowScript: false},
 		{name: "no merge_scripts", wantAllowScript: false},
+		// B's plugin offers scripts, but B rejects every one.
+		{name: "scripts from B, which denies them", mergeScripts: "B", scriptsB: config.ScriptsDeny, wantAllowScript: false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			setup := startMergedSetup(t, tt.mergeScripts)
+			setup := startMergedSetupWith(t, func(engines map[string]*config.Engine) {
+				engines["M"].MergeScripts = tt.mergeScripts
+				engines["B"].Scripts = tt.scriptsB
+			})
 			capabilities, err := setup.client.GetCapabilities(testContext(t), &ssepb.Empty{})
 			if err != nil {
 				t.Fatalf("GetCapabilities through M: %v", err)
@@ -567,5 +582,184 @@ func TestMergedEngineOwnCallSpans(t *testing.T) {
 		if !seen {
 			t.Errorf("no server span %s", name)
 		}
+	}
+}
+
+// TestMergedEngineMaxWaiting checks that calls waiting for the
+// capabilities of a merged engine's members count against the merged
+// engine's max_waiting (2 here). Beyond it, a call of a function id that
+// no member lists yet fails at once with ResourceExhausted naming the
+// limit, where it waited for the member's reconnect_buffer before, counted
+// by no limit. A waiting call that the client cancels ends Canceled,
+// logged at the access log's level rather than as the gateway's failure,
+// and frees its place.
+func TestMergedEngineMaxWaiting(t *testing.T) {
+	const maxWaiting = 2
+	a := startMergePlugin(t, "A", &ssepb.Capabilities{Functions: []*ssepb.FunctionDefinition{mergeFunction("A", 3, "Forecast")}})
+	engineB := ssetest.Engine(ssetest.FreeAddress(t)) // no plugin: B never learns its capabilities
+	reconnectBuffer := 30 * time.Second
+	engineB.ReconnectBuffer = &reconnectBuffer
+	gw := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("M", nil)},
+		Engines: map[string]*config.Engine{
+			"A": ssetest.Engine(a.Addr),
+			"B": engineB,
+			"M": {Merge: []string{"A", "B"}, MaxWaiting: maxWaiting},
+		},
+	})
+	client := ssetest.Dial(t, gw.Addrs[0])
+	unknownID := functionHeaders(t, 999)
+	const waitingMetric, engineLabel = "ssegw_calls_waiting", `qlik_sse_engine="M"`
+
+	// Fill the waiting places.
+	waitCtx, cancelWaiting := context.WithCancel(testContext(t))
+	defer cancelWaiting()
+	waiting := make(chan mergeCallResult, maxWaiting)
+	for range maxWaiting {
+		go func() {
+			waiting <- callMerged(waitCtx, client, "ExecuteFunction", unknownID, ssetest.NumericBundle(1, 1))
+		}()
+	}
+	resilWait(t, 10*time.Second, "2 calls waiting for the members of M", func() bool {
+		return resilMetric(t, gw, waitingMetric, engineLabel) == maxWaiting
+	})
+
+	// Calls beyond the limit fail at once. The deadline ends the test's
+	// wait early should they wait too.
+	for i := range 2 {
+		ctx, cancel := context.WithTimeout(testContext(t), 5*time.Second)
+		start := time.Now()
+		result := callMerged(ctx, client, "ExecuteFunction", unknownID, ssetest.NumericBundle(1, 1))
+		took := time.Since(start)
+		cancel()
+		st := status.Convert(result.err)
+		if st.Code() != codes.ResourceExhausted {
+			t.Errorf("extra call %d = %v, want ResourceExhausted", i, result.err)
+		}
+		if want := "max_waiting (2)"; !strings.Contains(st.Message(), want) {
+			t.Errorf("extra call %d message = %q, want it to contain %q", i, st.Message(), want)
+		}
+		if took > time.Second {
+			t.Errorf("extra call %d ended after %v, want at once (under 1s)", i, took)
+		}
+	}
+	for _, record := range gw.Logs.Records("call") {
+		if record["code"] == codes.ResourceExhausted.String() && record["level"] != "WARN" {
+			t.Errorf("call record of an extra call has level %v, want WARN", record["level"])
+		}
+	}
+
+	// Cancelled waiting calls free their places.
+	cancelWaiting()
+	for range maxWaiting {
+		select {
+		case result := <-waiting:
+			if code := status.Code(result.err); code != codes.Canceled {
+				t.Errorf("cancelled waiting call = %v, want Canceled", result.err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a cancelled waiting call did not end within 10s")
+		}
+	}
+	resilWait(t, 10*time.Second, "no call waiting for the members of M", func() bool {
+		return resilMetric(t, gw, waitingMetric, engineLabel) == 0
+	})
+	cancelled := func() []map[string]any {
+		var records []map[string]any
+		for _, record := range gw.Logs.Records("call") {
+			if record["engine"] == "M" && record["code"] == codes.Canceled.String() {
+				records = append(records, record)
+			}
+		}
+		return records
+	}
+	resilWait(t, 10*time.Second, "call records of the cancelled calls", func() bool { return len(cancelled()) == maxWaiting })
+	for _, record := range cancelled() {
+		if record["level"] != "INFO" {
+			t.Errorf("call record of a cancelled waiting call has level %v, want INFO", record["level"])
+		}
+	}
+}
+
+// TestMergedEngineClientErrorsNotWarned checks that calls a merged engine
+// rejects for the client's own mistake, while every member has its
+// capabilities, are logged at the access log's level. Before, every
+// status but OK was logged as the gateway's failure, at warning level.
+func TestMergedEngineClientErrorsNotWarned(t *testing.T) {
+	setup := startMergedSetup(t, "B")
+	tests := []struct {
+		name     string
+		md       metadata.MD
+		wantCode codes.Code
+	}{
+		{name: "function id no member lists", md: functionHeaders(t, 1003), wantCode: codes.Unimplemented},
+		{name: "no function header", md: metadata.MD{}, wantCode: codes.InvalidArgument},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			record := newCallRecord(t, setup.gateway, func() {
+				result := callMerged(testContext(t), setup.client, "ExecuteFunction", tt.md, ssetest.NumericBundle(1, 1))
+				if code := status.Code(result.err); code != tt.wantCode {
+					t.Fatalf("ExecuteFunction through M = %v, want %v", result.err, tt.wantCode)
+				}
+			})
+			if record["code"] != tt.wantCode.String() {
+				t.Errorf("call record code = %v, want %v", record["code"], tt.wantCode)
+			}
+			if record["level"] != "INFO" {
+				t.Errorf("call record level = %v, want INFO", record["level"])
+			}
+		})
+	}
+}
+
+// TestMergedEngineAuditsScriptOnce checks that a script call through a
+// merged engine writes one audit record, also when both the merged engine
+// and its merge_scripts member audit scripts. The record names the member
+// then, and has the script text when either engine's audit_text is set.
+// Before, such a call wrote a record at each engine.
+func TestMergedEngineAuditsScriptOnce(t *testing.T) {
+	const script = "return args[0] * 2"
+	tests := []struct {
+		name       string
+		scriptsM   string
+		auditTextM bool
+		scriptsB   string
+		wantEngine string
+		wantText   bool
+	}{
+		{name: "both audit", scriptsM: config.ScriptsAudit, scriptsB: config.ScriptsAudit, wantEngine: "B"},
+		{name: "both audit, M with audit_text", scriptsM: config.ScriptsAudit, auditTextM: true, scriptsB: config.ScriptsAudit, wantEngine: "B", wantText: true},
+		{name: "only M audits", scriptsM: config.ScriptsAudit, scriptsB: config.ScriptsAllow, wantEngine: "M"},
+		{name: "only B audits", scriptsM: config.ScriptsAllow, scriptsB: config.ScriptsAudit, wantEngine: "B"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			setup := startMergedSetupWith(t, func(engines map[string]*config.Engine) {
+				engines["M"].MergeScripts = "B"
+				engines["M"].Scripts = tt.scriptsM
+				engines["M"].AuditText = tt.auditTextM
+				engines["B"].Scripts = tt.scriptsB
+			})
+			md := secScriptMetadata(t, script, mergeAppID, "user")
+			if result := callMerged(testContext(t), setup.client, "EvaluateScript", md, ssetest.NumericBundle(2, 1)); result.err != nil {
+				t.Fatalf("EvaluateScript through M: %v", result.err)
+			}
+
+			records := setup.gateway.Logs.Records("script call")
+			if len(records) != 1 {
+				t.Fatalf("%q records = %d, want 1: %v", "script call", len(records), records)
+			}
+			if got := records[0]["engine"]; got != tt.wantEngine {
+				t.Errorf("audit record engine = %v, want %s", got, tt.wantEngine)
+			}
+			text, hasText := records[0]["script"]
+			switch {
+			case tt.wantText && text != script:
+				t.Errorf("audit record script = %v, want %q", text, script)
+			case !tt.wantText && hasText:
+				t.Errorf("audit record script = %v, want no script key", text)
+			}
+		})
 	}
 }

@@ -115,7 +115,8 @@ func (m *metrics) attributes(key setKey) metric.MeasurementOption {
 	return option
 }
 
-// waitingChanged adds delta to the calls waiting for a replica of engine.
+// waitingChanged adds delta to the calls waiting for a replica of engine,
+// or for the capabilities of its members when engine is merged.
 func (m *metrics) waitingChanged(engine string, delta int64) {
 	m.waiting.add(m, setKey{engine: engine}, delta)
 }
@@ -197,7 +198,7 @@ func newMetrics(meter metric.Meter, g *Gateway) (*metrics, error) {
 		metric.WithInt64Callback(m.inFlight.observe))
 	collect(err)
 	_, err = meter.Int64ObservableUpDownCounter("ssegw.calls.waiting", metric.WithUnit("{call}"),
-		metric.WithDescription("Calls waiting for a plugin replica."),
+		metric.WithDescription("Calls waiting for a plugin replica, or for the capabilities of a merged engine's members."),
 		metric.WithInt64Callback(m.waiting.observe))
 	collect(err)
 	_, err = meter.Int64ObservableCounter("ssegw.call.attempts", metric.WithUnit("{attempt}"),

@@ -275,8 +275,12 @@ func (c *call) end(st *status.Status, gatewayFailure bool) {
 		m.bytes.add(m, out, c.bytesOut)
 	}
 
-	// The status page.
-	app, _ := redact(c.info.appID, o.redaction.AppID)
+	// The status page. It leaves out the app id of a rejected call, so
+	// that clients without access cannot push the real apps out.
+	app := ""
+	if !c.rejected {
+		app, _ = redact(c.info.appID, o.redaction.AppID)
+	}
 	traceID := ""
 	if sc := c.span.SpanContext(); sc.HasTraceID() {
 		traceID = sc.TraceID().String()

@@ -213,6 +213,8 @@ func TestAllowClients(t *testing.T) {
 		{name: "DNS subjectAltName", allow: []string{"other", "qlik-node1.example.test"}, client: byDNS},
 		{name: "URI subjectAltName", allow: []string{"spiffe://example.test/qlik/node2"}, client: byURI},
 		{name: "public key hash", allow: []string{secSPKIHash(t, byKey)}, client: byKey},
+		// Validation accepts upper-case hex, and the pin must still match.
+		{name: "public key hash in upper case", allow: []string{"sha256:" + strings.ToUpper(strings.TrimPrefix(secSPKIHash(t, byKey), "sha256:"))}, client: byKey},
 		{
 			name:       "client not listed",
 			allow:      []string{"qlik-prod", "qlik-node1.example.test", secSPKIHash(t, byKey)},

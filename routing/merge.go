@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ssegw/ssegw/config"
 	"github.com/ssegw/ssegw/ssepb"
 )
 
@@ -43,6 +44,17 @@ func (e *Engine) Merged() bool {
 	return len(e.Config.Merge) > 0
 }
 
+// MembersKnown reports whether every member of a merged engine has its
+// capabilities, so that AwaitMembers would return at once.
+func (e *Engine) MembersKnown() bool {
+	for _, member := range e.Members() {
+		if member.Capabilities() == nil {
+			return false
+		}
+	}
+	return true
+}
+
 // AwaitMembers returns once every member knows its capabilities, or
 // when a member has not learnt them within its reconnect_buffer of the
 // call, or when ctx ends. Right after the gateway starts, the probes may
@@ -67,7 +79,8 @@ func (e *Engine) AwaitMembers(ctx context.Context) {
 // built from its members' current ones, and what each function maps to.
 // A function whose name an earlier function uses is renamed with
 // merge_prefix, and numbered when that name is taken too (B_Forecast_2).
-// The merged engine offers scripts when its merge_scripts member does.
+// The merged engine offers scripts when its merge_scripts member does and
+// that member's scripts policy is not deny, which would reject them all.
 func (e *Engine) MergedCapabilities() (*Capabilities, map[int32]MergedFunction) {
 	merged := &ssepb.Capabilities{PluginIdentifier: "ssegw merge of " + strings.Join(e.Config.Merge, ", ")}
 	functions := map[int32]MergedFunction{}
@@ -81,7 +94,7 @@ func (e *Engine) MergedCapabilities() (*Capabilities, map[int32]MergedFunction) 
 		if capabilities.Fetched.After(fetched) {
 			fetched = capabilities.Fetched
 		}
-		if strings.EqualFold(member.Name, e.Config.MergeScripts) && capabilities.Message.GetAllowScript() {
+		if strings.EqualFold(member.Name, e.Config.MergeScripts) && capabilities.Message.GetAllowScript() && member.Config.Scripts != config.ScriptsDeny {
 			merged.AllowScript = true
 		}
 		definitions := slices.Clone(capabilities.Message.GetFunctions())

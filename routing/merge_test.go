@@ -14,12 +14,14 @@ import (
 	"github.com/ssegw/ssegw/ssepb"
 )
 
-// mergeMember is an engine of a merge test: its name, and the
-// capabilities it has learnt, nil for none yet.
+// mergeMember is an engine of a merge test: its name, the capabilities
+// it has learnt, nil for none yet, and its scripts policy, empty for the
+// default.
 type mergeMember struct {
 	name         string
 	capabilities *ssepb.Capabilities
 	fetched      time.Time
+	scripts      string
 }
 
 // definition returns a scalar function definition with one numeric
@@ -44,7 +46,7 @@ func newMergedEngine(t *testing.T, merged *config.Engine, members []mergeMember)
 	t.Helper()
 	engines := []*routing.Engine{}
 	for _, member := range members {
-		engine := &routing.Engine{Name: member.name, Config: &config.Engine{Name: member.name}}
+		engine := &routing.Engine{Name: member.name, Config: &config.Engine{Name: member.name, Scripts: member.scripts}}
 		if member.capabilities != nil {
 			fetched := member.fetched
 			if fetched.IsZero() {
@@ -330,8 +332,8 @@ func TestMergedCapabilitiesFetched(t *testing.T) {
 }
 
 // TestMergedScripts checks that a merged engine offers scripts exactly
-// when its merge_scripts member offers them, and that ScriptMember names
-// that member.
+// when its merge_scripts member's plugin offers them and the member's
+// scripts policy is not deny, and that ScriptMember names that member.
 func TestMergedScripts(t *testing.T) {
 	tests := []struct {
 		name            string
@@ -356,6 +358,26 @@ func TestMergedScripts(t *testing.T) {
 			members: []mergeMember{
 				{name: "A", capabilities: capabilities(false)},
 				{name: "B", capabilities: capabilities(true)},
+			},
+			wantAllowScript: true,
+			wantMember:      "B",
+		},
+		{
+			name:         "member with scripts: deny",
+			mergeScripts: "B",
+			members: []mergeMember{
+				{name: "A", capabilities: capabilities(false, definition(0, "Forecast"))},
+				{name: "B", capabilities: capabilities(true, definition(0, "Trend")), scripts: config.ScriptsDeny},
+			},
+			wantAllowScript: false,
+			wantMember:      "B",
+		},
+		{
+			name:         "member with scripts: audit",
+			mergeScripts: "B",
+			members: []mergeMember{
+				{name: "A", capabilities: capabilities(false, definition(0, "Forecast"))},
+				{name: "B", capabilities: capabilities(true, definition(0, "Trend")), scripts: config.ScriptsAudit},
 			},
 			wantAllowScript: true,
 			wantMember:      "B",
@@ -430,5 +452,34 @@ func TestMergedMembers(t *testing.T) {
 	}
 	if got := plain.Members(); got != nil {
 		t.Errorf("Members() of an engine without merge = %v, want nil", got)
+	}
+}
+
+// TestMembersKnown checks that MembersKnown reports true only once every
+// member of a merged engine has capabilities.
+func TestMembersKnown(t *testing.T) {
+	tests := []struct {
+		name    string
+		members []mergeMember
+		want    bool
+	}{
+		{
+			name:    "every member known",
+			members: []mergeMember{{name: "A", capabilities: capabilities(false)}, {name: "B", capabilities: capabilities(false)}},
+			want:    true,
+		},
+		{
+			name:    "one member without capabilities yet",
+			members: []mergeMember{{name: "A", capabilities: capabilities(false)}, {name: "B"}},
+			want:    false,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			engine := newMergedEngine(t, &config.Engine{Merge: []string{"A", "B"}}, tt.members)
+			if got := engine.MembersKnown(); got != tt.want {
+				t.Errorf("MembersKnown() = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }
