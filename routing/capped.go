@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 
 	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
 )
 
@@ -14,8 +16,8 @@ import (
 // (as of grpc-go v1.85) has no balancer that bounds the calls open on
 // each backend, so this one wraps the engine's round_robin or
 // least_request: it takes the child's pick unless that replica is full,
-// and when every replica it tried is full, the call waits for a replica
-// to finish a call.
+// then any ready replica with room, and when every ready replica is full,
+// the call waits for a replica to finish a call.
 const cappedName = "ssegw_max_in_flight"
 
 func init() {
@@ -60,7 +62,7 @@ func (cappedBuilder) ParseConfig(raw json.RawMessage) (serviceconfig.LoadBalanci
 }
 
 func (cappedBuilder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
-	b := &cappedBalancer{opts: opts, open: map[balancer.SubConn]*atomic.Int64{}}
+	b := &cappedBalancer{opts: opts, subConns: map[balancer.SubConn]*cappedSubConn{}, view: &cappedView{}}
 	b.cc = &cappedClientConn{ClientConn: cc, balancer: b}
 	return b
 }
@@ -85,8 +87,45 @@ type cappedBalancer struct {
 
 	mu    sync.Mutex // guards the following
 	child balancer.Balancer
-	open  map[balancer.SubConn]*atomic.Int64
-	state balancer.State // the child's last state, with its own picker
+	// subConns are the subconnections the child made and has not shut
+	// down. An entry stays the same until then, so the pickers share its
+	// count of open calls.
+	subConns map[balancer.SubConn]*cappedSubConn
+	view     *cappedView    // made from subConns at each change, for the pickers
+	state    balancer.State // the child's last state, with its own picker
+}
+
+// cappedSubConn is a subconnection with the calls open on it.
+type cappedSubConn struct {
+	subConn balancer.SubConn
+	open    atomic.Int64
+	// done ends a pick of the subconnection when the child's pick has no
+	// Done of its own, as round_robin's has none (grpc-go v1.85). It is
+	// made once, so that such picks allocate nothing.
+	done  func(balancer.DoneInfo)
+	ready bool // guarded by cappedBalancer.mu
+}
+
+// reserve takes a place among the subconnection's open calls if one is
+// free. It never counts past limit, even for a moment, so that a pick that
+// finds the subconnection full cannot make another pick miss a free place.
+func (sc *cappedSubConn) reserve(limit int64) bool {
+	for {
+		open := sc.open.Load()
+		if open >= limit {
+			return false
+		}
+		if sc.open.CompareAndSwap(open, open+1) {
+			return true
+		}
+	}
+}
+
+// cappedView is an unchanging copy of the balancer's subconnections, which
+// a picker reads without a lock.
+type cappedView struct {
+	bySubConn map[balancer.SubConn]*cappedSubConn
+	ready     []*cappedSubConn
 }
 
 func (b *cappedBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
@@ -133,22 +172,46 @@ func (b *cappedBalancer) childBalancer() balancer.Balancer {
 	return b.child
 }
 
-// reserve takes a place among a subconnection's open calls if one is
-// free, and returns its counter either way. It counts under mu, so that
-// UpdateState never deletes a counter between its lookup and its count.
-func (b *cappedBalancer) reserve(sc balancer.SubConn, limit int64) (*atomic.Int64, bool) {
+// addSubConn starts counting the calls of a subconnection the child made.
+func (b *cappedBalancer) addSubConn(sc *cappedSubConn) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	n, ok := b.open[sc]
-	if !ok {
-		n = &atomic.Int64{}
-		b.open[sc] = n
+	b.subConns[sc.subConn] = sc
+	b.updateView()
+}
+
+// setSubConnState records whether a subconnection is ready. It reports
+// whether a subconnection that was ready is now shut down, because the
+// pickers' views still list it, and pick_first publishes no picker for a
+// shutdown (grpc-go v1.85).
+func (b *cappedBalancer) setSubConnState(sc *cappedSubConn, state connectivity.State) (shutDownReady bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	wasReady := sc.ready
+	sc.ready = state == connectivity.Ready
+	if state == connectivity.Shutdown {
+		// Calls still open on it hold the entry and end on it.
+		delete(b.subConns, sc.subConn)
+		b.updateView()
+		return wasReady
 	}
-	if n.Add(1) > limit {
-		n.Add(-1)
-		return n, false
+	if wasReady != sc.ready {
+		b.updateView()
 	}
-	return n, true
+	return false
+}
+
+// updateView copies subConns for the pickers published from now on. The
+// caller holds mu.
+func (b *cappedBalancer) updateView() {
+	view := &cappedView{bySubConn: make(map[balancer.SubConn]*cappedSubConn, len(b.subConns))}
+	for subConn, sc := range b.subConns {
+		view.bySubConn[subConn] = sc
+		if sc.ready {
+			view.ready = append(view.ready, sc)
+		}
+	}
+	b.view = view
 }
 
 // publish hands gRPC a picker over the child's latest one.
@@ -156,46 +219,83 @@ func (b *cappedBalancer) publish() {
 	b.publishMu.Lock()
 	defer b.publishMu.Unlock()
 	b.mu.Lock()
-	state := b.state
+	state, view := b.state, b.view
 	b.mu.Unlock()
 	if state.Picker == nil {
 		return
 	}
-	state.Picker = &cappedPicker{child: state.Picker, balancer: b}
+	state.Picker = &cappedPicker{child: state.Picker, balancer: b, view: view}
 	b.cc.ClientConn.UpdateState(state)
 }
 
-// cappedClientConn intercepts the child's pickers to wrap them.
+// release frees a place on sc when its call ends, and wakes the calls
+// waiting for one.
+func (b *cappedBalancer) release(sc *cappedSubConn, childDone func(balancer.DoneInfo), done balancer.DoneInfo) {
+	sc.open.Add(-1)
+	if childDone != nil {
+		childDone(done)
+	}
+	if b.waiting.CompareAndSwap(true, false) {
+		b.publish()
+	}
+}
+
+// cappedClientConn intercepts the child's subconnections, to count their
+// calls, and its pickers, to wrap them.
 type cappedClientConn struct {
 	balancer.ClientConn
 	balancer *cappedBalancer
 }
 
+func (c *cappedClientConn) NewSubConn(addresses []resolver.Address, opts balancer.NewSubConnOptions) (balancer.SubConn, error) {
+	b := c.balancer
+	sc := &cappedSubConn{}
+	sc.done = func(done balancer.DoneInfo) { b.release(sc, nil, done) }
+	childListener := opts.StateListener
+	opts.StateListener = func(state balancer.SubConnState) {
+		// Recorded before the child's listener runs, so that the picker
+		// the child publishes in turn includes the change.
+		shutDownReady := b.setSubConnState(sc, state.ConnectivityState)
+		if childListener != nil {
+			childListener(state)
+		}
+		if shutDownReady {
+			b.publish()
+		}
+	}
+	subConn, err := c.ClientConn.NewSubConn(addresses, opts)
+	if err != nil {
+		return nil, err
+	}
+	sc.subConn = subConn
+	b.addSubConn(sc)
+	return subConn, nil
+}
+
 func (c *cappedClientConn) UpdateState(state balancer.State) {
 	c.balancer.mu.Lock()
 	c.balancer.state = state
-	// Subconnections come and go as replicas do; forget idle counters so
-	// that the map does not grow over months of restarts.
-	if len(c.balancer.open) > 64 {
-		for sc, n := range c.balancer.open {
-			if n.Load() == 0 {
-				delete(c.balancer.open, sc)
-			}
-		}
-	}
 	c.balancer.mu.Unlock()
 	c.balancer.publish()
 }
 
-// cappedPicker takes the child's pick unless that subconnection is full.
+// cappedPicker takes the child's pick unless that subconnection is full,
+// and then another ready one that has room.
 type cappedPicker struct {
 	child    balancer.Picker
 	balancer *cappedBalancer
+	view     *cappedView
+	// next spreads the picks that bypass the child over the ready
+	// subconnections.
+	next atomic.Uint32
 }
 
 // pickTries bounds how often the child is asked for another replica when
-// the one it picked is full.
-const pickTries = 8
+// the one it picked is full, before the picker looks at every ready
+// replica itself. A second ask lets the child's own order choose where it
+// can: round_robin moves on to the next replica, and least_request draws
+// again.
+const pickTries = 2
 
 func (p *cappedPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	limit := p.balancer.maxInFlight.Load()
@@ -204,41 +304,63 @@ func (p *cappedPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error)
 		if err != nil {
 			return result, err
 		}
-		open, ok := p.balancer.reserve(result.SubConn, limit)
-		if !ok {
-			// Mark the wait, then look once more. A call that ends after
-			// the mark publishes a new picker, and gRPC picks again when
-			// one arrives while it picks; a call that ended before the
-			// mark published none, but left the room this look finds.
-			p.balancer.waiting.Store(true)
-			if open, ok = p.balancer.reserve(result.SubConn, limit); ok {
-				return p.track(result, open), nil
-			}
-			if result.Done != nil {
-				// The child counts its picks too, as least_request does.
-				result.Done(balancer.DoneInfo{})
-			}
-			continue
+		// A subconnection missing from the view is shut down already, so
+		// gRPC could not use it anyway.
+		if sc, ok := p.view.bySubConn[result.SubConn]; ok && sc.reserve(limit) {
+			return p.track(result, sc), nil
 		}
-		return p.track(result, open), nil
+		if result.Done != nil {
+			// The child counts its picks too, as least_request does.
+			result.Done(balancer.DoneInfo{})
+		}
 	}
-	// Every replica tried is full: gRPC holds the call until the next
+
+	// The child's choices are full, but another ready replica may not be.
+	if result, ok := p.pickReady(limit); ok {
+		return result, nil
+	}
+	// Mark the wait, then look once more. A call that ends after the mark
+	// publishes a new picker, and gRPC picks again when one arrives while
+	// it picks; a call that ended before the mark published none, but left
+	// the room this look finds.
+	p.balancer.waiting.Store(true)
+	if result, ok := p.pickReady(limit); ok {
+		return result, nil
+	}
+	// Every ready replica is full: gRPC holds the call until the next
 	// picker, which a finishing call publishes.
 	return balancer.PickResult{}, balancer.ErrNoSubConnAvailable
 }
 
+// pickReady reserves a place on the first ready subconnection with room,
+// starting at a different one each time. The child does not learn of this
+// pick, so least_request counts one call fewer on that replica than it
+// has. The cap still holds, because this picker counts every call.
+func (p *cappedPicker) pickReady(limit int64) (balancer.PickResult, bool) {
+	ready := p.view.ready
+	if len(ready) == 0 {
+		return balancer.PickResult{}, false
+	}
+	start := int(p.next.Add(1) % uint32(len(ready)))
+	for i := range ready {
+		sc := ready[(start+i)%len(ready)]
+		if sc.reserve(limit) {
+			return balancer.PickResult{SubConn: sc.subConn, Done: sc.done}, true
+		}
+	}
+	return balancer.PickResult{}, false
+}
+
 // track makes a pick's end free its place among the replica's open calls,
 // and wake the calls waiting for one.
-func (p *cappedPicker) track(result balancer.PickResult, open *atomic.Int64) balancer.PickResult {
+func (p *cappedPicker) track(result balancer.PickResult, sc *cappedSubConn) balancer.PickResult {
 	childDone := result.Done
+	if childDone == nil {
+		result.Done = sc.done
+		return result
+	}
 	result.Done = func(done balancer.DoneInfo) {
-		open.Add(-1)
-		if childDone != nil {
-			childDone(done)
-		}
-		if p.balancer.waiting.CompareAndSwap(true, false) {
-			p.balancer.publish()
-		}
+		p.balancer.release(sc, childDone, done)
 	}
 	return result
 }

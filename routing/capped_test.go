@@ -110,16 +110,23 @@ func (d *delayedPicks) HandleRPC(ctx context.Context, s stats.RPCStats) {
 func (d *delayedPicks) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
 func (d *delayedPicks) HandleConn(context.Context, stats.ConnStats)                       {}
 
-// newCappedEngine builds engine R over plugins with max_in_flight limit,
-// without probes, and returns a client of its pool. handler, if not nil,
-// watches the pool's calls.
+// newCappedEngine builds engine R over plugins with least_request and
+// max_in_flight limit, without probes, and returns a client of its pool.
+// handler, if not nil, watches the pool's calls.
 func newCappedEngine(t *testing.T, limit int, handler stats.Handler, plugins ...*cappedPlugin) ssepb.ConnectorClient {
+	t.Helper()
+	return newBalancedCappedEngine(t, config.BalancerLeastRequest, limit, handler, plugins...)
+}
+
+// newBalancedCappedEngine is newCappedEngine with the balancer named
+// balancerName.
+func newBalancedCappedEngine(t *testing.T, balancerName string, limit int, handler stats.Handler, plugins ...*cappedPlugin) ssepb.ConnectorClient {
 	t.Helper()
 	cfg := &config.Engine{
 		Name:          "R",
 		ProbeInterval: time.Minute,
 		ProbeTimeout:  5 * time.Second,
-		Balancer:      config.BalancerLeastRequest,
+		Balancer:      balancerName,
 		MaxInFlight:   limit,
 		MaxWaiting:    config.DefaultMaxWaiting,
 		ReplayBuffer:  config.DefaultReplayBuffer,
@@ -313,6 +320,84 @@ func TestCappedManyWaitingCalls(t *testing.T) {
 	}
 	if got := plugin.served.Load(); got != clients*callsEach {
 		t.Errorf("plugin served %d calls, want %d", got, clients*callsEach)
+	}
+}
+
+// TestCappedFindsFreeReplica fills all replicas but one to max_in_flight
+// 1, with more replicas than the child balancer is asked for in one pick.
+// Each further call must go to the free replica at once: a pick that
+// waits for a call to end would wait here until its deadline, since the
+// calls open elsewhere do not end.
+func TestCappedFindsFreeReplica(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		balancer string
+		plugins  int
+	}{
+		{balancer: config.BalancerRoundRobin, plugins: 12},
+		{balancer: config.BalancerLeastRequest, plugins: 40},
+	}
+	for _, tt := range tests {
+		t.Run(tt.balancer, func(t *testing.T) {
+			t.Parallel()
+			var plugins []*cappedPlugin
+			for range tt.plugins {
+				plugins = append(plugins, startCappedPlugin(t, 0))
+			}
+			picks := &delayedPicks{}
+			client := newBalancedCappedEngine(t, tt.balancer, 1, picks, plugins...)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+
+			// One held call per plugin fills them all, once every
+			// subconnection is ready.
+			heldErrors := make(chan error, tt.plugins)
+			for range tt.plugins {
+				go func() { heldErrors <- cappedCall(ctx, client) }()
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				var open int64
+				for _, plugin := range plugins {
+					open += plugin.open.Load()
+				}
+				if open == int64(tt.plugins) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%d of %d held calls reached a plugin within 10s, want all: each plugin has room for one", open, tt.plugins)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+
+			// The first plugin's call ends, and that plugin holds no more.
+			free := plugins[0]
+			close(free.release)
+			if err := <-heldErrors; err != nil {
+				t.Fatalf("held call released on the first plugin = %v, want OK", err)
+			}
+
+			const calls = 20
+			for i := range calls {
+				callCtx, cancelCall := context.WithTimeout(context.WithValue(ctx, markedCall{}, true), 5*time.Second)
+				err := cappedCall(callCtx, client)
+				cancelCall()
+				if err != nil {
+					t.Fatalf("call %d with one plugin of %d free = %v, want OK at once", i, tt.plugins, err)
+				}
+			}
+			if got := picks.count.Load(); got != 0 {
+				t.Errorf("%d of %d calls waited for a new picker while a plugin was free, want none", got, calls)
+			}
+			if got := free.served.Load(); got != calls+1 {
+				t.Errorf("free plugin served %d calls, want %d: the held one and every later one", got, calls+1)
+			}
+			for i, plugin := range plugins {
+				if peak := plugin.peak.Load(); peak != 1 {
+					t.Errorf("plugin %d had %d calls open at once, want 1", i, peak)
+				}
+			}
+		})
 	}
 }
 

@@ -37,8 +37,8 @@ func (s *capabilitiesServer) GetCapabilities(context.Context, *ssepb.Empty) (*ss
 	return &ssepb.Capabilities{PluginIdentifier: s.identifier}, nil
 }
 
-// newDNSEngine returns a started engine with one backend marked dns, at
-// address, whose discovery the test drives through setDiscovered.
+// newDNSEngine returns an engine with one backend marked dns, at address,
+// whose discovery the test drives through setDiscovered.
 func newDNSEngine(t *testing.T, address string) *Engine {
 	t.Helper()
 	cfg := &config.Config{
@@ -57,6 +57,20 @@ func newDNSEngine(t *testing.T, address string) *Engine {
 	}
 	t.Cleanup(engine.Close)
 	return engine
+}
+
+// probeContext returns the context for the probes that setDiscovered
+// starts, in place of the one Start makes. Unlike Start it resolves no
+// name, so the test makes no DNS query. The probes end before the engine
+// closes.
+func probeContext(t *testing.T, engine *Engine) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() {
+		cancel()
+		engine.probesDone.Wait()
+	})
+	return ctx
 }
 
 // waitForReplicas polls until the engine's healthy replicas are want.
@@ -87,8 +101,7 @@ func TestDNSDiscovery(t *testing.T) {
 	first := startCapabilitiesServer(t, "first")
 	second := startCapabilitiesServer(t, "second")
 	engine := newDNSEngine(t, "plugins.test:50055")
-	engine.Start()
-	ctx := engine.ctx
+	ctx := probeContext(t, engine)
 
 	if got := engine.Replicas(); len(got) != 0 {
 		t.Fatalf("replicas before discovery = %d, want 0", len(got))
@@ -128,6 +141,45 @@ func TestDNSDiscoveryResolves(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("no healthy replica at %s after resolving localhost; replicas: %v", plugin, addressesOf(engine.Replicas()))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestDNSReplicaWaitsForProbe checks that a replica that DNS adds gets no
+// calls until its first probe has shown that its functions are the
+// engine's, also when another replica's probe reconciles meanwhile.
+func TestDNSReplicaWaitsForProbe(t *testing.T) {
+	first := startCapabilitiesServer(t, "first")
+	added := startBlockingPlugin(t) // no functions, as the first
+	engine := newDNSEngine(t, "plugins.test:50055")
+	ctx := probeContext(t, engine)
+	engine.setDiscovered(ctx, 0, []string{first})
+	waitForReplicas(t, engine, []string{first})
+
+	engine.setDiscovered(ctx, 0, []string{first, added.addr})
+	select {
+	case <-added.arrived:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the added replica's first probe did not reach it within 5s")
+	}
+	engine.reconcile() // as the first replica's next probe does
+	if got := eligibleAddresses(engine); !slices.Equal(got, []string{first}) {
+		t.Errorf("pool uses %v while the added replica's first probe is under way, want [%s]", got, first)
+	}
+
+	close(added.release)
+	want := []string{first, added.addr}
+	slices.Sort(want)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := eligibleAddresses(engine)
+		slices.Sort(got)
+		if slices.Equal(got, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pool uses %v 10s after the added replica's probe could end, want %v", got, want)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -60,12 +60,11 @@ type Engine struct {
 	// a reload may replace them.
 	members atomic.Pointer[[]*Engine]
 
-	mu       sync.Mutex      // guards the following
-	eligible []string        // addresses of the replicas the pool uses
-	inFlight int             // calls under way, so that Drain knows when it is idle
-	draining bool            // Drain has begun, so Track rejects new calls
-	idle     chan struct{}   // closed when inFlight drops to 0 during Drain
-	ctx      context.Context // of the probes and discovery; set by Start
+	mu       sync.Mutex    // guards the following
+	eligible []string      // addresses of the replicas the pool uses
+	inFlight int           // calls under way, so that Drain knows when it is idle
+	draining bool          // Drain has begun, so Track rejects new calls
+	idle     chan struct{} // closed when inFlight drops to 0 during Drain
 
 	stopProbes context.CancelFunc
 	probesDone sync.WaitGroup
@@ -193,9 +192,6 @@ func (e *Engine) Replicas() []*Replica {
 // backends, until Close.
 func (e *Engine) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
-	e.mu.Lock()
-	e.ctx = ctx
-	e.mu.Unlock()
 	e.stopProbes = cancel
 	for _, replica := range e.Replicas() {
 		e.startProbes(ctx, replica)
@@ -241,8 +237,8 @@ func (e *Engine) watchConnection(ctx context.Context, replica *Replica) {
 	}
 }
 
-// probeLoop probes a replica every probe_interval while it is healthy, and
-// every recoveryProbeInterval otherwise.
+// probeLoop probes a replica every probe_interval while it answers, and
+// every recoveryProbeInterval while it fails or was never probed.
 func (e *Engine) probeLoop(ctx context.Context, replica *Replica) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -254,7 +250,7 @@ func (e *Engine) probeLoop(ctx context.Context, replica *Replica) {
 		case <-replica.kick:
 			timer.Stop()
 		}
-		recovering := replica.Status().State != ReplicaHealthy
+		recovering := replica.Status().State.recovering()
 		if recovering {
 			// Reconnect now, not when the connection's backoff (up to 3s)
 			// ends, so that this probe finds a plugin that came back. The
@@ -274,63 +270,22 @@ func (e *Engine) probeLoop(ctx context.Context, replica *Replica) {
 			e.Pool.ResetBackoff()
 		}
 		next := e.Config.ProbeInterval
-		if replica.Status().State != ReplicaHealthy {
+		if replica.Status().State.recovering() {
 			next = min(next, recoveryProbeInterval)
 		}
 		timer.Reset(next)
 	}
 }
 
-// reconcile settles the engine's agreed capabilities from its healthy
-// replicas and points the pool at the replicas fit for calls: those not
-// known to fail, and whose functions agree with the engine's. A replica
-// with other functions could give a function id another meaning, so it
-// gets no calls.
+// reconcile settles the engine's agreed capabilities from its replicas and
+// points the pool at the replicas fit for calls: those not known to fail,
+// and whose functions agree with the engine's. A replica with other
+// functions could give a function id another meaning, so it gets no calls.
 func (e *Engine) reconcile() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-
-	// Group the healthy replicas by their function lists.
-	groups := map[string][]*Replica{}
-	var order []string
 	replicas := e.Replicas()
-	for _, replica := range replicas {
-		capabilities := replica.healthyCapabilities()
-		if capabilities == nil {
-			continue
-		}
-		key := capabilities.key()
-		if _, ok := groups[key]; !ok {
-			order = append(order, key)
-		}
-		groups[key] = append(groups[key], replica)
-	}
-
-	// The agreed set is the one most healthy replicas return; on a tie,
-	// the one already agreed, else the first replica's.
-	current := e.capabilities.Load()
-	agreed := ""
-	for _, key := range order {
-		switch {
-		case agreed == "", len(groups[key]) > len(groups[agreed]):
-			agreed = key
-		case len(groups[key]) == len(groups[agreed]) && current != nil && key == current.key():
-			agreed = key
-		}
-	}
-	if agreed != "" {
-		chosen := groups[agreed][0].Status().Capabilities
-		if current == nil || current.key() != agreed {
-			e.setCapabilities(chosen)
-			e.logger.Info("capabilities agreed", "engine", e.Name, "functions", len(chosen.Message.GetFunctions()),
-				"plugin", chosen.Message.GetPluginIdentifier(), "replicas", len(groups[agreed]))
-			if err := storeCapabilities(e.stateDir, e.Name, chosen); err != nil {
-				e.logger.Warn("storing capabilities failed", "engine", e.Name, "error", err.Error())
-			}
-		} else if chosen.Fetched.After(current.Fetched) {
-			e.capabilities.Store(chosen) // same functions, fresher date
-		}
-	}
+	e.settleCapabilities(replicas)
 
 	// Mark replicas with other functions, and choose the pool's backends.
 	agreedSet := e.capabilities.Load()
@@ -344,7 +299,7 @@ func (e *Engine) reconcile() {
 			}
 			replica.agree()
 		}
-		if replica.Status().State != ReplicaFailing {
+		if e.fitForCalls(replica) {
 			eligible = append(eligible, replica)
 		}
 	}
@@ -352,6 +307,90 @@ func (e *Engine) reconcile() {
 		e.eligible = addresses
 		e.Pool.Use(eligible)
 	}
+}
+
+// settleCapabilities makes the function list that most replicas vote for
+// the engine's agreed one. A replica that answered its last probe votes
+// for the list it returned. A replica that is down votes for the agreed
+// list if that is the list it returned last, so that the agreed list does
+// not change while its replicas restart. Qlik keeps the function ids of
+// the list it was given, and the gateway cannot tell which list that was,
+// so the agreed list is the safe guess. Without that vote, a replica with
+// other functions would be the majority while the others are down, its
+// list would become the agreed one, and a tie would keep it once they are
+// back. On a tie the agreed list stays, else the first replica's list
+// wins. The caller holds mu.
+//
+// NOTE: a list loaded from the state folder has no votes until a replica
+// returns it, so after a restart of the gateway the first replica to
+// answer sets the list, whichever list Qlik has.
+func (e *Engine) settleCapabilities(replicas []*Replica) {
+	current := e.capabilities.Load()
+	votes := map[string]int{}
+	// first holds, for each list, the answer of the first replica that
+	// returned it.
+	first := map[string]*Capabilities{}
+	var order []string
+	for _, replica := range replicas {
+		capabilities, answered := replica.lastCapabilities()
+		if capabilities == nil {
+			continue
+		}
+		key := capabilities.key()
+		if !answered && (current == nil || key != current.key()) {
+			continue
+		}
+		if _, ok := votes[key]; !ok {
+			order = append(order, key)
+		}
+		votes[key]++
+		if answered && first[key] == nil {
+			first[key] = capabilities
+		}
+	}
+
+	agreed := ""
+	for _, key := range order {
+		switch {
+		case agreed == "", votes[key] > votes[agreed]:
+			agreed = key
+		case votes[key] == votes[agreed] && current != nil && key == current.key():
+			agreed = key
+		}
+	}
+	// When only replicas that are down voted for the agreed list, it is
+	// the current list, and no answer is newer.
+	chosen := first[agreed]
+	if chosen == nil {
+		return
+	}
+	if current == nil || current.key() != agreed {
+		e.setCapabilities(chosen)
+		e.logger.Info("capabilities agreed", "engine", e.Name, "functions", len(chosen.Message.GetFunctions()),
+			"plugin", chosen.Message.GetPluginIdentifier(), "replicas", votes[agreed])
+		if err := storeCapabilities(e.stateDir, e.Name, chosen); err != nil {
+			e.logger.Warn("storing capabilities failed", "engine", e.Name, "error", err.Error())
+		}
+	} else if chosen.Fetched.After(current.Fetched) {
+		e.capabilities.Store(chosen) // same functions, fresher date
+	}
+}
+
+// fitForCalls reports whether the pool may send calls to a replica whose
+// functions do not differ from the engine's. A replica that was never
+// probed is fit when it is a configured address, as every replica is when
+// the gateway starts, so that the first calls need not wait for a probe.
+// A replica that DNS found later is not: it may be a new version of the
+// plugin, as in a rolling upgrade, so it waits for a probe to compare its
+// functions with the engine's.
+func (e *Engine) fitForCalls(replica *Replica) bool {
+	switch replica.Status().State {
+	case ReplicaHealthy:
+		return true
+	case ReplicaUnknown:
+		return !e.Config.Backends[replica.backend].DNS
+	}
+	return false
 }
 
 func addressesOf(replicas []*Replica) []string {

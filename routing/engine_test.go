@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ssegw/ssegw/config"
@@ -24,16 +27,24 @@ import (
 )
 
 // reconcilePlugin is a plugin on loopback whose function list a test can
-// change, and which counts the ExecuteFunction calls it gets.
+// change, and which counts the GetCapabilities and ExecuteFunction calls
+// it gets. While unavailable is set, it answers GetCapabilities with
+// Unavailable, as a plugin that is restarting does behind a proxy.
 type reconcilePlugin struct {
 	ssepb.UnimplementedConnectorServer
 	addr         string
 	server       *grpc.Server
 	capabilities atomic.Pointer[ssepb.Capabilities]
+	unavailable  atomic.Bool
+	probes       atomic.Int64
 	calls        atomic.Int64
 }
 
 func (p *reconcilePlugin) GetCapabilities(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
+	p.probes.Add(1)
+	if p.unavailable.Load() {
+		return nil, status.Error(codes.Unavailable, "restarting")
+	}
 	return p.capabilities.Load(), nil
 }
 
@@ -293,6 +304,213 @@ func TestReconcileReplicaAgreesAgain(t *testing.T) {
 		t.Errorf("got %d records of the replica being healthy again, want 1; log:\n%s", got, log)
 	}
 	checkCallsReach(t, e, []*reconcilePlugin{steady, changing}, nil)
+}
+
+// TestReconcileDownReplicaKeepsList checks that the agreed function list
+// stays while the replica that returned it is down, although the replica
+// with other functions is then the only one that answers. Qlik may keep
+// function ids of the agreed list, so the other replica gets no calls,
+// neither during the outage nor after it.
+func TestReconcileDownReplicaKeepsList(t *testing.T) {
+	t.Parallel()
+	agreed, other := startReconcilePlugin(t, "Echo", "Sum"), startReconcilePlugin(t, "Echo", "Other")
+	log := &syncBuffer{}
+	e := newReconcileEngine(t, "", log, agreed, other)
+	probeAndReconcile(t, e, 0, 1)
+	if got := e.Capabilities(); !proto.Equal(got.Message, agreed.capabilities.Load()) {
+		t.Fatalf("capabilities agreed = %v, want the first replica's %v", got.Message, agreed.capabilities.Load())
+	}
+
+	// The agreed replica is down: nothing is fit for calls.
+	agreed.unavailable.Store(true)
+	probeAndReconcile(t, e, 0, 1)
+	if got := e.Capabilities(); !proto.Equal(got.Message, agreed.capabilities.Load()) {
+		t.Errorf("capabilities agreed while their replica is down = %v, want still %v", got.Message, agreed.capabilities.Load())
+	}
+	want := []ReplicaState{ReplicaFailing, ReplicaDisagreeing}
+	if got := replicaStates(e); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("replica states while the agreed replica is down = %v, want %v", got, want)
+	}
+	if got := eligibleAddresses(e); len(got) != 0 {
+		t.Errorf("pool uses %v while the agreed replica is down, want none", got)
+	}
+
+	// It is back, and takes every call again.
+	agreed.unavailable.Store(false)
+	probeAndReconcile(t, e, 0, 1)
+	if got := e.Capabilities(); !proto.Equal(got.Message, agreed.capabilities.Load()) {
+		t.Errorf("capabilities agreed after their replica is back = %v, want %v", got.Message, agreed.capabilities.Load())
+	}
+	want = []ReplicaState{ReplicaHealthy, ReplicaDisagreeing}
+	if got := replicaStates(e); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("replica states after the agreed replica is back = %v, want %v", got, want)
+	}
+	if got := strings.Count(log.String(), `"msg":"capabilities agreed"`); got != 1 {
+		t.Errorf("got %d capabilities agreed records, want 1; log:\n%s", got, log)
+	}
+	checkCallsReach(t, e, []*reconcilePlugin{agreed}, []*reconcilePlugin{other})
+}
+
+// TestReconcileMajorityOutvotesDownReplica checks that a replica that is
+// down keeps the agreed list only as one vote: two replicas that answer
+// with another list still replace it, as after a rolling upgrade.
+func TestReconcileMajorityOutvotesDownReplica(t *testing.T) {
+	t.Parallel()
+	old := startReconcilePlugin(t, "Echo")
+	first, second := startReconcilePlugin(t, "Echo"), startReconcilePlugin(t, "Echo")
+	e := newReconcileEngine(t, "", io.Discard, old, first, second)
+	probeAndReconcile(t, e, 0, 1, 2)
+
+	old.unavailable.Store(true)
+	first.offer("Echo", "Sum")
+	second.offer("Echo", "Sum")
+	probeAndReconcile(t, e, 0, 1, 2)
+	if got := e.Capabilities(); !proto.Equal(got.Message, first.capabilities.Load()) {
+		t.Errorf("capabilities agreed = %v, want the two upgraded replicas' %v", got.Message, first.capabilities.Load())
+	}
+	want := []ReplicaState{ReplicaFailing, ReplicaHealthy, ReplicaHealthy}
+	if got := replicaStates(e); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("replica states = %v, want %v", got, want)
+	}
+	checkCallsReach(t, e, []*reconcilePlugin{first, second}, []*reconcilePlugin{old})
+}
+
+// TestReconcileUnprobedStaticReplica checks that a configured replica
+// takes calls before its first probe, as every replica does when the
+// gateway starts, also after another replica's probe reconciled.
+func TestReconcileUnprobedStaticReplica(t *testing.T) {
+	t.Parallel()
+	probed, unprobed := startReconcilePlugin(t, "Echo"), startReconcilePlugin(t, "Echo")
+	e := newReconcileEngine(t, "", io.Discard, probed, unprobed)
+	probeAndReconcile(t, e, 0)
+	if got := e.Replicas()[1].Status().State; got != ReplicaUnknown {
+		t.Fatalf("state of the replica not probed = %s, want unknown", got)
+	}
+	if got, want := eligibleAddresses(e), []string{probed.addr, unprobed.addr}; !slices.Equal(got, want) {
+		t.Errorf("pool uses %v, want %v", got, want)
+	}
+	checkCallsReach(t, e, []*reconcilePlugin{probed, unprobed}, nil)
+}
+
+// eligibleAddresses returns the addresses of the replicas the engine's
+// pool uses.
+func eligibleAddresses(e *Engine) []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.eligible)
+}
+
+// blockingPlugin answers GetCapabilities only once release is closed, and
+// signals each GetCapabilities call that arrives on arrived.
+type blockingPlugin struct {
+	ssepb.UnimplementedConnectorServer
+	addr    string
+	names   []string
+	arrived chan struct{}
+	release chan struct{}
+}
+
+func (p *blockingPlugin) GetCapabilities(ctx context.Context, _ *ssepb.Empty) (*ssepb.Capabilities, error) {
+	select {
+	case p.arrived <- struct{}{}:
+	default:
+	}
+	select {
+	case <-p.release:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	capabilities := &ssepb.Capabilities{PluginIdentifier: "blocking plugin"}
+	for i, name := range p.names {
+		capabilities.Functions = append(capabilities.Functions, &ssepb.FunctionDefinition{FunctionId: int32(i), Name: name})
+	}
+	return capabilities, nil
+}
+
+// startBlockingPlugin serves a blockingPlugin offering the functions names
+// on a free loopback port until the test ends.
+func startBlockingPlugin(t *testing.T, names ...string) *blockingPlugin {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &blockingPlugin{addr: lis.Addr().String(), names: names, arrived: make(chan struct{}, 10), release: make(chan struct{})}
+	server := grpc.NewServer()
+	ssepb.RegisterConnectorServer(server, p)
+	go server.Serve(lis)
+	t.Cleanup(server.Stop)
+	return p
+}
+
+// TestProbeAnswerAfterConnectionLost checks that a probe whose answer
+// comes after the replica lost its connection leaves the replica failing:
+// the answer may come from the process before the loss, and the probe
+// that the loss started must check the new one.
+func TestProbeAnswerAfterConnectionLost(t *testing.T) {
+	t.Parallel()
+	plugin := startBlockingPlugin(t, "Echo")
+	cfg := &config.Engine{Name: "R", ProbeInterval: time.Minute, ProbeTimeout: 5 * time.Second, Balancer: config.BalancerRoundRobin,
+		MaxWaiting: config.DefaultMaxWaiting, ReplayBuffer: config.DefaultReplayBuffer, MaxAttempts: config.DefaultMaxAttempts,
+		Backends: []config.Backend{{Address: plugin.addr}}}
+	e, err := NewEngine(cfg, EngineOptions{
+		PoolOptions: PoolOptions{Limits: config.Limits{MaxMessageSize: config.DefaultMaxMessageSize, MaxHeaderListSize: config.DefaultMaxHeaderListSize}},
+		Logger:      slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatalf("NewEngine() = %v", err)
+	}
+	t.Cleanup(e.Close)
+	replica := e.Replicas()[0]
+
+	probed := make(chan *Capabilities, 1)
+	go func() { probed <- replica.probe(context.Background(), 5*time.Second) }()
+	select {
+	case <-plugin.arrived:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the probe did not reach the plugin within 5s")
+	}
+	replica.lost() // as watchConnection does when the connection breaks
+	close(plugin.release)
+
+	if got := <-probed; got != nil {
+		t.Errorf("probe() answered after the loss = %v, want nil", got.Message)
+	}
+	if got := replica.Status().State; got != ReplicaFailing {
+		t.Errorf("state after a probe answered across a lost connection = %s, want failing", got)
+	}
+	// The next probe is the one that counts.
+	if got := replica.probe(context.Background(), 5*time.Second); got == nil {
+		t.Error("probe() after the loss = nil, want the capabilities")
+	}
+	if got := replica.Status().State; got != ReplicaHealthy {
+		t.Errorf("state after the next probe = %s, want healthy", got)
+	}
+}
+
+// TestDisagreeingReplicaProbedAtInterval checks that a replica known to
+// disagree is probed at probe_interval, a minute here, and not every
+// recoveryProbeInterval as a failing one is.
+func TestDisagreeingReplicaProbedAtInterval(t *testing.T) {
+	t.Parallel()
+	agreed, other := startReconcilePlugin(t, "Echo", "Sum"), startReconcilePlugin(t, "Echo")
+	e := newReconcileEngine(t, "", io.Discard, agreed, other)
+	probeAndReconcile(t, e, 0, 1)
+	if got := e.Replicas()[1].Status().State; got != ReplicaDisagreeing {
+		t.Fatalf("state of the replica with other functions = %s, want disagreeing", got)
+	}
+
+	before := other.probes.Load()
+	e.Start()
+	// Start probes at once; a second probe would follow within
+	// recoveryProbeInterval if the replica counted as recovering.
+	time.Sleep(recoveryProbeInterval + 500*time.Millisecond)
+	if got := other.probes.Load() - before; got != 1 {
+		t.Errorf("disagreeing replica got %d probes in the %v after Start, want 1", got, recoveryProbeInterval+500*time.Millisecond)
+	}
+	if got := e.Replicas()[1].Status().State; got != ReplicaDisagreeing {
+		t.Errorf("state of the replica with other functions after Start = %s, want disagreeing", got)
+	}
 }
 
 // TestCapabilitiesStoreAndLoad checks that stored capabilities load back

@@ -24,6 +24,14 @@ const ProbeHeader = "x-ssegw-probe"
 // ReplicaState is what the last probe of a replica found.
 type ReplicaState string
 
+// recovering reports whether a replica in this state is probed every
+// recoveryProbeInterval: it fails, or was never probed. A disagreeing
+// replica answers its probes, and a restart of it breaks its connection,
+// which starts a probe at once, so probe_interval is often enough for it.
+func (s ReplicaState) recovering() bool {
+	return s == ReplicaFailing || s == ReplicaUnknown
+}
+
 // The states of a replica.
 const (
 	ReplicaUnknown     ReplicaState = "unknown"     // not probed yet
@@ -54,6 +62,9 @@ type Replica struct {
 	lastProbe    time.Time
 	lastError    string
 	capabilities *Capabilities
+	// losses counts the calls of lost, so that a probe under way when the
+	// connection broke does not undo what lost recorded.
+	losses uint64
 }
 
 // ReplicaStatus is a copy of a replica's probe results, for display.
@@ -85,6 +96,9 @@ func (r *Replica) probe(ctx context.Context, timeout time.Duration) *Capabilitie
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	ctx = metadata.AppendToOutgoingContext(ctx, ProbeHeader, "1")
+	r.mu.Lock()
+	losses := r.losses
+	r.mu.Unlock()
 	message, err := ssepb.NewConnectorClient(r.conn).GetCapabilities(ctx, &ssepb.Empty{})
 	now := time.Now()
 	if err != nil && errors.Is(context.Cause(ctx), context.Canceled) {
@@ -102,6 +116,12 @@ func (r *Replica) probe(ctx context.Context, timeout time.Duration) *Capabilitie
 		if previous != ReplicaFailing {
 			r.logger.Warn("replica failing", "engine", r.engine, "backend", r.Address, "error", err.Error())
 		}
+		return nil
+	}
+	if r.losses != losses {
+		// The connection broke while the probe was under way, so the
+		// answer may come from the process that is gone. The probe that
+		// watchConnection starts after lost decides.
 		return nil
 	}
 	if err != nil {
@@ -138,6 +158,15 @@ func unreachable(err error) bool {
 		return true
 	}
 	return false
+}
+
+// lastCapabilities returns the capabilities the replica returned last, or
+// nil, and whether it answered its last probe. A replica that is down
+// keeps what it returned before, also after lost.
+func (r *Replica) lastCapabilities() (capabilities *Capabilities, answered bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.capabilities, r.state == ReplicaHealthy || r.state == ReplicaDisagreeing
 }
 
 // healthyCapabilities returns the capabilities of a replica that answered
@@ -184,6 +213,7 @@ func (r *Replica) agree() {
 func (r *Replica) lost() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.losses++
 	if r.state == ReplicaFailing {
 		return
 	}
