@@ -915,6 +915,56 @@ func TestMaxInFlightPerReplica(t *testing.T) {
 	t.Logf("replicas served %d and %d calls in %v", plugins[0].served.Load(), plugins[1].served.Load(), elapsed)
 }
 
+// TestMaxInFlightWithoutWait checks max_in_flight with reconnect_buffer:
+// 0, which promises that a call finding no replica to take it fails at
+// once: with the only replica full, the second call gets Unavailable
+// naming the limit while the first is still open.
+func TestMaxInFlightWithoutWait(t *testing.T) {
+	t.Parallel()
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	plugin := ssetest.StartPlugin(t, &ssetest.Connector{
+		Execute: func(s ssetest.Stream) error {
+			arrived <- struct{}{}
+			select {
+			case <-release:
+				return nil
+			case <-s.Context().Done():
+				return s.Context().Err()
+			}
+		},
+	})
+	engine := ssetest.Engine(plugin.Addr)
+	engine.MaxInFlight = 1
+	var noWait time.Duration
+	engine.ReconnectBuffer = &noWait
+	gw := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("R", nil)},
+		Engines:   map[string]*config.Engine{"R": engine},
+	})
+	_, client := ssetest.DialConn(t, gw.Addrs[0])
+	ctx := testContext(t)
+
+	// Without reconnect_buffer the first call still waits while the
+	// gateway's connection to the plugin is being made.
+	first := make(chan resilResult, 1)
+	go func() { first <- resilCall(t, ctx, client, example.FunctionEcho, ssetest.StringBundle("first")) }()
+	select {
+	case <-arrived:
+	case <-ctx.Done():
+		t.Fatal("the first call did not reach the plugin")
+	}
+
+	second := resilCall(t, ctx, client, example.FunctionEcho, ssetest.StringBundle("second"))
+	st := status.Convert(second.err)
+	if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "max_in_flight (1)") {
+		t.Errorf("call while the only replica is full = %v, want Unavailable naming max_in_flight (1)", second.err)
+	}
+	close(release)
+	if result := <-first; result.err != nil {
+		t.Errorf("first call = %v, want OK", result.err)
+	}
+}
+
 // TestFunctionRequestTimeout checks that a request_timeout set for one
 // function cuts the calls of that function only. The plugin takes 1.5s to
 // reply. SumOfColumn, limited to 1s, fails with DeadlineExceeded after

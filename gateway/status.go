@@ -155,9 +155,13 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 		// reason. gRPC's balancer reports this case as "no children to pick
 		// from" (grpc-go v1.85), which adds nothing for an admin, while its
 		// other texts carry a cause.
-		if message == "no children to pick from" {
+		switch message {
+		case "no children to pick from":
 			message = fmt.Sprintf("no plugin reachable; replicas: %s", replicaSummary(c.engine))
-		} else {
+		case routing.ErrEveryReplicaFull.Error():
+			message = fmt.Sprintf("every ready replica has max_in_flight (%d) calls open, and reconnect_buffer is 0s; replicas: %s",
+				c.engine.Config.MaxInFlight, replicaSummary(c.engine))
+		default:
 			message = fmt.Sprintf("no plugin reachable: %s; replicas: %s", message, replicaSummary(c.engine))
 		}
 	} else {

@@ -2,6 +2,7 @@ package routing
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -327,10 +328,17 @@ func (p *cappedPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error)
 	if result, ok := p.pickReady(limit); ok {
 		return result, nil
 	}
-	// Every ready replica is full: gRPC holds the call until the next
-	// picker, which a finishing call publishes.
-	return balancer.PickResult{}, balancer.ErrNoSubConnAvailable
+	// Every ready replica is full. gRPC holds a call that waits for ready
+	// until the next picker, which a finishing call publishes, and fails
+	// any other call at once with Unavailable and this error's text. That
+	// other call is one of an engine with reconnect_buffer: 0, which
+	// promises exactly that; ErrNoSubConnAvailable would hold it too.
+	return balancer.PickResult{}, ErrEveryReplicaFull
 }
+
+// ErrEveryReplicaFull is the pick error of a call that finds max_in_flight
+// calls open on every ready replica.
+var ErrEveryReplicaFull = errors.New("every ready replica has max_in_flight calls open")
 
 // pickReady reserves a place on the first ready subconnection with room,
 // starting at a different one each time. The child does not learn of this

@@ -102,9 +102,10 @@ func TestCappedPickReadyFallback(t *testing.T) {
 	if err != nil || second != "b" {
 		t.Fatalf("Pick() with a full = %q, %v, want b", second, err)
 	}
-	// Both are full, so the pick waits for a new picker.
-	if name, _, err := pickName(t, cc); !errors.Is(err, balancer.ErrNoSubConnAvailable) {
-		t.Fatalf("Pick() with both full = %q, %v, want ErrNoSubConnAvailable", name, err)
+	// Both are full, so the pick fails, which holds a call that waits for
+	// ready until the next picker.
+	if name, _, err := pickName(t, cc); !errors.Is(err, ErrEveryReplicaFull) {
+		t.Fatalf("Pick() with both full = %q, %v, want ErrEveryReplicaFull", name, err)
 	}
 
 	// A subconnection that is not ready is skipped. Its change of state
@@ -112,8 +113,8 @@ func TestCappedPickReadyFallback(t *testing.T) {
 	doneSecond(balancer.DoneInfo{})
 	cc.listeners[subConns[1]](balancer.SubConnState{ConnectivityState: connectivity.Idle})
 	b.cc.UpdateState(balancer.State{ConnectivityState: connectivity.Ready, Picker: fixedPicker{subConns[0]}})
-	if name, _, err := pickName(t, cc); !errors.Is(err, balancer.ErrNoSubConnAvailable) {
-		t.Errorf("Pick() with a full and b idle = %q, %v, want ErrNoSubConnAvailable", name, err)
+	if name, _, err := pickName(t, cc); !errors.Is(err, ErrEveryReplicaFull) {
+		t.Errorf("Pick() with a full and b idle = %q, %v, want ErrEveryReplicaFull", name, err)
 	}
 
 	// Once ready again it is taken; once shut down it is not, and the
@@ -126,8 +127,8 @@ func TestCappedPickReadyFallback(t *testing.T) {
 	}
 	doneReady(balancer.DoneInfo{})
 	cc.listeners[subConns[1]](balancer.SubConnState{ConnectivityState: connectivity.Shutdown})
-	if name, _, err := pickName(t, cc); !errors.Is(err, balancer.ErrNoSubConnAvailable) {
-		t.Errorf("Pick() with a full and b shut down = %q, %v, want ErrNoSubConnAvailable", name, err)
+	if name, _, err := pickName(t, cc); !errors.Is(err, ErrEveryReplicaFull) {
+		t.Errorf("Pick() with a full and b shut down = %q, %v, want ErrEveryReplicaFull", name, err)
 	}
 
 	// The end of the call on a frees its place.

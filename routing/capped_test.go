@@ -150,10 +150,11 @@ func newBalancedCappedEngine(t *testing.T, balancerName string, limit int, handl
 	return ssepb.NewConnectorClient(e.Pool.Conn())
 }
 
-// cappedCall makes one ExecuteFunction call through the pool, fail-fast
-// as gRPC's default is, and returns its error; nil means OK.
-func cappedCall(ctx context.Context, client ssepb.ConnectorClient) error {
-	stream, err := client.ExecuteFunction(ctx)
+// cappedCall makes one ExecuteFunction call through the pool, waiting for
+// ready as the gateway's calls do unless reconnect_buffer is 0, and
+// returns its error; nil means OK.
+func cappedCall(ctx context.Context, client ssepb.ConnectorClient, options ...grpc.CallOption) error {
+	stream, err := client.ExecuteFunction(ctx, append([]grpc.CallOption{grpc.WaitForReady(true)}, options...)...)
 	if err != nil {
 		return err
 	}
@@ -281,6 +282,40 @@ func TestCappedWaitingPickResumes(t *testing.T) {
 	}
 	if got := picks.count.Load(); got != 1 {
 		t.Errorf("delayed picks of the second call = %d, want 1: it did not wait in the balancer", got)
+	}
+}
+
+// TestCappedFullFailsFast checks the calls of an engine with
+// reconnect_buffer: 0, which do not wait for ready: one that finds every
+// replica at max_in_flight fails at once with Unavailable, rather than
+// waiting for a call to end.
+func TestCappedFullFailsFast(t *testing.T) {
+	t.Parallel()
+	plugin := startCappedPlugin(t, 0)
+	client := newCappedEngine(t, 1, nil, plugin)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// The first call holds the plugin's only place. Not waiting for ready,
+	// it still waits while the connection is being made.
+	first := make(chan error, 1)
+	go func() { first <- cappedCall(ctx, client, grpc.WaitForReady(false)) }()
+	select {
+	case <-plugin.arrived:
+	case <-ctx.Done():
+		t.Fatal("the first call did not reach the plugin")
+	}
+
+	err := cappedCall(ctx, client, grpc.WaitForReady(false))
+	if st := status.Convert(err); st.Code() != codes.Unavailable || st.Message() != routing.ErrEveryReplicaFull.Error() {
+		t.Errorf("call while the only replica is full = %v, want Unavailable: %v", err, routing.ErrEveryReplicaFull)
+	}
+	close(plugin.release)
+	if err := <-first; err != nil {
+		t.Errorf("first call = %v, want OK", err)
+	}
+	if got := plugin.served.Load(); got != 1 {
+		t.Errorf("plugin served %d calls, want 1", got)
 	}
 }
 
