@@ -12,12 +12,14 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
@@ -27,7 +29,8 @@ import (
 )
 
 const (
-	kubernetesDir = "deploy/kubernetes"
+	kubernetesDir   = "deploy/kubernetes"
+	deployGuidePath = "docs/DEPLOY.md"
 
 	// Names given in the base, which the checks below look up.
 	namespaceName     = "ssegw"
@@ -51,6 +54,7 @@ func init() {
 	utilruntime.Must(corev1.AddToScheme(scheme))
 	utilruntime.Must(appsv1.AddToScheme(scheme))
 	utilruntime.Must(policyv1.AddToScheme(scheme))
+	utilruntime.Must(networkingv1.AddToScheme(scheme))
 }
 
 // strictDecoder decodes YAML or JSON into the API types, and fails on
@@ -227,6 +231,8 @@ func TestBaseObjects(t *testing.T) {
 		"Deployment/" + pluginName,
 		"Deployment/" + gatewayName,
 		"Namespace/" + namespaceName,
+		"NetworkPolicy/" + gatewayName,
+		"NetworkPolicy/" + pluginName,
 		"PodDisruptionBudget/" + gatewayName,
 		"Service/" + pluginName,
 		"Service/" + gatewayName,
@@ -361,6 +367,170 @@ func TestGatewayServiceAndDisruptionBudget(t *testing.T) {
 	}
 	if budget.Spec.MaxUnavailable == nil && budget.Spec.MinAvailable == nil {
 		t.Errorf("PodDisruptionBudget %s sets neither maxUnavailable nor minAvailable", budget.Name)
+	}
+}
+
+// policyAllows reports whether an ingress rule of policy lets traffic
+// from peer reach port of container c. A nil peer is a pod that no rule
+// names: it passes only rules without from. A rule's port is a number or
+// the name of one of the container's ports, and an empty list of ports
+// allows them all.
+func policyAllows(policy *networkingv1.NetworkPolicy, c *corev1.Container, peer labels.Set, port int) bool {
+	for _, rule := range policy.Spec.Ingress {
+		if !peerAllowed(rule.From, peer) {
+			continue
+		}
+		if len(rule.Ports) == 0 {
+			return true
+		}
+		for _, allowed := range rule.Ports {
+			if allowed.Protocol != nil && *allowed.Protocol != corev1.ProtocolTCP {
+				continue
+			}
+			if allowed.Port == nil {
+				return true
+			}
+			first := allowed.Port.IntValue()
+			if allowed.Port.Type == intstr.String {
+				first = 0
+				for _, named := range c.Ports {
+					if named.Name == allowed.Port.StrVal {
+						first = int(named.ContainerPort)
+					}
+				}
+			}
+			last := first
+			if allowed.EndPort != nil {
+				last = int(*allowed.EndPort)
+			}
+			if first <= port && port <= last {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// peerAllowed reports whether a rule's from list lets in peer, a pod of
+// the policy's namespace with those labels. A nil peer is any other pod.
+// An entry with a namespaceSelector or an ipBlock never lets in a pod of
+// the namespace here, so checks that need it fail instead of guessing.
+func peerAllowed(from []networkingv1.NetworkPolicyPeer, peer labels.Set) bool {
+	if len(from) == 0 {
+		return true
+	}
+	if peer == nil {
+		return false
+	}
+	for _, allowed := range from {
+		if allowed.PodSelector == nil || allowed.NamespaceSelector != nil || allowed.IPBlock != nil {
+			continue
+		}
+		selector, err := metav1.LabelSelectorAsSelector(allowed.PodSelector)
+		if err == nil && selector.Matches(peer) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestNetworkPolicies checks that the gateway's pods take connections
+// from anywhere on every listener port of the configuration, for Qlik
+// outside the cluster, but from no pod on the admin port, where the
+// status page shows app and user ids. The plugin's pods take connections
+// on its port from the gateway's pods only.
+func TestNetworkPolicies(t *testing.T) {
+	objects := renderBase(t)
+	cfg := gatewayConfig(t, objects)
+	gatewayDeployment := find[*appsv1.Deployment](t, objects, gatewayName)
+	gateway := container(t, gatewayDeployment, gatewayContainer)
+	gatewayPods := labels.Set(gatewayDeployment.Spec.Template.Labels)
+	pluginDeployment := find[*appsv1.Deployment](t, objects, pluginName)
+	plugin := container(t, pluginDeployment, pluginContainer)
+	pluginPods := labels.Set(pluginDeployment.Spec.Template.Labels)
+
+	// The gateway's policy.
+	gatewayPolicy := find[*networkingv1.NetworkPolicy](t, objects, gatewayName)
+	checkPolicySelects(t, gatewayPolicy, gatewayPods, pluginPods)
+	for i, listener := range cfg.Listeners {
+		if _, port := splitHostPort(t, listener.Address); !policyAllows(gatewayPolicy, gateway, nil, port) {
+			t.Errorf("NetworkPolicy %s does not let every client reach listeners[%d] on port %d", gatewayPolicy.Name, i, port)
+		}
+	}
+	_, adminPort := splitHostPort(t, cfg.Admin.Address)
+	for _, peer := range []struct {
+		name   string
+		labels labels.Set
+	}{
+		{"any pod", nil},
+		{"the plugin's pods", pluginPods},
+		{"the gateway's pods", gatewayPods},
+	} {
+		if policyAllows(gatewayPolicy, gateway, peer.labels, adminPort) {
+			t.Errorf("NetworkPolicy %s lets %s reach admin.address port %d, want no pod", gatewayPolicy.Name, peer.name, adminPort)
+		}
+	}
+
+	// The plugin's policy.
+	pluginPolicy := find[*networkingv1.NetworkPolicy](t, objects, pluginName)
+	checkPolicySelects(t, pluginPolicy, pluginPods, gatewayPods)
+	pluginPort := containerPort(t, plugin, "sse")
+	if !policyAllows(pluginPolicy, plugin, gatewayPods, pluginPort) {
+		t.Errorf("NetworkPolicy %s does not let the gateway's pods reach the plugin's port %d", pluginPolicy.Name, pluginPort)
+	}
+	if policyAllows(pluginPolicy, plugin, nil, pluginPort) {
+		t.Errorf("NetworkPolicy %s lets any pod reach the plugin's port %d, want the gateway's pods only", pluginPolicy.Name, pluginPort)
+	}
+	for _, name := range cfg.EngineNames() {
+		for i, backend := range cfg.Engine(name).Backends {
+			if _, port := splitHostPort(t, backend.Address); !policyAllows(pluginPolicy, plugin, gatewayPods, port) {
+				t.Errorf("NetworkPolicy %s does not let the gateway reach engines.%s.backends[%d] on port %d", pluginPolicy.Name, name, i, port)
+			}
+		}
+	}
+}
+
+// checkPolicySelects checks that the policy applies to pods, not to
+// other, and limits their ingress.
+func checkPolicySelects(t *testing.T, policy *networkingv1.NetworkPolicy, pods, other labels.Set) {
+	t.Helper()
+	selector, err := metav1.LabelSelectorAsSelector(&policy.Spec.PodSelector)
+	if err != nil {
+		t.Fatalf("NetworkPolicy %s podSelector: %v", policy.Name, err)
+	}
+	if !selector.Matches(pods) || selector.Matches(other) {
+		t.Errorf("NetworkPolicy %s selects %v, want the pods %v and not %v", policy.Name, selector, pods, other)
+	}
+	if !slices.Contains(policy.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
+		t.Errorf("NetworkPolicy %s policyTypes = %q, want Ingress among them", policy.Name, policy.Spec.PolicyTypes)
+	}
+}
+
+// TestDeployGuideManifests decodes, strictly, every Kubernetes manifest
+// among the YAML examples of the deployment guide, and checks that a
+// NetworkPolicy there selects the gateway's pods, so that a reader who
+// copies one gets a valid object that applies to the gateway.
+func TestDeployGuideManifests(t *testing.T) {
+	gatewayPods := labels.Set(find[*appsv1.Deployment](t, renderBase(t), gatewayName).Spec.Template.Labels)
+	guide := string(readFile(t, deployGuidePath))
+	manifests := 0
+	for _, block := range strings.Split(guide, "```yaml\n")[1:] {
+		block, _, _ = strings.Cut(block, "```")
+		if !strings.Contains(block, "apiVersion:") {
+			continue // a part of the gateway's configuration
+		}
+		manifests++
+		object, _, err := strictDecoder.Decode([]byte(block), nil, nil)
+		if err != nil {
+			t.Errorf("%s: manifest\n%s: %v", deployGuidePath, block, err)
+			continue
+		}
+		if policy, ok := object.(*networkingv1.NetworkPolicy); ok {
+			checkPolicySelects(t, policy, gatewayPods, nil)
+		}
+	}
+	if manifests == 0 {
+		t.Errorf("%s has no YAML example with apiVersion; this test expects the NetworkPolicy for Prometheus", deployGuidePath)
 	}
 }
 

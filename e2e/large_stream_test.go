@@ -3,10 +3,13 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -34,18 +37,20 @@ const (
 
 // TestLargeRequestStream checks that one ExecuteFunction call can stream
 // about 300 MB through an `ssegw serve` process: no limit applies to the
-// stream as a whole, every byte reaches the plugin, and the gateway's
-// memory stays bounded because it forwards message by message instead of
-// buffering. (C19)
+// stream as a whole, every message reaches the plugin unchanged and in
+// order (the plugin's SHA-256 of the messages equals the client's), and
+// the gateway's memory stays bounded because it forwards message by
+// message instead of buffering.
 func TestLargeRequestStream(t *testing.T) {
 	if _, err := os.Stat("/proc/self/status"); err != nil {
 		t.Skipf("reading the gateway's memory needs /proc: %v", err)
 	}
 
-	// The plugin counts what arrives and returns one row with the total
-	// bytes and the number of messages.
+	// The plugin returns one row with the bytes and the number of
+	// messages it received, and the SHA-256 of the messages in order.
 	plugin := ssetest.StartPlugin(t, &ssetest.Connector{Execute: func(stream ssetest.Stream) error {
-		var total, count int64
+		var received streamed
+		hash := sha256.New()
 		for {
 			var message ssetest.Raw
 			err := stream.RecvMsg(&message)
@@ -55,13 +60,17 @@ func TestLargeRequestStream(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			total += int64(len(message))
-			count++
+			hash.Write(message)
+			received.bytes += int64(len(message))
+			received.messages++
 		}
-		row := &ssepb.Row{Duals: []*ssepb.Dual{{NumData: float64(total)}, {NumData: float64(count)}}}
+		received.sha256 = hex.EncodeToString(hash.Sum(nil))
+		row := &ssepb.Row{Duals: []*ssepb.Dual{{NumData: float64(received.bytes)}, {NumData: float64(received.messages)}, {StrData: received.sha256}}}
 		return stream.Send(&ssepb.BundledRows{Rows: []*ssepb.Row{row}})
 	}})
-	gw := startGatewayProcess(t, map[string]any{
+	// The race detector's own memory would swamp the gateway's, so the
+	// gateway here is built without it even under go test -race.
+	gw := startGatewayProgram(t, ssetest.BinaryWithoutRace(t, "./cmd/ssegw"), map[string]any{
 		"listeners": []map[string]any{{"address": "127.0.0.1:0", "engine": "R", "insecure": true}},
 		"engines":   map[string]any{"R": map[string]any{"backends": []map[string]any{{"address": plugin.Addr}}}},
 	})
@@ -75,26 +84,32 @@ func TestLargeRequestStream(t *testing.T) {
 
 	// Warm up, so that the baseline includes the connections and buffers
 	// that every call uses.
-	if got, err := streamBundles(ctx, client, bundle, 10); err != nil {
+	if got, sent, err := streamBundles(ctx, client, bundle, 10); err != nil {
 		t.Fatalf("warm-up call: %v", err)
-	} else if want := [2]float64{10 * largeBundleBytes, 10}; got != want {
-		t.Fatalf("warm-up call: plugin counted [bytes messages] = %v, want %v", got, want)
+	} else if got != sent {
+		t.Fatalf("warm-up call: plugin received %+v, want %+v as sent", got, sent)
 	}
 	pid := gw.Cmd.Process.Pid
 	baseline := procStatusBytes(t, pid, "VmRSS")
 
 	// The large call.
 	start := time.Now()
-	got, err := streamBundles(ctx, client, bundle, largeBundles)
+	got, sent, err := streamBundles(ctx, client, bundle, largeBundles)
 	elapsed := time.Since(start)
 	if code := status.Code(err); code != codes.OK {
 		t.Fatalf("call of %d bundles of %d bytes: status = %v (%v), want OK", largeBundles, largeBundleBytes, code, err)
 	}
-	if want := float64(largeBundles * largeBundleBytes); got[0] != want {
-		t.Errorf("bytes counted by the plugin = %.0f, want %.0f", got[0], want)
+	if want := int64(largeBundles * largeBundleBytes); sent.bytes != want || sent.messages != largeBundles {
+		t.Fatalf("client sent %d bytes in %d messages, want %d in %d", sent.bytes, sent.messages, want, largeBundles)
 	}
-	if want := float64(largeBundles); got[1] != want {
-		t.Errorf("messages counted by the plugin = %.0f, want %.0f", got[1], want)
+	if got.bytes != sent.bytes {
+		t.Errorf("bytes received by the plugin = %d, want %d", got.bytes, sent.bytes)
+	}
+	if got.messages != sent.messages {
+		t.Errorf("messages received by the plugin = %d, want %d", got.messages, sent.messages)
+	}
+	if got.sha256 != sent.sha256 {
+		t.Errorf("SHA-256 of the messages received by the plugin = %s, want %s as sent", got.sha256, sent.sha256)
 	}
 
 	// The gateway's peak memory since it started.
@@ -128,22 +143,46 @@ func largeBundle(t *testing.T) ssetest.Raw {
 	return nil
 }
 
-// streamBundles sends bundle count times on one ExecuteFunction call,
-// half-closes, and returns the two numbers of the plugin's only row. The
-// error is the call's status, nil for OK.
-func streamBundles(ctx context.Context, client ssepb.ConnectorClient, bundle ssetest.Raw, count int) ([2]float64, error) {
-	var counted [2]float64
+// streamed is what one end of a call sent or received: bytes and
+// messages, and the SHA-256 of the messages in order, in hex.
+type streamed struct {
+	bytes, messages int64
+	sha256          string
+}
+
+// numberedBundle returns a copy of bundle whose string ends with number,
+// so that a lost, repeated or reordered message changes the SHA-256 of the
+// stream. The string is the last field of largeBundle's encoding, so the
+// number replaces its last bytes.
+func numberedBundle(bundle ssetest.Raw, number int) ssetest.Raw {
+	numbered := slices.Clone(bundle)
+	digits := fmt.Sprintf("%010d", number)
+	copy(numbered[len(numbered)-len(digits):], digits)
+	return numbered
+}
+
+// streamBundles sends count numbered copies of bundle on one
+// ExecuteFunction call, half-closes, and returns what the plugin's only
+// row reports it received and what the client sent. The error is the
+// call's status, nil for OK.
+func streamBundles(ctx context.Context, client ssepb.ConnectorClient, bundle ssetest.Raw, count int) (received, sent streamed, err error) {
 	stream, err := client.ExecuteFunction(ctx)
 	if err != nil {
-		return counted, err
+		return received, sent, err
 	}
-	for range count {
-		if err := stream.SendMsg(&bundle); err != nil {
+	hash := sha256.New()
+	for i := range count {
+		message := numberedBundle(bundle, i)
+		if err := stream.SendMsg(&message); err != nil {
 			break // the status comes from RecvMsg
 		}
+		hash.Write(message)
+		sent.bytes += int64(len(message))
+		sent.messages++
 	}
+	sent.sha256 = hex.EncodeToString(hash.Sum(nil))
 	if err := stream.CloseSend(); err != nil {
-		return counted, err
+		return received, sent, err
 	}
 
 	var rows []*ssepb.Row
@@ -153,15 +192,16 @@ func streamBundles(ctx context.Context, client ssepb.ConnectorClient, bundle sse
 			break
 		}
 		if err != nil {
-			return counted, err
+			return received, sent, err
 		}
 		rows = append(rows, response.GetRows()...)
 	}
-	if len(rows) != 1 || len(rows[0].GetDuals()) != 2 {
-		return counted, fmt.Errorf("plugin returned rows %v, want one row of two numbers", rows)
+	if len(rows) != 1 || len(rows[0].GetDuals()) != 3 {
+		return received, sent, fmt.Errorf("plugin returned rows %v, want one row of bytes, messages and SHA-256", rows)
 	}
-	counted[0], counted[1] = rows[0].GetDuals()[0].GetNumData(), rows[0].GetDuals()[1].GetNumData()
-	return counted, nil
+	duals := rows[0].GetDuals()
+	received = streamed{bytes: int64(duals[0].GetNumData()), messages: int64(duals[1].GetNumData()), sha256: duals[2].GetStrData()}
+	return received, sent, nil
 }
 
 // procStatusBytes returns a memory field of /proc/PID/status, such as

@@ -1,14 +1,11 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -40,6 +37,13 @@ type gatewayProcess struct {
 // the gateway's JSON log. The process is killed when the test ends.
 func startGatewayProcess(t *testing.T, cfg map[string]any) *gatewayProcess {
 	t.Helper()
+	return startGatewayProgram(t, ssetest.Binary(t, "./cmd/ssegw"), cfg)
+}
+
+// startGatewayProgram is startGatewayProcess with the ssegw program at
+// path.
+func startGatewayProgram(t *testing.T, path string, cfg map[string]any) *gatewayProcess {
+	t.Helper()
 	listeners, ok := cfg["listeners"].([]map[string]any)
 	if !ok || len(listeners) == 0 {
 		t.Fatalf("test configuration: listeners = %T, want a non-empty []map[string]any", cfg["listeners"])
@@ -56,41 +60,26 @@ func startGatewayProcess(t *testing.T, cfg map[string]any) *gatewayProcess {
 	file := filepath.Join(t.TempDir(), "ssegw.yaml")
 	ssetest.WriteFile(t, file, data)
 
-	p := ssetest.StartProcess(t, ssetest.Binary(t, "./cmd/ssegw"), nil, "serve", "--config", file)
+	p := ssetest.StartProcess(t, path, nil, "serve", "--config", file)
 	return &gatewayProcess{Process: p, Addrs: waitListening(t, p, len(listeners), 30*time.Second)}
 }
 
-// waitListening polls the gateway's JSON log on stderr until it has
-// logged count "listening" records, and returns their addresses in order.
+// waitListening waits until the gateway's JSON log on stderr has count
+// "listening" records, and returns their addresses in order.
 func waitListening(t *testing.T, p *ssetest.Process, count int, timeout time.Duration) []string {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		var addrs []string
-		scanner := bufio.NewScanner(strings.NewReader(p.Stderr()))
-		for scanner.Scan() {
-			var record struct {
-				Msg     string `json:"msg"`
-				Address string `json:"address"`
-			}
-			if json.Unmarshal(scanner.Bytes(), &record) == nil && record.Msg == "listening" {
-				addrs = append(addrs, record.Address)
-			}
+	var addrs []string
+	p.WaitForStderr(t, fmt.Sprintf(`with "listening" record %d of %d`, count, count), timeout, func(line string) bool {
+		var record struct {
+			Msg     string `json:"msg"`
+			Address string `json:"address"`
 		}
-		if len(addrs) == count {
-			return addrs
+		if json.Unmarshal([]byte(line), &record) == nil && record.Msg == "listening" {
+			addrs = append(addrs, record.Address)
 		}
-
-		// Signal 0 checks that the process still exists without disturbing
-		// it, and fails with os.ErrProcessDone once the process has exited.
-		if err := p.Cmd.Process.Signal(syscall.Signal(0)); errors.Is(err, os.ErrProcessDone) {
-			t.Fatalf("ssegw serve exited before listening\nstderr:\n%s", p.Stderr())
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ssegw serve logged %d listening records within %v, want %d\nstderr:\n%s", len(addrs), timeout, count, p.Stderr())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return len(addrs) == count
+	})
+	return addrs
 }
 
 // testContext returns a context that ends with the test or after timeout,

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -255,24 +256,24 @@ func processFDs(t *testing.T, pid int) int {
 // process pid has open to address (127.0.0.1:port), by matching the
 // socket inodes among its descriptors with the kernel's TCP tables.
 // Sockets in TIME_WAIT or CLOSE_WAIT, which are no longer connections,
-// are not counted.
-func establishedConnections(t *testing.T, pid int, address string) int {
-	t.Helper()
+// are not counted. It returns an error instead of failing the test, so
+// that a goroutine other than the test's may call it.
+func establishedConnections(pid int, address string) (int, error) {
 	host, portText, err := net.SplitHostPort(address)
 	if err != nil {
-		t.Fatal(err)
+		return 0, err
 	}
 	ip := net.ParseIP(host)
 	port, err := strconv.ParseUint(portText, 10, 16)
 	if err != nil {
-		t.Fatal(err)
+		return 0, fmt.Errorf("address %s: %w", address, err)
 	}
 
 	// The process's sockets, by inode.
 	fdDir := fmt.Sprintf("/proc/%d/fd", pid)
 	entries, err := os.ReadDir(fdDir)
 	if err != nil {
-		t.Fatalf("listing descriptors of process %d: %v", pid, err)
+		return 0, fmt.Errorf("listing descriptors of process %d: %w", pid, err)
 	}
 	sockets := map[string]bool{}
 	for _, entry := range entries {
@@ -290,7 +291,7 @@ func establishedConnections(t *testing.T, pid int, address string) int {
 	for _, table := range []string{"tcp", "tcp6"} {
 		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, table))
 		if err != nil {
-			t.Fatalf("reading the TCP table: %v", err)
+			return 0, fmt.Errorf("reading the TCP table: %w", err)
 		}
 		for line := range strings.SplitSeq(string(data), "\n") {
 			fields := strings.Fields(line)
@@ -307,7 +308,80 @@ func establishedConnections(t *testing.T, pid int, address string) int {
 			}
 		}
 	}
-	return count
+	return count, nil
+}
+
+// watchConnections counts the gateway's established connections to
+// address every connectionSampling until the returned function is first
+// called. That function returns the highest count seen. The test fails
+// when the count stays above maxConnections for maxExcessDuration. A
+// shorter excess, such as a replaced connection closing after a plugin
+// restart, is logged with the gateway's records other than calls.
+//
+// The kernel sends no event when a connection opens or closes, so this
+// samples /proc. Samples further apart than maxSampleGap, as on a loaded
+// machine, start the measured excess again instead of counting the gap
+// as excess.
+func watchConnections(t *testing.T, gw *gatewayProcess, address string, maxConnections int) (stop func() int) {
+	const (
+		connectionSampling = 20 * time.Millisecond
+		maxExcessDuration  = 2 * time.Second
+		maxSampleGap       = 250 * time.Millisecond
+		loggedExcesses     = 3
+	)
+	pid := gw.Cmd.Process.Pid
+	done, finished := make(chan struct{}), make(chan struct{})
+	peak := 0
+	go func() {
+		defer close(finished)
+		ticker := time.NewTicker(connectionSampling)
+		defer ticker.Stop()
+		var excessSince, lastSample time.Time // excessSince is zero while at most maxConnections
+		excessPeak, excesses, failed := 0, 0, false
+		for {
+			n, err := establishedConnections(pid, address)
+			if err != nil {
+				t.Errorf("counting the gateway's connections to the plugin: %v", err)
+				return
+			}
+			now := time.Now()
+			peak = max(peak, n)
+			if n > maxConnections && (excessSince.IsZero() || now.Sub(lastSample) > maxSampleGap) {
+				excessSince, excessPeak = now, n
+			}
+			switch {
+			case n > maxConnections:
+				excessPeak = max(excessPeak, n)
+				if !failed && now.Sub(excessSince) >= maxExcessDuration {
+					failed = true
+					t.Errorf("gateway held more than %d connections to the plugin (up to %d) for %v; its records other than calls:\n%s",
+						maxConnections, excessPeak, maxExcessDuration, nonCallRecords(gw.Stderr(), 40))
+				}
+			case !excessSince.IsZero():
+				excesses++
+				if excesses <= loggedExcesses {
+					t.Logf("gateway held %d connections to the plugin for %v; its records other than calls:\n%s",
+						excessPeak, now.Sub(excessSince).Round(time.Millisecond), nonCallRecords(gw.Stderr(), 40))
+				}
+				excessSince = time.Time{}
+			}
+			lastSample = now
+
+			select {
+			case <-done:
+				if excesses > loggedExcesses {
+					t.Logf("%d more moments with more than %d connections to the plugin, each under %v", excesses-loggedExcesses, maxConnections, maxExcessDuration)
+				}
+				return
+			case <-ticker.C:
+			}
+		}
+	}()
+	return sync.OnceValue(func() int {
+		close(done)
+		<-finished
+		return peak
+	})
 }
 
 // parseProcAddress decodes an address of /proc/net/tcp or tcp6, such as
@@ -368,12 +442,14 @@ type usage struct {
 // process is SIGKILLed and started again twice per run. After each run the
 // gateway process's open descriptors and goroutines must return within +10
 // of their baseline within 5s, and must not grow from run to run (+3
-// allowed for timers and probes in progress). Throughout, the gateway
-// holds at most 2 established connections to the plugin, one of the call
-// pool and one of the health probes, but for moments under 2s while a
-// replaced connection closes. The runs are a tenth of the 20,000
-// and 2,000 calls of the case they come from, to fit the test time, and a
-// leak of one descriptor or goroutine per call still shows (C27).
+// allowed for timers and probes in progress). From the baseline on, the
+// gateway holds at most 2 established connections to the plugin: one of
+// the call pool and one of the health probes. Only for moments under 2s,
+// while a replaced connection closes, may it hold more, and
+// watchConnections samples the count every 20 ms to check that. The runs
+// are a tenth of the 20,000 and 2,000 calls of the case they come from,
+// to fit the test time, and a leak of one descriptor or goroutine per
+// call still shows.
 func TestNoLeakAcrossRestarts(t *testing.T) {
 	t.Parallel() // 15s to 40s under -race, with load: 6,600 calls and 6 plugin restarts
 	const runs, shortCalls, abortEvery, maxConnections = 3, 2000, 10, 2
@@ -392,33 +468,12 @@ func TestNoLeakAcrossRestarts(t *testing.T) {
 	measure := func() usage {
 		return usage{fds: processFDs(t, pid), goroutines: goroutines(t, adminAddress)}
 	}
-	// checkConnections fails the test when the gateway holds more than
-	// maxConnections to the plugin for longer than 2s. A leak stays; a
-	// connection closing after a reconnect is gone within moments.
-	//
-	// NOTE: twice, in full-suite runs on a loaded machine, a third (once a
-	// fourth) connection showed a few hundred calls after a plugin restart.
-	// The likely cause, not confirmed, is the pool's old connection still
-	// draining a call after the replica came back and the pool opened a new
-	// one. Such a moment is logged with the gateway's state changes.
-	peakConnections := 0
-	checkConnections := func(when string) {
-		n := establishedConnections(t, pid, plugin.Address)
-		peakConnections = max(peakConnections, n)
-		if n <= maxConnections {
-			return
+	connections := func() int {
+		n, err := establishedConnections(pid, plugin.Address)
+		if err != nil {
+			t.Fatalf("counting the gateway's connections to the plugin: %v", err)
 		}
-		deadline := time.Now().Add(2 * time.Second)
-		for n > maxConnections && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-			n = establishedConnections(t, pid, plugin.Address)
-		}
-		report := t.Logf
-		if n > maxConnections {
-			report = t.Errorf
-		}
-		report("%s: gateway held more than %d connections to the plugin (%d after 2s); its records other than calls:\n%s",
-			when, maxConnections, n, nonCallRecords(gw.Process.Stderr(), 40))
+		return n
 	}
 
 	// The baseline: the probe's and the pool's connections are open.
@@ -426,15 +481,23 @@ func TestNoLeakAcrossRestarts(t *testing.T) {
 		t.Fatalf("first call = %v, want OK", err)
 	}
 	waitFor(t, 10*time.Second, "two connections to the plugin", func() bool {
-		return establishedConnections(t, pid, plugin.Address) == maxConnections
+		return connections() == maxConnections
 	})
 	baseline := measure()
+
+	// NOTE: twice, in full-suite runs on a loaded machine, a third (once a
+	// fourth) connection showed a few hundred calls after a plugin restart.
+	// The likely cause, not confirmed, is the pool's old connection still
+	// draining a call after the replica came back and the pool opened a new
+	// one. watchConnections logs such moments with the gateway's state
+	// changes.
+	stopWatching := watchConnections(t, gw, plugin.Address, maxConnections)
+	defer stopWatching() // when a check below ends the test early
 
 	var settled []usage
 	for run := range runs {
 		for i := range shortCalls {
-			restart := i == shortCalls/3 || i == 2*shortCalls/3
-			if restart {
+			if i == shortCalls/3 || i == 2*shortCalls/3 {
 				plugin.Kill(t)
 				plugin.Restart(t)
 			}
@@ -444,9 +507,6 @@ func TestNoLeakAcrossRestarts(t *testing.T) {
 			if i%abortEvery == 0 {
 				abortMidStream(t, ctx, client)
 			}
-			if restart || i%50 == 0 {
-				checkConnections(fmt.Sprintf("run %d call %d", run, i))
-			}
 		}
 
 		// Within 5s the gateway is back near its baseline.
@@ -455,9 +515,9 @@ func TestNoLeakAcrossRestarts(t *testing.T) {
 			now = measure()
 			return now.fds <= baseline.fds+10 && now.goroutines <= baseline.goroutines+10
 		})
-		checkConnections(fmt.Sprintf("after run %d", run))
 		settled = append(settled, now)
 	}
+	peakConnections := stopWatching()
 
 	for run := 1; run < runs; run++ {
 		if settled[run].fds > settled[0].fds+3 {
@@ -505,7 +565,9 @@ func nonCallRecords(log string, n int) string {
 }
 
 // waitFor polls condition every 20 ms until it holds, or fails the test
-// after timeout with what.
+// after timeout with what. It is for conditions that no event announces,
+// such as counts of descriptors, connections or goroutines read from /proc
+// or /metrics.
 func waitFor(t *testing.T, timeout time.Duration, what string, condition func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)

@@ -3,6 +3,7 @@ package e2e
 import (
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -100,25 +101,16 @@ func TestPythonWithCertsInit(t *testing.T) {
 	}
 }
 
-// waitForRecord polls the gateway's JSON log until it holds a record with
+// waitForRecord waits until the gateway's JSON log holds a record with
 // message msg, or fails the test after a minute.
 func waitForRecord(t *testing.T, gw *gatewayProcess, msg string) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		for line := range strings.Lines(gw.Stderr()) {
-			var record struct {
-				Msg string `json:"msg"`
-			}
-			if json.Unmarshal([]byte(line), &record) == nil && record.Msg == msg {
-				return
-			}
+	gw.WaitForStderr(t, fmt.Sprintf("with a %q record", msg), time.Minute, func(line string) bool {
+		var record struct {
+			Msg string `json:"msg"`
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ssegw serve logged no %q record within a minute\nstderr:\n%s", msg, gw.Stderr())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return json.Unmarshal([]byte(line), &record) == nil && record.Msg == msg
+	})
 }
 
 // qlikScriptFolders writes a plugin folder and a client folder as Qlik's

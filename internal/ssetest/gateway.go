@@ -119,20 +119,29 @@ func (l *Logs) Records(msg string) []map[string]any {
 	return records
 }
 
-// WaitFor polls until match accepts a record with message msg, or fails
-// the test after timeout. It returns the matching record.
+// WaitFor waits until match accepts a record with message msg, or fails
+// the test after timeout, and returns the matching record. A nil match
+// accepts any such record. match is called with each record once, in log
+// order, starting with those logged before the call, so it must decide on
+// the record alone.
 func (l *Logs) WaitFor(t testing.TB, msg string, timeout time.Duration, match func(map[string]any) bool) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		for _, record := range l.Records(msg) {
-			if match == nil || match(record) {
-				return record
-			}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var found map[string]any
+	_, err := l.waitForLine(ctx, nil, func(line string) bool {
+		var record map[string]any
+		if json.Unmarshal([]byte(line), &record) != nil || record["msg"] != msg {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q log record matched within %v; log:\n%s", msg, timeout, l.String())
+		if match == nil || match(record) {
+			found = record
+			return true
 		}
-		time.Sleep(10 * time.Millisecond)
+		return false
+	})
+	if err != nil {
+		t.Fatalf("no %q log record matched within %v; log:\n%s", msg, timeout, l.String())
 	}
+	return found
 }

@@ -1,7 +1,9 @@
 package ssetest
 
 import (
-	"bufio"
+	"context"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,16 +17,39 @@ import (
 var (
 	buildMu  sync.Mutex
 	buildDir string
-	built    = map[string]string{}
+	built    = map[string]string{} // program paths by build flags and package, such as "-race ./cmd/ssegw"
 )
 
 // Binary builds the main package pkg (such as "./cmd/ssegw", relative to
 // the module root) once per test process and returns the program's path.
+// Under go test -race the program is built with -race too, so that the
+// processes a test starts are checked for data races as well. StartProcess
+// fails the test when one of them reports a race.
 func Binary(t testing.TB, pkg string) string {
+	t.Helper()
+	return build(t, pkg, raceEnabled)
+}
+
+// BinaryWithoutRace is Binary without -race, for a test that measures the
+// program's memory use. The race detector changes that a lot: the Go
+// documentation's Data Race Detector article (section Runtime Overhead)
+// gives "memory usage may increase by 5-10x".
+func BinaryWithoutRace(t testing.TB, pkg string) string {
+	t.Helper()
+	return build(t, pkg, false)
+}
+
+// build builds pkg, with -race if race is set, once per test process.
+func build(t testing.TB, pkg string, race bool) string {
 	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	if path, ok := built[pkg]; ok {
+	args := []string{"build"}
+	if race {
+		args = append(args, "-race")
+	}
+	key := strings.Join(append(args[1:], pkg), " ")
+	if path, ok := built[key]; ok {
 		return path
 	}
 	if buildDir == "" {
@@ -34,13 +59,17 @@ func Binary(t testing.TB, pkg string) string {
 		}
 		buildDir = dir
 	}
-	path := filepath.Join(buildDir, filepath.Base(pkg))
-	cmd := exec.Command("go", "build", "-o", path, pkg)
+	name := filepath.Base(pkg)
+	if race {
+		name += "-race"
+	}
+	path := filepath.Join(buildDir, name)
+	cmd := exec.Command("go", append(args, "-o", path, pkg)...)
 	cmd.Dir = ModuleRoot(t)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building %s: %v\n%s", pkg, err, out)
 	}
-	built[pkg] = path
+	built[key] = path
 	return path
 }
 
@@ -64,8 +93,15 @@ type Process struct {
 	err    error // set before done is closed
 }
 
+// raceReport is the first line of each report that the race detector
+// prints to stderr. The program goes on running after a report. Only a
+// program that exits by itself shows the race in its exit status (66 by
+// default), so StartProcess looks for this text instead.
+const raceReport = "WARNING: DATA RACE"
+
 // StartProcess runs path with args and env added to the test's own
-// environment.
+// environment. When the test ends, the program is killed and the test
+// fails if the program reported a data race on stderr.
 func StartProcess(t testing.TB, path string, env []string, args ...string) *Process {
 	t.Helper()
 	p := &Process{Cmd: exec.Command(path, args...), done: make(chan struct{})}
@@ -82,6 +118,9 @@ func StartProcess(t testing.TB, path string, env []string, args ...string) *Proc
 	t.Cleanup(func() {
 		p.Kill()
 		<-p.done
+		if stderr := p.stderr.String(); strings.Contains(stderr, raceReport) {
+			t.Errorf("%s %s reported a data race; stderr:\n%s", path, strings.Join(args, " "), stderr)
+		}
 	})
 	return p
 }
@@ -90,24 +129,36 @@ func StartProcess(t testing.TB, path string, env []string, args ...string) *Proc
 // with prefix, and returns the rest of that line.
 func (p *Process) WaitForLine(t testing.TB, prefix string, timeout time.Duration) string {
 	t.Helper()
-	deadline := time.After(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		scanner := bufio.NewScanner(strings.NewReader(p.stdout.String()))
-		for scanner.Scan() {
-			if rest, ok := strings.CutPrefix(scanner.Text(), prefix); ok {
-				return rest
-			}
-		}
-		select {
-		case <-deadline:
-			t.Fatalf("%s printed no line starting with %q within %v\nstdout:\n%s\nstderr:\n%s", p.Cmd.Path, prefix, timeout, p.stdout.String(), p.stderr.String())
-		case <-p.done:
-			t.Fatalf("%s exited (%v) before printing %q\nstdout:\n%s\nstderr:\n%s", p.Cmd.Path, p.err, prefix, p.stdout.String(), p.stderr.String())
-		case <-tick.C:
-		}
+	line := p.waitForLine(t, &p.stdout, "stdout", fmt.Sprintf("starting with %q", prefix), timeout, func(line string) bool {
+		return strings.HasPrefix(line, prefix)
+	})
+	return strings.TrimPrefix(line, prefix)
+}
+
+// WaitForStderr waits until match accepts a line that the program prints
+// to stderr, such as a record of its log, and returns that line. match is
+// called with each complete line once, in order, starting with the lines
+// printed before the call. what describes the awaited line in the test's
+// failure message when the program exits or timeout passes first.
+func (p *Process) WaitForStderr(t testing.TB, what string, timeout time.Duration, match func(line string) bool) string {
+	t.Helper()
+	return p.waitForLine(t, &p.stderr, "stderr", what, timeout, match)
+}
+
+// waitForLine waits for a line of output, one of the program's two
+// buffers, that match accepts.
+func (p *Process) waitForLine(t testing.TB, output *SyncBuffer, name, what string, timeout time.Duration, match func(line string) bool) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	line, err := output.waitForLine(ctx, p.done, match)
+	switch {
+	case errors.Is(err, errOutputEnded):
+		t.Fatalf("%s exited (%v) before printing a %s line %s\nstdout:\n%s\nstderr:\n%s", p.Cmd.Path, p.err, name, what, p.stdout.String(), p.stderr.String())
+	case err != nil:
+		t.Fatalf("%s printed no %s line %s within %v\nstdout:\n%s\nstderr:\n%s", p.Cmd.Path, name, what, timeout, p.stdout.String(), p.stderr.String())
 	}
+	return line
 }
 
 // Wait waits for the program to exit, up to timeout, and returns its

@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // FreeAddress returns a loopback address where nothing listens: it binds
@@ -26,22 +28,99 @@ func FreeAddress(t testing.TB) string {
 }
 
 // SyncBuffer is a bytes.Buffer that one goroutine may write while
-// another reads it, such as a log or a command's output.
+// another reads it or waits for a line in it, such as a log or a
+// command's output. The zero value is ready to use.
 type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
+	// written is closed by the next Write, which wakes every goroutine
+	// waiting for more output. It is nil while none waits.
+	written chan struct{}
 }
 
 func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.buf.Write(p)
+	n, err := b.buf.Write(p)
+	if b.written != nil {
+		close(b.written)
+		b.written = nil
+	}
+	return n, err
 }
 
 func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// WaitForLine waits until match accepts a line written to b, and returns
+// that line without its line ending. match is called with each complete
+// line once, in order, starting with the lines written before the call.
+// After timeout it fails the test with what, the awaited line's
+// description, and the content so far.
+func (b *SyncBuffer) WaitForLine(t testing.TB, what string, timeout time.Duration, match func(line string) bool) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	line, err := b.waitForLine(ctx, nil, match)
+	if err != nil {
+		t.Fatalf("no line %s within %v; output so far:\n%s", what, timeout, b.String())
+	}
+	return line
+}
+
+// errOutputEnded is waitForLine's error when no line matched before the
+// writer stopped for good.
+var errOutputEnded = errors.New("output ended")
+
+// waitForLine passes each complete line written to b to match, in order
+// and once each, until match returns true, and returns that line. It
+// wakes on each Write instead of polling. It returns ctx's error when ctx
+// ends first. A closed stop means that nothing more will be written:
+// waitForLine then passes the rest, a last line without a newline
+// included, and returns errOutputEnded if none matched.
+func (b *SyncBuffer) waitForLine(ctx context.Context, stop <-chan struct{}, match func(line string) bool) (string, error) {
+	offset, stopped := 0, false
+	for {
+		text, written := b.since(offset)
+		for {
+			end := strings.IndexByte(text, '\n')
+			if end < 0 {
+				break
+			}
+			line := strings.TrimSuffix(text[:end], "\r")
+			text, offset = text[end+1:], offset+end+1
+			if match(line) {
+				return line, nil
+			}
+		}
+		if stopped {
+			if text != "" && match(text) {
+				return text, nil
+			}
+			return "", errOutputEnded
+		}
+		select {
+		case <-written:
+		case <-stop:
+			stopped = true // read once more: the output is complete now
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
+}
+
+// since returns what was written after the first offset bytes, and a
+// channel that the next Write closes.
+func (b *SyncBuffer) since(offset int) (string, <-chan struct{}) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.written == nil {
+		b.written = make(chan struct{})
+	}
+	return string(b.buf.Bytes()[offset:]), b.written
 }
 
 // SingleDialer is a gRPC dialer that opens one connection and fails every
