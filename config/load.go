@@ -7,7 +7,6 @@ import (
 	"maps"
 	"math"
 	"math/big"
-	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -31,8 +30,10 @@ const EnvPrefix = "SSEGW_"
 // from environ (as returned by os.Environ), fills in defaults and validates
 // the result. Its error lists every problem found, one per line, each naming
 // the key (and the file, for certificates) at fault.
+//
+// The file must be a regular file of at most MaxFileSize bytes.
 func Load(path string, environ []string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}

@@ -1,6 +1,7 @@
 package sseclient
 
 import (
+	"bufio"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
@@ -60,9 +61,15 @@ func (t *Table) Width() int {
 // ReadCSV reads rows of comma-separated values, one row a line, with
 // quoting as in RFC 4180. With header true the first line holds column
 // names, which go to Names instead of the rows. encoding/csv skips empty
-// lines, so an empty string in a one-column file is written "".
+// lines, so an empty string in a one-column file is written "". A UTF-8
+// byte order mark at the start, such as Excel writes in its "CSV UTF-8"
+// format, is skipped.
 func ReadCSV(r io.Reader, header bool) (*Table, error) {
-	reader := csv.NewReader(r)
+	buffered := bufio.NewReader(r)
+	if start, err := buffered.Peek(len(utf8BOM)); err == nil && string(start) == utf8BOM {
+		buffered.Discard(len(utf8BOM))
+	}
+	reader := csv.NewReader(buffered)
 	table := &Table{}
 	for {
 		record, err := reader.Read()
@@ -91,14 +98,21 @@ func ReadCSV(r io.Reader, header bool) (*Table, error) {
 	}
 }
 
+// utf8BOM is the UTF-8 encoding of the byte order mark U+FEFF.
+const utf8BOM = "\ufeff"
+
 // ReadJSON reads a JSON array of rows, each an array of values, such as
-// [[1, "a"], [2, "b"]]. Which JSON values each parameter type accepts is
-// described at Table.Rows.
+// [[1, "a"], [2, "b"]]; [] has no rows. Which JSON values each parameter
+// type accepts is described at Table.Rows.
 func ReadJSON(r io.Reader) (*Table, error) {
 	decoder := json.NewDecoder(r)
 	var rows [][]json.RawMessage
 	if err := decoder.Decode(&rows); err != nil {
 		return nil, fmt.Errorf("reading JSON: expected an array of rows, each an array of values, such as [[1, \"a\"], [2, \"b\"]]: %w", err)
+	}
+	if rows == nil {
+		// encoding/json decodes null into a nil slice without error.
+		return nil, errors.New("reading JSON: null is not an array of rows; send an array, such as [[1, \"a\"], [2, \"b\"]], or [] for no rows")
 	}
 	if _, err := decoder.Token(); !errors.Is(err, io.EOF) {
 		return nil, errors.New("reading JSON: unexpected data after the array of rows; send one array, such as [[1, \"a\"], [2, \"b\"]]")
@@ -312,6 +326,9 @@ func jsonDual(raw json.RawMessage, dataType ssepb.DataType) (*ssepb.Dual, error)
 // infinity, since that is more likely a typing mistake than intended.
 func parseNumber(text string) (float64, error) {
 	number, err := strconv.ParseFloat(strings.TrimSpace(text), 64)
+	if errors.Is(err, strconv.ErrRange) && math.IsInf(number, 0) {
+		return 0, fmt.Errorf("%w: %q is out of range: a number's magnitude must be at most %g", ErrInvalidValue, text, math.MaxFloat64)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("%w: %q is not a number", ErrInvalidValue, text)
 	}

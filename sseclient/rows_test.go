@@ -87,6 +87,26 @@ func TestReadCSVRows(t *testing.T) {
 			params: params(numeric),
 			want:   nil,
 		},
+		{
+			name:      "byte order mark before the header",
+			input:     "\ufeffa,b\n1,x\n",
+			header:    true,
+			params:    params(numeric, text),
+			want:      []string{"1| 0|x"},
+			wantNames: []string{"a", "b"},
+		},
+		{
+			name:   "byte order mark before a number",
+			input:  "\ufeff1\n",
+			params: params(numeric),
+			want:   []string{"1|"},
+		},
+		{
+			name:   "byte order mark alone",
+			input:  "\ufeff",
+			params: params(numeric),
+			want:   nil,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -200,8 +220,20 @@ func TestReadRejectsBadInput(t *testing.T) {
 			name:    "CSV number out of range",
 			read:    func() (*Table, error) { return ReadCSV(strings.NewReader("1e999\n"), false) },
 			params:  params(numeric),
-			wantErr: `line 1, column 1 (parameter p1, NUMERIC): invalid value: "1e999" is not a number`,
+			wantErr: `line 1, column 1 (parameter p1, NUMERIC): invalid value: "1e999" is out of range: a number's magnitude must be at most 1.7976931348623157e+308`,
 			invalid: true,
+		},
+		{
+			name:    "JSON number out of range",
+			read:    func() (*Table, error) { return ReadJSON(strings.NewReader(`[[-1e999]]`)) },
+			params:  params(dual),
+			wantErr: `row 1, column 1 (parameter p1, DUAL): invalid value: "-1e999" is out of range`,
+			invalid: true,
+		},
+		{
+			name:    "JSON null for the rows",
+			read:    func() (*Table, error) { return ReadJSON(strings.NewReader("null\n")) },
+			wantErr: "reading JSON: null is not an array of rows",
 		},
 		{
 			name:    "CSV line numbers count the header",

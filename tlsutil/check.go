@@ -43,8 +43,9 @@ type Finding struct {
 // sse_client_key.pem) and describes every file it holds: subjects,
 // issuers, subjectAltNames, validity and whether keys match. It warns
 // about what breaks connections in the field: certificates that expire
-// within warnWithin, IP addresses written as DNS names, a server
-// certificate without serverAuth, keys readable by other users.
+// within warnWithin, IP addresses written as DNS names and other DNS
+// names that clients never match, a server certificate without serverAuth,
+// keys readable by other users.
 func CheckFolder(dir string, now time.Time, warnWithin time.Duration) ([]Finding, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -96,7 +97,7 @@ func CheckFolder(dir string, now time.Time, warnWithin time.Duration) ([]Finding
 			describeCertificate(add, pair.certFile, leaf, now, warnWithin)
 			checkUsage(add, pair.certFile, leaf, pair.usage, pair.role)
 			if pair.role == "server" {
-				checkIPsAsDNS(add, pair.certFile, leaf)
+				checkDNSNames(add, pair.certFile, leaf)
 			}
 			if roots != nil {
 				intermediates := x509.NewCertPool()
@@ -170,16 +171,24 @@ func checkUsage(add func(string, Severity, string, ...any), file string, cert *x
 	add(file, Warning, "a %s certificate without the %s extended key usage: TLS peers refuse it", role, name)
 }
 
-// checkIPsAsDNS warns about IP addresses written as DNS names, which Go
-// clients, such as the gateway, never match against an IP address.
-func checkIPsAsDNS(add func(string, Severity, string, ...any), file string, cert *x509.Certificate) {
+// checkDNSNames warns about DNS subjectAltNames that clients never match.
+// Go clients, such as the gateway, never match an IP address written as a
+// DNS name against the address they dial, and no client matches a name
+// that is not a valid DNS name, such as 127.0.0.1:50051.
+func checkDNSNames(add func(string, Severity, string, ...any), file string, cert *x509.Certificate) {
 	for _, name := range cert.DNSNames {
-		ip := net.ParseIP(name)
-		if ip == nil || slices.ContainsFunc(cert.IPAddresses, ip.Equal) {
+		ip, err := parseIP(name)
+		if err == nil && ip.IsValid() {
+			if slices.ContainsFunc(cert.IPAddresses, net.IP(ip.AsSlice()).Equal) {
+				continue
+			}
+			add(file, Warning, "DNS:%s is an IP address written as a DNS name, as Qlik's usual script writes it: "+
+				"Go clients dialing %s refuse the certificate; have the gateway verify a DNS name with server_name, or reissue it with IP:%s", name, ip, ip)
 			continue
 		}
-		add(file, Warning, "DNS:%s is an IP address written as a DNS name, as Qlik's usual script writes it: "+
-			"Go clients dialing %s refuse the certificate; have the gateway verify a DNS name with server_name, or reissue it with IP:%s", name, name, name)
+		if _, err := ParseHost(name); err != nil {
+			add(file, Warning, "DNS:%s: %v. No client matches this name; reissue the certificate with it corrected", name, err)
+		}
 	}
 }
 

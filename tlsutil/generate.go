@@ -15,8 +15,8 @@ import (
 	"io/fs"
 	"math/big"
 	"net"
-	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -244,9 +244,10 @@ type SetOptions struct {
 
 // WriteSet makes a root CA (CN sse_root), a server certificate for the
 // gateway valid for hosts (CN sse_server) and a client certificate for
-// Qlik (CN sse_client), and writes them below dir. Keys are readable by
-// their owner only. Without Overwrite, an existing file stops it before it
-// writes anything.
+// Qlik (CN sse_client), and writes them below dir. Each host must be an IP
+// address or a DNS name, as ParseHosts checks. Keys are readable by their
+// owner only. It writes all files or, on failure, none, as writeFiles
+// describes.
 func WriteSet(dir string, hosts []string, opts SetOptions) (Set, error) {
 	set := Set{
 		GatewayDir: filepath.Join(dir, GatewayFolder),
@@ -258,6 +259,16 @@ func WriteSet(dir string, hosts []string, opts SetOptions) (Set, error) {
 	}
 	if opts.LeafValidity == 0 {
 		opts.LeafValidity = 365 * 24 * time.Hour
+	}
+	if opts.RootValidity < 0 || opts.LeafValidity < 0 {
+		return Set{}, fmt.Errorf("the validities of the root (%v) and of the leaf certificates (%v) must be positive", opts.RootValidity, opts.LeafValidity)
+	}
+	if opts.LeafValidity > opts.RootValidity {
+		return Set{}, fmt.Errorf("leaf certificates valid for %v would outlive the root that signs them, valid for %v; make the leaves' validity at most the root's", opts.LeafValidity, opts.RootValidity)
+	}
+	hosts, err := ParseHosts(hosts)
+	if err != nil {
+		return Set{}, fmt.Errorf("invalid host names for the server certificate:\n%w", err)
 	}
 
 	// Make everything in memory first, so that a failure writes nothing.
@@ -291,15 +302,17 @@ func WriteSet(dir string, hosts []string, opts SetOptions) (Set, error) {
 	}
 	rootCert := EncodeCert(root.Cert)
 
+	// The CA comes first: should replacing the files stop half-way, the
+	// key that signed the new certificates is kept.
 	files := []pendingFile{
+		{filepath.Join(set.CADir, RootCertFile), rootCert, 0o644},
+		{filepath.Join(set.CADir, CAKeyFile), rootKey, 0o600},
 		{filepath.Join(set.GatewayDir, RootCertFile), rootCert, 0o644},
 		{filepath.Join(set.GatewayDir, ServerCertFile), serverCert, 0o644},
 		{filepath.Join(set.GatewayDir, ServerKeyFile), serverKey, 0o600},
 		{filepath.Join(set.QlikDir, RootCertFile), rootCert, 0o644},
 		{filepath.Join(set.QlikDir, ClientCertFile), clientCert, 0o644},
 		{filepath.Join(set.QlikDir, ClientKeyFile), clientKey, 0o600},
-		{filepath.Join(set.CADir, RootCertFile), rootCert, 0o644},
-		{filepath.Join(set.CADir, CAKeyFile), rootKey, 0o600},
 	}
 	if err := writeFiles(files, opts.Overwrite); err != nil {
 		return Set{}, err
@@ -313,42 +326,21 @@ type pendingFile struct {
 	mode fs.FileMode
 }
 
-// writeFiles writes all files, or none when one exists and overwrite is
-// false.
-func writeFiles(files []pendingFile, overwrite bool) error {
-	if !overwrite {
-		var existing []error
-		for _, f := range files {
-			if _, err := os.Lstat(f.path); err == nil {
-				existing = append(existing, fmt.Errorf("%s: %w", f.path, fs.ErrExist))
-			}
-		}
-		if err := errors.Join(existing...); err != nil {
-			return err
-		}
-	}
-	for _, f := range files {
-		if err := os.MkdirAll(filepath.Dir(f.path), 0o755); err != nil {
-			return fmt.Errorf("creating folder: %w", err)
-		}
-		if err := os.WriteFile(f.path, f.data, f.mode); err != nil {
-			return fmt.Errorf("writing certificate file: %w", err)
-		}
-		// WriteFile keeps the mode of a file it overwrites; a key must not
-		// stay readable by others.
-		if err := os.Chmod(f.path, f.mode); err != nil {
-			return fmt.Errorf("setting mode of %s: %w", f.path, err)
-		}
-	}
-	return nil
-}
-
 // WriteClientFolder issues a client certificate named commonName, signed
 // by the CA in caDir (root_cert.pem and root_key.pem), and writes it with
 // the CA's certificate to dir in the layout of a Qlik client folder:
 // root_cert.pem, sse_client_cert.pem, sse_client_key.pem. The gateway uses
 // such a folder to reach a TLS plugin that trusts that CA.
+//
+// The certificate must expire before the CA's, and it is written as
+// WriteSet writes its files: all or, on failure, none.
 func WriteClientFolder(dir, caDir, commonName string, opts SetOptions) (string, error) {
+	if strings.TrimSpace(commonName) == "" {
+		return "", errors.New("the client certificate needs a common name, such as ssegw")
+	}
+	if opts.LeafValidity < 0 {
+		return "", fmt.Errorf("the validity of the client certificate (%v) must be positive", opts.LeafValidity)
+	}
 	ca, err := LoadAuthority(filepath.Join(caDir, RootCertFile), filepath.Join(caDir, CAKeyFile))
 	if err != nil {
 		return "", err
@@ -356,10 +348,19 @@ func WriteClientFolder(dir, caDir, commonName string, opts SetOptions) (string, 
 	if opts.LeafValidity == 0 {
 		opts.LeafValidity = 365 * 24 * time.Hour
 	}
+	now := time.Now()
+	notAfter := now.Add(opts.LeafValidity)
+	if caEnd := ca.Cert.NotAfter; notAfter.After(caEnd) {
+		if !caEnd.After(now) {
+			return "", fmt.Errorf("the CA certificate in %s expired on %s; make a new CA", caDir, caEnd.Format(time.DateOnly))
+		}
+		return "", fmt.Errorf("a client certificate valid for %v would outlive the CA in %s, which expires on %s; make its validity at most %v",
+			opts.LeafValidity, caDir, caEnd.Format(time.DateTime), caEnd.Sub(now).Truncate(time.Hour))
+	}
 	cert, key, err := ca.Issue(LeafRequest{
 		CommonName: commonName,
 		Usage:      []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		NotAfter:   time.Now().Add(opts.LeafValidity),
+		NotAfter:   notAfter,
 		KeyType:    opts.KeyType,
 	})
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +23,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ssegw/ssegw/sseclient"
 	"github.com/ssegw/ssegw/ssepb"
@@ -223,18 +226,7 @@ func runCall(cmd *cobra.Command, flags callFlags, args []string) error {
 		return err
 	}
 
-	// Read the rows before connecting, so that a mistake in them fails
-	// without any traffic.
-	var table *sseclient.Table
-	if kind != callCapabilities {
-		var err error
-		table, err = readCallInput(cmd, flags)
-		if err != nil {
-			return err
-		}
-	}
-
-	// Prepare the client, with a deadline for everything that follows.
+	// The deadline covers everything that follows, reading the input too.
 	ctx := cmd.Context()
 	if ctx == nil {
 		ctx = context.Background()
@@ -244,6 +236,19 @@ func runCall(cmd *cobra.Command, flags callFlags, args []string) error {
 		ctx, cancel = context.WithTimeout(ctx, flags.timeout)
 		defer cancel()
 	}
+
+	// Read the rows before connecting, so that a mistake in them fails
+	// without any traffic.
+	var table *sseclient.Table
+	if kind != callCapabilities {
+		var err error
+		table, err = readCallInput(ctx, cmd, flags)
+		if err != nil {
+			return err
+		}
+	}
+
+	// Prepare the client.
 	client, err := sseclient.Dial(address, sseclient.Options{
 		TLSDir:         flags.tlsDir,
 		ServerName:     flags.serverName,
@@ -257,13 +262,14 @@ func runCall(cmd *cobra.Command, flags callFlags, args []string) error {
 
 	// Make the call.
 	out := cmd.OutOrStdout()
+	var sent []*ssepb.BundledRows
 	switch kind {
 	case callCapabilities:
 		err = callCapabilitiesOf(ctx, out, client)
 	case callFunction:
-		err = callFunctionByName(ctx, out, client, args[2], table, flags)
+		sent, err = callFunctionByName(ctx, out, client, args[2], table, flags)
 	case callScript:
-		err = callScriptFunction(ctx, cmd, client, args[2], table, flags)
+		sent, err = callScriptFunction(ctx, cmd, client, args[2], table, flags)
 	}
 	// Only the client's own deadline is --timeout: a gateway's
 	// request_timeout also ends a call with DeadlineExceeded. The clock
@@ -271,12 +277,13 @@ func runCall(cmd *cobra.Command, flags callFlags, args []string) error {
 	// gRPC has already ended the call for the same deadline.
 	deadline, hasDeadline := ctx.Deadline()
 	timedOut := hasDeadline && !time.Now().Before(deadline)
-	return reportCallError(cmd.ErrOrStderr(), address, flags, timedOut, err)
+	return reportCallError(cmd.ErrOrStderr(), address, flags, timedOut, sent, err)
 }
 
 // readCallInput reads the rows of a function or script call from the --arg
-// flags, or else from standard input.
-func readCallInput(cmd *cobra.Command, flags callFlags) (*sseclient.Table, error) {
+// flags, or else from standard input, until ctx ends. When standard input
+// is a terminal, it first prints to standard error what it waits for.
+func readCallInput(ctx context.Context, cmd *cobra.Command, flags callFlags) (*sseclient.Table, error) {
 	if len(flags.args) > 0 {
 		table, err := sseclient.ReadColumns(flags.args)
 		if err != nil {
@@ -285,17 +292,53 @@ func readCallInput(cmd *cobra.Command, flags callFlags) (*sseclient.Table, error
 		return table, nil
 	}
 	in := cmd.InOrStdin()
-	var table *sseclient.Table
-	var err error
+	if file, ok := in.(*os.File); ok && isTerminal(file) {
+		fmt.Fprintln(cmd.ErrOrStderr(), inputHint(flags))
+	}
+
+	// Read in the background, since a read from a terminal or a pipe
+	// cannot be interrupted. Should ctx end first, the read is left
+	// behind, blocked, until the process exits.
+	type result struct {
+		table *sseclient.Table
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		if flags.input == "json" {
+			r.table, r.err = sseclient.ReadJSON(in)
+		} else {
+			r.table, r.err = sseclient.ReadCSV(in, flags.header)
+		}
+		done <- r
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return nil, fmt.Errorf("standard input: %w", r.err)
+		}
+		return r.table, nil
+	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, fmt.Errorf("timed out reading standard input: it did not end within --timeout %v; close it after the rows (Ctrl-D on a terminal), or give the rows with --arg", flags.timeout)
+		}
+		return nil, fmt.Errorf("reading standard input: %w", ctx.Err())
+	}
+}
+
+// inputHint returns the line printed for someone at a terminal: the
+// format that the call command reads from it, and how to end the input.
+func inputHint(flags callFlags) string {
+	format := "CSV, one row a line"
 	if flags.input == "json" {
-		table, err = sseclient.ReadJSON(in)
-	} else {
-		table, err = sseclient.ReadCSV(in, flags.header)
+		format = "a JSON array of rows"
 	}
-	if err != nil {
-		return nil, fmt.Errorf("standard input: %w", err)
+	end := "Ctrl-D"
+	if runtime.GOOS == "windows" {
+		end = "Ctrl-Z then Enter"
 	}
-	return table, nil
+	return fmt.Sprintf("Reading the rows from standard input as %s; end them with %s, or give them with --arg instead.", format, end)
 }
 
 // callCapabilitiesOf calls GetCapabilities and prints the plugin, its
@@ -329,16 +372,17 @@ func callCapabilitiesOf(ctx context.Context, out io.Writer, client *sseclient.Cl
 }
 
 // callFunctionByName looks the function up in the endpoint's capabilities,
-// calls it with the table's rows and prints the result.
-func callFunctionByName(ctx context.Context, out io.Writer, client *sseclient.Client, name string, table *sseclient.Table, flags callFlags) error {
+// calls it with the table's rows and prints the result. It returns the
+// bundles it sent, if any.
+func callFunctionByName(ctx context.Context, out io.Writer, client *sseclient.Client, name string, table *sseclient.Table, flags callFlags) ([]*ssepb.BundledRows, error) {
 	// Find the function's id and parameter types, as Qlik does.
 	function, err := client.Function(ctx, name)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	rows, err := table.Rows(function.GetParams())
 	if err != nil {
-		return fmt.Errorf("input for %s: %w", name, err)
+		return nil, fmt.Errorf("input for %s: %w", name, err)
 	}
 
 	// Call it.
@@ -346,26 +390,26 @@ func callFunctionByName(ctx context.Context, out io.Writer, client *sseclient.Cl
 	common := &ssepb.CommonRequestHeader{AppId: flags.appID, UserId: flags.userID, Cardinality: int64(len(rows))}
 	result, callErr := client.ExecuteFunction(ctx, function.GetFunctionId(), common, bundles)
 	if result == nil {
-		return callErr
+		return bundles, callErr
 	}
 
 	fmt.Fprintf(out, "Function: %s (id %d, %s, returns %s)\n", function.GetName(), function.GetFunctionId(), function.GetFunctionType(), function.GetReturnType())
 	fmt.Fprintf(out, "Parameters: %s\n", sseclient.FormatParameters(function.GetParams()))
 	printCallResult(out, common, len(bundles), function.GetReturnType(), result)
-	return callErr
+	return bundles, callErr
 }
 
 // callScriptFunction builds the script request header of the --function
 // script function, calls EvaluateScript with the table's rows and prints
-// the result.
-func callScriptFunction(ctx context.Context, cmd *cobra.Command, client *sseclient.Client, script string, table *sseclient.Table, flags callFlags) error {
+// the result. It returns the bundles it sent, if any.
+func callScriptFunction(ctx context.Context, cmd *cobra.Command, client *sseclient.Client, script string, table *sseclient.Table, flags callFlags) ([]*ssepb.BundledRows, error) {
 	header, err := scriptHeader(cmd, script, table, flags)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	rows, err := table.Rows(header.GetParams())
 	if err != nil {
-		return fmt.Errorf("input for %s: %w", flags.function, err)
+		return nil, fmt.Errorf("input for %s: %w", flags.function, err)
 	}
 
 	// Call it.
@@ -373,7 +417,7 @@ func callScriptFunction(ctx context.Context, cmd *cobra.Command, client *sseclie
 	common := &ssepb.CommonRequestHeader{AppId: flags.appID, UserId: flags.userID, Cardinality: int64(len(rows))}
 	result, callErr := client.EvaluateScript(ctx, header, common, bundles)
 	if result == nil {
-		return callErr
+		return bundles, callErr
 	}
 
 	out := cmd.OutOrStdout()
@@ -381,7 +425,7 @@ func callScriptFunction(ctx context.Context, cmd *cobra.Command, client *sseclie
 	fmt.Fprintf(out, "Script: %q\n", header.GetScript())
 	fmt.Fprintf(out, "Parameters: %s\n", sseclient.FormatParameters(header.GetParams()))
 	printCallResult(out, common, len(bundles), header.GetReturnType(), result)
-	return callErr
+	return bundles, callErr
 }
 
 // scriptHeader returns the script request header that Qlik sends for the
@@ -560,8 +604,9 @@ func printTableDescription(out io.Writer, md metadata.MD) {
 
 // reportCallError turns the error of a call into what the command returns:
 // a connection failure with what to check, or, for a status other than OK,
-// its code and message on stderr and exit status 1.
-func reportCallError(stderr io.Writer, address string, flags callFlags, timedOut bool, err error) error {
+// its code and message on stderr and exit status 1. sent are the bundles
+// the call sent.
+func reportCallError(stderr io.Writer, address string, flags callFlags, timedOut bool, sent []*ssepb.BundledRows, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -577,9 +622,44 @@ func reportCallError(stderr io.Writer, address string, flags callFlags, timedOut
 		if st.Code() == codes.DeadlineExceeded && timedOut {
 			fmt.Fprintf(stderr, "the call took longer than --timeout %v\n", flags.timeout)
 		}
+		if size, certain, ok := responseOverLimit(st, sent, flags.maxMessageSize); ok {
+			if certain {
+				fmt.Fprintf(stderr, "the response had a message of %d bytes, more than this command's --max-message-size %d; call again with --max-message-size %d or more\n",
+					size, flags.maxMessageSize, size)
+			} else {
+				fmt.Fprintf(stderr, "a message of %d bytes passed the limit of %d bytes: either the endpoint's, for a request message of that size, or this command's --max-message-size, for a response; in the second case call again with --max-message-size %d or more\n",
+					size, flags.maxMessageSize, size)
+			}
+		}
 		return exitError{code: 1}
 	}
 	return err
+}
+
+// responseOverLimit reports whether st is gRPC's error for a message
+// larger than --max-message-size, and returns the message's size. An
+// endpoint that rejects a request message over its own limit sends a status
+// with the same text (as of grpc-go v1.85), so the size decides. A size
+// that no message in sent has is a response's, and certain is true.
+// Otherwise either limit may be the one passed.
+func responseOverLimit(st *status.Status, sent []*ssepb.BundledRows, limit int) (size int, certain, ok bool) {
+	if st.Code() != codes.ResourceExhausted {
+		return 0, false, false
+	}
+	_, text, found := strings.Cut(st.Message(), "received message larger than max (")
+	if !found {
+		return 0, false, false
+	}
+	var messageLimit int
+	if n, _ := fmt.Sscanf(text, "%d vs. %d)", &size, &messageLimit); n != 2 || messageLimit != limit {
+		return 0, false, false
+	}
+	for _, bundle := range sent {
+		if proto.Size(bundle) == size {
+			return size, false, true
+		}
+	}
+	return size, true, true
 }
 
 // connectionHint returns what to check when the client could not connect.

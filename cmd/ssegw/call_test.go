@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -565,6 +566,18 @@ func TestCallRejectsBadInput(t *testing.T) {
 			wantErr: `input for SumOfRows: line 2, column 2 (parameter b, NUMERIC): invalid value: "x" is not a number`,
 		},
 		{
+			name:    "JSON null for the rows",
+			stdin:   "null\n",
+			args:    []string{"function", "SumOfRows", "--input", "json"},
+			wantErr: "standard input: reading JSON: null is not an array of rows",
+		},
+		{
+			name:    "number out of range",
+			stdin:   "1e999,1\n",
+			args:    []string{"function", "SumOfRows"},
+			wantErr: `input for SumOfRows: line 1, column 1 (parameter a, NUMERIC): invalid value: "1e999" is out of range`,
+		},
+		{
 			name:    "too few columns",
 			args:    []string{"function", "SumOfRows", "--arg", "1,2"},
 			wantErr: "input for SumOfRows: row 1 has 1 value, expected 2, one for each parameter (a:NUMERIC, b:NUMERIC)",
@@ -818,6 +831,111 @@ func TestCallExplainsConnectionFailure(t *testing.T) {
 			}
 			if !strings.Contains(message, "\n"+tt.wantHint) {
 				t.Errorf("call %q error = %q, want the hint %q on a line of its own", tt.args, message, tt.wantHint)
+			}
+		})
+	}
+}
+
+// TestCallTimeoutCoversInput checks that --timeout also limits the wait
+// for standard input, which comes before the connection. Standard input
+// ends after 5s, should the command still wait for it.
+func TestCallTimeoutCoversInput(t *testing.T) {
+	stdin, writer := io.Pipe()
+	defer time.AfterFunc(5*time.Second, func() { writer.Close() }).Stop()
+	defer writer.Close() // ends the read left behind
+	var stdout, stderr bytes.Buffer
+	root := newRootCommand()
+	root.SetArgs([]string{"call", ssetest.FreeAddress(t), "function", "Echo", "--timeout", "200ms"})
+	root.SetIn(stdin)
+	root.SetOut(&stdout)
+	root.SetErr(&stderr)
+	start := time.Now()
+	err := root.Execute()
+	if elapsed := time.Since(start); elapsed > 5*time.Second {
+		t.Errorf("call with silent standard input took %v, want about --timeout 200ms", elapsed)
+	}
+	const want = "timed out reading standard input: it did not end within --timeout 200ms"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("call with silent standard input error = %v, want one containing %q", err, want)
+	}
+	if stderr.Len() != 0 {
+		t.Errorf("call with standard input from a pipe printed %q to stderr, want nothing", stderr.String())
+	}
+}
+
+// messageLimitConnector offers the function Big, with one STRING
+// parameter, which returns a row of size bytes.
+func messageLimitConnector(size int) *ssetest.Connector {
+	return &ssetest.Connector{
+		Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
+			return &ssepb.Capabilities{Functions: []*ssepb.FunctionDefinition{{
+				Name: "Big", FunctionId: 1, ReturnType: ssepb.DataType_STRING,
+				Params: []*ssepb.Parameter{{Name: "s", DataType: ssepb.DataType_STRING}},
+			}}}, nil
+		},
+		Execute: func(stream ssetest.Stream) error {
+			for {
+				if _, err := stream.Recv(); errors.Is(err, io.EOF) {
+					break
+				} else if err != nil {
+					return err
+				}
+			}
+			return stream.Send(ssetest.StringBundle(strings.Repeat("x", size)))
+		},
+	}
+}
+
+// TestCallNamesOwnMessageLimit checks that a response over
+// --max-message-size is blamed on that flag, and that a request message
+// rejected by the endpoint's own limit is not.
+func TestCallNamesOwnMessageLimit(t *testing.T) {
+	large := ssetest.ServePlugin(t, "127.0.0.1:0", messageLimitConnector(5000))
+	strict := ssetest.ServePlugin(t, "127.0.0.1:0", messageLimitConnector(10), grpc.MaxRecvMsgSize(1000))
+	long := strings.Repeat("y", 2000)
+	tests := []struct {
+		name       string
+		args       []string
+		wantStderr []string
+		notStderr  []string
+	}{
+		{
+			name:       "response over --max-message-size",
+			args:       []string{large.Addr, "function", "Big", "--arg", "a", "--max-message-size", "1000"},
+			wantStderr: []string{"larger than max", "the response had a message of 50", "more than this command's --max-message-size 1000; call again with --max-message-size 50"},
+		},
+		{
+			name:       "request over the endpoint's limit, the same as --max-message-size",
+			args:       []string{strict.Addr, "function", "Big", "--arg", long, "--max-message-size", "1000"},
+			wantStderr: []string{"larger than max", "either the endpoint's, for a request message of that size, or this command's --max-message-size"},
+			notStderr:  []string{"the response had"},
+		},
+		{
+			name:       "request over the endpoint's limit",
+			args:       []string{strict.Addr, "function", "Big", "--arg", long},
+			wantStderr: []string{"larger than max"},
+			notStderr:  []string{"--max-message-size"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := runCallCommand(t, "", tt.args...)
+			var exit exitError
+			if !errors.As(got.err, &exit) || exit.code != 1 {
+				t.Fatalf("call error = %v, want exit status 1; stderr:\n%s", got.err, got.stderr)
+			}
+			if !strings.Contains(got.stderr, "call ended with status ResourceExhausted") {
+				t.Errorf("stderr = %q, want status ResourceExhausted", got.stderr)
+			}
+			for _, want := range tt.wantStderr {
+				if !strings.Contains(got.stderr, want) {
+					t.Errorf("stderr = %q, want it to contain %q", got.stderr, want)
+				}
+			}
+			for _, unwanted := range tt.notStderr {
+				if strings.Contains(got.stderr, unwanted) {
+					t.Errorf("stderr = %q, want it without %q", got.stderr, unwanted)
+				}
 			}
 		})
 	}

@@ -31,8 +31,9 @@ sse_server_cert.pem and sse_server_key.pem, or an analytic connection's,
 with sse_client_cert.pem and sse_client_key.pem, each with root_cert.pem)
 and print, for each file, its subject, issuer, subjectAltNames, validity and
 whether its key matches. Warnings name certificates that expire soon, IP
-addresses written as DNS names, a server certificate without serverAuth,
-and keys other users can read. The exit status is 1 when a file has an
+addresses written as DNS names and other DNS names that no client matches
+(such as one with a port), a server certificate without serverAuth, and
+keys other users can read. The exit status is 1 when a file has an
 error, such as a key that does not match its certificate.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -86,19 +87,51 @@ func newCertsInitCommand() *cobra.Command {
                connection's certificate folder)
   DIR/ca       root_cert.pem, root_key.pem (keep apart, for issuing more)
 
---hosts lists the names and addresses Qlik uses to reach the gateway;
-addresses become IP subjectAltNames, which Go and Qlik both match.
-Existing files are never overwritten without --force.
+--hosts lists the names and addresses Qlik uses to reach the gateway:
+DNS names, such as gateway.example.com or *.example.com, and IP addresses,
+which become IP subjectAltNames, which Go and Qlik both match. An entry
+with a port or a scheme, such as gateway.example.com:50051, is rejected.
+Existing files are never overwritten without --force. Should writing
+fail, no new file is left behind, and the error says so.
 
 With --ca DIR, it makes only a client certificate for the gateway to use
 towards a TLS plugin, signed by the CA in DIR (root_cert.pem and
 root_key.pem, such as the ca/ folder above, or the CA that made the
 plugin's certificates), and writes it in Qlik's client layout to --out, for
-a backend's tls.dir.`,
+a backend's tls.dir. Its common name is --client-name, and it must expire
+before the CA does. --hosts and --root-validity do not apply then.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if rootValidity <= 0 || leafValidity <= 0 {
 				return fmt.Errorf("--validity (%v) and --root-validity (%v) must be positive, such as 8760h for a year", leafValidity, rootValidity)
+			}
+			if caDir != "" {
+				for _, name := range []string{"hosts", "root-validity"} {
+					if cmd.Flags().Changed(name) {
+						return fmt.Errorf("--%s does not apply with --ca, which makes only a client certificate, signed by the CA in %s", name, caDir)
+					}
+				}
+				if strings.TrimSpace(clientName) == "" {
+					return errors.New("--client-name is empty; give the common name of the client certificate, such as ssegw")
+				}
+				if out == "" {
+					return errors.New("certs init --ca needs --out, the folder to write the client certificate to")
+				}
+				dir, err := tlsutil.WriteClientFolder(out, caDir, clientName, tlsutil.SetOptions{
+					KeyType: tlsutil.KeyType(keyType), LeafValidity: leafValidity, Overwrite: force,
+				})
+				if err != nil {
+					return certsWriteError(err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "Wrote a client certificate (CN %s) signed by %s to %s; use it as the backend's tls.dir.\n", clientName, caDir, dir)
+				return nil
+			}
+
+			if cmd.Flags().Changed("client-name") {
+				return errors.New("--client-name applies only with --ca; the set made without it has the client certificate sse_client")
+			}
+			if leafValidity > rootValidity {
+				return fmt.Errorf("--validity (%v) is longer than --root-validity (%v): the certificates would outlive the root that signs them", leafValidity, rootValidity)
 			}
 			// "name, 10.0.0.5" must give an IP address, not a DNS name " 10.0.0.5".
 			var names []string
@@ -107,25 +140,12 @@ a backend's tls.dir.`,
 					names = append(names, host)
 				}
 			}
-			hosts = names
-			if caDir != "" {
-				if out == "" {
-					return errors.New("certs init --ca needs --out, the folder to write the client certificate to")
-				}
-				dir, err := tlsutil.WriteClientFolder(out, caDir, clientName, tlsutil.SetOptions{
-					KeyType: tlsutil.KeyType(keyType), LeafValidity: leafValidity, Overwrite: force,
-				})
-				if errors.Is(err, fs.ErrExist) {
-					return fmt.Errorf("%w\nnothing was written; rerun with --force to replace the existing files", err)
-				}
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "Wrote a client certificate (CN %s) signed by %s to %s; use it as the backend's tls.dir.\n", clientName, caDir, dir)
-				return nil
-			}
-			if out == "" || len(hosts) == 0 {
+			if out == "" || len(names) == 0 {
 				return errors.New("certs init needs --out and --hosts, for example --out certs --hosts gateway.example.com,10.0.0.5")
+			}
+			hosts, err := tlsutil.ParseHosts(names)
+			if err != nil {
+				return fmt.Errorf("invalid --hosts: give DNS names and IP addresses, without ports or schemes:\n%w", err)
 			}
 			set, err := tlsutil.WriteSet(out, hosts, tlsutil.SetOptions{
 				KeyType:      tlsutil.KeyType(keyType),
@@ -133,11 +153,8 @@ a backend's tls.dir.`,
 				LeafValidity: leafValidity,
 				Overwrite:    force,
 			})
-			if errors.Is(err, fs.ErrExist) {
-				return fmt.Errorf("%w\nnothing was written; rerun with --force to replace the existing files", err)
-			}
 			if err != nil {
-				return err
+				return certsWriteError(err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Wrote certificates for %s:\n  gateway: %s\n  Qlik:    %s\n  CA:      %s (keep the key safe)\n",
 				strings.Join(hosts, ", "), set.GatewayDir, set.QlikDir, set.CADir)
@@ -153,4 +170,13 @@ a backend's tls.dir.`,
 	cmd.Flags().StringVar(&caDir, "ca", "", "folder with an existing CA (root_cert.pem, root_key.pem): make only a client certificate for the gateway")
 	cmd.Flags().StringVar(&clientName, "client-name", "ssegw", "common name of the client certificate made with --ca")
 	return cmd
+}
+
+// certsWriteError adds to an error of certs init what to do about files
+// that exist already. The error itself states what was written.
+func certsWriteError(err error) error {
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%w; rerun with --force to replace the existing files", err)
+	}
+	return err
 }

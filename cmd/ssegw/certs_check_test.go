@@ -673,3 +673,36 @@ func TestCertsInitClientCertificates(t *testing.T) {
 		})
 	}
 }
+
+// TestCertsCheckWarnsAboutUnmatchedNames checks that certs check warns
+// about every DNS subjectAltName that no client matches: addresses in
+// brackets or with a port, and names that are not DNS names.
+func TestCertsCheckWarnsAboutUnmatchedNames(t *testing.T) {
+	set := t.TempDir()
+	certsInit(t, "--out", set, "--hosts", "localhost")
+	ca := certsLoadCA(t, set)
+	serverCert, serverKey := ssetest.IssueLeaf(t, ca, tlsutil.LeafRequest{
+		CommonName: "sse_server",
+		Hosts:      []string{"gw.example", "*.gw.example", "[::1]", "127.0.0.1:50051", "https://gw.example", "bad host!", "300.1.1.1"},
+		Usage:      []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	})
+	dir := ssetest.WriteFolder(t, map[string][]byte{
+		tlsutil.RootCertFile:   tlsutil.EncodeCert(ca.Cert),
+		tlsutil.ServerCertFile: serverCert,
+		tlsutil.ServerKeyFile:  serverKey,
+	})
+	byFile, output, err := certsCheckOutput(t, dir)
+	if err != nil {
+		t.Errorf("certs check error = %v, want warnings only\n%s", err, output)
+	}
+	want := []string{
+		"sse_server_cert.pem: WARNING: DNS:127.0.0.1:50051: has a port; give the host alone: 127.0.0.1. No client matches this name; reissue the certificate with it corrected",
+		"sse_server_cert.pem: WARNING: DNS:300.1.1.1: neither a valid IP address nor a DNS name, whose last label cannot be all digits. No client matches this name; reissue the certificate with it corrected",
+		"sse_server_cert.pem: WARNING: DNS:[::1] is an IP address written as a DNS name, as Qlik's usual script writes it: Go clients dialing ::1 refuse the certificate; have the gateway verify a DNS name with server_name, or reissue it with IP:::1",
+		"sse_server_cert.pem: WARNING: DNS:bad host!: not a valid DNS name: ' ' is not allowed; use letters, digits, hyphens and dots (punycode, xn--, for other letters). No client matches this name; reissue the certificate with it corrected",
+		"sse_server_cert.pem: WARNING: DNS:https://gw.example: a URL; give its host alone: gw.example. No client matches this name; reissue the certificate with it corrected",
+	}
+	if diff := cmp.Diff(want, certsProblemLines(byFile)); diff != "" {
+		t.Errorf("certs check warnings (-want +got):\n%s", diff)
+	}
+}

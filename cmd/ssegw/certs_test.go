@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/ssegw/ssegw/config"
+	"github.com/ssegw/ssegw/internal/ssetest"
 	"github.com/ssegw/ssegw/tlsutil"
 )
 
@@ -119,5 +120,143 @@ func TestExampleConfigIsValid(t *testing.T) {
 	}
 	if got := cfg.EngineNames(); strings.Join(got, ",") != "R,SSEPython" {
 		t.Errorf("engines = %v, want [R SSEPython]", got)
+	}
+}
+
+// TestCertsInitRejectsInvalidHosts checks that host names that are neither
+// IP addresses nor DNS names are rejected, each named, with nothing
+// written, and that an IPv6 address in brackets and a wildcard are taken.
+func TestCertsInitRejectsInvalidHosts(t *testing.T) {
+	dir := t.TempDir()
+	_, err := runCommand(t, "certs", "init", "--out", dir, "--hosts", "[::1],127.0.0.1:50051,https://gw.example,bad host!,300.1.1.1")
+	if err == nil {
+		t.Fatal("certs init with invalid hosts succeeded, want an error")
+	}
+	for _, want := range []string{
+		`"127.0.0.1:50051": has a port; give the host alone: 127.0.0.1`,
+		`"https://gw.example": a URL; give its host alone: gw.example`,
+		`"bad host!": not a valid DNS name`,
+		`"300.1.1.1": neither a valid IP address nor a DNS name`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("certs init error = %q, want it to contain %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), `"[::1]"`) {
+		t.Errorf("certs init error = %q, want [::1] accepted", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("certs init with invalid hosts wrote %d entries into %s, want none", len(entries), dir)
+	}
+
+	if _, err := runCommand(t, "certs", "init", "--out", dir, "--hosts", "[::1],*.gw.example"); err != nil {
+		t.Fatalf("certs init --hosts [::1],*.gw.example: %v", err)
+	}
+	server, err := tls.LoadX509KeyPair(filepath.Join(dir, "gateway", tlsutil.ServerCertFile), filepath.Join(dir, "gateway", tlsutil.ServerKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(server.Leaf.IPAddresses); got != "[::1]" {
+		t.Errorf("IP subjectAltNames = %s, want [::1]", got)
+	}
+	if got := fmt.Sprint(server.Leaf.DNSNames); got != "[*.gw.example]" {
+		t.Errorf("DNS subjectAltNames = %s, want [*.gw.example]", got)
+	}
+}
+
+// TestCertsInitFailureWritesNothing checks that a failure found after the
+// first folder could have been written leaves no new file behind, and
+// that the error states it.
+func TestCertsInitFailureWritesNothing(t *testing.T) {
+	dir := t.TempDir()
+	ssetest.WriteFile(t, filepath.Join(dir, "ca"), []byte("not a folder"))
+	_, err := runCommand(t, "certs", "init", "--out", dir, "--hosts", "localhost")
+	if err == nil {
+		t.Fatal("certs init with a file at ca/ succeeded, want an error")
+	}
+	for _, want := range []string{filepath.Join(dir, "ca") + " is a file", "nothing was written"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("certs init error = %q, want it to contain %q", err, want)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("%s after the failed certs init has %d entries, want only ca", dir, len(entries))
+	}
+}
+
+// TestCertsInitRejectsIgnoredFlags checks that flags that would have no
+// effect, or make an unusable certificate, are rejected before anything
+// is written.
+func TestCertsInitRejectsIgnoredFlags(t *testing.T) {
+	caSet := t.TempDir()
+	if _, err := runCommand(t, "certs", "init", "--out", caSet, "--hosts", "localhost", "--root-validity", "48h", "--validity", "24h"); err != nil {
+		t.Fatalf("certs init: %v", err)
+	}
+	caDir := filepath.Join(caSet, "ca")
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"hosts with --ca", []string{"--ca", caDir, "--hosts", "foo"}, "--hosts does not apply with --ca"},
+		{"root validity with --ca", []string{"--ca", caDir, "--root-validity", "100h"}, "--root-validity does not apply with --ca"},
+		{"empty client name", []string{"--ca", caDir, "--client-name", ""}, "--client-name is empty"},
+		{"client name without --ca", []string{"--hosts", "localhost", "--client-name", "gw"}, "--client-name applies only with --ca"},
+		{"leaves outliving the root", []string{"--hosts", "localhost", "--validity", "200h", "--root-validity", "100h"}, "--validity (200h0m0s) is longer than --root-validity (100h0m0s)"},
+		{"client outliving the CA", []string{"--ca", caDir, "--validity", "72h"}, "would outlive the CA in " + caDir},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := t.TempDir()
+			_, err := runCommand(t, append([]string{"certs", "init", "--out", out}, tt.args...)...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("certs init %q error = %v, want one containing %q", tt.args, err, tt.want)
+			}
+			if entries, _ := os.ReadDir(out); len(entries) != 0 {
+				t.Errorf("certs init %q wrote %d entries, want none", tt.args, len(entries))
+			}
+		})
+	}
+}
+
+// TestCertsInitForceReplacesLinks checks that --force replaces a key file
+// that others can read with one only its owner reads, and replaces a
+// symbolic link at a key's path instead of writing through it.
+func TestCertsInitForceReplacesLinks(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := runCommand(t, "certs", "init", "--out", dir, "--hosts", "localhost"); err != nil {
+		t.Fatalf("certs init: %v", err)
+	}
+	clientKey := filepath.Join(dir, "qlik", tlsutil.ClientKeyFile)
+	if err := os.Chmod(clientKey, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(t.TempDir(), "other.txt")
+	ssetest.WriteFile(t, other, []byte("someone else's file\n"))
+	serverKey := filepath.Join(dir, "gateway", tlsutil.ServerKeyFile)
+	if err := os.Remove(serverKey); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(other, serverKey); err != nil {
+		t.Skipf("cannot make a symbolic link here: %v", err)
+	}
+
+	if _, err := runCommand(t, "certs", "init", "--out", dir, "--hosts", "localhost", "--force"); err != nil {
+		t.Fatalf("certs init --force: %v", err)
+	}
+	if data, err := os.ReadFile(other); err != nil || string(data) != "someone else's file\n" {
+		t.Errorf("file behind the link after certs init --force = %q, %v; want it unchanged", data, err)
+	}
+	info, err := os.Lstat(serverKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !info.Mode().IsRegular() {
+		t.Errorf("%s after certs init --force has mode %v, want a regular file", serverKey, info.Mode())
+	}
+	for _, key := range []string{serverKey, clientKey} {
+		if info, err := os.Stat(key); err != nil || info.Mode().Perm() != 0o600 {
+			t.Errorf("mode of %s after certs init --force = %v, %v; want -rw-------", key, info.Mode(), err)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -55,6 +56,11 @@ func runDemo(ctx context.Context, out io.Writer, verbose, keepRunning bool) erro
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	// Stop on a signal at any point, so that the deferred calls remove the
+	// temporary folder with its private keys. Without a handler, Go ends
+	// the process at once on SIGHUP, as when the terminal closes.
+	ctx, stopSignals := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer stopSignals()
 	callsCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 
@@ -131,6 +137,9 @@ func runDemo(ctx context.Context, out io.Writer, verbose, keepRunning bool) erro
 	}
 	for _, target := range targets {
 		if err := demoCalls(callsCtx, out, certs.QlikDir, target.engine, target.address, target.serverName); err != nil {
+			if ctx.Err() != nil {
+				return errors.New("the demo was stopped by a signal before its calls ended")
+			}
 			return fmt.Errorf("%s via %s: %w", target.engine, target.address, err)
 		}
 	}
@@ -152,9 +161,7 @@ func runDemo(ctx context.Context, out io.Writer, verbose, keepRunning bool) erro
 	admin := g.AdminAddr()
 	if keepRunning {
 		fmt.Fprintf(out, "\nThe gateway keeps running: status page http://%s/, metrics http://%s/metrics. Press Ctrl-C to stop.\n", admin, admin)
-		waitCtx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		<-waitCtx.Done()
+		<-ctx.Done()
 	} else {
 		fmt.Fprintln(out, "\nRun with --keep-running to keep the gateway up, with its certificate folders, and see its status page and metrics.")
 	}

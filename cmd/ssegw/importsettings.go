@@ -1,17 +1,23 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ssegw/ssegw/config"
+	"github.com/ssegw/ssegw/tlsutil"
 )
 
 func newImportSettingsCommand() *cobra.Command {
@@ -34,7 +40,12 @@ all engines one port, and each a host name <engine>.<gateway-host> that
 must resolve to the gateway.
 
 Malformed entries are reported with their position, and the others are
-still imported. The Settings.ini itself is never changed.`,
+still imported. So are entries with control characters or text that is not
+UTF-8, which a YAML file cannot hold as written. The Settings.ini itself is
+never changed.
+
+The configuration file is written to a temporary file first and then
+renamed, so an existing file is either replaced whole or left as it was.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return importSettings(cmd, args[0], out, force, opts)
@@ -53,8 +64,13 @@ still imported. The Settings.ini itself is never changed.`,
 }
 
 func importSettings(cmd *cobra.Command, path, out string, force bool, opts config.GatewayOptions) error {
+	opts, err := checkGatewayOptions(opts)
+	if err != nil {
+		return err
+	}
+
 	// Read the analytic connections.
-	data, err := os.ReadFile(path)
+	data, err := readSettingsFile(path)
 	if err != nil {
 		return fmt.Errorf("reading Settings.ini: %w", err)
 	}
@@ -62,6 +78,7 @@ func importSettings(cmd *cobra.Command, path, out string, force bool, opts confi
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
+	plugins, problems = rejectUnwritableEntries(plugins, problems)
 	stderr := cmd.ErrOrStderr()
 	for _, problem := range problems {
 		fmt.Fprintf(stderr, "skipped %v\n", problem)
@@ -76,20 +93,17 @@ func importSettings(cmd *cobra.Command, path, out string, force bool, opts confi
 	if err != nil {
 		return err
 	}
-	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
-	if force {
-		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	if err := checkListenPorts(cfg, opts.BasePort); err != nil {
+		return err
 	}
-	file, err := os.OpenFile(out, flags, 0o644)
+	var text bytes.Buffer
+	writeImportedConfig(&text, cfg, path, plugins)
+	err = writeConfigFile(out, text.Bytes(), force)
 	if errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("%s already exists; choose another --out, or rerun with --force to overwrite it", out)
 	}
 	if err != nil {
-		return fmt.Errorf("writing the configuration: %w", err)
-	}
-	writeImportedConfig(file, cfg, path, plugins)
-	if err := file.Close(); err != nil {
-		return fmt.Errorf("writing the configuration: %w", err)
+		return fmt.Errorf("writing the configuration %s: %w", out, err)
 	}
 
 	// Tell the admin what to change on Qlik's side.
@@ -106,6 +120,116 @@ func importSettings(cmd *cobra.Command, path, out string, force bool, opts confi
 	return nil
 }
 
+// checkGatewayOptions rejects flag values that would make a configuration
+// or an SSEPlugin line that does not work, and returns opts with
+// --gateway-host as it belongs in an address: an IPv6 address without
+// brackets.
+func checkGatewayOptions(opts config.GatewayOptions) (config.GatewayOptions, error) {
+	if opts.BasePort < 1 || opts.BasePort > 65535 {
+		return opts, fmt.Errorf("invalid --base-port %d: give a port from 1 to 65535, such as 50051", opts.BasePort)
+	}
+	if host := opts.ListenHost; host != "" && host != "localhost" && net.ParseIP(host) == nil {
+		return opts, fmt.Errorf("invalid --listen %q: give an IP address, such as 0.0.0.0 for every IPv4 interface, localhost, or an empty value for every interface", host)
+	}
+	if strings.TrimSpace(opts.GatewayHost) == "" {
+		return opts, errors.New("--gateway-host is empty; give the host name or IP address by which Qlik reaches the gateway")
+	}
+	host, err := tlsutil.ParseHost(opts.GatewayHost)
+	if err == nil && strings.Contains(host, "*") {
+		err = errors.New("a wildcard, which Qlik cannot connect to")
+	}
+	if err != nil {
+		return opts, fmt.Errorf("invalid --gateway-host %q: %w; give the host name or IP address by which Qlik reaches the gateway", opts.GatewayHost, err)
+	}
+	if opts.Mode == "hosts" && net.ParseIP(host) != nil {
+		return opts, fmt.Errorf("--mode hosts needs a --gateway-host that is a DNS name, for the engines' names <engine>.<gateway-host>, not the IP address %s", host)
+	}
+	opts.GatewayHost = host
+	return opts, nil
+}
+
+// maxSettingsFile is the size of the largest Settings.ini that
+// import-settings reads. QlikView's has a few kilobytes, so a larger file
+// is most likely the wrong one.
+const maxSettingsFile = 16 << 20
+
+// readSettingsFile reads a Settings.ini. It rejects anything but a regular
+// file, since a FIFO would block and a device such as /dev/zero never ends.
+func readSettingsFile(path string) ([]byte, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file; give the path of the Settings.ini file", path)
+	}
+	file, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer file.Close()
+	data, err := io.ReadAll(io.LimitReader(file, maxSettingsFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxSettingsFile {
+		return nil, fmt.Errorf("%s has more than %d bytes, far more than a Settings.ini; check the path", path, maxSettingsFile)
+	}
+	return data, nil
+}
+
+// rejectUnwritableEntries moves to problems the entries with a field that
+// the configuration file cannot contain as written. Such a field is text
+// that is not UTF-8, or has a control character, such as a carriage return
+// in the middle of a line, which would break the line of YAML.
+func rejectUnwritableEntries(plugins []config.SSEPlugin, problems []error) ([]config.SSEPlugin, []error) {
+	var writable []config.SSEPlugin
+	for _, plugin := range plugins {
+		if err := checkEntryText(plugin.Fields); err != nil {
+			problems = append(problems, fmt.Errorf("entry %d (%q): %w", plugin.Position, strings.Join(plugin.Fields, ","), err))
+			continue
+		}
+		writable = append(writable, plugin)
+	}
+	return writable, problems
+}
+
+func checkEntryText(fields []string) error {
+	for _, field := range fields {
+		if !utf8.ValidString(field) {
+			return fmt.Errorf("field %q is not UTF-8 text; save Settings.ini as UTF-16, as QlikView does, or as UTF-8", field)
+		}
+		if i := strings.IndexFunc(field, needsYAMLEscape); i >= 0 {
+			character, _ := utf8.DecodeRuneInString(field[i:])
+			return fmt.Errorf("field %q contains %U, a control character or line break; remove it from Settings.ini", field, character)
+		}
+	}
+	return nil
+}
+
+// checkListenPorts checks that every listener's port is a valid port: with
+// many engines, or a --base-port near the top, the ports counted up from
+// base would pass 65535.
+func checkListenPorts(cfg *config.Config, base int) error {
+	highest := 0
+	for _, listener := range cfg.Listeners {
+		_, portText, err := net.SplitHostPort(listener.Address)
+		if err != nil {
+			return fmt.Errorf("listener address %q: %w", listener.Address, err)
+		}
+		port, err := strconv.Atoi(portText)
+		if err != nil {
+			return fmt.Errorf("listener address %q: invalid port", listener.Address)
+		}
+		highest = max(highest, port)
+	}
+	if highest <= 65535 {
+		return nil
+	}
+	return fmt.Errorf("--base-port %d leaves too few ports: the %s need ports up to %d, skipping the ports of plugins on this host, and the highest port is 65535; give a --base-port of at most %d",
+		base, count(len(cfg.Listeners), "listener"), highest, base-(highest-65535))
+}
+
 func engineNames(plugins []config.SSEPlugin) []string {
 	names := make([]string, len(plugins))
 	for i, plugin := range plugins {
@@ -116,7 +240,7 @@ func engineNames(plugins []config.SSEPlugin) []string {
 
 // writeImportedConfig writes cfg as commented YAML.
 func writeImportedConfig(w io.Writer, cfg *config.Config, source string, plugins []config.SSEPlugin) {
-	fmt.Fprintf(w, "# Imported by ssegw import-settings from %s on %s.\n", source, time.Now().Format(time.DateOnly))
+	fmt.Fprintf(w, "# Imported by ssegw import-settings from %s on %s.\n", yamlComment(source), time.Now().Format(time.DateOnly))
 	fmt.Fprintf(w, "# One engine per SSEPlugin entry; see config.yaml in ssegw's repository for every key.\n\n")
 	fmt.Fprintln(w, "listeners:")
 	for _, listener := range cfg.Listeners {
@@ -130,7 +254,7 @@ func writeImportedConfig(w io.Writer, cfg *config.Config, source string, plugins
 	for _, plugin := range plugins {
 		engine := cfg.Engines[plugin.Name]
 		// Quoted, so that an engine named yes or null stays a name in YAML.
-		fmt.Fprintf(w, "  %s:   # entry %d: %s\n", yamlString(plugin.Name), plugin.Position, strings.Join(plugin.Fields, ","))
+		fmt.Fprintf(w, "  %s:   # entry %d: %s\n", yamlString(plugin.Name), plugin.Position, yamlComment(strings.Join(plugin.Fields, ",")))
 		if len(engine.Hosts) > 0 {
 			fmt.Fprintf(w, "    hosts: [%s]\n", yamlString(engine.Hosts[0]))
 		}
@@ -148,10 +272,52 @@ func writeImportedConfig(w io.Writer, cfg *config.Config, source string, plugins
 	fmt.Fprintln(w, "\nstate_dir: state")
 }
 
-// yamlString quotes text for YAML with single quotes, in which backslashes
-// of Windows paths stay as they are.
+// yamlString quotes text for YAML: with single quotes, in which the
+// backslashes of Windows paths stay as they are, or with double quotes and
+// escapes when text has a character that needsYAMLEscape reports. A byte
+// that is not UTF-8, which YAML cannot contain, becomes U+FFFD.
 func yamlString(text string) string {
-	return "'" + strings.ReplaceAll(text, "'", "''") + "'"
+	if utf8.ValidString(text) && !strings.ContainsFunc(text, needsYAMLEscape) {
+		return "'" + strings.ReplaceAll(text, "'", "''") + "'"
+	}
+	var quoted strings.Builder
+	quoted.WriteByte('"')
+	for _, r := range text {
+		switch {
+		case r == '"' || r == '\\':
+			quoted.WriteByte('\\')
+			quoted.WriteRune(r)
+		case !needsYAMLEscape(r):
+			quoted.WriteRune(r)
+		case r <= 0xff:
+			fmt.Fprintf(&quoted, "\\x%02X", r)
+		default:
+			fmt.Fprintf(&quoted, "\\u%04X", r)
+		}
+	}
+	quoted.WriteByte('"')
+	return quoted.String()
+}
+
+// yamlComment returns text for a YAML comment, with bytes that are not
+// UTF-8 and the characters that needsYAMLEscape reports written as Go
+// escapes, such as \r, since a line break would end the comment.
+func yamlComment(text string) string {
+	if utf8.ValidString(text) && !strings.ContainsFunc(text, needsYAMLEscape) {
+		return text
+	}
+	quoted := strconv.Quote(text)
+	return quoted[1 : len(quoted)-1]
+}
+
+// needsYAMLEscape reports whether r cannot stay as written inside a quoted
+// YAML scalar or a comment on one line. Such characters are the control
+// characters, which include tab and the line breaks CR, LF and NEL, and
+// the line and paragraph separators, which YAML 1.1 parsers take as line
+// breaks. So are the byte order mark and the noncharacters U+FFFE and
+// U+FFFF.
+func needsYAMLEscape(r rune) bool {
+	return unicode.IsControl(r) || r == '\u2028' || r == '\u2029' || r == '\ufeff' || r == '\ufffe' || r == '\uffff'
 }
 
 func durationText(d time.Duration) string {

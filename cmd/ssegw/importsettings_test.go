@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/ssegw/ssegw/config"
 	"github.com/ssegw/ssegw/internal/ssetest"
 	"github.com/ssegw/ssegw/tlsutil"
@@ -482,4 +484,138 @@ func TestImportSettingsNothingToImport(t *testing.T) {
 			t.Errorf("stat %s after a failed import-settings = %v, want the file not to exist", out, err)
 		}
 	})
+}
+
+// TestImportSettingsRejectsBadFlags checks that flag values that would
+// make a broken configuration or SSEPlugin line are rejected, with a
+// message naming the flag, and that no file is written.
+func TestImportSettingsRejectsBadFlags(t *testing.T) {
+	settings := copySampleSettings(t, "local-plaintext.ini")
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"negative base port", []string{"--base-port", "-1"}, "invalid --base-port -1"},
+		{"base port 0", []string{"--base-port", "0"}, "invalid --base-port 0"},
+		{"base port above 65535", []string{"--base-port", "65536"}, "invalid --base-port 65536"},
+		{"too few ports left", []string{"--base-port", "65535"}, "--base-port 65535 leaves too few ports: the 2 listeners need ports up to 65536"},
+		{"empty gateway host", []string{"--gateway-host", ""}, "--gateway-host is empty"},
+		{"gateway host with a port", []string{"--gateway-host", "gw.example:50051"}, `invalid --gateway-host "gw.example:50051": has a port`},
+		{"wildcard gateway host", []string{"--gateway-host", "*.example"}, `invalid --gateway-host "*.example"`},
+		{"listen address not an IP", []string{"--listen", "not an ip"}, `invalid --listen "not an ip"`},
+		{"hosts mode with an IP address", []string{"--mode", "hosts", "--gateway-host", "10.0.0.1"}, "--mode hosts needs a --gateway-host that is a DNS name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "ssegw.yaml")
+			args := append([]string{"import-settings", settings, "--out", out, "--gateway-host", "gw.example"}, tt.args...)
+			stdout, _, err := runCommandOutput(t, args...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("import-settings %q error = %v, want one containing %q", tt.args, err, tt.want)
+			}
+			if stdout != "" {
+				t.Errorf("import-settings %q stdout = %q, want nothing", tt.args, stdout)
+			}
+			if _, err := os.Stat(out); !os.IsNotExist(err) {
+				t.Errorf("stat %s after a rejected import-settings = %v, want the file not to exist", out, err)
+			}
+		})
+	}
+}
+
+// TestImportSettingsWriteError checks that a failed write of the
+// configuration is an error, not a "Wrote" line.
+func TestImportSettingsWriteError(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skipf("no /dev/full here: %v", err)
+	}
+	settings := copySampleSettings(t, "local-plaintext.ini")
+	stdout, _, err := runCommandOutput(t, "import-settings", settings, "--out", "/dev/full", "--force", "--gateway-host", "gw.example")
+	if err == nil || !strings.Contains(err.Error(), "writing the configuration /dev/full") {
+		t.Errorf("import-settings --out /dev/full error = %v, want a write error", err)
+	}
+	if stdout != "" {
+		t.Errorf("import-settings --out /dev/full stdout = %q, want nothing", stdout)
+	}
+}
+
+// TestImportSettingsForceKeepsLink checks that --force over a symbolic
+// link writes the file it points to, and leaves no temporary file.
+func TestImportSettingsForceKeepsLink(t *testing.T) {
+	settings := copySampleSettings(t, "local-plaintext.ini")
+	dir := t.TempDir()
+	target := filepath.Join(dir, "real.yaml")
+	ssetest.WriteFile(t, target, []byte("# old\n"))
+	link := filepath.Join(dir, "ssegw.yaml")
+	if err := os.Symlink(target, link); err != nil {
+		t.Skipf("cannot make a symbolic link here: %v", err)
+	}
+	if _, _, err := runCommandOutput(t, "import-settings", settings, "--out", link, "--force", "--gateway-host", "gw.example"); err != nil {
+		t.Fatalf("import-settings --force: %v", err)
+	}
+	if info, err := os.Lstat(link); err != nil || info.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("%s after import-settings --force: %v, %v; want it still a symbolic link", link, info.Mode(), err)
+	}
+	if data, err := os.ReadFile(target); err != nil || !strings.Contains(string(data), "engines:") {
+		t.Errorf("%s after import-settings --force = %q, %v; want the imported configuration", target, data, err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+		t.Errorf("%s holds %d entries after import-settings --force, want 2: the link and its file", dir, len(entries))
+	}
+}
+
+// TestImportSettingsControlCharacters checks that entries with a control
+// character or text that is not UTF-8 are skipped with a message, and that
+// the written configuration stays valid YAML.
+func TestImportSettingsControlCharacters(t *testing.T) {
+	settings := writeSampleSettings(t, []byte("[Settings 7]\r\nSSEPlugin=A,localhost:50061,C:\\certs\rx;B,localhost:50062,C:\\b\xe9;C,localhost:50063\r\n"))
+	out := filepath.Join(t.TempDir(), "ssegw.yaml")
+	_, stderr, err := runCommandOutput(t, "import-settings", settings, "--out", out, "--gateway-host", "gw.example")
+	if err != nil {
+		t.Fatalf("import-settings: %v", err)
+	}
+	for _, want := range []string{
+		`skipped entry 1 ("A,localhost:50061,C:\\certs\rx"): field "C:\\certs\rx" contains U+000D, a control character or line break`,
+		`skipped entry 2 ("B,localhost:50062,C:\\b\xe9"): field "C:\\b\xe9" is not UTF-8 text`,
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("import-settings stderr = %q, want it to contain %q", stderr, want)
+		}
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var imported struct {
+		Engines map[string]any `yaml:"engines"`
+	}
+	if err := yaml.Unmarshal(data, &imported); err != nil {
+		t.Fatalf("imported configuration is not valid YAML: %v\n%s", err, data)
+	}
+	if len(imported.Engines) != 1 || imported.Engines["C"] == nil {
+		t.Errorf("imported engines = %v, want only C", imported.Engines)
+	}
+}
+
+// TestYAMLStringRoundTrip checks that yamlString and yamlComment keep any
+// text intact, or out of the way, in a line of YAML.
+func TestYAMLStringRoundTrip(t *testing.T) {
+	texts := []string{
+		`C:\Program Files\Qlik\certs`, "it's", `say "hi"`, "a\rb", "a\nb", "tab\there", "nel\u0085", "line\u2028separator",
+		"\ufeffbom", "bell\a", "escape\x1b[0m", "ünïcode", "#not a comment", "",
+	}
+	for _, text := range texts {
+		line := "value: " + yamlString(text) + "   # " + yamlComment(text) + "\n"
+		var got struct {
+			Value string `yaml:"value"`
+		}
+		if err := yaml.Unmarshal([]byte(line), &got); err != nil {
+			t.Errorf("YAML line for %q is invalid: %v\n%s", text, err, line)
+			continue
+		}
+		if got.Value != text {
+			t.Errorf("YAML line %q reads as %q, want %q", line, got.Value, text)
+		}
+	}
 }

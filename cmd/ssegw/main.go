@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -44,7 +45,48 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newServeCommand(), newDemoCommand(), newCertsCommand(), newImportSettingsCommand(), newValidateCommand(), newBenchCommand(), newPluginCommand(), newCallCommand(), newServiceCommand(), newVersionCommand())
+	rejectUnknownSubcommands(root)
 	return root
+}
+
+// rejectUnknownSubcommands makes every command below root that only groups
+// subcommands, such as certs, fail on an argument that names none of them.
+// cobra checks this for the root alone: below it, "ssegw certs chek" would
+// print the help of certs and exit 0. Without arguments, or with help,
+// such a command still prints its help and exits 0.
+func rejectUnknownSubcommands(root *cobra.Command) {
+	for _, cmd := range root.Commands() {
+		rejectUnknownSubcommands(cmd)
+		if !cmd.HasSubCommands() || cmd.Runnable() {
+			continue
+		}
+		cmd.Args = cobra.ArbitraryArgs
+		cmd.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 || args[0] == "help" {
+				return cmd.Help()
+			}
+			return unknownCommandError(cmd, args[0])
+		}
+	}
+}
+
+// unknownCommandError returns the error for name, an argument of cmd that
+// names none of its subcommands, with the subcommands of a similar name.
+func unknownCommandError(cmd *cobra.Command, name string) error {
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2 // cobra's default
+	}
+	message := fmt.Sprintf("unknown command %q for %q", name, cmd.CommandPath())
+	if suggestions := cmd.SuggestionsFor(name); len(suggestions) > 0 {
+		return fmt.Errorf("%s; did you mean %s?", message, strings.Join(suggestions, " or "))
+	}
+	var names []string
+	for _, sub := range cmd.Commands() {
+		if sub.IsAvailableCommand() {
+			names = append(names, sub.Name())
+		}
+	}
+	return fmt.Errorf("%s; its commands are %s", message, strings.Join(names, ", "))
 }
 
 func newVersionCommand() *cobra.Command {

@@ -64,6 +64,9 @@ func runPlugin(cmd *cobra.Command, flags pluginFlags) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	if flags.maxMessageSize < 1 {
+		return fmt.Errorf("invalid --max-message-size %d: give a size in bytes, such as 67108864 for 64 MiB", flags.maxMessageSize)
+	}
 	ctx, stopSignals := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stopSignals()
 

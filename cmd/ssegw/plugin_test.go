@@ -76,3 +76,26 @@ func TestPluginCommandServes(t *testing.T) {
 		t.Fatal("plugin command still runs after its context ended")
 	}
 }
+
+// TestPluginRejectsMaxMessageSize checks that a --max-message-size that
+// would fail every call is rejected before the plugin listens. A plugin
+// that serves instead is stopped after 5s.
+func TestPluginRejectsMaxMessageSize(t *testing.T) {
+	for _, size := range []string{"0", "-1"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var out ssetest.SyncBuffer
+		cmd := newRootCommand()
+		cmd.SetArgs([]string{"plugin", "--address", "127.0.0.1:0", "--max-message-size", size})
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		err := cmd.ExecuteContext(ctx)
+		cancel()
+		output := out.String()
+		if err == nil || !strings.Contains(err.Error(), "invalid --max-message-size "+size) {
+			t.Errorf("plugin --max-message-size %s error = %v, want one naming the invalid size", size, err)
+		}
+		if strings.Contains(output, "listening on") {
+			t.Errorf("plugin --max-message-size %s output = %q, want no listener", size, output)
+		}
+	}
+}

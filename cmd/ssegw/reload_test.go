@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/ssegw/ssegw/config"
 	"github.com/ssegw/ssegw/internal/ssetest"
 	"github.com/ssegw/ssegw/ssepb"
 )
@@ -307,4 +309,31 @@ func TestServeSecondSignalEndsCalls(t *testing.T) {
 	if ended := logRecords(p.Stderr(), "the calls still in flight were ended"); len(ended) != 1 || ended[0]["reason"] != "a second stop signal came" {
 		t.Errorf("records of the ended calls: %v, want one with reason %q", ended, "a second stop signal came")
 	}
+}
+
+// TestServeReloadRejectsOversizedFile checks that a reload finds a
+// configuration file over config.MaxFileSize rejected, logs why, and keeps
+// serving with the running configuration.
+func TestServeReloadRejectsOversizedFile(t *testing.T) {
+	t.Parallel()
+	plugin := ssetest.StartHoldingPlugin(t, "only", false)
+	address := ssetest.FreeAddress(t)
+	configFile := writeConfig(t, reloadConfigText(address, plugin.Addr))
+	p := ssetest.StartProcess(t, ssetest.Binary(t, "./cmd/ssegw"), nil, "serve", "--config", configFile)
+	waitForRecords(t, p, "listening", 1, 10*time.Second)
+	_, client := ssetest.DialConn(t, address)
+	checkServedBy(t, client, "at start", plugin.Name, 1)
+
+	// A sparse file, so that the test writes little.
+	if err := os.Truncate(configFile, config.MaxFileSize+1); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	rejected := waitForRecords(t, p, "configuration not reloaded; the running one stays", 1, 10*time.Second)
+	if got, _ := rejected[0]["error"].(string); !strings.Contains(got, "more than the 4MiB that a configuration file may have") {
+		t.Errorf("rejected reload record error = %q, want the size bound", got)
+	}
+	checkServedBy(t, client, "after SIGHUP with an oversized file", plugin.Name, 3)
 }

@@ -20,7 +20,8 @@ configuration when the file changes.
 install, uninstall, start and stop need an elevated prompt.
 
 install takes --config FILE, --log-file FILE, and --account NAME with
---password for an account other than LocalSystem.`
+--password-stdin (or the less safe --password) for an account other than
+LocalSystem.`
 
 	serviceExample = `  ssegw service install
   ssegw service install --config D:\ssegw\config.yaml --log-file D:\ssegw\logs\ssegw.log

@@ -100,9 +100,10 @@ func (s serviceSettings) args() []string {
 
 func newServiceInstallCommand() *cobra.Command {
 	var (
-		settings serviceSettings
-		account  string
-		password string
+		settings      serviceSettings
+		account       string
+		password      string
+		passwordStdin bool
 	)
 	cmd := &cobra.Command{
 		Use:   "install",
@@ -112,17 +113,58 @@ runs the gateway with --config. Keep ssegw.exe where it is: the service
 runs it from that path. The service runs as LocalSystem unless --account
 names another account, such as "NT AUTHORITY\LocalService" or the
 virtual account "NT SERVICE\ssegw"; that account then needs to read the
-configuration and certificates and to write state_dir and --log-file.`,
+configuration and certificates and to write state_dir and --log-file.
+
+An account with a password takes it from --password-stdin, the first line
+of standard input, which a console does not show as it is typed. The
+--password flag works too, but other users can read it in the list of
+processes, and it stays in the shell's history.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if passwordStdin && cmd.Flags().Changed("password") {
+				return errors.New("give the password with either --password or --password-stdin, not both")
+			}
+			if (passwordStdin || password != "") && account == "" {
+				return errors.New("a password applies only to --account; LocalSystem, the default, has none")
+			}
+			if passwordStdin {
+				var err error
+				if password, err = readServicePassword(cmd); err != nil {
+					return fmt.Errorf("--password-stdin: %w", err)
+				}
+			}
 			return installService(cmd, settings, account, password)
 		},
 	}
 	cmd.Flags().StringVarP(&settings.configFile, "config", "c", defaultServiceConfig(), "configuration file of the service")
 	cmd.Flags().StringVar(&settings.logFile, "log-file", "", "file the service appends its log to; empty for the Application event log")
 	cmd.Flags().StringVar(&account, "account", "", `account the service runs as, such as "NT SERVICE\ssegw"; empty for LocalSystem`)
-	cmd.Flags().StringVar(&password, "password", "", "password of --account; virtual and built-in service accounts have none")
+	cmd.Flags().StringVar(&password, "password", "", "password of --account, which other users can read in the process list; prefer --password-stdin. Virtual and built-in service accounts have none")
+	cmd.Flags().BoolVar(&passwordStdin, "password-stdin", false, "read the password of --account from the first line of standard input")
 	return cmd
+}
+
+// readServicePassword reads the password from the first line of standard
+// input. At a console it prints a prompt, and turns off the echo of what
+// is typed while it reads.
+func readServicePassword(cmd *cobra.Command) (string, error) {
+	in := cmd.InOrStdin()
+	file, ok := in.(*os.File)
+	if !ok || !isTerminal(file) {
+		return readPasswordLine(in)
+	}
+	handle := windows.Handle(file.Fd())
+	var mode uint32
+	if err := windows.GetConsoleMode(handle, &mode); err != nil {
+		return "", fmt.Errorf("reading the console mode: %w", err)
+	}
+	if err := windows.SetConsoleMode(handle, mode&^windows.ENABLE_ECHO_INPUT); err != nil {
+		return "", fmt.Errorf("turning off the echo of the console: %w", err)
+	}
+	defer windows.SetConsoleMode(handle, mode)
+	fmt.Fprint(cmd.ErrOrStderr(), "Password of the service account: ")
+	defer fmt.Fprintln(cmd.ErrOrStderr()) // the Enter key was not echoed
+	return readPasswordLine(in)
 }
 
 func newServiceUninstallCommand() *cobra.Command {

@@ -37,6 +37,9 @@ functions differ from the other replicas of their engine.
 The exit status is 0 when everything is fine, 1 otherwise.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if timeout <= 0 {
+				return fmt.Errorf("invalid --timeout %v: give a positive duration, such as 5s", timeout)
+			}
 			out := cmd.OutOrStdout()
 			cfg, err := config.Load(configFile, os.Environ())
 			if err != nil {

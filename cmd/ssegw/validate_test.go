@@ -403,3 +403,30 @@ func TestValidateConnectTLS(t *testing.T) {
 		})
 	}
 }
+
+// TestValidateRejectsTimeout checks that a --timeout that is not positive,
+// which would fail every backend at once, is rejected before anything is
+// read or dialed.
+func TestValidateRejectsTimeout(t *testing.T) {
+	path := writeValidateConfig(t, "listeners: [{address: '127.0.0.1:0', insecure: true}]\nengines: {R: {backends: [{address: '127.0.0.1:1'}]}}\n")
+	for _, timeout := range []string{"0s", "-1s"} {
+		output, err := runCommand(t, "validate", "--config", path, "--connect", "--timeout", timeout)
+		if err == nil || !strings.Contains(err.Error(), "invalid --timeout "+timeout) {
+			t.Errorf("validate --timeout %s error = %v, want one naming the invalid --timeout", timeout, err)
+		}
+		if output != "" {
+			t.Errorf("validate --timeout %s output = %q, want nothing", timeout, output)
+		}
+	}
+}
+
+// TestValidateRejectsSpecialFiles checks that validate rejects a folder
+// given as the configuration file, with exit status 1, and names it.
+func TestValidateRejectsSpecialFiles(t *testing.T) {
+	dir := t.TempDir()
+	output, err := runCommand(t, "validate", "--config", dir)
+	checkValidateExit(t, err, 1, output)
+	if want := dir + " is a folder, not a regular file"; !strings.Contains(output, want) {
+		t.Errorf("validate output = %q, want it to contain %q", output, want)
+	}
+}

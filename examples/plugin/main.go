@@ -36,6 +36,9 @@ func main() {
 	delay := flag.Duration("delay", 0, "time added before each answer, to act as a slow plugin")
 	flag.Parse()
 	log.SetFlags(0)
+	if *maxMessage < 1 {
+		log.Fatalf("example plugin: invalid -max-message-size %d: give a size in bytes, such as 67108864 for 64 MiB", *maxMessage)
+	}
 
 	options := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(*maxMessage),

@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
+	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,5 +51,27 @@ func TestPluginWithTLS(t *testing.T) {
 	defer plaintext.Close()
 	if _, _, err := plaintext.Capabilities(ctx); err == nil {
 		t.Error("a plaintext client reached the TLS plugin")
+	}
+}
+
+// TestPluginRejectsMaxMessageSize checks that the plugin program exits
+// with status 1 and a message, without listening, when -max-message-size
+// would fail every call. A plugin that serves instead is killed after 10s.
+func TestPluginRejectsMaxMessageSize(t *testing.T) {
+	binary := ssetest.Binary(t, "./examples/plugin")
+	for _, size := range []string{"0", "-1"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		output, err := exec.CommandContext(ctx, binary, "-address", "127.0.0.1:0", "-max-message-size", size).CombinedOutput()
+		cancel()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			t.Errorf("plugin -max-message-size %s: %v, want exit status 1; output:\n%s", size, err, output)
+		}
+		if want := "invalid -max-message-size " + size; !strings.Contains(string(output), want) {
+			t.Errorf("plugin -max-message-size %s output = %q, want it to contain %q", size, output, want)
+		}
+		if strings.Contains(string(output), "listening on") {
+			t.Errorf("plugin -max-message-size %s output = %q, want no listener", size, output)
+		}
 	}
 }

@@ -1,0 +1,34 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"strings"
+)
+
+// maxPasswordLine is the most that readPasswordLine reads, so that input
+// without a line end cannot grow without bound. No real password comes near
+// it.
+const maxPasswordLine = 4096
+
+// readPasswordLine returns the first line of r without its line end, for
+// service install --password-stdin. It rejects an empty line, and input
+// without a line end that fills maxPasswordLine.
+func readPasswordLine(r io.Reader) (string, error) {
+	line, err := bufio.NewReader(io.LimitReader(r, maxPasswordLine)).ReadString('\n')
+	switch {
+	case err == nil:
+	case errors.Is(err, io.EOF) && len(line) < maxPasswordLine:
+		// The last line needs no line end.
+	case errors.Is(err, io.EOF):
+		return "", errors.New("the first line of standard input is longer than any password; give the password alone on it")
+	default:
+		return "", err
+	}
+	password := strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
+	if password == "" {
+		return "", errors.New("no password on standard input; give it on the first line")
+	}
+	return password, nil
+}
