@@ -47,15 +47,15 @@ func (c *Config) validate(spelling keySpelling, failedKeys []string) error {
 	if len(c.Listeners) == 0 {
 		report("listeners: none configured; add at least one address for Qlik to connect to")
 	}
-	seen := map[string]int{}
+	seen := listenerPorts{}
 	for i, listener := range c.Listeners {
 		key := fmt.Sprintf("listeners[%d]", i)
 		if err := checkListenAddress(listener.Address); err != nil {
 			report("%s.address: %w", key, err)
-		} else if j, ok := conflictingListener(seen, listener.Address); ok {
+		} else if j, ok := seen.conflict(listener.Address); ok {
 			report("%s.address: %q is already used by listeners[%d]; each listener needs its own port", key, listener.Address, j)
 		} else {
-			seen[listener.Address] = i
+			seen.add(listener.Address, i)
 		}
 		if listener.Engine != "" && c.Engine(listener.Engine) == nil {
 			report("%s.engine: unknown engine %q; configured engines: %s", key, listener.Engine, strings.Join(names, ", "))
@@ -378,26 +378,36 @@ func checkPort(address, port string, zeroAllowed bool) error {
 	return nil
 }
 
-// conflictingListener reports whether address binds a port that an
-// earlier listener already binds: the same address, or the same port where
-// one of the two listens on every interface. Port 0 never conflicts.
-func conflictingListener(seen map[string]int, address string) (int, bool) {
+// listenerPorts holds the listeners validated so far, by port, so that
+// each new one is compared with those on its own port only.
+type listenerPorts map[string][]boundListener
+
+type boundListener struct {
+	host  string
+	index int
+}
+
+// conflict returns the index of an earlier listener that address would
+// collide with: the same port on the same host, or on any host when
+// either listens on all of them. Port 0 never collides.
+func (p listenerPorts) conflict(address string) (int, bool) {
 	host, port, _ := net.SplitHostPort(address)
 	if port == "0" {
 		return 0, false
 	}
 	host = listenHost(host)
-	for other, index := range seen {
-		otherHost, otherPort, _ := net.SplitHostPort(other)
-		otherHost = listenHost(otherHost)
-		if otherPort != port {
-			continue
-		}
-		if otherHost == host || isWildcard(host) || isWildcard(otherHost) {
-			return index, true
+	for _, other := range p[port] {
+		if other.host == host || isWildcard(host) || isWildcard(other.host) {
+			return other.index, true
 		}
 	}
 	return 0, false
+}
+
+// add records the listener at index with address.
+func (p listenerPorts) add(address string, index int) {
+	host, port, _ := net.SplitHostPort(address)
+	p[port] = append(p[port], boundListener{listenHost(host), index})
 }
 
 // listenHost returns the address that net.Listen binds for host: Go
