@@ -61,6 +61,14 @@ type Gateway struct {
 	reloadMu sync.Mutex // serializes reloads, and Shutdown after them
 	stopping bool       // set under reloadMu when Shutdown begins, so that no reload follows
 
+	// retiring counts the engines that reloads replaced and that still
+	// drain. Shutdown waits for them, so that none of their probes or
+	// connections outlives it; ending retireCtx ends their wait for calls
+	// once the listeners have stopped.
+	retiring   sync.WaitGroup
+	retireCtx  context.Context
+	stopRetire context.CancelFunc
+
 	// handshakeFailures counts failed TLS handshakes, indexed like
 	// tlsutil.HandshakeFailures.
 	handshakeFailures []atomic.Int64
@@ -123,6 +131,7 @@ func New(cfg *config.Config, logger *slog.Logger, opts Options) (*Gateway, error
 		certificates:      tlsutil.NewWatcher(logger),
 	}
 	g.cutCtx, g.cut = context.WithCancelCause(context.Background())
+	g.retireCtx, g.stopRetire = context.WithCancel(context.Background())
 	g.current.Store(cfg)
 
 	// Set up telemetry: spans and metrics exist even without an exporter,
@@ -372,6 +381,8 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 			g.admin.shutdown(ctx)
 		}
 		closeEngines(g.routes().Engines())
+		g.stopRetire()
+		g.retiring.Wait()
 		g.shutdownTelemetry()
 	})
 	var stopped *stoppedError

@@ -81,11 +81,11 @@ func (g *Gateway) Reload(cfg *config.Config) (warnings []string, err error) {
 
 	// Let replaced engines finish their calls in the background.
 	for _, engine := range replaced {
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+		g.retiring.Go(func() {
+			ctx, cancel := context.WithTimeout(g.retireCtx, cfg.DrainTimeout)
 			defer cancel()
 			engine.Drain(ctx)
-		}()
+		})
 	}
 	g.logger.Info("configuration reloaded", "engines", len(engines), "new_or_changed", len(started), "replaced_or_removed", len(replaced))
 	return warnings, nil
