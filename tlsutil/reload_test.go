@@ -240,16 +240,13 @@ func TestWatcherReloadsRenamedFiles(t *testing.T) {
 	ssetest.ReplaceFile(t, files.CertFile, certPEM)
 	want := ssetest.CertSerial(t, certPEM)
 
-	deadline := time.Now().Add(reloadWait)
-	for {
-		got := handshakeState(t, set, address).PeerCertificates[0].SerialNumber
-		if got.Cmp(want) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serial = %x %v after replacing the files, want %x; log:\n%s", got, reloadWait, want, logs)
-		}
-		time.Sleep(20 * time.Millisecond)
+	// A reload that reads the new key with the old certificate fails and
+	// logs reloaded=0, so only reloaded=1 shows the new pair in use.
+	logs.WaitForLine(t, "recording a reload of the source", reloadWait, func(line string) bool {
+		return strings.Contains(line, `msg="certificates reloaded"`) && strings.Contains(line, "reloaded=1")
+	})
+	if got := handshakeState(t, set, address).PeerCertificates[0].SerialNumber; got.Cmp(want) != 0 {
+		t.Errorf("serial = %x after the watcher reloaded the files, want %x; log:\n%s", got, want, logs)
 	}
 	if !strings.Contains(logs.String(), "certificate files changed; reloading") {
 		t.Errorf("log = %q, want a record of the reload", logs)

@@ -56,19 +56,10 @@ func TestCallHintsAtTerminal(t *testing.T) {
 	root.SetIn(terminal)
 	root.SetOut(&stdout)
 	root.SetErr(&stderr)
-	done := make(chan error, 1)
-	go func() { done <- root.ExecuteContext(ctx) }()
+	done := executeInBackground(ctx, root, &stderr)
 
 	const hint = "Reading the rows from standard input as CSV, one row a line; end them with Ctrl-D, or give them with --arg instead.\n"
-	for stderr.String() == "" {
-		select {
-		case err := <-done:
-			t.Fatalf("call ended before it printed a hint: %v", err)
-		case <-ctx.Done():
-			t.Fatal("call printed no hint within 10s")
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	stderr.WaitForLine(t, "with the hint", 10*time.Second, func(string) bool { return true })
 	if got := stderr.String(); got != hint {
 		t.Errorf("stderr = %q, want %q", got, hint)
 	}

@@ -2,15 +2,38 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/ssegw/ssegw/examples/plugin/example"
 	"github.com/ssegw/ssegw/internal/ssetest"
 	"github.com/ssegw/ssegw/sseclient"
 	"github.com/ssegw/ssegw/ssepb"
 )
+
+// commandReturned starts the line that executeInBackground writes once
+// the command has returned.
+const commandReturned = "(test) the command returned: "
+
+// executeInBackground runs cmd with ctx in a new goroutine and returns a
+// channel that receives its error. When cmd returns, the goroutine writes
+// a line starting with commandReturned to output, which is cmd's stdout or
+// stderr. A wait there for a line that cmd never printed then ends at once
+// instead of at its timeout.
+func executeInBackground(ctx context.Context, cmd *cobra.Command, output io.Writer) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		err := cmd.ExecuteContext(ctx)
+		fmt.Fprintf(output, "%s%v\n", commandReturned, err)
+		done <- err
+	}()
+	return done
+}
 
 // TestPluginCommandServes runs the hidden plugin command on a free port,
 // calls it, and stops it by ending the command's context.
@@ -24,23 +47,14 @@ func TestPluginCommandServes(t *testing.T) {
 	cmd.SetArgs([]string{"plugin", "--address", "127.0.0.1:0", "--name", "from-test"})
 	cmd.SetOut(&out)
 	cmd.SetErr(&out)
-	done := make(chan error, 1)
-	go func() { done <- cmd.ExecuteContext(serveCtx) }()
+	done := executeInBackground(serveCtx, cmd, &out)
 
-	// Wait for its address.
-	var address string
-	for address == "" {
-		if line, ok := strings.CutPrefix(out.String(), "listening on "); ok {
-			address = strings.TrimSpace(line)
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("plugin command ended before listening: %v; output: %q", err, out.String())
-		case <-ctx.Done():
-			t.Fatalf("plugin command printed no address; output: %q", out.String())
-		case <-time.After(10 * time.Millisecond):
-		}
+	line := out.WaitForLine(t, `starting with "listening on "`, 10*time.Second, func(line string) bool {
+		return strings.HasPrefix(line, "listening on ") || strings.HasPrefix(line, commandReturned)
+	})
+	address, listening := strings.CutPrefix(line, "listening on ")
+	if !listening {
+		t.Fatalf("plugin command ended before listening; output:\n%s", out.String())
 	}
 
 	// Call it.

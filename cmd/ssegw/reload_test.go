@@ -213,7 +213,9 @@ func TestServeDrainsOnSIGTERM(t *testing.T) {
 	}
 	waitForRecords(t, p, "SIGHUP ignored: the gateway is stopping; no reload", 1, 10*time.Second)
 
-	// New connections are refused while the calls drain.
+	// New connections are refused while the calls drain. The dials repeat
+	// because the gateway closes its listeners after the "stopping" record
+	// without logging it, so no event marks the moment.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		conn, err := net.DialTimeout("tcp", address, time.Second)

@@ -52,7 +52,9 @@ func startServePlugin(t *testing.T, identifier string) *ssetest.Plugin {
 }
 
 // watchPort dials address every millisecond until the returned stop is
-// called. Then stop reports whether any dial was accepted.
+// called. Then stop reports whether any dial was accepted. It polls
+// because a listener that another process opens and closes again sends
+// no notification that a test could wait on.
 func watchPort(address string) (stop func() bool) {
 	done := make(chan struct{})
 	result := make(chan bool, 1)
@@ -335,21 +337,20 @@ func logRecords(text, msg string) []map[string]any {
 	return records
 }
 
-// waitForRecords polls p's stderr until it holds n log records with
-// message msg, or fails the test after timeout.
+// waitForRecords waits until p has logged n records with message msg to
+// stderr, and returns them. It fails the test when p exits or timeout
+// passes first.
 func waitForRecords(t *testing.T, p *ssetest.Process, msg string, n int, timeout time.Duration) []map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		records := logRecords(p.Stderr(), msg)
-		if len(records) >= n {
-			return records
+	var records []map[string]any
+	p.WaitForStderr(t, fmt.Sprintf("with %q log record number %d", msg, n), timeout, func(line string) bool {
+		var record map[string]any
+		if json.Unmarshal([]byte(line), &record) == nil && record["msg"] == msg {
+			records = append(records, record)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("got %d %q log records within %v, want %d; stderr:\n%s", len(records), msg, timeout, n, p.Stderr())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return len(records) == n
+	})
+	return records
 }
 
 // TestServeRunsUntilSIGTERM checks that serve with a valid configuration
