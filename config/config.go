@@ -150,8 +150,8 @@ type Engine struct {
 	// itself waits before it reconnects; 0 fails such calls at once.
 	ReconnectBuffer *time.Duration `mapstructure:"reconnect_buffer"`
 
-	// MaxWaiting bounds the calls waiting for a replica, or on a merged
-	// engine the calls waiting for its members' capabilities; more get
+	// MaxWaiting is the max number of calls waiting for a replica, or, on
+	// a merged engine, for its members' capabilities. Further calls get
 	// ResourceExhausted at once. Default 1000.
 	MaxWaiting int `mapstructure:"max_waiting"`
 
@@ -183,7 +183,8 @@ type Engine struct {
 	// the engine, by their TLS certificate: its subject common name, one of
 	// its DNS or URI subjectAltNames, or "sha256:" and the SHA-256 of its
 	// public key (SubjectPublicKeyInfo) in hex, of either case. Other
-	// callers get PermissionDenied; plaintext callers have no identity.
+	// callers get PermissionDenied, and so do plaintext callers, because
+	// they have no identity.
 	AllowClients []string `mapstructure:"allow_clients"`
 
 	// Scripts governs EvaluateScript, which runs arbitrary R or Python code

@@ -181,7 +181,7 @@ func (c *Config) resolvePaths(baseDir string) {
 // ApplyDefaults fills in keys left out of the file, and names each engine
 // after its key when its Name is empty, as for a Config built in code. It
 // also writes the hex digits of sha256: entries of allow_clients in lower
-// case, as the gateway writes a client's key when it compares them.
+// case, the form in which the gateway compares them with a client's key.
 func (c *Config) ApplyDefaults() {
 	for key, engine := range c.Engines {
 		if engine == nil {
@@ -444,7 +444,7 @@ func readFunctionSpelling(spelling keySpelling, mapPath string, engine *yaml.Nod
 }
 
 // dealias returns the node that an alias (*name) refers to, or node
-// itself when it is no alias.
+// itself when it is not an alias.
 func dealias(node *yaml.Node) *yaml.Node {
 	for node.Kind == yaml.AliasNode && node.Alias != nil {
 		node = node.Alias

@@ -7,7 +7,7 @@ import (
 	"os"
 )
 
-// MaxFileSize is the largest configuration file that Load reads, 4 MiB.
+// MaxFileSize is the max size of a configuration file that Load reads, 4 MiB.
 // The example config.yaml has 5 kB, and 20,000 engines written one per line
 // take 2.3 MB. Parsing takes far more memory than the file itself: ssegw
 // validate peaked at 190 MB of resident memory for a 4 MiB file of one-line
@@ -80,8 +80,8 @@ func fileKind(mode fs.FileMode) string {
 	return "a special file"
 }
 
-// fileTooLarge returns the error for a file of size bytes, or at least
-// that many, above MaxFileSize.
+// fileTooLarge returns the error for a file above MaxFileSize. size is its
+// size in bytes, or a lower bound when the read stopped at the limit.
 func fileTooLarge(path string, size int64) error {
 	return fmt.Errorf("%s has at least %d bytes, more than the %s that a configuration file may have; check that it is the configuration file",
 		path, size, ByteSize(MaxFileSize))

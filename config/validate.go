@@ -27,7 +27,7 @@ func (c *Config) Validate() error {
 }
 
 // validate is Validate for a Config decoded from a file. Its messages
-// spell function names as spelling gives them. A key in failedKeys, or
+// spell function names as spelling records them. A key in failedKeys, or
 // one inside it, failed to decode and has its default value here. Checks
 // that combine such a key with other keys are skipped, because they would
 // report a problem that only follows from the decoding problem.
@@ -74,9 +74,9 @@ func (c *Config) validate(spelling keySpelling, failedKeys []string) error {
 		case listener.TLS != nil && missingFolder(listener.TLS.Dir):
 			report("%s.tls.dir: folder %s not found", key, listener.TLS.Dir)
 		case listener.TLS != nil && decodeFailed(key+".tls"):
-			// A key of the section that failed to decode leaves its file
-			// to dir's default, or without dir to none, so the files
-			// loaded here are not the ones the configuration names.
+			// When a key of the section failed to decode, its file falls
+			// back to the default in dir, or to none without dir, so the
+			// files loaded here are not the ones the configuration names.
 		case listener.TLS != nil:
 			if _, err := listener.TLS.Files().ServerConfig(); err != nil {
 				problems = append(problems, prefixEach(key+".tls", err)...)
@@ -378,8 +378,8 @@ func checkPort(address, port string, zeroAllowed bool) error {
 	return nil
 }
 
-// listenerPorts holds the listeners validated so far, by port, so that
-// each new one is compared with those on its own port only.
+// listenerPorts maps each port to the listeners validated so far on it, so
+// that each new listener is compared with those on its own port only.
 type listenerPorts map[string][]boundListener
 
 type boundListener struct {

@@ -21,10 +21,10 @@ const (
 	appsKeptPerFunction = 50
 	rateWindow          = 60 // seconds
 
-	// maxAppIDBytes bounds each app id kept. A Qlik Sense app id is a
-	// GUID of 36 characters, but a client may send an id as long as
-	// limits.max_header_list_size allows, and 50 such ids per function
-	// would cost megabytes.
+	// maxAppIDBytes is the max length in bytes of an app id kept. A Qlik
+	// Sense app id is a GUID of 36 characters, but a client may send an
+	// id as long as limits.max_header_list_size allows, and 50 such ids
+	// per function would cost megabytes.
 	maxAppIDBytes = 256
 )
 

@@ -93,8 +93,9 @@ func (c *call) auditScript(checked *routing.Engine) {
 			attributes = append(attributes, slog.String("user_id", user))
 		}
 	}
-	// A merged engine that audits left the call's one record to its script
-	// member, this engine, so the merged engine's audit_text applies too.
+	// When the merged engine audits too, this engine, its script member,
+	// writes the call's only audit record, so the merged engine's
+	// audit_text applies as well.
 	withText := checked.Config.AuditText
 	if merged := c.merged; merged != nil && merged.Config.Scripts == config.ScriptsAudit && merged.Config.AuditText {
 		withText = true
@@ -107,7 +108,7 @@ func (c *call) auditScript(checked *routing.Engine) {
 
 // scriptMemberAudits reports whether engine is a merged engine whose
 // merge_scripts member audits scripts too. The member's admission then
-// writes the call's one audit record.
+// writes the call's only audit record.
 func scriptMemberAudits(engine *routing.Engine) bool {
 	member := engine.ScriptMember()
 	return member != nil && member.Config.Scripts == config.ScriptsAudit

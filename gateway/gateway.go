@@ -61,10 +61,10 @@ type Gateway struct {
 	reloadMu sync.Mutex // serializes reloads, and Shutdown after them
 	stopping bool       // set under reloadMu when Shutdown begins, so that no reload follows
 
-	// retiring counts the engines that reloads replaced and that still
-	// drain. Shutdown waits for them, so that none of their probes or
-	// connections outlives it; ending retireCtx ends their wait for calls
-	// once the listeners have stopped.
+	// retiring counts the engines that reloads replaced and that are still
+	// draining. Shutdown waits for them, so that none of their probes or
+	// connections outlives it. Once the listeners have stopped, Shutdown
+	// cancels retireCtx, which ends the engines' wait for their calls.
 	retiring   sync.WaitGroup
 	retireCtx  context.Context
 	stopRetire context.CancelFunc

@@ -21,8 +21,8 @@ import (
 // the member's own function id in its header; EvaluateScript goes to the
 // merge_scripts member. GetCapabilities is answered here, from the
 // members' capabilities. answered is true when the call ends here, with
-// st, and gatewayFailure is true when st is the gateway's failure rather
-// than the client's doing.
+// st, and gatewayFailure is true when st reports a failure of the gateway
+// or its plugins rather than a fault of the client.
 func (c *call) resolveMerged(ss grpc.ServerStream, merged *routing.Engine) (st *status.Status, gatewayFailure, answered bool) {
 	c.merged = merged
 	switch c.info.kind {

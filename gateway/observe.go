@@ -276,7 +276,8 @@ func (c *call) end(st *status.Status, gatewayFailure bool) {
 	}
 
 	// The status page. It leaves out the app id of a rejected call, so
-	// that clients without access cannot push the real apps out.
+	// that clients without access cannot push the real apps out of the
+	// apps kept per function.
 	app := ""
 	if !c.rejected {
 		app, _ = redact(c.info.appID, o.redaction.AppID)

@@ -291,9 +291,9 @@ type cappedPicker struct {
 	next atomic.Uint32
 }
 
-// pickTries bounds how often the child is asked for another replica when
-// the one it picked is full, before the picker looks at every ready
-// replica itself. A second ask lets the child's own order choose where it
+// pickTries is the max number of picks requested from the child while
+// the replica it picks is full, before the picker looks at every ready
+// replica itself. A second pick lets the child's own order choose where it
 // can: round_robin moves on to the next replica, and least_request draws
 // again.
 const pickTries = 2
@@ -322,8 +322,8 @@ func (p *cappedPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error)
 	}
 	// Mark the wait, then look once more. A call that ends after the mark
 	// publishes a new picker, and gRPC picks again when one arrives while
-	// it picks; a call that ended before the mark published none, but left
-	// the room this look finds.
+	// it picks. A call that ended before the mark published none, but it
+	// left the room that this second look finds.
 	p.balancer.waiting.Store(true)
 	if result, ok := p.pickReady(limit); ok {
 		return result, nil
@@ -332,7 +332,7 @@ func (p *cappedPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error)
 	// until the next picker, which a finishing call publishes, and fails
 	// any other call at once with Unavailable and this error's text. That
 	// other call is one of an engine with reconnect_buffer: 0, which
-	// promises exactly that; ErrNoSubConnAvailable would hold it too.
+	// promises exactly that. ErrNoSubConnAvailable would hold it too.
 	return balancer.PickResult{}, ErrEveryReplicaFull
 }
 

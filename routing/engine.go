@@ -62,7 +62,7 @@ type Engine struct {
 
 	mu       sync.Mutex    // guards the following
 	eligible []string      // addresses of the replicas the pool uses
-	inFlight int           // calls under way, so that Drain knows when it is idle
+	inFlight int           // calls under way, so that Drain can tell when it is idle
 	draining bool          // Drain has begun, so Track rejects new calls
 	idle     chan struct{} // closed when inFlight drops to 0 during Drain
 
@@ -237,7 +237,7 @@ func (e *Engine) watchConnection(ctx context.Context, replica *Replica) {
 	}
 }
 
-// probeLoop probes a replica every probe_interval while it answers, and
+// probeLoop probes a replica every probe_interval while it responds, and
 // every recoveryProbeInterval while it fails or was never probed.
 func (e *Engine) probeLoop(ctx context.Context, replica *Replica) {
 	timer := time.NewTimer(0)
@@ -310,8 +310,8 @@ func (e *Engine) reconcile() {
 }
 
 // settleCapabilities makes the function list that most replicas vote for
-// the engine's agreed one. A replica that answered its last probe votes
-// for the list it returned. A replica that is down votes for the agreed
+// the engine's agreed one. A replica that responded to its last probe
+// votes for the list it returned. A replica that is down votes for the agreed
 // list if that is the list it returned last, so that the agreed list does
 // not change while its replicas restart. Qlik keeps the function ids of
 // the list it was given, and the gateway cannot tell which list that was,
@@ -323,11 +323,11 @@ func (e *Engine) reconcile() {
 //
 // NOTE: a list loaded from the state folder has no votes until a replica
 // returns it, so after a restart of the gateway the first replica to
-// answer sets the list, whichever list Qlik has.
+// respond sets the list, whichever list Qlik has.
 func (e *Engine) settleCapabilities(replicas []*Replica) {
 	current := e.capabilities.Load()
 	votes := map[string]int{}
-	// first holds, for each list, the answer of the first replica that
+	// first maps each list to the capabilities of the first replica that
 	// returned it.
 	first := map[string]*Capabilities{}
 	var order []string
@@ -359,7 +359,7 @@ func (e *Engine) settleCapabilities(replicas []*Replica) {
 		}
 	}
 	// When only replicas that are down voted for the agreed list, it is
-	// the current list, and no answer is newer.
+	// the current list, and no response is newer.
 	chosen := first[agreed]
 	if chosen == nil {
 		return

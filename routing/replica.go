@@ -26,7 +26,7 @@ type ReplicaState string
 
 // recovering reports whether a replica in this state is probed every
 // recoveryProbeInterval: it fails, or was never probed. A disagreeing
-// replica answers its probes, and a restart of it breaks its connection,
+// replica responds to its probes, and a restart of it breaks its connection,
 // which starts a probe at once, so probe_interval is often enough for it.
 func (s ReplicaState) recovering() bool {
 	return s == ReplicaFailing || s == ReplicaUnknown
@@ -120,7 +120,7 @@ func (r *Replica) probe(ctx context.Context, timeout time.Duration) *Capabilitie
 	}
 	if r.losses != losses {
 		// The connection broke while the probe was under way, so the
-		// answer may come from the process that is gone. The probe that
+		// response may come from the process that is gone. The probe that
 		// watchConnection starts after lost decides.
 		return nil
 	}
@@ -161,8 +161,8 @@ func unreachable(err error) bool {
 }
 
 // lastCapabilities returns the capabilities the replica returned last, or
-// nil, and whether it answered its last probe. A replica that is down
-// keeps what it returned before, also after lost.
+// nil, and whether it responded to its last probe. A replica that is
+// down keeps what it returned before, even after lost.
 func (r *Replica) lastCapabilities() (capabilities *Capabilities, answered bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -102,8 +102,8 @@ func ReadCSV(r io.Reader, header bool) (*Table, error) {
 const utf8BOM = "\ufeff"
 
 // ReadJSON reads a JSON array of rows, each an array of values, such as
-// [[1, "a"], [2, "b"]]; [] has no rows. Which JSON values each parameter
-// type accepts is described at Table.Rows.
+// [[1, "a"], [2, "b"]]. An empty array, [], is a table without rows.
+// Table.Rows describes which JSON values each parameter type accepts.
 func ReadJSON(r io.Reader) (*Table, error) {
 	decoder := json.NewDecoder(r)
 	var rows [][]json.RawMessage

@@ -245,9 +245,9 @@ type SetOptions struct {
 // WriteSet makes a root CA (CN sse_root), a server certificate for the
 // gateway valid for hosts (CN sse_server) and a client certificate for
 // Qlik (CN sse_client), and writes them below dir. Each host must be an IP
-// address or a DNS name, as ParseHosts checks. Keys are readable by their
-// owner only. It writes all files or, on failure, none, as writeFiles
-// describes.
+// address or a DNS name, as ParseHosts checks. On Unix, keys are readable
+// by their owner only. It writes all files or, on failure, none, as
+// writeFiles describes.
 func WriteSet(dir string, hosts []string, opts SetOptions) (Set, error) {
 	set := Set{
 		GatewayDir: filepath.Join(dir, GatewayFolder),
@@ -302,8 +302,8 @@ func WriteSet(dir string, hosts []string, opts SetOptions) (Set, error) {
 	}
 	rootCert := EncodeCert(root.Cert)
 
-	// The CA comes first: should replacing the files stop half-way, the
-	// key that signed the new certificates is kept.
+	// The CA comes first, so that if replacing the files stops half-way,
+	// the key that signed the new certificates is kept.
 	files := []pendingFile{
 		{filepath.Join(set.CADir, RootCertFile), rootCert, 0o644},
 		{filepath.Join(set.CADir, CAKeyFile), rootKey, 0o600},

@@ -27,8 +27,8 @@ func ParseHosts(names []string) ([]string, error) {
 	return hosts, errors.Join(problems...)
 }
 
-// ParseHost checks one name as ParseHosts does, and returns it as it
-// belongs in a certificate: an IP address in its usual notation, without
+// ParseHost checks one name as ParseHosts does, and returns it in the form
+// that a certificate contains: an IP address in its usual notation, without
 // the brackets of [::1], or the DNS name unchanged.
 func ParseHost(name string) (string, error) {
 	ip, err := parseIP(name)
@@ -54,8 +54,8 @@ func ParseHost(name string) (string, error) {
 }
 
 // parseIP returns name as an IP address, including an IPv6 address in
-// brackets. It returns the zero Addr and no error for a name that is no
-// IP address.
+// brackets. It returns the zero Addr and no error for a name that is not
+// an IP address.
 func parseIP(name string) (netip.Addr, error) {
 	text := name
 	if inner, ok := strings.CutPrefix(name, "["); ok {

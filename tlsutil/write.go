@@ -13,14 +13,15 @@ import (
 // writeFiles writes all files or, when it fails, none. It checks every
 // path, creates the missing folders, writes each file to a temporary file
 // in its folder, and renames those into place once all are written. A
-// temporary file is created with mode 0600, so a key is never readable by
-// others, and a symbolic link at a file's path is replaced, never
-// followed. Without overwrite, an existing file stops it before it writes
-// anything, with an error that wraps fs.ErrExist.
+// temporary file is created with mode 0600, so on Unix a key is never
+// readable by others, and a symbolic link at a file's path is replaced,
+// never followed. Without overwrite, an existing file stops it before it
+// writes anything, with an error that wraps fs.ErrExist.
 //
 // On failure it removes what it made, and its error states what was
-// written, if anything. Only a failed rename can leave files written: the ones
-// renamed before it, which with overwrite replaced the old ones.
+// written, if anything. Only a failed rename with overwrite can leave
+// files written: the files renamed before it stay, in place of the old
+// ones.
 func writeFiles(files []pendingFile, overwrite bool) error {
 	if err := checkPaths(files, overwrite); err != nil {
 		return fmt.Errorf("%w\nnothing was written", err)
@@ -32,7 +33,7 @@ func writeFiles(files []pendingFile, overwrite bool) error {
 	defer func() {
 		if !written {
 			for _, dir := range slices.Backward(created) {
-				os.Remove(dir) // fails, as it should, for a folder someone else filled meanwhile
+				os.Remove(dir) // fails, as intended, on a folder that another process filled meanwhile
 			}
 		}
 	}()
@@ -73,7 +74,7 @@ func writeFiles(files []pendingFile, overwrite bool) error {
 }
 
 // checkPaths checks, before anything is written, that each file's folder
-// is a folder or can be made, and that no file's path is a folder or,
+// exists or can be created, and that no file's path is a folder or,
 // without overwrite, an existing file.
 func checkPaths(files []pendingFile, overwrite bool) error {
 	var problems []error

@@ -282,7 +282,8 @@ func runCall(cmd *cobra.Command, flags callFlags, args []string) error {
 
 // readCallInput reads the rows of a function or script call from the --arg
 // flags, or else from standard input, until ctx ends. When standard input
-// is a terminal, it first prints to standard error what it waits for.
+// is a terminal, it first prints a hint about the expected input to
+// standard error.
 func readCallInput(ctx context.Context, cmd *cobra.Command, flags callFlags) (*sseclient.Table, error) {
 	if len(flags.args) > 0 {
 		table, err := sseclient.ReadColumns(flags.args)
@@ -604,8 +605,8 @@ func printTableDescription(out io.Writer, md metadata.MD) {
 
 // reportCallError turns the error of a call into what the command returns:
 // a connection failure with what to check, or, for a status other than OK,
-// its code and message on stderr and exit status 1. sent are the bundles
-// the call sent.
+// its code and message on stderr and exit status 1. sent contains the
+// bundles that the call sent.
 func reportCallError(stderr io.Writer, address string, flags callFlags, timedOut bool, sent []*ssepb.BundledRows, err error) error {
 	if err == nil {
 		return nil
@@ -627,7 +628,7 @@ func reportCallError(stderr io.Writer, address string, flags callFlags, timedOut
 				fmt.Fprintf(stderr, "the response had a message of %d bytes, more than this command's --max-message-size %d; call again with --max-message-size %d or more\n",
 					size, flags.maxMessageSize, size)
 			} else {
-				fmt.Fprintf(stderr, "a message of %d bytes passed the limit of %d bytes: either the endpoint's, for a request message of that size, or this command's --max-message-size, for a response; in the second case call again with --max-message-size %d or more\n",
+				fmt.Fprintf(stderr, "a message of %d bytes exceeded the limit of %d bytes: either the endpoint's, for a request message of that size, or this command's --max-message-size, for a response; if it was a response, call again with --max-message-size %d or more\n",
 					size, flags.maxMessageSize, size)
 			}
 		}
@@ -641,7 +642,7 @@ func reportCallError(stderr io.Writer, address string, flags callFlags, timedOut
 // endpoint that rejects a request message over its own limit sends a status
 // with the same text (as of grpc-go v1.85), so the size decides. A size
 // that no message in sent has is a response's, and certain is true.
-// Otherwise either limit may be the one passed.
+// Otherwise either limit may be the one exceeded.
 func responseOverLimit(st *status.Status, sent []*ssepb.BundledRows, limit int) (size int, certain, ok bool) {
 	if st.Code() != codes.ResourceExhausted {
 		return 0, false, false

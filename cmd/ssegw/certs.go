@@ -128,12 +128,13 @@ before the CA does. --hosts and --root-validity do not apply then.`,
 			}
 
 			if cmd.Flags().Changed("client-name") {
-				return errors.New("--client-name applies only with --ca; the set made without it has the client certificate sse_client")
+				return errors.New("--client-name applies only with --ca; without --ca, certs init names the client certificate sse_client")
 			}
 			if leafValidity > rootValidity {
 				return fmt.Errorf("--validity (%v) is longer than --root-validity (%v): the certificates would outlive the root that signs them", leafValidity, rootValidity)
 			}
-			// "name, 10.0.0.5" must give an IP address, not a DNS name " 10.0.0.5".
+			// Trim spaces, so that "name, 10.0.0.5" gives the IP address
+			// 10.0.0.5 rather than the invalid DNS name " 10.0.0.5".
 			var names []string
 			for _, host := range hosts {
 				if host = strings.TrimSpace(host); host != "" {
@@ -172,8 +173,8 @@ before the CA does. --hosts and --root-validity do not apply then.`,
 	return cmd
 }
 
-// certsWriteError adds to an error of certs init what to do about files
-// that exist already. The error itself states what was written.
+// certsWriteError adds a hint to rerun with --force to an error of certs
+// init about existing files. The error itself states what was written.
 func certsWriteError(err error) error {
 	if errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("%w; rerun with --force to replace the existing files", err)

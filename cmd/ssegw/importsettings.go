@@ -148,9 +148,9 @@ func checkGatewayOptions(opts config.GatewayOptions) (config.GatewayOptions, err
 	return opts, nil
 }
 
-// maxSettingsFile is the size of the largest Settings.ini that
-// import-settings reads. QlikView's has a few kilobytes, so a larger file
-// is most likely the wrong one.
+// maxSettingsFile is the max size in bytes of a Settings.ini that
+// import-settings reads. QlikView's Settings.ini is a few kilobytes, so a
+// larger file is most likely the wrong one.
 const maxSettingsFile = 16 << 20
 
 // readSettingsFile reads a Settings.ini. It rejects anything but a regular
@@ -179,8 +179,8 @@ func readSettingsFile(path string) ([]byte, error) {
 }
 
 // rejectUnwritableEntries moves to problems the entries with a field that
-// the configuration file cannot contain as written. Such a field is text
-// that is not UTF-8, or has a control character, such as a carriage return
+// the configuration file cannot contain as written: text that is not
+// UTF-8, or that contains a control character, such as a carriage return
 // in the middle of a line, which would break the line of YAML.
 func rejectUnwritableEntries(plugins []config.SSEPlugin, problems []error) ([]config.SSEPlugin, []error) {
 	var writable []config.SSEPlugin
@@ -207,9 +207,9 @@ func checkEntryText(fields []string) error {
 	return nil
 }
 
-// checkListenPorts checks that every listener's port is a valid port: with
-// many engines, or a --base-port near the top, the ports counted up from
-// base would pass 65535.
+// checkListenPorts checks that every listener's port is at most 65535.
+// With many engines, or a --base-port near the top, the ports counted up
+// from base can exceed it.
 func checkListenPorts(cfg *config.Config, base int) error {
 	highest := 0
 	for _, listener := range cfg.Listeners {

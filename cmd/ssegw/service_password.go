@@ -7,14 +7,14 @@ import (
 	"strings"
 )
 
-// maxPasswordLine is the most that readPasswordLine reads, so that input
-// without a line end cannot grow without bound. No real password comes near
-// it.
+// maxPasswordLine is the max number of bytes that readPasswordLine reads,
+// so that input without a line end cannot grow without bound. Real
+// passwords are far shorter.
 const maxPasswordLine = 4096
 
 // readPasswordLine returns the first line of r without its line end, for
 // service install --password-stdin. It rejects an empty line, and input
-// without a line end that fills maxPasswordLine.
+// that reaches maxPasswordLine bytes without a line end.
 func readPasswordLine(r io.Reader) (string, error) {
 	line, err := bufio.NewReader(io.LimitReader(r, maxPasswordLine)).ReadString('\n')
 	switch {
@@ -22,7 +22,7 @@ func readPasswordLine(r io.Reader) (string, error) {
 	case errors.Is(err, io.EOF) && len(line) < maxPasswordLine:
 		// The last line needs no line end.
 	case errors.Is(err, io.EOF):
-		return "", errors.New("the first line of standard input is longer than any password; give the password alone on it")
+		return "", errors.New("the first line of standard input is longer than any password; give the password alone on the first line")
 	default:
 		return "", err
 	}

@@ -125,7 +125,7 @@ processes, and it stays in the shell's history.`,
 				return errors.New("give the password with either --password or --password-stdin, not both")
 			}
 			if (passwordStdin || password != "") && account == "" {
-				return errors.New("a password applies only to --account; LocalSystem, the default, has none")
+				return errors.New("a password applies only with --account, because LocalSystem, the default account, has none")
 			}
 			if passwordStdin {
 				var err error
@@ -145,8 +145,8 @@ processes, and it stays in the shell's history.`,
 }
 
 // readServicePassword reads the password from the first line of standard
-// input. At a console it prints a prompt, and turns off the echo of what
-// is typed while it reads.
+// input. At a console it prints a prompt and turns off echo while it
+// reads.
 func readServicePassword(cmd *cobra.Command) (string, error) {
 	in := cmd.InOrStdin()
 	file, ok := in.(*os.File)
@@ -163,7 +163,7 @@ func readServicePassword(cmd *cobra.Command) (string, error) {
 	}
 	defer windows.SetConsoleMode(handle, mode)
 	fmt.Fprint(cmd.ErrOrStderr(), "Password of the service account: ")
-	defer fmt.Fprintln(cmd.ErrOrStderr()) // the Enter key was not echoed
+	defer fmt.Fprintln(cmd.ErrOrStderr()) // end the prompt's line, because the Enter key was not echoed
 	return readPasswordLine(in)
 }
 

@@ -4,9 +4,9 @@ package main
 
 import "os"
 
-// isTerminal reports whether file is a character device, which a terminal
-// is. NOTE: so are other devices, such as /dev/null; those only get a hint
-// printed that they do not need.
+// isTerminal reports whether file is a character device, as a terminal is.
+// NOTE: other character devices, such as /dev/null, pass too. The only
+// effect is an input hint printed where nobody reads it.
 func isTerminal(file *os.File) bool {
 	info, err := file.Stat()
 	return err == nil && info.Mode()&os.ModeCharDevice != 0

@@ -145,8 +145,8 @@ func (p *Process) WaitForStderr(t testing.TB, what string, timeout time.Duration
 	return p.waitForLine(t, &p.stderr, "stderr", what, timeout, match)
 }
 
-// waitForLine waits for a line of output, one of the program's two
-// buffers, that match accepts.
+// waitForLine waits for a line in output, the program's stdout or stderr
+// buffer, that match accepts.
 func (p *Process) waitForLine(t testing.TB, output *SyncBuffer, name, what string, timeout time.Duration, match func(line string) bool) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)

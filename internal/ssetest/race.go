@@ -2,5 +2,5 @@
 
 package ssetest
 
-// raceEnabled is whether this test binary was built with -race.
+// raceEnabled is true when this test binary was built with -race.
 const raceEnabled = true

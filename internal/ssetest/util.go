@@ -105,7 +105,7 @@ func (b *SyncBuffer) waitForLine(ctx context.Context, stop <-chan struct{}, matc
 		select {
 		case <-written:
 		case <-stop:
-			stopped = true // read once more: the output is complete now
+			stopped = true // the output is complete, so read it once more
 		case <-ctx.Done():
 			return "", ctx.Err()
 		}
