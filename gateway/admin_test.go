@@ -31,6 +31,7 @@ var traceIDPattern = regexp.MustCompile(`^[0-9a-f]{32}$`)
 // test after timeout. It returns the last body.
 func waitForAdmin(t *testing.T, gw *ssetest.Gateway, path string, want int, timeout time.Duration) string {
 	t.Helper()
+	// The gateway logs no record when a status code changes, so poll.
 	deadline := time.Now().Add(timeout)
 	for {
 		code, _, body := adminGet(t, gw, path)
@@ -138,8 +139,9 @@ func TestAdminReadiness(t *testing.T) {
 		// Once a probe has learnt the capabilities they stay known, so
 		// Qlik can still learn the functions from the gateway.
 		waitForFunctions(t, gw, "Example", "SumOfRows", 10*time.Second)
+		mark := logMark(gw)
 		plugin.Server.Stop()
-		waitForReplicaState(t, gw, "Example", "failing", 10*time.Second)
+		waitForReplicaState(t, gw, mark, "Example", "failing", 10*time.Second)
 		if code, _, body := adminGet(t, gw, "/readyz"); code != http.StatusOK {
 			t.Errorf("GET /readyz after the plugin stopped = %d %q, want 200", code, body)
 		}
@@ -187,7 +189,7 @@ func TestAdminReadiness(t *testing.T) {
 		if _, err := ssetest.Dial(t, gw.Addrs[0]).GetCapabilities(testContext(t), &ssepb.Empty{}); err != nil {
 			t.Fatalf("GetCapabilities(Example): %v", err)
 		}
-		waitForReplicaState(t, gw, "Offline", "failing", 10*time.Second)
+		waitForReplicaState(t, gw, 0, "Offline", "failing", 10*time.Second)
 
 		code, _, body := adminGet(t, gw, "/readyz")
 		if code != http.StatusServiceUnavailable {
@@ -206,6 +208,7 @@ func TestAdminReadiness(t *testing.T) {
 // fails the test after timeout, naming what it waited for.
 func waitForPage(t *testing.T, gw *ssetest.Gateway, timeout time.Duration, what string, ready func(page *html.Node) bool) {
 	t.Helper()
+	// Only some changes that the page shows are logged, so poll the page.
 	deadline := time.Now().Add(timeout)
 	for {
 		if ready(fetchStatusPage(t, gw)) {
@@ -218,18 +221,30 @@ func waitForPage(t *testing.T, gw *ssetest.Gateway, timeout time.Duration, what 
 	}
 }
 
-// waitForReplicaState polls the status page until the first replica of
-// engine shows state, or fails the test after timeout.
-func waitForReplicaState(t *testing.T, gw *ssetest.Gateway, engine, state string, timeout time.Duration) {
+// replicaStateMessages lists, by state, the log records of a replica that
+// enters it. The replica logs each such change after it sets the state.
+var replicaStateMessages = map[string][]string{
+	"failing": {"replica failing", "replica lost its connection"},
+	"healthy": {
+		"replica healthy",
+		"replica healthy: its functions are the engine's again",
+		"replica answers GetCapabilities with an error; its functions are unknown",
+	},
+}
+
+// waitForReplicaState waits for the log record, after the first mark
+// records, of a replica of engine that enters state, or fails the test
+// after timeout. Take mark with logMark before the action that changes
+// the state, or pass 0 for a state that the replica enters only once.
+func waitForReplicaState(t *testing.T, gw *ssetest.Gateway, mark int, engine, state string, timeout time.Duration) {
 	t.Helper()
-	waitForPage(t, gw, timeout, "engine "+engine+" with a replica "+state, func(page *html.Node) bool {
-		section := pageEngine(page, engine)
-		if section == nil {
-			return false
-		}
-		rows := pageTable(section, "replicas")
-		return len(rows) > 0 && len(rows[0]) > 1 && rows[0][1] == state
-	})
+	messages, ok := replicaStateMessages[state]
+	if !ok {
+		t.Fatalf("waitForReplicaState: no log record marks state %q", state)
+	}
+	waitForRecordAfter(t, gw, mark, timeout, "recording a replica of engine "+engine+" "+state, func(record map[string]any) bool {
+		return record["engine"] == engine
+	}, messages...)
 }
 
 // waitForFunctions polls the status page until engine lists the function
@@ -475,8 +490,10 @@ func startStatusPageGateway(t *testing.T) *statusPageGateway {
 	}
 	s.lastTraceID = recent[0].TraceID
 
-	waitForReplicaState(t, s.gw, "Example", "healthy", 10*time.Second)
-	waitForReplicaState(t, s.gw, "Offline", "failing", 10*time.Second)
+	// Neither replica changes state after its first probe, so the first
+	// record of the state suffices.
+	waitForReplicaState(t, s.gw, 0, "Example", "healthy", 10*time.Second)
+	waitForReplicaState(t, s.gw, 0, "Offline", "failing", 10*time.Second)
 	return s
 }
 

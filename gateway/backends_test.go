@@ -91,6 +91,8 @@ func TestReplicasShareCalls(t *testing.T) {
 
 	// Round robin uses only replicas already connected, so count only once
 	// both have served a call.
+	// The pool logs no record when a connection is ready, so call until
+	// both replicas have served.
 	seen := map[string]bool{}
 	deadline := time.Now().Add(10 * time.Second)
 	for len(seen) < 2 {
@@ -262,6 +264,8 @@ func TestMixedBackendSecurity(t *testing.T) {
 	)
 
 	want := map[string]bool{"plain plaintext": true, "secure tls CN=sse_client": true}
+	// The pool logs no record when a connection is ready, so call until
+	// both backends have served.
 	seen := map[string]bool{}
 	deadline := time.Now().Add(10 * time.Second)
 	for len(seen) < len(want) && time.Now().Before(deadline) {

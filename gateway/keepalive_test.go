@@ -197,6 +197,7 @@ func (tap *frameTap) pipe(dst, src net.Conn, scanner *frameScanner) {
 // it holds, or fails the test after timeout, naming what it waited for.
 func waitForFrames(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	// The frame scanners count frames without signalling, so poll them.
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {

@@ -2,8 +2,11 @@ package gateway_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -134,4 +137,41 @@ func userMetadata(md metadata.MD) metadata.MD {
 		out[key] = values
 	}
 	return out
+}
+
+// logMark returns the number of records in gw's log so far. Take it before
+// the action whose record a test awaits, and pass it to waitForRecordAfter,
+// because Logs.WaitFor would also accept a like record from earlier.
+func logMark(gw *ssetest.Gateway) int {
+	return strings.Count(gw.Logs.String(), "\n")
+}
+
+// waitForRecordAfter waits until match accepts a record, after the first
+// mark records of gw's log, whose message is one of messages, and returns
+// it. It fails the test after timeout, naming what it waited for.
+func waitForRecordAfter(t *testing.T, gw *ssetest.Gateway, mark int, timeout time.Duration, what string, match func(record map[string]any) bool, messages ...string) map[string]any {
+	t.Helper()
+	var found map[string]any
+	seen := 0
+	// WaitForLine passes each line once, in order, so counting them skips
+	// exactly the first mark records.
+	gw.Logs.WaitForLine(t, what, timeout, func(line string) bool {
+		seen++
+		if seen <= mark {
+			return false
+		}
+		var record map[string]any
+		if json.Unmarshal([]byte(line), &record) != nil {
+			return false
+		}
+		if message, _ := record["msg"].(string); !slices.Contains(messages, message) {
+			return false
+		}
+		if match == nil || match(record) {
+			found = record
+			return true
+		}
+		return false
+	})
+	return found
 }

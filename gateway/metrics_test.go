@@ -209,6 +209,7 @@ func metricsSeries(t *testing.T, families map[string]*dto.MetricFamily, name str
 // metricsSeries keys them, equal want, or fails the test after timeout.
 func metricsWaitFor(t *testing.T, gw *ssetest.Gateway, timeout time.Duration, want map[string]float64, name string, labels ...string) {
 	t.Helper()
+	// A metric changes without an event, so only scraping shows it.
 	deadline := time.Now().Add(timeout)
 	for {
 		got := metricsSeries(t, metricsScrape(t, gw), name, labels...)

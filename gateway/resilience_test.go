@@ -140,6 +140,8 @@ func checkSums(replies []*ssepb.BundledRows, count, rows int) string {
 // one, so that the gateway's pool has a ready connection to each.
 func waitServedByAll(t *testing.T, ctx context.Context, client ssepb.ConnectorClient, names ...string) {
 	t.Helper()
+	// The pool logs no record when its connection to a replica is ready,
+	// so only calls show it.
 	seen := map[string]bool{}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -158,7 +160,8 @@ func waitServedByAll(t *testing.T, ctx context.Context, client ssepb.ConnectorCl
 }
 
 // resilWait polls condition every 10 ms until it holds, or fails the test
-// after timeout with what describes.
+// after timeout with what describes. It is for conditions that no event
+// signals, such as a metric's value or a count that goroutines raise.
 func resilWait(t *testing.T, timeout time.Duration, what string, condition func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -362,6 +365,8 @@ func TestAllReplicasRestart(t *testing.T) {
 		const reconnectBuffer = 2 * time.Second
 		replicas, gw, client := setUp(t, reconnectBuffer)
 		for _, replica := range replicas {
+			// The replica logs its lost connection, but a later probe's
+			// error replaces lastError without a record, so poll the page.
 			resilWait(t, 10*time.Second, "replica "+replica.Address+" failing with connection refused", func() bool {
 				state, lastError := resilReplicaRow(t, gw, replica.Address)
 				return state == "failing" && strings.Contains(lastError, "connection refused")
@@ -462,9 +467,10 @@ func TestNoReplicaMessageNamesReplicas(t *testing.T) {
 		Engines:   map[string]*config.Engine{"R": engine},
 	})
 	_, client := ssetest.DialConn(t, gw.Addrs[0])
-	resilWait(t, 10*time.Second, "replica "+address+" failing", func() bool {
-		state, _ := resilReplicaRow(t, gw, address)
-		return state == "failing"
+	// The replica was never reached, so its first failed probe is its only
+	// change of state, and the probe logs it after setting the state.
+	gw.Logs.WaitFor(t, "replica failing", 10*time.Second, func(record map[string]any) bool {
+		return record["backend"] == address
 	})
 
 	result := resilCall(t, testContext(t), client, example.FunctionEcho, ssetest.StringBundle("nobody there"))
@@ -606,7 +612,8 @@ func TestRestartedReplicaDisagrees(t *testing.T) {
 	changed.Restart(t, "--functions", "Echo,SumOfRows")
 
 	// Call until the status page shows the replica disagreeing, then 20
-	// times more.
+	// times more. The calls made while waiting are part of the check, so
+	// the loop polls instead of waiting on the replica's record.
 	before, after := map[string]int{}, map[string]int{}
 	deadline := time.Now().Add(10 * time.Second)
 	for resilReplicaState(t, gw, changed.Address) != "disagreeing" {

@@ -58,16 +58,17 @@ func qlikLikeConfig(t *testing.T, files tlsutil.ClientFiles) *tls.Config {
 	return cfg
 }
 
-// waitForHandshakeFailure polls until the gateway has counted a refused
-// handshake for reason, or fails the test after timeout.
+// waitForHandshakeFailure waits for the gateway's log record of a refused
+// handshake for reason, or fails the test after timeout. The gateway counts
+// the failure before it logs it. The log rate limit passes only the first
+// refusal per reason, so gw must be a gateway that has refused none yet.
 func waitForHandshakeFailure(t *testing.T, gw *ssetest.Gateway, reason tlsutil.HandshakeFailure, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for gw.HandshakeFailures()[reason] == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("HandshakeFailures()[%q] = 0 after %v, want 1", reason, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
+	gw.Logs.WaitFor(t, refusedHandshakeMessage, timeout, func(record map[string]any) bool {
+		return record["reason"] == string(reason)
+	})
+	if got := gw.HandshakeFailures()[reason]; got == 0 {
+		t.Fatalf("HandshakeFailures()[%q] = 0 after the log recorded the refusal, want 1", reason)
 	}
 }
 

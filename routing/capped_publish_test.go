@@ -77,6 +77,7 @@ func TestCappedPublishKeepsNewest(t *testing.T) {
 		defer close(childDone)
 		b.cc.UpdateState(balancer.State{ConnectivityState: connectivity.Ready, Picker: namedPicker("newer")})
 	}()
+	// A goroutine blocked on a mutex signals nothing, so poll the stacks.
 	deadline := time.Now().Add(10 * time.Second)
 	for !isClosed(childDone) && !waitingToPublish() {
 		if time.Now().After(deadline) {

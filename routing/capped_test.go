@@ -390,6 +390,9 @@ func TestCappedFindsFreeReplica(t *testing.T) {
 			for range tt.plugins {
 				go func() { heldErrors <- cappedCall(ctx, client) }()
 			}
+			// Poll the sum of open calls: which plugin takes which call
+			// is the balancer's choice, so no one plugin's arrived
+			// channel signals that all calls are in.
 			deadline := time.Now().Add(10 * time.Second)
 			for {
 				var open int64

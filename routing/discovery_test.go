@@ -76,6 +76,8 @@ func probeContext(t *testing.T, engine *Engine) context.Context {
 // waitForReplicas polls until the engine's healthy replicas are want.
 func waitForReplicas(t *testing.T, engine *Engine, want []string) {
 	t.Helper()
+	// The engine logs to slog.DiscardHandler in these tests, so poll
+	// the replicas' states.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var healthy []string
@@ -132,6 +134,7 @@ func TestDNSDiscoveryResolves(t *testing.T) {
 	engine := newDNSEngine(t, net.JoinHostPort("localhost", port))
 	engine.Start()
 
+	// The engine logs to slog.DiscardHandler here, so poll the replicas.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if slices.ContainsFunc(engine.Replicas(), func(r *Replica) bool {
@@ -171,6 +174,7 @@ func TestDNSReplicaWaitsForProbe(t *testing.T) {
 	close(added.release)
 	want := []string{first, added.addr}
 	slices.Sort(want)
+	// The engine logs no record when the pool's replicas change, so poll.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		got := eligibleAddresses(engine)

@@ -178,6 +178,8 @@ func checkCallsReach(t *testing.T, e *Engine, serving, idle []*reconcilePlugin) 
 	for i, plugin := range idle {
 		before[i] = plugin.calls.Load()
 	}
+	// The pool logs no record when a connection is ready, so call until
+	// each serving plugin has had a call.
 	deadline := time.Now().Add(10 * time.Second)
 	for _, plugin := range serving {
 		for start := plugin.calls.Load(); plugin.calls.Load() == start; {
@@ -692,6 +694,7 @@ func TestTrackRejectedDuringDrain(t *testing.T) {
 		close(drained)
 	}()
 	// Drain has begun once Track rejects calls, and it waits for the first.
+	// Drain signals nothing when it begins, so poll Track.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		later, ok := e.Track()
