@@ -318,14 +318,18 @@ func (e *Engine) reconcile() {
 // so the agreed list is the safe guess. Without that vote, a replica with
 // other functions would be the majority while the others are down, its
 // list would become the agreed one, and a tie would keep it once they are
-// back. On a tie the agreed list stays, else the first replica's list
-// wins. The caller holds mu.
+// back. A down replica votes only for reconnect_buffer after its last
+// answer, the time the gateway holds calls for a restarting plugin: one
+// that never comes back must not keep the engine on a list that no live
+// replica serves. On a tie the agreed list stays, else the first
+// replica's list wins. The caller holds mu.
 //
 // NOTE: a list loaded from the state folder has no votes until a replica
 // returns it, so after a restart of the gateway the first replica to
 // respond sets the list, whichever list Qlik has.
 func (e *Engine) settleCapabilities(replicas []*Replica) {
 	current := e.capabilities.Load()
+	now := time.Now()
 	votes := map[string]int{}
 	// first maps each list to the capabilities of the first replica that
 	// returned it.
@@ -337,7 +341,7 @@ func (e *Engine) settleCapabilities(replicas []*Replica) {
 			continue
 		}
 		key := capabilities.key()
-		if !answered && (current == nil || key != current.key()) {
+		if !answered && (current == nil || key != current.key() || now.Sub(capabilities.Fetched) > e.Config.ReconnectWait()) {
 			continue
 		}
 		if _, ok := votes[key]; !ok {

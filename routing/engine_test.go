@@ -353,6 +353,32 @@ func TestReconcileDownReplicaKeepsList(t *testing.T) {
 	checkCallsReach(t, e, []*reconcilePlugin{agreed}, []*reconcilePlugin{other})
 }
 
+// TestReconcileDownReplicaVoteExpires checks that a replica that stays
+// down votes for the agreed list only for reconnect_buffer: when every
+// replica was upgraded at once and one never came back, the live one's new
+// list becomes the agreed one and takes the calls. Here reconnect_buffer
+// is a nanosecond, so the vote has expired by the next probe.
+func TestReconcileDownReplicaVoteExpires(t *testing.T) {
+	t.Parallel()
+	dead, live := startReconcilePlugin(t, "Echo", "Sum"), startReconcilePlugin(t, "Echo", "Sum")
+	e := newReconcileEngine(t, "", io.Discard, dead, live)
+	grace := time.Nanosecond
+	e.Config.ReconnectBuffer = &grace
+	probeAndReconcile(t, e, 0, 1)
+
+	dead.unavailable.Store(true)
+	live.offer("Echo", "Sum", "Forecast")
+	probeAndReconcile(t, e, 0, 1)
+	if got := e.Capabilities(); !proto.Equal(got.Message, live.capabilities.Load()) {
+		t.Errorf("capabilities agreed = %v, want the live replica's %v", got.Message, live.capabilities.Load())
+	}
+	want := []ReplicaState{ReplicaFailing, ReplicaHealthy}
+	if got := replicaStates(e); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("replica states = %v, want %v", got, want)
+	}
+	checkCallsReach(t, e, []*reconcilePlugin{live}, nil)
+}
+
 // TestReconcileMajorityOutvotesDownReplica checks that a replica that is
 // down keeps the agreed list only as one vote: two replicas that answer
 // with another list still replace it, as after a rolling upgrade.
