@@ -128,7 +128,7 @@ standard error and the exit status is 1.`,
 	f.StringVar(&flags.tlsDir, "tls-dir", "", "Qlik client certificate folder (root_cert.pem, sse_client_cert.pem, sse_client_key.pem) for mutual TLS; empty for plaintext")
 	f.StringVar(&flags.serverName, "server-name", "", "name to verify in the endpoint's certificate, sent as TLS server name and :authority; empty for the host of ADDR")
 	f.StringVar(&flags.engine, "engine", "", "engine to call on a gateway, sent in the x-sse-engine header; empty sends no header")
-	f.DurationVar(&flags.timeout, "timeout", 30*time.Second, "time limit for the whole call, such as 30s or 2m; 0 means no limit")
+	f.DurationVar(&flags.timeout, "timeout", 30*time.Second, "time limit for the whole call, reading a pipe or file of rows included (rows typed at a terminal are not), such as 30s or 2m; 0 means no limit")
 	f.IntVar(&flags.maxMessageSize, "max-message-size", 4<<20, "largest response message accepted, in bytes")
 	f.StringVar(&flags.input, "input", "csv", "format of the rows on standard input: csv or json (an array of rows, each an array of values)")
 	f.BoolVar(&flags.header, "header", false, "the first CSV line contains column names, not values")
@@ -226,15 +226,23 @@ func runCall(cmd *cobra.Command, flags callFlags, args []string) error {
 		return err
 	}
 
-	// The deadline covers everything that follows, reading the input too.
-	ctx := cmd.Context()
-	if ctx == nil {
-		ctx = context.Background()
+	// The deadline covers everything that follows, reading the input from
+	// a pipe or a file too. Someone typing rows at a terminal may take
+	// longer than --timeout, so there it starts once the input has ended.
+	base := cmd.Context()
+	if base == nil {
+		base = context.Background()
 	}
-	if flags.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, flags.timeout)
-		defer cancel()
+	ctx, cancel := base, context.CancelFunc(func() {})
+	defer func() { cancel() }()
+	startDeadline := func() {
+		if flags.timeout > 0 {
+			ctx, cancel = context.WithTimeout(base, flags.timeout)
+		}
+	}
+	typed := kind != callCapabilities && len(flags.args) == 0 && stdinIsTerminal(cmd)
+	if !typed {
+		startDeadline()
 	}
 
 	// Read the rows before connecting, so that a mistake in them fails
@@ -246,6 +254,9 @@ func runCall(cmd *cobra.Command, flags callFlags, args []string) error {
 		if err != nil {
 			return err
 		}
+	}
+	if typed {
+		startDeadline()
 	}
 
 	// Prepare the client.
@@ -293,7 +304,7 @@ func readCallInput(ctx context.Context, cmd *cobra.Command, flags callFlags) (*s
 		return table, nil
 	}
 	in := cmd.InOrStdin()
-	if file, ok := in.(*os.File); ok && isTerminal(file) {
+	if stdinIsTerminal(cmd) {
 		fmt.Fprintln(cmd.ErrOrStderr(), inputHint(flags))
 	}
 
@@ -326,6 +337,13 @@ func readCallInput(ctx context.Context, cmd *cobra.Command, flags callFlags) (*s
 		}
 		return nil, fmt.Errorf("reading standard input: %w", ctx.Err())
 	}
+}
+
+// stdinIsTerminal reports whether the command reads its standard input
+// from a terminal.
+func stdinIsTerminal(cmd *cobra.Command) bool {
+	file, ok := cmd.InOrStdin().(*os.File)
+	return ok && isTerminal(file)
 }
 
 // inputHint returns the line printed for someone at a terminal: the

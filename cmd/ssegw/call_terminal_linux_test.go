@@ -43,8 +43,9 @@ func openTerminal(t *testing.T) (terminal, keyboard *os.File) {
 
 // TestCallHintsAtTerminal checks that call, reading its rows from a
 // terminal, prints a hint to stderr, and that the rows typed there, ended
-// with Ctrl-D, are sent.
+// with Ctrl-D, are sent, even when typing them took longer than --timeout.
 func TestCallHintsAtTerminal(t *testing.T) {
+	const timeout = time.Second
 	plugin := ssetest.ServePlugin(t, "127.0.0.1:0", example.NewServer("p"))
 	terminal, keyboard := openTerminal(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -52,7 +53,7 @@ func TestCallHintsAtTerminal(t *testing.T) {
 	var stdout bytes.Buffer
 	var stderr ssetest.SyncBuffer
 	root := newRootCommand()
-	root.SetArgs([]string{"call", plugin.Addr, "function", "SumOfRows"})
+	root.SetArgs([]string{"call", plugin.Addr, "function", "SumOfRows", "--timeout", timeout.String()})
 	root.SetIn(terminal)
 	root.SetOut(&stdout)
 	root.SetErr(&stderr)
@@ -63,6 +64,9 @@ func TestCallHintsAtTerminal(t *testing.T) {
 	if got := stderr.String(); got != hint {
 		t.Errorf("stderr = %q, want %q", got, hint)
 	}
+	// The typist's pause, longer than --timeout: the behaviour under test,
+	// not a wait for an event.
+	time.Sleep(timeout + 500*time.Millisecond)
 	// Ctrl-D at the start of a line ends the input.
 	if _, err := keyboard.Write([]byte("1,2\n\x04")); err != nil {
 		t.Fatal(err)
