@@ -565,6 +565,30 @@ func TestImportSettingsForceKeepsLink(t *testing.T) {
 	}
 }
 
+// TestImportSettingsForceDanglingLink checks that --force writes the file
+// that a symbolic link names when that file does not exist yet, and that
+// without --force such a link counts as an existing file.
+func TestImportSettingsForceDanglingLink(t *testing.T) {
+	settings := copySampleSettings(t, "local-plaintext.ini")
+	dir := t.TempDir()
+	link := filepath.Join(dir, "ssegw.yaml")
+	if err := os.Symlink("real.yaml", link); err != nil {
+		t.Skipf("cannot make a symbolic link here: %v", err)
+	}
+	if _, _, err := runCommandOutput(t, "import-settings", settings, "--out", link, "--gateway-host", "gw.example"); err == nil {
+		t.Errorf("import-settings without --force onto a link = nil, want an error")
+	}
+	if _, _, err := runCommandOutput(t, "import-settings", settings, "--out", link, "--force", "--gateway-host", "gw.example"); err != nil {
+		t.Fatalf("import-settings --force onto a link to a missing file: %v", err)
+	}
+	if info, err := os.Lstat(link); err != nil || info.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("%s after import-settings --force: %v; want it still a symbolic link", link, err)
+	}
+	if data, err := os.ReadFile(filepath.Join(dir, "real.yaml")); err != nil || !strings.Contains(string(data), "engines:") {
+		t.Errorf("real.yaml after import-settings --force = %q, %v; want the imported configuration", data, err)
+	}
+}
+
 // TestImportSettingsControlCharacters checks that entries with a control
 // character or text that is not UTF-8 are skipped with a message, and that
 // the written configuration stays valid YAML.

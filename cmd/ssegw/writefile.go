@@ -34,21 +34,34 @@ func writeConfigFile(path string, data []byte, force bool) error {
 		}
 		mode = info.Mode().Perm()
 	} else {
+		// A symbolic link to a missing file exists as a name: with force,
+		// the file it names is written.
+		if link, err := os.Lstat(path); err == nil && link.Mode()&fs.ModeSymlink != 0 {
+			if !force {
+				return fmt.Errorf("%s: %w", path, fs.ErrExist)
+			}
+			if target, err = os.Readlink(path); err != nil {
+				return err
+			}
+			if !filepath.IsAbs(target) {
+				target = filepath.Join(filepath.Dir(path), target)
+			}
+		}
 		// Claim the name, so that a file made meanwhile is never replaced
 		// without force. Its mode is 0644 less the umask, as for any new
 		// file.
-		placeholder, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+		placeholder, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 		if err != nil {
 			return err
 		}
 		placeholder.Close()
-		if info, err := os.Stat(path); err == nil {
+		if info, err := os.Stat(target); err == nil {
 			mode = info.Mode().Perm()
 		}
 	}
 	if err := replaceFile(target, data, mode); err != nil {
 		if !exists {
-			os.Remove(path)
+			os.Remove(target)
 		}
 		return err
 	}
