@@ -401,12 +401,14 @@ func TestDeadlines(t *testing.T) {
 			}
 			report := receiveReport(t, reports, 10*time.Second)
 			checkPluginDeadline(t, report, start, tt.want)
-			// The plugin's context ends at its own deadline, or earlier when
-			// the gateway passes on the client's cancel, so by the same bound.
+			// The plugin's context ends at its own deadline, which
+			// checkPluginDeadline bounds, or earlier when the gateway passes
+			// on the client's cancel. Late is bounded as loosely as the
+			// client's call above.
 			if report.contextEnded.IsZero() {
 				t.Errorf("plugin's context did not end: it worked its full 10s")
-			} else if got := report.contextEnded.Sub(start); got > tt.want+300*time.Millisecond {
-				t.Errorf("plugin's context ended %v after the start, want by %v", got, tt.want+300*time.Millisecond)
+			} else if late := report.contextEnded.Sub(report.deadline); report.hasDeadline && late > 500*time.Millisecond {
+				t.Errorf("plugin's context ended %v after its deadline, want at most 500ms", late)
 			}
 		})
 	}
