@@ -92,7 +92,10 @@ func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	warnings := g.certificates.Expiring(g.Config().CertificateExpiryWarning, time.Now())
-	if len(notReady) > 0 {
+	if g.draining.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "not ready: stopping; the calls in flight may finish, new connections are refused")
+	} else if len(notReady) > 0 {
 		slices.Sort(notReady)
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintf(w, "not ready: no replica connected and no capabilities known for engine %s\n", strings.Join(notReady, ", "))

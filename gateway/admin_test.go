@@ -45,6 +45,32 @@ func waitForAdmin(t *testing.T, gw *ssetest.Gateway, path string, want int, time
 	}
 }
 
+// TestReadyzWhileDraining checks that /readyz answers 503 once the gateway
+// has begun to stop, so that a load balancer sends no new call there,
+// while a call in flight still finishes OK.
+func TestReadyzWhileDraining(t *testing.T) {
+	t.Parallel()
+	plugin := ssetest.StartHoldingPlugin(t, "held", true)
+	gw := ssetest.StartGateway(t, reloadConfig(30*time.Second, plugin.Addr))
+	_, client := ssetest.DialConn(t, gw.Addrs[0])
+	results := make(chan reloadResult, 1)
+	go reloadCall(testContext(t), client, results)
+	plugin.WaitHeld(t, 1)
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- gw.Shutdown(testContext(t)) }()
+	if body := waitForAdmin(t, gw, "/readyz", http.StatusServiceUnavailable, 10*time.Second); !strings.Contains(body, "stopping") {
+		t.Errorf("GET /readyz body while draining = %q, want it to say the gateway is stopping", body)
+	}
+	plugin.Release()
+	if result := <-results; result.err != nil {
+		t.Errorf("call in flight during the drain = %v, want OK", result.err)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("Shutdown() = %v, want nil", err)
+	}
+}
+
 // TestAdminEndpoints checks the status codes and content types of the
 // admin listener's paths.
 func TestAdminEndpoints(t *testing.T) {

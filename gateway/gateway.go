@@ -60,6 +60,9 @@ type Gateway struct {
 
 	reloadMu sync.Mutex // serializes reloads, and Shutdown after them
 	stopping bool       // set under reloadMu when Shutdown begins, so that no reload follows
+	// draining is set when Shutdown begins, for /readyz: a load balancer
+	// should send no new call while the calls in flight finish.
+	draining atomic.Bool
 
 	// retiring counts the engines that reloads replaced and that are still
 	// draining. Shutdown waits for them, so that none of their probes or
@@ -350,6 +353,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		g.reloadMu.Lock()
 		g.stopping = true
 		g.reloadMu.Unlock()
+		g.draining.Store(true)
 		if g.stopBackground != nil {
 			g.stopBackground()
 		}
