@@ -43,6 +43,20 @@ const (
 // [Settings 7].
 var ErrNoSSEPlugin = errors.New("no SSEPlugin= line under [Settings 7]")
 
+// EntryError is a problem with one entry of an SSEPlugin line, which an
+// import leaves out of the gateway's configuration.
+type EntryError struct {
+	Position int    // from 1, among the line's entries
+	Entry    string // the entry as written, without surrounding spaces
+	Err      error
+}
+
+func (e *EntryError) Error() string {
+	return fmt.Sprintf("entry %d (%q): %v", e.Position, e.Entry, e.Err)
+}
+
+func (e *EntryError) Unwrap() error { return e.Err }
+
 // ReadSSEPlugins finds the SSEPlugin line under [Settings 7] in the bytes
 // of a QlikView Settings.ini and parses its entries. The file may be UTF-8
 // with or without a byte order mark, or UTF-16 with one, with CRLF or LF
@@ -67,11 +81,12 @@ func ReadSSEPlugins(data []byte) (plugins []SSEPlugin, problems []error, err err
 		position++
 		plugin, err := parseSSEPlugin(position, entry)
 		if err != nil {
-			problems = append(problems, fmt.Errorf("entry %d (%q): %w", position, strings.TrimSpace(entry), err))
+			problems = append(problems, &EntryError{Position: position, Entry: strings.TrimSpace(entry), Err: err})
 			continue
 		}
 		if earlier, ok := names[strings.ToLower(plugin.Name)]; ok {
-			problems = append(problems, fmt.Errorf("entry %d (%q): engine name %s is also entry %d; Qlik uses the first", position, strings.TrimSpace(entry), plugin.Name, earlier))
+			err := fmt.Errorf("engine name %s is also entry %d; Qlik uses the first", plugin.Name, earlier)
+			problems = append(problems, &EntryError{Position: position, Entry: strings.TrimSpace(entry), Err: err})
 			continue
 		}
 		names[strings.ToLower(plugin.Name)] = position

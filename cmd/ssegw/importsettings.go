@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -107,10 +108,15 @@ func importSettings(cmd *cobra.Command, path, out string, force bool, opts confi
 	}
 
 	// Tell the admin what to change on Qlik's side.
+	line, kept := withSkippedEntries(line, plugins, problems)
 	stdout := cmd.OutOrStdout()
 	fmt.Fprintf(stdout, "Wrote %s with %d engines (%s).\n", out, len(plugins), strings.Join(engineNames(plugins), ", "))
 	fmt.Fprintf(stdout, "Check it with: ssegw validate --config %s --connect\n\n", out)
 	fmt.Fprintf(stdout, "In Settings.ini, under [Settings 7], replace the SSEPlugin line with:\n%s\n", line)
+	if len(kept) > 0 {
+		fmt.Fprintf(stdout, "\nThe skipped entries %s stay in it as they were, so Qlik keeps calling them directly; fix them and import again to route them through the gateway.\n",
+			strings.Join(kept, ", "))
+	}
 	if opts.Mode == "hosts" {
 		fmt.Fprintf(stdout, "\nEach engine's host name must resolve to the gateway where Qlik runs, and be in the gateway's certificate:\n")
 		for _, name := range cfg.EngineNames() {
@@ -186,12 +192,43 @@ func rejectUnwritableEntries(plugins []config.SSEPlugin, problems []error) ([]co
 	var writable []config.SSEPlugin
 	for _, plugin := range plugins {
 		if err := checkEntryText(plugin.Fields); err != nil {
-			problems = append(problems, fmt.Errorf("entry %d (%q): %w", plugin.Position, strings.Join(plugin.Fields, ","), err))
+			problems = append(problems, &config.EntryError{Position: plugin.Position, Entry: strings.Join(plugin.Fields, ","), Err: err})
 			continue
 		}
 		writable = append(writable, plugin)
 	}
 	return writable, problems
+}
+
+// withSkippedEntries returns the gateway's SSEPlugin line with the entries
+// that the import skipped put back at their places, as they were, so that
+// replacing Qlik's line loses no analytic connection; and the positions of
+// those entries. line has one entry per plugin, in the plugins' order.
+func withSkippedEntries(line string, plugins []config.SSEPlugin, problems []error) (string, []string) {
+	type entry struct {
+		position int
+		text     string
+		skipped  bool
+	}
+	var entries []entry
+	for i, text := range strings.Split(strings.TrimPrefix(line, "SSEPlugin="), ";") {
+		entries = append(entries, entry{position: plugins[i].Position, text: text})
+	}
+	for _, problem := range problems {
+		var skipped *config.EntryError
+		if errors.As(problem, &skipped) {
+			entries = append(entries, entry{position: skipped.Position, text: skipped.Entry, skipped: true})
+		}
+	}
+	slices.SortStableFunc(entries, func(x, y entry) int { return x.position - y.position })
+	var texts, kept []string
+	for _, e := range entries {
+		texts = append(texts, e.text)
+		if e.skipped {
+			kept = append(kept, strconv.Itoa(e.position))
+		}
+	}
+	return "SSEPlugin=" + strings.Join(texts, ";"), kept
 }
 
 func checkEntryText(fields []string) error {

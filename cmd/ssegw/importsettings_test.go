@@ -589,6 +589,26 @@ func TestImportSettingsForceDanglingLink(t *testing.T) {
 	}
 }
 
+// TestImportSettingsKeepsSkippedEntries checks that the SSEPlugin line
+// printed for Qlik keeps each entry that the import skipped, as it was and
+// at its place, so that replacing Qlik's line loses no analytic
+// connection, and says so.
+func TestImportSettingsKeepsSkippedEntries(t *testing.T) {
+	settings := writeSampleSettings(t, []byte("[Settings 7]\r\nSSEPlugin=A,localhost:50061;R,localhost:notaport;B,localhost:50062;a,localhost:50063\r\n"))
+	out := filepath.Join(t.TempDir(), "ssegw.yaml")
+	stdout, _, err := runCommandOutput(t, "import-settings", settings, "--out", out, "--gateway-host", "gw.example", "--base-port", "50051")
+	if err != nil {
+		t.Fatalf("import-settings: %v", err)
+	}
+	want := "SSEPlugin=A,gw.example:50051,C:\\ProgramData\\ssegw\\qlik;R,localhost:notaport;B,gw.example:50052,C:\\ProgramData\\ssegw\\qlik;a,localhost:50063\n"
+	if !strings.Contains(stdout, want) {
+		t.Errorf("import-settings stdout = %q, want it to contain the line %q", stdout, want)
+	}
+	if !strings.Contains(stdout, "skipped entries 2, 4 stay in it as they were") {
+		t.Errorf("import-settings stdout = %q, want it to name the entries kept as they were", stdout)
+	}
+}
+
 // TestImportSettingsControlCharacters checks that entries with a control
 // character or text that is not UTF-8 are skipped with a message, and that
 // the written configuration stays valid YAML.
