@@ -114,12 +114,18 @@ func CheckFolder(dir string, now time.Time, warnWithin time.Duration) ([]Finding
 		}
 		checkKey(add, pair.keyFile, keyPath, leaf)
 	}
-	if !found {
+	_, caKeyErr := os.Stat(filepath.Join(dir, CAKeyFile))
+	switch {
+	case !found && caKeyErr == nil:
+		// The CA folder of certs init: its files are checked below.
+		add(dir, Info, "the CA folder that certs init writes, with %s and %s; the gateway's and Qlik's folders are beside it",
+			RootCertFile, CAKeyFile)
+	case !found:
 		add(dir, Error, "no %s/%s or %s/%s pair: not a certificate folder in Qlik's layout", ServerCertFile, ServerKeyFile, ClientCertFile, ClientKeyFile)
 	}
 
 	// The CA key, where ssegw certs init keeps it.
-	if _, err := os.Stat(filepath.Join(dir, CAKeyFile)); err == nil {
+	if caKeyErr == nil {
 		checkKey(add, CAKeyFile, filepath.Join(dir, CAKeyFile), nil)
 	}
 	for _, entry := range entries {

@@ -35,7 +35,12 @@ addresses written as DNS names and other DNS names that no client matches
 (such as one with a port), a server certificate without serverAuth, and
 keys other users can read. The exit status is 1 when a file has an
 error, such as a key that does not match its certificate.`,
-		Args: cobra.ExactArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return fmt.Errorf("give one certificate folder, such as certs/gateway; got %d arguments", len(args))
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			findings, err := tlsutil.CheckFolder(args[0], time.Now(), warnWithin)
 			if err != nil {
