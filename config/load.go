@@ -71,7 +71,8 @@ func parse(data []byte, environ []string, baseDir string) (*Config, error) {
 	// unknownKeys finds them all, where mapstructure would report the
 	// first of each section and leave the section out.
 	problems := []error{spellingErr}
-	problems = append(problems, applyEnv(settings, environ)...)
+	envProblems, fromEnv := applyEnv(settings, environ, spelling)
+	problems = append(problems, envProblems...)
 	problems = append(problems, unknownKeys(settings, reflect.TypeFor[Config](), "", spelling)...)
 	cfg := &Config{}
 	var undecoded []string  // key paths whose validation problems would repeat a decoding problem
@@ -128,11 +129,11 @@ func parse(data []byte, environ []string, baseDir string) (*Config, error) {
 	for _, problem := range problems {
 		if joined, ok := problem.(interface{ Unwrap() []error }); ok {
 			for _, inner := range joined.Unwrap() {
-				lines = append(lines, oneLine(inner))
+				lines = append(lines, oneLine(namingEnv(inner, fromEnv)))
 			}
 			continue
 		}
-		lines = append(lines, oneLine(problem))
+		lines = append(lines, oneLine(namingEnv(problem, fromEnv)))
 	}
 	if err := errors.Join(lines...); err != nil {
 		return nil, err
@@ -456,24 +457,43 @@ func dealias(node *yaml.Node) *yaml.Node {
 // walks the Config type to split a variable's name into keys, since keys
 // themselves contain underscores. Map entries and list items must already
 // exist in the file; a variable that names no key is a problem.
-func applyEnv(settings map[string]any, environ []string) []error {
-	var problems []error
+func applyEnv(settings map[string]any, environ []string, spelling keySpelling) (problems []error, fromEnv map[string]string) {
+	fromEnv = map[string]string{}
 	for _, entry := range environ {
 		name, value, ok := strings.Cut(entry, "=")
 		if !ok || !strings.HasPrefix(name, EnvPrefix) {
 			continue
 		}
 		words := strings.Split(strings.ToLower(strings.TrimPrefix(name, EnvPrefix)), "_")
-		if err := setByWords(settings, reflect.TypeFor[Config](), words, value); err != nil {
+		path, err := setByWords(settings, reflect.TypeFor[Config](), words, value, "")
+		if err != nil {
 			problems = append(problems, fmt.Errorf("environment variable %s: %w", name, err))
+			continue
+		}
+		fromEnv[keyPath(path, spelling)] = name
+	}
+	return problems, fromEnv
+}
+
+// namingEnv adds to problem the environment variable that set its key, so
+// that a value the file does not hold is not looked for there.
+func namingEnv(problem error, fromEnv map[string]string) error {
+	if problem == nil {
+		return nil
+	}
+	for key, name := range fromEnv {
+		if strings.HasPrefix(problem.Error(), key+":") {
+			return fmt.Errorf("%w (set by %s)", problem, name)
 		}
 	}
-	return problems
+	return problem
 }
 
 // setByWords stores value at the key path spelt by words, where each key
-// of the path may span several words.
-func setByWords(node any, typ reflect.Type, words []string, value string) error {
+// of the path may span several words, and returns that path as a
+// mapstructure field name, which keyPath turns into Validate's notation.
+// path is the name of node.
+func setByWords(node any, typ reflect.Type, words []string, value, path string) (string, error) {
 	for typ.Kind() == reflect.Pointer {
 		typ = typ.Elem()
 	}
@@ -481,7 +501,7 @@ func setByWords(node any, typ reflect.Type, words []string, value string) error 
 	case reflect.Struct:
 		settings, ok := node.(map[string]any)
 		if !ok {
-			return errors.New("no such configuration key")
+			return "", errors.New("no such configuration key")
 		}
 		// Longest key first, so that request_timeout wins over request.
 		for n := len(words); n > 0; n-- {
@@ -492,22 +512,22 @@ func setByWords(node any, typ reflect.Type, words []string, value string) error 
 			}
 			if n == len(words) {
 				if !isScalar(field.Type) {
-					return errors.New("names a whole section; name one of its keys")
+					return "", errors.New("names a whole section; name one of its keys")
 				}
 				settings[key] = envValue(field.Type, value)
-				return nil
+				return joinName(path, key), nil
 			}
 			child, ok := settings[key]
 			if !ok || child == nil {
 				child = map[string]any{}
 				settings[key] = child
 			}
-			return setByWords(child, field.Type, words[n:], value)
+			return setByWords(child, field.Type, words[n:], value, joinName(path, key))
 		}
 	case reflect.Map:
 		entries, ok := node.(map[string]any)
 		if !ok {
-			return errors.New("no such configuration key")
+			return "", errors.New("no such configuration key")
 		}
 		for n := len(words); n > 0; n-- {
 			key := strings.Join(words[:n], "_")
@@ -516,27 +536,35 @@ func setByWords(node any, typ reflect.Type, words []string, value string) error 
 				continue
 			}
 			if n == len(words) {
-				return errors.New("names a whole entry; name one of its keys")
+				return "", errors.New("names a whole entry; name one of its keys")
 			}
 			if child == nil {
 				child = map[string]any{}
 				entries[key] = child
 			}
-			return setByWords(child, typ.Elem(), words[n:], value)
+			return setByWords(child, typ.Elem(), words[n:], value, path+"["+key+"]")
 		}
-		return fmt.Errorf("no entry %q in the file; environment variables override entries, they cannot add one", words[0])
+		return "", fmt.Errorf("no entry %q in the file; environment variables override entries, they cannot add one", words[0])
 	case reflect.Slice:
 		items, ok := node.([]any)
 		index, err := strconv.Atoi(words[0])
 		if !ok || err != nil || index < 0 || index >= len(items) {
-			return fmt.Errorf("no list item %q in the file; environment variables override items, they cannot add one", words[0])
+			return "", fmt.Errorf("no list item %q in the file; environment variables override items, they cannot add one", words[0])
 		}
 		if len(words) == 1 {
-			return errors.New("names a whole list item; name one of its keys")
+			return "", errors.New("names a whole list item; name one of its keys")
 		}
-		return setByWords(items[index], typ.Elem(), words[1:], value)
+		return setByWords(items[index], typ.Elem(), words[1:], value, path+"["+words[0]+"]")
 	}
-	return errors.New("no such configuration key")
+	return "", errors.New("no such configuration key")
+}
+
+// joinName appends a struct field's key to a mapstructure field name.
+func joinName(name, key string) string {
+	if name == "" {
+		return key
+	}
+	return name + "." + key
 }
 
 // isScalar reports whether a field of type typ takes one value from the

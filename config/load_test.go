@@ -440,27 +440,27 @@ func TestParseEnvironmentProblems(t *testing.T) {
 		{
 			name:    "invalid log level",
 			environ: []string{"SSEGW_LOG_LEVEL=loud"},
-			want:    []problem{{"log.level", `unknown level "loud"`}},
+			want:    []problem{{"log.level", `unknown level "loud"; use debug, info, warn or error (set by SSEGW_LOG_LEVEL)`}},
 		},
 		{
 			name:    "duration without unit",
 			environ: []string{"SSEGW_ENGINES_SSEPYTHON_REQUEST_TIMEOUT=30"},
-			want:    []problem{{"engines.SSEPython.request_timeout", "duration 30 has no unit: write 30s for seconds"}},
+			want:    []problem{{"engines.SSEPython.request_timeout", "duration 30 has no unit: write 30s for seconds (set by SSEGW_ENGINES_SSEPYTHON_REQUEST_TIMEOUT)"}},
 		},
 		{
 			name:    "count that is not a whole number",
 			environ: []string{"SSEGW_ENGINES_SSEPYTHON_MAX_IN_FLIGHT=0x10"},
-			want:    []problem{{"engines.SSEPython.max_in_flight", `invalid whole number "0x10"`}},
+			want:    []problem{{"engines.SSEPython.max_in_flight", `invalid whole number "0x10" (set by SSEGW_ENGINES_SSEPYTHON_MAX_IN_FLIGHT)`}},
 		},
 		{
 			name:    "invalid size",
 			environ: []string{"SSEGW_LIMITS_MAX_MESSAGE_SIZE=8 megabytes"},
-			want:    []problem{{"limits.max_message_size", `invalid size "8 megabytes"`}},
+			want:    []problem{{"limits.max_message_size", `such as 16MiB (set by SSEGW_LIMITS_MAX_MESSAGE_SIZE)`}},
 		},
 		{
 			name:    "invalid listener address",
 			environ: []string{"SSEGW_LISTENERS_0_ADDRESS=50051"},
-			want:    []problem{{"listeners[0].address", `invalid address "50051"`}},
+			want:    []problem{{"listeners[0].address", `or :50051 (set by SSEGW_LISTENERS_0_ADDRESS)`}},
 		},
 	}
 	for _, tt := range tests {
