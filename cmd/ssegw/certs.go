@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -153,6 +155,8 @@ before the CA does. --hosts and --root-validity do not apply then.`,
 			if err != nil {
 				return fmt.Errorf("invalid --hosts: give DNS names and IP addresses, without ports or schemes:\n%w", err)
 			}
+			_, statErr := os.Stat(filepath.Join(out, tlsutil.CAFolder, tlsutil.RootCertFile))
+			replacedCA := statErr == nil
 			set, err := tlsutil.WriteSet(out, hosts, tlsutil.SetOptions{
 				KeyType:      tlsutil.KeyType(keyType),
 				RootValidity: rootValidity,
@@ -164,6 +168,12 @@ before the CA does. --hosts and --root-validity do not apply then.`,
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "Wrote certificates for %s:\n  gateway: %s\n  Qlik:    %s\n  CA:      %s (keep the key safe)\n",
 				strings.Join(hosts, ", "), set.GatewayDir, set.QlikDir, set.CADir)
+			if replacedCA {
+				// Qlik's client folder and the gateway's now name another
+				// root, so a Qlik server still holding the old folder fails
+				// every handshake.
+				fmt.Fprintf(cmd.OutOrStdout(), "The CA is new: copy %s to the Qlik servers again.\n", set.QlikDir)
+			}
 			return nil
 		},
 	}

@@ -101,6 +101,28 @@ func TestCertsInitHostsWithSpaces(t *testing.T) {
 	}
 }
 
+// TestCertsInitForceNewCA checks that certs init says when --force
+// replaced a CA, since Qlik's client folder must then be copied again, and
+// says nothing of it for a first set.
+func TestCertsInitForceNewCA(t *testing.T) {
+	dir := t.TempDir()
+	const notice = "The CA is new"
+	first, err := runCommand(t, "certs", "init", "--out", dir, "--hosts", "localhost")
+	if err != nil {
+		t.Fatalf("certs init: %v", err)
+	}
+	if strings.Contains(first, notice) {
+		t.Errorf("certs init into an empty folder printed %q, want no notice of a new CA", first)
+	}
+	again, err := runCommand(t, "certs", "init", "--out", dir, "--hosts", "localhost", "--force")
+	if err != nil {
+		t.Fatalf("certs init --force: %v", err)
+	}
+	if !strings.Contains(again, notice+": copy "+filepath.Join(dir, "qlik")) {
+		t.Errorf("certs init --force printed %q, want it to say the CA is new and to copy the qlik folder again", again)
+	}
+}
+
 // TestExampleConfigIsValid checks that config.yaml at the repository root
 // loads and validates once certs init has made the certificates it names,
 // as its header comment describes.
