@@ -101,9 +101,9 @@ func TestCertsInitHostsWithSpaces(t *testing.T) {
 	}
 }
 
-// TestCertsInitForceNewCA checks that certs init says when --force
+// TestCertsInitForceNewCA checks that certs init prints a notice when --force
 // replaced a CA, since Qlik's client folder must then be copied again, and
-// says nothing of it for a first set.
+// prints none for a first set.
 func TestCertsInitForceNewCA(t *testing.T) {
 	dir := t.TempDir()
 	const notice = "The CA is new"
