@@ -113,8 +113,12 @@ func importSettings(cmd *cobra.Command, path, out string, force bool, opts confi
 	fmt.Fprintf(stdout, "Wrote %s with %d engines (%s).\n", out, len(plugins), strings.Join(engineNames(plugins), ", "))
 	fmt.Fprintf(stdout, "Check it with: ssegw validate --config %s --connect\n\n", out)
 	fmt.Fprintf(stdout, "In Settings.ini, under [Settings 7], replace the SSEPlugin line with:\n%s\n", line)
-	if len(kept) > 0 {
-		fmt.Fprintf(stdout, "\nThe skipped entries %s stay in it as they were, so Qlik keeps calling them directly; fix them and import again to route them through the gateway.\n",
+	switch len(kept) {
+	case 0:
+	case 1:
+		fmt.Fprintf(stdout, "\nThe skipped entry %s stays in it as it was, so Qlik keeps calling that plugin directly; fix the entry and import again to route it through the gateway.\n", kept[0])
+	default:
+		fmt.Fprintf(stdout, "\nThe skipped entries %s stay in it as they were, so Qlik keeps calling those plugins directly; fix the entries and import again to route them through the gateway.\n",
 			strings.Join(kept, ", "))
 	}
 	if opts.Mode == "hosts" {

@@ -607,6 +607,15 @@ func TestImportSettingsKeepsSkippedEntries(t *testing.T) {
 	if !strings.Contains(stdout, "skipped entries 2, 4 stay in it as they were") {
 		t.Errorf("import-settings stdout = %q, want it to name the entries kept as they were", stdout)
 	}
+
+	one := writeSampleSettings(t, []byte("[Settings 7]\r\nSSEPlugin=A,localhost:50061;R,localhost:notaport\r\n"))
+	stdout, _, err = runCommandOutput(t, "import-settings", one, "--out", filepath.Join(t.TempDir(), "ssegw.yaml"), "--gateway-host", "gw.example")
+	if err != nil {
+		t.Fatalf("import-settings with one bad entry: %v", err)
+	}
+	if !strings.Contains(stdout, "skipped entry 2 stays in it as it was") {
+		t.Errorf("import-settings stdout = %q, want it to name the one entry kept as it was", stdout)
+	}
 }
 
 // TestImportSettingsControlCharacters checks that entries with a control
