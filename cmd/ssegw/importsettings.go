@@ -135,6 +135,9 @@ func importSettings(cmd *cobra.Command, path, out string, force bool, opts confi
 // --gateway-host as it belongs in an address: an IPv6 address without
 // brackets.
 func checkGatewayOptions(opts config.GatewayOptions) (config.GatewayOptions, error) {
+	if opts.Mode != "ports" && opts.Mode != "hosts" {
+		return opts, fmt.Errorf("invalid --mode %q: use ports (a gateway port per engine) or hosts (one port, a host name per engine)", opts.Mode)
+	}
 	if opts.BasePort < 1 || opts.BasePort > 65535 {
 		return opts, fmt.Errorf("invalid --base-port %d: give a port from 1 to 65535, such as 50051", opts.BasePort)
 	}

@@ -505,6 +505,7 @@ func TestImportSettingsRejectsBadFlags(t *testing.T) {
 		{"wildcard gateway host", []string{"--gateway-host", "*.example"}, `invalid --gateway-host "*.example"`},
 		{"listen address not an IP", []string{"--listen", "not an ip"}, `invalid --listen "not an ip"`},
 		{"hosts mode with an IP address", []string{"--mode", "hosts", "--gateway-host", "10.0.0.1"}, "--mode hosts needs a --gateway-host that is a DNS name"},
+		{"unknown mode", []string{"--mode", "bogus"}, `invalid --mode "bogus": use ports`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
