@@ -354,8 +354,14 @@ func WriteClientFolder(dir, caDir, commonName string, opts SetOptions) (string, 
 		if !caEnd.After(now) {
 			return "", fmt.Errorf("the CA certificate in %s expired on %s; make a new CA", caDir, caEnd.Format(time.DateOnly))
 		}
+		left := caEnd.Sub(now)
+		if left < time.Hour {
+			// A validity rounded down to 0 would read as the default of a
+			// year; a CA this close to its end is no use anyway.
+			return "", fmt.Errorf("the CA certificate in %s expires within the hour, on %s; make a new CA", caDir, caEnd.Format(time.DateTime))
+		}
 		return "", fmt.Errorf("a client certificate valid for %v would outlive the CA in %s, which expires on %s; make its validity at most %v",
-			opts.LeafValidity, caDir, caEnd.Format(time.DateTime), caEnd.Sub(now).Truncate(time.Hour))
+			opts.LeafValidity, caDir, caEnd.Format(time.DateTime), left.Truncate(time.Hour))
 	}
 	cert, key, err := ca.Issue(LeafRequest{
 		CommonName: commonName,

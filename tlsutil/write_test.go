@@ -138,6 +138,21 @@ func TestWriteSetRejectsBadOptions(t *testing.T) {
 	}
 }
 
+// TestWriteClientFolderCAExpiringWithinHour checks that a CA with less
+// than an hour left is named as such, rather than with a suggested
+// validity of 0s, which would mean the default of a year.
+func TestWriteClientFolderCAExpiringWithinHour(t *testing.T) {
+	set := t.TempDir()
+	if _, err := tlsutil.WriteSet(set, []string{"localhost"}, tlsutil.SetOptions{RootValidity: 30 * time.Minute, LeafValidity: 10 * time.Minute}); err != nil {
+		t.Fatalf("WriteSet() error: %v", err)
+	}
+	caDir := filepath.Join(set, tlsutil.CAFolder)
+	_, err := tlsutil.WriteClientFolder(filepath.Join(t.TempDir(), "client"), caDir, "ssegw", tlsutil.SetOptions{LeafValidity: time.Hour})
+	if err == nil || !strings.Contains(err.Error(), "expires within the hour") {
+		t.Errorf("WriteClientFolder() with a CA of 30 minutes = %v, want an error saying it expires within the hour", err)
+	}
+}
+
 // TestWriteClientFolderRejectsBadOptions checks that an empty common name
 // and a certificate that would outlive its CA are rejected with nothing
 // written, and that one that expires before the CA is made.
