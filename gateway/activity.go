@@ -195,21 +195,32 @@ func (a *activity) appsOf(engine, function string) []string {
 	return names
 }
 
-// boundedAppID returns an app id as the status page keeps it: whole up to
-// maxAppIDBytes, else its first maxAppIDBytes cut back to a character
-// boundary, then "…" and the id's length and the start of its SHA-256,
-// such as "9f2c…[70000 bytes, sha256 5d41402abc4b2a76]". The hash keeps
-// apart two long ids that start alike.
+// boundedAppID returns an app id as the status page keeps it: see
+// boundedText.
 func boundedAppID(app string) string {
-	if len(app) <= maxAppIDBytes {
-		return app
+	return boundedText(app, maxAppIDBytes)
+}
+
+// boundedText returns text from a client as the gateway keeps it on its
+// status page and in spans: valid UTF-8, and whole up to limit bytes,
+// else its first limit bytes cut back to a character boundary, then "…"
+// and the text's length and the start of its SHA-256, such as
+// "9f2c…[70000 bytes, sha256 5d41402abc4b2a76]". The hash keeps apart two
+// long texts that start alike.
+func boundedText(text string, limit int) string {
+	valid := text
+	if !utf8.ValidString(valid) {
+		valid = strings.ToValidUTF8(valid, "\uFFFD")
 	}
-	cut := maxAppIDBytes
-	for cut > 0 && !utf8.RuneStart(app[cut]) {
+	if len(valid) <= limit {
+		return valid
+	}
+	cut := limit
+	for cut > 0 && !utf8.RuneStart(valid[cut]) {
 		cut--
 	}
-	sum := sha256.Sum256([]byte(app))
-	return app[:cut] + "…[" + strconv.Itoa(len(app)) + " bytes, sha256 " + hex.EncodeToString(sum[:8]) + "]"
+	sum := sha256.Sum256([]byte(text))
+	return valid[:cut] + "…[" + strconv.Itoa(len(text)) + " bytes, sha256 " + hex.EncodeToString(sum[:8]) + "]"
 }
 
 // rateCounter counts events per second over the last rateWindow seconds,

@@ -70,7 +70,9 @@ func (c metadataCarrier) Keys() []string {
 func (c *call) startSpan(l *listener) {
 	o := c.gateway.observer
 	parent := o.propagator.Extract(c.ctx, metadataCarrier(c.incoming))
-	c.spanName = strings.TrimPrefix(c.method, "/")
+	// The path is the client's, so a call of no known method could name
+	// its span with anything a header allows.
+	c.spanName = boundedText(strings.TrimPrefix(c.method, "/"), maxMethodBytes)
 	c.spanCtx, c.span = o.tracer.Start(parent, c.spanName, trace.WithSpanKind(trace.SpanKindServer), trace.WithTimestamp(c.start))
 	o.metrics.inFlight.add(o.metrics, setKey{method: c.info.kind}, 1)
 	if !c.span.IsRecording() {
@@ -78,7 +80,7 @@ func (c *call) startSpan(l *listener) {
 	}
 	service, method := splitMethod(c.method)
 	attributes := getAttributeList()
-	attributes = append(attributes, semconv.RPCSystemGRPC, semconv.RPCService(service), semconv.RPCMethod(method))
+	attributes = append(attributes, semconv.RPCSystemGRPC, semconv.RPCService(boundedText(service, maxMethodBytes)), semconv.RPCMethod(boundedText(method, maxMethodBytes)))
 	if host, port, ok := addrHostPort(l.lis.Addr()); ok {
 		attributes = append(attributes, semconv.ServerAddress(host), semconv.ServerPort(port))
 	}
@@ -89,6 +91,16 @@ func (c *call) startSpan(l *listener) {
 	}
 	c.spanAttributes = attributes
 }
+
+// Bounds of the text from clients and plugins that spans carry, so that
+// one span cannot grow an export request past a collector's limit (gRPC's
+// default is 4 MiB) and lose the spans of every call in it. A script's
+// length and SHA-256 are recorded whole besides its text.
+const (
+	maxMethodBytes     = 256
+	maxStatusBytes     = 4 << 10
+	maxScriptTextBytes = 32 << 10
+)
 
 // attributeLists keeps the lists in which spans' attributes are gathered.
 // The SDK copies a span's attributes when they are set, so a list can
@@ -117,7 +129,7 @@ func putAttributeList(list []attribute.KeyValue) {
 // span after the engine and function, and adds the SSE attributes.
 func (c *call) describe() {
 	c.info = describeCall(c.method, c.incoming, c.engine)
-	c.spanName = c.info.spanName(c.engine.Name, c.method)
+	c.spanName = boundedText(c.info.spanName(c.engine.Name, c.method), 2*maxMethodBytes)
 	if c.merged != nil {
 		// Named as Qlik calls it: the merged engine and its function name.
 		name := c.mergedName
@@ -150,17 +162,17 @@ func (c *call) describe() {
 	}
 	if c.info.hasCommon {
 		if app, ok := redact(c.info.appID, redaction.AppID); ok {
-			attributes = append(attributes, attrAppID.String(app))
+			attributes = append(attributes, attrAppID.String(boundedText(app, maxAppIDBytes)))
 		}
 		if user, ok := redact(c.info.userID, redaction.UserID); ok {
-			attributes = append(attributes, attrUserID.String(user))
+			attributes = append(attributes, attrUserID.String(boundedText(user, maxAppIDBytes)))
 		}
 		attributes = append(attributes, attrCardinality.Int64(c.info.cardinality))
 	}
 	if c.info.kind == methodEvaluateScript && c.info.scriptSHA256 != "" {
 		attributes = append(attributes, attrScriptLength.Int(c.info.scriptLength), attrScriptSHA256.String(c.info.scriptSHA256))
 		if redaction.ScriptText {
-			attributes = append(attributes, attrScriptText.String(c.info.scriptText))
+			attributes = append(attributes, attrScriptText.String(boundedText(c.info.scriptText, maxScriptTextBytes)))
 		}
 	}
 	c.spanAttributes = attributes
@@ -209,7 +221,7 @@ func (c *call) endAttempt(a *attempt, st *status.Status) {
 	a.span.SetAttributes(attributes...)
 	putAttributeList(attributes)
 	if code != codes.OK {
-		a.span.SetStatus(otelcodes.Error, st.Message())
+		a.span.SetStatus(otelcodes.Error, boundedText(st.Message(), maxStatusBytes))
 	}
 	a.span.End()
 }
@@ -256,7 +268,7 @@ func (c *call) end(st *status.Status, gatewayFailure bool) {
 		}
 	}
 	if serverError(code) {
-		c.span.SetStatus(otelcodes.Error, st.Message())
+		c.span.SetStatus(otelcodes.Error, boundedText(st.Message(), maxStatusBytes))
 	}
 	c.span.End(trace.WithTimestamp(now))
 

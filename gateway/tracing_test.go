@@ -33,6 +33,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ssegw/ssegw/config"
@@ -1707,5 +1708,73 @@ func TestExemplarsOnDurationOnly(t *testing.T) {
 	delete(exemplars, "ssegw.call.duration")
 	if len(exemplars) != 0 {
 		t.Errorf("other metrics with exemplars: %v, want none", exemplars)
+	}
+}
+
+// TestSpansOfClientTextExported checks that text a client controls cannot
+// lose the spans of other calls: an app id and a method path that are not
+// UTF-8, which collectors reject, and 100 app ids of 45 KiB, which would
+// make one export request larger than a collector takes. Every call's
+// server span reaches the receiver, with those texts valid and bounded.
+func TestSpansOfClientTextExported(t *testing.T) {
+	t.Parallel()
+	plugin := &tracingPlugin{}
+	p := newTracedPath(t, plugin.connector(), nil)
+	ctx := testContext(t)
+	requests := []*ssepb.BundledRows{ssetest.NumericBundle(2, 1)}
+	call := func(app string) {
+		t.Helper()
+		md, err := ssepb.FunctionCallMetadata(tracingForecastID, &ssepb.CommonRequestHeader{Cardinality: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Written by hand: protobuf's encoder refuses a string field that
+		// is not UTF-8, but a client need not use it.
+		header := protowire.AppendTag(nil, 1, protowire.BytesType)
+		md.Set(ssepb.CommonRequestHeaderKey, string(protowire.AppendString(header, app)))
+		open := func(ctx context.Context) (sseStream, error) { return p.client.ExecuteFunction(ctx) }
+		if result := callSSEStream(metadata.NewOutgoingContext(ctx, md), open, requests); result.err != nil {
+			t.Fatalf("call with an app id of %d bytes: %v", len(app), result.err)
+		}
+	}
+	call("sales.qvf")
+	call("app\xff\xfe")
+	long := strings.Repeat("a", 45<<10)
+	for range 100 {
+		call(long)
+	}
+	conn, err := grpc.NewClient(p.gateway.Addrs[0], grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(ssetest.Codec{})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.Invoke(ctx, "/qlik.sse.Connector/Bad\xff", &ssetest.Raw{}, &ssetest.Raw{}); status.Code(err) != codes.Unimplemented {
+		t.Errorf("call of an unknown method = %v, want Unimplemented", err)
+	}
+	p.flush(t)
+
+	servers, _ := spanKinds(p.receiver.Spans())
+	if len(servers) != 103 {
+		t.Fatalf("receiver got %d server spans, want 103: one per call", len(servers))
+	}
+	apps := map[string]int{}
+	names := map[string]bool{}
+	for _, span := range servers {
+		names[span.Name] = true
+		if app, ok := span.Attributes()["qlik.sse.app.id"].(string); ok {
+			apps[app]++
+		}
+	}
+	if apps["sales.qvf"] != 1 || apps["app\uFFFD"] != 1 {
+		t.Errorf("app ids on spans = %v, want sales.qvf and app\uFFFD once each", slices.Collect(maps.Keys(apps)))
+	}
+	for app, n := range apps {
+		if strings.HasPrefix(app, "aaa") && (n != 100 || len(app) > 300 || !strings.Contains(app, "[46080 bytes, sha256 ")) {
+			t.Errorf("long app id on %d spans as %.80q… (%d bytes), want on 100 spans, cut with its length and hash", n, app, len(app))
+		}
+	}
+	if !names["R.Bad\uFFFD"] {
+		t.Errorf("server span names = %v, want the unknown method's path made valid UTF-8", slices.Collect(maps.Keys(names)))
 	}
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -342,7 +344,7 @@ func appendValue(b []byte, num protowire.Number, v attribute.Value) []byte {
 		b = protowire.AppendTag(b, valueDouble, protowire.Fixed64Type)
 		b = protowire.AppendFixed64(b, math.Float64bits(v.AsFloat64()))
 	case attribute.STRING:
-		b = appendOneofBytes(b, valueString, v.AsString())
+		b = appendOneofBytes(b, valueString, validUTF8(v.AsString()))
 	case attribute.BYTESLICE:
 		b = appendOneofBytes(b, valueBytes, v.AsByteSlice())
 	case attribute.BOOLSLICE:
@@ -445,7 +447,19 @@ func appendString(b []byte, num protowire.Number, s string) []byte {
 	if s == "" {
 		return b
 	}
-	return appendOneofBytes(b, num, s)
+	return appendOneofBytes(b, num, validUTF8(s))
+}
+
+// validUTF8 returns s with each invalid byte sequence replaced by U+FFFD.
+// Protobuf string fields must be UTF-8, and collectors built on protobuf
+// reject a whole request whose strings are not: a client that sends a
+// method path or an app id that is not UTF-8 would lose the spans of
+// every other call in the batch.
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 func appendBytes(b []byte, num protowire.Number, v []byte) []byte {

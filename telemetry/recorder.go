@@ -173,9 +173,10 @@ func (r *spanRecorder) reportDropped() {
 }
 
 // export encodes the spans queued so far and sends them in requests of
-// up to batchSize spans, as the SDK's batcher does. One request of the
-// whole queue, with script texts in the spans, could pass a collector's
-// message limit (gRPC's default is 4 MiB) and lose every span in it.
+// up to batchSize spans, as the SDK's batcher does, and of up to
+// maxRequestBytes. One request of the whole queue, with script texts in
+// the spans, could pass a collector's message limit (gRPC's default is
+// 4 MiB) and lose every span in it.
 // Spans that end meanwhile go to the next export. Encoding here, rather
 // than in End, keeps it off the calls' goroutines, whose stacks it made
 // grow.
@@ -192,29 +193,43 @@ func (r *spanRecorder) export(ctx context.Context) error {
 
 	var errs []error
 	for batch := range slices.Chunk(spans, r.batchSize) {
-		group := resourceGroup{resource: r.resource}
-		for _, t := range tracers {
-			var scoped []spanFields
-			for _, span := range batch {
-				if span.tracer == t {
-					scoped = append(scoped, span)
-				}
-			}
-			if len(scoped) > 0 {
-				group.scopes = append(group.scopes, scopeGroup{scope: t.scope, spans: scoped})
-			}
-		}
-		r.buf = appendResourceSpans(r.buf[:0], group)
-		for i, span := range batch {
-			span.release()
-			batch[i] = nil
-		}
-		if err := upload(ctx, r.client, []*tracepb.ResourceSpans{carrier(r.buf)}); err != nil {
-			errs = append(errs, err)
-		}
+		errs = append(errs, r.exportBatch(ctx, batch, tracers))
 	}
 	r.spare = spans[:0]
 	return errors.Join(errs...)
+}
+
+// maxRequestBytes bounds an export request below gRPC's default message
+// limit of 4 MiB, which collectors keep: a larger request loses every
+// span in it. Spans with long attributes, such as script texts, can reach
+// it in fewer than batchSize spans.
+const maxRequestBytes = 3 << 20
+
+// exportBatch encodes batch and sends it, in halves while its encoding is
+// over maxRequestBytes, and then frees its spans.
+func (r *spanRecorder) exportBatch(ctx context.Context, batch []*recordedSpan, tracers []*recordingTracer) error {
+	group := resourceGroup{resource: r.resource}
+	for _, t := range tracers {
+		var scoped []spanFields
+		for _, span := range batch {
+			if span.tracer == t {
+				scoped = append(scoped, span)
+			}
+		}
+		if len(scoped) > 0 {
+			group.scopes = append(group.scopes, scopeGroup{scope: t.scope, spans: scoped})
+		}
+	}
+	r.buf = appendResourceSpans(r.buf[:0], group)
+	if len(r.buf) > maxRequestBytes && len(batch) > 1 {
+		half := len(batch) / 2
+		return errors.Join(r.exportBatch(ctx, batch[:half], tracers), r.exportBatch(ctx, batch[half:], tracers))
+	}
+	for i, span := range batch {
+		span.release()
+		batch[i] = nil
+	}
+	return upload(ctx, r.client, []*tracepb.ResourceSpans{carrier(r.buf)})
 }
 
 // add queues an ended span for the next export, or drops it when

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -318,6 +319,44 @@ func TestSpanRecorderBatches(t *testing.T) {
 	}
 }
 
+// TestSpanRecorderSplitsLargeRequests checks that spans whose attributes
+// would make one export request larger than a collector takes (gRPC's
+// default limit is 4 MiB) go out in several requests, none of them over
+// 3 MiB, and that strings that are not UTF-8 do not make a request
+// invalid: the client decodes each request as a collector would.
+func TestSpanRecorderSplitsLargeRequests(t *testing.T) {
+	client := newBlockingClient()
+	close(client.release)
+	provider, shutdown := telemetry.NewSmallSpanRecorder(client, 100, 100)
+	tracer := provider.Tracer("test")
+	large := strings.Repeat("x", 64<<10)
+	for range 100 {
+		_, span := tracer.Start(context.Background(), "span \xff")
+		span.SetAttributes(attribute.String("large", large), attribute.String("invalid", "a\xffb"))
+		span.End()
+	}
+	if err := shutdown(context.Background()); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	client.mu.Lock()
+	defer client.mu.Unlock()
+	total := 0
+	for _, n := range client.counts {
+		total += n
+	}
+	if total != 100 {
+		t.Errorf("exports had %v spans, %d in all, want 100", client.counts, total)
+	}
+	if len(client.sizes) < 3 {
+		t.Errorf("6.4 MiB of spans went out in %d requests, want at least 3", len(client.sizes))
+	}
+	for _, size := range client.sizes {
+		if size > 3<<20 {
+			t.Errorf("a request had %d bytes, want at most 3 MiB", size)
+		}
+	}
+}
+
 // blockingClient is an OTLP client whose uploads wait for release. It
 // reports each upload's span count on started.
 type blockingClient struct {
@@ -325,6 +364,7 @@ type blockingClient struct {
 	release chan struct{}
 	mu      sync.Mutex
 	counts  []int
+	sizes   []int // bytes of each upload, encoded
 }
 
 func newBlockingClient() *blockingClient {
@@ -335,12 +375,13 @@ func (*blockingClient) Start(context.Context) error { return nil }
 func (*blockingClient) Stop(context.Context) error  { return nil }
 
 func (c *blockingClient) UploadTraces(ctx context.Context, carriers []*tracepb.ResourceSpans) error {
-	n := 0
+	n, size := 0, 0
 	for _, carrier := range carriers {
 		wire, err := proto.Marshal(carrier)
 		if err != nil {
 			return err
 		}
+		size += len(wire)
 		var decoded tracepb.ResourceSpans
 		if err := proto.Unmarshal(wire, &decoded); err != nil {
 			return err
@@ -351,6 +392,7 @@ func (c *blockingClient) UploadTraces(ctx context.Context, carriers []*tracepb.R
 	}
 	c.mu.Lock()
 	c.counts = append(c.counts, n)
+	c.sizes = append(c.sizes, size)
 	c.mu.Unlock()
 	select {
 	case c.started <- n:
