@@ -202,11 +202,11 @@ func boundedAppID(app string) string {
 }
 
 // boundedText returns text from a client as the gateway keeps it on its
-// status page and in spans: valid UTF-8, and whole up to limit bytes,
-// else its first limit bytes cut back to a character boundary, then "…"
-// and the text's length and the start of its SHA-256, such as
-// "9f2c…[70000 bytes, sha256 5d41402abc4b2a76]". The hash keeps apart two
-// long texts that start alike.
+// status page and in spans. The result is valid UTF-8, and the text is
+// whole up to limit bytes. A longer text is cut at limit bytes, back to a
+// character boundary, and followed by "…", its length and the start of
+// its SHA-256, such as "9f2c…[70000 bytes, sha256 5d41402abc4b2a76]". The
+// hash keeps apart two long texts that start alike.
 func boundedText(text string, limit int) string {
 	valid := text
 	if !utf8.ValidString(valid) {

@@ -452,9 +452,9 @@ func appendString(b []byte, num protowire.Number, s string) []byte {
 
 // validUTF8 returns s with each invalid byte sequence replaced by U+FFFD.
 // Protobuf string fields must be UTF-8, and collectors built on protobuf
-// reject a whole request whose strings are not: a client that sends a
-// method path or an app id that is not UTF-8 would lose the spans of
-// every other call in the batch.
+// reject a whole request with a string that is not. A client that sent a
+// method path or an app id that is not UTF-8 would lose the spans of every
+// other call in the batch.
 func validUTF8(s string) string {
 	if utf8.ValidString(s) {
 		return s
