@@ -150,9 +150,9 @@ func newBalancedCappedEngine(t *testing.T, balancerName string, limit int, handl
 	return ssepb.NewConnectorClient(e.Pool.Conn())
 }
 
-// cappedCall makes one ExecuteFunction call through the pool, waiting for
-// ready as the gateway's calls do unless reconnect_buffer is 0, and
-// returns its error; nil means OK.
+// cappedCall makes one ExecuteFunction call through the pool and returns
+// its error, nil for OK. The call waits for ready, as the gateway's calls
+// do unless reconnect_buffer is 0.
 func cappedCall(ctx context.Context, client ssepb.ConnectorClient, options ...grpc.CallOption) error {
 	stream, err := client.ExecuteFunction(ctx, append([]grpc.CallOption{grpc.WaitForReady(true)}, options...)...)
 	if err != nil {

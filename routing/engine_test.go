@@ -28,7 +28,7 @@ import (
 
 // reconcilePlugin is a plugin on loopback whose function list a test can
 // change, and which counts the GetCapabilities and ExecuteFunction calls
-// it gets. While unavailable is set, it answers GetCapabilities with
+// it gets. While unavailable is set, it responds to GetCapabilities with
 // Unavailable, as a plugin that is restarting does behind a proxy.
 type reconcilePlugin struct {
 	ssepb.UnimplementedConnectorServer
@@ -151,6 +151,19 @@ func replicaStates(e *Engine) []ReplicaState {
 		states = append(states, replica.Status().State)
 	}
 	return states
+}
+
+// checkReconciled checks, at the moment named by when, that the engine's
+// agreed list is the one plugin returns and that its replicas are in
+// states, in order.
+func checkReconciled(t *testing.T, e *Engine, when string, plugin *reconcilePlugin, states ...ReplicaState) {
+	t.Helper()
+	if got := e.Capabilities(); !proto.Equal(got.Message, plugin.capabilities.Load()) {
+		t.Errorf("capabilities agreed %s = %v, want %v", when, got.Message, plugin.capabilities.Load())
+	}
+	if got := replicaStates(e); fmt.Sprint(got) != fmt.Sprint(states) {
+		t.Errorf("replica states %s = %v, want %v", when, got, states)
+	}
 }
 
 // checkCallsReach makes calls through the engine's pool until every plugin
@@ -310,7 +323,7 @@ func TestReconcileReplicaAgreesAgain(t *testing.T) {
 
 // TestReconcileDownReplicaKeepsList checks that the agreed function list
 // stays while the replica that returned it is down, although the replica
-// with other functions is then the only one that answers. Qlik may keep
+// with other functions is then the only one that responds. Qlik may keep
 // function ids of the agreed list, so the other replica gets no calls,
 // neither during the outage nor after it.
 func TestReconcileDownReplicaKeepsList(t *testing.T) {
@@ -326,13 +339,7 @@ func TestReconcileDownReplicaKeepsList(t *testing.T) {
 	// The agreed replica is down: nothing is fit for calls.
 	agreed.unavailable.Store(true)
 	probeAndReconcile(t, e, 0, 1)
-	if got := e.Capabilities(); !proto.Equal(got.Message, agreed.capabilities.Load()) {
-		t.Errorf("capabilities agreed while their replica is down = %v, want still %v", got.Message, agreed.capabilities.Load())
-	}
-	want := []ReplicaState{ReplicaFailing, ReplicaDisagreeing}
-	if got := replicaStates(e); fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("replica states while the agreed replica is down = %v, want %v", got, want)
-	}
+	checkReconciled(t, e, "while the agreed replica is down", agreed, ReplicaFailing, ReplicaDisagreeing)
 	if got := eligibleAddresses(e); len(got) != 0 {
 		t.Errorf("pool uses %v while the agreed replica is down, want none", got)
 	}
@@ -340,13 +347,7 @@ func TestReconcileDownReplicaKeepsList(t *testing.T) {
 	// It is back, and takes every call again.
 	agreed.unavailable.Store(false)
 	probeAndReconcile(t, e, 0, 1)
-	if got := e.Capabilities(); !proto.Equal(got.Message, agreed.capabilities.Load()) {
-		t.Errorf("capabilities agreed after their replica is back = %v, want %v", got.Message, agreed.capabilities.Load())
-	}
-	want = []ReplicaState{ReplicaHealthy, ReplicaDisagreeing}
-	if got := replicaStates(e); fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("replica states after the agreed replica is back = %v, want %v", got, want)
-	}
+	checkReconciled(t, e, "after the agreed replica is back", agreed, ReplicaHealthy, ReplicaDisagreeing)
 	if got := strings.Count(log.String(), `"msg":"capabilities agreed"`); got != 1 {
 		t.Errorf("got %d capabilities agreed records, want 1; log:\n%s", got, log)
 	}
@@ -354,7 +355,7 @@ func TestReconcileDownReplicaKeepsList(t *testing.T) {
 }
 
 // TestReconcileDownReplicaVoteExpires checks that a replica that stays
-// down votes for the agreed list only for reconnect_buffer: when every
+// down votes for the agreed list only for reconnect_buffer. When every
 // replica was upgraded at once and one never came back, the live one's new
 // list becomes the agreed one and takes the calls. Here reconnect_buffer
 // is a nanosecond, so the vote has expired by the next probe.
@@ -369,18 +370,12 @@ func TestReconcileDownReplicaVoteExpires(t *testing.T) {
 	dead.unavailable.Store(true)
 	live.offer("Echo", "Sum", "Forecast")
 	probeAndReconcile(t, e, 0, 1)
-	if got := e.Capabilities(); !proto.Equal(got.Message, live.capabilities.Load()) {
-		t.Errorf("capabilities agreed = %v, want the live replica's %v", got.Message, live.capabilities.Load())
-	}
-	want := []ReplicaState{ReplicaFailing, ReplicaHealthy}
-	if got := replicaStates(e); fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("replica states = %v, want %v", got, want)
-	}
+	checkReconciled(t, e, "once the down replica's vote expired", live, ReplicaFailing, ReplicaHealthy)
 	checkCallsReach(t, e, []*reconcilePlugin{live}, nil)
 }
 
 // TestReconcileMajorityOutvotesDownReplica checks that a replica that is
-// down keeps the agreed list only as one vote: two replicas that answer
+// down keeps the agreed list only as one vote: two replicas that respond
 // with another list still replace it, as after a rolling upgrade.
 func TestReconcileMajorityOutvotesDownReplica(t *testing.T) {
 	t.Parallel()
@@ -393,13 +388,7 @@ func TestReconcileMajorityOutvotesDownReplica(t *testing.T) {
 	first.offer("Echo", "Sum")
 	second.offer("Echo", "Sum")
 	probeAndReconcile(t, e, 0, 1, 2)
-	if got := e.Capabilities(); !proto.Equal(got.Message, first.capabilities.Load()) {
-		t.Errorf("capabilities agreed = %v, want the two upgraded replicas' %v", got.Message, first.capabilities.Load())
-	}
-	want := []ReplicaState{ReplicaFailing, ReplicaHealthy, ReplicaHealthy}
-	if got := replicaStates(e); fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("replica states = %v, want %v", got, want)
-	}
+	checkReconciled(t, e, "after two replicas were upgraded", first, ReplicaFailing, ReplicaHealthy, ReplicaHealthy)
 	checkCallsReach(t, e, []*reconcilePlugin{first, second}, []*reconcilePlugin{old})
 }
 

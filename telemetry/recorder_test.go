@@ -319,11 +319,11 @@ func TestSpanRecorderBatches(t *testing.T) {
 	}
 }
 
-// TestSpanRecorderSplitsLargeRequests checks that spans whose attributes
-// would make one export request larger than a collector takes (gRPC's
-// default limit is 4 MiB) go out in several requests, none of them over
-// 3 MiB, and that strings that are not UTF-8 do not make a request
-// invalid: the client decodes each request as a collector would.
+// TestSpanRecorderSplitsLargeRequests checks that spans too large for one
+// export request go out in several, none over 3 MiB, because collectors
+// keep gRPC's default limit of 4 MiB. It also checks that strings that are
+// not UTF-8 leave each request valid, since the client decodes each one as
+// a collector would.
 func TestSpanRecorderSplitsLargeRequests(t *testing.T) {
 	client := newBlockingClient()
 	close(client.release)
@@ -338,6 +338,7 @@ func TestSpanRecorderSplitsLargeRequests(t *testing.T) {
 	if err := shutdown(context.Background()); err != nil {
 		t.Fatalf("shutdown: %v", err)
 	}
+
 	client.mu.Lock()
 	defer client.mu.Unlock()
 	total := 0
