@@ -82,10 +82,10 @@ func parse(data []byte, environ []string, baseDir string) (*Config, error) {
 		problems = append(problems, decoded...)
 		// mapstructure leaves out a map entry or list item with a field
 		// that failed to decode, so validation would find it empty and
-		// its other problems would go unreported. Decode again without
-		// the failed values; validation then skips only their keys, which
-		// now hold defaults. Should that fail too, the entries are skipped
-		// whole.
+		// its other problems would go unreported. So decode again without
+		// the failed values, and let validation skip only their keys,
+		// which now hold defaults. Should that fail too, the entries are
+		// skipped whole.
 		for _, name := range failed {
 			deleteSetting(settings, name)
 			failedKeys = append(failedKeys, keyPath(name, spelling))

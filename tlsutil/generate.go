@@ -246,8 +246,9 @@ type SetOptions struct {
 // gateway valid for hosts (CN sse_server) and a client certificate for
 // Qlik (CN sse_client), and writes them below dir. Each host must be an IP
 // address or a DNS name, as ParseHosts checks. On Unix, keys are readable
-// by their owner only. It writes all files or, on failure, none, as
-// writeFiles describes.
+// by their owner only. On failure it writes no file, unless a rename fails
+// with Overwrite set. The files moved into place before that rename then
+// stay, and the error lists them.
 func WriteSet(dir string, hosts []string, opts SetOptions) (Set, error) {
 	set := Set{
 		GatewayDir: filepath.Join(dir, GatewayFolder),

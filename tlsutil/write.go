@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/ssegw/ssegw/internal/tempfile"
 )
 
 // writeFiles writes all files or, when it fails, none. It checks every
@@ -146,25 +148,17 @@ func makeFolder(dir string) ([]string, error) {
 // writeTemporary writes f to a new temporary file in f's folder, with f's
 // mode, and returns its path.
 func writeTemporary(f pendingFile) (string, error) {
-	file, err := os.CreateTemp(filepath.Dir(f.path), "."+filepath.Base(f.path)+".tmp-*")
+	path, err := tempfile.WriteBeside(f.path, f.data)
 	if err != nil {
 		return "", err
 	}
-	_, err = file.Write(f.data)
-	if err == nil {
-		err = file.Sync()
+	if f.mode != 0o600 {
+		if err := os.Chmod(path, f.mode); err != nil {
+			os.Remove(path)
+			return "", err
+		}
 	}
-	if closeErr := file.Close(); err == nil {
-		err = closeErr
-	}
-	if err == nil && f.mode != 0o600 {
-		err = os.Chmod(file.Name(), f.mode)
-	}
-	if err != nil {
-		os.Remove(file.Name())
-		return "", err
-	}
-	return file.Name(), nil
+	return path, nil
 }
 
 // renameError returns the error for the rename of files[failed], after

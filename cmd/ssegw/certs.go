@@ -99,7 +99,8 @@ DNS names, such as gateway.example.com or *.example.com, and IP addresses,
 which become IP subjectAltNames, which Go and Qlik both match. An entry
 with a port or a scheme, such as gateway.example.com:50051, is rejected.
 Existing files are never overwritten without --force. Should writing
-fail, no new file is left behind, and the error says so.
+fail, nothing is written, unless a rename fails with --force. Then the
+files moved into place before it stay, and the error lists them.
 
 With --ca DIR, it makes only a client certificate for the gateway to use
 towards a TLS plugin, signed by the CA in DIR (root_cert.pem and

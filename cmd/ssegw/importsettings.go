@@ -41,9 +41,9 @@ all engines one port, and each a host name <engine>.<gateway-host> that
 must resolve to the gateway.
 
 Malformed entries are reported with their position, and the others are
-still imported. So are entries with control characters or text that is not
-UTF-8, which a YAML file cannot hold as written. The Settings.ini itself is
-never changed.
+still imported. Entries with control characters or text that is not UTF-8,
+which a YAML file cannot contain as written, are reported and skipped too.
+The Settings.ini itself is never changed.
 
 The configuration file is written to a temporary file first and then
 renamed, so an existing file is either replaced whole or left as it was.`,
@@ -192,9 +192,9 @@ func readSettingsFile(path string) ([]byte, error) {
 }
 
 // rejectUnwritableEntries moves to problems the entries with a field that
-// the configuration file cannot contain as written: text that is not
-// UTF-8, or that contains a control character, such as a carriage return
-// in the middle of a line, which would break the line of YAML.
+// the configuration file cannot contain as written. Such a field is not
+// UTF-8 text, or it contains a control character, such as a carriage
+// return, which would break the line of YAML.
 func rejectUnwritableEntries(plugins []config.SSEPlugin, problems []error) ([]config.SSEPlugin, []error) {
 	var writable []config.SSEPlugin
 	for _, plugin := range plugins {
@@ -208,9 +208,10 @@ func rejectUnwritableEntries(plugins []config.SSEPlugin, problems []error) ([]co
 }
 
 // withSkippedEntries returns the gateway's SSEPlugin line with the entries
-// that the import skipped put back at their places, as they were, so that
-// replacing Qlik's line loses no analytic connection; and the positions of
-// those entries. line has one entry per plugin, in the plugins' order.
+// that the import skipped put back in place, as they were, so that
+// replacing Qlik's line loses no analytic connection. It also returns the
+// positions of those entries. line has one entry per plugin, in the
+// plugins' order.
 func withSkippedEntries(line string, plugins []config.SSEPlugin, problems []error) (string, []string) {
 	type entry struct {
 		position int

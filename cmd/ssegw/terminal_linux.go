@@ -7,16 +7,10 @@ import (
 )
 
 // isTerminal reports whether file is a terminal: only a terminal has
-// terminal attributes to read. It uses SyscallConn rather than Fd, which
-// would switch the file to blocking mode.
+// terminal attributes to read.
 func isTerminal(file *os.File) bool {
-	conn, err := file.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var termErr error
-	if err := conn.Control(func(fd uintptr) { _, termErr = unix.IoctlGetTermios(int(fd), unix.TCGETS) }); err != nil {
-		return false
-	}
-	return termErr == nil
+	return descriptorCheckSucceeds(file, func(fd uintptr) error {
+		_, err := unix.IoctlGetTermios(int(fd), unix.TCGETS)
+		return err
+	})
 }

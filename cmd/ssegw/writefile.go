@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/ssegw/ssegw/internal/tempfile"
 )
 
 // writeConfigFile writes data to path. Without force, it fails with an
@@ -71,25 +73,16 @@ func writeConfigFile(path string, data []byte, force bool) error {
 // replaceFile writes data with mode to a temporary file in the folder of
 // path, and renames it to path.
 func replaceFile(path string, data []byte, mode fs.FileMode) error {
-	file, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	temporary, err := tempfile.WriteBeside(path, data)
 	if err != nil {
 		return err
 	}
-	_, err = file.Write(data)
+	err = os.Chmod(temporary, mode)
 	if err == nil {
-		err = file.Sync()
-	}
-	if closeErr := file.Close(); err == nil {
-		err = closeErr
-	}
-	if err == nil {
-		err = os.Chmod(file.Name(), mode)
-	}
-	if err == nil {
-		err = os.Rename(file.Name(), path)
+		err = os.Rename(temporary, path)
 	}
 	if err != nil {
-		os.Remove(file.Name())
+		os.Remove(temporary)
 	}
 	return err
 }
