@@ -21,7 +21,8 @@ const (
 	appsKeptPerFunction = 50
 	rateWindow          = 60 // seconds
 
-	// maxAppIDBytes is the max length in bytes of an app id kept. A Qlik
+	// maxAppIDBytes is the max length in bytes of an app id that the status
+	// page and spans keep, and of a user id in spans. A Qlik
 	// Sense app id is a GUID of 36 characters, but a client may send an
 	// id as long as limits.max_header_list_size allows, and 50 such ids
 	// per function would cost megabytes.
@@ -33,8 +34,8 @@ type CallRecord struct {
 	Time     time.Time
 	Engine   string
 	Function string
-	// App is the app id as redaction allows, cut by boundedAppID when it
-	// is long. It is "" when redaction drops it, when the call sent none,
+	// App is the app id as redaction allows, cut by boundedText when it
+	// is longer than maxAppIDBytes. It is "" when redaction drops it, when the call sent none,
 	// and when admission rejected the call.
 	App      string
 	Duration time.Duration
@@ -72,7 +73,7 @@ func newActivity() *activity {
 
 // record adds a finished call.
 func (a *activity) record(r CallRecord) {
-	r.App = boundedAppID(r.App)
+	r.App = boundedText(r.App, maxAppIDBytes)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.recent[a.next] = r
@@ -193,12 +194,6 @@ func (a *activity) appsOf(engine, function string) []string {
 		names[i] = call.name
 	}
 	return names
-}
-
-// boundedAppID returns an app id as the status page keeps it: see
-// boundedText.
-func boundedAppID(app string) string {
-	return boundedText(app, maxAppIDBytes)
 }
 
 // boundedText returns text from a client as the gateway keeps it on its

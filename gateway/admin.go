@@ -92,9 +92,9 @@ func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	warnings := g.certificates.Expiring(g.Config().CertificateExpiryWarning, time.Now())
-	if g.draining.Load() {
+	if g.stopping.Load() {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintln(w, "not ready: stopping; the calls in flight may finish, new connections are refused")
+		fmt.Fprintln(w, "not ready: the gateway is stopping, so it refuses new connections but lets the calls in flight finish")
 	} else if len(notReady) > 0 {
 		slices.Sort(notReady)
 		w.WriteHeader(http.StatusServiceUnavailable)

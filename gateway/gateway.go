@@ -59,10 +59,10 @@ type Gateway struct {
 	current atomic.Pointer[config.Config]
 
 	reloadMu sync.Mutex // serializes reloads, and Shutdown after them
-	stopping bool       // set under reloadMu when Shutdown begins, so that no reload follows
-	// draining is set when Shutdown begins, for /readyz: a load balancer
+	// stopping is set under reloadMu when Shutdown begins, so that no
+	// reload follows. It also fails /readyz, because a load balancer
 	// should send no new call while the calls in flight finish.
-	draining atomic.Bool
+	stopping atomic.Bool
 
 	// retiring counts the engines that reloads replaced and that are still
 	// draining. Shutdown waits for them, so that none of their probes or
@@ -97,7 +97,7 @@ type listener struct {
 	index   int          // in Gateway.listeners and routes.defaults
 }
 
-// routes holds the engines and each listener's default engine, which
+// routes contains the engines and each listener's default engine, which
 // calls are matched against. A reload swaps both at once, so that no call
 // pairs the engines of one configuration with a default of another.
 type routes struct {
@@ -322,9 +322,9 @@ func (g *Gateway) Start() error {
 	return nil
 }
 
-// Config returns the configuration last applied: the one New was given,
-// or the one last reloaded, of which the keys that only a start applies
-// (see Reload) are not in effect.
+// Config returns the configuration last applied, which is the one New was
+// given or the one last reloaded. Of a reloaded one, the keys that only a
+// start applies (see Reload) are not in effect.
 func (g *Gateway) Config() *config.Config {
 	return g.current.Load()
 }
@@ -351,9 +351,8 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		// A reload under way finishes first, and none starts after, because
 		// a later one would start engines that nothing closes.
 		g.reloadMu.Lock()
-		g.stopping = true
+		g.stopping.Store(true)
 		g.reloadMu.Unlock()
-		g.draining.Store(true)
 		if g.stopBackground != nil {
 			g.stopBackground()
 		}

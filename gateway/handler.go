@@ -181,7 +181,8 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 		done, ok := engine.Track()
 		if !ok {
 			// A reload replaced the member since the merged engine named it.
-			// The header is already rewritten for this member, so no rematch.
+			// The header is already rewritten for this member, so the call
+			// cannot be matched again.
 			close(c.requestsDone)
 			return c.finish(status.Newf(codes.Unavailable, "engine %s was replaced by a configuration reload as the call began; call again", engine.Name), true)
 		}
@@ -323,14 +324,10 @@ func (c *call) openAttempt(backendCtx context.Context) (*attempt, *status.Status
 func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 	engine := c.engine
 	wait := engine.Config.ReconnectWait()
-	if !engine.BeginWait() {
+	if !c.beginWait(engine) {
 		return nil, errTooManyWaiting
 	}
-	c.gateway.observer.metrics.waitingChanged(engine.Name, 1)
-	defer func() {
-		engine.EndWait()
-		c.gateway.observer.metrics.waitingChanged(engine.Name, -1)
-	}()
+	defer c.endWait(engine)
 
 	options := []grpc.CallOption{grpc.ForceCodecV2(frameCodec{}), grpc.Peer(&a.peer)}
 	if subtype := contentSubtype(c.incoming); subtype != "" {
@@ -362,25 +359,42 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 	if !outcome.CompareAndSwap(waiting, opened) {
 		if stream != nil {
 			// Opened as the wait expired: the timer has ended it already.
-			finished(stream)
+			awaitFinished(stream)
 		}
 		return nil, errWaitExpired
 	}
 	return stream, err
 }
 
+// beginWait counts the call among engine's waiting calls, in max_waiting
+// and in the metrics, until endWait. It returns false, and counts nothing,
+// when max_waiting calls already wait.
+func (c *call) beginWait(engine *routing.Engine) bool {
+	if !engine.BeginWait() {
+		return false
+	}
+	c.gateway.observer.metrics.waitingChanged(engine.Name, 1)
+	return true
+}
+
+// endWait ends what beginWait counted.
+func (c *call) endWait(engine *routing.Engine) {
+	engine.EndWait()
+	c.gateway.observer.metrics.waitingChanged(engine.Name, -1)
+}
+
 // abandon ends an attempt whose responses will not be read, and returns once
 // gRPC has finished its stream.
 func (a *attempt) abandon() {
 	a.cancel(nil)
-	finished(a.stream)
+	awaitFinished(a.stream)
 }
 
-// finished waits until gRPC has finished a plugin's stream whose context
+// awaitFinished waits until gRPC has finished a plugin's stream whose context
 // has ended, and frees the messages still queued. gRPC writes the stream's
 // peer and trailer while it finishes the stream on its own goroutine, and a
 // failed RecvMsg returns only after that, so both are safe to read then.
-func finished(stream grpc.ClientStream) {
+func awaitFinished(stream grpc.ClientStream) {
 	f := &frame{}
 	for stream.RecvMsg(f) == nil {
 		f.release()

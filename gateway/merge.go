@@ -88,16 +88,11 @@ func (c *call) awaitMembers(ctx context.Context, merged *routing.Engine) (*statu
 	if merged.MembersKnown() {
 		return nil, false
 	}
-	if !merged.BeginWait() {
+	if !c.beginWait(merged) {
 		return status.Newf(codes.ResourceExhausted, "engine %s: max_waiting (%d) calls already wait for the capabilities of its members",
 			merged.Name, merged.Config.MaxWaiting), true
 	}
-	m := c.gateway.observer.metrics
-	m.waitingChanged(merged.Name, 1)
-	defer func() {
-		merged.EndWait()
-		m.waitingChanged(merged.Name, -1)
-	}()
+	defer c.endWait(merged)
 
 	began := time.Now()
 	merged.AwaitMembers(ctx)

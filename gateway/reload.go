@@ -27,7 +27,7 @@ import (
 func (g *Gateway) Reload(cfg *config.Config) (warnings []string, err error) {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
-	if g.stopping {
+	if g.stopping.Load() {
 		return nil, errors.New("the gateway is stopping")
 	}
 	warnings = restartOnlyChanges(g.cfg, cfg)

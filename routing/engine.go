@@ -319,7 +319,7 @@ func (e *Engine) reconcile() {
 // other functions would be the majority while the others are down, its
 // list would become the agreed one, and a tie would keep it once they are
 // back. A down replica votes only for reconnect_buffer after its last
-// answer, the time the gateway holds calls for a restarting plugin: one
+// response, the time the gateway holds calls for a restarting plugin: one
 // that never comes back must not keep the engine on a list that no live
 // replica serves. On a tie the agreed list stays, else the first
 // replica's list wins. The caller holds mu.

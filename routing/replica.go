@@ -172,12 +172,11 @@ func (r *Replica) lastCapabilities() (capabilities *Capabilities, answered bool)
 // healthyCapabilities returns the capabilities of a replica that answered
 // its last probe, or nil.
 func (r *Replica) healthyCapabilities() *Capabilities {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.state != ReplicaHealthy && r.state != ReplicaDisagreeing {
+	capabilities, answered := r.lastCapabilities()
+	if !answered {
 		return nil
 	}
-	return r.capabilities
+	return capabilities
 }
 
 // disagree marks a replica whose functions differ from the engine's agreed

@@ -206,7 +206,8 @@ func (r *spanRecorder) export(ctx context.Context) error {
 const maxRequestBytes = 3 << 20
 
 // exportBatch encodes batch and sends it, in halves while its encoding is
-// over maxRequestBytes, and then frees its spans.
+// over maxRequestBytes and it has more than one span, and then frees its
+// spans.
 func (r *spanRecorder) exportBatch(ctx context.Context, batch []*recordedSpan, tracers []*recordingTracer) error {
 	group := resourceGroup{resource: r.resource}
 	for _, t := range tracers {
