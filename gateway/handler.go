@@ -321,6 +321,10 @@ func (c *call) openAttempt(backendCtx context.Context) (*attempt, *status.Status
 // openStream opens the backend stream of an attempt. While no replica is
 // ready (or each is at max_in_flight), the call waits, bounded by
 // reconnect_buffer, the call's deadline and max_waiting.
+//
+// NOTE: a call that waits here when a reload replaces its engine keeps
+// waiting on the old engine's replicas, and fails after reconnect_buffer
+// if none comes back, though the new engine may have a ready one.
 func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 	engine := c.engine
 	wait := engine.Config.ReconnectWait()

@@ -97,6 +97,11 @@ type cappedBalancer struct {
 }
 
 // cappedSubConn is a subconnection with the calls open on it.
+//
+// NOTE: the count is per subconnection, not per plugin. A replica that
+// leaves the pool and comes back gets a new subconnection, counted from 0
+// while calls on the old one finish, so for that moment the plugin can
+// have more than max_in_flight calls open.
 type cappedSubConn struct {
 	subConn balancer.SubConn
 	open    atomic.Int64
@@ -343,7 +348,8 @@ var ErrEveryReplicaFull = errors.New("every ready replica has max_in_flight call
 // pickReady reserves a place on the first ready subconnection with room,
 // starting at a different one each time. The child does not learn of this
 // pick, so least_request counts one call fewer on that replica than it
-// has. The cap still holds, because this picker counts every call.
+// has. The cap still holds, because this picker counts every call on
+// the subconnection.
 func (p *cappedPicker) pickReady(limit int64) (balancer.PickResult, bool) {
 	ready := p.view.ready
 	if len(ready) == 0 {
