@@ -631,8 +631,8 @@ func TestValidateFunctionKeysInCode(t *testing.T) {
 
 // TestApplyDefaultsLowerCasesPins checks that ApplyDefaults writes the hex
 // digits of sha256: entries of allow_clients in lower case, as the gateway
-// writes a client's key. Validate accepts upper-case digits, and before,
-// such a pin never matched any client.
+// writes a client's key, so that a pin that Validate accepts with
+// upper-case digits still matches. Other entries stay as written.
 func TestApplyDefaultsLowerCasesPins(t *testing.T) {
 	lower := "sha256:" + strings.Repeat("ab12", 16)
 	tests := []struct {

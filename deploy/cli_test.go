@@ -236,13 +236,12 @@ func buildSSEGW(t *testing.T) string {
 	return program
 }
 
-// TestCommandsMatchCLI runs the real ssegw with the arguments of every
-// command that the deployment files give it, followed by --help. ssegw
-// then parses the subcommand and every flag, so a renamed subcommand or
-// flag fails here, and prints the subcommand's help instead of running
-// it. The help's usage line must name the subcommand that the arguments
-// start with, so that an unknown word cannot fall back to a parent
-// command's help.
+// TestCommandsMatchCLI checks every command that the deployment files
+// give ssegw by running the real ssegw with its arguments and --help,
+// which makes ssegw parse the subcommand and every flag and print help
+// instead of running. A renamed subcommand or flag then fails here, and
+// the help's usage line must name the subcommand that the arguments start
+// with, so that an unknown word cannot fall back to a parent's help.
 func TestCommandsMatchCLI(t *testing.T) {
 	program := buildSSEGW(t)
 

@@ -47,13 +47,12 @@ func demoSections(out string) []*demoSection {
 }
 
 // TestDemo checks that `ssegw demo` exits with status 0 within a minute
-// and calls each engine twice: on the engine's own port, and by host name
-// on a listener that both engines share. In each of the 4 sections of its
-// output, the engine's own plugin serves GetCapabilities, SumOfRows with
-// the right sums and ScriptEvalStr with the words sent. The gateway's
-// record lists those 12 calls, 6 per engine, each OK with a trace id in
-// one column. The output must end with the "Demo finished" line, and the
-// demo must remove its temporary folder.
+// after it calls each engine on its own port and by host name on a shared
+// listener. In each of the 4 output sections the engine's own plugin must
+// serve GetCapabilities, SumOfRows with the right sums and ScriptEvalStr
+// with the words sent, and the gateway's record must list the 12 calls,
+// 6 per engine, each OK with a trace id. The output must end with the
+// "Demo finished" line, and the demo must remove its temporary folder.
 func TestDemo(t *testing.T) {
 	tmp := t.TempDir()
 	p := ssetest.StartProcess(t, ssetest.Binary(t, "./cmd/ssegw"), []string{"TMPDIR=" + tmp}, "demo")

@@ -446,10 +446,9 @@ type usage struct {
 // gateway holds at most 2 established connections to the plugin: one of
 // the call pool and one of the health probes. Only for moments under 2s,
 // while a replaced connection closes, may it hold more, and
-// watchConnections samples the count every 20 ms to check that. The runs
-// are a tenth of the 20,000 and 2,000 calls of the case they come from,
-// to fit the test time, and a leak of one descriptor or goroutine per
-// call still shows.
+// watchConnections samples the count every 20 ms to check that. Runs of
+// this size fit the test time, and a leak of one descriptor or goroutine
+// per call still shows in them.
 func TestNoLeakAcrossRestarts(t *testing.T) {
 	t.Parallel() // 15s to 40s under -race, with load: 6,600 calls and 6 plugin restarts
 	const runs, shortCalls, abortEvery, maxConnections = 3, 2000, 10, 2

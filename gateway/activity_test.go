@@ -10,11 +10,10 @@ import (
 )
 
 // TestActivityBoundsLongAppIDs checks that the status page's activity
-// keeps app ids over maxAppIDBytes cut to their start, at a character
-// boundary, and marked with their length and hash, in the recent calls,
-// the rates and the apps of a function. Two long ids that start alike
-// stay apart. Before the bound, it kept each id whole, up to the 64 KiB
-// of request headers that a client may send.
+// keeps app ids over maxAppIDBytes, which a client may send up to the
+// 64 KiB of request headers, cut at a character boundary and marked with
+// their length and hash. It checks the recent calls, the rates and the
+// apps of a function, and that two long ids that start alike stay apart.
 func TestActivityBoundsLongAppIDs(t *testing.T) {
 	long := strings.Repeat("x", 64<<10)
 	multibyte := "a" + strings.Repeat("é", 200) // byte 256 is inside an é
@@ -82,9 +81,8 @@ func TestActivityBoundsLongAppIDs(t *testing.T) {
 }
 
 // TestActivityRatesSortWithoutAllocating checks that rates() allocates
-// only the two lists it returns. Before, its sort built a string of
-// engine, function and app for both sides of every comparison, while it
-// held the lock that every finishing call waits for.
+// only the two lists it returns, because it sorts while it holds the lock
+// that every finishing call waits for.
 func TestActivityRatesSortWithoutAllocating(t *testing.T) {
 	a := newActivity()
 	now := time.Now()

@@ -45,9 +45,9 @@ func waitForAdmin(t *testing.T, gw *ssetest.Gateway, path string, want int, time
 	}
 }
 
-// TestReadyzWhileDraining checks that /readyz answers 503 once the gateway
-// has begun to stop, so that a load balancer sends no new call there,
-// while a call in flight still finishes OK.
+// TestReadyzWhileDraining checks that /readyz responds with 503 once the
+// gateway has begun to stop, so that a load balancer sends no new call
+// there, while a call in flight still finishes OK.
 func TestReadyzWhileDraining(t *testing.T) {
 	t.Parallel()
 	plugin := ssetest.StartHoldingPlugin(t, "held", true)
@@ -666,11 +666,11 @@ func TestStatusPageContents(t *testing.T) {
 	})
 }
 
-// TestStatusPageLeavesOutRejectedApps checks that a call that admission
-// rejects leaves its app id nowhere on the status page: not in the recent
-// calls, the app rates or the apps of the function. Before, a client that
-// allow_clients rejected could fill the page with app ids of its choosing
-// and push out the apps that really called.
+// TestStatusPageLeavesOutRejectedApps checks that the app id of a call
+// that admission rejects appears nowhere on the status page, neither in
+// the recent calls, the app rates nor the apps of the function. Otherwise
+// a rejected client could fill the page with app ids of its choosing and
+// push out the apps that really called.
 func TestStatusPageLeavesOutRejectedApps(t *testing.T) {
 	const app = "rejected-app"
 	tests := []struct {

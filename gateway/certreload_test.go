@@ -494,7 +494,7 @@ func TestBackendALPN(t *testing.T) {
 		})
 
 		// The gateway connects, and connects again, each time completing
-		// the TLS handshake before it refuses the missing ALPN. The gateway
+		// the TLS handshake before it rejects the missing ALPN. The gateway
 		// logs only the first failure, so only the server's count shows the
 		// retries.
 		deadline := time.Now().Add(rotWait)
@@ -725,9 +725,9 @@ func TestReadyzAfterRenewal(t *testing.T) {
 	}
 }
 
-// TestReloadedBackendCertificatesWatched adds a TLS backend by a reload,
-// then renews its client certificate in place: the gateway reloads it, as
-// it does for the folders of the configuration it started with.
+// TestReloadedBackendCertificatesWatched checks that the gateway reloads
+// the client certificate of a TLS backend added by a reload when it is
+// renewed in place, as it does for the configuration it started with.
 func TestReloadedBackendCertificatesWatched(t *testing.T) {
 	certs := ssetest.NewCerts(t)
 	clientDir := certs.ClientDir(t, nil, tlsutil.LeafRequest{CommonName: "gateway-old"})

@@ -188,12 +188,11 @@ func TestCancelReachesPlugin(t *testing.T) {
 	}
 }
 
-// TestClientGoneRecordsBackend abandons calls while the plugin streams
-// replies, so that the gateway's sends to the client fail. Each call's
-// record still names the replica that served it. gRPC writes a stream's
-// peer as it finishes the stream, on a goroutine of its own once the
-// stream's context ends. Read before that, the record showed "none", and
-// the race detector reported the read.
+// TestClientGoneRecordsBackend checks that the record of a call that the
+// client cancels while the plugin streams replies still names the replica
+// that served it. gRPC sets a stream's peer on a goroutine of its own once
+// the stream's context ends, so a record read too early shows "none" and
+// races with that write.
 func TestClientGoneRecordsBackend(t *testing.T) {
 	t.Parallel()
 	endless := func(s ssetest.Stream) error {

@@ -509,10 +509,10 @@ func TestMaxWaitingRejectsAtOnce(t *testing.T) {
 	// Fill the waiting places.
 	waitCtx, cancelWaiting := context.WithCancel(testContext(t))
 	defer cancelWaiting()
-	waiting := make(chan resilResult, maxWaiting)
+	waiting := make(chan error, maxWaiting)
 	for range maxWaiting {
 		go func() {
-			waiting <- resilCall(t, waitCtx, client, example.FunctionEcho, ssetest.StringBundle("waits"))
+			waiting <- resilCall(t, waitCtx, client, example.FunctionEcho, ssetest.StringBundle("waits")).err
 		}()
 	}
 	resilWait(t, 10*time.Second, "3 calls waiting", func() bool {
@@ -522,39 +522,55 @@ func TestMaxWaitingRejectsAtOnce(t *testing.T) {
 	// Calls beyond the limit fail at once.
 	for i := range 2 {
 		result := resilCall(t, testContext(t), client, example.FunctionEcho, ssetest.StringBundle("one too many"))
-		st := status.Convert(result.err)
-		if st.Code() != codes.ResourceExhausted {
-			t.Errorf("extra call %d = %v, want ResourceExhausted", i, result.err)
-		}
-		if want := "max_waiting (3)"; !strings.Contains(st.Message(), want) {
-			t.Errorf("extra call %d message = %q, want it to contain %q", i, st.Message(), want)
-		}
-		if result.duration > time.Second {
-			t.Errorf("extra call %d failed after %v, want at once (under 1s)", i, result.duration)
-		}
+		checkRejectedOverMaxWaiting(t, i, result.err, result.duration, maxWaiting)
 	}
 
 	// The waiting calls end when the client cancels them, and free their
 	// places: the next call waits instead of failing.
 	cancelWaiting()
-	for range maxWaiting {
-		select {
-		case result := <-waiting:
-			if code := status.Code(result.err); code != codes.Canceled {
-				t.Errorf("cancelled waiting call = %v, want Canceled", result.err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("a cancelled waiting call did not end within 10s")
-		}
-	}
-	resilWait(t, 10*time.Second, "no call waiting", func() bool {
-		return resilMetric(t, gw, waitingMetric, engineLabel) == 0
-	})
+	checkWaitingCallsCanceled(t, gw, waiting, maxWaiting, engineLabel)
 	shortCtx, cancel := context.WithTimeout(testContext(t), 300*time.Millisecond)
 	defer cancel()
 	if result := resilCall(t, shortCtx, client, example.FunctionEcho, ssetest.StringBundle("waits again")); status.Code(result.err) != codes.DeadlineExceeded {
 		t.Errorf("call after the waiting ones ended = %v, want DeadlineExceeded after waiting", result.err)
 	}
+}
+
+// checkRejectedOverMaxWaiting checks that extra call i, which ended with
+// err after took, failed at once with ResourceExhausted naming
+// max_waiting (maxWaiting).
+func checkRejectedOverMaxWaiting(t *testing.T, i int, err error, took time.Duration, maxWaiting int) {
+	t.Helper()
+	st := status.Convert(err)
+	if st.Code() != codes.ResourceExhausted {
+		t.Errorf("extra call %d = %v, want ResourceExhausted", i, err)
+	}
+	if want := fmt.Sprintf("max_waiting (%d)", maxWaiting); !strings.Contains(st.Message(), want) {
+		t.Errorf("extra call %d message = %q, want it to contain %q", i, st.Message(), want)
+	}
+	if took > time.Second {
+		t.Errorf("extra call %d failed after %v, want at once (under 1s)", i, took)
+	}
+}
+
+// checkWaitingCallsCanceled reads the errors of the count waiting calls
+// that the client has cancelled and checks that each is Canceled. It then
+// waits until the ssegw_calls_waiting metric with engineLabel is 0 again.
+func checkWaitingCallsCanceled(t *testing.T, gw *ssetest.Gateway, waiting <-chan error, count int, engineLabel string) {
+	t.Helper()
+	for range count {
+		select {
+		case err := <-waiting:
+			if code := status.Code(err); code != codes.Canceled {
+				t.Errorf("cancelled waiting call = %v, want Canceled", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a cancelled waiting call did not end within 10s")
+		}
+	}
+	resilWait(t, 10*time.Second, "no call waiting at "+engineLabel, func() bool {
+		return resilMetric(t, gw, "ssegw_calls_waiting", engineLabel) == 0
+	})
 }
 
 // resilReplicaState returns the state of the replica at address as the
@@ -922,10 +938,9 @@ func TestMaxInFlightPerReplica(t *testing.T) {
 	t.Logf("replicas served %d and %d calls in %v", plugins[0].served.Load(), plugins[1].served.Load(), elapsed)
 }
 
-// TestMaxInFlightWithoutWait checks max_in_flight with reconnect_buffer:
-// 0, which promises that a call finding no replica to take it fails at
-// once: with the only replica full, the second call gets Unavailable
-// naming the limit while the first is still open.
+// TestMaxInFlightWithoutWait checks that with reconnect_buffer 0 a call
+// that finds its only replica at max_in_flight fails at once with
+// Unavailable naming the limit, while the first call is still open.
 func TestMaxInFlightWithoutWait(t *testing.T) {
 	t.Parallel()
 	arrived, release := make(chan struct{}, 1), make(chan struct{})
@@ -1042,11 +1057,11 @@ type droppingPlugin struct {
 	calls  atomic.Int64 // ExecuteFunction calls received
 
 	// readFirst, when above 0, is how many bundles an armed call reads
-	// before it drops; else it reads the whole request.
+	// before it drops. At 0 it reads the whole request.
 	readFirst atomic.Int64
 	// holdAfterDrop, when set, keeps the connections that arrive after a
-	// drop from being served until it is closed: the gateway's new
-	// connections stay unready, and its calls wait.
+	// drop from being served until it is closed, so the gateway's new
+	// connections stay unready and its calls wait.
 	holdAfterDrop atomic.Pointer[chan struct{}]
 	dropped       atomic.Bool
 
@@ -1209,12 +1224,11 @@ func TestReplayPolicy(t *testing.T) {
 	}
 }
 
-// TestReplayEndsWhileSending fails a call's first attempt once the plugin
-// has read the request. The replica then rejects the replay at once,
-// unread, while the gateway still sends it the kept messages: more than a
-// call's flow-control window, in messages large enough for gRPC's buffer
-// pool. The client gets the replica's own status, and the gateway serves
-// on, with the pool's buffers reused round after round.
+// TestReplayEndsWhileSending checks that a replay that the replica rejects
+// unread, while the gateway still sends it more than a flow-control window
+// of kept messages, ends with the replica's own status. The messages are
+// large enough for gRPC's buffer pool, so the 3 rounds reuse its buffers,
+// and a call after them must still succeed.
 func TestReplayEndsWhileSending(t *testing.T) {
 	t.Parallel()
 	plugin := startDroppingPlugin(t)
@@ -1241,11 +1255,10 @@ func TestReplayEndsWhileSending(t *testing.T) {
 	}
 }
 
-// TestReplayLogOutgrownWhileWaiting fails a call's first attempt after its
-// first bundle, and keeps the replica unready while the client sends the
-// rest, more than replay_buffer. The kept messages no longer hold the
-// whole request, so the call fails with Unavailable, rather than the
-// replica processing the request's tail as if it were all of it.
+// TestReplayLogOutgrownWhileWaiting checks that a call whose first attempt
+// fails after one bundle, and which sends more than replay_buffer while
+// the replica is unready, fails with Unavailable. The kept messages no
+// longer contain the whole request, so a replay would pass on only its tail.
 func TestReplayLogOutgrownWhileWaiting(t *testing.T) {
 	t.Parallel()
 	plugin := startDroppingPlugin(t)

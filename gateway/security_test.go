@@ -352,8 +352,8 @@ func TestScriptsDeny(t *testing.T) {
 	// Stop the plugin. Once the probes find it down, the gateway returns
 	// the stored capabilities, which must not offer scripts either.
 	plugin.Server.Stop()
-	// The gateway answers from stored capabilities once the engine has
-	// no ready connection, which it does not log, so only a call shows it.
+	// The gateway returns the stored capabilities once the engine has no
+	// ready connection, which it does not log, so only a call shows it.
 	deadline := time.Now().Add(secWait)
 	for {
 		ctx, cancel := context.WithTimeout(testContext(t), secWait)

@@ -52,7 +52,7 @@ func runChromium(t *testing.T, path string, args ...string) []byte {
 		"--disable-background-networking", "--disable-component-update", "--disable-sync",
 		// Tests reach no address but loopback. Chromium's own DNS client
 		// opens sockets to the system's name servers even for a page on
-		// 127.0.0.1; without it, and with every name unresolvable, the
+		// 127.0.0.1. Without it, and with every name unresolvable, the
 		// browser's only other socket is the UDP one it connects, without
 		// sending, to a public address to learn whether IPv6 is routed.
 		"--disable-features=AsyncDns", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",

@@ -1711,11 +1711,11 @@ func TestExemplarsOnDurationOnly(t *testing.T) {
 	}
 }
 
-// TestSpansOfClientTextExported checks that text a client controls cannot
-// lose the spans of other calls: an app id and a method path that are not
-// UTF-8, which collectors reject, and 100 app ids of 45 KiB, which would
-// make one export request larger than a collector takes. Every call's
-// server span reaches the receiver, with those texts valid and bounded.
+// TestSpansOfClientTextExported checks that every call's server span
+// reaches the receiver, with its text made valid and bounded. The client
+// sends an app id and a method path that are not UTF-8, which collectors
+// reject, and 100 app ids of 45 KiB, which would make one export request
+// larger than a collector takes.
 func TestSpansOfClientTextExported(t *testing.T) {
 	t.Parallel()
 	plugin := &tracingPlugin{}
@@ -1728,8 +1728,8 @@ func TestSpansOfClientTextExported(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Written by hand: protobuf's encoder refuses a string field that
-		// is not UTF-8, but a client need not use it.
+		// Written by hand, because protobuf's encoder rejects a string
+		// field that is not UTF-8, but a client need not use it.
 		header := protowire.AppendTag(nil, 1, protowire.BytesType)
 		md.Set(ssepb.CommonRequestHeaderKey, string(protowire.AppendString(header, app)))
 		open := func(ctx context.Context) (sseStream, error) { return p.client.ExecuteFunction(ctx) }

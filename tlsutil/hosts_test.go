@@ -7,6 +7,9 @@ import (
 	"github.com/ssegw/ssegw/tlsutil"
 )
 
+// TestParseHost checks that ParseHost returns DNS names and wildcards as
+// written and IP addresses without brackets, IPv4-mapped ones as IPv4. It
+// rejects other hosts with an error that names the problem.
 func TestParseHost(t *testing.T) {
 	valid := []struct {
 		name, want string

@@ -8,10 +8,10 @@ import (
 	"testing"
 )
 
-// TestRenameErrorReportsWhatWasWritten checks the error of a rename that
-// fails half-way: without overwrite, the files already renamed are removed
-// again, and with overwrite the error lists what was replaced and what was
-// not written.
+// TestRenameErrorReportsWhatWasWritten checks renameError for a rename
+// that fails half-way. Without overwrite it removes the files already
+// renamed, and its error ends with "nothing was written". With overwrite
+// it keeps them, and its error lists what was replaced and not written.
 func TestRenameErrorReportsWhatWasWritten(t *testing.T) {
 	dir := t.TempDir()
 	files := []pendingFile{

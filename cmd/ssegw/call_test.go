@@ -837,8 +837,8 @@ func TestCallExplainsConnectionFailure(t *testing.T) {
 }
 
 // TestCallTimeoutCoversInput checks that --timeout also limits the wait
-// for standard input, which comes before the connection. Standard input
-// ends after 5s, should the command still wait for it.
+// for standard input, which comes before the connection. The pipe closes
+// after 5s, so that a command that still waits for it cannot hang the test.
 func TestCallTimeoutCoversInput(t *testing.T) {
 	stdin, writer := io.Pipe()
 	defer time.AfterFunc(5*time.Second, func() { writer.Close() }).Stop()

@@ -592,8 +592,8 @@ func TestImportSettingsForceDanglingLink(t *testing.T) {
 
 // TestImportSettingsKeepsSkippedEntries checks that the SSEPlugin line
 // printed for Qlik keeps each entry that the import skipped, as it was and
-// at its place, so that replacing Qlik's line loses no analytic
-// connection, and says so.
+// at its place, and that the output names those entries. Replacing Qlik's
+// line then loses no analytic connection.
 func TestImportSettingsKeepsSkippedEntries(t *testing.T) {
 	settings := writeSampleSettings(t, []byte("[Settings 7]\r\nSSEPlugin=A,localhost:50061;R,localhost:notaport;B,localhost:50062;a,localhost:50063\r\n"))
 	out := filepath.Join(t.TempDir(), "ssegw.yaml")
@@ -652,8 +652,9 @@ func TestImportSettingsControlCharacters(t *testing.T) {
 	}
 }
 
-// TestYAMLStringRoundTrip checks that yamlString and yamlComment keep any
-// text intact, or out of the way, in a line of YAML.
+// TestYAMLStringRoundTrip checks that a YAML line with yamlString(text) as
+// a value and yamlComment(text) as its comment is valid and reads back as
+// text, for texts with quotes, line breaks and control characters.
 func TestYAMLStringRoundTrip(t *testing.T) {
 	texts := []string{
 		`C:\Program Files\Qlik\certs`, "it's", `say "hi"`, "a\rb", "a\nb", "tab\there", "nel\u0085", "line\u2028separator",

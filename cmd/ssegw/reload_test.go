@@ -183,61 +183,79 @@ func TestServeReloads(t *testing.T) {
 	}
 }
 
+// servedHoldingPlugin is an `ssegw serve` process whose one engine routes
+// to a holding plugin, with a client connected to it.
+type servedHoldingPlugin struct {
+	plugin     *ssetest.HoldingPlugin
+	address    string // the gateway's listener
+	configFile string
+	process    *ssetest.Process
+	client     ssepb.ConnectorClient
+}
+
+// startServeWithHoldingPlugin starts a holding plugin named "only" and
+// `ssegw serve` with a configuration file that routes to it. It returns
+// once the gateway listens and a client has dialled it.
+func startServeWithHoldingPlugin(t *testing.T) *servedHoldingPlugin {
+	t.Helper()
+	s := &servedHoldingPlugin{plugin: ssetest.StartHoldingPlugin(t, "only", false), address: ssetest.FreeAddress(t)}
+	s.configFile = writeConfig(t, reloadConfigText(s.address, s.plugin.Addr))
+	s.process = ssetest.StartProcess(t, ssetest.Binary(t, "./cmd/ssegw"), nil, "serve", "--config", s.configFile)
+	waitForRecords(t, s.process, "listening", 1, 10*time.Second)
+	_, s.client = ssetest.DialConn(t, s.address)
+	return s
+}
+
 // TestServeDrainsOnSIGTERM checks that SIGTERM during load lets the 5 calls
 // in flight finish OK, refuses new connections meanwhile, and that the
 // process exits 0 once those calls have ended. A SIGHUP during the drain,
-// as from a certificate renewal hook, is logged and changes nothing: Go's
-// default action for it would end the process at once.
+// as from a certificate renewal hook, must be logged and ignored instead of
+// ending the process, as Go's default action for SIGHUP would.
 func TestServeDrainsOnSIGTERM(t *testing.T) {
 	t.Parallel()
-	plugin := ssetest.StartHoldingPlugin(t, "only", false)
-	address := ssetest.FreeAddress(t)
-	configFile := writeConfig(t, reloadConfigText(address, plugin.Addr))
-	p := ssetest.StartProcess(t, ssetest.Binary(t, "./cmd/ssegw"), nil, "serve", "--config", configFile)
-	waitForRecords(t, p, "listening", 1, 10*time.Second)
-	_, client := ssetest.DialConn(t, address)
-	checkServedBy(t, client, "before SIGTERM", plugin.Name, 1)
+	s := startServeWithHoldingPlugin(t)
+	checkServedBy(t, s.client, "before SIGTERM", s.plugin.Name, 1)
 
 	const held = 5
 	results := make(chan callResult, held)
 	for range held {
-		go func() { results <- callReplica(t, client, true) }()
+		go func() { results <- callReplica(t, s.client, true) }()
 	}
-	plugin.WaitHeld(t, held)
-	if err := p.Signal(syscall.SIGTERM); err != nil {
+	s.plugin.WaitHeld(t, held)
+	if err := s.process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	waitForRecords(t, p, "stopping; waiting for calls in flight, a second signal ends them", 1, 10*time.Second)
-	if err := p.Signal(syscall.SIGHUP); err != nil {
+	waitForRecords(t, s.process, "stopping; waiting for calls in flight, a second signal ends them", 1, 10*time.Second)
+	if err := s.process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitForRecords(t, p, "SIGHUP ignored: the gateway is stopping; no reload", 1, 10*time.Second)
+	waitForRecords(t, s.process, "SIGHUP ignored: the gateway is stopping; no reload", 1, 10*time.Second)
 
 	// New connections are refused while the calls drain. The dials repeat
 	// because the gateway closes its listeners after the "stopping" record
 	// without logging it, so no event marks the moment.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		conn, err := net.DialTimeout("tcp", address, time.Second)
+		conn, err := net.DialTimeout("tcp", s.address, time.Second)
 		if err != nil {
 			if !errors.Is(err, syscall.ECONNREFUSED) {
-				t.Errorf("Dial(%s) while draining: %v, want connection refused", address, err)
+				t.Errorf("Dial(%s) while draining: %v, want connection refused", s.address, err)
 			}
 			break
 		}
 		conn.Close()
 		if time.Now().After(deadline) {
-			t.Fatalf("Dial(%s) still accepted 5s after SIGTERM, want connection refused", address)
+			t.Fatalf("Dial(%s) still accepted 5s after SIGTERM, want connection refused", s.address)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	_, freshClient := ssetest.DialConn(t, address)
+	_, freshClient := ssetest.DialConn(t, s.address)
 	if result := callReplica(t, freshClient, false); status.Code(result.err) != codes.Unavailable {
 		t.Errorf("new call while draining = %v, want Unavailable", result.err)
 	}
 
 	// The held calls finish, then the process exits.
-	plugin.Release()
+	s.plugin.Release()
 	released := time.Now()
 	for range held {
 		select {
@@ -249,13 +267,13 @@ func TestServeDrainsOnSIGTERM(t *testing.T) {
 			t.Fatal("a call in flight at SIGTERM did not end within 10s of its release")
 		}
 	}
-	if code := exitCode(t, p.Wait(t, 10*time.Second)); code != 0 {
-		t.Errorf("ssegw serve exit status after SIGTERM = %d, want 0; stderr:\n%s", code, p.Stderr())
+	if code := exitCode(t, s.process.Wait(t, 10*time.Second)); code != 0 {
+		t.Errorf("ssegw serve exit status after SIGTERM = %d, want 0; stderr:\n%s", code, s.process.Stderr())
 	}
 	if elapsed := time.Since(released); elapsed > 5*time.Second {
 		t.Errorf("ssegw serve exited %v after its last calls were released, want within 5s", elapsed)
 	}
-	if ended := logRecords(p.Stderr(), "the calls still in flight were ended"); len(ended) != 0 {
+	if ended := logRecords(s.process.Stderr(), "the calls still in flight were ended"); len(ended) != 0 {
 		t.Errorf("records of ended calls after a full drain: %v, want none", ended)
 	}
 }
@@ -266,30 +284,25 @@ func TestServeDrainsOnSIGTERM(t *testing.T) {
 // them, not the client.
 func TestServeSecondSignalEndsCalls(t *testing.T) {
 	t.Parallel()
-	plugin := ssetest.StartHoldingPlugin(t, "only", false)
-	defer plugin.Release()
-	address := ssetest.FreeAddress(t)
-	configFile := writeConfig(t, reloadConfigText(address, plugin.Addr))
-	p := ssetest.StartProcess(t, ssetest.Binary(t, "./cmd/ssegw"), nil, "serve", "--config", configFile)
-	waitForRecords(t, p, "listening", 1, 10*time.Second)
-	_, client := ssetest.DialConn(t, address)
+	s := startServeWithHoldingPlugin(t)
+	defer s.plugin.Release()
 
 	const held = 2
 	results := make(chan callResult, held)
 	for range held {
-		go func() { results <- callReplica(t, client, true) }()
+		go func() { results <- callReplica(t, s.client, true) }()
 	}
-	plugin.WaitHeld(t, held)
+	s.plugin.WaitHeld(t, held)
 	for signal := range 2 {
-		if err := p.Signal(syscall.SIGTERM); err != nil {
+		if err := s.process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
 		if signal == 0 {
-			waitForRecords(t, p, "stopping; waiting for calls in flight, a second signal ends them", 1, 10*time.Second)
+			waitForRecords(t, s.process, "stopping; waiting for calls in flight, a second signal ends them", 1, 10*time.Second)
 		}
 	}
-	if code := exitCode(t, p.Wait(t, 10*time.Second)); code != 0 {
-		t.Errorf("ssegw serve exit status after two SIGTERMs = %d, want 0; stderr:\n%s", code, p.Stderr())
+	if code := exitCode(t, s.process.Wait(t, 10*time.Second)); code != 0 {
+		t.Errorf("ssegw serve exit status after two SIGTERMs = %d, want 0; stderr:\n%s", code, s.process.Stderr())
 	}
 	const reason = "the gateway stopped before the call ended: a second stop signal came"
 	for range held {
@@ -299,43 +312,38 @@ func TestServeSecondSignalEndsCalls(t *testing.T) {
 		}
 	}
 
-	calls := logRecords(p.Stderr(), "call")
+	calls := logRecords(s.process.Stderr(), "call")
 	if len(calls) != held {
-		t.Fatalf("got %d call records, want %d; stderr:\n%s", len(calls), held, p.Stderr())
+		t.Fatalf("got %d call records, want %d; stderr:\n%s", len(calls), held, s.process.Stderr())
 	}
 	for _, record := range calls {
 		if record["code"] != "Unavailable" || record["error"] != reason || record["level"] != "WARN" {
 			t.Errorf("call record: level %v, code %v, error %q; want WARN, Unavailable, %q", record["level"], record["code"], record["error"], reason)
 		}
 	}
-	if ended := logRecords(p.Stderr(), "the calls still in flight were ended"); len(ended) != 1 || ended[0]["reason"] != "a second stop signal came" {
+	if ended := logRecords(s.process.Stderr(), "the calls still in flight were ended"); len(ended) != 1 || ended[0]["reason"] != "a second stop signal came" {
 		t.Errorf("records of the ended calls: %v, want one with reason %q", ended, "a second stop signal came")
 	}
 }
 
-// TestServeReloadRejectsOversizedFile checks that a reload finds a
-// configuration file over config.MaxFileSize rejected, logs why, and keeps
-// serving with the running configuration.
+// TestServeReloadRejectsOversizedFile checks that a reload rejects a
+// configuration file over config.MaxFileSize, logs why, and keeps serving
+// with the running configuration.
 func TestServeReloadRejectsOversizedFile(t *testing.T) {
 	t.Parallel()
-	plugin := ssetest.StartHoldingPlugin(t, "only", false)
-	address := ssetest.FreeAddress(t)
-	configFile := writeConfig(t, reloadConfigText(address, plugin.Addr))
-	p := ssetest.StartProcess(t, ssetest.Binary(t, "./cmd/ssegw"), nil, "serve", "--config", configFile)
-	waitForRecords(t, p, "listening", 1, 10*time.Second)
-	_, client := ssetest.DialConn(t, address)
-	checkServedBy(t, client, "at start", plugin.Name, 1)
+	s := startServeWithHoldingPlugin(t)
+	checkServedBy(t, s.client, "at start", s.plugin.Name, 1)
 
 	// A sparse file, so that the test writes little.
-	if err := os.Truncate(configFile, config.MaxFileSize+1); err != nil {
+	if err := os.Truncate(s.configFile, config.MaxFileSize+1); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Signal(syscall.SIGHUP); err != nil {
+	if err := s.process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	rejected := waitForRecords(t, p, "configuration not reloaded; the running one stays", 1, 10*time.Second)
+	rejected := waitForRecords(t, s.process, "configuration not reloaded; the running one stays", 1, 10*time.Second)
 	if got, _ := rejected[0]["error"].(string); !strings.Contains(got, "more than the 4MiB that a configuration file may have") {
 		t.Errorf("rejected reload record error = %q, want the size bound", got)
 	}
-	checkServedBy(t, client, "after SIGHUP with an oversized file", plugin.Name, 3)
+	checkServedBy(t, s.client, "after SIGHUP with an oversized file", s.plugin.Name, 3)
 }

@@ -14,8 +14,8 @@ import (
 
 // TestServeRejectsSpecialConfigFiles checks that serve exits at once with
 // status 2, naming the file, for a FIFO, whose read would block until a
-// writer came, and for /dev/zero, whose read never ends. Before either, a
-// signal could not stop serve while it read.
+// writer came, and for /dev/zero, whose read never ends. A signal cannot
+// stop serve during such a read, so serve must not start it.
 func TestServeRejectsSpecialConfigFiles(t *testing.T) {
 	t.Parallel()
 	fifo := filepath.Join(t.TempDir(), "ssegw.yaml")

@@ -5,6 +5,9 @@ import (
 	"testing"
 )
 
+// TestReadPasswordLine checks that readPasswordLine returns the first line
+// of its input without the line end, and rejects an empty first line and
+// one without a line end within maxPasswordLine.
 func TestReadPasswordLine(t *testing.T) {
 	valid := []struct {
 		name, input, want string

@@ -420,9 +420,9 @@ func TestValidateRejectsTimeout(t *testing.T) {
 	}
 }
 
-// TestValidateRejectsSpecialFiles checks that validate rejects a folder
-// given as the configuration file, with exit status 1, and names it.
-func TestValidateRejectsSpecialFiles(t *testing.T) {
+// TestValidateRejectsFolder checks that validate rejects a folder given as
+// the configuration file, with exit status 1, and names it.
+func TestValidateRejectsFolder(t *testing.T) {
 	dir := t.TempDir()
 	output, err := runCommand(t, "validate", "--config", dir)
 	checkValidateExit(t, err, 1, output)
