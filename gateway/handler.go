@@ -52,7 +52,10 @@ type call struct {
 	// learns them, for one SetAttributes when it ends: each SetAttributes
 	// grows the span's own list, and small calls felt those copies.
 	spanAttributes []attribute.KeyValue
-	attempts       []*attempt
+	// startAttributes counts the attributes startSpan gathered, which
+	// stay when a call moves to another engine.
+	startAttributes int
+	attempts        []*attempt
 	// wait is the time spent waiting for replicas, over all attempts, or
 	// for the capabilities of a merged engine's members.
 	wait     time.Duration
@@ -136,46 +139,72 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 			size, g.cfg.Limits.MaxHeaderListSize), true)
 	}
 
-	// Choose the engine, and the policy for the function called.
-	var engine *routing.Engine
-	var untrack func()
+	// Serve the call on the engine it matches. A call that waited for a
+	// replica of an engine that a reload replaced, before any of its
+	// messages was read, is matched again and served by the new engine.
 	for {
-		routes := g.routing.Load()
-		var err error
-		engine, err = routes.table.Match(routing.Request{
-			EngineHeader:  firstValue(md, routing.EngineHeader),
-			Authority:     firstValue(md, ":authority"),
-			ServerName:    tlsServerName(ctx),
+		engine, untrack, st := c.route(l)
+		if st != nil {
+			close(c.requestsDone)
+			return c.finish(st, true)
+		}
+		st, gatewayFailure, moved := c.serve(ss, engine)
+		untrack()
+		if !moved {
+			return c.finish(st, gatewayFailure)
+		}
+		g.logger.Debug("moving a waiting call to the engine that replaced its own", "engine", engine.Name, "method", method)
+	}
+}
+
+// route finds the engine that takes the call and counts the call on it
+// until untrack. It returns the status that ends the call when no engine
+// does.
+func (c *call) route(l *listener) (engine *routing.Engine, untrack func(), st *status.Status) {
+	for {
+		routes := c.gateway.routing.Load()
+		engine, err := routes.table.Match(routing.Request{
+			EngineHeader:  firstValue(c.incoming, routing.EngineHeader),
+			Authority:     firstValue(c.incoming, ":authority"),
+			ServerName:    tlsServerName(c.ctx),
 			DefaultEngine: routes.defaults[l.index],
 		})
 		if err != nil {
-			close(c.requestsDone)
-			return c.finish(routeStatus(err), true)
+			return nil, nil, routeStatus(err)
 		}
-		var ok bool
-		if untrack, ok = engine.Track(); ok {
-			break
+		if untrack, ok := engine.Track(); ok {
+			return engine, untrack, nil
 		}
 		// A reload replaced the engine after the match. The new table is
 		// already stored, so match again.
 	}
-	defer untrack()
+}
+
+// serve applies the engine's rules and policy to the call and forwards it.
+// It returns the status that ends the call, or moved when the engine was
+// replaced while the call waited for a replica, before it read any of the
+// client's messages: the call is then to be matched again.
+func (c *call) serve(ss grpc.ServerStream, engine *routing.Engine) (st *status.Status, gatewayFailure, moved bool) {
 	c.engine = engine
+	if c.span.IsRecording() {
+		// A moved call describes itself again for its new engine.
+		c.spanAttributes = c.spanAttributes[:c.startAttributes]
+	}
 
 	// A merged engine answers its capabilities itself and hands every
 	// other call to the member whose function it calls.
 	if engine.Merged() {
-		c.info = describeCall(method, md, nil)
+		c.info = describeCall(c.method, c.incoming, nil)
 		if st := c.admit(engine); st != nil {
 			c.rejected = true
 			c.describeMergedItself()
 			close(c.requestsDone)
-			return c.finish(st, true)
+			return st, true, false
 		}
 		if st, gatewayFailure, answered := c.resolveMerged(ss, engine); answered {
 			c.describeMergedItself()
 			close(c.requestsDone)
-			return c.finish(st, gatewayFailure)
+			return st, gatewayFailure, false
 		}
 		engine = c.engine
 		done, ok := engine.Track()
@@ -184,7 +213,7 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 			// The header is already rewritten for this member, so the call
 			// cannot be matched again.
 			close(c.requestsDone)
-			return c.finish(status.Newf(codes.Unavailable, "engine %s was replaced by a configuration reload as the call began; call again", engine.Name), true)
+			return status.Newf(codes.Unavailable, "engine %s was replaced by a configuration reload as the call began; call again", engine.Name), true, false
 		}
 		defer done()
 	}
@@ -193,7 +222,7 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 	if st := c.admit(engine); st != nil {
 		c.rejected = true
 		close(c.requestsDone)
-		return c.finish(st, true)
+		return st, true, false
 	}
 	c.warnIfStale()
 	c.policy = engine.Config.PolicyFor(c.info.function)
@@ -205,19 +234,21 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 	if c.info.kind == methodGetCapabilities && engine.Down() {
 		if capabilities := engine.Capabilities(); capabilities != nil {
 			close(c.requestsDone)
-			return c.finish(c.answerWithCapabilities(ss, engine.Config, capabilities.Message))
+			st, gatewayFailure := c.answerWithCapabilities(ss, engine.Config, capabilities.Message)
+			return st, gatewayFailure, false
 		}
 	}
 
 	// The plugin's call runs under the tighter of the client's deadline and
-	// the function's request_timeout. Cancelling the client's call cancels
-	// this context, and with it the plugin's call.
-	backendCtx, cancel := context.WithCancelCause(ctx)
+	// the function's request_timeout, counted from the call's arrival.
+	// Cancelling the client's call cancels this context, and with it the
+	// plugin's call.
+	backendCtx, cancel := context.WithCancelCause(c.ctx)
 	defer cancel(nil)
-	defer context.AfterFunc(g.cutCtx, func() { cancel(context.Cause(g.cutCtx)) })()
+	defer context.AfterFunc(c.gateway.cutCtx, func() { cancel(context.Cause(c.gateway.cutCtx)) })()
 	if timeout := c.policy.RequestTimeout; timeout > 0 {
 		var cancelTimeout context.CancelFunc
-		backendCtx, cancelTimeout = context.WithTimeoutCause(backendCtx, timeout, &requestTimeoutError{engine: engine.Name, timeout: timeout})
+		backendCtx, cancelTimeout = context.WithDeadlineCause(backendCtx, c.start.Add(timeout), &requestTimeoutError{engine: engine.Name, timeout: timeout})
 		defer cancelTimeout()
 	}
 
@@ -227,7 +258,7 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 	for {
 		a, st, gatewayFailure := c.openAttempt(backendCtx)
 		if a == nil {
-			return c.finish(st, gatewayFailure)
+			return st, gatewayFailure, st == nil
 		}
 		if len(c.attempts) == 1 {
 			go c.forwardRequests(ss, cancel)
@@ -236,9 +267,9 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 		c.endAttempt(a, st)
 		if !retry || !c.mayReplay() {
 			ss.SetTrailer(forwardedMetadata(a.stream.Trailer()))
-			return c.finish(st, gatewayFailure)
+			return st, gatewayFailure, false
 		}
-		c.gateway.logger.Debug("replaying call", "engine", engine.Name, "method", method,
+		c.gateway.logger.Debug("replaying call", "engine", engine.Name, "method", c.method,
 			"backend", a.backendAddress(), "attempt", a.number, "error", st.Message())
 	}
 }
@@ -258,6 +289,12 @@ func (c *call) openAttempt(backendCtx context.Context) (*attempt, *status.Status
 
 	stream, err := c.openStream(a)
 	if err != nil {
+		if errors.Is(err, errEngineReplaced) {
+			// Nothing of the call reached a plugin, so it can move.
+			c.endAttempt(a, status.Newf(codes.Unavailable, "engine %s was replaced by a configuration reload while the call waited for a replica; the call moved to the new engine", c.engine.Name))
+			c.attempts = c.attempts[:0]
+			return nil, nil, false
+		}
 		if a.number == 1 {
 			close(c.requestsDone) // the request pump never started
 		}
@@ -322,9 +359,15 @@ func (c *call) openAttempt(backendCtx context.Context) (*attempt, *status.Status
 // ready (or each is at max_in_flight), the call waits, bounded by
 // reconnect_buffer, the call's deadline and max_waiting.
 //
-// NOTE: a call that waits here when a reload replaces its engine keeps
-// waiting on the old engine's replicas, and fails after reconnect_buffer
-// if none comes back, though the new engine may have a ready one.
+// A first attempt that waits when a reload replaces the engine ends with
+// errEngineReplaced, so that the call moves to the new engine: nothing of
+// it reached a plugin yet.
+//
+// NOTE: a replay, and a call to a member of a merged engine, keep waiting
+// on the old engine's replicas when a reload replaces it, and fail after
+// reconnect_buffer if none comes back. A replay's kept messages were sized
+// by the old engine's replay_buffer, and a merged call's headers were
+// rewritten for the old member.
 func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 	engine := c.engine
 	wait := engine.Config.ReconnectWait()
@@ -341,10 +384,10 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 		options = append(options, grpc.WaitForReady(true))
 	}
 
-	// The wait may not outlast reconnect_buffer. Whichever comes first,
-	// the stream opening or the timer, decides: a timer that fires after
-	// the stream opened does nothing.
-	const waiting, opened, expired = 0, 1, 2
+	// The wait may not outlast reconnect_buffer, nor the engine. Whichever
+	// comes first, the stream opening, the timer or the reload, decides:
+	// one that comes after the stream opened does nothing.
+	const waiting, opened, expired, replaced = 0, 1, 2, 3
 	var outcome atomic.Int32
 	var timer *time.Timer
 	if wait > 0 {
@@ -353,6 +396,13 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 				a.cancel(errWaitExpired)
 			}
 		})
+		if a.number == 1 && c.merged == nil {
+			defer engine.AfterReplaced(func() {
+				if outcome.CompareAndSwap(waiting, replaced) {
+					a.cancel(errEngineReplaced)
+				}
+			})()
+		}
 	}
 	began := time.Now()
 	stream, err := engine.Pool.Conn().NewStream(a.ctx, &forwardedStreamDesc, c.method, options...)
@@ -362,8 +412,11 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 	}
 	if !outcome.CompareAndSwap(waiting, opened) {
 		if stream != nil {
-			// Opened as the wait expired: the timer has ended it already.
+			// Opened as the wait ended: its end has cancelled it already.
 			awaitFinished(stream)
+		}
+		if outcome.Load() == replaced {
+			return nil, errEngineReplaced
 		}
 		return nil, errWaitExpired
 	}

@@ -90,6 +90,7 @@ func (c *call) startSpan(l *listener) {
 		}
 	}
 	c.spanAttributes = attributes
+	c.startAttributes = len(attributes)
 }
 
 // Bounds of the text from clients and plugins that spans carry, so that

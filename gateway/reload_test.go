@@ -160,6 +160,44 @@ func TestReloadDrainTimeout(t *testing.T) {
 	}
 }
 
+// TestReloadMovesWaitingCalls checks that calls waiting for a replica of
+// an engine whose plugin is down move to the engine a reload puts in its
+// place, with the plugin's new address, and end OK there at once rather
+// than after the old engine's reconnect_buffer (a minute here).
+func TestReloadMovesWaitingCalls(t *testing.T) {
+	t.Parallel()
+	const waiting = 3
+	replacement := ssetest.StartHoldingPlugin(t, "new", false)
+	configFor := func(address string) *config.Config {
+		cfg := reloadConfig(30*time.Second, address)
+		reconnectBuffer := time.Minute
+		cfg.Engines["R"].ReconnectBuffer = &reconnectBuffer
+		return cfg
+	}
+	gw := ssetest.StartGateway(t, configFor(ssetest.FreeAddress(t)))
+	_, client := ssetest.DialConn(t, gw.Addrs[0])
+	ctx, cancel := context.WithTimeout(testContext(t), 20*time.Second)
+	defer cancel()
+
+	results := make(chan reloadResult, waiting)
+	for range waiting {
+		go reloadCall(ctx, client, results)
+	}
+	resilWait(t, 10*time.Second, "calls waiting for R's replica", func() bool {
+		return resilMetric(t, gw, "ssegw_calls_waiting", `qlik_sse_engine="R"`) == waiting
+	})
+	reloadApply(t, gw, configFor(replacement.Addr))
+
+	for range waiting {
+		result := <-results
+		if result.err != nil {
+			t.Errorf("call waiting across the reload = %v, want OK from the new engine", result.err)
+		} else if result.replica != replacement.Name {
+			t.Errorf("call waiting across the reload served by %q, want %q", result.replica, replacement.Name)
+		}
+	}
+}
+
 // TestReloadKeepsUnchangedEngine checks that a reload that changes only
 // engine Py keeps engine R as it is: R's plugin gets no new connection,
 // while Py's new plugin is connected and serves calls. Calls choose their

@@ -17,6 +17,10 @@ import (
 // replica outlasted reconnect_buffer.
 var errWaitExpired = errors.New("no replica became ready within reconnect_buffer")
 
+// errEngineReplaced is the cause of a first attempt that was waiting for a
+// replica when a reload replaced the engine; the call moves to the new one.
+var errEngineReplaced = errors.New("the engine was replaced by a configuration reload")
+
 // errTooManyWaiting is returned for a call that finds max_waiting calls
 // already waiting for a replica.
 var errTooManyWaiting = errors.New("too many calls wait for a replica")

@@ -60,6 +60,11 @@ type Engine struct {
 	// a reload may replace them.
 	members atomic.Pointer[[]*Engine]
 
+	// replaced ends when Drain begins, so that calls still waiting for a
+	// replica can move to the engine that replaced this one.
+	replaced     context.Context
+	markReplaced context.CancelFunc
+
 	mu       sync.Mutex    // guards the following
 	eligible []string      // addresses of the replicas the pool uses
 	inFlight int           // calls under way, so that Drain can tell when it is idle
@@ -107,6 +112,7 @@ func NewEngine(cfg *config.Engine, opts EngineOptions) (*Engine, error) {
 	}
 	e := &Engine{Name: cfg.Name, Config: cfg, Pool: pool, logger: opts.Logger, stateDir: opts.StateDir,
 		certificates: opts.Certificates, options: opts, sourceOf: sources}
+	e.replaced, e.markReplaced = context.WithCancel(context.Background())
 	for _, source := range sources {
 		if source != nil && e.certificates != nil {
 			e.certificates.Add(source)
@@ -522,11 +528,19 @@ func (e *Engine) Track() (done func(), ok bool) {
 	}, true
 }
 
+// AfterReplaced calls f in its own goroutine once Drain has begun, unless
+// stop is called first. A call waiting for a replica uses it to move to
+// the engine that replaced this one.
+func (e *Engine) AfterReplaced(f func()) (stop func() bool) {
+	return context.AfterFunc(e.replaced, f)
+}
+
 // Drain waits until the engine's calls have ended or ctx is done, then
 // closes it. A reload uses it for engines it replaced.
 func (e *Engine) Drain(ctx context.Context) {
 	e.mu.Lock()
 	e.draining = true
+	e.markReplaced()
 	if e.inFlight > 0 {
 		idle := make(chan struct{})
 		e.idle = idle
