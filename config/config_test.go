@@ -129,6 +129,52 @@ engines:
 			want: []problem{{"listeners[1].address", "already used by listeners[0]"}},
 		},
 		{
+			name: "one port in two spellings",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:8080", insecure: true}
+  - {address: "127.0.0.1:08080", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+`,
+			want: []problem{{"listeners[1].address", "already used by listeners[0]"}},
+		},
+		{
+			name: "one host in two spellings on one port",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:50051", insecure: true}
+  - {address: "[::ffff:127.0.0.1]:50051", insecure: true, insecure_remote: true}
+  - {address: "[::1]:50052", insecure: true}
+  - {address: "[0:0:0:0:0:0:0:1]:50052", insecure: true, insecure_remote: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+`,
+			want: []problem{{"listeners[1].address", "already used by listeners[0]"}, {"listeners[3].address", "already used by listeners[2]"}},
+		},
+		{
+			// Go listens on IPv6 too for 0.0.0.0, so ::1 on its port fails.
+			name: "every IPv4 interface and IPv6 loopback on one port",
+			yaml: `
+listeners:
+  - {address: "0.0.0.0:50051", insecure: true, insecure_remote: true}
+  - {address: "[::1]:50051", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+`,
+			want: []problem{{"listeners[1].address", "already used by listeners[0]"}},
+		},
+		{
+			name: "IPv4 and IPv6 loopback on one port",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:50051", insecure: true}
+  - {address: "[::1]:50051", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+`,
+		},
+		{
 			name: "port 0 never conflicts",
 			yaml: `
 listeners:

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"regexp"
 	"slices"
@@ -380,7 +381,8 @@ func checkPort(address, port string, zeroAllowed bool) error {
 
 // listenerPorts maps each port to the listeners validated so far on it, so
 // that each new listener is compared with those on its own port only.
-type listenerPorts map[string][]boundListener
+// Ports are keyed by number, as 08080 and 8080 are one port to net.Listen.
+type listenerPorts map[int][]boundListener
 
 type boundListener struct {
 	host  string
@@ -391,11 +393,10 @@ type boundListener struct {
 // collide with: the same port on the same host, or on any host when
 // either listens on all of them. Port 0 never collides.
 func (p listenerPorts) conflict(address string) (int, bool) {
-	host, port, _ := net.SplitHostPort(address)
-	if port == "0" {
+	host, port := listenHostPort(address)
+	if port == 0 {
 		return 0, false
 	}
-	host = listenHost(host)
 	for _, other := range p[port] {
 		if other.host == host || isWildcard(host) || isWildcard(other.host) {
 			return other.index, true
@@ -406,19 +407,29 @@ func (p listenerPorts) conflict(address string) (int, bool) {
 
 // add records the listener at index with address.
 func (p listenerPorts) add(address string, index int) {
-	host, port, _ := net.SplitHostPort(address)
-	p[port] = append(p[port], boundListener{listenHost(host), index})
+	host, port := listenHostPort(address)
+	p[port] = append(p[port], boundListener{host, index})
 }
 
-// listenHost returns the address that net.Listen binds for host: Go
-// resolves localhost to the IPv4 loopback address.
-func listenHost(host string) string {
+// listenHostPort returns the address that net.Listen binds for a valid
+// listen address, with the host in one spelling: Go resolves localhost
+// to the IPv4 loopback address, and binds an IPv4-mapped IPv6 address as
+// the IPv4 one.
+func listenHostPort(address string) (host string, port int) {
+	host, portText, _ := net.SplitHostPort(address)
+	port, _ = strconv.Atoi(portText)
 	if host == "localhost" {
-		return "127.0.0.1"
+		return "127.0.0.1", port
 	}
-	return host
+	if ip, err := netip.ParseAddr(host); err == nil {
+		host = ip.Unmap().String()
+	}
+	return host, port
 }
 
+// isWildcard reports whether a host from listenHostPort is every address.
+// Go listens on both IPv4 and IPv6 for each of them (with the default
+// bindv6only of Linux), so they collide with any host on their port.
 func isWildcard(host string) bool {
 	return host == "" || host == "0.0.0.0" || host == "::"
 }
