@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -142,12 +143,16 @@ func ratioSampler(ratio *float64) sdktrace.Sampler {
 	return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(*ratio))
 }
 
-// Shutdown flushes and stops the exporters.
+// Shutdown flushes and stops the exporters, all at once: a collector of
+// spans that does not answer would otherwise use all of ctx's time and
+// leave the last metrics unsent.
 func (p *Providers) Shutdown(ctx context.Context) error {
-	var errs []error
-	for _, shutdown := range p.shutdown {
-		errs = append(errs, shutdown(ctx))
+	errs := make([]error, len(p.shutdown))
+	var wg sync.WaitGroup
+	for i, shutdown := range p.shutdown {
+		wg.Go(func() { errs[i] = shutdown(ctx) })
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 

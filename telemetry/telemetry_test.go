@@ -3,6 +3,7 @@ package telemetry_test
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -736,5 +737,52 @@ func TestIDsWithoutExporter(t *testing.T) {
 	got := continued.SpanContext()
 	if got.TraceID() != remote.TraceID() || got.IsSampled() || got.TraceState().String() != "vendor=value" {
 		t.Errorf("span of a remote unsampled parent = %+v, want trace %v, unsampled, state vendor=value", got, remote.TraceID())
+	}
+}
+
+// TestShutdownSendsMetricsWhileSpansHang checks that a collector of spans
+// that accepts connections but never answers does not keep the last
+// metrics from another collector at shutdown: both get the whole time.
+func TestShutdownSendsMetricsWhileSpansHang(t *testing.T) {
+	clearOTelEnv(t)
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
+	go func() {
+		var held []net.Conn // kept open and unanswered until the test ends
+		for {
+			conn, err := silent.Accept()
+			if err != nil {
+				for _, conn := range held {
+					conn.Close()
+				}
+				return
+			}
+			held = append(held, conn)
+		}
+	}()
+	metrics := otlptest.StartGRPC(t)
+	p := newProviders(t, config.Telemetry{
+		Traces:  config.TraceExport{Exporter: config.ExporterOTLP, Endpoint: silent.Addr().String(), Insecure: true},
+		Metrics: config.MetricExport{Exporter: config.ExporterOTLP, Endpoint: metrics.Addr, Insecure: true},
+	}, telemetry.Options{})
+
+	ctx := context.Background()
+	_, span := p.TracerProvider.Tracer("telemetry-test").Start(ctx, checkSpan)
+	span.End()
+	counter, err := p.MeterProvider.Meter("telemetry-test").Int64Counter(checkMetric)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counter.Add(ctx, 1)
+	stopCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := p.Shutdown(stopCtx); err == nil {
+		t.Error("Shutdown() = nil, want the span collector's timeout")
+	}
+	if !slices.Contains(metrics.MetricNames(), checkMetric) {
+		t.Errorf("metric names received = %q, want %q among them", metrics.MetricNames(), checkMetric)
 	}
 }
