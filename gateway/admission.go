@@ -85,14 +85,7 @@ func (c *call) auditScript(checked *routing.Engine) {
 		slog.Int("script_length", c.info.scriptLength),
 		slog.String("script_sha256", c.info.scriptSHA256),
 	}
-	if c.info.hasCommon {
-		if app, ok := redact(c.info.appID, g.observer.redaction.AppID); ok {
-			attributes = append(attributes, slog.String("app_id", app))
-		}
-		if user, ok := redact(c.info.userID, g.observer.redaction.UserID); ok {
-			attributes = append(attributes, slog.String("user_id", user))
-		}
-	}
+	attributes = c.appendIDs(attributes)
 	// When the merged engine audits too, this engine, its script member,
 	// writes the call's only audit record, so the merged engine's
 	// audit_text applies as well.

@@ -331,22 +331,17 @@ func (c *call) log(st *status.Status, gatewayFailure bool, duration time.Duratio
 	if gatewayFailure && !g.observer.accessLog && !g.warnings.allow("call:"+engine+":"+st.Code().String()) {
 		return
 	}
+	// Text from the client is bounded as in spans, so that one call's
+	// headers cannot write records of hundreds of kilobytes.
 	attributes := []slog.Attr{
 		slog.String("engine", engine),
-		slog.String("method", c.method),
+		slog.String("method", boundedText(c.method, maxMethodBytes)),
 		slog.String("function", c.info.function),
 	}
 	if c.info.hasID {
 		attributes = append(attributes, slog.Int("function_id", int(c.info.functionID)))
 	}
-	if c.info.hasCommon {
-		if app, ok := redact(c.info.appID, g.observer.redaction.AppID); ok {
-			attributes = append(attributes, slog.String("app_id", app))
-		}
-		if user, ok := redact(c.info.userID, g.observer.redaction.UserID); ok {
-			attributes = append(attributes, slog.String("user_id", user))
-		}
-	}
+	attributes = c.appendIDs(attributes)
 	attributes = append(attributes,
 		slog.String("peer", peerAddress(c.ctx)),
 		slog.String("backend", c.backendAddress()),
@@ -360,9 +355,25 @@ func (c *call) log(st *status.Status, gatewayFailure bool, duration time.Duratio
 		slog.String("trace_id", traceID),
 	)
 	if st.Code() != codes.OK {
-		attributes = append(attributes, slog.String("error", st.Message()))
+		attributes = append(attributes, slog.String("error", boundedText(st.Message(), maxStatusBytes)))
 	}
 	g.logger.LogAttrs(ctx, level, "call", attributes...)
+}
+
+// appendIDs adds the call's app and user ids to a log record, as far as
+// redaction keeps them, bounded as in spans.
+func (c *call) appendIDs(attributes []slog.Attr) []slog.Attr {
+	if !c.info.hasCommon {
+		return attributes
+	}
+	redaction := c.gateway.observer.redaction
+	if app, ok := redact(c.info.appID, redaction.AppID); ok {
+		attributes = append(attributes, slog.String("app_id", boundedText(app, maxAppIDBytes)))
+	}
+	if user, ok := redact(c.info.userID, redaction.UserID); ok {
+		attributes = append(attributes, slog.String("user_id", boundedText(user, maxAppIDBytes)))
+	}
+	return attributes
 }
 
 // mismatch is one way a successful reply does not fit its function. Kind

@@ -5,10 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -446,6 +448,27 @@ func TestAccessLogEmptyUserNotHashed(t *testing.T) {
 	})
 	if got := record["user_id"]; got != "" {
 		t.Errorf("record user_id = %v, want empty", got)
+	}
+}
+
+// TestAccessLogBoundsClientIDs checks that the ids a client sends reach
+// the access log cut to 256 bytes, marked with their length, as in spans:
+// a header allows 64 KiB for each.
+func TestAccessLogBoundsClientIDs(t *testing.T) {
+	p := newPath(t, echoOrFail(), func(cfg *config.Config) {
+		cfg.Redaction = config.Redaction{AppID: config.RedactKeep, UserID: config.RedactKeep}
+	})
+	app, user := strings.Repeat("a", 20000), strings.Repeat("u", 21000)
+	record := newCallRecord(t, p.gateway, func() {
+		if out := exchange(qlikContext(t, testContext(t), "R", 0, app, user), p.viaGateway, encodeBundle(t, ssetest.NumericBundle(1, 1))); out.err != io.EOF {
+			t.Fatalf("call: %v", out.err)
+		}
+	})
+	for key, id := range map[string]string{"app_id": app, "user_id": user} {
+		got, _ := record[key].(string)
+		if !strings.HasPrefix(got, id[:256]+"…[") || !strings.Contains(got, fmt.Sprintf("[%d bytes, sha256 ", len(id))) || len(got) > 320 {
+			t.Errorf("record %s = %.300q (%d bytes), want its first 256 bytes, its length and a hash", key, got, len(got))
+		}
 	}
 }
 
