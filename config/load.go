@@ -379,7 +379,8 @@ func (s keySpelling) spell(mapPath, key string) string {
 }
 
 // readKeySpelling reads the spelling of engine and function names from
-// the YAML in data. Its error lists engine names that differ only in case.
+// the YAML in data. Its error lists engine names, and function names of
+// one engine, that differ only in case.
 func readKeySpelling(data []byte) (keySpelling, error) {
 	var doc struct {
 		Engines yaml.Node `yaml:"engines"`
@@ -401,19 +402,20 @@ func readKeySpelling(data []byte) (keySpelling, error) {
 			continue
 		}
 		engines[key] = name
-		readFunctionSpelling(spelling, "engines."+name+".functions", doc.Engines.Content[i+1])
+		duplicates = append(duplicates, readFunctionSpelling(spelling, "engines."+name+".functions", doc.Engines.Content[i+1])...)
 	}
 	return spelling, errors.Join(duplicates...)
 }
 
 // readFunctionSpelling adds the spelling of the function names in the
-// YAML node of an engine to spelling, under mapPath. It follows aliases,
-// so that functions: *shared keeps its names' spelling, but not merge
-// keys (<<), whose function names stay lowercased.
-func readFunctionSpelling(spelling keySpelling, mapPath string, engine *yaml.Node) {
+// YAML node of an engine to spelling, under mapPath, and returns an error
+// for each name that differs from an earlier one only in case. It follows
+// aliases, so that functions: *shared keeps its names' spelling, but not
+// merge keys (<<), whose function names stay lowercased.
+func readFunctionSpelling(spelling keySpelling, mapPath string, engine *yaml.Node) (duplicates []error) {
 	engine = dealias(engine)
 	if engine.Kind != yaml.MappingNode {
-		return
+		return nil
 	}
 	for i := 0; i+1 < len(engine.Content); i += 2 {
 		// viper also lowercases the key "functions" itself, so
@@ -431,17 +433,18 @@ func readFunctionSpelling(spelling keySpelling, mapPath string, engine *yaml.Nod
 			name := functions.Content[j].Value
 			key := strings.ToLower(name)
 			if earlier, ok := names[key]; ok && earlier != name {
-				// NOTE: viper keeps the policy of only one of two function
-				// names that differ only in case, whichever the map
-				// iteration of its insensitiviseMap (v1.21) visits last,
-				// and nothing reports the other. Which spelling it kept is
-				// unknown, so messages show the name as viper stores it.
+				// viper keeps only one of the two policies, whichever
+				// its map iteration visits last (v1.21).
+				// Which spelling it kept is unknown, so other messages
+				// show the name as viper stores it.
+				duplicates = append(duplicates, fmt.Errorf("%s: %q and %q differ only in case; the gateway matches function names ignoring case, so give the function one policy", mapPath, earlier, name))
 				names[key] = key
 				continue
 			}
 			names[key] = name
 		}
 	}
+	return duplicates
 }
 
 // dealias returns the node that an alias (*name) refers to, or node

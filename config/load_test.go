@@ -570,16 +570,22 @@ engines:
 			},
 		},
 		{
-			// viper keeps one of the two policies, and which spelling it
-			// kept is unknown.
+			// viper would keep one of the two policies, either.
 			name: "names that differ only in case",
 			engines: `
 engines:
   A:
-    functions: {SumOfRows: {max_attempts: 11}, sumOfRows: {max_attempts: 12}}
+    functions: {SumOfRows: {max_attempts: 2}, sumOfRows: {max_attempts: 3}, Other: {}}
     backends: [{address: "127.0.0.1:50055"}]
+  B:
+    functions: {SumOfRows: {max_attempts: 2}}
+    Functions: {sumofrows: {max_attempts: 3}}
+    backends: [{address: "127.0.0.1:50056"}]
 `,
-			want: []problem{{"engines.A.functions.sumofrows.max_attempts", "is out of range"}},
+			want: []problem{
+				{"engines.A.functions", `"SumOfRows" and "sumOfRows" differ only in case`},
+				{"engines.B.functions", `"SumOfRows" and "sumofrows" differ only in case`},
+			},
 		},
 	}
 	for _, tt := range tests {
