@@ -20,6 +20,7 @@ import (
 	"github.com/ssegw/ssegw/config"
 	"github.com/ssegw/ssegw/examples/plugin/example"
 	"github.com/ssegw/ssegw/internal/ssetest"
+	"github.com/ssegw/ssegw/routing"
 	"github.com/ssegw/ssegw/ssepb"
 )
 
@@ -750,4 +751,27 @@ func rejectedAppHeaders(t *testing.T, app string, cardinality int64) metadata.MD
 		t.Fatal(err)
 	}
 	return md
+}
+
+// TestStatusPageNamesUnroutedCalls checks that a call that no engine takes
+// shows engine "none" among the recent calls, as in the log, rather than
+// an empty cell.
+func TestStatusPageNamesUnroutedCalls(t *testing.T) {
+	plugin := startSecPlugin(t)
+	gw := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("R", nil)},
+		Engines:   map[string]*config.Engine{"R": ssetest.Engine(plugin.Addr)},
+	})
+	headers := rejectedAppHeaders(t, "some-app", 1)
+	headers.Set(routing.EngineHeader, "Nope")
+	_, err := secStream(testContext(t), ssetest.Dial(t, gw.Addrs[0]).ExecuteFunction, headers, ssetest.NumericBundle(1, 1))
+	secCheckStatus(t, "ExecuteFunction()", err, codes.NotFound)
+
+	recent := pageTable(fetchStatusPage(t, gw), "recent")
+	if len(recent) != 1 {
+		t.Fatalf("recent calls = %q, want one row", recent)
+	}
+	if got := recent[0][1:3]; !slices.Equal(got, []string{"none", "unknown"}) {
+		t.Errorf("recent call engine and function = %q, want [none unknown]", got)
+	}
 }
