@@ -266,7 +266,7 @@ func (c *call) serve(ss grpc.ServerStream, engine *routing.Engine) (st *status.S
 		st, gatewayFailure, retry := c.forwardResponses(ss, a, backendCtx)
 		c.endAttempt(a, st)
 		if !retry || !c.mayReplay() {
-			ss.SetTrailer(forwardedMetadata(a.stream.Trailer()))
+			ss.SetTrailer(forwardedInPlace(a.stream.Trailer()))
 			return st, gatewayFailure, false
 		}
 		c.gateway.logger.Debug("replaying call", "engine", engine.Name, "method", c.method,
@@ -595,7 +595,7 @@ func (c *call) forwardResponses(ss grpc.ServerStream, a *attempt, backendCtx con
 	if header, _ := a.stream.Header(); header != nil {
 		c.answered(a)
 		c.noteTableDescription(header)
-		if err := ss.SendHeader(forwardedMetadata(header)); err != nil {
+		if err := ss.SendHeader(forwardedInPlace(header)); err != nil {
 			a.abandon()
 			return c.gateway.clientSendStatus(ss.Context(), err), false, false
 		}

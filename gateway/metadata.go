@@ -40,12 +40,29 @@ var hopHeaders = map[string]bool{
 func forwardedMetadata(in metadata.MD) metadata.MD {
 	out := make(metadata.MD, len(in))
 	for key, values := range in {
-		if strings.HasPrefix(key, ":") || hopHeaders[key] {
+		if !forwarded(key) {
 			continue
 		}
 		out[key] = values
 	}
 	return out
+}
+
+// forwardedInPlace is forwardedMetadata for headers the caller owns, such
+// as the copies that a plugin's stream returns from Header and Trailer: it
+// removes what is not passed on from md itself, which spares a map on
+// every call.
+func forwardedInPlace(md metadata.MD) metadata.MD {
+	for key := range md {
+		if !forwarded(key) {
+			delete(md, key)
+		}
+	}
+	return md
+}
+
+func forwarded(key string) bool {
+	return !strings.HasPrefix(key, ":") && !hopHeaders[key]
 }
 
 // contentSubtype returns the part after "+" of the client's content-type,
