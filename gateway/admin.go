@@ -24,6 +24,11 @@ type adminServer struct {
 	lis    net.Listener
 }
 
+// maxAdminConnections bounds the admin listener's open connections, so
+// that its clients cannot use up the file descriptors that Qlik's
+// connections need. Health checks and scrapes hold a few each.
+const maxAdminConnections = 64
+
 // startAdmin listens on the admin address and serves until shutdown.
 func (g *Gateway) startAdmin() error {
 	lis, err := net.Listen("tcp", g.cfg.Admin.Address)
@@ -44,6 +49,8 @@ func (g *Gateway) startAdmin() error {
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
+	lis = &guardedListener{Listener: lis, gateway: g, address: g.cfg.Admin.Address, max: maxAdminConnections,
+		full: fmt.Sprintf("connection closed: the admin listener has %d connections open, as many as it takes", maxAdminConnections)}
 	g.admin = &adminServer{
 		lis: lis,
 		server: &http.Server{

@@ -2,13 +2,16 @@ package gateway_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -773,5 +776,71 @@ func TestStatusPageNamesUnroutedCalls(t *testing.T) {
 	}
 	if got := recent[0][1:3]; !slices.Equal(got, []string{"none", "unknown"}) {
 		t.Errorf("recent call engine and function = %q, want [none unknown]", got)
+	}
+}
+
+// TestAdminConnectionLimit checks that the admin listener closes at once a
+// connection beyond the 64 it takes, with a warning, while Qlik's listener
+// still serves, and serves again once its connections are gone.
+func TestAdminConnectionLimit(t *testing.T) {
+	t.Parallel()
+	plugin := ssetest.StartHoldingPlugin(t, "p", false)
+	gw := ssetest.StartGateway(t, reloadConfig(30*time.Second, plugin.Addr))
+	admin := gw.AdminAddr().String()
+	const limit = 64
+	held := make([]net.Conn, 0, limit)
+	defer func() {
+		for _, conn := range held {
+			conn.Close()
+		}
+	}()
+	for range limit {
+		conn, err := net.Dial("tcp", admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, conn)
+	}
+
+	// The server accepts in order, so this connection comes after the
+	// held ones and finds the listener full.
+	extra, err := net.Dial("tcp", admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	extra.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := extra.Read(make([]byte, 1)); n != 0 || (err != io.EOF && !errors.Is(err, syscall.ECONNRESET)) {
+		t.Errorf("read on connection %d = %d bytes, %v; want it closed at once", limit+1, n, err)
+	}
+	gw.Logs.WaitFor(t, "connection closed: the admin listener has 64 connections open, as many as it takes", 5*time.Second, nil)
+
+	results := make(chan reloadResult, 1)
+	reloadCall(testContext(t), ssetest.Dial(t, gw.Addrs[0]), results)
+	if result := <-results; result.err != nil {
+		t.Errorf("call while the admin listener is full = %v, want OK", result.err)
+	}
+
+	for _, conn := range held {
+		conn.Close()
+	}
+	held = held[:0]
+	// The server notices the closed connections on its own goroutines,
+	// and logs nothing then, so poll.
+	client := &http.Client{Timeout: 5 * time.Second}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		response, err := client.Get("http://" + admin + "/healthz")
+		if err == nil {
+			response.Body.Close()
+			if response.StatusCode != http.StatusOK {
+				t.Errorf("GET /healthz after the connections closed = %d, want 200", response.StatusCode)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET /healthz still fails 10s after the connections closed: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -19,7 +19,10 @@ type guardedListener struct {
 	gateway *Gateway
 	address string
 	max     int64
-	open    atomic.Int64
+	// full is the warning logged when a connection is closed for max; it
+	// names the setting, where there is one.
+	full string
+	open atomic.Int64
 	// plaintext listeners check the HTTP/2 preface on the raw connection;
 	// TLS listeners do it after the handshake, in handshakeLogger.
 	plaintext bool
@@ -35,7 +38,7 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 			l.open.Add(-1)
 			conn.Close()
 			if l.gateway.warnings.allow("connections:" + l.address) {
-				l.gateway.logger.Warn("connection closed: the listener has limits.max_connections open",
+				l.gateway.logger.Warn(l.full,
 					"listener", l.address, "peer", conn.RemoteAddr().String(), "max_connections", l.max)
 			}
 			continue

@@ -268,6 +268,7 @@ func (g *Gateway) Start() error {
 			gateway:   g,
 			address:   l.config.Address,
 			max:       int64(g.cfg.Limits.MaxConnections),
+			full:      "connection closed: the listener has limits.max_connections open",
 			plaintext: l.config.TLS == nil,
 		}
 	}
