@@ -40,7 +40,8 @@ type call struct {
 	ctx        context.Context // the client's call
 	method     string
 	start      time.Time
-	incoming   metadata.MD
+	incoming   metadata.MD // the headers for the plugin: received's, or a merged engine's rewrite
+	received   metadata.MD // the client's headers as they came
 	info       callInfo
 	policy     config.Policy
 
@@ -123,7 +124,7 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 	md, _ := metadata.FromIncomingContext(ctx)
 	g := l.gateway
 	c := &call{
-		gateway: g, ctx: ctx, method: method, start: start, incoming: md,
+		gateway: g, ctx: ctx, method: method, start: start, incoming: md, received: md,
 		info: callInfo{kind: methodKind(method)}, firstColumns: -1, tableFields: -1,
 		requestsDone: make(chan struct{}),
 	}
@@ -185,7 +186,7 @@ func (c *call) route(l *listener) (engine *routing.Engine, untrack func(), st *s
 // replaced while the call waited for a replica, before it read any of the
 // client's messages: the call is then to be matched again.
 func (c *call) serve(ss grpc.ServerStream, engine *routing.Engine) (st *status.Status, gatewayFailure, moved bool) {
-	c.engine = engine
+	c.engine, c.merged, c.mergedName, c.incoming = engine, nil, "", c.received
 	if c.span.IsRecording() {
 		// A moved call describes itself again for its new engine.
 		c.spanAttributes = c.spanAttributes[:c.startAttributes]
@@ -209,11 +210,9 @@ func (c *call) serve(ss grpc.ServerStream, engine *routing.Engine) (st *status.S
 		engine = c.engine
 		done, ok := engine.Track()
 		if !ok {
-			// A reload replaced the member since the merged engine named it.
-			// The header is already rewritten for this member, so the call
-			// cannot be matched again.
-			close(c.requestsDone)
-			return status.Newf(codes.Unavailable, "engine %s was replaced by a configuration reload as the call began; call again", engine.Name), true, false
+			// A reload replaced the member since the merged engine named
+			// it: match the call again, with the client's own headers.
+			return nil, false, true
 		}
 		defer done()
 	}
@@ -359,15 +358,13 @@ func (c *call) openAttempt(backendCtx context.Context) (*attempt, *status.Status
 // ready (or each is at max_in_flight), the call waits, bounded by
 // reconnect_buffer, the call's deadline and max_waiting.
 //
-// A first attempt that waits when a reload replaces the engine ends with
-// errEngineReplaced, so that the call moves to the new engine: nothing of
-// it reached a plugin yet.
+// A first attempt that waits when a reload replaces the engine (or the
+// merged engine's member) ends with errEngineReplaced, so that the call
+// moves to the new engine: nothing of it reached a plugin yet.
 //
-// NOTE: a replay, and a call to a member of a merged engine, keep waiting
-// on the old engine's replicas when a reload replaces it, and fail after
-// reconnect_buffer if none comes back. A replay's kept messages were sized
-// by the old engine's replay_buffer, and a merged call's headers were
-// rewritten for the old member.
+// NOTE: a replay keeps waiting on the old engine's replicas when a reload
+// replaces it, and fails after reconnect_buffer if none comes back: its
+// kept messages were sized by the old engine's replay_buffer.
 func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 	engine := c.engine
 	wait := engine.Config.ReconnectWait()
@@ -396,7 +393,7 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 				a.cancel(errWaitExpired)
 			}
 		})
-		if a.number == 1 && c.merged == nil {
+		if a.number == 1 {
 			defer engine.AfterReplaced(func() {
 				if outcome.CompareAndSwap(waiting, replaced) {
 					a.cancel(errEngineReplaced)

@@ -737,3 +737,77 @@ func TestMergedEngineAuditsScriptOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestMergedCallMovesAcrossReload checks that a call to a merged engine
+// that waits for its member's replica, here full at max_in_flight 1, moves
+// to the member that a reload puts in place, with another plugin, and gets
+// the member's own function id there. The call that filled the replica
+// ends OK on the old member.
+func TestMergedCallMovesAcrossReload(t *testing.T) {
+	functions := []*ssepb.FunctionDefinition{mergeFunction("A", 3, "Forecast"), mergeFunction("A", 7, "Smooth")}
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	holding := ssetest.StartPlugin(t, &ssetest.Connector{
+		Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
+			return &ssepb.Capabilities{PluginIdentifier: "A", Functions: functions}, nil
+		},
+		Execute: func(stream ssetest.Stream) error {
+			if err := stream.SendHeader(metadata.Pairs(mergePluginHeader, "A")); err != nil {
+				return err
+			}
+			arrived <- struct{}{}
+			<-release
+			return ssetest.Echo(stream)
+		},
+	})
+	defer close(release)
+	replacement := startMergePlugin(t, "A2", &ssepb.Capabilities{Functions: functions})
+	engines := func(a string) map[string]*config.Engine {
+		engine := ssetest.Engine(a)
+		engine.MaxInFlight = 1
+		reconnectBuffer := time.Minute
+		engine.ReconnectBuffer = &reconnectBuffer
+		return map[string]*config.Engine{"A": engine, "M": {Merge: []string{"A"}}}
+	}
+	cfg := &config.Config{Listeners: []config.Listener{ssetest.Listen("M", nil)}, Engines: engines(holding.Addr)}
+	gw := ssetest.StartGateway(t, cfg)
+	client := ssetest.Dial(t, gw.Addrs[0])
+	waitForFunctions(t, gw, "A", "Smooth", 10*time.Second)
+
+	// Fill A's one place, then make a call that waits for it.
+	ctx, cancel := context.WithTimeout(testContext(t), 20*time.Second)
+	defer cancel()
+	filling, waiting := make(chan mergeCallResult, 1), make(chan mergeCallResult, 1)
+	go func() {
+		filling <- callMerged(ctx, client, "ExecuteFunction", functionHeaders(t, 3), ssetest.NumericBundle(2, 1))
+	}()
+	select {
+	case <-arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first call did not reach A's plugin within 10s")
+	}
+	go func() {
+		waiting <- callMerged(ctx, client, "ExecuteFunction", functionHeaders(t, 7), ssetest.NumericBundle(2, 1))
+	}()
+	resilWait(t, 10*time.Second, "a call waiting for member A", func() bool {
+		return resilMetric(t, gw, "ssegw_calls_waiting", `qlik_sse_engine="A"`) == 1
+	})
+
+	reloaded := &config.Config{Listeners: cfg.Listeners, Engines: engines(replacement.Addr), Admin: gw.Config().Admin}
+	reloaded.ApplyDefaults()
+	reloadApply(t, gw, reloaded)
+
+	result := <-waiting
+	if result.err != nil {
+		t.Fatalf("call waiting across the reload = %v, want OK from the new member", result.err)
+	}
+	if got := result.header.Get(mergePluginHeader); !slices.Equal(got, []string{"A2"}) {
+		t.Errorf("call waiting across the reload served by plugin %q, want [A2]", got)
+	}
+	if got := result.header.Get(mergeIDHeader); !slices.Equal(got, []string{"7"}) {
+		t.Errorf("plugin received function id %q, want [7]", got)
+	}
+	release <- struct{}{}
+	if result := <-filling; result.err != nil || !slices.Equal(result.header.Get(mergePluginHeader), []string{"A"}) {
+		t.Errorf("call open on A across the reload = %v from plugin %q, want OK from A", result.err, result.header.Get(mergePluginHeader))
+	}
+}
