@@ -525,8 +525,26 @@ listeners:
   - {address: "127.0.0.1:0", insecure: true}
 engines:
   R: {request_timeout: 0, backends: [{address: "127.0.0.1:50055"}]}
-keepalive: {min_ping_interval: 0}
+drain_timeout: 0
 `,
+		},
+		{
+			name: "0 for keys where 0 would take the default",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  SSEPython: {max_attempts: 0, replay_buffer: 0B, probe_interval: 0s, backends: [{address: "127.0.0.1:50055"}]}
+limits: {max_connections: 0}
+keepalive: {min_ping_interval: 0s}
+`,
+			want: []problem{
+				{"engines.SSEPython.probe_interval", "0 is not allowed; leave the key out for the default, 10s"},
+				{"engines.SSEPython.replay_buffer", "0 is not allowed; leave the key out for the default, 8MiB"},
+				{"engines.SSEPython.max_attempts", "0 is not allowed; leave the key out for the default, 3"},
+				{"limits.max_connections", "0 is not allowed; leave the key out for the default, 1000"},
+				{"keepalive.min_ping_interval", "0 is not allowed; leave the key out for the default, 5s"},
+			},
 		},
 		{
 			name: "misspelt engine key",

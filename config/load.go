@@ -118,6 +118,7 @@ func parse(data []byte, environ []string, baseDir string) (*Config, error) {
 	}
 
 	// Validate what decoded, so that the file's problems come out at once.
+	problems = append(problems, explicitZeros(settings, cfg)...)
 	cfg.ApplyDefaults()
 	cfg.resolvePaths(baseDir)
 	for _, problem := range flatten([]error{cfg.validate(spelling, failedKeys)}) {
@@ -301,6 +302,59 @@ func foldedMessage(err error) string {
 }
 
 // orDefault sets a key that the file left out, which is its zero value.
+// zeroMeansDefault lists the keys for which ApplyDefaults cannot tell 0
+// from a key left out, with their defaults. Written as 0, they would
+// silently take the default, where an admin may mean "none" or "no
+// limit", as 0 means for other keys: explicitZeros refuses them. For
+// drain_timeout, certificate_expiry_warning and max_concurrent_streams
+// the README documents that 0 keeps the default.
+var zeroMeansDefault = []struct {
+	key     string
+	value   func(*Config, *Engine) any // the decoded value; engine keys get their engine
+	def     any
+	engines bool
+}{
+	{key: "probe_interval", value: func(_ *Config, e *Engine) any { return e.ProbeInterval }, def: DefaultProbeInterval, engines: true},
+	{key: "probe_timeout", value: func(_ *Config, e *Engine) any { return e.ProbeTimeout }, def: DefaultProbeTimeout, engines: true},
+	{key: "dns_interval", value: func(_ *Config, e *Engine) any { return e.DNSInterval }, def: DefaultDNSInterval, engines: true},
+	{key: "max_waiting", value: func(_ *Config, e *Engine) any { return e.MaxWaiting }, def: DefaultMaxWaiting, engines: true},
+	{key: "replay_buffer", value: func(_ *Config, e *Engine) any { return e.ReplayBuffer }, def: ByteSize(DefaultReplayBuffer), engines: true},
+	{key: "max_attempts", value: func(_ *Config, e *Engine) any { return e.MaxAttempts }, def: DefaultMaxAttempts, engines: true},
+	{key: "limits.max_message_size", value: func(c *Config, _ *Engine) any { return c.Limits.MaxMessageSize }, def: DefaultMaxMessageSize},
+	{key: "limits.max_header_list_size", value: func(c *Config, _ *Engine) any { return c.Limits.MaxHeaderListSize }, def: DefaultMaxHeaderListSize},
+	{key: "limits.max_connections", value: func(c *Config, _ *Engine) any { return c.Limits.MaxConnections }, def: DefaultMaxConnections},
+	{key: "limits.stream_window", value: func(c *Config, _ *Engine) any { return c.Limits.StreamWindow }, def: ByteSize(DefaultStreamWindow)},
+	{key: "keepalive.min_ping_interval", value: func(c *Config, _ *Engine) any { return c.Keepalive.MinPingInterval }, def: DefaultMinPingInterval},
+	{key: "keepalive.backend_ping_interval", value: func(c *Config, _ *Engine) any { return c.Keepalive.BackendPingInterval }, def: DefaultBackendPingInterval},
+}
+
+// explicitZeros returns a problem for each key of zeroMeansDefault that
+// settings, the file with the environment applied, sets to 0.
+func explicitZeros(settings map[string]any, cfg *Config) []error {
+	var problems []error
+	check := func(path string, set map[string]any, key string, value, def any) {
+		if _, ok := set[key]; ok && reflect.ValueOf(value).IsZero() {
+			problems = append(problems, fmt.Errorf("%s: 0 is not allowed; leave the key out for the default, %v", path, def))
+		}
+	}
+	engines, _ := settings["engines"].(map[string]any)
+	for _, entry := range zeroMeansDefault {
+		if entry.engines {
+			for key, engine := range cfg.Engines {
+				set, _ := engines[key].(map[string]any)
+				if engine != nil {
+					check("engines."+engine.Name+"."+entry.key, set, entry.key, entry.value(cfg, engine), entry.def)
+				}
+			}
+			continue
+		}
+		section, key, _ := strings.Cut(entry.key, ".")
+		set, _ := settings[section].(map[string]any)
+		check(entry.key, set, key, entry.value(cfg, nil), entry.def)
+	}
+	return problems
+}
+
 func orDefault[T comparable](key *T, value T) {
 	var zero T
 	if *key == zero {
