@@ -200,6 +200,10 @@ type GatewayOptions struct {
 	// QlikCertFolder is where Qlik keeps the gateway's client folder
 	// (qlik/), as a path on the Qlik server.
 	QlikCertFolder string
+	// Skipped are the entries left out of the import, as written. Qlik
+	// keeps calling their plugins directly, so the gateway takes none of
+	// their ports either.
+	Skipped []string
 }
 
 // GatewayForPlugins returns a gateway configuration for the analytic
@@ -216,10 +220,21 @@ func GatewayForPlugins(plugins []SSEPlugin, opts GatewayOptions) (*Config, strin
 	var entries []string
 	port := opts.BasePort
 	busy := map[int]bool{}
+	addresses := make([]string, 0, len(plugins)+len(opts.Skipped))
 	for _, plugin := range plugins {
+		addresses = append(addresses, plugin.Address)
+	}
+	for _, entry := range opts.Skipped {
+		// The address of an entry that failed to parse is its second
+		// field, if anything.
+		if fields := strings.Split(entry, ","); len(fields) > 1 {
+			addresses = append(addresses, strings.TrimSpace(fields[1]))
+		}
+	}
+	for _, address := range addresses {
 		// The gateway may run on the plugins' host, named as such or by
 		// the name Qlik will use for the gateway: skip their ports.
-		host, portText, err := net.SplitHostPort(plugin.Address)
+		host, portText, err := net.SplitHostPort(address)
 		if err == nil && (isLocalHost(host) || strings.EqualFold(host, opts.GatewayHost)) {
 			if n, err := strconv.Atoi(portText); err == nil {
 				busy[n] = true

@@ -90,6 +90,12 @@ func importSettings(cmd *cobra.Command, path, out string, force bool, opts confi
 
 	// Write the gateway's configuration, never over an existing file
 	// unless asked.
+	opts.Skipped = nil
+	for _, problem := range problems {
+		if skipped, ok := errors.AsType[*config.EntryError](problem); ok {
+			opts.Skipped = append(opts.Skipped, skipped.Entry)
+		}
+	}
 	cfg, line, err := config.GatewayForPlugins(plugins, opts)
 	if err != nil {
 		return err

@@ -617,6 +617,17 @@ func TestImportSettingsKeepsSkippedEntries(t *testing.T) {
 	if !strings.Contains(stdout, "skipped entry 2 stays in it as it was") {
 		t.Errorf("import-settings stdout = %q, want it to name the one entry kept as it was", stdout)
 	}
+
+	// Qlik still calls the skipped entry's plugin on this host, so the
+	// gateway does not take its port.
+	local := writeSampleSettings(t, []byte("[Settings 7]\r\nSSEPlugin=Bad Name,localhost:50051;A,localhost:50055\r\n"))
+	stdout, _, err = runCommandOutput(t, "import-settings", local, "--out", filepath.Join(t.TempDir(), "ssegw.yaml"), "--gateway-host", "localhost")
+	if err != nil {
+		t.Fatalf("import-settings with a skipped local entry: %v", err)
+	}
+	if want := "SSEPlugin=Bad Name,localhost:50051;A,localhost:50052,"; !strings.Contains(stdout, want) {
+		t.Errorf("import-settings stdout = %q, want it to contain %q: port 50051 stays the skipped plugin's", stdout, want)
+	}
 }
 
 // TestImportSettingsControlCharacters checks that entries with a control
