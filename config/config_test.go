@@ -175,6 +175,20 @@ engines:
 `,
 		},
 		{
+			name: "a backend that is the gateway's own listener",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:50351", insecure: true}
+  - {address: ":50352", insecure: true, insecure_remote: true}
+engines:
+  R: {backends: [{address: "localhost:50351"}, {address: "127.0.0.1:50352"}, {address: "127.0.0.2:50351"}, {address: "plugins.example:50352"}]}
+`,
+			want: []problem{
+				{"engines.R.backends[0].address", `"localhost:50351" is the gateway's own listeners[0]`},
+				{"engines.R.backends[1].address", `"127.0.0.1:50352" is the gateway's own listeners[1]`},
+			},
+		},
+		{
 			name: "port 0 never conflicts",
 			yaml: `
 listeners:

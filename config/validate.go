@@ -134,6 +134,8 @@ func (c *Config) validate(spelling keySpelling, failedKeys []string) error {
 				report("%s.address: %w", backendKey, err)
 			} else if j, ok := backends[backend.Address]; ok {
 				report("%s.address: %q is listed twice, also as backends[%d]", backendKey, backend.Address, j)
+			} else if j, ok := seen.reaches(backend.Address); ok && !backend.DNS {
+				report("%s.address: %q is the gateway's own listeners[%d], so each call would come back to the gateway; give the plugin's address", backendKey, backend.Address, j)
 			} else {
 				backends[backend.Address] = i
 			}
@@ -403,6 +405,42 @@ func (p listenerPorts) conflict(address string) (int, bool) {
 		}
 	}
 	return 0, false
+}
+
+// reaches returns the index of a listener that a dial of address would
+// reach on this host: one on its port, on its host or on every address
+// when the host is one of this machine's. A host name other than
+// localhost is not looked up.
+func (p listenerPorts) reaches(address string) (int, bool) {
+	host, port := listenHostPort(address)
+	for _, listener := range p[port] {
+		if listener.host == host || isWildcard(listener.host) && isLocalAddress(host) {
+			return listener.index, true
+		}
+	}
+	return 0, false
+}
+
+// isLocalAddress reports whether host, from listenHostPort, is an address
+// of this machine.
+func isLocalAddress(host string) bool {
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	if ip.IsLoopback() || ip.IsUnspecified() {
+		return true
+	}
+	addresses, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, address := range addresses {
+		if prefix, err := netip.ParsePrefix(address.String()); err == nil && prefix.Addr().Unmap() == ip {
+			return true
+		}
+	}
+	return false
 }
 
 // add records the listener at index with address.
