@@ -189,6 +189,27 @@ engines:
 			},
 		},
 		{
+			name: "admin listener on a listener's port",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:50151", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+admin: {address: ":50151"}
+`,
+			want: []problem{{"admin.address", `":50151" is already used by listeners[0]`}},
+		},
+		{
+			name: "admin listener on port 0 beside one on port 0",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+admin: {address: "127.0.0.1:0"}
+`,
+		},
+		{
 			name: "port 0 never conflicts",
 			yaml: `
 listeners:

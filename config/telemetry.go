@@ -1,7 +1,6 @@
 package config
 
 import (
-	"net"
 	"slices"
 	"time"
 )
@@ -140,16 +139,16 @@ func (c *Config) validateObservability(report func(string, ...any)) {
 	if c.Admin.Address != "none" {
 		if err := checkListenAddress(c.Admin.Address); err != nil {
 			report("admin.address: %v", err)
+			return
 		}
+		listeners := listenerPorts{}
 		for i, listener := range c.Listeners {
-			if c.Admin.Address == listener.Address && !isPortZero(listener.Address) {
-				report("admin.address: %q is also listeners[%d].address", c.Admin.Address, i)
+			if checkListenAddress(listener.Address) == nil {
+				listeners.add(listener.Address, i)
 			}
 		}
+		if i, ok := listeners.conflict(c.Admin.Address); ok {
+			report("admin.address: %q is already used by listeners[%d]; the admin listener needs its own port", c.Admin.Address, i)
+		}
 	}
-}
-
-func isPortZero(address string) bool {
-	_, port, err := net.SplitHostPort(address)
-	return err == nil && port == "0"
 }
