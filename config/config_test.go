@@ -210,6 +210,28 @@ admin: {address: "127.0.0.1:0"}
 `,
 		},
 		{
+			name: "a second YAML document",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:50051", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+---
+log: {level: debug, bogus_key: 1}
+`,
+			want: []problem{{"the file", "has 2 YAML documents, separated by ---, and only the first would be read"}},
+		},
+		{
+			name: "separators around one document",
+			yaml: `---
+listeners:
+  - {address: "127.0.0.1:50051", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+---
+`,
+		},
+		{
 			name: "port 0 never conflicts",
 			yaml: `
 listeners:

@@ -70,7 +70,7 @@ func parse(data []byte, environ []string, baseDir string) (*Config, error) {
 	// misspelt key is reported instead of silently keeping its default:
 	// unknownKeys finds them all, where mapstructure would report the
 	// first of each section and leave the section out.
-	problems := []error{spellingErr}
+	problems := []error{spellingErr, singleDocument(data)}
 	envProblems, fromEnv := applyEnv(settings, environ, spelling)
 	problems = append(problems, envProblems...)
 	problems = append(problems, unknownKeys(settings, reflect.TypeFor[Config](), "", spelling)...)
@@ -413,6 +413,28 @@ func joinPath(path, key string) string {
 		return key
 	}
 	return path + "." + key
+}
+
+// singleDocument returns a problem when data holds more than one YAML
+// document with content: viper reads only the first, and the keys of the
+// others would be ignored without a word.
+func singleDocument(data []byte) error {
+	decoder := yaml.NewDecoder(bytes.NewReader(data))
+	documents := 0
+	for {
+		var document yaml.Node
+		if err := decoder.Decode(&document); err != nil {
+			break // the end, or an error that viper reported already
+		}
+		if len(document.Content) == 1 && document.Content[0].Tag == "!!null" {
+			continue // nothing but a separator
+		}
+		documents++
+	}
+	if documents > 1 {
+		return fmt.Errorf("the file has %d YAML documents, separated by ---, and only the first would be read; put every key in one", documents)
+	}
+	return nil
 }
 
 // keySpelling stores how the file spells the keys that viper lowercases
