@@ -232,6 +232,21 @@ engines:
 `,
 		},
 		{
+			name: "sizes that are not whole numbers of bytes",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {replay_buffer: 0.5, max_script_bytes: 1500.9, backends: [{address: "127.0.0.1:50055"}]}
+limits: {max_message_size: 1e19}
+`,
+			want: []problem{
+				{"engines.R.replay_buffer", "0.5 is not a whole number"},
+				{"engines.R.max_script_bytes", "1500.9 is not a whole number"},
+				{"limits.max_message_size", "10000000000000000000 is out of range"},
+			},
+		},
+		{
 			name: "port 0 never conflicts",
 			yaml: `
 listeners:

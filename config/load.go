@@ -724,12 +724,14 @@ func byteSizeHook(from, to reflect.Type, data any) (any, error) {
 	switch value := data.(type) {
 	case string:
 		return ParseByteSize(value)
-	case int:
-		return ByteSize(value), nil
-	case int64:
-		return ByteSize(value), nil
-	case uint64:
-		return ByteSize(value), nil
+	case int, int64, uint64, float64:
+		// A number of bytes, read as strictly as other whole numbers: 0.5
+		// must not become 0, nor 1e19 wrap around.
+		n, err := integerHook(nil, reflect.TypeFor[int64](), value)
+		if err != nil {
+			return nil, err
+		}
+		return ByteSize(n.(int64)), nil
 	}
 	return data, nil
 }
