@@ -829,7 +829,7 @@ func decode(settings map[string]any, cfg *Config) error {
 			byteSizeHook,
 			integerHook,
 			boolHook,
-			mapstructure.StringToSliceHookFunc(","),
+			listHook,
 		),
 		WeaklyTypedInput: true,
 		Result:           cfg,
@@ -838,6 +838,24 @@ func decode(settings map[string]any, cfg *Config) error {
 		return fmt.Errorf("building the config decoder: %w", err)
 	}
 	return decoder.Decode(settings)
+}
+
+// listHook reads a string as a comma-separated list, each item without
+// the spaces around it, as lists from the environment are read: "a, b"
+// must not name a client " b" that no certificate matches.
+func listHook(_, to reflect.Type, data any) (any, error) {
+	text, ok := data.(string)
+	if !ok || to != reflect.TypeFor[[]string]() {
+		return data, nil
+	}
+	if text == "" {
+		return []string{}, nil
+	}
+	items := strings.Split(text, ",")
+	for i := range items {
+		items[i] = strings.TrimSpace(items[i])
+	}
+	return items, nil
 }
 
 // deleteSetting removes the value at a mapstructure field name, such as

@@ -666,3 +666,29 @@ func TestApplyDefaultsLowerCasesPins(t *testing.T) {
 		})
 	}
 }
+
+// TestParseListFromString checks that a list written as one string in the
+// file is split at commas with the spaces around each item removed, as a
+// list from an environment variable is.
+func TestParseListFromString(t *testing.T) {
+	yaml := `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R:
+    hosts: "a.example, b.example"
+    allow_clients: "qlik-a,  qlik-b "
+    backends: [{address: "127.0.0.1:50055"}]
+`
+	cfg, err := config.Parse([]byte(yaml), nil)
+	if err != nil {
+		t.Fatalf("Parse() error: %v", err)
+	}
+	engine := cfg.Engine("R")
+	if want := []string{"a.example", "b.example"}; !slices.Equal(engine.Hosts, want) {
+		t.Errorf("hosts = %q, want %q", engine.Hosts, want)
+	}
+	if want := []string{"qlik-a", "qlik-b"}; !slices.Equal(engine.AllowClients, want) {
+		t.Errorf("allow_clients = %q, want %q", engine.AllowClients, want)
+	}
+}
