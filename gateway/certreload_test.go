@@ -675,7 +675,7 @@ func TestReadyzExpiringCertificates(t *testing.T) {
 				if line := rotWarningFor(body, name); line == "" {
 					t.Errorf("/readyz lists no warning for %q; body:\n%s", name, body)
 				}
-				gw.Logs.WaitFor(t, "certificate expires soon; renew it, the gateway reloads it without a restart", rotWait, func(r map[string]any) bool {
+				gw.Logs.WaitFor(t, "certificate expires soon; renew it (ssegw certs init --force keeps the CA of a set it made), the gateway reloads it without a restart", rotWait, func(r map[string]any) bool {
 					warning, _ := r["warning"].(string)
 					return strings.Contains(warning, fmt.Sprintf("certificate %q", name))
 				})

@@ -423,7 +423,7 @@ func (g *Gateway) checkExpiry(ctx context.Context) {
 	defer ticker.Stop()
 	for {
 		for _, warning := range g.certificates.Expiring(g.Config().CertificateExpiryWarning, time.Now()) {
-			g.logger.Warn("certificate expires soon; renew it, the gateway reloads it without a restart", "warning", warning)
+			g.logger.Warn("certificate expires soon; renew it (ssegw certs init --force keeps the CA of a set it made), the gateway reloads it without a restart", "warning", warning)
 		}
 		select {
 		case <-ctx.Done():

@@ -240,6 +240,10 @@ type SetOptions struct {
 	RootValidity time.Duration
 	LeafValidity time.Duration
 	Overwrite    bool
+	// CA, when set, signs the set's certificates instead of a new root,
+	// and its files stay as they are: a renewal that keeps the CA lets
+	// every Qlik server that holds the old client folder connect still.
+	CA *Authority
 }
 
 // WriteSet makes a root CA (CN sse_root), a server certificate for the
@@ -273,8 +277,13 @@ func WriteSet(dir string, hosts []string, opts SetOptions) (Set, error) {
 	}
 
 	// Make everything in memory first, so that a failure writes nothing.
-	root, err := NewRootCA("sse_root", opts.RootValidity, opts.KeyType)
-	if err != nil {
+	root := opts.CA
+	if root == nil {
+		root, err = NewRootCA("sse_root", opts.RootValidity, opts.KeyType)
+		if err != nil {
+			return Set{}, err
+		}
+	} else if err := checkOutlives(root, set.CADir, opts.LeafValidity, time.Now(), "certificates"); err != nil {
 		return Set{}, err
 	}
 	notAfter := time.Now().Add(opts.LeafValidity)
@@ -305,20 +314,44 @@ func WriteSet(dir string, hosts []string, opts SetOptions) (Set, error) {
 
 	// The CA comes first, so that if replacing the files stops half-way,
 	// the key that signed the new certificates is kept.
-	files := []pendingFile{
-		{filepath.Join(set.CADir, RootCertFile), rootCert, 0o644},
-		{filepath.Join(set.CADir, CAKeyFile), rootKey, 0o600},
+	var files []pendingFile
+	if opts.CA == nil {
+		files = append(files,
+			pendingFile{filepath.Join(set.CADir, RootCertFile), rootCert, 0o644},
+			pendingFile{filepath.Join(set.CADir, CAKeyFile), rootKey, 0o600})
+	}
+	files = append(files, []pendingFile{
 		{filepath.Join(set.GatewayDir, RootCertFile), rootCert, 0o644},
 		{filepath.Join(set.GatewayDir, ServerCertFile), serverCert, 0o644},
 		{filepath.Join(set.GatewayDir, ServerKeyFile), serverKey, 0o600},
 		{filepath.Join(set.QlikDir, RootCertFile), rootCert, 0o644},
 		{filepath.Join(set.QlikDir, ClientCertFile), clientCert, 0o644},
 		{filepath.Join(set.QlikDir, ClientKeyFile), clientKey, 0o600},
-	}
+	}...)
 	if err := writeFiles(files, opts.Overwrite); err != nil {
 		return Set{}, err
 	}
 	return set, nil
+}
+
+// checkOutlives returns an error when certificates valid for validity
+// from now would outlive ca, whose files are in caDir.
+func checkOutlives(ca *Authority, caDir string, validity time.Duration, now time.Time, what string) error {
+	caEnd := ca.Cert.NotAfter
+	if !now.Add(validity).After(caEnd) {
+		return nil
+	}
+	if !caEnd.After(now) {
+		return fmt.Errorf("the CA certificate in %s expired on %s; make a new CA", caDir, caEnd.Format(time.DateOnly))
+	}
+	left := caEnd.Sub(now)
+	if left < time.Hour {
+		// A validity rounded down to 0 would read as the default of a
+		// year; a CA this close to its end is no use anyway.
+		return fmt.Errorf("the CA certificate in %s expires within the hour, on %s; make a new CA", caDir, caEnd.Format(time.DateTime))
+	}
+	return fmt.Errorf("%s valid for %v would outlive the CA in %s, which expires on %s; make the validity at most %v, or make a new CA",
+		what, validity, caDir, caEnd.Format(time.DateTime), left.Truncate(time.Hour))
 }
 
 type pendingFile struct {
@@ -351,18 +384,8 @@ func WriteClientFolder(dir, caDir, commonName string, opts SetOptions) (string, 
 	}
 	now := time.Now()
 	notAfter := now.Add(opts.LeafValidity)
-	if caEnd := ca.Cert.NotAfter; notAfter.After(caEnd) {
-		if !caEnd.After(now) {
-			return "", fmt.Errorf("the CA certificate in %s expired on %s; make a new CA", caDir, caEnd.Format(time.DateOnly))
-		}
-		left := caEnd.Sub(now)
-		if left < time.Hour {
-			// A validity rounded down to 0 would read as the default of a
-			// year; a CA this close to its end is no use anyway.
-			return "", fmt.Errorf("the CA certificate in %s expires within the hour, on %s; make a new CA", caDir, caEnd.Format(time.DateTime))
-		}
-		return "", fmt.Errorf("a client certificate valid for %v would outlive the CA in %s, which expires on %s; make its validity at most %v",
-			opts.LeafValidity, caDir, caEnd.Format(time.DateTime), left.Truncate(time.Hour))
+	if err := checkOutlives(ca, caDir, opts.LeafValidity, now, "a client certificate"); err != nil {
+		return "", err
 	}
 	cert, key, err := ca.Issue(LeafRequest{
 		CommonName: commonName,

@@ -79,6 +79,7 @@ func newCertsInitCommand() *cobra.Command {
 		rootValidity time.Duration
 		leafValidity time.Duration
 		force        bool
+		newCA        bool
 		caDir        string
 		clientName   string
 	)
@@ -101,6 +102,12 @@ with a port or a scheme, such as gateway.example.com:50051, is rejected.
 Existing files are never overwritten without --force. Should writing
 fail, nothing is written, unless a rename fails with --force. Then the
 files moved into place before it stay, and the error lists them.
+
+With --force over a set that has its ca/ folder, the certificates are
+renewed from that CA, which stays as it is, so that Qlik servers holding
+the old qlik/ folder still connect until its client certificate expires.
+--new-ca makes a new CA instead: then every Qlik server needs the new
+qlik/ folder before it can connect again.
 
 With --ca DIR, it makes only a client certificate for the gateway to use
 towards a TLS plugin, signed by the CA in DIR (root_cert.pem and
@@ -138,6 +145,9 @@ before the CA does. --hosts and --root-validity do not apply then.`,
 			if cmd.Flags().Changed("client-name") {
 				return errors.New("--client-name applies only with --ca; without --ca, certs init names the client certificate sse_client")
 			}
+			if newCA && !force {
+				return errors.New("--new-ca replaces an existing CA, and applies only with --force")
+			}
 			if leafValidity > rootValidity {
 				return fmt.Errorf("--validity (%v) is longer than --root-validity (%v): the certificates would outlive the root that signs them", leafValidity, rootValidity)
 			}
@@ -156,24 +166,43 @@ before the CA does. --hosts and --root-validity do not apply then.`,
 			if err != nil {
 				return fmt.Errorf("invalid --hosts: give DNS names and IP addresses, without ports or schemes:\n%w", err)
 			}
-			_, statErr := os.Stat(filepath.Join(out, tlsutil.CAFolder, tlsutil.RootCertFile))
-			replacedCA := statErr == nil
+			// A renewal keeps the set's CA unless told otherwise.
+			caFolder := filepath.Join(out, tlsutil.CAFolder)
+			_, statErr := os.Stat(filepath.Join(caFolder, tlsutil.RootCertFile))
+			existingCA := statErr == nil
+			var ca *tlsutil.Authority
+			if existingCA && force && !newCA {
+				if cmd.Flags().Changed("root-validity") {
+					return fmt.Errorf("--root-validity applies to a new CA, and this renewal keeps the CA in %s; add --new-ca to replace it", caFolder)
+				}
+				if ca, err = tlsutil.LoadAuthority(filepath.Join(caFolder, tlsutil.RootCertFile), filepath.Join(caFolder, tlsutil.CAKeyFile)); err != nil {
+					return fmt.Errorf("renewing from the CA in %s: %w; add --new-ca to replace it", caFolder, err)
+				}
+			}
 			set, err := tlsutil.WriteSet(out, hosts, tlsutil.SetOptions{
 				KeyType:      tlsutil.KeyType(keyType),
 				RootValidity: rootValidity,
 				LeafValidity: leafValidity,
 				Overwrite:    force,
+				CA:           ca,
 			})
 			if err != nil {
+				if ca != nil {
+					err = fmt.Errorf("%w (or add --new-ca)", err)
+				}
 				return certsWriteError(err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Wrote certificates for %s:\n  gateway: %s\n  Qlik:    %s\n  CA:      %s (keep the key safe)\n",
+			stdout := cmd.OutOrStdout()
+			fmt.Fprintf(stdout, "Wrote certificates for %s:\n  gateway: %s\n  Qlik:    %s\n  CA:      %s (keep the key safe)\n",
 				strings.Join(hosts, ", "), set.GatewayDir, set.QlikDir, set.CADir)
-			if replacedCA {
+			switch {
+			case ca != nil:
+				fmt.Fprintf(stdout, "The CA is the one that was there, so Qlik servers holding the old %s folder still connect; copy the new one to them before its client certificate expires.\n", set.QlikDir)
+			case existingCA:
 				// Qlik's client folder and the gateway's now name another
 				// root, so a Qlik server still holding the old folder fails
 				// every handshake.
-				fmt.Fprintf(cmd.OutOrStdout(), "The CA is new: copy %s to the Qlik servers again.\n", set.QlikDir)
+				fmt.Fprintf(stdout, "The CA is new: copy %s to the Qlik servers again.\n", set.QlikDir)
 			}
 			return nil
 		},
@@ -183,7 +212,8 @@ before the CA does. --hosts and --root-validity do not apply then.`,
 	cmd.Flags().StringVar(&keyType, "key-type", string(tlsutil.KeyECDSAP256), "ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096")
 	cmd.Flags().DurationVar(&rootValidity, "root-validity", 10*365*24*time.Hour, "how long the root CA is valid")
 	cmd.Flags().DurationVar(&leafValidity, "validity", 365*24*time.Hour, "how long the server and client certificates are valid")
-	cmd.Flags().BoolVar(&force, "force", false, "overwrite existing files")
+	cmd.Flags().BoolVar(&force, "force", false, "overwrite existing files; an existing CA signs the new certificates")
+	cmd.Flags().BoolVar(&newCA, "new-ca", false, "with --force, replace the existing CA too")
 	cmd.Flags().StringVar(&caDir, "ca", "", "folder with an existing CA (root_cert.pem, root_key.pem): make only a client certificate for the gateway")
 	cmd.Flags().StringVar(&clientName, "client-name", "ssegw", "common name of the client certificate made with --ca")
 	return cmd

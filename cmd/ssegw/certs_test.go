@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -101,25 +103,78 @@ func TestCertsInitHostsWithSpaces(t *testing.T) {
 	}
 }
 
-// TestCertsInitForceNewCA checks that certs init prints a notice when --force
-// replaced a CA, since Qlik's client folder must then be copied again, and
-// prints none for a first set.
+// TestCertsInitForceNewCA checks that certs init --force renews a set
+// from its own CA, so that the old Qlik client folder and the new gateway
+// folder still trust each other, and says so; that --new-ca replaces the
+// CA with a notice to copy Qlik's folder again; and that a first set gets
+// neither notice.
 func TestCertsInitForceNewCA(t *testing.T) {
 	dir := t.TempDir()
-	const notice = "The CA is new"
+	const kept, replaced = "The CA is the one that was there", "The CA is new"
+	read := func(folder, file string) []byte {
+		t.Helper()
+		data, err := os.ReadFile(filepath.Join(dir, folder, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
 	first, err := runCommand(t, "certs", "init", "--out", dir, "--hosts", "localhost")
 	if err != nil {
 		t.Fatalf("certs init: %v", err)
 	}
-	if strings.Contains(first, notice) {
-		t.Errorf("certs init into an empty folder printed %q, want no notice of a new CA", first)
+	if strings.Contains(first, kept) || strings.Contains(first, replaced) {
+		t.Errorf("certs init into an empty folder printed %q, want no notice about the CA", first)
 	}
-	again, err := runCommand(t, "certs", "init", "--out", dir, "--hosts", "localhost", "--force")
+	oldRoot, oldClient, oldServer := read("ca", "root_cert.pem"), read("qlik", "sse_client_cert.pem"), read("gateway", "sse_server_cert.pem")
+
+	renewed, err := runCommand(t, "certs", "init", "--out", dir, "--hosts", "localhost", "--force")
 	if err != nil {
 		t.Fatalf("certs init --force: %v", err)
 	}
-	if !strings.Contains(again, notice+": copy "+filepath.Join(dir, "qlik")) {
-		t.Errorf("certs init --force printed %q, want it to say the CA is new and to copy the qlik folder again", again)
+	if !strings.Contains(renewed, kept) {
+		t.Errorf("certs init --force printed %q, want it to say the CA was kept", renewed)
+	}
+	if !bytes.Equal(read("ca", "root_cert.pem"), oldRoot) || !bytes.Equal(read("gateway", "root_cert.pem"), oldRoot) {
+		t.Error("certs init --force changed the CA, want it kept")
+	}
+	newServer := read("gateway", "sse_server_cert.pem")
+	if bytes.Equal(newServer, oldServer) {
+		t.Error("certs init --force kept the gateway's certificate, want a new one")
+	}
+	// A Qlik server with the old folder trusts the new server certificate,
+	// and the gateway trusts its old client certificate.
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(oldRoot)
+	verify := func(name string, certPEM []byte, options x509.VerifyOptions) {
+		t.Helper()
+		block, _ := pem.Decode(certPEM)
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		options.Roots = roots
+		if _, err := cert.Verify(options); err != nil {
+			t.Errorf("%s against the old root: %v", name, err)
+		}
+	}
+	verify("new server certificate", newServer, x509.VerifyOptions{DNSName: "localhost"})
+	verify("old client certificate", oldClient, x509.VerifyOptions{KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+
+	for _, args := range [][]string{{"--new-ca"}, {"--force", "--root-validity", "87600h"}} {
+		if _, err := runCommand(t, append([]string{"certs", "init", "--out", dir, "--hosts", "localhost"}, args...)...); err == nil {
+			t.Errorf("certs init %q = nil error, want one: it would replace the CA without --force --new-ca", args)
+		}
+	}
+	again, err := runCommand(t, "certs", "init", "--out", dir, "--hosts", "localhost", "--force", "--new-ca")
+	if err != nil {
+		t.Fatalf("certs init --force --new-ca: %v", err)
+	}
+	if !strings.Contains(again, replaced+": copy "+filepath.Join(dir, "qlik")) {
+		t.Errorf("certs init --force --new-ca printed %q, want it to say the CA is new and to copy the qlik folder again", again)
+	}
+	if bytes.Equal(read("ca", "root_cert.pem"), oldRoot) {
+		t.Error("certs init --force --new-ca kept the CA, want a new one")
 	}
 }
 
