@@ -129,9 +129,11 @@ func TestReplyAroundQlikLimit(t *testing.T) {
 // plugin accept up to 64 MiB, so a rejection can only be the gateway's. A
 // reply over the limit gets a message that names the setting to raise; a
 // request over it is refused by gRPC itself (as of grpc-go v1.85), whose
-// message gives the limit in bytes.
+// message gives the limit in bytes. At 16 KiB, a reply over the limit
+// fits in the stream's window, so the plugin's status follows it at once:
+// the failure is still the gateway's limit, not the plugin's answer.
 func TestMessageSizeLimit(t *testing.T) {
-	for _, configured := range []config.ByteSize{0, 1 << 20} {
+	for _, configured := range []config.ByteSize{0, 1 << 20, 16 << 10} {
 		limit := configured
 		name := fmt.Sprintf("configured %v", configured)
 		if configured == 0 {

@@ -92,7 +92,7 @@ func routeStatus(err error) *status.Status {
 // warnings.
 func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*status.Status, bool) {
 	received := status.Convert(err)
-	if a.statusReceived.Load() {
+	if a.statusReceived.Load() && !overReceiveLimit(received) {
 		// Without details: grpc-status-details-bin travels in the trailers
 		// exactly as the plugin sent it.
 		return status.New(received.Code(), received.Message()), false
@@ -178,6 +178,15 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 		message += "; the plugin's certificate has no IP address as an IP subjectAltName (certificates made by Qlik's usual script list them as DNS names): set tls.server_name of the backend to a DNS name of the certificate"
 	}
 	return status.Newf(codes.Unavailable, "engine %s: %s", c.engine.Name, message), true
+}
+
+// overReceiveLimit reports whether st is gRPC's own refusal of a message
+// over limits.max_message_size (grpc-go v1.85 words it so). A reply that
+// fits in the stream's window arrives with the plugin's status right
+// behind it, yet the failure is the gateway's limit, not the plugin's
+// answer.
+func overReceiveLimit(st *status.Status) bool {
+	return st.Code() == codes.ResourceExhausted && strings.HasPrefix(st.Message(), "grpc: received message ") && strings.Contains(st.Message(), " larger than max (")
 }
 
 // replicaSummary describes an engine's replicas for an error message, such
