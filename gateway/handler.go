@@ -368,10 +368,20 @@ func (c *call) openAttempt(backendCtx context.Context) (*attempt, *status.Status
 func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 	engine := c.engine
 	wait := engine.Config.ReconnectWait()
-	if !c.beginWait(engine) {
-		return nil, errTooManyWaiting
+	// A call counts among the waiting ones (max_waiting and the metric)
+	// only when it may wait: not when it fails fast, nor when a replica
+	// is ready and takes any number of calls.
+	//
+	// NOTE: the check comes before the pick, so a call that finds the last
+	// ready replica gone just after it waits uncounted, within
+	// reconnect_buffer; and with max_in_flight, every call is counted
+	// while its stream opens, as the pick alone knows whether it waits.
+	if wait > 0 && !engine.PicksAtOnce() {
+		if !c.beginWait(engine) {
+			return nil, errTooManyWaiting
+		}
+		defer c.endWait(engine)
 	}
-	defer c.endWait(engine)
 
 	options := []grpc.CallOption{grpc.ForceCodecV2(frameCodec{}), grpc.Peer(&a.peer)}
 	if subtype := contentSubtype(c.incoming); subtype != "" {

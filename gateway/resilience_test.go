@@ -536,6 +536,42 @@ func TestMaxWaitingRejectsAtOnce(t *testing.T) {
 	}
 }
 
+// TestMaxWaitingHealthyReplica checks that calls to a ready replica do
+// not count among the waiting ones: with max_waiting at 2, 200 concurrent
+// calls all end OK, whether the engine waits for replicas or fails fast.
+func TestMaxWaitingHealthyReplica(t *testing.T) {
+	for _, failFast := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fail fast %v", failFast), func(t *testing.T) {
+			p := newPath(t, &ssetest.Connector{Execute: ssetest.Echo}, func(cfg *config.Config) {
+				cfg.Engines["R"].MaxWaiting = 2
+				if failFast {
+					ssetest.FailFast(cfg.Engines["R"])
+				}
+			})
+			ctx := testContext(t)
+			// One call first, so that the replica's connection is ready.
+			if out := exchange(functionContext(t, ctx, 1), p.viaGateway, ssetest.Raw{}); !errors.Is(out.err, io.EOF) {
+				t.Fatalf("first call = %v, want OK", out.err)
+			}
+			const calls = 200
+			failed := make(chan error, calls)
+			var wg sync.WaitGroup
+			for range calls {
+				wg.Go(func() {
+					if out := exchange(functionContext(t, ctx, 1), p.viaGateway, ssetest.Raw{}); !errors.Is(out.err, io.EOF) {
+						failed <- out.err
+					}
+				})
+			}
+			wg.Wait()
+			close(failed)
+			for err := range failed {
+				t.Errorf("call to a ready replica = %v, want OK", err)
+			}
+		})
+	}
+}
+
 // checkRejectedOverMaxWaiting checks that extra call i, which ended with
 // err after took, failed at once with ResourceExhausted naming
 // max_waiting (maxWaiting).

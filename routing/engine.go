@@ -489,6 +489,12 @@ func (e *Engine) Ready() bool {
 	return e.Serving() || e.Capabilities() != nil
 }
 
+// PicksAtOnce reports whether a call opening a stream now finds a replica
+// without waiting: one is ready, and no max_in_flight may make it full.
+func (e *Engine) PicksAtOnce() bool {
+	return e.Config.MaxInFlight == 0 && e.Pool.Conn().GetState() == connectivity.Ready
+}
+
 // BeginWait counts a call that opens a stream and may wait for a replica.
 // It reports false, counting nothing, when max_waiting calls already
 // wait. Each true result needs an EndWait.
