@@ -60,8 +60,11 @@ func (c *call) admit(checked *routing.Engine) *status.Status {
 		case engine.MaxScriptBytes > 0 && int64(c.info.scriptLength) > int64(engine.MaxScriptBytes):
 			return status.Newf(codes.ResourceExhausted, "engine %s: script of %d bytes is over max_script_bytes (%v)",
 				checked.Name, c.info.scriptLength, engine.MaxScriptBytes)
-		case engine.Scripts == config.ScriptsAudit && !scriptMemberAudits(checked):
+		case engine.Scripts == config.ScriptsAudit && !scriptMemberAudits(checked) && !c.audited:
+			// Once per call, though a call that moves to the engine a
+			// reload put in place is admitted again there.
 			c.auditScript(checked)
+			c.audited = true
 		}
 	}
 

@@ -57,10 +57,14 @@ type call struct {
 	// stay when a call moves to another engine.
 	startAttributes int
 	attempts        []*attempt
+	// moved counts the attempts that ended as the call moved to the
+	// engine a reload put in place, which attempts no longer holds.
+	moved int
 	// wait is the time spent waiting for replicas, over all attempts, or
 	// for the capabilities of a merged engine's members.
 	wait     time.Duration
 	rejected bool // admission rejected the call, so its app id is not recorded
+	audited  bool // the script call has its audit record
 
 	// requestFailure is the status that ended the client's side of the
 	// call, unless the client cancelled. requestsDone is closed when the
@@ -291,6 +295,7 @@ func (c *call) openAttempt(backendCtx context.Context) (*attempt, *status.Status
 		if errors.Is(err, errEngineReplaced) {
 			// Nothing of the call reached a plugin, so it can move.
 			c.endAttempt(a, status.Newf(codes.Unavailable, "engine %s was replaced by a configuration reload while the call waited for a replica; the call moved to the new engine", c.engine.Name))
+			c.moved += len(c.attempts)
 			c.attempts = c.attempts[:0]
 			return nil, nil, false
 		}

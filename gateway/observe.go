@@ -250,7 +250,7 @@ func (c *call) end(st *status.Status, gatewayFailure bool) {
 			attrBytesOut.Int64(c.bytesOut),
 			attrRowsIn.Int64(rowsIn),
 			attrRowsOut.Int64(rowsOut),
-			attrAttempts.Int(len(c.attempts)),
+			attrAttempts.Int(c.moved+len(c.attempts)),
 			attrWait.Float64(c.wait.Seconds()),
 		)
 		if backend := c.backendAddress(); backend != "none" {
@@ -347,7 +347,7 @@ func (c *call) log(st *status.Status, gatewayFailure bool, duration time.Duratio
 		slog.String("backend", c.backendAddress()),
 		slog.Duration("duration", duration),
 		slog.String("code", st.Code().String()),
-		slog.Int("attempts", len(c.attempts)),
+		slog.Int("attempts", c.moved+len(c.attempts)),
 		slog.Int64("bytes_in", c.bytesIn.Load()),
 		slog.Int64("bytes_out", c.bytesOut),
 		slog.Int64("rows_in", c.rowsIn.Load()),

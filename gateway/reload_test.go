@@ -196,6 +196,20 @@ func TestReloadMovesWaitingCalls(t *testing.T) {
 			t.Errorf("call waiting across the reload served by %q, want %q", result.replica, replacement.Name)
 		}
 	}
+	// Each call's record counts the attempt that moved, as the attempts
+	// metric does.
+	records := callRecords(gw)
+	if len(records) != waiting {
+		t.Fatalf("call records = %d, want %d", len(records), waiting)
+	}
+	for _, record := range records {
+		if got := attempts(record); got != 2 {
+			t.Errorf("call record attempts = %d, want 2: the one that moved and the one that served", got)
+		}
+	}
+	if got := resilMetric(t, gw, "ssegw_call_attempts_total", `qlik_sse_engine="R"`); got != 2*waiting {
+		t.Errorf("ssegw_call_attempts_total = %v, want %d", got, 2*waiting)
+	}
 }
 
 // TestReloadKeepsUnchangedEngine checks that a reload that changes only
