@@ -203,7 +203,28 @@ func TestTLSToPluginIPAsDNSName(t *testing.T) {
 		if st.Code() != codes.Unavailable {
 			t.Fatalf("GetCapabilities = %v, want Unavailable", err)
 		}
-		for _, want := range []string{"certificate", "127.0.0.1", "IP SANs"} {
+		for _, want := range []string{"certificate", "127.0.0.1", "IP SANs", "set tls.server_name"} {
+			if !strings.Contains(st.Message(), want) {
+				t.Errorf("status message = %q, want it to contain %q", st.Message(), want)
+			}
+		}
+	})
+
+	t.Run("waiting for a replica", func(t *testing.T) {
+		// The message of a call that waited reconnect_buffer names the
+		// replica's last error, and the hint must follow it there too.
+		reconnectBuffer := time.Second
+		gw := ssetest.StartGateway(t, &config.Config{
+			Listeners: []config.Listener{ssetest.Listen("R", nil)},
+			Engines: map[string]*config.Engine{"R": {ReconnectBuffer: &reconnectBuffer,
+				Backends: []config.Backend{{Address: plugin.Addr, TLS: &config.ClientTLS{Dir: certs.QlikDir}}}}},
+		})
+		_, err := fetchPluginIdentifier(t, ssetest.Dial(t, gw.Addrs[0]))
+		st := status.Convert(err)
+		if st.Code() != codes.Unavailable {
+			t.Fatalf("GetCapabilities = %v, want Unavailable", err)
+		}
+		for _, want := range []string{"reconnect_buffer", "IP SANs", "set tls.server_name"} {
 			if !strings.Contains(st.Message(), want) {
 				t.Errorf("status message = %q, want it to contain %q", st.Message(), want)
 			}

@@ -132,8 +132,8 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 		return status.Newf(codes.ResourceExhausted, "engine %s: max_waiting (%d) calls already wait for a ready replica",
 			c.engine.Name, c.engine.Config.MaxWaiting), true
 	case errors.Is(err, errWaitExpired) || errors.Is(context.Cause(a.ctx), errWaitExpired):
-		return status.Newf(codes.Unavailable, "engine %s: no replica ready after waiting %v (reconnect_buffer); replicas: %s",
-			c.engine.Name, c.engine.Config.ReconnectWait(), replicaSummary(c.engine)), true
+		return status.New(codes.Unavailable, withCertificateHint(fmt.Sprintf("engine %s: no replica ready after waiting %v (reconnect_buffer); replicas: %s",
+			c.engine.Name, c.engine.Config.ReconnectWait(), replicaSummary(c.engine)))), true
 	case errors.As(cause, &timeout):
 		return status.New(codes.DeadlineExceeded, timeout.Error()), true
 	case errors.Is(cause, context.DeadlineExceeded):
@@ -171,13 +171,19 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 	} else {
 		message = fmt.Sprintf("plugin %s: %s", a.peer.Addr, message)
 	}
-	if strings.Contains(message, "doesn't contain any IP SANs") {
-		// Go's verifier matches an IP address only against IP
-		// subjectAltNames, and certificates made by Qlik's usual script
-		// list IP addresses as DNS names.
-		message += "; the plugin's certificate has no IP address as an IP subjectAltName (certificates made by Qlik's usual script list them as DNS names): set tls.server_name of the backend to a DNS name of the certificate"
+	return status.New(codes.Unavailable, withCertificateHint(fmt.Sprintf("engine %s: %s", c.engine.Name, message))), true
+}
+
+// withCertificateHint adds what to do to a message that reports a plugin
+// certificate without the IP address the gateway dials among its IP
+// subjectAltNames. Go's verifier matches an IP address only against those,
+// and certificates made by Qlik's usual script list IP addresses as DNS
+// names.
+func withCertificateHint(message string) string {
+	if !strings.Contains(message, "doesn't contain any IP SANs") {
+		return message
 	}
-	return status.Newf(codes.Unavailable, "engine %s: %s", c.engine.Name, message), true
+	return message + "; the plugin's certificate has no IP address as an IP subjectAltName (certificates made by Qlik's usual script list them as DNS names): set tls.server_name of the backend to a DNS name of the certificate"
 }
 
 // overReceiveLimit reports whether st is gRPC's own refusal of a message
