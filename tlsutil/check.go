@@ -174,7 +174,7 @@ func checkUsage(add func(string, Severity, string, ...any), file string, cert *x
 		return
 	}
 	name := map[x509.ExtKeyUsage]string{x509.ExtKeyUsageServerAuth: "serverAuth", x509.ExtKeyUsageClientAuth: "clientAuth"}[usage]
-	add(file, Warning, "a %s certificate without the %s extended key usage: TLS peers refuse it", role, name)
+	add(file, Error, "a %s certificate without the %s extended key usage: TLS peers refuse it", role, name)
 }
 
 // checkDNSNames warns about DNS subjectAltNames that clients never match.
@@ -182,6 +182,11 @@ func checkUsage(add func(string, Severity, string, ...any), file string, cert *x
 // DNS name against the address they dial, and no client matches a name
 // that is not a valid DNS name, such as 127.0.0.1:50051.
 func checkDNSNames(add func(string, Severity, string, ...any), file string, cert *x509.Certificate) {
+	if len(cert.DNSNames) == 0 && len(cert.IPAddresses) == 0 {
+		// Go refuses a name found only in the common name (since Go 1.15),
+		// and so do recent browsers and OpenSSL-based clients.
+		add(file, Warning, "no subjectAltName: Go clients, such as the gateway, match no name against the common name %q, and refuse the certificate; reissue it with the names clients dial as subjectAltNames", cert.Subject.CommonName)
+	}
 	for _, name := range cert.DNSNames {
 		ip, err := parseIP(name)
 		if err == nil && ip.IsValid() {
@@ -232,9 +237,17 @@ func checkKey(add func(string, Severity, string, ...any), file, path string, cer
 // parsePrivateKey reads a PEM private key in any of the formats OpenSSL
 // writes, and names the format.
 func parsePrivateKey(data []byte) (crypto.Signer, string, error) {
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return nil, "", errors.New("no PEM block: not a key file")
+	// Other blocks may come first, such as the EC PARAMETERS that
+	// openssl ecparam -genkey writes; Go's TLS stack skips them too.
+	var block *pem.Block
+	for {
+		block, data = pem.Decode(data)
+		if block == nil {
+			return nil, "", errors.New("no PEM private key block: not a key file")
+		}
+		if strings.HasSuffix(block.Type, "PRIVATE KEY") {
+			break
+		}
 	}
 	switch block.Type {
 	case "RSA PRIVATE KEY":

@@ -145,7 +145,7 @@ func TestCheckFolder(t *testing.T) {
 				req.Usage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 				return pluginFolder(t, root, req)
 			},
-			want: []wantFinding{{tlsutil.ServerCertFile, tlsutil.Warning, "server certificate without the serverAuth extended key usage"}},
+			want: []wantFinding{{tlsutil.ServerCertFile, tlsutil.Error, "server certificate without the serverAuth extended key usage"}},
 		},
 		{
 			name: "client certificate without clientAuth",
@@ -157,7 +157,7 @@ func TestCheckFolder(t *testing.T) {
 					tlsutil.ClientKeyFile:  key,
 				})
 			},
-			want: []wantFinding{{tlsutil.ClientCertFile, tlsutil.Warning, "client certificate without the clientAuth extended key usage"}},
+			want: []wantFinding{{tlsutil.ClientCertFile, tlsutil.Error, "client certificate without the clientAuth extended key usage"}},
 		},
 		{
 			name: "key of another certificate",
@@ -213,7 +213,31 @@ func TestCheckFolder(t *testing.T) {
 				writeFile(t, filepath.Join(dir, tlsutil.ServerKeyFile), []byte("not a key\n"))
 				return dir
 			},
-			want: []wantFinding{{tlsutil.ServerKeyFile, tlsutil.Error, "no PEM block"}},
+			want: []wantFinding{{tlsutil.ServerKeyFile, tlsutil.Error, "no PEM private key block"}},
+		},
+		{
+			// As openssl ecparam -genkey writes it.
+			name: "key after EC parameters",
+			build: func(t *testing.T) string {
+				dir := pluginFolder(t, root, serverRequest())
+				path := filepath.Join(dir, tlsutil.ServerKeyFile)
+				key, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				writeFile(t, path, append([]byte("-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n"), key...))
+				return dir
+			},
+			wantInfo: []string{"matches its certificate"},
+		},
+		{
+			name: "server certificate without subjectAltName",
+			build: func(t *testing.T) string {
+				req := serverRequest()
+				req.Hosts = nil
+				return pluginFolder(t, root, req)
+			},
+			want: []wantFinding{{tlsutil.ServerCertFile, tlsutil.Warning, "no subjectAltName: Go clients, such as the gateway, match no name against the common name"}},
 		},
 		{
 			name:     "CA folder of WriteSet",

@@ -34,9 +34,10 @@ with sse_client_cert.pem and sse_client_key.pem, each with root_cert.pem)
 and print, for each file, its subject, issuer, subjectAltNames, validity and
 whether its key matches. Warnings name certificates that expire soon, IP
 addresses written as DNS names and other DNS names that no client matches
-(such as one with a port), a server certificate without serverAuth, and
+(such as one with a port), certificates without any subjectAltName, and
 keys other users can read. The exit status is 1 when a file has an
-error, such as a key that does not match its certificate.`,
+error, such as a key that does not match its certificate, or a server or
+client certificate without the serverAuth or clientAuth usage.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return fmt.Errorf("give one certificate folder, such as certs/gateway; got %d arguments", len(args))

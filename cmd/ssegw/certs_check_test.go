@@ -431,7 +431,8 @@ func TestCertsCheck(t *testing.T) {
 				req.Usage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 				return pluginFolder(t, req)
 			},
-			wantProblems: []string{"sse_server_cert.pem: WARNING: a server certificate without the serverAuth extended key usage"},
+			wantProblems: []string{"sse_server_cert.pem: ERROR: a server certificate without the serverAuth extended key usage"},
+			wantExit:     1,
 		},
 		{
 			name: "key that does not match",
