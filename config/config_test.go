@@ -1,10 +1,12 @@
 package config_test
 
 import (
+	"crypto/x509"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ssegw/ssegw/config"
 	"github.com/ssegw/ssegw/tlsutil"
@@ -1086,4 +1088,43 @@ func removeFile(t *testing.T, path string) {
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestValidateExpiredCertificates checks that a listener's certificate,
+// or a backend's client certificate, that has expired is a problem: every
+// peer refuses it, so the gateway would start only to fail each
+// connection.
+func TestValidateExpiredCertificates(t *testing.T) {
+	set := writeCerts(t)
+	ca, err := tlsutil.LoadAuthority(filepath.Join(set.CADir, tlsutil.RootCertFile), filepath.Join(set.CADir, tlsutil.CAKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	expiredFolder := func(certFile, keyFile string, usage x509.ExtKeyUsage) string {
+		cert, key, err := ca.Issue(tlsutil.LeafRequest{
+			CommonName: "old", Hosts: []string{"localhost"}, Usage: []x509.ExtKeyUsage{usage},
+			NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		for name, data := range map[string][]byte{tlsutil.RootCertFile: tlsutil.EncodeCert(ca.Cert), certFile: cert, keyFile: key} {
+			if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return dir
+	}
+	yaml := `
+listeners:
+  - {address: "127.0.0.1:0", tls: {dir: ` + quote(expiredFolder(tlsutil.ServerCertFile, tlsutil.ServerKeyFile, x509.ExtKeyUsageServerAuth)) + `}}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055", tls: {dir: ` + quote(expiredFolder(tlsutil.ClientCertFile, tlsutil.ClientKeyFile, x509.ExtKeyUsageClientAuth)) + `}}]}
+`
+	_, err = config.Parse([]byte(yaml), nil)
+	checkProblems(t, err, []problem{
+		{"listeners[0].tls", `certificate "old" expired on`},
+		{"engines.R.backends[0].tls", `certificate "old" expired on`},
+	})
 }

@@ -98,10 +98,22 @@ func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
 			notReady = append(notReady, engine.Name)
 		}
 	}
-	warnings := g.certificates.Expiring(g.Config().CertificateExpiryWarning, time.Now())
+	now := time.Now()
+	warnings := g.certificates.Expiring(g.Config().CertificateExpiryWarning, now)
+	var expired []string
+	for _, l := range g.listeners {
+		if l.tls != nil {
+			expired = append(expired, l.tls.Expired(now)...)
+		}
+	}
 	if g.stopping.Load() {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintln(w, "not ready: the gateway is stopping, so it refuses new connections but lets the calls in flight finish")
+	} else if len(expired) > 0 {
+		// Every Qlik engine refuses the listener's certificate, or has
+		// its own refused.
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, "not ready: a listener's certificate has expired, so every TLS connection to it fails: %s\n", strings.Join(expired, "; "))
 	} else if len(notReady) > 0 {
 		slices.Sort(notReady)
 		w.WriteHeader(http.StatusServiceUnavailable)
@@ -110,7 +122,8 @@ func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ready")
 	}
 	// Soon-expiring certificates do not make the gateway unready: they
-	// still work, and a replica restart would not help.
+	// still work, and a replica restart would not help. Expired ones of a
+	// plugin's connection fail that engine's replicas, which says so.
 	for _, warning := range warnings {
 		fmt.Fprintln(w, "warning:", warning)
 	}

@@ -757,3 +757,35 @@ func rotRenewClientCert(t *testing.T, gw *ssetest.Gateway, certs *ssetest.Certs,
 		return reloaded >= 1
 	})
 }
+
+// TestReadyzExpiredListenerCertificate checks that /readyz answers 503,
+// naming the certificate, once the listener's certificate in use has
+// expired: every Qlik engine refuses it, so the gateway serves nothing.
+func TestReadyzExpiredListenerCertificate(t *testing.T) {
+	certs := ssetest.NewCerts(t)
+	listenerDir := certs.ServerDir(t, tlsutil.LeafRequest{Hosts: ssetest.TestHosts})
+	plugin := startSecPlugin(t)
+	gw := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("R", &config.ServerTLS{Dir: listenerDir})},
+		Engines:   map[string]*config.Engine{"R": ssetest.Engine(plugin.Addr)},
+	})
+	rotWaitReady(t, gw)
+
+	// An expired certificate, as one that was never renewed becomes.
+	cert, key, err := certs.CA.Issue(tlsutil.LeafRequest{
+		CommonName: "sse_server", Hosts: ssetest.TestHosts, Usage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := tlsutil.ServerFilesInDir(listenerDir, "", "", "")
+	mark := logMark(gw)
+	rotReplace(t, rotFile{files.KeyFile, key}, rotFile{files.CertFile, cert})
+	waitForRecordAfter(t, gw, mark, rotWait, "the listener's certificate reloaded", func(map[string]any) bool { return true }, "certificates reloaded")
+
+	code, body := rotReadyz(t, gw)
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, `certificate "sse_server" expired on`) {
+		t.Errorf("/readyz = %d %q with the listener's certificate expired, want 503 naming it", code, body)
+	}
+}

@@ -93,8 +93,9 @@ type listener struct {
 	gateway *Gateway
 	config  config.Listener
 	server  *grpc.Server
-	lis     net.Listener // set by Start
-	index   int          // in Gateway.listeners and routes.defaults
+	lis     net.Listener    // set by Start
+	index   int             // in Gateway.listeners and routes.defaults
+	tls     *tlsutil.Source // the listener's certificates; nil for plaintext
 }
 
 // routes contains the engines and each listener's default engine, which
@@ -184,13 +185,13 @@ func New(cfg *config.Config, logger *slog.Logger, opts Options) (*Gateway, error
 	// Prepare a gRPC server per listener.
 	var defaults []string
 	for i, listenerConfig := range cfg.Listeners {
-		creds, err := g.serverCredentials(listenerConfig)
+		creds, source, err := g.serverCredentials(listenerConfig)
 		if err != nil {
 			closeEngines(engines)
 			g.shutdownTelemetry()
 			return nil, fmt.Errorf("listeners[%d].tls: %w", i, err)
 		}
-		l := &listener{gateway: g, config: listenerConfig, index: i}
+		l := &listener{gateway: g, config: listenerConfig, index: i, tls: source}
 		l.server = grpc.NewServer(g.serverOptions(l, creds)...)
 		g.listeners = append(g.listeners, l)
 		defaults = append(defaults, listenerConfig.Engine)
@@ -241,17 +242,18 @@ func headerListCeiling(limit config.ByteSize) uint32 {
 }
 
 // serverCredentials returns mutual TLS for a listener with a tls section,
-// and plaintext for one marked insecure.
-func (g *Gateway) serverCredentials(l config.Listener) (credentials.TransportCredentials, error) {
+// with the source of its certificates, and plaintext for one marked
+// insecure.
+func (g *Gateway) serverCredentials(l config.Listener) (credentials.TransportCredentials, *tlsutil.Source, error) {
 	if l.TLS == nil {
-		return insecure.NewCredentials(), nil
+		return insecure.NewCredentials(), nil, nil
 	}
 	source, err := tlsutil.NewServerSource("listener "+l.Address, l.TLS.Files())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	g.certificates.Add(source)
-	return &handshakeLogger{TransportCredentials: credentials.NewTLS(source.ServerConfig()), gateway: g, listener: l.Address}, nil
+	return &handshakeLogger{TransportCredentials: credentials.NewTLS(source.ServerConfig()), gateway: g, listener: l.Address}, source, nil
 }
 
 // Start binds every listener and starts serving. When one address cannot
@@ -422,8 +424,13 @@ func (g *Gateway) checkExpiry(ctx context.Context) {
 	ticker := time.NewTicker(expiryCheckInterval)
 	defer ticker.Stop()
 	for {
-		for _, warning := range g.certificates.Expiring(g.Config().CertificateExpiryWarning, time.Now()) {
-			g.logger.Warn("certificate expires soon; renew it (ssegw certs init --force keeps the CA of a set it made), the gateway reloads it without a restart", "warning", warning)
+		now := time.Now()
+		for _, warning := range g.certificates.Expiring(g.Config().CertificateExpiryWarning, now) {
+			message := "certificate expires soon; renew it (ssegw certs init --force keeps the CA of a set it made), the gateway reloads it without a restart"
+			if tlsutil.IsExpiredWarning(warning) {
+				message = "certificate expired: the other side refuses every connection that presents or needs it; renew it (ssegw certs init --force keeps the CA of a set it made), the gateway reloads it without a restart"
+			}
+			g.logger.Warn(message, "warning", warning)
 		}
 		select {
 		case <-ctx.Done():

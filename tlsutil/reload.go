@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -112,6 +113,28 @@ func (s *Source) Certificates() []*x509.Certificate {
 		certificates = append(certificates, *cas...)
 	}
 	return certificates
+}
+
+// expiredWording is what marks the warnings of Expired among those of
+// Expiring.
+const expiredWording = " expired on "
+
+// Expired returns a warning for each of the source's certificates that has
+// expired: its own, or that of a CA it trusts.
+func (s *Source) Expired(now time.Time) []string {
+	var warnings []string
+	for _, cert := range s.Certificates() {
+		if !now.Before(cert.NotAfter) {
+			warnings = append(warnings, fmt.Sprintf("%s: certificate %q%s%s", s.name, cert.Subject.CommonName, expiredWording, cert.NotAfter.Format(time.DateOnly)))
+		}
+	}
+	return warnings
+}
+
+// IsExpiredWarning reports whether a warning of Expiring is about a
+// certificate that has expired rather than one that soon will.
+func IsExpiredWarning(warning string) bool {
+	return strings.Contains(warning, expiredWording)
 }
 
 // Watcher reloads the sources registered with it when their files change
@@ -226,11 +249,12 @@ func sourceFolders(sources []*Source) []string {
 func (w *Watcher) Expiring(within time.Duration, now time.Time) []string {
 	var warnings []string
 	for _, s := range w.snapshot() {
+		warnings = append(warnings, s.Expired(now)...)
 		for _, cert := range s.Certificates() {
 			left := cert.NotAfter.Sub(now)
 			switch {
 			case left <= 0:
-				warnings = append(warnings, fmt.Sprintf("%s: certificate %q expired on %s", s.name, cert.Subject.CommonName, cert.NotAfter.Format(time.DateOnly)))
+				// Listed by Expired.
 			case left < within:
 				warnings = append(warnings, fmt.Sprintf("%s: certificate %q expires on %s, in %d days", s.name, cert.Subject.CommonName,
 					cert.NotAfter.Format(time.DateOnly), int(left.Hours()/24)))
