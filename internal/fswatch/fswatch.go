@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -18,30 +20,64 @@ const Settle = 300 * time.Millisecond
 // Folders is the set of folders that a Watch call watches.
 type Folders struct {
 	watcher *fsnotify.Watcher
+
+	mu      sync.Mutex
+	folders map[string]bool // the folders asked for, cleaned
+	parents map[string]bool // their parents, watched for the folders' own replacement
 }
 
 // Add watches one more folder. It does nothing once Watch's context has
 // ended, and watching a folder twice is harmless.
+//
+// The folder's parent is watched too: a watch follows the folder that
+// was there when it began, so a folder renamed into place, or a link to a
+// folder pointed elsewhere, would otherwise go unseen from then on.
 func (f *Folders) Add(folder string) error {
+	folder = filepath.Clean(folder)
 	if err := f.watcher.Add(folder); err != nil && !errors.Is(err, fsnotify.ErrClosed) {
 		return fmt.Errorf("%s: %w", folder, err)
 	}
+	parent := filepath.Dir(folder)
+	f.mu.Lock()
+	f.folders[folder] = true
+	addParent := parent != folder && !f.parents[parent]
+	f.parents[parent] = true
+	f.mu.Unlock()
+	if addParent {
+		// Without its parent, the folder is still watched as it is now.
+		_ = f.watcher.Add(parent)
+	}
 	return nil
+}
+
+// classify tells what an event at name is: a change in a watched folder,
+// the replacement of a watched folder itself, or neither (a change beside
+// a folder, seen through the watch of its parent).
+func (f *Folders) classify(name string) (inFolder, folderReplaced bool) {
+	name = filepath.Clean(name)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.folders[name] {
+		return false, true
+	}
+	return f.folders[filepath.Dir(name)], false
 }
 
 // Watch watches folders, not files, because editors, Kubernetes and
 // certificate tools replace a file rather than write it in place. It calls
 // onChange once Settle has passed after the last event for which relevant
-// returns true, given the event's path, until ctx ends.
+// returns true, given the event's path, or that replaced one of the
+// folders, until ctx ends.
 func Watch(ctx context.Context, folders []string, relevant func(name string) bool, onChange func()) (*Folders, error) {
 	watcher, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, err
 	}
+	f := &Folders{watcher: watcher, folders: map[string]bool{}, parents: map[string]bool{}}
 	for _, folder := range folders {
-		if err := watcher.Add(folder); err != nil {
+		if err := f.Add(folder); err != nil {
 			watcher.Close()
-			return nil, fmt.Errorf("%s: %w", folder, err)
+			return nil, err
 		}
 	}
 	go func() {
@@ -56,7 +92,15 @@ func Watch(ctx context.Context, folders []string, relevant func(name string) boo
 				if !ok {
 					return
 				}
-				if relevant(event.Name) {
+				inFolder, replaced := f.classify(event.Name)
+				if replaced {
+					// Watch what is at the folder's path now. It may be
+					// gone for a moment, until the next one moves in. Not
+					// from this goroutine: on Windows, fsnotify's Add waits
+					// until its events are read.
+					go f.Add(event.Name)
+					settle.Reset(Settle)
+				} else if inFolder && relevant(event.Name) {
 					settle.Reset(Settle)
 				}
 			case <-watcher.Errors:
@@ -68,5 +112,5 @@ func Watch(ctx context.Context, folders []string, relevant func(name string) boo
 			}
 		}
 	}()
-	return &Folders{watcher: watcher}, nil
+	return f, nil
 }
