@@ -77,6 +77,8 @@ type watchedConn struct {
 	gateway  *Gateway
 	listener string
 
+	secured bool // a TLS connection, after its handshake
+
 	// Used by gRPC's reading goroutine only.
 	seen    []byte // the first bytes, up to the length of the preface
 	decided bool
@@ -99,9 +101,20 @@ func (c *watchedConn) Read(p []byte) (int, error) {
 		c.seen = nil
 	case err != nil:
 		c.decided = true
-		if reason := tlsutil.HandshakeFailureReason(err); reason == tlsutil.FailureServerRejected {
+		switch reason := tlsutil.HandshakeFailureReason(err); {
+		case reason == tlsutil.FailureServerRejected:
 			c.gateway.handshakeFailures[slices.Index(tlsutil.HandshakeFailures, reason)].Add(1)
 			c.refused(string(reason) + ": " + err.Error())
+		case reason == tlsutil.FailureClosed && c.secured && len(c.seen) == 0:
+			// gRPC's C core, which Qlik uses, checks the gateway's host
+			// name only after the handshake, and closes without an alert
+			// when the certificate does not name it.
+			c.gateway.handshakeFailures[slices.Index(tlsutil.HandshakeFailures, reason)].Add(1)
+			peer := c.RemoteAddr().String()
+			if c.gateway.warnings.allow("closed:" + peerHost(peer)) {
+				c.gateway.logger.Warn("client closed the connection after the TLS handshake, before any call: it probably does not accept the gateway's certificate for the name it dials; compare that name with the certificate's subjectAltNames",
+					"listener", c.listener, "peer", peer, "error", err.Error())
+			}
 		}
 	}
 	return n, err

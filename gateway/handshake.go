@@ -30,7 +30,7 @@ func (h *handshakeLogger) ServerHandshake(conn net.Conn) (net.Conn, credentials.
 	if err == nil {
 		// With TLS 1.3 a client refuses the gateway's certificate only
 		// after the handshake; the first read then finds its alert.
-		return &watchedConn{Conn: secured, gateway: h.gateway, listener: h.listener}, info, nil
+		return &watchedConn{Conn: secured, gateway: h.gateway, listener: h.listener, secured: true}, info, nil
 	}
 	reason := tlsutil.HandshakeFailureReason(err)
 	h.gateway.handshakeFailures[slices.Index(tlsutil.HandshakeFailures, reason)].Add(1)

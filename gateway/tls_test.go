@@ -245,6 +245,33 @@ func TestTLSListenerRefusesPlaintext(t *testing.T) {
 	}
 }
 
+// TestClientClosingAfterHandshakeLogged checks that a client that
+// completes the TLS handshake and closes before any call, as Qlik's gRPC
+// core does when the gateway's certificate does not name the host it
+// dials, is logged with a hint and counted as closed by peer.
+func TestClientClosingAfterHandshakeLogged(t *testing.T) {
+	certs := ssetest.NewCerts(t)
+	plugin := startCountedPlugin(t, "plugin-a")
+	gw := startTLSGateway(t, certs, plugin)
+
+	cfg := qlikLikeConfig(t, tlsutil.ClientFilesInDir(certs.QlikDir, "", "", ""))
+	cfg.NextProtos = []string{"h2"}
+	conn, err := tls.Dial("tcp", gw.Addrs[0], cfg)
+	if err != nil {
+		t.Fatalf("TLS handshake: %v", err)
+	}
+	peer := conn.LocalAddr().String()
+	conn.Close()
+
+	record := gw.Logs.WaitFor(t, "client closed the connection after the TLS handshake, before any call: it probably does not accept the gateway's certificate for the name it dials; compare that name with the certificate's subjectAltNames", 5*time.Second, nil)
+	if got := record["peer"]; got != peer {
+		t.Errorf("log record peer = %v, want %s", got, peer)
+	}
+	if diff := cmp.Diff(handshakeCounts(tlsutil.FailureClosed), gw.HandshakeFailures()); diff != "" {
+		t.Errorf("HandshakeFailures() (-want +got):\n%s", diff)
+	}
+}
+
 // TestPlaintextListenerFailsTLSClient checks that a TLS client connecting
 // to a listener configured with insecure: true fails within 2s instead of
 // waiting for its deadline (C04).
