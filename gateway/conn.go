@@ -108,8 +108,9 @@ func (c *watchedConn) Read(p []byte) (int, error) {
 		case reason == tlsutil.FailureClosed && c.secured && len(c.seen) == 0:
 			// gRPC's C core, which Qlik uses, checks the gateway's host
 			// name only after the handshake, and closes without an alert
-			// when the certificate does not name it.
-			c.gateway.handshakeFailures[slices.Index(tlsutil.HandshakeFailures, reason)].Add(1)
+			// when the certificate does not name it. Not counted as a
+			// failed handshake: a tool that checks the certificate does
+			// the same.
 			peer := c.RemoteAddr().String()
 			if c.gateway.warnings.allow("closed:" + peerHost(peer)) {
 				c.gateway.logger.Warn("client closed the connection after the TLS handshake, before any call: it probably does not accept the gateway's certificate for the name it dials; compare that name with the certificate's subjectAltNames",
