@@ -71,6 +71,13 @@ func newProviders(t *testing.T, cfg config.Telemetry, opts telemetry.Options) *t
 // then shuts the providers down, which flushes both to their exporters.
 func emit(t *testing.T, p *telemetry.Providers) {
 	t.Helper()
+	record(t, p)
+	shutdown(t, p)
+}
+
+// record records what emit does, without the shutdown.
+func record(t *testing.T, p *telemetry.Providers) {
+	t.Helper()
 	ctx := context.Background()
 	_, span := p.TracerProvider.Tracer("telemetry-test").Start(ctx, checkSpan)
 	span.End()
@@ -79,7 +86,6 @@ func emit(t *testing.T, p *telemetry.Providers) {
 		t.Fatal(err)
 	}
 	counter.Add(ctx, 1)
-	shutdown(t, p)
 }
 
 func shutdown(t *testing.T, p *telemetry.Providers) {
@@ -769,15 +775,8 @@ func TestShutdownSendsMetricsWhileSpansHang(t *testing.T) {
 		Metrics: config.MetricExport{Exporter: config.ExporterOTLP, Endpoint: metrics.Addr, Insecure: true},
 	}, telemetry.Options{})
 
-	ctx := context.Background()
-	_, span := p.TracerProvider.Tracer("telemetry-test").Start(ctx, checkSpan)
-	span.End()
-	counter, err := p.MeterProvider.Meter("telemetry-test").Int64Counter(checkMetric)
-	if err != nil {
-		t.Fatal(err)
-	}
-	counter.Add(ctx, 1)
-	stopCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	record(t, p)
+	stopCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if err := p.Shutdown(stopCtx); err == nil {
 		t.Error("Shutdown() = nil, want the span collector's timeout")
