@@ -122,8 +122,8 @@ func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ready")
 	}
 	// Soon-expiring certificates do not make the gateway unready: they
-	// still work, and a replica restart would not help. Expired ones of a
-	// plugin's connection fail that engine's replicas, which says so.
+	// still work, and a replica restart would not help. An expired one of
+	// a plugin's connection fails that engine's replicas, which report it.
 	for _, warning := range warnings {
 		fmt.Fprintln(w, "warning:", warning)
 	}

@@ -379,8 +379,8 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 	//
 	// NOTE: the check comes before the pick, so a call that finds the last
 	// ready replica gone just after it waits uncounted, within
-	// reconnect_buffer; and with max_in_flight, every call is counted
-	// while its stream opens, as the pick alone knows whether it waits.
+	// reconnect_buffer. With max_in_flight, every call is counted while
+	// its stream opens, since only the pick decides whether it waits.
 	if wait > 0 && !engine.PicksAtOnce() {
 		if !c.beginWait(engine) {
 			return nil, errTooManyWaiting

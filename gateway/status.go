@@ -18,7 +18,8 @@ import (
 var errWaitExpired = errors.New("no replica became ready within reconnect_buffer")
 
 // errEngineReplaced is the cause of a first attempt that was waiting for a
-// replica when a reload replaced the engine; the call moves to the new one.
+// replica when a reload replaced the engine. The call then moves to the
+// new engine.
 var errEngineReplaced = errors.New("the engine was replaced by a configuration reload")
 
 // errTooManyWaiting is returned for a call that finds max_waiting calls
@@ -190,7 +191,7 @@ func withCertificateHint(message string) string {
 // over limits.max_message_size (grpc-go v1.85 words it so). A reply that
 // fits in the stream's window arrives with the plugin's status right
 // behind it, yet the failure is the gateway's limit, not the plugin's
-// answer.
+// status.
 func overReceiveLimit(st *status.Status) bool {
 	return st.Code() == codes.ResourceExhausted && strings.HasPrefix(st.Message(), "grpc: received message ") && strings.Contains(st.Message(), " larger than max (")
 }

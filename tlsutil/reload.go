@@ -115,8 +115,8 @@ func (s *Source) Certificates() []*x509.Certificate {
 	return certificates
 }
 
-// expiredWording is what marks the warnings of Expired among those of
-// Expiring.
+// expiredWording is the phrase that sets the warnings of Expired apart
+// from the other warnings of Expiring.
 const expiredWording = " expired on "
 
 // Expired returns a warning for each of the source's certificates that has

@@ -167,7 +167,7 @@ before the CA does. --hosts and --root-validity do not apply then.`,
 			if err != nil {
 				return fmt.Errorf("invalid --hosts: give DNS names and IP addresses, without ports or schemes:\n%w", err)
 			}
-			// A renewal keeps the set's CA unless told otherwise.
+			// A renewal keeps the set's CA, unless --new-ca is given.
 			caFolder := filepath.Join(out, tlsutil.CAFolder)
 			_, statErr := os.Stat(filepath.Join(caFolder, tlsutil.RootCertFile))
 			existingCA := statErr == nil

@@ -50,7 +50,7 @@ func (f *Folders) Add(folder string) error {
 	return nil
 }
 
-// classify tells what an event at name is: a change in a watched folder,
+// classify reports what an event at name is: a change in a watched folder,
 // the replacement of a watched folder itself, or neither (a change beside
 // a folder, seen through the watch of its parent).
 func (f *Folders) classify(name string) (inFolder, folderReplaced bool) {
