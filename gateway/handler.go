@@ -373,15 +373,18 @@ func (c *call) openAttempt(backendCtx context.Context) (*attempt, *status.Status
 func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 	engine := c.engine
 	wait := engine.Config.ReconnectWait()
-	// A call counts among the waiting ones (max_waiting and the metric)
-	// only when it may wait: not when it fails fast, nor when a replica
-	// is ready and takes any number of calls.
+	// A call counts among the waiting ones (max_waiting and the metric),
+	// and can move to the engine a reload puts in place, only when it may
+	// wait: not when it fails fast, nor when a replica is ready and takes
+	// any number of calls. That spares most calls both.
 	//
 	// NOTE: the check comes before the pick, so a call that finds the last
-	// ready replica gone just after it waits uncounted, within
-	// reconnect_buffer. With max_in_flight, every call is counted while
-	// its stream opens, since only the pick decides whether it waits.
-	if wait > 0 && !engine.PicksAtOnce() {
+	// ready replica gone just after it waits uncounted and unmovable,
+	// within reconnect_buffer. With max_in_flight, every call is counted
+	// while its stream opens, since only the pick decides whether it
+	// waits.
+	mayWait := wait > 0 && !engine.PicksAtOnce()
+	if mayWait {
 		if !c.beginWait(engine) {
 			return nil, errTooManyWaiting
 		}
@@ -408,7 +411,7 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 				a.cancel(errWaitExpired)
 			}
 		})
-		if a.number == 1 {
+		if mayWait && a.number == 1 {
 			defer engine.AfterReplaced(func() {
 				if outcome.CompareAndSwap(waiting, replaced) {
 					a.cancel(errEngineReplaced)
