@@ -1128,3 +1128,26 @@ engines:
 		{"engines.R.backends[0].tls", `certificate "old" expired on`},
 	})
 }
+
+// TestValidateSwappedFolders checks the problems of a listener given the
+// Qlik client folder and a backend given the gateway's folder: one line
+// per missing file, each named once under its key.
+func TestValidateSwappedFolders(t *testing.T) {
+	set := writeCerts(t)
+	yaml := `
+listeners:
+  - {address: "127.0.0.1:0", tls: {dir: ` + quote(set.QlikDir) + `}}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055", tls: {dir: ` + quote(set.GatewayDir) + `}}]}
+`
+	_, err := config.Parse([]byte(yaml), nil)
+	checkProblems(t, err, []problem{
+		{"listeners[0].tls", "reading server certificate: open "},
+		{"listeners[0].tls", "reading server key: open "},
+		{"engines.R.backends[0].tls", "reading client certificate: open "},
+		{"engines.R.backends[0].tls", "reading client key: open "},
+	})
+	if err != nil && strings.Contains(err.Error(), "tls: listeners") {
+		t.Errorf("Parse() error names a key twice:\n%v", err)
+	}
+}

@@ -79,10 +79,13 @@ func (c *Config) validate(spelling keySpelling, failedKeys []string) error {
 			// back to the default in dir, or to none without dir, so the
 			// files loaded here are not the ones the configuration names.
 		case listener.TLS != nil:
-			source, err := tlsutil.NewServerSource(key+".tls", listener.TLS.Files())
-			if err != nil {
+			if _, err := listener.TLS.Files().ServerConfig(); err != nil {
 				problems = append(problems, prefixEach(key+".tls", err)...)
 				continue
+			}
+			source, err := tlsutil.NewServerSource(key+".tls", listener.TLS.Files())
+			if err != nil {
+				continue // a file changed since the line above read it
 			}
 			for _, expired := range source.Expired(time.Now()) {
 				report("%s: every client refuses it; renew it (ssegw certs init --force keeps the CA of a set it made)", expired)
@@ -151,10 +154,13 @@ func (c *Config) validate(spelling keySpelling, failedKeys []string) error {
 				// As for a listener, the files loaded here are not the
 				// ones the configuration names.
 			case backend.TLS != nil:
-				source, err := tlsutil.NewClientSource(backendKey+".tls", backend.TLS.Files(), "")
-				if err != nil {
+				if _, err := backend.TLS.Files().ClientConfig(""); err != nil {
 					problems = append(problems, prefixEach(backendKey+".tls", err)...)
 					continue
+				}
+				source, err := tlsutil.NewClientSource(backendKey+".tls", backend.TLS.Files(), "")
+				if err != nil {
+					continue // a file changed since the line above read it
 				}
 				for _, expired := range source.Expired(time.Now()) {
 					report("%s: the plugin refuses it, or the gateway refuses the plugin; renew it", expired)
