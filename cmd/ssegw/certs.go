@@ -107,8 +107,9 @@ files moved into place before it stay, and the error lists them.
 With --force over a set that has its ca/ folder, the certificates are
 renewed from that CA, which stays as it is, so that Qlik servers holding
 the old qlik/ folder still connect until its client certificate expires.
---new-ca makes a new CA instead: then every Qlik server needs the new
-qlik/ folder before it can connect again.
+Without ca/ (moved off the host), put it back first. --new-ca makes a
+new CA instead: the gateway reloads it at once, and every Qlik server
+needs the new qlik/ folder before it can connect again.
 
 With --ca DIR, it makes only a client certificate for the gateway to use
 towards a TLS plugin, signed by the CA in DIR (root_cert.pem and
@@ -171,6 +172,12 @@ before the CA does. --hosts and --root-validity do not apply then.`,
 			caFolder := filepath.Join(out, tlsutil.CAFolder)
 			_, statErr := os.Stat(filepath.Join(caFolder, tlsutil.RootCertFile))
 			existingCA := statErr == nil
+			if force && !existingCA && !newCA && existingSet(out) {
+				// The CA was moved off the host, as it should be: a new one
+				// would cut off every Qlik server that holds the old folder.
+				return fmt.Errorf("%s has certificates but no %s/%s, so they cannot be renewed from their CA: put the CA's %s and %s back into %s, or add --new-ca to make a new CA, after which every Qlik server needs the new %s folder",
+					out, tlsutil.CAFolder, tlsutil.RootCertFile, tlsutil.RootCertFile, tlsutil.CAKeyFile, caFolder, tlsutil.QlikFolder)
+			}
 			var ca *tlsutil.Authority
 			if existingCA && force && !newCA {
 				if cmd.Flags().Changed("root-validity") {
@@ -218,6 +225,17 @@ before the CA does. --hosts and --root-validity do not apply then.`,
 	cmd.Flags().StringVar(&caDir, "ca", "", "folder with an existing CA (root_cert.pem, root_key.pem): make only a client certificate for the gateway")
 	cmd.Flags().StringVar(&clientName, "client-name", "ssegw", "common name of the client certificate made with --ca")
 	return cmd
+}
+
+// existingSet reports whether dir has the gateway's or Qlik's folder of a
+// set that certs init wrote.
+func existingSet(dir string) bool {
+	for _, folder := range []string{tlsutil.GatewayFolder, tlsutil.QlikFolder} {
+		if _, err := os.Stat(filepath.Join(dir, folder, tlsutil.RootCertFile)); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // certsWriteError adds a hint to rerun with --force to an error of certs

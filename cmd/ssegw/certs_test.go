@@ -166,6 +166,21 @@ func TestCertsInitForceNewCA(t *testing.T) {
 			t.Errorf("certs init %q = nil error, want one: it would replace the CA without --force --new-ca", args)
 		}
 	}
+	// With the CA moved off the host, a renewal needs it back, or --new-ca.
+	moved := t.TempDir()
+	if err := os.Rename(filepath.Join(dir, "ca"), filepath.Join(moved, "ca")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runCommand(t, "certs", "init", "--out", dir, "--hosts", "localhost", "--force"); err == nil || !strings.Contains(err.Error(), "put the CA's root_cert.pem and root_key.pem back") {
+		t.Errorf("certs init --force without ca/ = %v, want an error asking for the CA or --new-ca", err)
+	}
+	if !bytes.Equal(read("gateway", "root_cert.pem"), oldRoot) {
+		t.Error("certs init --force without ca/ replaced the gateway's root, want nothing written")
+	}
+	if err := os.Rename(filepath.Join(moved, "ca"), filepath.Join(dir, "ca")); err != nil {
+		t.Fatal(err)
+	}
+
 	again, err := runCommand(t, "certs", "init", "--out", dir, "--hosts", "localhost", "--force", "--new-ca")
 	if err != nil {
 		t.Fatalf("certs init --force --new-ca: %v", err)
