@@ -608,7 +608,7 @@ drain_timeout: 0
 listeners:
   - {address: "127.0.0.1:0", insecure: true}
 engines:
-  SSEPython: {max_attempts: 0, replay_buffer: 0B, probe_interval: 0s, backends: [{address: "127.0.0.1:50055"}]}
+  SSEPython: {max_attempts: 0, replay_buffer: 0B, probe_interval: 0s, functions: {SumOfRows: {max_attempts: 0}}, backends: [{address: "127.0.0.1:50055"}]}
 limits: {max_connections: 0}
 keepalive: {min_ping_interval: 0s}
 `,
@@ -616,6 +616,7 @@ keepalive: {min_ping_interval: 0s}
 				{"engines.SSEPython.probe_interval", "0 is not allowed; leave the key out for the default, 10s"},
 				{"engines.SSEPython.replay_buffer", "0 is not allowed; leave the key out for the default, 8MiB"},
 				{"engines.SSEPython.max_attempts", "0 is not allowed; leave the key out for the default, 3"},
+				{"engines.SSEPython.functions.SumOfRows.max_attempts", "0 is not allowed; leave the key out for the default, the engine's max_attempts"},
 				{"limits.max_connections", "0 is not allowed; leave the key out for the default, 1000"},
 				{"keepalive.min_ping_interval", "0 is not allowed; leave the key out for the default, 5s"},
 			},

@@ -118,7 +118,7 @@ func parse(data []byte, environ []string, baseDir string) (*Config, error) {
 	}
 
 	// Validate what decoded, so that the file's problems come out at once.
-	problems = append(problems, explicitZeros(settings, cfg)...)
+	problems = append(problems, explicitZeros(settings, cfg, spelling)...)
 	cfg.ApplyDefaults()
 	cfg.resolvePaths(baseDir)
 	for _, problem := range flatten([]error{cfg.validate(spelling, failedKeys)}) {
@@ -329,8 +329,9 @@ var zeroMeansDefault = []struct {
 }
 
 // explicitZeros returns a problem for each key of zeroMeansDefault that
-// settings, the file with the environment applied, sets to 0.
-func explicitZeros(settings map[string]any, cfg *Config) []error {
+// settings, the file with the environment applied, sets to 0, and for a
+// function's max_attempts of 0, which would take the engine's.
+func explicitZeros(settings map[string]any, cfg *Config, spelling keySpelling) []error {
 	var problems []error
 	check := func(path string, set map[string]any, key string, value, def any) {
 		if _, ok := set[key]; ok && reflect.ValueOf(value).IsZero() {
@@ -351,6 +352,20 @@ func explicitZeros(settings map[string]any, cfg *Config) []error {
 		section, key, _ := strings.Cut(entry.key, ".")
 		set, _ := settings[section].(map[string]any)
 		check(entry.key, set, key, entry.value(cfg, nil), entry.def)
+	}
+	for key, engine := range cfg.Engines {
+		if engine == nil {
+			continue
+		}
+		engineSettings, _ := engines[key].(map[string]any)
+		functions, _ := engineSettings["functions"].(map[string]any)
+		mapPath := "engines." + engine.Name + ".functions"
+		for name, policy := range engine.Functions {
+			set, _ := functions[name].(map[string]any)
+			if policy != nil {
+				check(mapPath+"."+spelling.spell(mapPath, name)+".max_attempts", set, "max_attempts", policy.MaxAttempts, "the engine's max_attempts")
+			}
+		}
 	}
 	return problems
 }
