@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -404,4 +405,26 @@ func TestRoutingPluginStopped(t *testing.T) {
 	}
 
 	checkRouted(t, portPy, "", "plugin-b", codes.OK)
+}
+
+// TestFunctionPolicyMisspeltWarned checks that a function policy whose
+// name is no function of the plugin is logged as a warning once the
+// engine learns the plugin's functions, naming those it has.
+func TestFunctionPolicyMisspeltWarned(t *testing.T) {
+	plugin := startSecPlugin(t)
+	engine := ssetest.Engine(plugin.Addr)
+	engine.Functions = map[string]*config.FunctionPolicy{"Ecko": {MaxAttempts: 1}, "echo": {MaxAttempts: 2}}
+	gw := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("R", nil)},
+		Engines:   map[string]*config.Engine{"R": engine},
+	})
+	// The warnings come before this record.
+	gw.Logs.WaitFor(t, "capabilities agreed", 10*time.Second, nil)
+	record := gw.Logs.WaitFor(t, "function policy names no function of the plugin; check its spelling", time.Second, nil)
+	if record["function"] != "Ecko" || !strings.Contains(fmt.Sprint(record["functions"]), "Echo") {
+		t.Errorf("warning = %v, want it to name Ecko and the plugin's functions, Echo among them", record)
+	}
+	if got := len(gw.Logs.Records("function policy names no function of the plugin; check its spelling")); got != 1 {
+		t.Errorf("%d warnings, want 1: echo is the plugin's Echo", got)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/resolver"
 
 	"github.com/ssegw/ssegw/config"
+	"github.com/ssegw/ssegw/ssepb"
 	"github.com/ssegw/ssegw/tlsutil"
 )
 
@@ -144,6 +146,7 @@ func NewEngine(cfg *config.Engine, opts EngineOptions) (*Engine, error) {
 		e.setCapabilities(stored)
 		e.logger.Info("capabilities loaded from the state folder", "engine", e.Name,
 			"functions", len(stored.Message.GetFunctions()), "fetched", stored.Fetched)
+		e.warnUnknownPolicies(stored)
 	}
 	return e, nil
 }
@@ -376,6 +379,7 @@ func (e *Engine) settleCapabilities(replicas []*Replica) {
 	}
 	if current == nil || current.key() != agreed {
 		e.setCapabilities(chosen)
+		e.warnUnknownPolicies(chosen)
 		e.logger.Info("capabilities agreed", "engine", e.Name, "functions", len(chosen.Message.GetFunctions()),
 			"plugin", chosen.Message.GetPluginIdentifier(), "replicas", votes[agreed])
 		if err := storeCapabilities(e.stateDir, e.Name, chosen); err != nil {
@@ -384,6 +388,29 @@ func (e *Engine) settleCapabilities(replicas []*Replica) {
 	} else if chosen.Fetched.After(current.Fetched) {
 		e.capabilities.Store(chosen) // same functions, fresher date
 	}
+}
+
+// warnUnknownPolicies warns about each function policy of the engine that
+// names no function of capabilities: a misspelt name would otherwise
+// leave its function on the engine's policy without a word.
+func (e *Engine) warnUnknownPolicies(capabilities *Capabilities) {
+	for name := range e.Config.Functions {
+		known := slices.ContainsFunc(capabilities.Message.GetFunctions(), func(f *ssepb.FunctionDefinition) bool {
+			return strings.EqualFold(f.GetName(), name)
+		})
+		if !known {
+			e.logger.Warn("function policy names no function of the plugin; check its spelling", "engine", e.Name,
+				"function", name, "functions", functionNames(capabilities))
+		}
+	}
+}
+
+func functionNames(capabilities *Capabilities) string {
+	names := make([]string, 0, len(capabilities.Message.GetFunctions()))
+	for _, f := range capabilities.Message.GetFunctions() {
+		names = append(names, f.GetName())
+	}
+	return strings.Join(names, ", ")
 }
 
 // fitForCalls reports whether the pool may send calls to a replica whose
