@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -117,6 +118,15 @@ func importSettings(cmd *cobra.Command, path, out string, force bool, opts confi
 	line, kept := withSkippedEntries(line, plugins, problems)
 	stdout := cmd.OutOrStdout()
 	fmt.Fprintf(stdout, "Wrote %s with %d engines (%s).\n", out, len(plugins), strings.Join(engineNames(plugins), ", "))
+	if _, err := os.Stat(opts.TLSDir); err != nil {
+		// validate would stop at the missing folder first.
+		if filepath.Base(opts.TLSDir) == tlsutil.GatewayFolder {
+			fmt.Fprintf(stdout, "Make the gateway's certificates first, since %s does not exist yet: ssegw certs init --out %s --hosts %s\n",
+				opts.TLSDir, filepath.Dir(opts.TLSDir), opts.GatewayHost)
+		} else {
+			fmt.Fprintf(stdout, "Put the gateway's certificates in %s first, which does not exist yet.\n", opts.TLSDir)
+		}
+	}
 	fmt.Fprintf(stdout, "Check it with: ssegw validate --config %s --connect\n\n", out)
 	fmt.Fprintf(stdout, "In Settings.ini, under [Settings 7], replace the SSEPlugin line with:\n%s\n", line)
 	switch len(kept) {

@@ -608,6 +608,10 @@ func TestImportSettingsKeepsSkippedEntries(t *testing.T) {
 	if !strings.Contains(stdout, "skipped entries 2, 4 stay in it as they were") {
 		t.Errorf("import-settings stdout = %q, want it to name the entries kept as they were", stdout)
 	}
+	// No certs/gateway here, which validate would stop at.
+	if want := "Make the gateway's certificates first, since certs/gateway does not exist yet: ssegw certs init --out certs --hosts gw.example"; !strings.Contains(stdout, want) {
+		t.Errorf("import-settings stdout = %q, want it to contain %q", stdout, want)
+	}
 
 	one := writeSampleSettings(t, []byte("[Settings 7]\r\nSSEPlugin=A,localhost:50061;R,localhost:notaport\r\n"))
 	stdout, _, err = runCommandOutput(t, "import-settings", one, "--out", filepath.Join(t.TempDir(), "ssegw.yaml"), "--gateway-host", "gw.example")
