@@ -183,11 +183,13 @@ listeners:
   - {address: "127.0.0.1:50351", insecure: true}
   - {address: ":50352", insecure: true, insecure_remote: true}
 engines:
-  R: {backends: [{address: "localhost:50351"}, {address: "127.0.0.1:50352"}, {address: "127.0.0.2:50351"}, {address: "plugins.example:50352"}]}
+  R: {backends: [{address: "localhost:50351"}, {address: "127.0.0.1:50352"}, {address: "127.0.0.2:50351"}, {address: "plugins.example:50352"}, {address: "127.0.0.1:8091"}]}
+admin: {address: "127.0.0.1:8091"}
 `,
 			want: []problem{
 				{"engines.R.backends[0].address", `"localhost:50351" is the gateway's own listeners[0]`},
 				{"engines.R.backends[1].address", `"127.0.0.1:50352" is the gateway's own listeners[1]`},
+				{"engines.R.backends[4].address", `"127.0.0.1:8091" is the gateway's own admin listener`},
 			},
 		},
 		{

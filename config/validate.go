@@ -97,6 +97,10 @@ func (c *Config) validate(spelling keySpelling, failedKeys []string) error {
 	if len(c.Engines) == 0 {
 		report("engines: none configured; add at least one engine with its backends")
 	}
+	admin := listenerPorts{}
+	if c.Admin.Address != "none" && checkListenAddress(c.Admin.Address) == nil {
+		admin.add(c.Admin.Address, 0)
+	}
 	hostOwner := map[string]string{}
 	for _, name := range names {
 		engine := c.Engine(name)
@@ -144,6 +148,8 @@ func (c *Config) validate(spelling keySpelling, failedKeys []string) error {
 				report("%s.address: %q is listed twice, also as backends[%d]", backendKey, backend.Address, j)
 			} else if j, ok := seen.reaches(backend.Address); ok && !backend.DNS {
 				report("%s.address: %q is the gateway's own listeners[%d], so each call would come back to the gateway; give the plugin's address", backendKey, backend.Address, j)
+			} else if _, ok := admin.reaches(backend.Address); ok && !backend.DNS {
+				report("%s.address: %q is the gateway's own admin listener, which serves no gRPC; give the plugin's address", backendKey, backend.Address)
 			} else {
 				backends[backend.Address] = i
 			}
