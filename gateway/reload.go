@@ -87,8 +87,17 @@ func (g *Gateway) Reload(cfg *config.Config) (warnings []string, err error) {
 			engine.Drain(ctx)
 		})
 	}
-	g.logger.Info("configuration reloaded", "engines", len(engines), "new_or_changed", len(started), "replaced_or_removed", len(replaced))
+	g.logger.Info("configuration reloaded", "engines", len(engines), "new_or_changed", engineNames(started), "replaced_or_removed", engineNames(replaced))
 	return warnings, nil
+}
+
+// engineNames lists engines by name, for a log record.
+func engineNames(engines []*routing.Engine) []string {
+	names := make([]string, len(engines))
+	for i, engine := range engines {
+		names[i] = engine.Name
+	}
+	return names
 }
 
 // reloadedListener finds the new section of the running listener i at

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"strings"
@@ -250,6 +251,10 @@ func TestReloadKeepsUnchangedEngine(t *testing.T) {
 	resilWait(t, 10*time.Second, "two connections to R's plugin", func() bool { return pluginR.Conns.Load() == 2 })
 
 	reloadApply(t, gw, configWith(newPy.Addr))
+	record := gw.Logs.WaitFor(t, "configuration reloaded", 5*time.Second, nil)
+	if got := fmt.Sprint(record["new_or_changed"], record["replaced_or_removed"]); got != "[Py] [Py]" {
+		t.Errorf("reload record names new or changed, replaced or removed engines %s, want [Py] [Py]", got)
+	}
 
 	if got := served("Py"); got != "py-new" {
 		t.Errorf("call to Py after the reload served by %q, want py-new", got)
