@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -1094,9 +1095,9 @@ func removeFile(t *testing.T, path string) {
 }
 
 // TestValidateExpiredCertificates checks that a listener's certificate,
-// or a backend's client certificate, that has expired is a problem: every
-// peer refuses it, so the gateway would start only to fail each
-// connection.
+// or a backend's client certificate, that has expired is listed by
+// ExpiredCertificates, and is no problem of the file: the gateway still
+// serves its other listeners and engines.
 func TestValidateExpiredCertificates(t *testing.T) {
 	set := writeCerts(t)
 	ca, err := tlsutil.LoadAuthority(filepath.Join(set.CADir, tlsutil.RootCertFile), filepath.Join(set.CADir, tlsutil.CAKeyFile))
@@ -1125,11 +1126,19 @@ listeners:
 engines:
   R: {backends: [{address: "127.0.0.1:50055", tls: {dir: ` + quote(expiredFolder(tlsutil.ClientCertFile, tlsutil.ClientKeyFile, x509.ExtKeyUsageClientAuth)) + `}}]}
 `
-	_, err = config.Parse([]byte(yaml), nil)
-	checkProblems(t, err, []problem{
-		{"listeners[0].tls", `certificate "old" expired on`},
-		{"engines.R.backends[0].tls", `certificate "old" expired on`},
-	})
+	cfg, err := config.Parse([]byte(yaml), nil)
+	if err != nil {
+		t.Fatalf("Parse() error: %v", err)
+	}
+	warnings := cfg.ExpiredCertificates(time.Now())
+	for _, want := range []string{`listeners[0].tls: certificate "old" expired on`, `engines.R.backends[0].tls: certificate "old" expired on`} {
+		if !slices.ContainsFunc(warnings, func(w string) bool { return strings.HasPrefix(w, want) }) {
+			t.Errorf("ExpiredCertificates() = %q, want one starting with %q", warnings, want)
+		}
+	}
+	if len(warnings) != 2 {
+		t.Errorf("ExpiredCertificates() = %q, want 2", warnings)
+	}
 }
 
 // TestValidateSwappedFolders checks the problems of a listener given the

@@ -81,14 +81,6 @@ func (c *Config) validate(spelling keySpelling, failedKeys []string) error {
 		case listener.TLS != nil:
 			if _, err := listener.TLS.Files().ServerConfig(); err != nil {
 				problems = append(problems, prefixEach(key+".tls", err)...)
-				continue
-			}
-			source, err := tlsutil.NewServerSource(key+".tls", listener.TLS.Files())
-			if err != nil {
-				continue // a file changed since the line above read it
-			}
-			for _, expired := range source.Expired(time.Now()) {
-				report("%s: every client refuses it; renew it (ssegw certs init --force keeps the CA of a set it made)", expired)
 			}
 		}
 	}
@@ -162,14 +154,6 @@ func (c *Config) validate(spelling keySpelling, failedKeys []string) error {
 			case backend.TLS != nil:
 				if _, err := backend.TLS.Files().ClientConfig(""); err != nil {
 					problems = append(problems, prefixEach(backendKey+".tls", err)...)
-					continue
-				}
-				source, err := tlsutil.NewClientSource(backendKey+".tls", backend.TLS.Files(), "")
-				if err != nil {
-					continue // a file changed since the line above read it
-				}
-				for _, expired := range source.Expired(time.Now()) {
-					report("%s: the plugin refuses it, or the gateway refuses the plugin; renew it", expired)
 				}
 			}
 		}
@@ -427,6 +411,33 @@ func (p listenerPorts) conflict(address string) (int, bool) {
 		}
 	}
 	return 0, false
+}
+
+// ExpiredCertificates returns a warning for each certificate that a
+// listener or a backend presents and that has expired. They are not
+// problems of the file: the gateway still serves its other listeners and
+// engines, and picks up renewed files without a restart.
+func (c *Config) ExpiredCertificates(now time.Time) []string {
+	var warnings []string
+	for i, listener := range c.Listeners {
+		if listener.TLS == nil {
+			continue
+		}
+		if source, err := tlsutil.NewServerSource(fmt.Sprintf("listeners[%d].tls", i), listener.TLS.Files()); err == nil {
+			warnings = append(warnings, source.Expired(now)...)
+		}
+	}
+	for _, name := range c.EngineNames() {
+		for i, backend := range c.Engine(name).Backends {
+			if backend.TLS == nil {
+				continue
+			}
+			if source, err := tlsutil.NewClientSource(fmt.Sprintf("engines.%s.backends[%d].tls", name, i), backend.TLS.Files(), ""); err == nil {
+				warnings = append(warnings, source.Expired(now)...)
+			}
+		}
+	}
+	return warnings
 }
 
 // reaches returns the index of a listener that a dial of address would

@@ -2,8 +2,11 @@ package gateway_test
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -771,6 +774,33 @@ func TestReadyzExpiredListenerCertificate(t *testing.T) {
 	})
 	rotWaitReady(t, gw)
 
+	// An expired old root kept beside the current one in the client CA
+	// file leaves the gateway ready: the listener still works.
+	files := tlsutil.ServerFilesInDir(listenerDir, "", "", "")
+	oldRootKey, err := tlsutil.GenerateKey(tlsutil.KeyECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldRootTemplate := &x509.Certificate{
+		SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "old_root"},
+		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	oldRoot, err := x509.CreateCertificate(rand.Reader, oldRootTemplate, oldRootTemplate, oldRootKey.Public(), oldRootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, err := os.ReadFile(files.ClientCAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mark := logMark(gw)
+	rotReplace(t, rotFile{files.ClientCAFile, append(roots, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: oldRoot})...)})
+	waitForRecordAfter(t, gw, mark, rotWait, "the client CA file reloaded", func(map[string]any) bool { return true }, "certificates reloaded")
+	if code, body := rotReadyz(t, gw); code != http.StatusOK || rotWarningFor(body, "old_root") == "" {
+		t.Errorf("/readyz = %d %q with an expired old root in the client CA file, want 200 with a warning about it", code, body)
+	}
+
 	// An expired certificate, as one that was never renewed becomes.
 	cert, key, err := certs.CA.Issue(tlsutil.LeafRequest{
 		CommonName: "sse_server", Hosts: ssetest.TestHosts, Usage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
@@ -779,8 +809,7 @@ func TestReadyzExpiredListenerCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files := tlsutil.ServerFilesInDir(listenerDir, "", "", "")
-	mark := logMark(gw)
+	mark = logMark(gw)
 	rotReplace(t, rotFile{files.KeyFile, key}, rotFile{files.CertFile, cert})
 	waitForRecordAfter(t, gw, mark, rotWait, "the listener's certificate reloaded", func(map[string]any) bool { return true }, "certificates reloaded")
 

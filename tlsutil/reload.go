@@ -119,16 +119,22 @@ func (s *Source) Certificates() []*x509.Certificate {
 // from the other warnings of Expiring.
 const expiredWording = " expired on "
 
-// Expired returns a warning for each of the source's certificates that has
-// expired: its own, or that of a CA it trusts.
+// Expired returns a warning for each certificate the source presents that
+// has expired, which every peer refuses. An expired CA among those it
+// trusts is left out: a CA file may keep an old root beside the current
+// one, and Expiring lists it.
 func (s *Source) Expired(now time.Time) []string {
 	var warnings []string
-	for _, cert := range s.Certificates() {
-		if !now.Before(cert.NotAfter) {
-			warnings = append(warnings, fmt.Sprintf("%s: certificate %q%s%s", s.name, cert.Subject.CommonName, expiredWording, cert.NotAfter.Format(time.DateOnly)))
+	for _, pair := range s.current.Load().Certificates {
+		if pair.Leaf != nil && !now.Before(pair.Leaf.NotAfter) {
+			warnings = append(warnings, expiredWarning(s.name, pair.Leaf))
 		}
 	}
 	return warnings
+}
+
+func expiredWarning(source string, cert *x509.Certificate) string {
+	return fmt.Sprintf("%s: certificate %q%s%s", source, cert.Subject.CommonName, expiredWording, cert.NotAfter.Format(time.DateOnly))
 }
 
 // IsExpiredWarning reports whether a warning of Expiring is about a
@@ -249,12 +255,11 @@ func sourceFolders(sources []*Source) []string {
 func (w *Watcher) Expiring(within time.Duration, now time.Time) []string {
 	var warnings []string
 	for _, s := range w.snapshot() {
-		warnings = append(warnings, s.Expired(now)...)
 		for _, cert := range s.Certificates() {
 			left := cert.NotAfter.Sub(now)
 			switch {
 			case left <= 0:
-				// Listed by Expired.
+				warnings = append(warnings, expiredWarning(s.name, cert))
 			case left < within:
 				warnings = append(warnings, fmt.Sprintf("%s: certificate %q expires on %s, in %d days", s.name, cert.Subject.CommonName,
 					cert.NotAfter.Format(time.DateOnly), int(left.Hours()/24)))

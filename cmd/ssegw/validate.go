@@ -34,7 +34,10 @@ key. With --connect, also dial each backend with its TLS settings, fetch
 its capabilities, and report replicas that cannot be reached or whose
 functions differ from the other replicas of their engine.
 
-The exit status is 0 when everything is fine, 1 otherwise.`,
+It warns about certificates that have expired: the file is valid with
+them, but every peer refuses them. The exit status is 0 when the file is
+valid and, with --connect, every backend answered and agrees; 1
+otherwise.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if timeout <= 0 {
@@ -47,6 +50,9 @@ The exit status is 0 when everything is fine, 1 otherwise.`,
 				return exitError{code: 1}
 			}
 			fmt.Fprintf(out, "%s: valid: %s, %s (%s)\n", configFile, count(len(cfg.Listeners), "listener"), count(len(cfg.Engines), "engine"), strings.Join(cfg.EngineNames(), ", "))
+			for _, expired := range cfg.ExpiredCertificates(time.Now()) {
+				fmt.Fprintf(out, "warning: %s: every peer refuses it; renew it (ssegw certs init --force keeps the CA of a set it made)\n", expired)
+			}
 			if !connect {
 				return nil
 			}
