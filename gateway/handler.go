@@ -40,8 +40,9 @@ type call struct {
 	ctx        context.Context // the client's call
 	method     string
 	start      time.Time
-	incoming   metadata.MD // the headers for the plugin: received's, or a merged engine's rewrite
-	received   metadata.MD // the client's headers as they came
+	routed     *routing.Engine // the engine the call matched: engine, or the merged engine
+	incoming   metadata.MD     // the headers for the plugin: received's, or a merged engine's rewrite
+	received   metadata.MD     // the client's headers as they came
 	info       callInfo
 	policy     config.Policy
 
@@ -150,6 +151,7 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 	for {
 		engine, untrack, st := c.route(l)
 		if st != nil {
+			c.engine, c.merged = nil, nil // after a move, no engine took the call
 			close(c.requestsDone)
 			return c.finish(st, true)
 		}
@@ -190,7 +192,7 @@ func (c *call) route(l *listener) (engine *routing.Engine, untrack func(), st *s
 // replaced while the call waited for a replica, before it read any of the
 // client's messages: the call is then to be matched again.
 func (c *call) serve(ss grpc.ServerStream, engine *routing.Engine) (st *status.Status, gatewayFailure, moved bool) {
-	c.engine, c.merged, c.mergedName, c.incoming = engine, nil, "", c.received
+	c.routed, c.engine, c.merged, c.mergedName, c.incoming = engine, engine, nil, "", c.received
 	if c.span.IsRecording() {
 		// A moved call describes itself again for its new engine.
 		c.spanAttributes = c.spanAttributes[:c.startAttributes]
@@ -413,6 +415,11 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 		})
 		if mayWait && a.number == 1 {
 			defer engine.AfterReplaced(func() {
+				// An engine that the reload removed has no successor: its
+				// calls finish on it, up to drain_timeout.
+				if c.gateway.routes().Engine(c.routed.Name) == nil {
+					return
+				}
 				if outcome.CompareAndSwap(waiting, replaced) {
 					a.cancel(errEngineReplaced)
 				}

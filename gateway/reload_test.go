@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/ssegw/ssegw/config"
 	"github.com/ssegw/ssegw/internal/ssetest"
@@ -210,6 +212,46 @@ func TestReloadMovesWaitingCalls(t *testing.T) {
 	}
 	if got := resilMetric(t, gw, "ssegw_call_attempts_total", `qlik_sse_engine="R"`); got != 2*waiting {
 		t.Errorf("ssegw_call_attempts_total = %v, want %d", got, 2*waiting)
+	}
+}
+
+// TestReloadRemovedEngineKeepsWaitingCall checks that a call waiting for
+// a replica of an engine that a reload removes is not matched again, which
+// would end it with NotFound at once: it stays on its engine, which ends
+// it when drain_timeout (1s here) has passed.
+func TestReloadRemovedEngineKeepsWaitingCall(t *testing.T) {
+	t.Parallel()
+	const drain = time.Second
+	plugin := ssetest.StartHoldingPlugin(t, "r", false)
+	withGone := func(gone bool) *config.Config {
+		cfg := reloadConfig(drain, plugin.Addr)
+		if gone {
+			engine := ssetest.Engine(ssetest.FreeAddress(t))
+			reconnectBuffer := time.Minute
+			engine.ReconnectBuffer = &reconnectBuffer
+			cfg.Engines["Gone"] = engine
+			cfg.ApplyDefaults()
+		}
+		return cfg
+	}
+	gw := ssetest.StartGateway(t, withGone(true))
+	_, client := ssetest.DialConn(t, gw.Addrs[0])
+	ctx, cancel := context.WithTimeout(testContext(t), 20*time.Second)
+	defer cancel()
+	results := make(chan reloadResult, 1)
+	go reloadCall(ctx, client, results, routing.EngineHeader, "Gone")
+	resilWait(t, 10*time.Second, "a call waiting for Gone's replica", func() bool {
+		return resilMetric(t, gw, "ssegw_calls_waiting", `qlik_sse_engine="Gone"`) == 1
+	})
+	reloaded := time.Now()
+	reloadApply(t, gw, withGone(false))
+
+	result := <-results
+	if code := status.Code(result.err); code == codes.NotFound || result.err == nil {
+		t.Errorf("call waiting on the removed engine = %v, want it ended by the drain, not NotFound", result.err)
+	}
+	if elapsed := result.ended.Sub(reloaded); elapsed < drain {
+		t.Errorf("call waiting on the removed engine ended %v after the reload, want after drain_timeout (%v)", elapsed, drain)
 	}
 }
 
