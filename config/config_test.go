@@ -227,6 +227,18 @@ log: {level: debug, bogus_key: 1}
 			want: []problem{{"the file", "has 2 YAML documents, separated by ---, and only the first would be read"}},
 		},
 		{
+			name: "a second YAML document that does not parse",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:50051", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+---
+log: {level: debug
+`,
+			want: []problem{{"the file", "has 2 YAML documents"}},
+		},
+		{
 			name: "separators around one document",
 			yaml: `---
 listeners:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"math"
 	"math/big"
@@ -439,7 +440,12 @@ func singleDocument(data []byte) error {
 	for {
 		var document yaml.Node
 		if err := decoder.Decode(&document); err != nil {
-			break // the end, or an error that viper reported already
+			if !errors.Is(err, io.EOF) && documents > 0 {
+				// A broken document after the first, which viper never
+				// parses: a document all the same.
+				documents++
+			}
+			break // the end, or an error in the first, which viper reported
 		}
 		if len(document.Content) == 1 && document.Content[0].Tag == "!!null" {
 			continue // nothing but a separator
