@@ -213,12 +213,23 @@ func (w *Watcher) Reload() int {
 // writing them.
 func (w *Watcher) Run(ctx context.Context) error {
 	folders := sourceFolders(w.snapshot())
-	everything := func(string) bool { return true }
+	// Only the sources' files count, and the ..data link that a Kubernetes
+	// Secret swaps beside them: a log file written into a certificate
+	// folder reloaded every source every 300 ms.
+	relevant := func(name string) bool {
+		if filepath.Base(name) == "..data" {
+			return true
+		}
+		name = filepath.Clean(name)
+		return slices.ContainsFunc(w.snapshot(), func(s *Source) bool {
+			return slices.ContainsFunc(s.files, func(file string) bool { return filepath.Clean(file) == name })
+		})
+	}
 	reload := func() {
 		w.logger.Info("certificate files changed; reloading")
 		w.logger.Info("certificates reloaded", "reloaded", w.Reload())
 	}
-	watched, err := fswatch.Watch(ctx, folders, everything, reload)
+	watched, err := fswatch.Watch(ctx, folders, relevant, reload)
 	if err != nil {
 		return fmt.Errorf("watching certificates: %w", err)
 	}

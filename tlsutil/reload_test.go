@@ -6,12 +6,15 @@ import (
 	"crypto/x509"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ssegw/ssegw/internal/fswatch"
 	"github.com/ssegw/ssegw/internal/ssetest"
 	"github.com/ssegw/ssegw/tlsutil"
 )
@@ -250,6 +253,34 @@ func TestWatcherReloadsRenamedFiles(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "certificate files changed; reloading") {
 		t.Errorf("log = %q, want a record of the reload", logs)
+	}
+}
+
+// TestWatcherIgnoresOtherFiles checks that a file written into a
+// certificate folder that is none of its sources' files, such as a log,
+// reloads nothing. Absence has no event to wait for, so the test watches
+// the log for ten times the watcher's settle time.
+func TestWatcherIgnoresOtherFiles(t *testing.T) {
+	set := newFixture(t)
+	source, err := tlsutil.NewServerSource("test listener", tlsutil.ServerFilesInDir(set.GatewayDir, "", "", ""))
+	if err != nil {
+		t.Fatalf("NewServerSource() error: %v", err)
+	}
+	logs := &ssetest.SyncBuffer{}
+	watcher := tlsutil.NewWatcher(slog.New(slog.NewTextHandler(logs, nil)))
+	watcher.Add(source)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := watcher.Run(ctx); err != nil {
+		t.Fatalf("Run() error: %v", err)
+	}
+
+	if err := os.WriteFile(filepath.Join(set.GatewayDir, "gateway.log"), []byte("a line\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * fswatch.Settle)
+	if strings.Contains(logs.String(), "certificate files changed") {
+		t.Errorf("log = %q, want no reload for a file that is no certificate", logs)
 	}
 }
 
