@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ssegw/ssegw/routing"
@@ -49,11 +50,17 @@ func (g *Gateway) startAdmin() error {
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
+	idle := &idleConns{conns: map[net.Conn]struct{}{}}
 	lis = &guardedListener{Listener: lis, gateway: g, address: g.cfg.Admin.Address, max: maxAdminConnections,
-		full: fmt.Sprintf("connection closed: the admin listener has %d connections open, as many as it takes", maxAdminConnections)}
+		full:  fmt.Sprintf("connection closed: the admin listener has %d connections open and none idle, as many as it takes", maxAdminConnections),
+		evict: idle.closeOne}
 	g.admin = &adminServer{
 		lis: lis,
 		server: &http.Server{
+			// A new connection finding the listener full closes an idle
+			// keep-alive one, so that clients that keep theirs open
+			// cannot lock out a health check.
+			ConnState:         idle.track,
 			Handler:           mux,
 			ReadHeaderTimeout: 10 * time.Second,
 			// Without it, each keep-alive connection stays open for good
@@ -71,6 +78,41 @@ func (g *Gateway) startAdmin() error {
 		}
 	}()
 	return nil
+}
+
+// idleConns is the admin listener's keep-alive connections waiting for a
+// request.
+type idleConns struct {
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func (i *idleConns) track(conn net.Conn, state http.ConnState) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if state == http.StateIdle {
+		i.conns[conn] = struct{}{}
+	} else {
+		delete(i.conns, conn)
+	}
+}
+
+// closeOne closes one idle connection, if there is one, and reports
+// whether it did.
+func (i *idleConns) closeOne() bool {
+	i.mu.Lock()
+	var victim net.Conn
+	for conn := range i.conns {
+		victim = conn
+		break
+	}
+	delete(i.conns, victim)
+	i.mu.Unlock()
+	if victim == nil {
+		return false
+	}
+	victim.Close()
+	return true
 }
 
 func (a *adminServer) shutdown(ctx context.Context) {

@@ -813,7 +813,7 @@ func TestAdminConnectionLimit(t *testing.T) {
 	if n, err := extra.Read(make([]byte, 1)); n != 0 || (err != io.EOF && !errors.Is(err, syscall.ECONNRESET)) {
 		t.Errorf("read on connection %d = %d bytes, %v; want it closed at once", limit+1, n, err)
 	}
-	gw.Logs.WaitFor(t, "connection closed: the admin listener has 64 connections open, as many as it takes", 5*time.Second, nil)
+	gw.Logs.WaitFor(t, "connection closed: the admin listener has 64 connections open and none idle, as many as it takes", 5*time.Second, nil)
 
 	results := make(chan reloadResult, 1)
 	reloadCall(testContext(t), ssetest.Dial(t, gw.Addrs[0]), results)
@@ -842,5 +842,28 @@ func TestAdminConnectionLimit(t *testing.T) {
 			t.Fatalf("GET /healthz still fails 10s after the connections closed: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+
+	// Clients that keep their connections open after a request, each on
+	// its own, fill the listener; a new one still gets its answer, in
+	// place of one of them.
+	for range limit {
+		keeper := &http.Client{Transport: &http.Transport{}, Timeout: 5 * time.Second}
+		response, err := keeper.Get("http://" + admin + "/healthz")
+		if err != nil {
+			t.Fatalf("GET /healthz to fill the listener: %v", err)
+		}
+		io.Copy(io.Discard, response.Body)
+		response.Body.Close()
+		defer keeper.CloseIdleConnections()
+	}
+	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	response, err := fresh.Get("http://" + admin + "/healthz")
+	if err != nil {
+		t.Fatalf("GET /healthz with %d idle keep-alive connections open: %v, want an answer", limit, err)
+	}
+	response.Body.Close()
+	if response.StatusCode != http.StatusOK {
+		t.Errorf("GET /healthz with the listener full of idle connections = %d, want 200", response.StatusCode)
 	}
 }

@@ -22,7 +22,10 @@ type guardedListener struct {
 	// full is the warning logged when a connection is closed for max; it
 	// names the setting, where there is one.
 	full string
-	open atomic.Int64
+	// evict, when set, closes an idle connection to make room for a new
+	// one, and reports whether it did.
+	evict func() bool
+	open  atomic.Int64
 	// plaintext listeners check the HTTP/2 preface on the raw connection;
 	// TLS listeners do it after the handshake, in handshakeLogger.
 	plaintext bool
@@ -34,7 +37,7 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if l.max > 0 && l.open.Add(1) > l.max {
+		if l.max > 0 && l.open.Add(1) > l.max && !(l.evict != nil && l.evictFor()) {
 			l.open.Add(-1)
 			conn.Close()
 			if l.gateway.warnings.allow("connections:" + l.address) {
@@ -49,6 +52,16 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 		}
 		return counted, nil
 	}
+}
+
+// evictFor closes an idle connection for a new one that found the
+// listener full, whose place is counted already, and reports whether the
+// new one may stay.
+func (l *guardedListener) evictFor() bool {
+	if !l.evict() {
+		return false
+	}
+	return l.open.Load() <= l.max
 }
 
 // countedConn gives its listener's count back when closed.
