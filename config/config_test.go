@@ -224,7 +224,7 @@ engines:
 ---
 log: {level: debug, bogus_key: 1}
 `,
-			want: []problem{{"the file", "has 2 YAML documents, separated by ---, and only the first would be read"}},
+			want: []problem{{"invalid YAML", "the file has 2 documents, separated by ---, and only the first would be read"}},
 		},
 		{
 			name: "a second YAML document that does not parse",
@@ -236,7 +236,7 @@ engines:
 ---
 log: {level: debug
 `,
-			want: []problem{{"the file", "has 2 YAML documents"}},
+			want: []problem{{"invalid YAML", "after the first document, which alone would be read"}},
 		},
 		{
 			name: "separators around one document",

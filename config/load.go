@@ -441,9 +441,9 @@ func singleDocument(data []byte) error {
 		var document yaml.Node
 		if err := decoder.Decode(&document); err != nil {
 			if !errors.Is(err, io.EOF) && documents > 0 {
-				// A broken document after the first, which viper never
-				// parses: a document all the same.
-				documents++
+				// Text after the first document that does not parse, such
+				// as a broken second document: viper never reads it.
+				return fmt.Errorf("invalid YAML after the first document, which alone would be read: %w", err)
 			}
 			break // the end, or an error in the first, which viper reported
 		}
@@ -453,7 +453,7 @@ func singleDocument(data []byte) error {
 		documents++
 	}
 	if documents > 1 {
-		return fmt.Errorf("the file has %d YAML documents, separated by ---, and only the first would be read; put every key in one", documents)
+		return fmt.Errorf("invalid YAML: the file has %d documents, separated by ---, and only the first would be read; put every key in one", documents)
 	}
 	return nil
 }
