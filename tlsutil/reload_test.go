@@ -218,12 +218,10 @@ func TestClientSourceReload(t *testing.T) {
 	}
 }
 
-// TestWatcherReloadsRenamedFiles checks that a running watcher notices
-// certificate files renamed into place and serves the new certificate to
-// new connections within 10 s, logging the reload.
-func TestWatcherReloadsRenamedFiles(t *testing.T) {
-	set := newFixture(t)
-	files := tlsutil.ServerFilesInDir(set.GatewayDir, "", "", "")
+// runWatcher loads a server source of files and runs a watcher of it, with
+// its log, until the test ends.
+func runWatcher(t *testing.T, files tlsutil.ServerFiles) (*tlsutil.Source, *ssetest.SyncBuffer) {
+	t.Helper()
 	source, err := tlsutil.NewServerSource("test listener", files)
 	if err != nil {
 		t.Fatalf("NewServerSource() error: %v", err)
@@ -232,10 +230,20 @@ func TestWatcherReloadsRenamedFiles(t *testing.T) {
 	watcher := tlsutil.NewWatcher(slog.New(slog.NewTextHandler(logs, nil)))
 	watcher.Add(source)
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(cancel)
 	if err := watcher.Run(ctx); err != nil {
 		t.Fatalf("Run() error: %v", err)
 	}
+	return source, logs
+}
+
+// TestWatcherReloadsRenamedFiles checks that a running watcher notices
+// certificate files renamed into place and serves the new certificate to
+// new connections within 10 s, logging the reload.
+func TestWatcherReloadsRenamedFiles(t *testing.T) {
+	set := newFixture(t)
+	files := tlsutil.ServerFilesInDir(set.GatewayDir, "", "", "")
+	source, logs := runWatcher(t, files)
 	address := tlsServer(t, source.ServerConfig())
 
 	certPEM, keyPEM := newServerPair(t, set)
@@ -262,18 +270,7 @@ func TestWatcherReloadsRenamedFiles(t *testing.T) {
 // the log for ten times the watcher's settle time.
 func TestWatcherIgnoresOtherFiles(t *testing.T) {
 	set := newFixture(t)
-	source, err := tlsutil.NewServerSource("test listener", tlsutil.ServerFilesInDir(set.GatewayDir, "", "", ""))
-	if err != nil {
-		t.Fatalf("NewServerSource() error: %v", err)
-	}
-	logs := &ssetest.SyncBuffer{}
-	watcher := tlsutil.NewWatcher(slog.New(slog.NewTextHandler(logs, nil)))
-	watcher.Add(source)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := watcher.Run(ctx); err != nil {
-		t.Fatalf("Run() error: %v", err)
-	}
+	_, logs := runWatcher(t, tlsutil.ServerFilesInDir(set.GatewayDir, "", "", ""))
 
 	if err := os.WriteFile(filepath.Join(set.GatewayDir, "gateway.log"), []byte("a line\n"), 0o600); err != nil {
 		t.Fatal(err)
