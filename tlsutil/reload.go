@@ -190,17 +190,17 @@ func (w *Watcher) snapshot() []*Source {
 	return slices.Clone(w.sources)
 }
 
-// Reload reloads every source, logs what changed or failed, and returns
-// the number of sources reloaded.
+// Reload reloads every source, logs what failed, and returns the number
+// of sources whose certificates changed.
 func (w *Watcher) Reload() int {
 	reloaded := 0
 	for _, s := range w.snapshot() {
-		before := s.Config()
+		before := s.Certificates()
 		if err := s.Reload(); err != nil {
 			w.logger.Error("certificates not reloaded; the current ones stay", "error", err.Error())
 			continue
 		}
-		if s.Config() != before {
+		if !slices.EqualFunc(before, s.Certificates(), func(a, b *x509.Certificate) bool { return a.Equal(b) }) {
 			reloaded++
 		}
 	}
