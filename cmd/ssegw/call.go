@@ -634,7 +634,7 @@ func reportCallError(stderr io.Writer, address string, flags callFlags, timedOut
 		if connectionErr.Closed {
 			return fmt.Errorf("%w\nThe endpoint may be stopping or restarting; call again once it is back.", err)
 		}
-		return fmt.Errorf("%w\n%s", err, connectionHint(address, flags))
+		return fmt.Errorf("%w\n%s", err, connectionHint(address, flags, err))
 	}
 	if st, ok := status.FromError(err); ok {
 		fmt.Fprintf(stderr, "call ended with status %s: %s\n", st.Code(), st.Message())
@@ -681,8 +681,23 @@ func responseOverLimit(st *status.Status, sent []*ssepb.BundledRows, limit int) 
 	return size, true, true
 }
 
-// connectionHint returns what to check when the client could not connect.
-func connectionHint(address string, flags callFlags) string {
+// connectionHint returns what to check when the client could not connect
+// with err. The endpoint's TLS alerts, as crypto/tls words them (Go 1.26),
+// name the cause; a server that closes without one after the handshake,
+// as Go's does for a client certificate it does not trust, leaves only a
+// broken pipe or a reset.
+func connectionHint(address string, flags callFlags, err error) string {
+	text := err.Error()
+	switch {
+	case flags.tlsDir != "" && strings.Contains(text, "first record does not look like a TLS handshake"):
+		return fmt.Sprintf("%s does not speak TLS: call it without --tls-dir.", address)
+	case flags.tlsDir != "" && strings.Contains(text, "remote error: tls: expired certificate"):
+		return fmt.Sprintf("The endpoint refused the client certificate in %s as expired; renew it.", flags.tlsDir)
+	case flags.tlsDir != "" && (strings.Contains(text, "remote error: tls: unknown certificate authority") ||
+		strings.Contains(text, "remote error: tls: bad certificate") || strings.Contains(text, "broken pipe") || strings.Contains(text, "connection reset")):
+		return fmt.Sprintf("The endpoint most likely refused the client certificate in %s: its CA is not one the endpoint trusts (for the gateway, the listener's client CA), or the certificate lacks the clientAuth usage. Check it with: ssegw certs check %s",
+			flags.tlsDir, flags.tlsDir)
+	}
 	if flags.tlsDir == "" {
 		return fmt.Sprintf("Check that %s is the address of a running plugin or gateway. If the endpoint requires TLS, pass --tls-dir with a Qlik client certificate folder (root_cert.pem, sse_client_cert.pem, sse_client_key.pem).", address)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/ssegw/ssegw/examples/plugin/example"
 	"github.com/ssegw/ssegw/internal/ssetest"
 	"github.com/ssegw/ssegw/ssepb"
+	"github.com/ssegw/ssegw/tlsutil"
 )
 
 // callEndpoint is one way to reach a plugin: the address and connection
@@ -797,12 +798,16 @@ func TestCallNamesTimeoutOnlyWhenItPassed(t *testing.T) {
 }
 
 // TestCallExplainsConnectionFailure checks that the errors of a refused
-// connection and of a TLS client facing a plaintext plugin list what to
-// check.
+// connection, of a TLS client facing a plaintext plugin, and of a client
+// certificate that a TLS plugin does not trust say what to check.
 func TestCallExplainsConnectionFailure(t *testing.T) {
 	closed := ssetest.FreeAddress(t)
 	plugin := ssetest.ServePlugin(t, "127.0.0.1:0", example.NewServer("p"))
 	certs := ssetest.NewCerts(t)
+	tlsPlugin := startCertsPlugin(t, certs.ServerDir(t, tlsutil.LeafRequest{Hosts: []string{"127.0.0.1"}}))
+	// A client folder that trusts the plugin but whose certificate another
+	// CA signed.
+	foreign := certs.ClientDir(t, ssetest.NewCerts(t).CA, tlsutil.LeafRequest{})
 	tests := []struct {
 		name     string
 		args     []string
@@ -816,7 +821,12 @@ func TestCallExplainsConnectionFailure(t *testing.T) {
 		{
 			name:     "TLS to a plaintext plugin",
 			args:     []string{plugin.Addr, "--tls-dir", certs.QlikDir, "function", "Echo", "--arg", "a"},
-			wantHint: "Check that " + plugin.Addr + " is the address of a running plugin or gateway that accepts TLS, that root_cert.pem in " + certs.QlikDir + " is the CA",
+			wantHint: plugin.Addr + " does not speak TLS: call it without --tls-dir.",
+		},
+		{
+			name:     "client certificate of another CA",
+			args:     []string{tlsPlugin.Addr, "--tls-dir", foreign, "capabilities"},
+			wantHint: "The endpoint most likely refused the client certificate in " + foreign + ": its CA is not one the endpoint trusts",
 		},
 	}
 	for _, tt := range tests {
