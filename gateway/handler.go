@@ -40,9 +40,9 @@ type call struct {
 	ctx        context.Context // the client's call
 	method     string
 	start      time.Time
-	routed     *routing.Engine // the engine the call matched: engine, or the merged engine
-	incoming   metadata.MD     // the headers for the plugin: received's, or a merged engine's rewrite
-	received   metadata.MD     // the client's headers as they came
+	listener   *listener   // the listener the call came in on
+	incoming   metadata.MD // the headers for the plugin: received's, or a merged engine's rewrite
+	received   metadata.MD // the client's headers as they came
 	info       callInfo
 	policy     config.Policy
 
@@ -129,7 +129,7 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 	md, _ := metadata.FromIncomingContext(ctx)
 	g := l.gateway
 	c := &call{
-		gateway: g, ctx: ctx, method: method, start: start, incoming: md, received: md,
+		gateway: g, listener: l, ctx: ctx, method: method, start: start, incoming: md, received: md,
 		info: callInfo{kind: methodKind(method)}, firstColumns: -1, tableFields: -1,
 		requestsDone: make(chan struct{}),
 	}
@@ -169,13 +169,7 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 // does.
 func (c *call) route(l *listener) (engine *routing.Engine, untrack func(), st *status.Status) {
 	for {
-		routes := c.gateway.routing.Load()
-		engine, err := routes.table.Match(routing.Request{
-			EngineHeader:  firstValue(c.incoming, routing.EngineHeader),
-			Authority:     firstValue(c.incoming, ":authority"),
-			ServerName:    tlsServerName(c.ctx),
-			DefaultEngine: routes.defaults[l.index],
-		})
+		engine, err := c.match(l, c.gateway.routing.Load())
 		if err != nil {
 			return nil, nil, routeStatus(err)
 		}
@@ -187,12 +181,23 @@ func (c *call) route(l *listener) (engine *routing.Engine, untrack func(), st *s
 	}
 }
 
+// match finds the engine of routes that takes the call on listener l, from
+// the client's own headers.
+func (c *call) match(l *listener, routes *routes) (*routing.Engine, error) {
+	return routes.table.Match(routing.Request{
+		EngineHeader:  firstValue(c.received, routing.EngineHeader),
+		Authority:     firstValue(c.received, ":authority"),
+		ServerName:    tlsServerName(c.ctx),
+		DefaultEngine: routes.defaults[l.index],
+	})
+}
+
 // serve applies the engine's rules and policy to the call and forwards it.
 // It returns the status that ends the call, or moved when the engine was
 // replaced while the call waited for a replica, before it read any of the
 // client's messages: the call is then to be matched again.
 func (c *call) serve(ss grpc.ServerStream, engine *routing.Engine) (st *status.Status, gatewayFailure, moved bool) {
-	c.routed, c.engine, c.merged, c.mergedName, c.incoming = engine, engine, nil, "", c.received
+	c.engine, c.merged, c.mergedName, c.incoming = engine, nil, "", c.received
 	if c.span.IsRecording() {
 		// A moved call describes itself again for its new engine.
 		c.spanAttributes = c.spanAttributes[:c.startAttributes]
@@ -415,9 +420,10 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 		})
 		if mayWait && a.number == 1 {
 			defer engine.AfterReplaced(func() {
-				// An engine that the reload removed has no successor: its
-				// calls finish on it, up to drain_timeout.
-				if c.gateway.routes().Engine(c.routed.Name) == nil {
+				// A call that no engine of the new table takes, as when the
+				// reload removed its engine, stays: its engine's calls
+				// finish on it, up to drain_timeout.
+				if _, err := c.match(c.listener, c.gateway.routing.Load()); err != nil {
 					return
 				}
 				if outcome.CompareAndSwap(waiting, replaced) {

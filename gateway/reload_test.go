@@ -255,6 +255,42 @@ func TestReloadRemovedEngineKeepsWaitingCall(t *testing.T) {
 	}
 }
 
+// TestReloadRenamedEngineMovesWaitingCall checks that a call waiting on
+// the listener's default engine moves when a reload renames that engine
+// and the listener's default follows, since a new call would be served by
+// the renamed engine.
+func TestReloadRenamedEngineMovesWaitingCall(t *testing.T) {
+	t.Parallel()
+	replacement := ssetest.StartHoldingPlugin(t, "new", false)
+	named := func(name, address string) *config.Config {
+		engine := ssetest.Engine(address)
+		reconnectBuffer := time.Minute
+		engine.ReconnectBuffer = &reconnectBuffer
+		cfg := &config.Config{
+			Listeners:    []config.Listener{{Address: "127.0.0.1:0", Engine: name, Insecure: true}},
+			Engines:      map[string]*config.Engine{name: engine},
+			DrainTimeout: 30 * time.Second,
+			Admin:        config.Admin{Address: "127.0.0.1:0"},
+		}
+		cfg.ApplyDefaults()
+		return cfg
+	}
+	gw := ssetest.StartGateway(t, named("Old", ssetest.FreeAddress(t)))
+	_, client := ssetest.DialConn(t, gw.Addrs[0])
+	ctx, cancel := context.WithTimeout(testContext(t), 20*time.Second)
+	defer cancel()
+	results := make(chan reloadResult, 1)
+	go reloadCall(ctx, client, results)
+	resilWait(t, 10*time.Second, "a call waiting for Old's replica", func() bool {
+		return resilMetric(t, gw, "ssegw_calls_waiting", `qlik_sse_engine="Old"`) == 1
+	})
+	reloadApply(t, gw, named("New", replacement.Addr))
+
+	if result := <-results; result.err != nil || result.replica != replacement.Name {
+		t.Errorf("call waiting across the rename = %v from %q, want OK from %q", result.err, result.replica, replacement.Name)
+	}
+}
+
 // TestReloadKeepsUnchangedEngine checks that a reload that changes only
 // engine Py keeps engine R as it is: R's plugin gets no new connection,
 // while Py's new plugin is connected and serves calls. Calls choose their
