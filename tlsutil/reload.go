@@ -119,15 +119,34 @@ func (s *Source) Certificates() []*x509.Certificate {
 // from the other warnings of Expiring.
 const expiredWording = " expired on "
 
-// Expired returns a warning for each certificate the source presents that
-// has expired, which every peer refuses. An expired CA among those it
-// trusts is left out: a CA file may keep an old root beside the current
-// one, and Expiring lists it.
+// Expired returns a warning for each certificate that makes every
+// handshake of the source fail: one it presents, its own or one of its
+// chain, that has expired, and the CAs it trusts when all of them have
+// expired. An expired CA beside a valid one is left out, since a CA file
+// may keep an old root beside the current one; Expiring lists it.
 func (s *Source) Expired(now time.Time) []string {
 	var warnings []string
 	for _, pair := range s.current.Load().Certificates {
-		if pair.Leaf != nil && !now.Before(pair.Leaf.NotAfter) {
-			warnings = append(warnings, expiredWarning(s.name, pair.Leaf))
+		for i, der := range pair.Certificate {
+			cert := pair.Leaf
+			if i > 0 || cert == nil {
+				parsed, err := x509.ParseCertificate(der)
+				if err != nil {
+					continue
+				}
+				cert = parsed
+			}
+			if !now.Before(cert.NotAfter) {
+				warnings = append(warnings, expiredWarning(s.name, cert))
+			}
+		}
+	}
+	if cas := s.cas.Load(); cas != nil && len(*cas) > 0 {
+		allExpired := !slices.ContainsFunc(*cas, func(ca *x509.Certificate) bool { return now.Before(ca.NotAfter) })
+		if allExpired {
+			for _, ca := range *cas {
+				warnings = append(warnings, expiredWarning(s.name, ca))
+			}
 		}
 	}
 	return warnings

@@ -2,9 +2,13 @@ package tlsutil_test
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
 	"log/slog"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -394,5 +398,67 @@ func TestWatcherExpiringRoot(t *testing.T) {
 	warnings := watcher.Expiring(30*24*time.Hour, now)
 	if !slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, `"short_root"`) }) {
 		t.Errorf("Expiring() = %q, want a warning about the root short_root", warnings)
+	}
+}
+
+// expiredRootPEM returns a self-signed CA certificate that expired a day
+// ago.
+func expiredRootPEM(t *testing.T, name string) []byte {
+	t.Helper()
+	key, err := tlsutil.GenerateKey(tlsutil.KeyECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	template := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, template, template, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tlsutil.EncodeCert(&x509.Certificate{Raw: der})
+}
+
+// TestSourceExpired checks which certificates Expired names: the source's
+// own when expired, and the CAs it trusts only when every one of them has
+// expired, not an expired old root kept beside a valid one.
+func TestSourceExpired(t *testing.T) {
+	set := newFixture(t)
+	validRoot := tlsutil.EncodeCert(set.ca.Cert)
+	certPEM, keyPEM := newServerPair(t, set)
+	expiredCert, expiredKey := ssetest.IssueLeaf(t, set.ca, tlsutil.LeafRequest{
+		CommonName: "old_server", Hosts: testHosts, Usage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour),
+	})
+	tests := []struct {
+		name      string
+		cert, key []byte
+		clientCAs []byte
+		want      []string // common names named
+	}{
+		{name: "all valid", cert: certPEM, key: keyPEM, clientCAs: validRoot},
+		{name: "own certificate expired", cert: expiredCert, key: expiredKey, clientCAs: validRoot, want: []string{"old_server"}},
+		{name: "only CA expired", cert: certPEM, key: keyPEM, clientCAs: expiredRootPEM(t, "old_root"), want: []string{"old_root"}},
+		{name: "old CA beside a valid one", cert: certPEM, key: keyPEM, clientCAs: append(expiredRootPEM(t, "old_root"), validRoot...)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := ssetest.WriteFolder(t, map[string][]byte{tlsutil.RootCertFile: tt.clientCAs, tlsutil.ServerCertFile: tt.cert, tlsutil.ServerKeyFile: tt.key})
+			source, err := tlsutil.NewServerSource("test listener", tlsutil.ServerFilesInDir(dir, "", "", ""))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := source.Expired(time.Now())
+			if len(got) != len(tt.want) {
+				t.Fatalf("Expired() = %q, want %d naming %q", got, len(tt.want), tt.want)
+			}
+			for i, name := range tt.want {
+				if !strings.Contains(got[i], fmt.Sprintf("certificate %q expired on", name)) {
+					t.Errorf("Expired()[%d] = %q, want it to name %q", i, got[i], name)
+				}
+			}
+		})
 	}
 }
