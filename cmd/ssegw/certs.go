@@ -172,7 +172,8 @@ before the CA does. --hosts and --root-validity do not apply then.`,
 			caFolder := filepath.Join(out, tlsutil.CAFolder)
 			_, statErr := os.Stat(filepath.Join(caFolder, tlsutil.RootCertFile))
 			existingCA := statErr == nil
-			if force && !existingCA && !newCA && existingSet(out) {
+			replacingSet := existingCA || existingSet(out)
+			if force && !existingCA && !newCA && replacingSet {
 				// The CA was moved off the host, as it should be: a new one
 				// would cut off every Qlik server that holds the old folder.
 				return fmt.Errorf("%s has certificates but no %s/%s, so they cannot be renewed from their CA: put the CA's %s and %s back into %s, or add --new-ca to make a new CA, after which every Qlik server needs the new %s folder",
@@ -206,7 +207,7 @@ before the CA does. --hosts and --root-validity do not apply then.`,
 			switch {
 			case ca != nil:
 				fmt.Fprintf(stdout, "The CA is the one that was there, so Qlik servers holding the old %s folder still connect; copy the new one to them before its client certificate expires.\n", set.QlikDir)
-			case existingCA:
+			case replacingSet:
 				// Qlik's client folder and the gateway's now name another
 				// root, so a Qlik server still holding the old folder fails
 				// every handshake.

@@ -177,6 +177,12 @@ func TestCertsInitForceNewCA(t *testing.T) {
 	if !bytes.Equal(read("gateway", "root_cert.pem"), oldRoot) {
 		t.Error("certs init --force without ca/ replaced the gateway's root, want nothing written")
 	}
+	if out, err := runCommand(t, "certs", "init", "--out", dir, "--hosts", "localhost", "--force", "--new-ca"); err != nil || !strings.Contains(out, replaced) {
+		t.Errorf("certs init --force --new-ca without ca/ = %q, %v; want the notice that the CA is new", out, err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "ca")); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Rename(filepath.Join(moved, "ca"), filepath.Join(dir, "ca")); err != nil {
 		t.Fatal(err)
 	}

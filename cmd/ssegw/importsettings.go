@@ -118,13 +118,18 @@ func importSettings(cmd *cobra.Command, path, out string, force bool, opts confi
 	line, kept := withSkippedEntries(line, plugins, problems)
 	stdout := cmd.OutOrStdout()
 	fmt.Fprintf(stdout, "Wrote %s with %d engines (%s).\n", out, len(plugins), strings.Join(engineNames(plugins), ", "))
-	if _, err := os.Stat(opts.TLSDir); err != nil {
+	// The configuration reads a relative folder from its own folder.
+	tlsDir := opts.TLSDir
+	if !filepath.IsAbs(tlsDir) {
+		tlsDir = filepath.Join(filepath.Dir(out), tlsDir)
+	}
+	if _, err := os.Stat(tlsDir); err != nil {
 		// validate would stop at the missing folder first.
-		if filepath.Base(opts.TLSDir) == tlsutil.GatewayFolder {
+		if filepath.Base(tlsDir) == tlsutil.GatewayFolder {
 			fmt.Fprintf(stdout, "Make the gateway's certificates first, since %s does not exist yet: ssegw certs init --out %s --hosts %s\n",
-				opts.TLSDir, filepath.Dir(opts.TLSDir), opts.GatewayHost)
+				tlsDir, filepath.Dir(tlsDir), opts.GatewayHost)
 		} else {
-			fmt.Fprintf(stdout, "Put the gateway's certificates in %s first, which does not exist yet.\n", opts.TLSDir)
+			fmt.Fprintf(stdout, "Put the gateway's certificates in %s first, which does not exist yet.\n", tlsDir)
 		}
 	}
 	fmt.Fprintf(stdout, "Check it with: ssegw validate --config %s --connect\n\n", out)

@@ -608,9 +608,23 @@ func TestImportSettingsKeepsSkippedEntries(t *testing.T) {
 	if !strings.Contains(stdout, "skipped entries 2, 4 stay in it as they were") {
 		t.Errorf("import-settings stdout = %q, want it to name the entries kept as they were", stdout)
 	}
-	// No certs/gateway here, which validate would stop at.
-	if want := "Make the gateway's certificates first, since certs/gateway does not exist yet: ssegw certs init --out certs --hosts gw.example"; !strings.Contains(stdout, want) {
+	// No certs/gateway beside the configuration, which validate would
+	// stop at.
+	wantFolder := filepath.Join(filepath.Dir(out), "certs")
+	if want := "Make the gateway's certificates first, since " + filepath.Join(wantFolder, "gateway") + " does not exist yet: ssegw certs init --out " + wantFolder + " --hosts gw.example"; !strings.Contains(stdout, want) {
 		t.Errorf("import-settings stdout = %q, want it to contain %q", stdout, want)
+	}
+	// With certs/gateway beside the configuration, wherever the command
+	// runs, nothing is said.
+	if err := os.MkdirAll(filepath.Join(wantFolder, "gateway"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	stdout, _, err = runCommandOutput(t, "import-settings", settings, "--out", out, "--force", "--gateway-host", "gw.example", "--base-port", "50051")
+	if err != nil {
+		t.Fatalf("import-settings again: %v", err)
+	}
+	if strings.Contains(stdout, "Make the gateway's certificates first") {
+		t.Errorf("import-settings stdout = %q, want no hint: %s exists", stdout, filepath.Join(wantFolder, "gateway"))
 	}
 
 	one := writeSampleSettings(t, []byte("[Settings 7]\r\nSSEPlugin=A,localhost:50061;R,localhost:notaport\r\n"))
