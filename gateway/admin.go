@@ -104,9 +104,9 @@ func (i *idleConns) closeOne() bool {
 	var victim net.Conn
 	for conn := range i.conns {
 		victim = conn
+		delete(i.conns, conn)
 		break
 	}
-	delete(i.conns, victim)
 	i.mu.Unlock()
 	if victim == nil {
 		return false

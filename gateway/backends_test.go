@@ -213,11 +213,10 @@ func TestTLSToPluginIPAsDNSName(t *testing.T) {
 	t.Run("waiting for a replica", func(t *testing.T) {
 		// The message of a call that waited reconnect_buffer names the
 		// replica's last error, and the hint must follow it there too.
-		reconnectBuffer := time.Second
+		engine := &config.Engine{Backends: []config.Backend{{Address: plugin.Addr, TLS: &config.ClientTLS{Dir: certs.QlikDir}}}}
 		gw := ssetest.StartGateway(t, &config.Config{
 			Listeners: []config.Listener{ssetest.Listen("R", nil)},
-			Engines: map[string]*config.Engine{"R": {ReconnectBuffer: &reconnectBuffer,
-				Backends: []config.Backend{{Address: plugin.Addr, TLS: &config.ClientTLS{Dir: certs.QlikDir}}}}},
+			Engines:   map[string]*config.Engine{"R": ssetest.ReconnectBuffer(engine, time.Second)},
 		})
 		_, err := fetchPluginIdentifier(t, ssetest.Dial(t, gw.Addrs[0]))
 		st := status.Convert(err)

@@ -149,7 +149,7 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 	// replica of an engine that a reload replaced, before any of its
 	// messages was read, is matched again and served by the new engine.
 	for {
-		engine, untrack, st := c.route(l)
+		engine, untrack, st := c.route()
 		if st != nil {
 			c.engine, c.merged = nil, nil // after a move, no engine took the call
 			close(c.requestsDone)
@@ -167,9 +167,9 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 // route finds the engine that takes the call and counts the call on it
 // until untrack. It returns the status that ends the call when no engine
 // does.
-func (c *call) route(l *listener) (engine *routing.Engine, untrack func(), st *status.Status) {
+func (c *call) route() (engine *routing.Engine, untrack func(), st *status.Status) {
 	for {
-		engine, err := c.match(l, c.gateway.routing.Load())
+		engine, err := c.match(c.gateway.routing.Load())
 		if err != nil {
 			return nil, nil, routeStatus(err)
 		}
@@ -181,14 +181,14 @@ func (c *call) route(l *listener) (engine *routing.Engine, untrack func(), st *s
 	}
 }
 
-// match finds the engine of routes that takes the call on listener l, from
-// the client's own headers.
-func (c *call) match(l *listener, routes *routes) (*routing.Engine, error) {
+// match finds the engine of routes that takes the call on its listener,
+// from the client's own headers.
+func (c *call) match(routes *routes) (*routing.Engine, error) {
 	return routes.table.Match(routing.Request{
 		EngineHeader:  firstValue(c.received, routing.EngineHeader),
 		Authority:     firstValue(c.received, ":authority"),
 		ServerName:    tlsServerName(c.ctx),
-		DefaultEngine: routes.defaults[l.index],
+		DefaultEngine: routes.defaults[c.listener.index],
 	})
 }
 
@@ -423,7 +423,7 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 				// A call that no engine of the new table takes, as when the
 				// reload removed its engine, stays: its engine's calls
 				// finish on it, up to drain_timeout.
-				if _, err := c.match(c.listener, c.gateway.routing.Load()); err != nil {
+				if _, err := c.match(c.gateway.routing.Load()); err != nil {
 					return
 				}
 				if outcome.CompareAndSwap(waiting, replaced) {

@@ -593,9 +593,7 @@ func TestMergedEngineOwnCallSpans(t *testing.T) {
 func TestMergedEngineMaxWaiting(t *testing.T) {
 	const maxWaiting = 2
 	a := startMergePlugin(t, "A", &ssepb.Capabilities{Functions: []*ssepb.FunctionDefinition{mergeFunction("A", 3, "Forecast")}})
-	engineB := ssetest.Engine(ssetest.FreeAddress(t)) // no plugin: B never learns its capabilities
-	reconnectBuffer := 30 * time.Second
-	engineB.ReconnectBuffer = &reconnectBuffer
+	engineB := ssetest.ReconnectBuffer(ssetest.Engine(ssetest.FreeAddress(t)), 30*time.Second) // no plugin: B never learns its capabilities
 	gw := ssetest.StartGateway(t, &config.Config{
 		Listeners: []config.Listener{ssetest.Listen("M", nil)},
 		Engines: map[string]*config.Engine{
@@ -762,10 +760,8 @@ func TestMergedCallMovesAcrossReload(t *testing.T) {
 	defer close(release)
 	replacement := startMergePlugin(t, "A2", &ssepb.Capabilities{Functions: functions})
 	engines := func(a string) map[string]*config.Engine {
-		engine := ssetest.Engine(a)
+		engine := ssetest.ReconnectBuffer(ssetest.Engine(a), time.Minute)
 		engine.MaxInFlight = 1
-		reconnectBuffer := time.Minute
-		engine.ReconnectBuffer = &reconnectBuffer
 		return map[string]*config.Engine{"A": engine, "M": {Merge: []string{"A"}}}
 	}
 	cfg := &config.Config{Listeners: []config.Listener{ssetest.Listen("M", nil)}, Engines: engines(holding.Addr)}

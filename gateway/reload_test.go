@@ -173,8 +173,7 @@ func TestReloadMovesWaitingCalls(t *testing.T) {
 	replacement := ssetest.StartHoldingPlugin(t, "new", false)
 	configFor := func(address string) *config.Config {
 		cfg := reloadConfig(30*time.Second, address)
-		reconnectBuffer := time.Minute
-		cfg.Engines["R"].ReconnectBuffer = &reconnectBuffer
+		ssetest.ReconnectBuffer(cfg.Engines["R"], time.Minute)
 		return cfg
 	}
 	gw := ssetest.StartGateway(t, configFor(ssetest.FreeAddress(t)))
@@ -226,10 +225,7 @@ func TestReloadRemovedEngineKeepsWaitingCall(t *testing.T) {
 	withGone := func(gone bool) *config.Config {
 		cfg := reloadConfig(drain, plugin.Addr)
 		if gone {
-			engine := ssetest.Engine(ssetest.FreeAddress(t))
-			reconnectBuffer := time.Minute
-			engine.ReconnectBuffer = &reconnectBuffer
-			cfg.Engines["Gone"] = engine
+			cfg.Engines["Gone"] = ssetest.ReconnectBuffer(ssetest.Engine(ssetest.FreeAddress(t)), time.Minute)
 			cfg.ApplyDefaults()
 		}
 		return cfg
@@ -263,9 +259,7 @@ func TestReloadRenamedEngineMovesWaitingCall(t *testing.T) {
 	t.Parallel()
 	replacement := ssetest.StartHoldingPlugin(t, "new", false)
 	named := func(name, address string) *config.Config {
-		engine := ssetest.Engine(address)
-		reconnectBuffer := time.Minute
-		engine.ReconnectBuffer = &reconnectBuffer
+		engine := ssetest.ReconnectBuffer(ssetest.Engine(address), time.Minute)
 		cfg := &config.Config{
 			Listeners:    []config.Listener{{Address: "127.0.0.1:0", Engine: name, Insecure: true}},
 			Engines:      map[string]*config.Engine{name: engine},

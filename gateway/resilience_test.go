@@ -459,9 +459,7 @@ func resilMetric(t *testing.T, gw *ssetest.Gateway, name, label string) float64 
 // their states, and no balancer jargon.
 func TestNoReplicaMessageNamesReplicas(t *testing.T) {
 	address := ssetest.FreeAddress(t)
-	engine := ssetest.Engine(address)
-	var noWait time.Duration
-	engine.ReconnectBuffer = &noWait
+	engine := ssetest.FailFast(ssetest.Engine(address))
 	gw := ssetest.StartGateway(t, &config.Config{
 		Listeners: []config.Listener{ssetest.Listen("R", nil)},
 		Engines:   map[string]*config.Engine{"R": engine},
@@ -495,9 +493,7 @@ func TestNoReplicaMessageNamesReplicas(t *testing.T) {
 func TestMaxWaitingRejectsAtOnce(t *testing.T) {
 	t.Parallel()
 	const maxWaiting = 3
-	engine := ssetest.Engine(ssetest.FreeAddress(t))
-	reconnectBuffer := 30 * time.Second
-	engine.ReconnectBuffer = &reconnectBuffer
+	engine := ssetest.ReconnectBuffer(ssetest.Engine(ssetest.FreeAddress(t)), 30*time.Second)
 	engine.MaxWaiting = maxWaiting
 	gw := ssetest.StartGateway(t, &config.Config{
 		Listeners: []config.Listener{ssetest.Listen("R", nil)},
@@ -991,10 +987,8 @@ func TestMaxInFlightWithoutWait(t *testing.T) {
 			}
 		},
 	})
-	engine := ssetest.Engine(plugin.Addr)
+	engine := ssetest.FailFast(ssetest.Engine(plugin.Addr))
 	engine.MaxInFlight = 1
-	var noWait time.Duration
-	engine.ReconnectBuffer = &noWait
 	gw := ssetest.StartGateway(t, &config.Config{
 		Listeners: []config.Listener{ssetest.Listen("R", nil)},
 		Engines:   map[string]*config.Engine{"R": engine},

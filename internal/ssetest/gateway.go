@@ -89,8 +89,13 @@ func Engine(addresses ...string) *config.Engine {
 // once while no replica is ready instead of waiting for one, and returns
 // the engine.
 func FailFast(engine *config.Engine) *config.Engine {
-	var zero time.Duration
-	engine.ReconnectBuffer = &zero
+	return ReconnectBuffer(engine, 0)
+}
+
+// ReconnectBuffer sets an engine's reconnect_buffer, how long a call waits
+// for a ready replica, and returns the engine.
+func ReconnectBuffer(engine *config.Engine, wait time.Duration) *config.Engine {
+	engine.ReconnectBuffer = &wait
 	return engine
 }
 
