@@ -788,9 +788,9 @@ func TestAdminConnectionLimit(t *testing.T) {
 	gw := ssetest.StartGateway(t, reloadConfig(30*time.Second, plugin.Addr))
 	admin := gw.AdminAddr().String()
 	const limit = 64
-	held := make([]net.Conn, 0, limit)
+	silent := make([]net.Conn, 0, limit)
 	defer func() {
-		for _, conn := range held {
+		for _, conn := range silent {
 			conn.Close()
 		}
 	}()
@@ -799,11 +799,11 @@ func TestAdminConnectionLimit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		held = append(held, conn)
+		silent = append(silent, conn)
 	}
 
 	// The server accepts in order, so this connection comes after the
-	// held ones and finds the listener full.
+	// silent ones and finds the listener full.
 	extra, err := net.Dial("tcp", admin)
 	if err != nil {
 		t.Fatal(err)
@@ -821,10 +821,10 @@ func TestAdminConnectionLimit(t *testing.T) {
 		t.Errorf("call while the admin listener is full = %v, want OK", result.err)
 	}
 
-	for _, conn := range held {
+	for _, conn := range silent {
 		conn.Close()
 	}
-	held = held[:0]
+	silent = silent[:0]
 	// The server notices the closed connections on its own goroutines,
 	// and logs nothing then, so poll.
 	client := &http.Client{Timeout: 5 * time.Second}
@@ -845,7 +845,7 @@ func TestAdminConnectionLimit(t *testing.T) {
 	}
 
 	// Clients that keep their connections open after a request, each on
-	// its own, fill the listener; a new one still gets its answer, in
+	// its own, fill the listener. A new client still gets a response, in
 	// place of one of them.
 	for range limit {
 		keeper := &http.Client{Transport: &http.Transport{}, Timeout: 5 * time.Second}

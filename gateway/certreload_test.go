@@ -761,9 +761,10 @@ func rotRenewClientCert(t *testing.T, gw *ssetest.Gateway, certs *ssetest.Certs,
 	})
 }
 
-// TestReadyzExpiredListenerCertificate checks that /readyz answers 503,
+// TestReadyzExpiredListenerCertificate checks that /readyz returns 503,
 // naming the certificate, once the listener's certificate in use has
-// expired: every Qlik engine refuses it, so the gateway serves nothing.
+// expired, because every Qlik engine rejects it. An expired old root kept
+// beside the current one in the client CA file leaves it at 200.
 func TestReadyzExpiredListenerCertificate(t *testing.T) {
 	certs := ssetest.NewCerts(t)
 	listenerDir := certs.ServerDir(t, tlsutil.LeafRequest{Hosts: ssetest.TestHosts})

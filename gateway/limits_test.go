@@ -130,8 +130,8 @@ func TestReplyAroundQlikLimit(t *testing.T) {
 // reply over the limit gets a message that names the setting to raise; a
 // request over it is refused by gRPC itself (as of grpc-go v1.85), whose
 // message gives the limit in bytes. At 16 KiB, a reply over the limit
-// fits in the stream's window, so the plugin's status follows it at once:
-// the failure is still the gateway's limit, not the plugin's answer.
+// fits in the stream's window, so the plugin's status follows it at once.
+// The failure is still the gateway's limit, not the plugin's status.
 func TestMessageSizeLimit(t *testing.T) {
 	for _, configured := range []config.ByteSize{0, 1 << 20, 16 << 10} {
 		limit := configured

@@ -737,9 +737,9 @@ func TestMergedEngineAuditsScriptOnce(t *testing.T) {
 }
 
 // TestMergedCallMovesAcrossReload checks that a call to a merged engine
-// that waits for its member's replica, here full at max_in_flight 1, moves
-// to the member that a reload puts in place, with another plugin, and gets
-// the member's own function id there. The call that filled the replica
+// that waits for its member's replica (full at max_in_flight 1) moves to
+// the member that a reload puts in place, with another plugin. There it
+// gets the member's own function id. The call that filled the replica
 // ends OK on the old member.
 func TestMergedCallMovesAcrossReload(t *testing.T) {
 	functions := []*ssepb.FunctionDefinition{mergeFunction("A", 3, "Forecast"), mergeFunction("A", 7, "Smooth")}

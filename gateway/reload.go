@@ -123,8 +123,8 @@ func reloadedListener(listeners []config.Listener, i int, address string) (confi
 
 // newEngine builds an engine of cfg with the gateway's shared settings.
 func (g *Gateway) newEngine(cfg *config.Engine, stateDir string) (*routing.Engine, error) {
-	// The waiting gauge shows every engine, at 0 until a call waits, so
-	// that an alert on it sees the engine before its first outage.
+	// The waiting gauge lists every engine, at 0 until a call waits, so
+	// that an alert on it covers the engine before its first outage.
 	g.observer.metrics.waitingChanged(cfg.Name, 0)
 	return routing.NewEngine(cfg, routing.EngineOptions{
 		PoolOptions: routing.PoolOptions{

@@ -165,8 +165,8 @@ func TestReloadDrainTimeout(t *testing.T) {
 
 // TestReloadMovesWaitingCalls checks that calls waiting for a replica of
 // an engine whose plugin is down move to the engine a reload puts in its
-// place, with the plugin's new address, and end OK there at once rather
-// than after the old engine's reconnect_buffer (a minute here).
+// place, with the plugin's new address. They end OK there at once, not
+// after the old engine's reconnect_buffer (a minute here).
 func TestReloadMovesWaitingCalls(t *testing.T) {
 	t.Parallel()
 	const waiting = 3
@@ -215,9 +215,9 @@ func TestReloadMovesWaitingCalls(t *testing.T) {
 }
 
 // TestReloadRemovedEngineKeepsWaitingCall checks that a call waiting for
-// a replica of an engine that a reload removes is not matched again, which
-// would end it with NotFound at once: it stays on its engine, which ends
-// it when drain_timeout (1s here) has passed.
+// a replica of an engine that a reload removes is not matched again, since
+// that would end it with NotFound at once. It stays on its engine, which
+// ends it when drain_timeout (1s here) has passed.
 func TestReloadRemovedEngineKeepsWaitingCall(t *testing.T) {
 	t.Parallel()
 	const drain = time.Second

@@ -143,9 +143,9 @@ func ratioSampler(ratio *float64) sdktrace.Sampler {
 	return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(*ratio))
 }
 
-// Shutdown flushes and stops the exporters, all at once: a collector of
-// spans that does not answer would otherwise use all of ctx's time and
-// leave the last metrics unsent.
+// Shutdown flushes and stops the exporters, all at once, because a
+// collector of spans that does not respond would otherwise use all of
+// ctx's time and leave the last metrics unsent.
 func (p *Providers) Shutdown(ctx context.Context) error {
 	errs := make([]error, len(p.shutdown))
 	var wg sync.WaitGroup

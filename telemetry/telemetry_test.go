@@ -747,8 +747,9 @@ func TestIDsWithoutExporter(t *testing.T) {
 }
 
 // TestShutdownSendsMetricsWhileSpansHang checks that a collector of spans
-// that accepts connections but never answers does not keep the last
-// metrics from another collector at shutdown: both get the whole time.
+// that accepts connections but never responds does not keep the last
+// metrics from another collector at shutdown, since both get the whole
+// time.
 func TestShutdownSendsMetricsWhileSpansHang(t *testing.T) {
 	clearOTelEnv(t)
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
@@ -757,16 +758,16 @@ func TestShutdownSendsMetricsWhileSpansHang(t *testing.T) {
 	}
 	t.Cleanup(func() { silent.Close() })
 	go func() {
-		var held []net.Conn // kept open and unanswered until the test ends
+		var accepted []net.Conn // kept open, without a response, until the test ends
 		for {
 			conn, err := silent.Accept()
 			if err != nil {
-				for _, conn := range held {
+				for _, conn := range accepted {
 					conn.Close()
 				}
 				return
 			}
-			held = append(held, conn)
+			accepted = append(accepted, conn)
 		}
 	}()
 	metrics := otlptest.StartGRPC(t)

@@ -335,8 +335,9 @@ func WriteSet(dir string, hosts []string, opts SetOptions) (Set, error) {
 }
 
 // checkOutlives returns an error when certificates valid for validity
-// from now would outlive ca, whose files are in caDir.
-func checkOutlives(ca *Authority, caDir string, validity time.Duration, now time.Time, what string) error {
+// from now would outlive ca, whose files are in caDir. The argument
+// certificates names them in the message.
+func checkOutlives(ca *Authority, caDir string, validity time.Duration, now time.Time, certificates string) error {
 	caEnd := ca.Cert.NotAfter
 	if !now.Add(validity).After(caEnd) {
 		return nil
@@ -351,7 +352,7 @@ func checkOutlives(ca *Authority, caDir string, validity time.Duration, now time
 		return fmt.Errorf("the CA certificate in %s expires within the hour, on %s; make a new CA", caDir, caEnd.Format(time.DateTime))
 	}
 	return fmt.Errorf("%s valid for %v would outlive the CA in %s, which expires on %s; make the validity at most %v, or make a new CA",
-		what, validity, caDir, caEnd.Format(time.DateTime), left.Truncate(time.Hour))
+		certificates, validity, caDir, caEnd.Format(time.DateTime), left.Truncate(time.Hour))
 }
 
 type pendingFile struct {

@@ -269,8 +269,8 @@ func TestWatcherReloadsRenamedFiles(t *testing.T) {
 }
 
 // TestWatcherIgnoresOtherFiles checks that a file written into a
-// certificate folder that is none of its sources' files, such as a log,
-// reloads nothing. Absence has no event to wait for, so the test watches
+// certificate folder that is not one of its sources' files, such as a
+// log, reloads nothing. Absence has no event to wait for, so the test watches
 // the log for ten times the watcher's settle time.
 func TestWatcherIgnoresOtherFiles(t *testing.T) {
 	set := newFixture(t)

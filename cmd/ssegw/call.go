@@ -683,7 +683,7 @@ func responseOverLimit(st *status.Status, sent []*ssepb.BundledRows, limit int) 
 
 // connectionHint returns what to check when the client could not connect
 // with err. The endpoint's TLS alerts, as crypto/tls words them (Go 1.26),
-// name the cause; a server that closes without one after the handshake,
+// name the cause. A server that closes without one after the handshake,
 // as Go's does for a client certificate it does not trust, leaves only a
 // broken pipe or a reset.
 func connectionHint(address string, flags callFlags, err error) string {

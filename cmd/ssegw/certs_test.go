@@ -104,13 +104,13 @@ func TestCertsInitHostsWithSpaces(t *testing.T) {
 }
 
 // TestCertsInitForceNewCA checks that certs init --force renews a set
-// from its own CA, so that the old Qlik client folder and the new gateway
-// folder still trust each other, and says so; that --new-ca replaces the
-// CA with a notice to copy Qlik's folder again; and that a first set gets
-// neither notice.
+// from its own CA and prints that it kept the CA. The old Qlik client
+// folder and the new gateway folder must still trust each other. --new-ca
+// replaces the CA, with a notice to copy Qlik's folder again, and a first
+// set gets neither notice.
 func TestCertsInitForceNewCA(t *testing.T) {
 	dir := t.TempDir()
-	const kept, replaced = "The CA is the one that was there", "The CA is new"
+	const keptNotice, newNotice = "The CA is the one that was there", "The CA is new"
 	read := func(folder, file string) []byte {
 		t.Helper()
 		data, err := os.ReadFile(filepath.Join(dir, folder, file))
@@ -123,7 +123,7 @@ func TestCertsInitForceNewCA(t *testing.T) {
 	if err != nil {
 		t.Fatalf("certs init: %v", err)
 	}
-	if strings.Contains(first, kept) || strings.Contains(first, replaced) {
+	if strings.Contains(first, keptNotice) || strings.Contains(first, newNotice) {
 		t.Errorf("certs init into an empty folder printed %q, want no notice about the CA", first)
 	}
 	oldRoot, oldClient, oldServer := read("ca", "root_cert.pem"), read("qlik", "sse_client_cert.pem"), read("gateway", "sse_server_cert.pem")
@@ -132,7 +132,7 @@ func TestCertsInitForceNewCA(t *testing.T) {
 	if err != nil {
 		t.Fatalf("certs init --force: %v", err)
 	}
-	if !strings.Contains(renewed, kept) {
+	if !strings.Contains(renewed, keptNotice) {
 		t.Errorf("certs init --force printed %q, want it to say the CA was kept", renewed)
 	}
 	if !bytes.Equal(read("ca", "root_cert.pem"), oldRoot) || !bytes.Equal(read("gateway", "root_cert.pem"), oldRoot) {
@@ -177,7 +177,7 @@ func TestCertsInitForceNewCA(t *testing.T) {
 	if !bytes.Equal(read("gateway", "root_cert.pem"), oldRoot) {
 		t.Error("certs init --force without ca/ replaced the gateway's root, want nothing written")
 	}
-	if out, err := runCommand(t, "certs", "init", "--out", dir, "--hosts", "localhost", "--force", "--new-ca"); err != nil || !strings.Contains(out, replaced) {
+	if out, err := runCommand(t, "certs", "init", "--out", dir, "--hosts", "localhost", "--force", "--new-ca"); err != nil || !strings.Contains(out, newNotice) {
 		t.Errorf("certs init --force --new-ca without ca/ = %q, %v; want the notice that the CA is new", out, err)
 	}
 	if err := os.RemoveAll(filepath.Join(dir, "ca")); err != nil {
@@ -191,7 +191,7 @@ func TestCertsInitForceNewCA(t *testing.T) {
 	if err != nil {
 		t.Fatalf("certs init --force --new-ca: %v", err)
 	}
-	if !strings.Contains(again, replaced+": copy "+filepath.Join(dir, "qlik")) {
+	if !strings.Contains(again, newNotice+": copy "+filepath.Join(dir, "qlik")) {
 		t.Errorf("certs init --force --new-ca printed %q, want it to say the CA is new and to copy the qlik folder again", again)
 	}
 	if bytes.Equal(read("ca", "root_cert.pem"), oldRoot) {

@@ -615,7 +615,7 @@ func TestImportSettingsKeepsSkippedEntries(t *testing.T) {
 		t.Errorf("import-settings stdout = %q, want it to contain %q", stdout, want)
 	}
 	// With certs/gateway beside the configuration, wherever the command
-	// runs, nothing is said.
+	// runs, no hint is printed.
 	if err := os.MkdirAll(filepath.Join(wantFolder, "gateway"), 0o700); err != nil {
 		t.Fatal(err)
 	}

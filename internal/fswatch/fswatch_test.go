@@ -24,13 +24,13 @@ func watchCalls(t *testing.T, folders ...string) <-chan struct{} {
 	return calls
 }
 
-// awaitCall waits for the next call of onChange, after what.
-func awaitCall(t *testing.T, calls <-chan struct{}, what string) {
+// awaitCall waits for the next call of onChange, after the change named by after.
+func awaitCall(t *testing.T, calls <-chan struct{}, after string) {
 	t.Helper()
 	select {
 	case <-calls:
 	case <-time.After(10 * time.Second):
-		t.Fatalf("no change reported within 10s after %s", what)
+		t.Fatalf("no change reported within 10s after %s", after)
 	}
 }
 
