@@ -287,7 +287,8 @@ func (c *call) serve(ss grpc.ServerStream, engine *routing.Engine) (st *status.S
 // openAttempt opens the plugin's stream for a new attempt, waiting for a
 // ready replica up to the engine's reconnect_buffer, and hands it the
 // client's messages kept so far. It returns nil and the status to end the
-// call with when no stream could be opened.
+// call with when no stream could be opened, and nil without a status when
+// the call is to move to the engine a reload put in place.
 func (c *call) openAttempt(backendCtx context.Context) (*attempt, *status.Status, bool) {
 	a := &attempt{number: len(c.attempts) + 1}
 	c.attempts = append(c.attempts, a)
