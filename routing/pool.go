@@ -108,16 +108,13 @@ func NewPool(engine *config.Engine, opts PoolOptions) (*Pool, error) {
 	return &Pool{conn: conn, resolver: r}, nil
 }
 
-// serviceConfig selects the engine's balancer: gRPC's round_robin, or its
-// least_request, which picks the replica with the fewest calls in flight
-// among choiceCount drawn at random, with replacement. Ten, gRPC's
-// maximum, makes that nearly always the least loaded of an engine's few
-// replicas; with two draws, a quarter of the picks of two replicas would
-// land on the busier one.
+// serviceConfig selects the engine's balancer: gRPC's round_robin, or the
+// gateway's least_request (leastrequest.go), which picks the ready replica
+// with the fewest calls in flight.
 func serviceConfig(engine *config.Engine) string {
 	policy := `{"round_robin": {}}`
 	if engine.Balancer == config.BalancerLeastRequest {
-		policy = `{"least_request_experimental": {"choiceCount": 10}}`
+		policy = `{"` + leastRequestName + `": {}}`
 	}
 	if engine.MaxInFlight > 0 {
 		policy = fmt.Sprintf(`{%q: {"maxInFlight": %d, "childPolicy": [%s]}}`, cappedName, engine.MaxInFlight, policy)
