@@ -364,15 +364,22 @@ func (b *bench) newTarget(name string, certs tlsutil.Set) (*target, error) {
 				Exporter: config.ExporterOTLP, Endpoint: b.spans.Addr, Insecure: true, SamplerRatio: &everyCall,
 			}
 		})
-	case TargetNginx, TargetHAProxy:
-		path, err := findProgram(name)
+	case TargetNginx, TargetHAProxy, TargetTCPRelay:
+		program := name
+		if name == TargetTCPRelay {
+			program = "haproxy"
+		}
+		path, err := findProgram(program)
 		if err != nil {
 			return nil, fmt.Errorf("not installed (%w)", err)
 		}
-		if name == TargetNginx {
+		switch name {
+		case TargetNginx:
 			t.launch = b.launchProxy(name, path, nginxTemplate, nginxArgs)
-		} else {
+		case TargetHAProxy:
 			t.launch = b.launchProxy(name, path, haproxyTemplate, haproxyArgs)
+		default:
+			t.launch = b.launchProxy(name, path, tcpRelayTemplate, haproxyArgs)
 		}
 	}
 	return t, nil

@@ -157,6 +157,29 @@ backend plugin
     server plugin {{.Plugin}} proto h2
 `))
 
+// tcpRelayTemplate runs HAProxy as a plain TCP relay: it copies bytes
+// between the client's connection and one to the plugin without reading
+// HTTP/2, so it can neither route nor observe a call. Its cost is the
+// least that a process between Qlik and a plugin adds on this machine.
+var tcpRelayTemplate = template.Must(template.New("tcp-relay.cfg").Parse(`# Written by ssegw bench; deleted when the run ends.
+global
+    nbthread 2
+    maxconn 8192
+
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+
+frontend sse
+    bind {{.Listen}}
+    default_backend plugin
+
+backend plugin
+    server plugin {{.Plugin}}
+`))
+
 // renderProxyConfig fills in a proxy's configuration template.
 func renderProxyConfig(tmpl *template.Template, settings proxySettings) ([]byte, error) {
 	var out bytes.Buffer

@@ -24,10 +24,11 @@ const (
 	TargetSSEGWTracing = "ssegw-tracing"
 	TargetNginx        = "nginx"
 	TargetHAProxy      = "haproxy"
+	TargetTCPRelay     = "tcp-relay"
 )
 
 // AllTargets lists every target, in table order.
-var AllTargets = []string{TargetDirect, TargetSSEGW, TargetSSEGWTLS, TargetSSEGWTracing, TargetNginx, TargetHAProxy}
+var AllTargets = []string{TargetDirect, TargetSSEGW, TargetSSEGWTLS, TargetSSEGWTracing, TargetNginx, TargetHAProxy, TargetTCPRelay}
 
 // targetDescriptions describe each target, for the report.
 var targetDescriptions = map[string]string{
@@ -37,6 +38,7 @@ var targetDescriptions = map[string]string{
 	TargetSSEGWTracing: "`ssegw serve`, plaintext, every call traced (sampler ratio 1) and exported over OTLP/gRPC to a receiver in the benchmark process",
 	TargetNginx:        "nginx `grpc_pass`, 2 workers, upstream keepalive pool",
 	TargetHAProxy:      "HAProxy in HTTP/2 mode on both sides, 2 threads",
+	TargetTCPRelay:     "HAProxy in TCP mode, 2 threads: a byte pump that knows nothing of HTTP/2, as a floor for what any process between client and plugin costs",
 }
 
 // Names of the plugin and the gateway's engine in the benchmark.
