@@ -83,6 +83,9 @@ func TestProxyConfigs(t *testing.T) {
 			"bind 127.0.0.1:4000 proto h2", "server plugin 127.0.0.1:5000 proto h2", "nbthread 2",
 			"tune.h2.max-concurrent-streams 1000", "timeout client 1h", "timeout server 1h",
 		}},
+		{"tcp-relay", func() ([]byte, error) { return renderProxyConfig(tcpRelayTemplate, settings) }, []string{
+			"mode tcp", "bind 127.0.0.1:4000\n", "server plugin 127.0.0.1:5000\n", "nbthread 2", "timeout client 1h",
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
