@@ -405,6 +405,10 @@ func (s *recordedSpan) SetAttributes(attributes ...attribute.KeyValue) {
 // setAttributes adds attributes to list, replacing the values of keys it
 // has and dropping invalid ones and those over the limit.
 func setAttributes(list []attribute.KeyValue, dropped int, attributes []attribute.KeyValue) ([]attribute.KeyValue, int) {
+	// Grown once for all of them: a list fresh from the pool, which loses
+	// its lists at each collection, would otherwise double seven times for
+	// the gateway's server span, copying 8 kB.
+	list = slices.Grow(list, min(len(attributes), recorderCountLimit-len(list)))
 	for _, kv := range attributes {
 		if !kv.Valid() {
 			dropped++
