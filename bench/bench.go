@@ -1,5 +1,6 @@
 // Package bench compares ssegw with a direct connection to an SSE plugin,
-// and with nginx and HAProxy as gRPC proxies, in one run on 127.0.0.1.
+// with nginx and HAProxy as gRPC proxies, and with HAProxy as a plain TCP
+// relay, in one run on 127.0.0.1.
 //
 // Every target is started by the benchmark as a process of its own, with
 // its own configuration in a temporary folder, in front of one example
@@ -51,7 +52,7 @@ const (
 	memoryLarge = "memory-large"
 )
 
-// Defaults of Options. With them and all six targets, a full run took four
+// Defaults of Options. With them and all seven targets, a full run took four
 // to five minutes on a 2-core machine, and one with the Quick values under
 // a minute.
 const (

@@ -29,6 +29,8 @@ started by the benchmark on 127.0.0.1 in front of one example plugin:
   ssegw-tracing  the gateway tracing every call to an OTLP receiver
   nginx          nginx grpc_pass (skipped when nginx is not installed)
   haproxy        HAProxy in HTTP/2 mode (skipped when not installed)
+  tcp-relay      HAProxy in TCP mode: a byte pump that reads no HTTP/2, the
+                 floor of what any process in the path costs
 
 Workloads: small (many small SumOfRows calls), large (Echo calls of many
 large bundles, sent and read at once), sweep (small calls at rising
