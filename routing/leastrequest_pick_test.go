@@ -38,6 +38,16 @@ func newTestLeastRequestPicker(open ...int32) *leastRequestPicker {
 	return p
 }
 
+// mustPick picks from p and fails the test on an error.
+func mustPick(t *testing.T, p *leastRequestPicker) balancer.PickResult {
+	t.Helper()
+	result, err := p.Pick(balancer.PickInfo{})
+	if err != nil {
+		t.Fatalf("Pick() = %v", err)
+	}
+	return result
+}
+
 func pickedName(t *testing.T, result balancer.PickResult) string {
 	t.Helper()
 	sc, ok := result.SubConn.(*fakeSubConn)
@@ -53,10 +63,7 @@ func pickedName(t *testing.T, result balancer.PickResult) string {
 func TestLeastRequestPicksFewestOpen(t *testing.T) {
 	p := newTestLeastRequestPicker(3, 1, 2)
 	for range 100 {
-		result, err := p.Pick(balancer.PickInfo{})
-		if err != nil {
-			t.Fatalf("Pick() = %v", err)
-		}
+		result := mustPick(t, p)
 		if name := pickedName(t, result); name != "1" {
 			t.Fatalf("picked replica %s, want 1 (open calls 3, 1, 2)", name)
 		}
@@ -69,10 +76,7 @@ func TestLeastRequestPicksFewestOpen(t *testing.T) {
 	// then share out.
 	counts := map[string]int{}
 	for range 3 {
-		result, err := p.Pick(balancer.PickInfo{})
-		if err != nil {
-			t.Fatalf("Pick() = %v", err)
-		}
+		result := mustPick(t, p)
 		counts[pickedName(t, result)]++
 	}
 	if counts["1"] != 2 || counts["2"] != 1 {
@@ -86,10 +90,7 @@ func TestLeastRequestSpreadsTies(t *testing.T) {
 	p := newTestLeastRequestPicker(0, 0, 0)
 	counts := map[string]int{}
 	for range 300 {
-		result, err := p.Pick(balancer.PickInfo{})
-		if err != nil {
-			t.Fatalf("Pick() = %v", err)
-		}
+		result := mustPick(t, p)
 		counts[pickedName(t, result)]++
 		result.Done(balancer.DoneInfo{})
 	}
@@ -118,11 +119,7 @@ func TestLeastRequestChildResults(t *testing.T) {
 
 	var childDone atomic.Int32
 	p.replicas[0].picker = &fakeChildPicker{subConn: &fakeSubConn{name: "0"}, done: func(balancer.DoneInfo) { childDone.Add(1) }}
-	result, err := p.Pick(balancer.PickInfo{})
-	if err != nil {
-		t.Fatalf("Pick() = %v", err)
-	}
-	result.Done(balancer.DoneInfo{})
+	mustPick(t, p).Done(balancer.DoneInfo{})
 	if childDone.Load() != 1 || p.replicas[0].inFlight.Load() != 0 {
 		t.Errorf("after the call's end: child's end ran %d times, %d open calls; want 1 and 0", childDone.Load(), p.replicas[0].inFlight.Load())
 	}
