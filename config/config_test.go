@@ -1153,6 +1153,39 @@ engines:
 	}
 }
 
+// TestUncoveredHosts checks that an engine host name that the certificate
+// of no TLS listener lists is warned about, and that names the
+// certificate lists, wildcards included, and plaintext listeners are not.
+func TestUncoveredHosts(t *testing.T) {
+	set, err := tlsutil.WriteSet(t.TempDir(), []string{"gw.example", "*.apps.example", "10.0.0.5"}, tlsutil.SetOptions{})
+	if err != nil {
+		t.Fatalf("WriteSet() error: %v", err)
+	}
+	parse := func(listener string) *config.Config {
+		t.Helper()
+		cfg, err := config.Parse([]byte(`
+listeners:
+  - `+listener+`
+engines:
+  Covered: {hosts: [GW.example, r.apps.example, 10.0.0.5], backends: [{address: "127.0.0.1:50055"}]}
+  Missing: {hosts: [r.gw.example], backends: [{address: "127.0.0.1:50056"}]}
+`), nil)
+		if err != nil {
+			t.Fatalf("Parse() error: %v", err)
+		}
+		return cfg
+	}
+
+	warnings := parse(`{address: "127.0.0.1:0", tls: {dir: ` + quote(set.GatewayDir) + `}}`).UncoveredHosts()
+	want := "engines.Missing.hosts: r.gw.example is not a name in the certificate of listeners[0].tls"
+	if len(warnings) != 1 || !strings.HasPrefix(warnings[0], want) {
+		t.Errorf("UncoveredHosts() = %q, want one warning starting with %q", warnings, want)
+	}
+	if warnings := parse(`{address: "127.0.0.1:0", insecure: true}`).UncoveredHosts(); len(warnings) != 0 {
+		t.Errorf("UncoveredHosts() with a plaintext listener = %q, want none", warnings)
+	}
+}
+
 // TestValidateSwappedFolders checks the problems of a listener given the
 // Qlik client folder and a backend given the gateway's folder: one line
 // per missing file, each named once under its key.

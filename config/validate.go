@@ -440,6 +440,41 @@ func (c *Config) ExpiredCertificates(now time.Time) []string {
 	return warnings
 }
 
+// UncoveredHosts returns a warning for each engine host name that the
+// certificate of no TLS listener lists. Qlik checks the name it connects
+// by against the gateway's certificate, so calls by such a name fail the
+// handshake. Without a TLS listener there is nothing to check.
+func (c *Config) UncoveredHosts() []string {
+	var sources []*tlsutil.Source
+	var labels []string
+	for i, listener := range c.Listeners {
+		if listener.TLS == nil {
+			continue
+		}
+		label := fmt.Sprintf("listeners[%d].tls", i)
+		if source, err := tlsutil.NewServerSource(label, listener.TLS.Files()); err == nil {
+			sources = append(sources, source)
+			labels = append(labels, label)
+		}
+	}
+	if len(sources) == 0 {
+		return nil
+	}
+	var warnings []string
+	for _, name := range c.EngineNames() {
+		for _, host := range c.Engine(name).Hosts {
+			covered := slices.ContainsFunc(sources, func(source *tlsutil.Source) bool {
+				return source.VerifyHostname(NormalizeHost(host)) == nil
+			})
+			if !covered {
+				warnings = append(warnings, fmt.Sprintf("engines.%s.hosts: %s is not a name in the certificate of %s, so Qlik's calls by this name fail the TLS handshake; make the certificates with it among --hosts (ssegw certs init --force keeps the CA of a set it made)",
+					name, host, strings.Join(labels, " or ")))
+			}
+		}
+	}
+	return warnings
+}
+
 // reaches returns the index of a listener that a dial of address would
 // reach on this host: one on its port, on its host or on every address
 // when the host is one of this machine's. A host name other than

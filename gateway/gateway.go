@@ -306,6 +306,7 @@ func (g *Gateway) Start() error {
 			}
 		}()
 	}
+	g.warnUncoveredHosts(g.cfg)
 	for _, engine := range g.routes().Engines() {
 		engine.Start()
 	}
@@ -413,6 +414,15 @@ func (g *Gateway) HandshakeFailures() map[tlsutil.HandshakeFailure]int64 {
 
 func (g *Gateway) routes() *routing.Table {
 	return g.routing.Load().table
+}
+
+// warnUncoveredHosts logs each engine host name that no TLS listener's
+// certificate lists. Qlik's calls by that name fail the handshake, before
+// any call reaches the gateway's log.
+func (g *Gateway) warnUncoveredHosts(cfg *config.Config) {
+	for _, warning := range cfg.UncoveredHosts() {
+		g.logger.Warn("engine host name missing from the gateway's certificate", "warning", warning)
+	}
 }
 
 // expiryCheckInterval is how often certificates are checked for expiry.

@@ -88,6 +88,7 @@ func (g *Gateway) Reload(cfg *config.Config) (warnings []string, err error) {
 		})
 	}
 	g.logger.Info("configuration reloaded", "engines", len(engines), "new_or_changed", engineNames(started), "replaced_or_removed", engineNames(replaced))
+	g.warnUncoveredHosts(cfg)
 	return warnings, nil
 }
 

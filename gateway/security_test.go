@@ -631,3 +631,28 @@ func TestPlaintextListenerWithAllowClientsWarns(t *testing.T) {
 		t.Errorf("record engine = %v, want R", got)
 	}
 }
+
+// TestUncoveredHostWarns checks the start-up warning for an engine host
+// name that the TLS listener's certificate does not list: Qlik's calls by
+// that name would fail the handshake, out of the gateway's sight.
+func TestUncoveredHostWarns(t *testing.T) {
+	const message = "engine host name missing from the gateway's certificate"
+	certs := ssetest.NewCerts(t)
+	plugin := startSecPlugin(t)
+	covered, missing := ssetest.Engine(plugin.Addr), ssetest.Engine(plugin.Addr)
+	covered.Hosts = []string{"localhost"}
+	missing.Hosts = []string{"py.gateway.example"}
+	gw := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("R", &config.ServerTLS{Dir: certs.GatewayDir})},
+		Engines:   map[string]*config.Engine{"R": covered, "Py": missing},
+	})
+
+	records := gw.Logs.Records(message)
+	if len(records) != 1 {
+		t.Fatalf("got %d %q records, want 1; log:\n%s", len(records), message, gw.Logs)
+	}
+	warning, _ := records[0]["warning"].(string)
+	if !strings.HasPrefix(warning, "engines.Py.hosts: py.gateway.example is not a name in the certificate of listeners[0].tls") {
+		t.Errorf("record warning = %q, want it to name engine Py's host and listeners[0]", warning)
+	}
+}

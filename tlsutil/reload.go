@@ -115,6 +115,27 @@ func (s *Source) Certificates() []*x509.Certificate {
 	return certificates
 }
 
+// VerifyHostname returns nil when a certificate that the source presents
+// is valid for host, a DNS name or an IP address. A client connecting by
+// that name makes the same check. Otherwise it returns the first
+// certificate's error.
+func (s *Source) VerifyHostname(host string) error {
+	var first error
+	for _, pair := range s.current.Load().Certificates {
+		if pair.Leaf == nil {
+			continue
+		}
+		err := pair.Leaf.VerifyHostname(host)
+		if err == nil {
+			return nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
 // expiredWording is the phrase that sets the warnings of Expired apart
 // from the other warnings of Expiring.
 const expiredWording = " expired on "

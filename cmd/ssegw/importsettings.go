@@ -126,8 +126,16 @@ func importSettings(cmd *cobra.Command, path, out string, force bool, opts confi
 	if _, err := os.Stat(tlsDir); err != nil {
 		// validate would stop at the missing folder first.
 		if filepath.Base(tlsDir) == tlsutil.GatewayFolder {
+			// In hosts mode Qlik connects by each engine's name, which
+			// the certificate must list too.
+			names := []string{opts.GatewayHost}
+			if opts.Mode == "hosts" {
+				for _, name := range cfg.EngineNames() {
+					names = append(names, cfg.Engine(name).Hosts...)
+				}
+			}
 			fmt.Fprintf(stdout, "Make the gateway's certificates first, since %s does not exist yet: ssegw certs init --out %s --hosts %s\n",
-				tlsDir, filepath.Dir(tlsDir), opts.GatewayHost)
+				tlsDir, filepath.Dir(tlsDir), strings.Join(names, ","))
 		} else {
 			fmt.Fprintf(stdout, "Put the gateway's certificates in %s first, which does not exist yet.\n", tlsDir)
 		}

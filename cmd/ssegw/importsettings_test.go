@@ -627,6 +627,17 @@ func TestImportSettingsKeepsSkippedEntries(t *testing.T) {
 		t.Errorf("import-settings stdout = %q, want no hint: %s exists", stdout, filepath.Join(wantFolder, "gateway"))
 	}
 
+	// In hosts mode, Qlik connects by each engine's name, which the
+	// certificates must list too.
+	hostsOut := filepath.Join(t.TempDir(), "hosts.yaml")
+	stdout, _, err = runCommandOutput(t, "import-settings", settings, "--out", hostsOut, "--gateway-host", "gw.example", "--mode", "hosts")
+	if err != nil {
+		t.Fatalf("import-settings --mode hosts: %v", err)
+	}
+	if want := "--hosts gw.example,a.gw.example,b.gw.example\n"; !strings.Contains(stdout, want) {
+		t.Errorf("import-settings --mode hosts stdout = %q, want the certs init hint to end with %q", stdout, want)
+	}
+
 	one := writeSampleSettings(t, []byte("[Settings 7]\r\nSSEPlugin=A,localhost:50061;R,localhost:notaport\r\n"))
 	stdout, _, err = runCommandOutput(t, "import-settings", one, "--out", filepath.Join(t.TempDir(), "ssegw.yaml"), "--gateway-host", "gw.example")
 	if err != nil {

@@ -35,7 +35,9 @@ its capabilities, and report replicas that cannot be reached or whose
 functions differ from the other replicas of their engine.
 
 It warns about certificates that have expired: the file is valid with
-them, but every peer refuses them. The exit status is 0 when the file is
+them, but every peer refuses them. It also warns about engine host names
+that the certificate of no TLS listener lists, since Qlik's calls by
+those names fail the handshake. The exit status is 0 when the file is
 valid and, with --connect, every backend answered and agrees; 1
 otherwise.`,
 		Args: cobra.NoArgs,
@@ -52,6 +54,9 @@ otherwise.`,
 			fmt.Fprintf(out, "%s: valid: %s, %s (%s)\n", configFile, count(len(cfg.Listeners), "listener"), count(len(cfg.Engines), "engine"), strings.Join(cfg.EngineNames(), ", "))
 			for _, expired := range cfg.ExpiredCertificates(time.Now()) {
 				fmt.Fprintf(out, "warning: %s: every peer refuses it; renew it (ssegw certs init --force keeps the CA of a set it made)\n", expired)
+			}
+			for _, warning := range cfg.UncoveredHosts() {
+				fmt.Fprintf(out, "warning: %s\n", warning)
 			}
 			if !connect {
 				return nil

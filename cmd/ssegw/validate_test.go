@@ -133,6 +133,32 @@ engines:
 	}
 }
 
+// TestValidateWarnsUncoveredHost checks that validate warns about an
+// engine host name missing from the TLS listener's certificate, and that
+// the file stays valid: the gateway serves the engine's other names.
+func TestValidateWarnsUncoveredHost(t *testing.T) {
+	certs := ssetest.NewCerts(t)
+	path := writeValidateConfig(t, `
+listeners:
+  - address: 127.0.0.1:0
+    tls: {dir: `+certs.GatewayDir+`}
+engines:
+  R:
+    hosts: [r.gw.test, r.other.example]
+    backends:
+      - address: 127.0.0.1:1
+`)
+	output, err := runCommand(t, "validate", "--config", path)
+	checkValidateExit(t, err, 0, output)
+	want := "warning: engines.R.hosts: r.other.example is not a name in the certificate of listeners[0].tls"
+	if !strings.Contains(output, want) {
+		t.Errorf("validate output = %q, want a line starting with %q", output, want)
+	}
+	if strings.Contains(output, "r.gw.test is not") {
+		t.Errorf("validate output = %q, want no warning for r.gw.test, which the certificate lists", output)
+	}
+}
+
 // TestValidateMergeProblems checks each mistake in a merged engine's
 // section: each gives one line naming the key, and exit status 1.
 func TestValidateMergeProblems(t *testing.T) {
