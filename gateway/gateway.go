@@ -417,8 +417,8 @@ func (g *Gateway) routes() *routing.Table {
 }
 
 // warnUncoveredHosts logs each engine host name that no TLS listener's
-// certificate lists. Qlik's calls by that name fail the handshake, before
-// any call reaches the gateway's log.
+// certificate lists. Qlik's calls by that name fail in the TLS handshake,
+// so no call record would show them.
 func (g *Gateway) warnUncoveredHosts(cfg *config.Config) {
 	for _, warning := range cfg.UncoveredHosts() {
 		g.logger.Warn("engine host name missing from the gateway's certificate", "warning", warning)
