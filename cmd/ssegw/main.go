@@ -104,13 +104,15 @@ func newVersionCommand() *cobra.Command {
 // recorded when the binary was built without stamps.
 func versionString() string {
 	v, c, d := version, commit, date
+	// Go records the commit's time, not the build's.
+	dateLabel := " built "
 	if info, ok := debug.ReadBuildInfo(); ok && c == "" {
 		for _, setting := range info.Settings {
 			switch setting.Key {
 			case "vcs.revision":
 				c = setting.Value
 			case "vcs.time":
-				d = setting.Value
+				d, dateLabel = setting.Value, " committed "
 			}
 		}
 	}
@@ -119,7 +121,7 @@ func versionString() string {
 		text += " commit " + c
 	}
 	if d != "" {
-		text += " built " + d
+		text += dateLabel + d
 	}
 	return text
 }
