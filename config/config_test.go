@@ -644,7 +644,7 @@ listeners:
 engines:
   R: {request_timout: 5s, backends: [{address: "127.0.0.1:50055"}]}
 `,
-			want: []problem{{"engines.R", "unknown key request_timout"}},
+			want: []problem{{"engines.R", "unknown key request_timout; did you mean request_timeout?"}},
 		},
 		{
 			name: "misspelt top-level key",
@@ -655,7 +655,7 @@ engines:
   R: {backends: [{address: "127.0.0.1:50055"}]}
 limit: {max_message_size: 4MiB}
 `,
-			want: []problem{{"top level", "unknown key limit"}},
+			want: []problem{{"top level", "unknown key limit; did you mean limits?"}},
 		},
 		{
 			name: "unknown log level",

@@ -399,7 +399,11 @@ func unknownKeys(node any, typ reflect.Type, path string, spelling keySpelling) 
 				if where == "" {
 					where = "top level"
 				}
-				problems = append(problems, fmt.Errorf("%s: unknown key %s; check its spelling", where, key))
+				hint := "check its spelling"
+				if near := nearestKey(typ, key); near != "" {
+					hint = "did you mean " + near + "?"
+				}
+				problems = append(problems, fmt.Errorf("%s: unknown key %s; %s", where, key, hint))
 				continue
 			}
 			problems = append(problems, unknownKeys(settings[key], field.Type, joinPath(path, key), spelling)...)
@@ -691,6 +695,45 @@ func fieldByTag(typ reflect.Type, key string) (reflect.StructField, bool) {
 		}
 	}
 	return reflect.StructField{}, false
+}
+
+// nearestKey returns the key of typ's fields that key most likely
+// misspells: the closest by edit distance, at most two edits away and
+// closer than a third of its length, so that short unrelated keys are not
+// offered. It returns "" when none is that close.
+func nearestKey(typ reflect.Type, key string) string {
+	best, bestDistance := "", min(3, len(key)/3+1)
+	for i := range typ.NumField() {
+		tag := typ.Field(i).Tag.Get("mapstructure")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		if d := editDistance(strings.ToLower(key), tag); d < bestDistance {
+			best, bestDistance = tag, d
+		}
+	}
+	return best
+}
+
+// editDistance returns the Levenshtein distance between a and b, in bytes.
+func editDistance(a, b string) int {
+	previous := make([]int, len(b)+1)
+	current := make([]int, len(b)+1)
+	for j := range previous {
+		previous[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		current[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			current[j] = min(previous[j]+1, current[j-1]+1, previous[j-1]+cost)
+		}
+		previous, current = current, previous
+	}
+	return previous[len(b)]
 }
 
 // envValue converts an environment string for a field of type typ: lists

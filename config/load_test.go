@@ -519,7 +519,7 @@ engines:
     functions: {SumOfRows: {replai: false}}
     backends: [{address: "127.0.0.1:50055"}]
 `,
-			want: []problem{{"engines.A.functions.SumOfRows", "unknown key replai"}},
+			want: []problem{{"engines.A.functions.SumOfRows", "unknown key replai; did you mean replay?"}},
 		},
 		{
 			name: "environment variable",

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -171,7 +172,7 @@ func runGatewayUntil(ctx, force context.Context, configFile string, stderr io.Wr
 func reload(g *gateway.Gateway, logger *slog.Logger, configFile string) {
 	cfg, err := config.Load(configFile, os.Environ())
 	if err != nil {
-		logger.Error("configuration not reloaded; the running one stays", "error", err.Error())
+		logger.Error("configuration not reloaded; the running one stays", "error", oneLine(err))
 		return
 	}
 	warnings, err := g.Reload(cfg)
@@ -179,6 +180,22 @@ func reload(g *gateway.Gateway, logger *slog.Logger, configFile string) {
 		logger.Warn("configuration change not applied until restart", "change", warning)
 	}
 	if err != nil {
-		logger.Error("configuration not reloaded; the running one stays", "error", err.Error())
+		logger.Error("configuration not reloaded; the running one stays", "error", oneLine(err))
 	}
+}
+
+// oneLine puts an error of several lines, such as a configuration's
+// problems one per line, on one line for the log, whose handlers would
+// show each line break as \n.
+func oneLine(err error) string {
+	lines := strings.Split(err.Error(), "\n")
+	text := lines[0]
+	for _, line := range lines[1:] {
+		if strings.HasSuffix(text, ":") {
+			text += " " + line
+		} else {
+			text += "; " + line
+		}
+	}
+	return text
 }

@@ -77,7 +77,7 @@ unknown_key: 1
 
 	want := []string{
 		"config " + path + ":",
-		"top level: unknown key unknown_key",
+		"top level: unknown key unknown_key; check its spelling",
 		`engines.Py.backends: none configured`,
 		`engines.R.backends[0].address: invalid address "localhost"`,
 		`listeners[0].engine: unknown engine "Missing"`,
