@@ -61,6 +61,14 @@ func runDemo(ctx context.Context, out io.Writer, verbose, keepRunning bool) erro
 	// the process at once on SIGHUP, as when the terminal closes.
 	ctx, stopSignals := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stopSignals()
+	// A reader of the output that goes away, as with `ssegw demo | head`,
+	// would end the process at the next write for the same reason. With
+	// SIGPIPE caught, that write fails instead, and the demo runs to its
+	// end. The signal also comes for broken connections, which the demo's
+	// own calls report, so it does not stop the demo.
+	brokenPipes := make(chan os.Signal, 1)
+	signal.Notify(brokenPipes, syscall.SIGPIPE)
+	defer signal.Stop(brokenPipes)
 	callsCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bufio"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -35,5 +38,46 @@ func TestDemoStopsOnSignals(t *testing.T) {
 				t.Errorf("%s holds %d entries after the demo stopped, want none", tmp, len(entries))
 			}
 		})
+	}
+}
+
+// TestDemoOutputClosedEarly checks that a reader of the demo's output that
+// goes away after the first line, as `ssegw demo | head -1` does, neither
+// kills the demo by SIGPIPE nor leaves its temporary folder, with the
+// private keys, behind.
+func TestDemoOutputClosedEarly(t *testing.T) {
+	binary := ssetest.Binary(t, "./cmd/ssegw")
+	tmp := t.TempDir()
+	cmd := exec.Command(binary, "demo")
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	output, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	if _, err := bufio.NewReader(output).ReadString('\n'); err != nil {
+		t.Errorf("reading the demo's first line: %v", err)
+	}
+	output.Close()
+	go func() { done <- cmd.Wait() }()
+
+	select {
+	case err := <-done:
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			if status, ok := exit.Sys().(syscall.WaitStatus); ok && status.Signaled() {
+				t.Errorf("demo ended by signal %v once its output closed, want it to run to its end", status.Signal())
+			}
+		}
+	case <-time.After(time.Minute):
+		cmd.Process.Kill()
+		<-done
+		t.Fatal("demo still running a minute after its output closed")
+	}
+	if entries, _ := os.ReadDir(tmp); len(entries) != 0 {
+		t.Errorf("%s holds %d entries after the demo ended, want none", tmp, len(entries))
 	}
 }
