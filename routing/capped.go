@@ -299,8 +299,8 @@ type cappedPicker struct {
 // pickTries is the max number of picks requested from the child while
 // the replica it picks is full, before the picker looks at every ready
 // replica itself. A second pick lets the child's own order choose where it
-// can: round_robin moves on to the next replica, and least_request draws
-// again.
+// can: round_robin moves on to the next replica, and least_request picks
+// again among the replicas tied for fewest calls, if several are.
 const pickTries = 2
 
 func (p *cappedPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {

@@ -1,7 +1,9 @@
 package routing
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -16,11 +18,11 @@ import (
 
 // leastRequestName is the balancer behind an engine's least_request. It
 // replaces gRPC's least_request_experimental, which (as of grpc-go v1.85)
-// draws replicas at random, so that with two replicas one pick in four of
-// two draws lands on the busier one. Its picker also allocates once per
-// draw and once more for the call's end: eleven allocations per call with
-// ten draws, a few per cent of the gateway's CPU on small calls. This one
-// looks at every ready replica and allocates nothing per pick.
+// compares a number of replicas drawn at random, ten as the gateway
+// configured it, and allocates once per draw and once more for the call's
+// end: eleven allocations per call, a few per cent of the gateway's CPU on
+// small calls. This one compares every ready replica and allocates
+// nothing per pick.
 const leastRequestName = "ssegw_least_request"
 
 func init() {
@@ -31,7 +33,13 @@ type leastRequestBuilder struct{}
 
 func (leastRequestBuilder) Name() string { return leastRequestName }
 
+// ParseConfig accepts only an empty object: the balancer has no settings.
 func (leastRequestBuilder) ParseConfig(raw json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
+	decoder := json.NewDecoder(bytes.NewReader(raw))
+	decoder.DisallowUnknownFields()
+	if err := decoder.Decode(&struct{}{}); err != nil {
+		return nil, fmt.Errorf("%s: %w", leastRequestName, err)
+	}
 	return leastRequestConfig{}, nil
 }
 
@@ -56,9 +64,11 @@ type leastRequestBalancer struct {
 	child balancer.Balancer
 
 	mu sync.Mutex
-	// inFlight counts the calls open on each ready replica. A counter
-	// outlives the pickers that share it, so that calls picked by an
-	// older picker still count.
+	// inFlight counts the calls open on each replica, ready or not, and on
+	// each replica the resolver dropped while calls are open on it. A
+	// counter outlives the pickers that share it, so that a replica that
+	// reconnects, or comes back to the resolver's list, still counts the
+	// calls it serves.
 	inFlight *resolver.EndpointMap[*atomic.Int32]
 }
 
@@ -82,39 +92,36 @@ func (b *leastRequestBalancer) Close() { b.child.Close() }
 // replica, endpointsharding's own picker already decides whether calls
 // wait or fail, so it is passed on unchanged.
 func (b *leastRequestBalancer) UpdateState(state balancer.State) {
-	var ready []endpointsharding.ChildState
-	for _, child := range endpointsharding.ChildStatesFromPicker(state.Picker) {
-		if child.State.ConnectivityState == connectivity.Ready {
-			ready = append(ready, child)
-		}
-	}
-	if len(ready) == 0 {
-		b.ClientConn.UpdateState(state)
-		return
-	}
-
 	b.mu.Lock()
-	current := resolver.NewEndpointMap[*atomic.Int32]()
-	p := &leastRequestPicker{replicas: make([]pickedReplica, len(ready))}
-	for i, child := range ready {
+	counters := resolver.NewEndpointMap[*atomic.Int32]()
+	var ready []pickedReplica
+	for _, child := range endpointsharding.ChildStatesFromPicker(state.Picker) {
 		counter, ok := b.inFlight.Get(child.Endpoint)
 		if !ok {
 			counter = new(atomic.Int32)
 		}
-		current.Set(child.Endpoint, counter)
-		p.replicas[i] = pickedReplica{
-			picker:   child.State.Picker,
-			inFlight: counter,
-			done:     func(balancer.DoneInfo) { counter.Add(-1) },
+		counters.Set(child.Endpoint, counter)
+		if child.State.ConnectivityState == connectivity.Ready {
+			ready = append(ready, pickedReplica{
+				picker:   child.State.Picker,
+				inFlight: counter,
+				done:     func(balancer.DoneInfo) { counter.Add(-1) },
+			})
 		}
 	}
-	// Replicas that are not ready take no new calls; forgetting their
-	// counters keeps the map to the replicas of the moment. Their open
-	// calls end on the counters they hold.
-	b.inFlight = current
+	for endpoint, counter := range b.inFlight.All() {
+		if _, ok := counters.Get(endpoint); !ok && counter.Load() > 0 {
+			counters.Set(endpoint, counter)
+		}
+	}
+	b.inFlight = counters
 	b.mu.Unlock()
 
-	b.ClientConn.UpdateState(balancer.State{ConnectivityState: connectivity.Ready, Picker: p})
+	if len(ready) == 0 {
+		b.ClientConn.UpdateState(state)
+		return
+	}
+	b.ClientConn.UpdateState(balancer.State{ConnectivityState: connectivity.Ready, Picker: &leastRequestPicker{replicas: ready}})
 }
 
 // leastRequestPicker picks the ready replica with the fewest calls open.
@@ -130,22 +137,27 @@ type pickedReplica struct {
 	done func(balancer.DoneInfo)
 }
 
-// Pick looks at every ready replica, from a random one on, and stops at
-// the first without calls. Starting at random spreads calls over replicas
-// with equal counts. Reading every counter is cheap for an engine's
-// handful of replicas; with hundreds it would cost more than ten draws.
+// Pick takes the ready replica with the fewest calls open, and among
+// replicas tied for fewest, each with equal chance. Reading every counter
+// is cheap for an engine's handful of replicas; with hundreds it would
+// cost more than gRPC's ten draws.
 func (p *leastRequestPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
-	n := len(p.replicas)
-	start := 0
-	if n > 1 {
-		start = rand.IntN(n)
-	}
-	best := &p.replicas[start]
-	least := best.inFlight.Load()
-	for i := 1; i < n && least > 0; i++ {
-		r := &p.replicas[(start+i)%n]
-		if open := r.inFlight.Load(); open < least {
-			best, least = r, open
+	var best *pickedReplica
+	var least int32
+	ties := 0
+	for i := range p.replicas {
+		r := &p.replicas[i]
+		open := r.inFlight.Load()
+		switch {
+		case best == nil || open < least:
+			best, least, ties = r, open, 1
+		case open == least:
+			// Keeping the new one with chance 1/ties leaves each tied
+			// replica seen so far picked with equal chance.
+			ties++
+			if rand.IntN(ties) == 0 {
+				best = r
+			}
 		}
 	}
 	result, err := best.picker.Pick(info)

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/resolver"
 )
 
 // fakeChildPicker picks its one subconnection, or fails with err.
@@ -138,5 +140,155 @@ func TestLeastRequestPickAllocatesNothing(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("a pick and its end allocate %v times, want 0", allocs)
+	}
+}
+
+// TestLeastRequestSpreadsTiesBesideBusy checks that replicas tied for
+// fewest calls share the picks evenly when another replica is busier,
+// wherever the busy one sits in the list.
+func TestLeastRequestSpreadsTiesBesideBusy(t *testing.T) {
+	for _, open := range [][]int32{{5, 0, 0}, {1, 1, 5}, {0, 5, 0}} {
+		p := newTestLeastRequestPicker(open...)
+		counts := map[string]int{}
+		for range 600 {
+			result := mustPick(t, p)
+			counts[pickedName(t, result)]++
+			result.Done(balancer.DoneInfo{})
+		}
+		for i, n := range open {
+			name := string(rune('0' + i))
+			switch {
+			case n == 5 && counts[name] != 0:
+				t.Errorf("open calls %v: the busy replica %s got %d of 600 picks, want none", open, name, counts[name])
+			case n != 5 && counts[name] < 200:
+				// Each gets half on average; fewer than 200 of 600 is
+				// below one chance in a billion.
+				t.Errorf("open calls %v: picks went %v, want each idle replica at least 200 of 600", open, counts)
+			}
+		}
+	}
+}
+
+// balancerClientConn is gRPC's side for the least_request balancer in
+// tests: it makes fake subconnections and keeps the last state published.
+type balancerClientConn struct {
+	balancer.ClientConn
+	subConns map[string]*listenedSubConn // the latest one per address
+	state    balancer.State
+}
+
+func (c *balancerClientConn) NewSubConn(addresses []resolver.Address, opts balancer.NewSubConnOptions) (balancer.SubConn, error) {
+	sc := &listenedSubConn{fakeSubConn: fakeSubConn{name: addresses[0].Addr}, state: opts.StateListener}
+	c.subConns[addresses[0].Addr] = sc
+	return sc, nil
+}
+
+func (c *balancerClientConn) UpdateState(state balancer.State) { c.state = state }
+
+func (c *balancerClientConn) ResolveNow(resolver.ResolveNowOptions) {}
+
+// listenedSubConn is a subconnection whose connectivity and health the
+// test sets, as gRPC would report them to pick_first.
+type listenedSubConn struct {
+	fakeSubConn
+	state, health func(balancer.SubConnState)
+}
+
+func (sc *listenedSubConn) Connect()  {}
+func (sc *listenedSubConn) Shutdown() {}
+func (sc *listenedSubConn) RegisterHealthListener(listener func(balancer.SubConnState)) {
+	sc.health = listener
+}
+
+// ready reports the subconnection connected and healthy.
+func (sc *listenedSubConn) ready() {
+	sc.state(balancer.SubConnState{ConnectivityState: connectivity.Connecting})
+	sc.state(balancer.SubConnState{ConnectivityState: connectivity.Ready})
+	sc.health(balancer.SubConnState{ConnectivityState: connectivity.Ready})
+}
+
+// useReplicas hands the balancer the given addresses, as Pool.Use does.
+func useReplicas(t *testing.T, b balancer.Balancer, addresses ...string) {
+	t.Helper()
+	var state resolver.State
+	for _, address := range addresses {
+		state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{{Addr: address}}})
+	}
+	if err := b.UpdateClientConnState(balancer.ClientConnState{ResolverState: state}); err != nil {
+		t.Fatalf("UpdateClientConnState(%v) = %v", addresses, err)
+	}
+}
+
+// pickFrom picks with the balancer's current picker and returns the
+// replica's address and the call's end.
+func pickFrom(t *testing.T, cc *balancerClientConn) (string, func()) {
+	t.Helper()
+	if cc.state.ConnectivityState != connectivity.Ready {
+		t.Fatalf("balancer state %v, want READY", cc.state.ConnectivityState)
+	}
+	result, err := cc.state.Picker.Pick(balancer.PickInfo{})
+	if err != nil {
+		t.Fatalf("Pick() = %v", err)
+	}
+	sc, ok := result.SubConn.(*listenedSubConn)
+	if !ok {
+		t.Fatalf("picked %v, want a listened subconnection", result.SubConn)
+	}
+	return sc.name, func() { result.Done(balancer.DoneInfo{}) }
+}
+
+// TestLeastRequestCountsAcrossChanges holds a call on replica a, then takes
+// a out of service and back in two ways: failing health checks, and
+// leaving the resolver's list. Each time, the calls that follow must go
+// to b, because a still serves its held call.
+func TestLeastRequestCountsAcrossChanges(t *testing.T) {
+	cc := &balancerClientConn{subConns: map[string]*listenedSubConn{}}
+	b := leastRequestBuilder{}.Build(cc, balancer.BuildOptions{})
+	defer b.Close()
+	useReplicas(t, b, "a", "b")
+	cc.subConns["a"].ready()
+	cc.subConns["b"].ready()
+
+	// With no call open, either may take one: pick until a holds one.
+	for {
+		name, done := pickFrom(t, cc)
+		if name == "a" {
+			break
+		}
+		done()
+	}
+	checkAllToB := func(when string) {
+		t.Helper()
+		for range 50 {
+			name, done := pickFrom(t, cc)
+			if name != "b" {
+				t.Fatalf("%s: a call went to %s, want b: a has a call open", when, name)
+			}
+			done()
+		}
+	}
+	checkAllToB("with both ready")
+
+	cc.subConns["a"].health(balancer.SubConnState{ConnectivityState: connectivity.TransientFailure})
+	checkAllToB("with a failing its health checks")
+	cc.subConns["a"].health(balancer.SubConnState{ConnectivityState: connectivity.Ready})
+	checkAllToB("with a healthy again")
+
+	useReplicas(t, b, "b")
+	checkAllToB("with a out of the resolver's list")
+	useReplicas(t, b, "a", "b")
+	cc.subConns["a"].ready()
+	checkAllToB("with a back in the list")
+}
+
+// TestLeastRequestParseConfig checks that the balancer takes an empty
+// configuration and rejects settings it does not have, such as gRPC's
+// choiceCount.
+func TestLeastRequestParseConfig(t *testing.T) {
+	if _, err := (leastRequestBuilder{}).ParseConfig([]byte(`{}`)); err != nil {
+		t.Errorf("ParseConfig({}) = %v, want nil", err)
+	}
+	if _, err := (leastRequestBuilder{}).ParseConfig([]byte(`{"choiceCount": 2}`)); err == nil {
+		t.Error(`ParseConfig({"choiceCount": 2}) = nil, want an error`)
 	}
 }
