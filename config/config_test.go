@@ -1188,7 +1188,7 @@ engines:
 
 // TestValidateSwappedFolders checks the problems of a listener given the
 // Qlik client folder and a backend given the gateway's folder: one line
-// per missing file, each named once under its key.
+// each, saying which kind of folder it needs.
 func TestValidateSwappedFolders(t *testing.T) {
 	set := writeCerts(t)
 	yaml := `
@@ -1199,10 +1199,8 @@ engines:
 `
 	_, err := config.Parse([]byte(yaml), nil)
 	checkProblems(t, err, []problem{
-		{"listeners[0].tls", "reading server certificate: open "},
-		{"listeners[0].tls", "reading server key: open "},
-		{"engines.R.backends[0].tls", "reading client certificate: open "},
-		{"engines.R.backends[0].tls", "reading client key: open "},
+		{"listeners[0].tls.dir", set.QlikDir + " holds a client certificate (sse_client_cert.pem), as Qlik's folder does; a listener needs the gateway's folder"},
+		{"engines.R.backends[0].tls.dir", set.GatewayDir + " holds a server certificate (sse_server_cert.pem), as the gateway's and a plugin's folders do; a backend needs a client folder"},
 	})
 	if err != nil && strings.Contains(err.Error(), "tls: listeners") {
 		t.Errorf("Parse() error names a key twice:\n%v", err)

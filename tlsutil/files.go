@@ -59,6 +59,32 @@ func ClientFilesInDir(dir, caFile, certFile, keyFile string) ClientFiles {
 	}
 }
 
+// Kinds of certificate folder that FolderKind distinguishes.
+const (
+	ServerFolder = "server"
+	ClientFolder = "client"
+)
+
+// FolderKind returns ServerFolder for a folder that holds a server
+// certificate and no client one, as the gateway's and a plugin's do,
+// ClientFolder for the reverse, as Qlik's does, and "" otherwise. Error
+// messages use it to point out a folder of the wrong kind.
+func FolderKind(dir string) string {
+	server, client := fileExists(filepath.Join(dir, ServerCertFile)), fileExists(filepath.Join(dir, ClientCertFile))
+	switch {
+	case server && !client:
+		return ServerFolder
+	case client && !server:
+		return ClientFolder
+	}
+	return ""
+}
+
+func fileExists(path string) bool {
+	info, err := os.Stat(path)
+	return err == nil && info.Mode().IsRegular()
+}
+
 func pick(explicit, dir, name string) string {
 	if explicit != "" || dir == "" {
 		return explicit

@@ -27,6 +27,7 @@ import (
 
 	"github.com/ssegw/ssegw/sseclient"
 	"github.com/ssegw/ssegw/ssepb"
+	"github.com/ssegw/ssegw/tlsutil"
 )
 
 // Call types, the second argument of the call command.
@@ -267,7 +268,12 @@ func runCall(cmd *cobra.Command, flags callFlags, args []string) error {
 		MaxMessageSize: flags.maxMessageSize,
 	})
 	if err != nil {
-		return fmt.Errorf("preparing the connection to %s with --tls-dir %s: %w", address, flags.tlsDir, err)
+		err = fmt.Errorf("preparing the connection to %s with --tls-dir %s: %w", address, flags.tlsDir, err)
+		if tlsutil.FolderKind(flags.tlsDir) == tlsutil.ServerFolder {
+			err = fmt.Errorf("%w\n%s is a server folder (it contains %s); --tls-dir expects a client folder (%s, %s, %s), such as qlik/ from ssegw certs init",
+				err, flags.tlsDir, tlsutil.ServerCertFile, tlsutil.RootCertFile, tlsutil.ClientCertFile, tlsutil.ClientKeyFile)
+		}
+		return err
 	}
 	defer client.Close()
 
@@ -701,16 +707,31 @@ func connectionHint(address string, flags callFlags, err error) string {
 	if flags.tlsDir == "" {
 		return fmt.Sprintf("Check that %s is the address of a running plugin or gateway. If the endpoint requires TLS, pass --tls-dir with a Qlik client certificate folder (root_cert.pem, sse_client_cert.pem, sse_client_key.pem).", address)
 	}
-	hint := fmt.Sprintf("Check that %s is the address of a running plugin or gateway that accepts TLS, that root_cert.pem in %s is the CA that signed the endpoint's certificate, and that the endpoint accepts the client certificate sse_client_cert.pem.", address, flags.tlsDir)
-	host, _, err := net.SplitHostPort(address)
-	if flags.serverName != "" {
-		hint += fmt.Sprintf(" The endpoint's certificate must list --server-name %s.", flags.serverName)
-	} else if _, ipErr := netip.ParseAddr(host); err == nil && ipErr == nil {
-		hint += fmt.Sprintf(" Go matches the address %s only against IP subjectAltNames; if the certificate lists it as a DNS name, or not at all, pass --server-name with a name it lists.", host)
-	} else if err == nil {
-		hint += fmt.Sprintf(" The endpoint's certificate must list %s, or pass --server-name with a name it lists.", host)
+	switch {
+	case strings.Contains(text, "certificate signed by unknown authority"):
+		return fmt.Sprintf("The endpoint's certificate is not signed by root_cert.pem in %s. If the endpoint's CA was replaced, as by certs init --new-ca, call with the client folder made with the new CA.", flags.tlsDir)
+	case strings.Contains(text, "certificate is valid for") || strings.Contains(text, "not valid for any names") || strings.Contains(text, "IP SANs"):
+		// crypto/x509's three wordings of a name the certificate lacks.
+		return nameHint(address, flags.serverName)
 	}
-	return hint
+	return fmt.Sprintf("Check that %s is the address of a running plugin or gateway that accepts TLS, that root_cert.pem in %s is the CA that signed the endpoint's certificate, and that the endpoint accepts the client certificate sse_client_cert.pem. %s",
+		address, flags.tlsDir, nameHint(address, flags.serverName))
+}
+
+// nameHint returns the name that the endpoint's certificate must list for
+// a call to address, and how to call with another one.
+func nameHint(address, serverName string) string {
+	host, _, err := net.SplitHostPort(address)
+	switch {
+	case serverName != "":
+		return fmt.Sprintf("The endpoint's certificate must list --server-name %s.", serverName)
+	case err != nil:
+		return "The endpoint's certificate must list the name called, or pass --server-name with a name it lists."
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return fmt.Sprintf("Go matches the address %s only against IP subjectAltNames; if the certificate lists it as a DNS name, or not at all, pass --server-name with a name it lists.", host)
+	}
+	return fmt.Sprintf("The endpoint's certificate must list %s, or pass --server-name with a name it lists.", host)
 }
 
 // formatDual returns a value as Qlik reads a column of dataType: the number

@@ -807,7 +807,8 @@ func TestCallExplainsConnectionFailure(t *testing.T) {
 	tlsPlugin := startCertsPlugin(t, certs.ServerDir(t, tlsutil.LeafRequest{Hosts: []string{"127.0.0.1"}}))
 	// A client folder that trusts the plugin but whose certificate another
 	// CA signed.
-	foreign := certs.ClientDir(t, ssetest.NewCerts(t).CA, tlsutil.LeafRequest{})
+	otherSet := ssetest.NewCerts(t)
+	foreign := certs.ClientDir(t, otherSet.CA, tlsutil.LeafRequest{})
 	tests := []struct {
 		name     string
 		args     []string
@@ -827,6 +828,16 @@ func TestCallExplainsConnectionFailure(t *testing.T) {
 			name:     "client certificate of another CA",
 			args:     []string{tlsPlugin.Addr, "--tls-dir", foreign, "capabilities"},
 			wantHint: "The endpoint most likely refused the client certificate in " + foreign + ": its CA is not one the endpoint trusts",
+		},
+		{
+			name:     "endpoint of another CA",
+			args:     []string{tlsPlugin.Addr, "--tls-dir", otherSet.QlikDir, "capabilities"},
+			wantHint: "The endpoint's certificate is not signed by root_cert.pem in " + otherSet.QlikDir + ". If the endpoint's CA was replaced",
+		},
+		{
+			name:     "name the certificate does not list",
+			args:     []string{tlsPlugin.Addr, "--tls-dir", certs.QlikDir, "--server-name", "other.example", "capabilities"},
+			wantHint: "The endpoint's certificate must list --server-name other.example.",
 		},
 	}
 	for _, tt := range tests {
@@ -948,5 +959,16 @@ func TestCallNamesOwnMessageLimit(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCallServerFolderHint checks that --tls-dir given the gateway's own
+// folder, which holds a server certificate, says which folder it takes.
+func TestCallServerFolderHint(t *testing.T) {
+	certs := ssetest.NewCerts(t)
+	got := runCallCommand(t, "", ssetest.FreeAddress(t), "--tls-dir", certs.GatewayDir, "capabilities")
+	want := "\n" + certs.GatewayDir + " is a server folder (it contains sse_server_cert.pem); --tls-dir expects a client folder (root_cert.pem, sse_client_cert.pem, sse_client_key.pem), such as qlik/ from ssegw certs init"
+	if got.err == nil || !strings.Contains(got.err.Error(), want) {
+		t.Errorf("call --tls-dir %s error = %v, want the hint %q", certs.GatewayDir, got.err, want)
 	}
 }

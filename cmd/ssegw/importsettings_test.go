@@ -177,7 +177,7 @@ func TestImportSettingsPorts(t *testing.T) {
 
 	// Until the plugin's certificate folder exists, it is the only problem.
 	_, err = parseImportedConfig(t, out)
-	wantProblem := "engines.SSEPython.backends[0].tls.dir: folder " + samplePythonCerts + " not found"
+	wantProblem := "engines.SSEPython.backends[0].tls.dir: folder " + samplePythonCerts + " not found; give a client folder as Qlik uses for the plugin, or make one with ssegw certs init --ca"
 	if err == nil || strings.TrimSpace(err.Error()) != wantProblem {
 		t.Errorf("config.Parse(imported, no plugin certificates) error = %v, want only %q", err, wantProblem)
 	}

@@ -73,6 +73,23 @@ otherwise.`,
 	return cmd
 }
 
+// backendTLSHint returns what to change for a backend whose TLS handshake
+// failed on the plugin's certificate, or "" for other failures.
+func backendTLSHint(backend config.Backend, err error) string {
+	if backend.TLS == nil {
+		return ""
+	}
+	text := err.Error()
+	switch {
+	case strings.Contains(text, "certificate signed by unknown authority"):
+		return "The plugin's certificate is not signed by the CA of the backend's tls section (root_cert.pem or ca_file)."
+	case strings.Contains(text, "certificate is valid for") || strings.Contains(text, "not valid for any names") || strings.Contains(text, "IP SANs"):
+		// crypto/x509's three wordings of a name the certificate lacks.
+		return "The plugin's certificate does not list the name dialed; set the backend's tls.server_name to a name it lists (ssegw certs check on the plugin's folder shows them)."
+	}
+	return ""
+}
+
 // checkBackends calls each backend's GetCapabilities and prints what each
 // engine's replicas answered. It reports whether all answered and agree.
 func checkBackends(ctx context.Context, out io.Writer, cfg *config.Config, timeout time.Duration) bool {
@@ -94,6 +111,9 @@ func checkBackends(ctx context.Context, out io.Writer, cfg *config.Config, timeo
 			if err != nil {
 				ok = false
 				fmt.Fprintf(out, "  %s: FAILED: %v\n", backend.Address, err)
+				if hint := backendTLSHint(backend, err); hint != "" {
+					fmt.Fprintf(out, "    %s\n", hint)
+				}
 				continue
 			}
 			message := capabilities.Message

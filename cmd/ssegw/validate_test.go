@@ -430,6 +430,42 @@ func TestValidateConnectTLS(t *testing.T) {
 	}
 }
 
+// TestValidateConnectTLSHints checks the hint under a TLS backend that
+// fails on the plugin's certificate: a server_name it does not list, and a
+// CA that did not sign it.
+func TestValidateConnectTLSHints(t *testing.T) {
+	certs := ssetest.NewCerts(t)
+	serverTLS, err := tlsutil.ServerFilesInDir(certs.GatewayDir, "", "", "").ServerConfig()
+	if err != nil {
+		t.Fatalf("plugin TLS: %v", err)
+	}
+	plugin := ssetest.StartPluginAt(t, "127.0.0.1:0", &ssetest.Connector{}, grpc.Creds(credentials.NewTLS(serverTLS)))
+	tests := []struct {
+		name, tls, want string
+	}{
+		{
+			name: "name not listed",
+			tls:  fmt.Sprintf("{ dir: %q, server_name: other.example }", certs.QlikDir),
+			want: "    The plugin's certificate does not list the name dialed; set the backend's tls.server_name to a name it lists",
+		},
+		{
+			name: "another CA",
+			tls:  fmt.Sprintf("{ dir: %q }", ssetest.NewCerts(t).QlikDir),
+			want: "    The plugin's certificate is not signed by the CA of the backend's tls section",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := writeValidateConfig(t, fmt.Sprintf("listeners:\n  - address: 127.0.0.1:0\n    insecure: true\nengines:\n  R:\n    backends:\n      - address: %q\n        tls: %s\n", plugin.Addr, tt.tls))
+			output, err := runCommand(t, "validate", "--config", path, "--connect", "--timeout", "5s")
+			checkValidateExit(t, err, 1, output)
+			if !strings.Contains(output, "\n"+tt.want) {
+				t.Errorf("validate --connect output:\n%s\nwant a line starting %q", output, tt.want)
+			}
+		})
+	}
+}
+
 // TestValidateRejectsTimeout checks that a --timeout that is not positive,
 // which would fail every backend at once, is rejected before anything is
 // read or dialed.
