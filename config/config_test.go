@@ -658,6 +658,19 @@ limit: {max_message_size: 4MiB}
 			want: []problem{{"top level", "unknown key limit; did you mean limits?"}},
 		},
 		{
+			name: "swapped letters and an unrelated key",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {hsots: [r.example], colour: blue, backends: [{address: "127.0.0.1:50055"}]}
+`,
+			want: []problem{
+				{"engines.R", "unknown key colour; check its spelling"},
+				{"engines.R", "unknown key hsots; did you mean hosts?"},
+			},
+		},
+		{
 			name: "unknown log level",
 			yaml: `
 listeners:

@@ -698,8 +698,8 @@ func fieldByTag(typ reflect.Type, key string) (reflect.StructField, bool) {
 }
 
 // nearestKey returns the key of typ's fields that key most likely
-// misspells: the closest by edit distance, at most two edits away and
-// closer than a third of its length, so that short unrelated keys are not
+// misspells: the closest by edit distance, at most two edits away and at
+// most a third of its length, so that short unrelated keys are not
 // offered. It returns "" when none is that close.
 func nearestKey(typ reflect.Type, key string) string {
 	best, bestDistance := "", min(3, len(key)/3+1)
@@ -715,25 +715,33 @@ func nearestKey(typ reflect.Type, key string) string {
 	return best
 }
 
-// editDistance returns the Levenshtein distance between a and b, in bytes.
+// editDistance returns the number of single-byte insertions, deletions,
+// substitutions and swaps of two neighbours that turn a into b (the
+// optimal string alignment distance), so that "hsots" is one edit from
+// "hosts".
 func editDistance(a, b string) int {
-	previous := make([]int, len(b)+1)
-	current := make([]int, len(b)+1)
-	for j := range previous {
-		previous[j] = j
+	// rows[i][j] is the distance between a[:i] and b[:j].
+	rows := make([][]int, len(a)+1)
+	for i := range rows {
+		rows[i] = make([]int, len(b)+1)
+		rows[i][0] = i
+	}
+	for j := range rows[0] {
+		rows[0][j] = j
 	}
 	for i := 1; i <= len(a); i++ {
-		current[0] = i
 		for j := 1; j <= len(b); j++ {
 			cost := 1
 			if a[i-1] == b[j-1] {
 				cost = 0
 			}
-			current[j] = min(previous[j]+1, current[j-1]+1, previous[j-1]+cost)
+			rows[i][j] = min(rows[i-1][j]+1, rows[i][j-1]+1, rows[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				rows[i][j] = min(rows[i][j], rows[i-2][j-2]+1)
+			}
 		}
-		previous, current = current, previous
 	}
-	return previous[len(b)]
+	return rows[len(a)][len(b)]
 }
 
 // envValue converts an environment string for a field of type typ: lists

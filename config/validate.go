@@ -74,7 +74,7 @@ func (c *Config) validate(spelling keySpelling, failedKeys []string) error {
 			report("%s: both tls and insecure: true are set; choose one", key)
 		case listener.TLS != nil && missingFolder(listener.TLS.Dir):
 			report("%s.tls.dir: folder %s not found; make a certificate set with ssegw certs init and give its gateway folder", key, listener.TLS.Dir)
-		case listener.TLS != nil && listener.TLS.CertFile == "" && tlsutil.FolderKind(listener.TLS.Dir) == tlsutil.ClientFolder:
+		case listener.TLS != nil && listener.TLS.Dir != "" && listener.TLS.CertFile == "" && tlsutil.FolderKind(listener.TLS.Dir) == tlsutil.ClientFolder:
 			report("%s.tls.dir: %s holds a client certificate (%s), as Qlik's folder does; a listener needs the gateway's folder with %s, such as gateway/ from ssegw certs init",
 				key, listener.TLS.Dir, tlsutil.ClientCertFile, tlsutil.ServerCertFile)
 		case listener.TLS != nil && decodeFailed(key+".tls"):
@@ -151,7 +151,7 @@ func (c *Config) validate(spelling keySpelling, failedKeys []string) error {
 			switch {
 			case backend.TLS != nil && missingFolder(backend.TLS.Dir):
 				report("%s.tls.dir: folder %s not found; give a client folder as Qlik uses for the plugin, or make one with ssegw certs init --ca", backendKey, backend.TLS.Dir)
-			case backend.TLS != nil && backend.TLS.CertFile == "" && tlsutil.FolderKind(backend.TLS.Dir) == tlsutil.ServerFolder:
+			case backend.TLS != nil && backend.TLS.Dir != "" && backend.TLS.CertFile == "" && tlsutil.FolderKind(backend.TLS.Dir) == tlsutil.ServerFolder:
 				report("%s.tls.dir: %s holds a server certificate (%s), as the gateway's and a plugin's folders do; a backend needs a client folder with %s, such as Qlik uses for the plugin, or one made by ssegw certs init --ca",
 					backendKey, backend.TLS.Dir, tlsutil.ServerCertFile, tlsutil.ClientCertFile)
 			case backend.TLS != nil && decodeFailed(backendKey+".tls"):
@@ -473,7 +473,7 @@ func (c *Config) UncoveredHosts() []string {
 				return source.VerifyHostname(NormalizeHost(host)) == nil
 			})
 			if !covered {
-				warnings = append(warnings, fmt.Sprintf("engines.%s.hosts: %s is not a name in the certificate of %s, so Qlik's calls by this name fail the TLS handshake; make the certificates with it among --hosts (ssegw certs init --force keeps the CA of a set it made)",
+				warnings = append(warnings, fmt.Sprintf("engines.%s.hosts: %s is not a name in the certificate of %s, so Qlik's calls by this name over TLS fail the handshake; make the certificates with it among --hosts (ssegw certs init --force keeps the CA of a set it made)",
 					name, host, strings.Join(labels, " or ")))
 			}
 		}

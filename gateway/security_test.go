@@ -655,4 +655,17 @@ func TestUncoveredHostWarns(t *testing.T) {
 	if !strings.HasPrefix(warning, "engines.Py.hosts: py.gateway.example is not a name in the certificate of listeners[0].tls") {
 		t.Errorf("record warning = %q, want it to name engine Py's host and listeners[0]", warning)
 	}
+
+	// A reload whose file points the listener at a certificate that lists
+	// the name changes nothing until a restart: the running listener
+	// still lacks it, so the warning comes again.
+	lists := ssetest.NewCerts(t).ServerDir(t, tlsutil.LeafRequest{Hosts: []string{"localhost", "py.gateway.example"}})
+	next := *gw.Config()
+	next.Listeners = []config.Listener{ssetest.Listen("R", &config.ServerTLS{Dir: lists})}
+	if _, err := gw.Reload(&next); err != nil {
+		t.Fatalf("Reload() = %v", err)
+	}
+	if got := len(gw.Logs.Records(message)); got != 2 {
+		t.Errorf("got %d %q records after a reload that changes only the listener's certificate, want 2; log:\n%s", got, message, gw.Logs)
+	}
 }

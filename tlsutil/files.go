@@ -70,6 +70,9 @@ const (
 // ClientFolder for the reverse, as Qlik's does, and "" otherwise. Error
 // messages use it to point out a folder of the wrong kind.
 func FolderKind(dir string) string {
+	if dir == "" {
+		return ""
+	}
 	server, client := fileExists(filepath.Join(dir, ServerCertFile)), fileExists(filepath.Join(dir, ClientCertFile))
 	switch {
 	case server && !client:

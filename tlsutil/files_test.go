@@ -451,3 +451,27 @@ func parseCert(t *testing.T, data []byte) *x509.Certificate {
 	}
 	return cert
 }
+
+// TestFolderKind checks each kind of folder, and that an empty folder
+// name, as for TLS without dir, is no folder: not the current one, which
+// here holds a server certificate.
+func TestFolderKind(t *testing.T) {
+	set, err := tlsutil.WriteSet(t.TempDir(), []string{"localhost"}, tlsutil.SetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ dir, want string }{
+		{set.GatewayDir, tlsutil.ServerFolder},
+		{set.QlikDir, tlsutil.ClientFolder},
+		{set.CADir, ""},
+		{filepath.Join(set.CADir, "missing"), ""},
+	} {
+		if got := tlsutil.FolderKind(tt.dir); got != tt.want {
+			t.Errorf("FolderKind(%s) = %q, want %q", tt.dir, got, tt.want)
+		}
+	}
+	t.Chdir(set.GatewayDir)
+	if got := tlsutil.FolderKind(""); got != "" {
+		t.Errorf(`FolderKind("") in a server folder = %q, want ""`, got)
+	}
+}

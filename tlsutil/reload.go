@@ -122,16 +122,28 @@ func (s *Source) Certificates() []*x509.Certificate {
 func (s *Source) VerifyHostname(host string) error {
 	var first error
 	for _, pair := range s.current.Load().Certificates {
-		if pair.Leaf == nil {
+		leaf := pair.Leaf
+		if leaf == nil && len(pair.Certificate) > 0 {
+			// GODEBUG=x509keypairleaf=0 leaves Leaf unset.
+			parsed, err := x509.ParseCertificate(pair.Certificate[0])
+			if err != nil {
+				continue
+			}
+			leaf = parsed
+		}
+		if leaf == nil {
 			continue
 		}
-		err := pair.Leaf.VerifyHostname(host)
+		err := leaf.VerifyHostname(host)
 		if err == nil {
 			return nil
 		}
 		if first == nil {
 			first = err
 		}
+	}
+	if first == nil {
+		return fmt.Errorf("%s presents no certificate to check %s against", s.name, host)
 	}
 	return first
 }

@@ -712,7 +712,7 @@ func connectionHint(address string, flags callFlags, err error) string {
 		return fmt.Sprintf("The endpoint's certificate is not signed by root_cert.pem in %s. If the endpoint's CA was replaced, as by certs init --new-ca, call with the client folder made with the new CA.", flags.tlsDir)
 	case strings.Contains(text, "certificate is valid for") || strings.Contains(text, "not valid for any names") || strings.Contains(text, "IP SANs"):
 		// crypto/x509's three wordings of a name the certificate lacks.
-		return nameHint(address, flags.serverName)
+		return nameHint(address, flags.serverName) + " Go checks the name before the CA, so a CA that did not sign the certificate shows only once the name matches."
 	}
 	return fmt.Sprintf("Check that %s is the address of a running plugin or gateway that accepts TLS, that root_cert.pem in %s is the CA that signed the endpoint's certificate, and that the endpoint accepts the client certificate sse_client_cert.pem. %s",
 		address, flags.tlsDir, nameHint(address, flags.serverName))

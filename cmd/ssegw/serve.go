@@ -186,7 +186,8 @@ func reload(g *gateway.Gateway, logger *slog.Logger, configFile string) {
 
 // oneLine puts an error of several lines, such as a configuration's
 // problems one per line, on one line for the log, whose handlers would
-// show each line break as \n.
+// show each line break as \n. The problems are separated by " | ",
+// since a problem's own text may contain semicolons.
 func oneLine(err error) string {
 	lines := strings.Split(err.Error(), "\n")
 	text := lines[0]
@@ -194,7 +195,7 @@ func oneLine(err error) string {
 		if strings.HasSuffix(text, ":") {
 			text += " " + line
 		} else {
-			text += "; " + line
+			text += " | " + line
 		}
 	}
 	return text

@@ -85,7 +85,7 @@ func backendTLSHint(backend config.Backend, err error) string {
 		return "The plugin's certificate is not signed by the CA of the backend's tls section (root_cert.pem or ca_file)."
 	case strings.Contains(text, "certificate is valid for") || strings.Contains(text, "not valid for any names") || strings.Contains(text, "IP SANs"):
 		// crypto/x509's three wordings of a name the certificate lacks.
-		return "The plugin's certificate does not list the name dialed; set the backend's tls.server_name to a name it lists (ssegw certs check on the plugin's folder shows them)."
+		return "The plugin's certificate does not list the name dialed; set the backend's tls.server_name to a name it lists (ssegw certs check on the plugin's folder shows them). Go checks the name before the CA, so a CA that did not sign the certificate shows only once the name matches."
 	}
 	return ""
 }
