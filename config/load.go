@@ -628,6 +628,21 @@ func setByWords(node any, typ reflect.Type, words []string, value, path string) 
 			}
 			return setByWords(child, field.Type, words[n:], value, joinName(path, key))
 		}
+		// Longest first again, for the key the variable most likely
+		// misspells. A section is offered only when the words after it
+		// name one of its keys.
+		for n := len(words); n > 0; n-- {
+			near := nearestKey(typ, strings.Join(words[:n], "_"))
+			if near == "" {
+				continue
+			}
+			if field, _ := fieldByTag(typ, near); n < len(words) {
+				if _, err := setByWords(map[string]any{}, field.Type, words[n:], value, ""); err != nil {
+					continue
+				}
+			}
+			return "", fmt.Errorf("no such configuration key; did you mean %s?", envName(joinName(path, near), words[n:]))
+		}
 	case reflect.Map:
 		entries, ok := node.(map[string]any)
 		if !ok {
@@ -661,6 +676,17 @@ func setByWords(node any, typ reflect.Type, words []string, value, path string) 
 		return setByWords(items[index], typ.Elem(), words[1:], value, path+"["+words[0]+"]")
 	}
 	return "", errors.New("no such configuration key")
+}
+
+// envName returns the environment variable for the key at path, a
+// mapstructure field name such as engines[R].request_timeout, followed by
+// the words of rest.
+func envName(path string, rest []string) string {
+	name := strings.NewReplacer("].", "_", "[", "_", "]", "", ".", "_").Replace(path)
+	for _, word := range rest {
+		name += "_" + word
+	}
+	return EnvPrefix + strings.ToUpper(name)
 }
 
 // joinName appends a struct field's key to a mapstructure field name.

@@ -386,6 +386,17 @@ func TestParseEnvironment(t *testing.T) {
 	}
 }
 
+// TestEnvironmentSuggestsOnlyKeys checks that a variable whose section
+// is misspelt gets no suggestion when the rest of it names no key of the
+// section either: the suggestion would be wrong too.
+func TestEnvironmentSuggestsOnlyKeys(t *testing.T) {
+	_, err := parseEnvFile(t, []string{"SSEGW_LIMTS_COLOUR=red"})
+	const want = "environment variable SSEGW_LIMTS_COLOUR: no such configuration key"
+	if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "did you mean") {
+		t.Errorf("Parse() error = %v, want %q without a suggestion", err, want)
+	}
+}
+
 // TestParseEnvironmentProblems checks that a variable naming no key, or
 // carrying an invalid value, is reported under its own name or the key.
 func TestParseEnvironmentProblems(t *testing.T) {
@@ -398,6 +409,21 @@ func TestParseEnvironmentProblems(t *testing.T) {
 			name:    "no such key",
 			environ: []string{"SSEGW_LOG_COLOUR=red"},
 			want:    []problem{{"environment variable SSEGW_LOG_COLOUR", "no such configuration key"}},
+		},
+		{
+			name:    "misspelt key",
+			environ: []string{"SSEGW_DRAIN_TIMOUT=5s"},
+			want:    []problem{{"environment variable SSEGW_DRAIN_TIMOUT", "no such configuration key; did you mean SSEGW_DRAIN_TIMEOUT?"}},
+		},
+		{
+			name:    "misspelt engine key",
+			environ: []string{"SSEGW_ENGINES_SSEPYTHON_REQUEST_TIMOUT=5s"},
+			want:    []problem{{"environment variable SSEGW_ENGINES_SSEPYTHON_REQUEST_TIMOUT", "no such configuration key; did you mean SSEGW_ENGINES_SSEPYTHON_REQUEST_TIMEOUT?"}},
+		},
+		{
+			name:    "misspelt section",
+			environ: []string{"SSEGW_LIMTS_MAX_MESSAGE_SIZE=8MiB"},
+			want:    []problem{{"environment variable SSEGW_LIMTS_MAX_MESSAGE_SIZE", "no such configuration key; did you mean SSEGW_LIMITS_MAX_MESSAGE_SIZE?"}},
 		},
 		{
 			name:    "no such section",
