@@ -1199,6 +1199,24 @@ engines:
 	}
 }
 
+// TestValidateWholeSetFolder checks that a listener or a backend given
+// the folder above a certificate set's gateway and qlik folders is told
+// which of them to give.
+func TestValidateWholeSetFolder(t *testing.T) {
+	set := writeCerts(t)
+	top := filepath.Dir(set.GatewayDir)
+	_, err := config.Parse([]byte(`
+listeners:
+  - {address: "127.0.0.1:0", tls: {dir: `+quote(top)+`}}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055", tls: {dir: `+quote(top)+`}}]}
+`), nil)
+	checkProblems(t, err, []problem{
+		{"listeners[0].tls.dir", top + " is a whole certificate set, as ssegw certs init makes it; give its gateway folder, " + set.GatewayDir},
+		{"engines.R.backends[0].tls.dir", top + " is a whole certificate set, as ssegw certs init makes it; give a client folder, such as its qlik folder " + set.QlikDir},
+	})
+}
+
 // TestValidateSwappedFolders checks the problems of a listener given the
 // Qlik client folder and a backend given the gateway's folder: one line
 // each, saying which kind of folder it needs.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -77,6 +78,9 @@ func (c *Config) validate(spelling keySpelling, failedKeys []string) error {
 		case listener.TLS != nil && listener.TLS.Dir != "" && listener.TLS.CertFile == "" && tlsutil.FolderKind(listener.TLS.Dir) == tlsutil.ClientFolder:
 			report("%s.tls.dir: %s holds a client certificate (%s), as Qlik's folder does; a listener needs the gateway's folder with %s, such as gateway/ from ssegw certs init",
 				key, listener.TLS.Dir, tlsutil.ClientCertFile, tlsutil.ServerCertFile)
+		case listener.TLS != nil && listener.TLS.Dir != "" && listener.TLS.CertFile == "" && tlsutil.FolderKind(listener.TLS.Dir) == tlsutil.SetFolder:
+			report("%s.tls.dir: %s is a whole certificate set, as ssegw certs init makes it; give its gateway folder, %s",
+				key, listener.TLS.Dir, filepath.Join(listener.TLS.Dir, tlsutil.GatewayFolder))
 		case listener.TLS != nil && decodeFailed(key+".tls"):
 			// When a key of the section failed to decode, its file falls
 			// back to the default in dir, or to none without dir, so the
@@ -151,6 +155,9 @@ func (c *Config) validate(spelling keySpelling, failedKeys []string) error {
 			switch {
 			case backend.TLS != nil && missingFolder(backend.TLS.Dir):
 				report("%s.tls.dir: folder %s not found; give a client folder as Qlik uses for the plugin, or make one with ssegw certs init --ca", backendKey, backend.TLS.Dir)
+			case backend.TLS != nil && backend.TLS.Dir != "" && backend.TLS.CertFile == "" && tlsutil.FolderKind(backend.TLS.Dir) == tlsutil.SetFolder:
+				report("%s.tls.dir: %s is a whole certificate set, as ssegw certs init makes it; give a client folder, such as its qlik folder %s when the plugin trusts that set's CA",
+					backendKey, backend.TLS.Dir, filepath.Join(backend.TLS.Dir, tlsutil.QlikFolder))
 			case backend.TLS != nil && backend.TLS.Dir != "" && backend.TLS.CertFile == "" && tlsutil.FolderKind(backend.TLS.Dir) == tlsutil.ServerFolder:
 				report("%s.tls.dir: %s holds a server certificate (%s), as the gateway's and a plugin's folders do; a backend needs a client folder with %s, such as Qlik uses for the plugin, or one made by ssegw certs init --ca",
 					backendKey, backend.TLS.Dir, tlsutil.ServerCertFile, tlsutil.ClientCertFile)
@@ -473,7 +480,7 @@ func (c *Config) UncoveredHosts() []string {
 				return source.VerifyHostname(NormalizeHost(host)) == nil
 			})
 			if !covered {
-				warnings = append(warnings, fmt.Sprintf("engines.%s.hosts: %s is not a name in the certificate of %s, so Qlik's calls by this name over TLS fail the handshake; make the certificates with it among --hosts (ssegw certs init --force keeps the CA of a set it made)",
+				warnings = append(warnings, fmt.Sprintf("engines.%s.hosts: %s is not a name in the certificate of %s, so Qlik's calls by this name over TLS fail the handshake; renew the certificate with every name that clients use in --hosts, this one included (ssegw certs check lists its current names, and certs init --force keeps the CA of a set it made)",
 					name, host, strings.Join(labels, " or ")))
 			}
 		}

@@ -819,3 +819,33 @@ func TestReadyzExpiredListenerCertificate(t *testing.T) {
 		t.Errorf("/readyz = %d %q with the listener's certificate expired, want 503 naming it", code, body)
 	}
 }
+
+// TestRenewedCertificateWithoutHostWarns checks that a listener
+// certificate renewed without a name that an engine's hosts list is
+// warned about once the watcher has reloaded it, without waiting for a
+// restart or a reload of the configuration.
+func TestRenewedCertificateWithoutHostWarns(t *testing.T) {
+	const message = "engine host name missing from the gateway's certificate"
+	certs := ssetest.NewCerts(t)
+	listenerDir := certs.ServerDir(t, tlsutil.LeafRequest{Hosts: []string{"localhost", "py.gateway.example"}})
+	engine := ssetest.Engine(ssetest.FreeAddress(t))
+	engine.Hosts = []string{"py.gateway.example"}
+	gw := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("Py", &config.ServerTLS{Dir: listenerDir})},
+		Engines:   map[string]*config.Engine{"Py": engine},
+	})
+	if got := len(gw.Logs.Records(message)); got != 0 {
+		t.Fatalf("got %d %q records at start, want none: the certificate lists the name", got, message)
+	}
+
+	cert, key, err := certs.CA.Issue(tlsutil.LeafRequest{CommonName: "renewed", Hosts: []string{"localhost"}, Usage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := tlsutil.ServerFilesInDir(listenerDir, "", "", "")
+	rotReplace(t, rotFile{files.KeyFile, key}, rotFile{files.CertFile, cert})
+	record := gw.Logs.WaitFor(t, message, rotWait, nil)
+	if warning, _ := record["warning"].(string); !strings.HasPrefix(warning, "engines.Py.hosts: py.gateway.example is not a name in the certificate of listeners[0].tls") {
+		t.Errorf("record warning = %q, want it to name engine Py's host", warning)
+	}
+}

@@ -277,6 +277,9 @@ func (g *Gateway) Start() error {
 	g.started = time.Now()
 	backgroundCtx, stop := context.WithCancel(context.Background())
 	g.stopBackground = stop
+	// Renewed certificates may leave out a name that an engine's hosts
+	// list.
+	g.certificates.Reloaded = g.warnUncoveredHosts
 	if err := g.certificates.Run(backgroundCtx); err != nil {
 		g.logger.Warn("certificate files are not watched; reload them with SIGHUP", "error", err.Error())
 	}
@@ -306,7 +309,7 @@ func (g *Gateway) Start() error {
 			}
 		}()
 	}
-	g.warnUncoveredHosts(g.cfg)
+	g.warnUncoveredHosts()
 	for _, engine := range g.routes().Engines() {
 		engine.Start()
 	}
@@ -416,11 +419,18 @@ func (g *Gateway) routes() *routing.Table {
 	return g.routing.Load().table
 }
 
-// warnUncoveredHosts logs each engine host name that no TLS listener's
-// certificate lists. Qlik's calls by that name fail in the TLS handshake,
-// so no call record would show them.
-func (g *Gateway) warnUncoveredHosts(cfg *config.Config) {
-	for _, warning := range cfg.UncoveredHosts() {
+// warnUncoveredHosts logs each engine host name of the current
+// configuration that no running TLS listener's certificate lists. Qlik's
+// calls by that name fail in the TLS handshake, so no call record would
+// show them. Listeners change only at a restart, so the certificates
+// checked are the running listeners', whatever a reloaded file contains.
+func (g *Gateway) warnUncoveredHosts() {
+	running := *g.Config()
+	running.Listeners = make([]config.Listener, len(g.listeners))
+	for i, l := range g.listeners {
+		running.Listeners[i] = l.config
+	}
+	for _, warning := range running.UncoveredHosts() {
 		g.logger.Warn("engine host name missing from the gateway's certificate", "warning", warning)
 	}
 }

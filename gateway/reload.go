@@ -88,14 +88,7 @@ func (g *Gateway) Reload(cfg *config.Config) (warnings []string, err error) {
 		})
 	}
 	g.logger.Info("configuration reloaded", "engines", len(engines), "new_or_changed", engineNames(started), "replaced_or_removed", engineNames(replaced))
-	// Listeners change only at a restart, so the certificates that count
-	// are those of the running ones.
-	running := *cfg
-	running.Listeners = make([]config.Listener, len(g.listeners))
-	for i, l := range g.listeners {
-		running.Listeners[i] = l.config
-	}
-	g.warnUncoveredHosts(&running)
+	g.warnUncoveredHosts()
 	return warnings, nil
 }
 

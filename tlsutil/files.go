@@ -63,12 +63,15 @@ func ClientFilesInDir(dir, caFile, certFile, keyFile string) ClientFiles {
 const (
 	ServerFolder = "server"
 	ClientFolder = "client"
+	SetFolder    = "set"
 )
 
-// FolderKind returns ServerFolder for a folder that holds a server
-// certificate and no client one, as the gateway's and a plugin's do,
-// ClientFolder for the reverse, as Qlik's does, and "" otherwise. Error
-// messages use it to point out a folder of the wrong kind.
+// FolderKind returns the kind of certificate folder dir is, so that error
+// messages can point out a folder of the wrong kind. ServerFolder holds a
+// server certificate and no client one, as the gateway's and a plugin's
+// do. ClientFolder is the reverse, as Qlik's. SetFolder is the parent of
+// a gateway and a qlik folder, as certs init makes it. Any other folder
+// gives "".
 func FolderKind(dir string) string {
 	if dir == "" {
 		return ""
@@ -79,8 +82,15 @@ func FolderKind(dir string) string {
 		return ServerFolder
 	case client && !server:
 		return ClientFolder
+	case !server && !client && folderExists(filepath.Join(dir, GatewayFolder)) && folderExists(filepath.Join(dir, QlikFolder)):
+		return SetFolder
 	}
 	return ""
+}
+
+func folderExists(path string) bool {
+	info, err := os.Stat(path)
+	return err == nil && info.IsDir()
 }
 
 func fileExists(path string) bool {

@@ -464,6 +464,7 @@ func TestFolderKind(t *testing.T) {
 		{set.GatewayDir, tlsutil.ServerFolder},
 		{set.QlikDir, tlsutil.ClientFolder},
 		{set.CADir, ""},
+		{filepath.Dir(set.GatewayDir), tlsutil.SetFolder},
 		{filepath.Join(set.CADir, "missing"), ""},
 	} {
 		if got := tlsutil.FolderKind(tt.dir); got != tt.want {

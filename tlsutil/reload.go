@@ -199,6 +199,9 @@ func IsExpiredWarning(warning string) bool {
 // or Reload is called, and reports certificates that will expire soon.
 type Watcher struct {
 	logger *slog.Logger
+	// Reloaded, if set before Run, runs after each reload that a change
+	// of the watched files started.
+	Reloaded func()
 
 	mu      sync.Mutex // guards the following
 	sources []*Source
@@ -280,6 +283,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 	reload := func() {
 		w.logger.Info("certificate files changed; reloading")
 		w.logger.Info("certificates reloaded", "reloaded", w.Reload())
+		if w.Reloaded != nil {
+			w.Reloaded()
+		}
 	}
 	watched, err := fswatch.Watch(ctx, folders, relevant, reload)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -269,9 +270,13 @@ func runCall(cmd *cobra.Command, flags callFlags, args []string) error {
 	})
 	if err != nil {
 		err = fmt.Errorf("preparing the connection to %s with --tls-dir %s: %w", address, flags.tlsDir, err)
-		if tlsutil.FolderKind(flags.tlsDir) == tlsutil.ServerFolder {
+		switch tlsutil.FolderKind(flags.tlsDir) {
+		case tlsutil.ServerFolder:
 			err = fmt.Errorf("%w\n%s is a server folder (it contains %s); --tls-dir expects a client folder (%s, %s, %s), such as qlik/ from ssegw certs init",
 				err, flags.tlsDir, tlsutil.ServerCertFile, tlsutil.RootCertFile, tlsutil.ClientCertFile, tlsutil.ClientKeyFile)
+		case tlsutil.SetFolder:
+			err = fmt.Errorf("%w\n%s is a whole certificate set; --tls-dir expects its client folder, %s",
+				err, flags.tlsDir, filepath.Join(flags.tlsDir, tlsutil.QlikFolder))
 		}
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -963,12 +964,20 @@ func TestCallNamesOwnMessageLimit(t *testing.T) {
 }
 
 // TestCallServerFolderHint checks that --tls-dir given the gateway's own
-// folder, which holds a server certificate, says which folder it takes.
+// folder, which holds a server certificate, or the whole set above it,
+// says which folder it takes.
 func TestCallServerFolderHint(t *testing.T) {
 	certs := ssetest.NewCerts(t)
 	got := runCallCommand(t, "", ssetest.FreeAddress(t), "--tls-dir", certs.GatewayDir, "capabilities")
 	want := "\n" + certs.GatewayDir + " is a server folder (it contains sse_server_cert.pem); --tls-dir expects a client folder (root_cert.pem, sse_client_cert.pem, sse_client_key.pem), such as qlik/ from ssegw certs init"
 	if got.err == nil || !strings.Contains(got.err.Error(), want) {
 		t.Errorf("call --tls-dir %s error = %v, want the hint %q", certs.GatewayDir, got.err, want)
+	}
+
+	top := filepath.Dir(certs.GatewayDir)
+	got = runCallCommand(t, "", ssetest.FreeAddress(t), "--tls-dir", top, "capabilities")
+	want = "\n" + top + " is a whole certificate set; --tls-dir expects its client folder, " + certs.QlikDir
+	if got.err == nil || !strings.Contains(got.err.Error(), want) {
+		t.Errorf("call --tls-dir %s error = %v, want the hint %q", top, got.err, want)
 	}
 }

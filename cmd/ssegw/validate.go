@@ -80,12 +80,25 @@ func backendTLSHint(backend config.Backend, err error) string {
 		return ""
 	}
 	text := err.Error()
+	const caLater = " Go checks the name before the CA, so a CA that did not sign the certificate shows only once the name matches."
 	switch {
 	case strings.Contains(text, "certificate signed by unknown authority"):
 		return "The plugin's certificate is not signed by the CA of the backend's tls section (root_cert.pem or ca_file)."
 	case strings.Contains(text, "certificate is valid for") || strings.Contains(text, "not valid for any names") || strings.Contains(text, "IP SANs"):
 		// crypto/x509's three wordings of a name the certificate lacks.
-		return "The plugin's certificate does not list the name dialed; set the backend's tls.server_name to a name it lists (ssegw certs check on the plugin's folder shows them). Go checks the name before the CA, so a CA that did not sign the certificate shows only once the name matches."
+		if backend.TLS.ServerName != "" {
+			return fmt.Sprintf("The plugin's certificate does not list tls.server_name %s; change it to a name the certificate lists (ssegw certs check on the plugin's folder shows them).%s", backend.TLS.ServerName, caLater)
+		}
+		return "The plugin's certificate does not list the host of the backend's address; set the backend's tls.server_name to a name it lists (ssegw certs check on the plugin's folder shows them)." + caLater
+	case strings.Contains(text, "remote error: tls: unknown certificate authority") || strings.Contains(text, "remote error: tls: bad certificate") ||
+		strings.Contains(text, "broken pipe") || strings.Contains(text, "connection reset"):
+		// The plugin's TLS alerts, as crypto/tls words them. With TLS 1.3
+		// the plugin checks the client certificate after the client's
+		// side of the handshake, so the gateway may see only a closed
+		// connection.
+		return "The plugin most likely refused the gateway's client certificate: its CA is not one the plugin trusts, or it lacks the clientAuth usage. Check it with ssegw certs check on the backend's tls folder."
+	case strings.Contains(text, "remote error: tls: expired certificate"):
+		return "The plugin refused the gateway's client certificate as expired; renew it."
 	}
 	return ""
 }

@@ -431,8 +431,9 @@ func TestValidateConnectTLS(t *testing.T) {
 }
 
 // TestValidateConnectTLSHints checks the hint under a TLS backend that
-// fails on the plugin's certificate: a server_name it does not list, and a
-// CA that did not sign it.
+// fails the handshake: a server_name the plugin's certificate does not
+// list, a CA that did not sign it, and a client certificate the plugin
+// does not trust.
 func TestValidateConnectTLSHints(t *testing.T) {
 	certs := ssetest.NewCerts(t)
 	serverTLS, err := tlsutil.ServerFilesInDir(certs.GatewayDir, "", "", "").ServerConfig()
@@ -446,12 +447,17 @@ func TestValidateConnectTLSHints(t *testing.T) {
 		{
 			name: "name not listed",
 			tls:  fmt.Sprintf("{ dir: %q, server_name: other.example }", certs.QlikDir),
-			want: "    The plugin's certificate does not list the name dialed; set the backend's tls.server_name to a name it lists",
+			want: "    The plugin's certificate does not list tls.server_name other.example; change it to a name the certificate lists",
 		},
 		{
 			name: "another CA",
 			tls:  fmt.Sprintf("{ dir: %q }", ssetest.NewCerts(t).QlikDir),
 			want: "    The plugin's certificate is not signed by the CA of the backend's tls section",
+		},
+		{
+			name: "client certificate of another CA",
+			tls:  fmt.Sprintf("{ dir: %q }", certs.ClientDir(t, ssetest.NewCerts(t).CA, tlsutil.LeafRequest{})),
+			want: "    The plugin most likely refused the gateway's client certificate",
 		},
 	}
 	for _, tt := range tests {
