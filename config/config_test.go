@@ -658,6 +658,20 @@ limit: {max_message_size: 4MiB}
 			want: []problem{{"top level", "unknown key limit; did you mean limits?"}},
 		},
 		{
+			name: "keys in the wrong section",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true, hosts: [r.example]}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055", tls: {client_ca_file: /tmp/ca.pem}}]}
+`,
+			want: []problem{
+				{"engines.R.backends[0].tls", "unknown key client_ca_file; it belongs in listeners[].tls"},
+				{"engines.R.backends[0].tls", "client TLS needs the CA that signed the server's certificate: set dir or ca_file"},
+				{"listeners[0]", "unknown key hosts; it belongs in engines.<name>"},
+			},
+		},
+		{
 			name: "swapped letters and an unrelated key",
 			yaml: `
 listeners:

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
@@ -402,6 +403,8 @@ func unknownKeys(node any, typ reflect.Type, path string, spelling keySpelling) 
 				hint := "check its spelling"
 				if near := nearestKey(typ, key); near != "" {
 					hint = "did you mean " + near + "?"
+				} else if sections := keySections()[strings.ToLower(key)]; len(sections) > 0 {
+					hint = "it belongs in " + strings.Join(sections, " or ")
 				}
 				problems = append(problems, fmt.Errorf("%s: unknown key %s; %s", where, key, hint))
 				continue
@@ -721,6 +724,43 @@ func fieldByTag(typ reflect.Type, key string) (reflect.StructField, bool) {
 		}
 	}
 	return reflect.StructField{}, false
+}
+
+// keySections maps each key of the configuration to the sections that
+// have it, such as client_ca_file to listeners[].tls, for a key written in
+// the wrong section.
+var keySections = sync.OnceValue(func() map[string][]string {
+	sections := map[string][]string{}
+	collectKeys(reflect.TypeFor[Config](), "", sections)
+	return sections
+})
+
+// collectKeys adds the keys of typ, at path, and of every section below
+// it to sections.
+func collectKeys(typ reflect.Type, path string, sections map[string][]string) {
+	for typ.Kind() == reflect.Pointer {
+		typ = typ.Elem()
+	}
+	switch typ.Kind() {
+	case reflect.Struct:
+		where := path
+		if where == "" {
+			where = "the top level"
+		}
+		for i := range typ.NumField() {
+			field := typ.Field(i)
+			tag := field.Tag.Get("mapstructure")
+			if tag == "" || tag == "-" {
+				continue
+			}
+			sections[tag] = append(sections[tag], where)
+			collectKeys(field.Type, joinPath(path, tag), sections)
+		}
+	case reflect.Map:
+		collectKeys(typ.Elem(), path+".<name>", sections)
+	case reflect.Slice:
+		collectKeys(typ.Elem(), path+"[]", sections)
+	}
 }
 
 // nearestKey returns the key of typ's fields that key most likely
