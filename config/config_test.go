@@ -658,6 +658,21 @@ limit: {max_message_size: 4MiB}
 			want: []problem{{"top level", "unknown key limit; did you mean limits?"}},
 		},
 		{
+			name: "misspelt keys with empty values",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}], functions: {SumOfRows: {}}}
+limts: {}
+log: {levle: }
+`,
+			want: []problem{
+				{"top level", "unknown key limts; did you mean limits?"},
+				{"log", "unknown key levle; did you mean level?"},
+			},
+		},
+		{
 			name: "keys in the wrong section",
 			yaml: `
 listeners:

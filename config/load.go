@@ -76,6 +76,10 @@ func parse(data []byte, environ []string, baseDir string) (*Config, error) {
 	envProblems, fromEnv := applyEnv(settings, environ, spelling)
 	problems = append(problems, envProblems...)
 	problems = append(problems, unknownKeys(settings, reflect.TypeFor[Config](), "", spelling)...)
+	var raw map[string]any
+	if yaml.Unmarshal(data, &raw) == nil {
+		problems = append(problems, emptyUnknownKeys(raw, reflect.TypeFor[Config](), "")...)
+	}
 	cfg := &Config{}
 	var undecoded []string  // key paths whose validation problems would repeat a decoding problem
 	var failedKeys []string // keys whose values failed to decode, in Validate's notation
@@ -396,17 +400,7 @@ func unknownKeys(node any, typ reflect.Type, path string, spelling keySpelling) 
 		for _, key := range keys {
 			field, ok := fieldByTag(typ, key)
 			if !ok {
-				where := path
-				if where == "" {
-					where = "top level"
-				}
-				hint := "check its spelling"
-				if near := nearestKey(typ, key); near != "" {
-					hint = "did you mean " + near + "?"
-				} else if sections := keySections()[strings.ToLower(key)]; len(sections) > 0 {
-					hint = "it belongs in " + strings.Join(sections, " or ")
-				}
-				problems = append(problems, fmt.Errorf("%s: unknown key %s; %s", where, key, hint))
+				problems = append(problems, unknownKeyProblem(typ, path, key))
 				continue
 			}
 			problems = append(problems, unknownKeys(settings[key], field.Type, joinPath(path, key), spelling)...)
@@ -634,7 +628,17 @@ func setByWords(node any, typ reflect.Type, words []string, value, path string) 
 		// Longest first again, for the key the variable most likely
 		// misspells. A section is offered only when the words after it
 		// name one of its keys.
+		length := len(words) - 1 // of the words joined by underscores
+		for _, word := range words {
+			length += len(word)
+		}
 		for n := len(words); n > 0; n-- {
+			if n < len(words) {
+				length -= len(words[n]) + 1
+			}
+			if length > maxKeyLength {
+				continue
+			}
 			near := nearestKey(typ, strings.Join(words[:n], "_"))
 			if near == "" {
 				continue
@@ -726,6 +730,63 @@ func fieldByTag(typ reflect.Type, key string) (reflect.StructField, bool) {
 	return reflect.StructField{}, false
 }
 
+// unknownKeyProblem returns the problem of key, which typ at path has no
+// field for, with the key most likely meant.
+func unknownKeyProblem(typ reflect.Type, path, key string) error {
+	where := path
+	if where == "" {
+		where = "top level"
+	}
+	hint := "check its spelling"
+	if near := nearestKey(typ, key); near != "" {
+		hint = "did you mean " + near + "?"
+	} else if sections := keySections()[strings.ToLower(key)]; len(sections) > 0 {
+		hint = "it belongs in " + strings.Join(sections, " or ")
+	}
+	return fmt.Errorf("%s: unknown key %s; %s", where, key, hint)
+}
+
+// emptyUnknownKeys returns one problem per key of node, the file's YAML as
+// read without viper, that typ has no field for and whose value is empty
+// (null or {}), at any depth. viper drops such keys before unknownKeys
+// looks. They set nothing, but a misspelt key is reported all the same.
+func emptyUnknownKeys(node any, typ reflect.Type, path string) []error {
+	for typ.Kind() == reflect.Pointer {
+		typ = typ.Elem()
+	}
+	var problems []error
+	switch typ.Kind() {
+	case reflect.Struct:
+		settings, _ := node.(map[string]any)
+		for _, key := range slices.Sorted(maps.Keys(settings)) {
+			name := strings.ToLower(key) // as viper reads it
+			field, ok := fieldByTag(typ, name)
+			if !ok {
+				if value, isMap := settings[key].(map[string]any); settings[key] == nil || isMap && len(value) == 0 {
+					problems = append(problems, unknownKeyProblem(typ, path, name))
+				}
+				continue
+			}
+			problems = append(problems, emptyUnknownKeys(settings[key], field.Type, joinPath(path, name))...)
+		}
+	case reflect.Map:
+		entries, _ := node.(map[string]any)
+		for _, key := range slices.Sorted(maps.Keys(entries)) {
+			problems = append(problems, emptyUnknownKeys(entries[key], typ.Elem(), joinPath(path, key))...)
+		}
+	case reflect.Slice:
+		items, _ := node.([]any)
+		for i, item := range items {
+			problems = append(problems, emptyUnknownKeys(item, typ.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+		}
+	}
+	return problems
+}
+
+// maxKeyLength is longer than any key of the configuration, with room for
+// a misspelling.
+const maxKeyLength = 64
+
 // keySections maps each key of the configuration to the sections that
 // have it, such as client_ca_file to listeners[].tls, for a key written in
 // the wrong section.
@@ -771,7 +832,10 @@ func nearestKey(typ reflect.Type, key string) string {
 	best, bestDistance := "", min(3, len(key)/3+1)
 	for i := range typ.NumField() {
 		tag := typ.Field(i).Tag.Get("mapstructure")
-		if tag == "" || tag == "-" {
+		// The distance is at least the difference in length, and
+		// skipping on it keeps a long key from costing its length
+		// squared.
+		if tag == "" || tag == "-" || max(len(key)-len(tag), len(tag)-len(key)) >= bestDistance {
 			continue
 		}
 		if d := editDistance(strings.ToLower(key), tag); d < bestDistance {
