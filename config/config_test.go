@@ -661,13 +661,15 @@ limit: {max_message_size: 4MiB}
 			name: "misspelt keys with empty values",
 			yaml: `
 listeners:
-  - {address: "127.0.0.1:0", insecure: true}
+  - {address: "127.0.0.1:0", insecure: true, adress: }
 engines:
-  R: {backends: [{address: "127.0.0.1:50055"}], functions: {SumOfRows: {}}}
-limts: {}
+  R: {backends: [{address: "127.0.0.1:50055", tsl: {}}], functions: {SumOfRows: {}}}
+limts: {max_message_size: }
 log: {levle: }
 `,
 			want: []problem{
+				{"engines.R.backends[0]", "unknown key tsl; did you mean tls?"},
+				{"listeners[0]", "unknown key adress; did you mean address?"},
 				{"top level", "unknown key limts; did you mean limits?"},
 				{"log", "unknown key levle; did you mean level?"},
 			},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"maps"
 	"math"
 	"math/big"
@@ -78,7 +79,7 @@ func parse(data []byte, environ []string, baseDir string) (*Config, error) {
 	problems = append(problems, unknownKeys(settings, reflect.TypeFor[Config](), "", spelling)...)
 	var raw map[string]any
 	if yaml.Unmarshal(data, &raw) == nil {
-		problems = append(problems, emptyUnknownKeys(raw, reflect.TypeFor[Config](), "")...)
+		problems = append(problems, droppedUnknownKeys(raw, settings, reflect.TypeFor[Config](), "")...)
 	}
 	cfg := &Config{}
 	var undecoded []string  // key paths whose validation problems would repeat a decoding problem
@@ -605,8 +606,7 @@ func setByWords(node any, typ reflect.Type, words []string, value, path string) 
 			return "", errors.New("no such configuration key")
 		}
 		// Longest key first, so that request_timeout wins over request.
-		for n := len(words); n > 0; n-- {
-			key := strings.Join(words[:n], "_")
+		for n, key := range keyPrefixes(words) {
 			field, ok := fieldByTag(typ, key)
 			if !ok {
 				continue
@@ -627,23 +627,18 @@ func setByWords(node any, typ reflect.Type, words []string, value, path string) 
 		}
 		// Longest first again, for the key the variable most likely
 		// misspells. A section is offered only when the words after it
-		// name one of its keys.
-		length := len(words) - 1 // of the words joined by underscores
-		for _, word := range words {
-			length += len(word)
-		}
-		for n := len(words); n > 0; n-- {
-			if n < len(words) {
-				length -= len(words[n]) + 1
-			}
-			if length > maxKeyLength {
-				continue
-			}
-			near := nearestKey(typ, strings.Join(words[:n], "_"))
+		// name one of its keys, and a whole variable only for a key that
+		// takes a value.
+		for n, prefix := range keyPrefixes(words) {
+			near := nearestKey(typ, prefix)
 			if near == "" {
 				continue
 			}
-			if field, _ := fieldByTag(typ, near); n < len(words) {
+			field, _ := fieldByTag(typ, near)
+			if n == len(words) && !isScalar(field.Type) {
+				continue
+			}
+			if n < len(words) {
 				if _, err := setByWords(map[string]any{}, field.Type, words[n:], value, ""); err != nil {
 					continue
 				}
@@ -683,6 +678,27 @@ func setByWords(node any, typ reflect.Type, words []string, value, path string) 
 		return setByWords(items[index], typ.Elem(), words[1:], value, path+"["+words[0]+"]")
 	}
 	return "", errors.New("no such configuration key")
+}
+
+// keyPrefixes yields the first n words of words joined by underscores,
+// with n, longest first, leaving out those longer than any key: a
+// variable name of thousands of words would otherwise cost its length
+// squared.
+func keyPrefixes(words []string) iter.Seq2[int, string] {
+	return func(yield func(int, string) bool) {
+		length := len(words) - 1 // of the words joined by underscores
+		for _, word := range words {
+			length += len(word)
+		}
+		for n := len(words); n > 0; n-- {
+			if n < len(words) {
+				length -= len(words[n]) + 1
+			}
+			if length <= maxKeyLength && !yield(n, strings.Join(words[:n], "_")) {
+				return
+			}
+		}
+	}
 }
 
 // envName returns the environment variable for the key at path, a
@@ -746,38 +762,46 @@ func unknownKeyProblem(typ reflect.Type, path, key string) error {
 	return fmt.Errorf("%s: unknown key %s; %s", where, key, hint)
 }
 
-// emptyUnknownKeys returns one problem per key of node, the file's YAML as
-// read without viper, that typ has no field for and whose value is empty
-// (null or {}), at any depth. viper drops such keys before unknownKeys
-// looks. They set nothing, but a misspelt key is reported all the same.
-func emptyUnknownKeys(node any, typ reflect.Type, path string) []error {
+// droppedUnknownKeys returns one problem per unknown key of raw, the
+// file's YAML as read without viper, that settings, viper's reading of
+// it, does not have. viper drops a key whose value is null or {}, or holds
+// only such keys, before unknownKeys looks. Such a key sets nothing, but
+// a misspelt key is reported all the same.
+func droppedUnknownKeys(raw, settings any, typ reflect.Type, path string) []error {
 	for typ.Kind() == reflect.Pointer {
 		typ = typ.Elem()
 	}
 	var problems []error
 	switch typ.Kind() {
 	case reflect.Struct:
-		settings, _ := node.(map[string]any)
-		for _, key := range slices.Sorted(maps.Keys(settings)) {
+		rawKeys, _ := raw.(map[string]any)
+		read, _ := settings.(map[string]any)
+		for _, key := range slices.Sorted(maps.Keys(rawKeys)) {
 			name := strings.ToLower(key) // as viper reads it
-			field, ok := fieldByTag(typ, name)
-			if !ok {
-				if value, isMap := settings[key].(map[string]any); settings[key] == nil || isMap && len(value) == 0 {
-					problems = append(problems, unknownKeyProblem(typ, path, name))
-				}
-				continue
+			value, kept := read[name]
+			field, known := fieldByTag(typ, name)
+			switch {
+			case !known && !kept:
+				problems = append(problems, unknownKeyProblem(typ, path, name))
+			case known:
+				problems = append(problems, droppedUnknownKeys(rawKeys[key], value, field.Type, joinPath(path, name))...)
 			}
-			problems = append(problems, emptyUnknownKeys(settings[key], field.Type, joinPath(path, name))...)
 		}
 	case reflect.Map:
-		entries, _ := node.(map[string]any)
+		entries, _ := raw.(map[string]any)
+		read, _ := settings.(map[string]any)
 		for _, key := range slices.Sorted(maps.Keys(entries)) {
-			problems = append(problems, emptyUnknownKeys(entries[key], typ.Elem(), joinPath(path, key))...)
+			problems = append(problems, droppedUnknownKeys(entries[key], read[strings.ToLower(key)], typ.Elem(), joinPath(path, key))...)
 		}
 	case reflect.Slice:
-		items, _ := node.([]any)
+		items, _ := raw.([]any)
+		read, _ := settings.([]any)
 		for i, item := range items {
-			problems = append(problems, emptyUnknownKeys(item, typ.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
+			var readItem any
+			if i < len(read) {
+				readItem = read[i]
+			}
+			problems = append(problems, droppedUnknownKeys(item, readItem, typ.Elem(), fmt.Sprintf("%s[%d]", path, i))...)
 		}
 	}
 	return problems

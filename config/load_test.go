@@ -386,14 +386,16 @@ func TestParseEnvironment(t *testing.T) {
 	}
 }
 
-// TestEnvironmentSuggestsOnlyKeys checks that a variable whose section
-// is misspelt gets no suggestion when the rest of it names no key of the
-// section either: the suggestion would be wrong too.
+// TestEnvironmentSuggestsOnlyKeys checks that a variable gets no
+// suggestion that would be refused too: a misspelt section followed by
+// no key of it, or a misspelt section alone, which names no value.
 func TestEnvironmentSuggestsOnlyKeys(t *testing.T) {
-	_, err := parseEnvFile(t, []string{"SSEGW_LIMTS_COLOUR=red"})
-	const want = "environment variable SSEGW_LIMTS_COLOUR: no such configuration key"
-	if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "did you mean") {
-		t.Errorf("Parse() error = %v, want %q without a suggestion", err, want)
+	for _, variable := range []string{"SSEGW_LIMTS_COLOUR", "SSEGW_LIMTS", "SSEGW_LOGS"} {
+		_, err := parseEnvFile(t, []string{variable + "=1"})
+		want := "environment variable " + variable + ": no such configuration key"
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "did you mean") {
+			t.Errorf("Parse() with %s error = %v, want %q without a suggestion", variable, err, want)
+		}
 	}
 }
 

@@ -454,9 +454,10 @@ func (c *Config) ExpiredCertificates(now time.Time) []string {
 }
 
 // UncoveredHosts returns a warning for each engine host name that the
-// certificate of no TLS listener lists. Qlik checks the name it connects
-// by against the gateway's certificate, so calls by such a name fail the
-// handshake. Without a TLS listener there is nothing to check.
+// certificate of no TLS listener lists, as read from the listeners'
+// files. Qlik checks the name it connects by against the gateway's
+// certificate, so calls by such a name fail the handshake. Without a TLS
+// listener there is nothing to check.
 func (c *Config) UncoveredHosts() []string {
 	var sources []*tlsutil.Source
 	var labels []string
@@ -470,6 +471,12 @@ func (c *Config) UncoveredHosts() []string {
 			labels = append(labels, label)
 		}
 	}
+	return c.UncoveredHostsOf(sources, labels)
+}
+
+// UncoveredHostsOf is UncoveredHosts for the TLS listeners' sources, named
+// by labels, such as those of a running gateway.
+func (c *Config) UncoveredHostsOf(sources []*tlsutil.Source, labels []string) []string {
 	if len(sources) == 0 {
 		return nil
 	}

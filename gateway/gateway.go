@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -277,9 +278,13 @@ func (g *Gateway) Start() error {
 	g.started = time.Now()
 	backgroundCtx, stop := context.WithCancel(context.Background())
 	g.stopBackground = stop
-	// Renewed certificates may leave out a name that an engine's hosts
-	// list.
-	g.certificates.Reloaded = g.warnUncoveredHosts
+	// Renewed listener certificates may leave out a name that an engine's
+	// hosts list.
+	g.certificates.Reloaded = func(changed []*tlsutil.Source) {
+		if slices.ContainsFunc(g.listeners, func(l *listener) bool { return l.tls != nil && slices.Contains(changed, l.tls) }) {
+			g.warnUncoveredHosts()
+		}
+	}
 	if err := g.certificates.Run(backgroundCtx); err != nil {
 		g.logger.Warn("certificate files are not watched; reload them with SIGHUP", "error", err.Error())
 	}
@@ -423,14 +428,18 @@ func (g *Gateway) routes() *routing.Table {
 // configuration that no running TLS listener's certificate lists. Qlik's
 // calls by that name fail in the TLS handshake, so no call record would
 // show them. Listeners change only at a restart, so the certificates
-// checked are the running listeners', whatever a reloaded file contains.
+// checked are those the running listeners present, whatever a reloaded
+// file contains.
 func (g *Gateway) warnUncoveredHosts() {
-	running := *g.Config()
-	running.Listeners = make([]config.Listener, len(g.listeners))
-	for i, l := range g.listeners {
-		running.Listeners[i] = l.config
+	var sources []*tlsutil.Source
+	var labels []string
+	for _, l := range g.listeners {
+		if l.tls != nil {
+			sources = append(sources, l.tls)
+			labels = append(labels, fmt.Sprintf("listeners[%d].tls", l.index))
+		}
 	}
-	for _, warning := range running.UncoveredHosts() {
+	for _, warning := range g.Config().UncoveredHostsOf(sources, labels) {
 		g.logger.Warn("engine host name missing from the gateway's certificate", "warning", warning)
 	}
 }

@@ -200,8 +200,9 @@ func IsExpiredWarning(warning string) bool {
 type Watcher struct {
 	logger *slog.Logger
 	// Reloaded, if set before Run, runs after each reload that a change
-	// of the watched files started.
-	Reloaded func()
+	// of the watched files started and that changed some certificates,
+	// with the sources whose certificates changed.
+	Reloaded func(changed []*Source)
 
 	mu      sync.Mutex // guards the following
 	sources []*Source
@@ -248,7 +249,12 @@ func (w *Watcher) snapshot() []*Source {
 // Reload reloads every source, logs what failed, and returns the number
 // of sources whose certificates changed.
 func (w *Watcher) Reload() int {
-	reloaded := 0
+	return len(w.reload())
+}
+
+// reload is Reload, returning the sources whose certificates changed.
+func (w *Watcher) reload() []*Source {
+	var changed []*Source
 	for _, s := range w.snapshot() {
 		before := s.Certificates()
 		if err := s.Reload(); err != nil {
@@ -256,10 +262,10 @@ func (w *Watcher) Reload() int {
 			continue
 		}
 		if !slices.EqualFunc(before, s.Certificates(), func(a, b *x509.Certificate) bool { return a.Equal(b) }) {
-			reloaded++
+			changed = append(changed, s)
 		}
 	}
-	return reloaded
+	return changed
 }
 
 // Run watches the folders of the sources' files until ctx ends, and
@@ -282,9 +288,10 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 	reload := func() {
 		w.logger.Info("certificate files changed; reloading")
-		w.logger.Info("certificates reloaded", "reloaded", w.Reload())
-		if w.Reloaded != nil {
-			w.Reloaded()
+		changed := w.reload()
+		w.logger.Info("certificates reloaded", "reloaded", len(changed))
+		if w.Reloaded != nil && len(changed) > 0 {
+			w.Reloaded(changed)
 		}
 	}
 	watched, err := fswatch.Watch(ctx, folders, relevant, reload)

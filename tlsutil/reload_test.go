@@ -462,3 +462,32 @@ func TestSourceExpired(t *testing.T) {
 		})
 	}
 }
+
+// TestSourceVerifyHostname checks the names a server source's certificate
+// is valid for, also when Go leaves the parsed certificate out of the key
+// pair (GODEBUG=x509keypairleaf=0), so that the check must parse it.
+func TestSourceVerifyHostname(t *testing.T) {
+	set, err := tlsutil.WriteSet(t.TempDir(), []string{"gw.example", "*.apps.example", "10.0.0.5"}, tlsutil.SetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, godebug := range []string{"", "x509keypairleaf=0"} {
+		t.Run("GODEBUG="+godebug, func(t *testing.T) {
+			t.Setenv("GODEBUG", godebug)
+			source, err := tlsutil.NewServerSource("listener", tlsutil.ServerFilesInDir(set.GatewayDir, "", "", ""))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, host := range []string{"gw.example", "r.apps.example", "10.0.0.5"} {
+				if err := source.VerifyHostname(host); err != nil {
+					t.Errorf("VerifyHostname(%s) = %v, want nil", host, err)
+				}
+			}
+			for _, host := range []string{"other.example", "a.b.apps.example", "10.0.0.6"} {
+				if err := source.VerifyHostname(host); err == nil {
+					t.Errorf("VerifyHostname(%s) = nil, want an error", host)
+				}
+			}
+		})
+	}
+}

@@ -90,13 +90,14 @@ func backendTLSHint(backend config.Backend, err error) string {
 			return fmt.Sprintf("The plugin's certificate does not list tls.server_name %s; change it to a name the certificate lists (ssegw certs check on the plugin's folder shows them).%s", backend.TLS.ServerName, caLater)
 		}
 		return "The plugin's certificate does not list the host of the backend's address; set the backend's tls.server_name to a name it lists (ssegw certs check on the plugin's folder shows them)." + caLater
-	case strings.Contains(text, "remote error: tls: unknown certificate authority") || strings.Contains(text, "remote error: tls: bad certificate") ||
-		strings.Contains(text, "broken pipe") || strings.Contains(text, "connection reset"):
-		// The plugin's TLS alerts, as crypto/tls words them. With TLS 1.3
-		// the plugin checks the client certificate after the client's
-		// side of the handshake, so the gateway may see only a closed
-		// connection.
-		return "The plugin most likely refused the gateway's client certificate: its CA is not one the plugin trusts, or it lacks the clientAuth usage. Check it with ssegw certs check on the backend's tls folder."
+	case strings.Contains(text, "remote error: tls: unknown certificate authority") || strings.Contains(text, "remote error: tls: bad certificate"):
+		// The plugin's TLS alerts, as crypto/tls words them.
+		return "The plugin refused the gateway's client certificate: its CA is not one the plugin trusts, or it lacks the clientAuth usage. Check it with ssegw certs check on the backend's tls folder."
+	case strings.Contains(text, "broken pipe") || strings.Contains(text, "connection reset"):
+		// With TLS 1.3 the plugin checks the client certificate after the
+		// client's side of the handshake, so a refusal may show only as
+		// a closed connection, as anything else that closes it does.
+		return "The connection closed during the handshake: the plugin may have refused the gateway's client certificate (check it with ssegw certs check on the backend's tls folder), or what answers at this address is not a TLS plugin."
 	case strings.Contains(text, "remote error: tls: expired certificate"):
 		return "The plugin refused the gateway's client certificate as expired; renew it."
 	}
