@@ -675,6 +675,24 @@ log: {levle: }
 			},
 		},
 		{
+			name: "dotted, non-string and dash keys",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}], "-": x}
+log.level: debug
+limits.max_mesage_size: 1MiB
+admin: {adress: , 1: }
+`,
+			want: []problem{
+				{"admin", "unknown key 1; check its spelling"},
+				{"admin", "unknown key adress; did you mean address?"},
+				{"engines.R", "unknown key -; check its spelling"},
+				{"limits", "unknown key max_mesage_size; did you mean max_message_size?"},
+			},
+		},
+		{
 			name: "keys in the wrong section",
 			yaml: `
 listeners:

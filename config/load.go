@@ -737,6 +737,9 @@ func isScalar(typ reflect.Type) bool {
 }
 
 func fieldByTag(typ reflect.Type, key string) (reflect.StructField, bool) {
+	if key == "-" {
+		return reflect.StructField{}, false // the tag of fields read from elsewhere
+	}
 	for i := range typ.NumField() {
 		field := typ.Field(i)
 		if field.Tag.Get("mapstructure") == key {
@@ -774,9 +777,14 @@ func droppedUnknownKeys(raw, settings any, typ reflect.Type, path string) []erro
 	var problems []error
 	switch typ.Kind() {
 	case reflect.Struct:
-		rawKeys, _ := raw.(map[string]any)
+		rawKeys := stringKeys(raw)
 		read, _ := settings.(map[string]any)
 		for _, key := range slices.Sorted(maps.Keys(rawKeys)) {
+			if strings.Contains(key, ".") {
+				// viper reads log.level as level under log, which
+				// unknownKeys checks.
+				continue
+			}
 			name := strings.ToLower(key) // as viper reads it
 			value, kept := read[name]
 			field, known := fieldByTag(typ, name)
@@ -788,7 +796,7 @@ func droppedUnknownKeys(raw, settings any, typ reflect.Type, path string) []erro
 			}
 		}
 	case reflect.Map:
-		entries, _ := raw.(map[string]any)
+		entries := stringKeys(raw)
 		read, _ := settings.(map[string]any)
 		for _, key := range slices.Sorted(maps.Keys(entries)) {
 			problems = append(problems, droppedUnknownKeys(entries[key], read[strings.ToLower(key)], typ.Elem(), joinPath(path, key))...)
@@ -805,6 +813,23 @@ func droppedUnknownKeys(raw, settings any, typ reflect.Type, path string) []erro
 		}
 	}
 	return problems
+}
+
+// stringKeys returns a YAML mapping as go-yaml decodes it with its keys
+// as text, as viper reads them: go-yaml gives a mapping with a key that
+// is not a string, such as 1 or null, the type map[any]any.
+func stringKeys(node any) map[string]any {
+	switch node := node.(type) {
+	case map[string]any:
+		return node
+	case map[any]any:
+		keys := make(map[string]any, len(node))
+		for key, value := range node {
+			keys[fmt.Sprint(key)] = value
+		}
+		return keys
+	}
+	return nil
 }
 
 // maxKeyLength is longer than any key of the configuration, with room for

@@ -849,3 +849,27 @@ func TestRenewedCertificateWithoutHostWarns(t *testing.T) {
 		t.Errorf("record warning = %q, want it to name engine Py's host", warning)
 	}
 }
+
+// TestRenewedBackendCertificateKeepsQuiet checks that renewing only a
+// backend's client certificate does not log the host-name warnings
+// again: the listener's certificate, which they are about, is unchanged.
+func TestRenewedBackendCertificateKeepsQuiet(t *testing.T) {
+	const message = "engine host name missing from the gateway's certificate"
+	certs := ssetest.NewCerts(t)
+	clientDir := certs.ClientDir(t, nil, tlsutil.LeafRequest{CommonName: "gateway"})
+	engine := ssetest.Engine()
+	engine.Hosts = []string{"py.gateway.example"}
+	engine.Backends = []config.Backend{{Address: "127.0.0.1:1", TLS: &config.ClientTLS{Dir: clientDir, ServerName: "localhost"}}}
+	gw := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("Py", &config.ServerTLS{Dir: certs.GatewayDir})},
+		Engines:   map[string]*config.Engine{"Py": engine},
+	})
+	if got := len(gw.Logs.Records(message)); got != 1 {
+		t.Fatalf("got %d %q records at start, want 1", got, message)
+	}
+
+	rotRenewClientCert(t, gw, certs, clientDir)
+	if got := len(gw.Logs.Records(message)); got != 1 {
+		t.Errorf("got %d %q records after a backend's certificate was renewed, want still 1", got, message)
+	}
+}

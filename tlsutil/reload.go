@@ -105,8 +105,8 @@ func (s *Source) Certificates() []*x509.Certificate {
 	cfg := s.current.Load()
 	var certificates []*x509.Certificate
 	for _, pair := range cfg.Certificates {
-		if pair.Leaf != nil {
-			certificates = append(certificates, pair.Leaf)
+		if leaf := leafOf(pair); leaf != nil {
+			certificates = append(certificates, leaf)
 		}
 	}
 	if cas := s.cas.Load(); cas != nil {
@@ -122,15 +122,7 @@ func (s *Source) Certificates() []*x509.Certificate {
 func (s *Source) VerifyHostname(host string) error {
 	var first error
 	for _, pair := range s.current.Load().Certificates {
-		leaf := pair.Leaf
-		if leaf == nil && len(pair.Certificate) > 0 {
-			// GODEBUG=x509keypairleaf=0 leaves Leaf unset.
-			parsed, err := x509.ParseCertificate(pair.Certificate[0])
-			if err != nil {
-				continue
-			}
-			leaf = parsed
-		}
+		leaf := leafOf(pair)
 		if leaf == nil {
 			continue
 		}
@@ -146,6 +138,19 @@ func (s *Source) VerifyHostname(host string) error {
 		return fmt.Errorf("%s presents no certificate to check %s against", s.name, host)
 	}
 	return first
+}
+
+// leafOf returns the certificate of a key pair, parsing it when the pair
+// has it only as DER, as GODEBUG=x509keypairleaf=0 leaves it, or nil.
+func leafOf(pair tls.Certificate) *x509.Certificate {
+	if pair.Leaf != nil || len(pair.Certificate) == 0 {
+		return pair.Leaf
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return nil
+	}
+	return leaf
 }
 
 // expiredWording is the phrase that sets the warnings of Expired apart

@@ -464,8 +464,9 @@ func TestSourceExpired(t *testing.T) {
 }
 
 // TestSourceVerifyHostname checks the names a server source's certificate
-// is valid for, also when Go leaves the parsed certificate out of the key
-// pair (GODEBUG=x509keypairleaf=0), so that the check must parse it.
+// is valid for, and that its certificates include its own, also when Go
+// leaves the parsed certificate out of the key pair
+// (GODEBUG=x509keypairleaf=0), so that they must be parsed.
 func TestSourceVerifyHostname(t *testing.T) {
 	set, err := tlsutil.WriteSet(t.TempDir(), []string{"gw.example", "*.apps.example", "10.0.0.5"}, tlsutil.SetOptions{})
 	if err != nil {
@@ -477,6 +478,11 @@ func TestSourceVerifyHostname(t *testing.T) {
 			source, err := tlsutil.NewServerSource("listener", tlsutil.ServerFilesInDir(set.GatewayDir, "", "", ""))
 			if err != nil {
 				t.Fatal(err)
+			}
+			// Its own certificate and the client CA, so that a renewal of
+			// either counts as a change.
+			if got := len(source.Certificates()); got != 2 {
+				t.Errorf("Certificates() has %d certificates, want 2", got)
 			}
 			for _, host := range []string{"gw.example", "r.apps.example", "10.0.0.5"} {
 				if err := source.VerifyHostname(host); err != nil {

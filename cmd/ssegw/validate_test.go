@@ -460,10 +460,9 @@ func TestValidateConnectTLSHints(t *testing.T) {
 		{
 			name: "client certificate of another CA",
 			tls:  fmt.Sprintf("{ dir: %q }", certs.ClientDir(t, ssetest.NewCerts(t).CA, tlsutil.LeafRequest{})),
-			want: "    ",
 			// The plugin's alert, or with TLS 1.3 only a closed
 			// connection, depending on timing.
-			wantAny: []string{"The plugin refused the gateway's client certificate", "the plugin may have refused the gateway's client certificate"},
+			wantAny: []string{"\n    The plugin refused the gateway's client certificate", "\n    The connection closed during the handshake: the plugin may have refused the gateway's client certificate"},
 		},
 	}
 	for _, tt := range tests {
@@ -471,7 +470,7 @@ func TestValidateConnectTLSHints(t *testing.T) {
 			path := writeValidateConfig(t, fmt.Sprintf("listeners:\n  - address: 127.0.0.1:0\n    insecure: true\nengines:\n  R:\n    backends:\n      - address: %q\n        tls: %s\n", plugin.Addr, tt.tls))
 			output, err := runCommand(t, "validate", "--config", path, "--connect", "--timeout", "5s")
 			checkValidateExit(t, err, 1, output)
-			if !strings.Contains(output, "\n"+tt.want) {
+			if tt.want != "" && !strings.Contains(output, "\n"+tt.want) {
 				t.Errorf("validate --connect output:\n%s\nwant a line starting %q", output, tt.want)
 			}
 			if len(tt.wantAny) > 0 && !slices.ContainsFunc(tt.wantAny, func(want string) bool { return strings.Contains(output, want) }) {
