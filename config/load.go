@@ -627,8 +627,9 @@ func setByWords(node any, typ reflect.Type, words []string, value, path string) 
 		}
 		// Longest first again, for the key the variable most likely
 		// misspells. A section is offered only when the words after it
-		// name one of its keys, and a whole variable only for a key that
-		// takes a value.
+		// name one of its keys, tried on a copy of the section as the
+		// file has it, and a whole variable only for a key that takes a
+		// value.
 		for n, prefix := range keyPrefixes(words) {
 			near := nearestKey(typ, prefix)
 			if near == "" {
@@ -639,7 +640,11 @@ func setByWords(node any, typ reflect.Type, words []string, value, path string) 
 				continue
 			}
 			if n < len(words) {
-				if _, err := setByWords(map[string]any{}, field.Type, words[n:], value, ""); err != nil {
+				section := copySettings(settings[near])
+				if section == nil {
+					section = map[string]any{}
+				}
+				if _, err := setByWords(section, field.Type, words[n:], value, ""); err != nil {
 					continue
 				}
 			}
@@ -678,6 +683,26 @@ func setByWords(node any, typ reflect.Type, words []string, value, path string) 
 		return setByWords(items[index], typ.Elem(), words[1:], value, path+"["+words[0]+"]")
 	}
 	return "", errors.New("no such configuration key")
+}
+
+// copySettings returns a deep copy of a value of viper's settings, so
+// that a trial of setByWords leaves the settings as they were.
+func copySettings(value any) any {
+	switch value := value.(type) {
+	case map[string]any:
+		copied := make(map[string]any, len(value))
+		for key, item := range value {
+			copied[key] = copySettings(item)
+		}
+		return copied
+	case []any:
+		copied := make([]any, len(value))
+		for i, item := range value {
+			copied[i] = copySettings(item)
+		}
+		return copied
+	}
+	return value
 }
 
 // keyPrefixes yields the first n words of words joined by underscores,

@@ -423,6 +423,16 @@ func TestParseEnvironmentProblems(t *testing.T) {
 			want:    []problem{{"environment variable SSEGW_ENGINES_SSEPYTHON_REQUEST_TIMOUT", "no such configuration key; did you mean SSEGW_ENGINES_SSEPYTHON_REQUEST_TIMEOUT?"}},
 		},
 		{
+			name:    "misspelt map section",
+			environ: []string{"SSEGW_ENGNES_SSEPYTHON_REQUEST_TIMEOUT=5s"},
+			want:    []problem{{"environment variable SSEGW_ENGNES_SSEPYTHON_REQUEST_TIMEOUT", "no such configuration key; did you mean SSEGW_ENGINES_SSEPYTHON_REQUEST_TIMEOUT?"}},
+		},
+		{
+			name:    "misspelt list section",
+			environ: []string{"SSEGW_LISTENRS_0_ADDRESS=127.0.0.1:50099"},
+			want:    []problem{{"environment variable SSEGW_LISTENRS_0_ADDRESS", "no such configuration key; did you mean SSEGW_LISTENERS_0_ADDRESS?"}},
+		},
+		{
 			name:    "misspelt section",
 			environ: []string{"SSEGW_LIMTS_MAX_MESSAGE_SIZE=8MiB"},
 			want:    []problem{{"environment variable SSEGW_LIMTS_MAX_MESSAGE_SIZE", "no such configuration key; did you mean SSEGW_LIMITS_MAX_MESSAGE_SIZE?"}},
