@@ -72,3 +72,61 @@ func HandshakeFailureReason(err error) HandshakeFailure {
 	}
 	return FailureOther
 }
+
+// DialFailure names why a TLS client could not connect.
+type DialFailure int
+
+// The reasons DialFailureReason tells apart.
+const (
+	DialOther DialFailure = iota
+	// DialNotTLS: the server does not speak TLS.
+	DialNotTLS
+	// DialClientExpired: the server rejected the client certificate as
+	// expired, in a TLS alert.
+	DialClientExpired
+	// DialClientRejected: the server rejected the client certificate in a
+	// TLS alert, for its CA or its usage.
+	DialClientRejected
+	// DialClosed: the connection closed or was reset during the
+	// handshake. With TLS 1.3 a server checks the client certificate after
+	// the client's side of the handshake, so a rejection may show only so.
+	DialClosed
+	// DialServerUnknownAuthority: the client's CA did not sign the
+	// server's certificate.
+	DialServerUnknownAuthority
+	// DialServerName: the server's certificate does not list the name
+	// dialed.
+	DialServerName
+)
+
+// DialFailureReason classifies the error of a failed TLS dial from its
+// text. gRPC reports a failed connection as a status whose message only
+// quotes crypto/tls and crypto/x509 (grpc-go v1.85, Go 1.26), so their
+// error types are lost on the way.
+func DialFailureReason(err error) DialFailure {
+	text := err.Error()
+	contains := func(parts ...string) bool {
+		for _, part := range parts {
+			if strings.Contains(text, part) {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case contains("first record does not look like a TLS handshake"):
+		return DialNotTLS
+	case contains("remote error: tls: expired certificate"):
+		return DialClientExpired
+	case contains("remote error: tls: unknown certificate authority", "remote error: tls: bad certificate"):
+		return DialClientRejected
+	case contains("broken pipe", "connection reset"):
+		return DialClosed
+	case contains("certificate signed by unknown authority"):
+		return DialServerUnknownAuthority
+	case contains("certificate is valid for", "not valid for any names", "IP SANs"):
+		// crypto/x509's three wordings of a name the certificate lacks.
+		return DialServerName
+	}
+	return DialOther
+}

@@ -260,3 +260,29 @@ func TestHandshakeFailuresComplete(t *testing.T) {
 		t.Errorf("HandshakeFailures has %d entries, want %d", len(tlsutil.HandshakeFailures), len(want))
 	}
 }
+
+// TestDialFailureReason checks each reason on the messages gRPC gives for
+// a failed TLS dial, which quote crypto/tls and crypto/x509.
+func TestDialFailureReason(t *testing.T) {
+	tests := []struct {
+		message string
+		want    tlsutil.DialFailure
+	}{
+		{`connection error: desc = "transport: authentication handshake failed: tls: first record does not look like a TLS handshake"`, tlsutil.DialNotTLS},
+		{`connection error: desc = "transport: authentication handshake failed: remote error: tls: expired certificate"`, tlsutil.DialClientExpired},
+		{`connection error: desc = "error reading server preface: remote error: tls: unknown certificate authority"`, tlsutil.DialClientRejected},
+		{`connection error: desc = "error reading server preface: remote error: tls: bad certificate"`, tlsutil.DialClientRejected},
+		{`cannot connect: write tcp 127.0.0.1:5->127.0.0.1:6: write: broken pipe`, tlsutil.DialClosed},
+		{`read tcp 127.0.0.1:5->127.0.0.1:6: read: connection reset by peer`, tlsutil.DialClosed},
+		{`tls: failed to verify certificate: x509: certificate signed by unknown authority`, tlsutil.DialServerUnknownAuthority},
+		{`x509: certificate is valid for localhost, not other.example`, tlsutil.DialServerName},
+		{`x509: certificate is not valid for any names, but wanted to match other.example`, tlsutil.DialServerName},
+		{`x509: cannot validate certificate for 127.0.0.1 because it doesn't contain any IP SANs`, tlsutil.DialServerName},
+		{`dial tcp 127.0.0.1:1: connect: connection refused`, tlsutil.DialOther},
+	}
+	for _, tt := range tests {
+		if got := tlsutil.DialFailureReason(errors.New(tt.message)); got != tt.want {
+			t.Errorf("DialFailureReason(%q) = %v, want %v", tt.message, got, tt.want)
+		}
+	}
+}

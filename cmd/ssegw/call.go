@@ -698,30 +698,31 @@ func responseOverLimit(st *status.Status, sent []*ssepb.BundledRows, limit int) 
 // as Go's does for a client certificate it does not trust, leaves only a
 // broken pipe or a reset.
 func connectionHint(address string, flags callFlags, err error) string {
-	text := err.Error()
+	reason := tlsutil.DialFailureReason(err)
 	switch {
-	case flags.tlsDir != "" && strings.Contains(text, "first record does not look like a TLS handshake"):
+	case flags.tlsDir != "" && reason == tlsutil.DialNotTLS:
 		return fmt.Sprintf("%s does not speak TLS: call it without --tls-dir.", address)
-	case flags.tlsDir != "" && strings.Contains(text, "remote error: tls: expired certificate"):
+	case flags.tlsDir != "" && reason == tlsutil.DialClientExpired:
 		return fmt.Sprintf("The endpoint refused the client certificate in %s as expired; renew it.", flags.tlsDir)
-	case flags.tlsDir != "" && (strings.Contains(text, "remote error: tls: unknown certificate authority") ||
-		strings.Contains(text, "remote error: tls: bad certificate") || strings.Contains(text, "broken pipe") || strings.Contains(text, "connection reset")):
+	case flags.tlsDir != "" && (reason == tlsutil.DialClientRejected || reason == tlsutil.DialClosed):
 		return fmt.Sprintf("The endpoint most likely refused the client certificate in %s: its CA is not one the endpoint trusts (for the gateway, the listener's client CA), or the certificate lacks the clientAuth usage. Check it with: ssegw certs check %s",
 			flags.tlsDir, flags.tlsDir)
 	}
 	if flags.tlsDir == "" {
 		return fmt.Sprintf("Check that %s is the address of a running plugin or gateway. If the endpoint requires TLS, pass --tls-dir with a Qlik client certificate folder (root_cert.pem, sse_client_cert.pem, sse_client_key.pem).", address)
 	}
-	switch {
-	case strings.Contains(text, "certificate signed by unknown authority"):
+	switch reason {
+	case tlsutil.DialServerUnknownAuthority:
 		return fmt.Sprintf("The endpoint's certificate is not signed by root_cert.pem in %s. If the endpoint's CA was replaced, as by certs init --new-ca, call with the client folder made with the new CA.", flags.tlsDir)
-	case strings.Contains(text, "certificate is valid for") || strings.Contains(text, "not valid for any names") || strings.Contains(text, "IP SANs"):
-		// crypto/x509's three wordings of a name the certificate lacks.
-		return nameHint(address, flags.serverName) + " Go checks the name before the CA, so a CA that did not sign the certificate shows only once the name matches."
+	case tlsutil.DialServerName:
+		return nameHint(address, flags.serverName) + " " + nameBeforeCA
 	}
 	return fmt.Sprintf("Check that %s is the address of a running plugin or gateway that accepts TLS, that root_cert.pem in %s is the CA that signed the endpoint's certificate, and that the endpoint accepts the client certificate sse_client_cert.pem. %s",
 		address, flags.tlsDir, nameHint(address, flags.serverName))
 }
+
+// nameBeforeCA follows a hint about a name that a certificate lacks.
+const nameBeforeCA = "Go checks the name before the CA, so a CA that did not sign the certificate shows only once the name matches."
 
 // nameHint returns the name that the endpoint's certificate must list for
 // a call to address, and how to call with another one.

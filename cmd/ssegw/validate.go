@@ -19,6 +19,7 @@ import (
 	"github.com/ssegw/ssegw/config"
 	"github.com/ssegw/ssegw/routing"
 	"github.com/ssegw/ssegw/ssepb"
+	"github.com/ssegw/ssegw/tlsutil"
 )
 
 func newValidateCommand() *cobra.Command {
@@ -79,26 +80,19 @@ func backendTLSHint(backend config.Backend, err error) string {
 	if backend.TLS == nil {
 		return ""
 	}
-	text := err.Error()
-	const caLater = " Go checks the name before the CA, so a CA that did not sign the certificate shows only once the name matches."
-	switch {
-	case strings.Contains(text, "certificate signed by unknown authority"):
+	switch tlsutil.DialFailureReason(err) {
+	case tlsutil.DialServerUnknownAuthority:
 		return "The plugin's certificate is not signed by the CA of the backend's tls section (root_cert.pem or ca_file)."
-	case strings.Contains(text, "certificate is valid for") || strings.Contains(text, "not valid for any names") || strings.Contains(text, "IP SANs"):
-		// crypto/x509's three wordings of a name the certificate lacks.
+	case tlsutil.DialServerName:
 		if backend.TLS.ServerName != "" {
-			return fmt.Sprintf("The plugin's certificate does not list tls.server_name %s; change it to a name the certificate lists (ssegw certs check on the plugin's folder shows them).%s", backend.TLS.ServerName, caLater)
+			return fmt.Sprintf("The plugin's certificate does not list tls.server_name %s; change it to a name the certificate lists (ssegw certs check on the plugin's folder shows them). %s", backend.TLS.ServerName, nameBeforeCA)
 		}
-		return "The plugin's certificate does not list the host of the backend's address; set the backend's tls.server_name to a name it lists (ssegw certs check on the plugin's folder shows them)." + caLater
-	case strings.Contains(text, "remote error: tls: unknown certificate authority") || strings.Contains(text, "remote error: tls: bad certificate"):
-		// The plugin's TLS alerts, as crypto/tls words them.
+		return "The plugin's certificate does not list the host of the backend's address; set the backend's tls.server_name to a name it lists (ssegw certs check on the plugin's folder shows them). " + nameBeforeCA
+	case tlsutil.DialClientRejected:
 		return "The plugin refused the gateway's client certificate: its CA is not one the plugin trusts, or it lacks the clientAuth usage. Check it with ssegw certs check on the backend's tls folder."
-	case strings.Contains(text, "broken pipe") || strings.Contains(text, "connection reset"):
-		// With TLS 1.3 the plugin checks the client certificate after the
-		// client's side of the handshake, so a refusal may show only as
-		// a closed connection, as anything else that closes it does.
+	case tlsutil.DialClosed:
 		return "The connection closed during the handshake: the plugin may have refused the gateway's client certificate (check it with ssegw certs check on the backend's tls folder), or what answers at this address is not a TLS plugin."
-	case strings.Contains(text, "remote error: tls: expired certificate"):
+	case tlsutil.DialClientExpired:
 		return "The plugin refused the gateway's client certificate as expired; renew it."
 	}
 	return ""
