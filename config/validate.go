@@ -432,13 +432,9 @@ func (p listenerPorts) conflict(address string) (int, bool) {
 // engines, and picks up renewed files without a restart.
 func (c *Config) ExpiredCertificates(now time.Time) []string {
 	var warnings []string
-	for i, listener := range c.Listeners {
-		if listener.TLS == nil {
-			continue
-		}
-		if source, err := tlsutil.NewServerSource(fmt.Sprintf("listeners[%d].tls", i), listener.TLS.Files()); err == nil {
-			warnings = append(warnings, source.Expired(now)...)
-		}
+	sources, _ := c.listenerSources()
+	for _, source := range sources {
+		warnings = append(warnings, source.Expired(now)...)
 	}
 	for _, name := range c.EngineNames() {
 		for i, backend := range c.Engine(name).Backends {
@@ -459,8 +455,12 @@ func (c *Config) ExpiredCertificates(now time.Time) []string {
 // certificate, so calls by such a name fail the handshake. Without a TLS
 // listener there is nothing to check.
 func (c *Config) UncoveredHosts() []string {
-	var sources []*tlsutil.Source
-	var labels []string
+	return c.UncoveredHostsOf(c.listenerSources())
+}
+
+// listenerSources reads the certificates of each TLS listener whose files
+// load, with its key (listeners[0].tls) as label.
+func (c *Config) listenerSources() (sources []*tlsutil.Source, labels []string) {
 	for i, listener := range c.Listeners {
 		if listener.TLS == nil {
 			continue
@@ -471,7 +471,7 @@ func (c *Config) UncoveredHosts() []string {
 			labels = append(labels, label)
 		}
 	}
-	return c.UncoveredHostsOf(sources, labels)
+	return sources, labels
 }
 
 // UncoveredHostsOf is UncoveredHosts for the TLS listeners' sources, named
