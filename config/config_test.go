@@ -1249,8 +1249,8 @@ engines:
 }
 
 // TestValidateWholeSetFolder checks that a listener or a backend given
-// the folder above a certificate set's gateway and qlik folders is told
-// which of them to give.
+// the folder above a certificate set's gateway and qlik folders gets a
+// problem naming the one to give.
 func TestValidateWholeSetFolder(t *testing.T) {
 	set := writeCerts(t)
 	top := filepath.Dir(set.GatewayDir)

@@ -626,10 +626,10 @@ func setByWords(node any, typ reflect.Type, words []string, value, path string) 
 			return setByWords(child, field.Type, words[n:], value, joinName(path, key))
 		}
 		// Longest first again, for the key the variable most likely
-		// misspells. A section is offered only when the words after it
-		// name one of its keys, tried on a copy of the section as the
-		// file has it, and a whole variable only for a key that takes a
-		// value.
+		// misspells. A suggestion must itself be accepted: a section only
+		// when the rest of the variable names one of its keys, tried on a
+		// copy of the file's section, and a whole name only when it takes
+		// a value.
 		for n, prefix := range keyPrefixes(words) {
 			near := nearestKey(typ, prefix)
 			if near == "" {
@@ -811,10 +811,10 @@ func droppedUnknownKeys(raw, settings any, typ reflect.Type, path string) []erro
 				continue
 			}
 			name := strings.ToLower(key) // as viper reads it
-			value, kept := read[name]
+			value, inSettings := read[name]
 			field, known := fieldByTag(typ, name)
 			switch {
-			case !known && !kept:
+			case !known && !inSettings:
 				problems = append(problems, unknownKeyProblem(typ, path, name))
 			case known:
 				problems = append(problems, droppedUnknownKeys(rawKeys[key], value, field.Type, joinPath(path, name))...)

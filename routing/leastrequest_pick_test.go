@@ -110,9 +110,9 @@ func TestLeastRequestSpreadsTies(t *testing.T) {
 // runs.
 func TestLeastRequestChildResults(t *testing.T) {
 	p := newTestLeastRequestPicker(0)
-	refused := errors.New("not ready")
-	p.replicas[0].picker = &fakeChildPicker{err: refused}
-	if _, err := p.Pick(balancer.PickInfo{}); !errors.Is(err, refused) {
+	pickErr := errors.New("not ready")
+	p.replicas[0].picker = &fakeChildPicker{err: pickErr}
+	if _, err := p.Pick(balancer.PickInfo{}); !errors.Is(err, pickErr) {
 		t.Errorf("Pick() = %v, want the child's error", err)
 	}
 	if open := p.replicas[0].inFlight.Load(); open != 0 {

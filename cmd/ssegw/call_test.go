@@ -964,8 +964,8 @@ func TestCallNamesOwnMessageLimit(t *testing.T) {
 }
 
 // TestCallServerFolderHint checks that --tls-dir given the gateway's own
-// folder, which holds a server certificate, or the whole set above it,
-// says which folder it takes.
+// folder, which contains a server certificate, or the whole set above it,
+// gets an error naming the folder it expects.
 func TestCallServerFolderHint(t *testing.T) {
 	certs := ssetest.NewCerts(t)
 	got := runCallCommand(t, "", ssetest.FreeAddress(t), "--tls-dir", certs.GatewayDir, "capabilities")

@@ -89,11 +89,11 @@ func backendTLSHint(backend config.Backend, err error) string {
 		}
 		return "The plugin's certificate does not list the host of the backend's address; set the backend's tls.server_name to a name it lists (ssegw certs check on the plugin's folder shows them). " + nameBeforeCA
 	case tlsutil.DialClientRejected:
-		return "The plugin refused the gateway's client certificate: its CA is not one the plugin trusts, or it lacks the clientAuth usage. Check it with ssegw certs check on the backend's tls folder."
+		return "The plugin rejected the gateway's client certificate: its CA is not one the plugin trusts, or it lacks the clientAuth usage. Check it with ssegw certs check on the backend's tls folder."
 	case tlsutil.DialClosed:
-		return "The connection closed during the handshake: the plugin may have refused the gateway's client certificate (check it with ssegw certs check on the backend's tls folder), or what answers at this address is not a TLS plugin."
+		return "The connection closed during the handshake: the plugin may have rejected the gateway's client certificate (check it with ssegw certs check on the backend's tls folder), or what answers at this address is not a TLS plugin."
 	case tlsutil.DialClientExpired:
-		return "The plugin refused the gateway's client certificate as expired; renew it."
+		return "The plugin rejected the gateway's client certificate as expired; renew it."
 	}
 	return ""
 }

@@ -462,7 +462,7 @@ func TestValidateConnectTLSHints(t *testing.T) {
 			tls:  fmt.Sprintf("{ dir: %q }", certs.ClientDir(t, ssetest.NewCerts(t).CA, tlsutil.LeafRequest{})),
 			// The plugin's alert, or with TLS 1.3 only a closed
 			// connection, depending on timing.
-			wantAny: []string{"\n    The plugin refused the gateway's client certificate", "\n    The connection closed during the handshake: the plugin may have refused the gateway's client certificate"},
+			wantAny: []string{"\n    The plugin rejected the gateway's client certificate", "\n    The connection closed during the handshake: the plugin may have rejected the gateway's client certificate"},
 		},
 	}
 	for _, tt := range tests {
