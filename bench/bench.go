@@ -296,7 +296,7 @@ func (b *bench) startAll(ctx context.Context) error {
 	// The plugin, shared by every target.
 	plugin, address, err := startChild(ctx, "plugin", b.opts.Executable,
 		[]string{"plugin", "--address", "127.0.0.1:0", "--name", pluginName}, childEnvironment(),
-		func(line string) (string, bool) { return strings.CutPrefix(line, "listening on ") })
+		listeningLine)
 	if err != nil {
 		return fmt.Errorf("starting the example plugin (%s plugin): %w", b.opts.Executable, err)
 	}
@@ -365,6 +365,8 @@ func (b *bench) newTarget(name string, certs tlsutil.Set) (*target, error) {
 				Exporter: config.ExporterOTLP, Endpoint: b.spans.Addr, Insecure: true, SamplerRatio: &everyCall,
 			}
 		})
+	case TargetGoH2Relay:
+		t.launch = b.launchRelay(name)
 	case TargetNginx, TargetHAProxy, TargetTCPRelay:
 		program := name
 		if name == TargetTCPRelay {

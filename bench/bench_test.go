@@ -26,8 +26,8 @@ func TestMain(m *testing.M) {
 }
 
 // TestRunDirectAndGateway runs every workload with tiny settings against
-// the direct connection and the plaintext gateway, and checks the tables,
-// the files and that no process is left behind.
+// the direct connection, the plaintext gateway and the bare HTTP/2 relay,
+// and checks the tables, the files and that no process is left behind.
 func TestRunDirectAndGateway(t *testing.T) {
 	executable := ssetest.Binary(t, "./cmd/ssegw")
 	outDir := t.TempDir()
@@ -38,7 +38,7 @@ func TestRunDirectAndGateway(t *testing.T) {
 	err := Run(ctx, Options{
 		Executable:        executable,
 		Version:           "test",
-		Targets:           []string{TargetDirect, TargetSSEGW},
+		Targets:           []string{TargetDirect, TargetSSEGW, TargetGoH2Relay},
 		Duration:          100 * time.Millisecond,
 		Rounds:            2,
 		CallTimeout:       10 * time.Second,
@@ -68,10 +68,12 @@ func TestRunDirectAndGateway(t *testing.T) {
 	rows := map[string]*regexp.Regexp{
 		// Direct has no process of its own, so no CPU time; the gateway's
 		// is a whole number of microseconds per call, never 0.
-		"direct's small calls": regexp.MustCompile(`(?m)^  direct +[0-9,]+ +1\.00× +[0-9.]+ +1\.00× +[0-9.,]+ +1\.00× +– +2/2$`),
-		"ssegw's small calls":  regexp.MustCompile(`(?m)^  ssegw +[0-9,]+ +[0-9.]+× +[0-9.]+ +[0-9.]+× +[0-9.,]+ +[0-9.]+× +[1-9][0-9,]* +2/2$`),
-		"ssegw's large calls":  regexp.MustCompile(`(?m)^  ssegw +[0-9,]+ +[0-9.]+ +[0-9.]+× +[0-9.,]+ +[0-9.]+× +2/2$`),
-		"ssegw's sweep ratios": regexp.MustCompile(`(?m)^  ssegw +[0-9,]+ \([0-9.]+×\) +[0-9,]+ \([0-9.]+×\)$`),
+		"direct's small calls":    regexp.MustCompile(`(?m)^  direct +[0-9,]+ +1\.00× +[0-9.]+ +1\.00× +[0-9.,]+ +1\.00× +– +2/2$`),
+		"ssegw's small calls":     regexp.MustCompile(`(?m)^  ssegw +[0-9,]+ +[0-9.]+× +[0-9.]+ +[0-9.]+× +[0-9.,]+ +[0-9.]+× +[1-9][0-9,]* +2/2$`),
+		"ssegw's large calls":     regexp.MustCompile(`(?m)^  ssegw +[0-9,]+ +[0-9.]+ +[0-9.]+× +[0-9.,]+ +[0-9.]+× +2/2$`),
+		"ssegw's sweep ratios":    regexp.MustCompile(`(?m)^  ssegw +[0-9,]+ \([0-9.]+×\) +[0-9,]+ \([0-9.]+×\)$`),
+		"the relay's small calls": regexp.MustCompile(`(?m)^  go-h2-relay +[0-9,]+ +[0-9.]+× +[0-9.]+ +[0-9.]+× +[0-9.,]+ +[0-9.]+× +[1-9][0-9,]* +2/2$`),
+		"the relay's large calls": regexp.MustCompile(`(?m)^  go-h2-relay +[0-9,]+ +[0-9.]+ +[0-9.]+× +[0-9.,]+ +[0-9.]+× +2/2$`),
 	}
 	for name, pattern := range rows {
 		if !pattern.MatchString(report) {
@@ -79,7 +81,7 @@ func TestRunDirectAndGateway(t *testing.T) {
 		}
 	}
 	if strings.Contains(report, "Findings") {
-		t.Errorf("the run reported findings; want none with these two targets")
+		t.Errorf("the run reported findings; want none with these targets")
 	}
 
 	// The report and the plots are written, the plots well-formed.
@@ -93,9 +95,9 @@ func TestRunDirectAndGateway(t *testing.T) {
 		}
 	}
 	plots := map[string]string{
-		ThroughputPlotFile: "direct,ssegw",
-		LatencyPlotFile:    "direct,ssegw",
-		MemoryPlotFile:     "ssegw", // direct has no process of its own
+		ThroughputPlotFile: "direct,ssegw,go-h2-relay",
+		LatencyPlotFile:    "direct,ssegw,go-h2-relay",
+		MemoryPlotFile:     "ssegw,go-h2-relay", // direct has no process of its own
 	}
 	for file, want := range plots {
 		document, err := os.ReadFile(filepath.Join(outDir, file))

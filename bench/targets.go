@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"text/template"
 	"time"
 
@@ -25,10 +26,11 @@ const (
 	TargetNginx        = "nginx"
 	TargetHAProxy      = "haproxy"
 	TargetTCPRelay     = "tcp-relay"
+	TargetGoH2Relay    = "go-h2-relay"
 )
 
 // AllTargets lists every target, in table order.
-var AllTargets = []string{TargetDirect, TargetSSEGW, TargetSSEGWTLS, TargetSSEGWTracing, TargetNginx, TargetHAProxy, TargetTCPRelay}
+var AllTargets = []string{TargetDirect, TargetSSEGW, TargetSSEGWTLS, TargetSSEGWTracing, TargetNginx, TargetHAProxy, TargetTCPRelay, TargetGoH2Relay}
 
 // targetDescriptions describe each target, for the report.
 var targetDescriptions = map[string]string{
@@ -39,6 +41,7 @@ var targetDescriptions = map[string]string{
 	TargetNginx:        "nginx `grpc_pass`, 2 workers, upstream keepalive pool",
 	TargetHAProxy:      "HAProxy in HTTP/2 mode on both sides, 2 threads",
 	TargetTCPRelay:     "HAProxy in TCP mode, 2 threads: a byte pump that knows nothing of HTTP/2, as a floor for what any process between client and plugin costs",
+	TargetGoH2Relay:    "`ssegw bench h2-relay` (package bench/h2relay): a bare HTTP/2 relay in Go that ends each stream and relays its frames on a shared connection to the plugin, without grpc-go and with none of the gateway's features, as a floor for what a Go gateway that relays HTTP/2 frames itself would cost",
 }
 
 // Names of the plugin and the gateway's engine in the benchmark.
@@ -201,6 +204,22 @@ func gatewayListening(line string) (string, bool) {
 		return "", false
 	}
 	return record.Address, true
+}
+
+// launchRelay returns a launcher of the benchmark's bare HTTP/2 relay,
+// `ssegw bench h2-relay`, in front of the plugin.
+func (b *bench) launchRelay(name string) func(context.Context) (*child, string, error) {
+	return func(ctx context.Context) (*child, string, error) {
+		args := []string{"bench", "h2-relay", "--listen", "127.0.0.1:0", "--backend", b.pluginAddress}
+		process, address, err := startChild(ctx, name, b.opts.Executable, args, childEnvironment(), listeningLine)
+		return process, strings.TrimSpace(address), err
+	}
+}
+
+// listeningLine returns the address of the "listening on" line that the
+// example plugin and the bare relay print once they are bound.
+func listeningLine(line string) (string, bool) {
+	return strings.CutPrefix(line, "listening on ")
 }
 
 // launchProxy returns a launcher of nginx or HAProxy (program at path) in

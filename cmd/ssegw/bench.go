@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ssegw/ssegw/bench"
+	"github.com/ssegw/ssegw/bench/h2relay"
 )
 
 func newBenchCommand() *cobra.Command {
@@ -31,6 +33,9 @@ started by the benchmark on 127.0.0.1 in front of one example plugin:
   haproxy        HAProxy in HTTP/2 mode (skipped when not installed)
   tcp-relay      HAProxy in TCP mode: a byte pump that reads no HTTP/2, the
                  floor of what any process in the path costs
+  go-h2-relay    a bare HTTP/2 relay in Go, without grpc-go and without
+                 any of the gateway's features: the floor of what a Go
+                 process costs that ends each stream and relays its frames
 
 Workloads: small (many small SumOfRows calls), large (Echo calls of many
 large bundles, sent and read at once), sweep (small calls at rising
@@ -85,6 +90,44 @@ under a minute.`,
 	flags.BoolVar(&opts.AccessLog, "access-log", false, "turn the gateways' access log on, one record per call")
 	flags.BoolVar(&opts.Pprof, "pprof", false, "serve Go's profiles on each gateway's admin listener, whose address the progress lines give")
 	flags.StringVar(&opts.OutDir, "out", "", "folder for bench.md and the SVG plots; empty writes only the tables to stdout")
+	cmd.AddCommand(newBenchRelayCommand())
+	return cmd
+}
+
+// newBenchRelayCommand runs the go-h2-relay target. It is hidden: it
+// serves the benchmark, which measures it as a process of its own, and
+// nothing else.
+func newBenchRelayCommand() *cobra.Command {
+	var listen, backend string
+	cmd := &cobra.Command{
+		Use:    "h2-relay",
+		Short:  "Relay cleartext HTTP/2 calls to one plugin, for the benchmark",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if backend == "" {
+				return errors.New("--backend is required: the plugin's host:port")
+			}
+			lis, err := net.Listen("tcp", listen)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			stopListening := context.AfterFunc(ctx, func() { lis.Close() })
+			defer stopListening()
+			fmt.Fprintf(cmd.OutOrStdout(), "listening on %s\n", lis.Addr())
+			relay := h2relay.New(backend, h2relay.Options{})
+			err = relay.Serve(lis)
+			relay.Close()
+			if ctx.Err() != nil {
+				return nil // stopped by a signal
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "address to listen on")
+	cmd.Flags().StringVar(&backend, "backend", "", "the plugin's host:port")
 	return cmd
 }
 
