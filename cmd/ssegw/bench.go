@@ -14,6 +14,7 @@ import (
 
 	"github.com/ssegw/ssegw/bench"
 	"github.com/ssegw/ssegw/bench/h2relay"
+	"github.com/ssegw/ssegw/config"
 )
 
 func newBenchCommand() *cobra.Command {
@@ -117,7 +118,12 @@ func newBenchRelayCommand() *cobra.Command {
 			stopListening := context.AfterFunc(ctx, func() { lis.Close() })
 			defer stopListening()
 			fmt.Fprintf(cmd.OutOrStdout(), "listening on %s\n", lis.Addr())
-			relay := h2relay.New(backend, h2relay.Options{})
+			// The gateway's default flow-control windows, so that the
+			// relay's memory compares with the gateway's.
+			limits := config.Limits{StreamWindow: config.DefaultStreamWindow}
+			relay := h2relay.New(backend, h2relay.Options{
+				StreamWindow: int32(limits.StreamWindow), ConnWindow: int32(limits.ConnWindow()),
+			})
 			err = relay.Serve(lis)
 			relay.Close()
 			if ctx.Err() != nil {
