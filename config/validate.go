@@ -63,7 +63,7 @@ func (c *Config) validate(spelling keySpelling, failedKeys []string) error {
 			report("%s.engine: unknown engine %q; configured engines: %s", key, listener.Engine, strings.Join(names, ", "))
 		}
 		plaintext := listener.TLS == nil && listener.Insecure && !listener.InsecureRemote
-		if plaintext && !decodeFailed(key+".tls") && !decodeFailed(key+".insecure_remote") && checkListenAddress(listener.Address) == nil && !isLoopbackAddress(listener.Address) {
+		if plaintext && !decodeFailed(key+".tls") && !decodeFailed(key+".insecure_remote") && checkListenAddress(listener.Address) == nil && !IsLoopbackAddress(listener.Address) {
 			report("%s: plaintext on %q, which other hosts can reach; listen on 127.0.0.1, use tls, or also set insecure_remote: true", key, listener.Address)
 		}
 		switch {
@@ -332,9 +332,9 @@ func (t *ClientTLS) Files() tlsutil.ClientFiles {
 	return tlsutil.ClientFilesInDir(t.Dir, t.CAFile, t.CertFile, t.KeyFile)
 }
 
-// isLoopbackAddress reports whether a listen address can be reached from
+// IsLoopbackAddress reports whether a listen address can be reached from
 // this host only.
-func isLoopbackAddress(address string) bool {
+func IsLoopbackAddress(address string) bool {
 	host, _, err := net.SplitHostPort(address)
 	if err != nil {
 		return false

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -22,7 +23,7 @@ func newBenchCommand() *cobra.Command {
 	var quick bool
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Compare the gateway with a direct connection, nginx and HAProxy on loopback",
+		Short: "Compare the gateway with a direct connection, other proxies and relays on loopback",
 		Long: `Measure Qlik-like workloads against several targets in one run, all
 started by the benchmark on 127.0.0.1 in front of one example plugin:
 
@@ -32,11 +33,13 @@ started by the benchmark on 127.0.0.1 in front of one example plugin:
   ssegw-tracing  the gateway tracing every call to an OTLP receiver
   nginx          nginx grpc_pass (skipped when nginx is not installed)
   haproxy        HAProxy in HTTP/2 mode (skipped when not installed)
-  tcp-relay      HAProxy in TCP mode: a byte pump that reads no HTTP/2, the
-                 floor of what any process in the path costs
-  go-h2-relay    a bare HTTP/2 relay in Go, without grpc-go and without
-                 any of the gateway's features: the floor of what a Go
-                 process costs that ends each stream and relays its frames
+  tcp-relay      HAProxy in TCP mode (skipped when not installed): a byte
+                 pump that reads no HTTP/2, as a reference for what any
+                 process in the path costs
+  go-h2-relay    a bare HTTP/2 relay in Go (ssegw bench go-h2-relay),
+                 without grpc-go and without any of the gateway's
+                 features, as a reference for what a Go process costs that
+                 ends each stream and relays its frames
 
 Workloads: small (many small SumOfRows calls), large (Echo calls of many
 large bundles, sent and read at once), sweep (small calls at rising
@@ -101,28 +104,36 @@ under a minute.`,
 func newBenchRelayCommand() *cobra.Command {
 	var listen, backend string
 	cmd := &cobra.Command{
-		Use:    "h2-relay",
-		Short:  "Relay cleartext HTTP/2 calls to one plugin, for the benchmark",
+		Use:   bench.TargetGoH2Relay,
+		Short: "Relay cleartext HTTP/2 calls to one plugin: the benchmark's go-h2-relay target",
+		Long: `Relay cleartext HTTP/2 calls (gRPC without TLS) from --listen to the plugin
+at --backend, with none of the gateway's features. ssegw bench runs it as
+its go-h2-relay target. It prints "listening on ADDRESS" once bound. It
+has no TLS and no access control, so it listens on a loopback address
+only.`,
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if backend == "" {
-				return errors.New("--backend is required: the plugin's host:port")
+			if err := checkRelayAddresses(listen, backend); err != nil {
+				return err
 			}
 			lis, err := net.Listen("tcp", listen)
 			if err != nil {
-				return err
+				return fmt.Errorf("--listen %s: %w", listen, err)
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			stopListening := context.AfterFunc(ctx, func() { lis.Close() })
 			defer stopListening()
 			fmt.Fprintf(cmd.OutOrStdout(), "listening on %s\n", lis.Addr())
+
 			// The gateway's default flow-control windows, so that the
 			// relay's memory compares with the gateway's.
 			limits := config.Limits{StreamWindow: config.DefaultStreamWindow}
 			relay := h2relay.New(backend, h2relay.Options{
-				StreamWindow: int32(limits.StreamWindow), ConnWindow: int32(limits.ConnWindow()),
+				StreamWindow: int32(limits.StreamWindow),
+				ConnWindow:   int32(limits.ConnWindow()),
+				Logger:       slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn})),
 			})
 			err = relay.Serve(lis)
 			relay.Close()
@@ -132,9 +143,26 @@ func newBenchRelayCommand() *cobra.Command {
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "address to listen on")
-	cmd.Flags().StringVar(&backend, "backend", "", "the plugin's host:port")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "loopback host:port to listen on; port 0 picks a free one")
+	cmd.Flags().StringVar(&backend, "backend", "", "the plugin's host:port (required)")
 	return cmd
+}
+
+// checkRelayAddresses checks the relay's flags before it binds anything.
+func checkRelayAddresses(listen, backend string) error {
+	if backend == "" {
+		return errors.New("--backend is required: the plugin's host:port")
+	}
+	if _, _, err := net.SplitHostPort(backend); err != nil {
+		return fmt.Errorf("--backend %q is not a host:port: %w", backend, err)
+	}
+	if _, _, err := net.SplitHostPort(listen); err != nil {
+		return fmt.Errorf("--listen %q is not a host:port: %w", listen, err)
+	}
+	if !config.IsLoopbackAddress(listen) {
+		return fmt.Errorf("--listen %q is not a loopback address: the relay has no TLS and no access control, so give 127.0.0.1:PORT or [::1]:PORT", listen)
+	}
+	return nil
 }
 
 // runBench runs the benchmark until it ends or a signal interrupts it.
