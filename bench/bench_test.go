@@ -25,10 +25,10 @@ func TestMain(m *testing.M) {
 	}))
 }
 
-// TestRunDirectAndGateway runs every workload with tiny settings against
+// TestRunDirectGatewayAndRelay runs every workload with tiny settings against
 // the direct connection, the plaintext gateway and the bare HTTP/2 relay,
 // and checks the tables, the files and that no process is left behind.
-func TestRunDirectAndGateway(t *testing.T) {
+func TestRunDirectGatewayAndRelay(t *testing.T) {
 	executable := ssetest.Binary(t, "./cmd/ssegw")
 	outDir := t.TempDir()
 	var out, progress bytes.Buffer

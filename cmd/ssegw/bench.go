@@ -98,9 +98,9 @@ under a minute.`,
 	return cmd
 }
 
-// newBenchRelayCommand runs the go-h2-relay target. It is hidden: it
-// serves the benchmark, which measures it as a process of its own, and
-// nothing else.
+// newBenchRelayCommand returns the command that runs the go-h2-relay
+// target. It is hidden: it serves the benchmark, which measures it as a
+// process of its own, and nothing else.
 func newBenchRelayCommand() *cobra.Command {
 	var listen, backend string
 	cmd := &cobra.Command{
@@ -121,7 +121,11 @@ only.`,
 			if err != nil {
 				return fmt.Errorf("--listen %s: %w", listen, err)
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			ctx := cmd.Context()
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			stopListening := context.AfterFunc(ctx, func() { lis.Close() })
 			defer stopListening()
@@ -136,6 +140,9 @@ only.`,
 				Logger:       slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn})),
 			})
 			err = relay.Serve(lis)
+			// A second signal while the connections close ends the
+			// process at once.
+			stop()
 			relay.Close()
 			if ctx.Err() != nil {
 				return nil // stopped by a signal
