@@ -136,8 +136,15 @@ func capabilitiesCall(t *testing.T, ctx context.Context, client ssepb.ConnectorC
 	return out
 }
 
-// echoCall sends a few bundles, each after the echo of the one before,
-// then half-closes.
+// echoMessages returns how many bundles echoCall sends for seed.
+func echoMessages(seed int) int { return 1 + seed%3 }
+
+// echoCall sends echoMessages(seed) bundles, each after the echo of the
+// one before, then half-closes and reads to the end. The outcome's
+// Messages are the echoes that arrived. A call that ends without an error
+// before every bundle is echoed gets a failure outcome that names both
+// counts: grpc-go (as of v1.85) may end a call that the relay refused
+// with a plain io.EOF.
 func echoCall(t *testing.T, ctx context.Context, client ssepb.ConnectorClient, seed int) outcome {
 	app := "app-" + strconv.Itoa(seed)
 	stream, err := client.ExecuteFunction(functionContext(t, ctx, functionEcho, app))
@@ -146,20 +153,27 @@ func echoCall(t *testing.T, ctx context.Context, client ssepb.ConnectorClient, s
 	}
 
 	var out outcome
-	for i := range 1 + seed%3 {
+	messages := echoMessages(seed)
+	recvEnded := false // RecvMsg returned an error, which ends the call
+	for i := range messages {
 		if err = stream.Send(ssetest.StringBundle(text(seed*10+i, 10+i*50), "x")); err != nil {
 			break
 		}
 		var message ssetest.Raw
 		if err = stream.RecvMsg(&message); err != nil {
+			recvEnded = true
 			break
 		}
 		out.Messages = append(out.Messages, message)
 	}
 
-	// Half-close and read to the end.
+	// Half-close and read to the end. Send returns io.EOF once the call
+	// has ended, and RecvMsg then returns how it ended.
 	if err == nil {
 		err = stream.CloseSend()
+	}
+	if errors.Is(err, io.EOF) && !recvEnded {
+		err = nil
 	}
 	for err == nil {
 		var extra ssetest.Raw
@@ -169,6 +183,9 @@ func echoCall(t *testing.T, ctx context.Context, client ssepb.ConnectorClient, s
 	}
 	if errors.Is(err, io.EOF) {
 		err = nil
+		if len(out.Messages) < messages {
+			err = fmt.Errorf("echo call ended without an error after %d echoes, want %d, one per message", len(out.Messages), messages)
+		}
 	}
 
 	out.Header, _ = stream.Header()

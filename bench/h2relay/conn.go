@@ -54,9 +54,12 @@ type conn struct {
 	fr *http2.Framer
 
 	// Read by pickBackend without mu.
-	unusable   atomic.Bool  // the connection takes no new streams
-	load       atomic.Int64 // open and waiting streams of a backend connection
-	dialFailed atomic.Int64 // time of the failed dial in Unix nanoseconds, or 0
+	unusable atomic.Bool  // the connection takes no new streams
+	load     atomic.Int64 // open and waiting streams of a backend connection
+
+	// Guarded by relay.mu. The time comes from time.Now, so its monotonic
+	// reading keeps redialDelay correct when the wall clock is set back.
+	dialFailed time.Time // when the backend dial failed; zero if it has not
 
 	mu         sync.Mutex // guards the following, and every field of the connection's streams
 	wake       sync.Cond  // the writer waits on it for output, with L set to &mu
@@ -90,11 +93,11 @@ type conn struct {
 	lastPeerStreamID uint32
 
 	// Backend connections only.
-	handshaken bool // the backend's first SETTINGS arrived
-	nextID     uint32
-	active     int64     // open streams, counted against peerMaxStreams
-	waiting    []*stream // streams waiting to open, in arrival order
-	draining   bool      // GOAWAY arrived or stream IDs run out: no new streams
+	settingsReceived bool // the backend's first SETTINGS arrived
+	nextID           uint32
+	active           int64     // open streams, counted against peerMaxStreams
+	waiting          []*stream // streams waiting to open, in arrival order
+	draining         bool      // GOAWAY arrived or stream IDs run out: no new streams
 }
 
 // newConn returns a connection with the relay's preface and settings
@@ -172,7 +175,9 @@ func (c *conn) dialAndServe() {
 		if c.relay.dialContext.Err() == nil { // not ended by Close
 			c.relay.logger.Warn("dialing the backend failed", "backend", c.relay.backend, "error", err)
 		}
-		c.dialFailed.Store(time.Now().UnixNano())
+		c.relay.mu.Lock()
+		c.dialFailed = time.Now()
+		c.relay.mu.Unlock()
 		w := &worker{immediate: true}
 		c.fail(w, err)
 		w.apply()
@@ -191,13 +196,6 @@ func (c *conn) dialAndServe() {
 
 	c.relay.goroutines.Go(c.writeLoop)
 	c.readLoop()
-}
-
-// dialFailedWithin reports whether the connection's dial failed less than
-// d ago.
-func (c *conn) dialFailedWithin(d time.Duration) bool {
-	failed := c.dialFailed.Load()
-	return failed != 0 && time.Since(time.Unix(0, failed)) < d
 }
 
 // writeLoop writes what accumulates in wbuf until the connection fails. It
@@ -248,6 +246,16 @@ func (c *conn) frameBuffered() bool {
 		return false
 	}
 	header, _ := c.br.Peek(frameHeaderLen)
+
+	// ReadFrame returns a HEADERS or PUSH_PROMISE frame without END_HEADERS
+	// only with its CONTINUATION frames, so reading it may block for them
+	// even when the frame itself is buffered. END_HEADERS is the same bit
+	// in both frame types.
+	frameType, flags := http2.FrameType(header[3]), http2.Flags(header[4])
+	if (frameType == http2.FrameHeaders || frameType == http2.FramePushPromise) && !flags.Has(http2.FlagHeadersEndHeaders) {
+		return false
+	}
+
 	length := int(header[0])<<16 | int(header[1])<<8 | int(header[2])
 	return n >= frameHeaderLen+length
 }
@@ -455,7 +463,7 @@ func (c *conn) onSettings(w *worker, f *http2.SettingsFrame) error {
 		}
 	}
 	if !c.client {
-		c.handshaken = true
+		c.settingsReceived = true
 		c.openWaitingLocked(w)
 	}
 	w.unlock(c)

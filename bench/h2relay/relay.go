@@ -23,10 +23,25 @@
 //     gets RST_STREAM with a bare HTTP/2 error code (INTERNAL_ERROR,
 //     REFUSED_STREAM, CANCEL), which grpc-go (as of v1.85) reports as
 //     Internal, Unavailable or Canceled with a generic message, rather
-//     than a gRPC status that names the cause.
+//     than a gRPC status that names the cause. grpc-go also retries a
+//     refused call once by itself. When the relay refuses that retry too
+//     while grpc-go replays the buffered request message, grpc-go may
+//     report the refused call as a clean end of stream (io.EOF), as if it
+//     had succeeded, with no response.
 //   - There is no TLS, no keepalive and no idle or handshake timeout: a
 //     client that connects and sends nothing keeps its connection until it
 //     leaves or the relay closes.
+//   - Frames that RFC 9113 makes connection errors are ignored: a client's
+//     HEADERS with an even or non-increasing stream ID, DATA,
+//     WINDOW_UPDATE or RST_STREAM on an idle stream, and a first frame
+//     other than SETTINGS. So are WINDOW_UPDATE and SETTINGS frames that
+//     take a send window above 2^31-1, which RFC 9113 makes an error of
+//     the connection or of the stream.
+//   - The relay sends clients no SETTINGS_MAX_CONCURRENT_STREAMS, so the
+//     number of calls that wait for a backend stream has no limit.
+//   - SETTINGS and PING acknowledgements and RST_STREAM frames queue
+//     without limit for a peer that keeps sending the frames that call
+//     for them but does not read.
 package h2relay
 
 import (
@@ -50,10 +65,10 @@ const (
 	// dialTimeout bounds the TCP connect to the backend.
 	dialTimeout = 5 * time.Second
 
-	// redialDelay is how long a backend connection slot stays empty after
-	// its dial failed. While every slot is empty, new calls get
-	// REFUSED_STREAM at once instead of each waiting for a dial that is
-	// likely to fail too.
+	// redialDelay is how long pickBackend skips a backend connection slot
+	// whose dial failed, instead of dialing again. While every slot is
+	// skipped, new calls get REFUSED_STREAM at once instead of each
+	// waiting for a dial that is likely to fail too.
 	redialDelay = time.Second
 
 	// maxAcceptDelay caps the pause after a failed Accept.
@@ -105,7 +120,7 @@ type Relay struct {
 	// can wait for them.
 	goroutines sync.WaitGroup
 
-	mu       sync.Mutex // guards the following
+	mu       sync.Mutex // guards the following, and conn.dialFailed
 	closed   bool
 	conns    map[*conn]struct{} // every connection whose reader runs
 	backends []*conn            // slots that pickBackend fills; nil until first used
@@ -230,7 +245,7 @@ func (r *Relay) pickBackend() *conn {
 	var bestLoad int64
 	for i, c := range r.backends {
 		if c == nil || c.unusable.Load() {
-			if c != nil && c.dialFailedWithin(r.redialDelay) {
+			if c != nil && !c.dialFailed.IsZero() && time.Since(c.dialFailed) < r.redialDelay {
 				continue
 			}
 			c = newConn(r, false)

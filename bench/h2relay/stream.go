@@ -23,10 +23,10 @@ type stream struct {
 
 	// Send side: what goes out on conn for this stream.
 	sendWindow     int64
-	pend           []byte // DATA payload that waits for window, from pendOff on
-	pendOff        int
-	endQueued      bool                // END_STREAM follows pend, in trailers or an empty DATA frame
-	trailers       []hpack.HeaderField // a header block that ends the stream, after pend
+	pending        []byte // DATA payload that waits for window, from pendingOffset on
+	pendingOffset  int
+	endQueued      bool                // END_STREAM follows pending, in trailers or an empty DATA frame
+	trailers       []hpack.HeaderField // a header block that ends the stream, after pending
 	requestHeaders []hpack.HeaderField // of a backend stream that waits to open
 	connBlocked    bool                // in conn.blocked
 	// resetAfterEnd is set when the other half ended after a complete
@@ -39,17 +39,17 @@ type stream struct {
 	unacked    int64
 }
 
-func (st *stream) pendLen() int { return len(st.pend) - st.pendOff }
+func (st *stream) pendingLen() int { return len(st.pending) - st.pendingOffset }
 
-// queue appends data to pend. It moves the unsent bytes to the front first
-// when that keeps the buffer from growing.
+// queue appends data to pending. It moves the unsent bytes to the front
+// first when that keeps the buffer from growing.
 func (st *stream) queue(data []byte) {
-	if st.pendOff > 0 && (st.pendOff >= len(st.pend)/2 || len(st.pend)+len(data) > cap(st.pend)) {
-		n := copy(st.pend, st.pend[st.pendOff:])
-		st.pend = st.pend[:n]
-		st.pendOff = 0
+	if st.pendingOffset > 0 && (st.pendingOffset >= len(st.pending)/2 || len(st.pending)+len(data) > cap(st.pending)) {
+		n := copy(st.pending, st.pending[st.pendingOffset:])
+		st.pending = st.pending[:n]
+		st.pendingOffset = 0
 	}
-	st.pend = append(st.pend, data...)
+	st.pending = append(st.pending, data...)
 }
 
 // onData relays a DATA frame.
@@ -116,7 +116,7 @@ func (w *worker) sendData(dst *stream, data []byte, end bool) int64 {
 	}
 
 	written := 0
-	if dst.id != 0 && dst.pendLen() == 0 {
+	if dst.id != 0 && dst.pendingLen() == 0 {
 		var ended bool
 		written, ended = c.writeDataLocked(dst, data, end)
 		if ended {
@@ -237,7 +237,7 @@ func (c *conn) newStream(w *worker, id uint32, fields []hpack.HeaderField, end b
 		// The client connection failed meanwhile.
 	case backend.dead || backend.draining:
 		w.resetPeer(backendHalf, http2.ErrCodeRefusedStream)
-	case backend.handshaken && len(backend.waiting) == 0 && backend.active < backend.peerMaxStreams:
+	case backend.settingsReceived && len(backend.waiting) == 0 && backend.active < backend.peerMaxStreams:
 		backend.openLocked(w, backendHalf)
 	default:
 		backend.waiting = append(backend.waiting, backendHalf)
@@ -256,7 +256,7 @@ func (w *worker) sendHeaders(dst *stream, fields []hpack.HeaderField, end bool) 
 	switch {
 	case dst.removed || c.dead || dst.sendClosed || dst.endQueued:
 		// The stream has ended.
-	case dst.id != 0 && dst.pendLen() == 0:
+	case dst.id != 0 && dst.pendingLen() == 0:
 		c.writeHeadersLocked(dst.id, fields, end)
 		if end {
 			c.endSentLocked(w, dst)
@@ -280,12 +280,12 @@ func (c *conn) flushLocked(w *worker, st *stream) {
 	if st.id == 0 || st.removed || st.sendClosed || c.dead {
 		return
 	}
-	if st.pendLen() == 0 && !st.endQueued {
+	if st.pendingLen() == 0 && !st.endQueued {
 		return
 	}
 
-	written, ended := c.writeDataLocked(st, st.pend[st.pendOff:], st.endQueued && st.trailers == nil)
-	st.pendOff += written
+	written, ended := c.writeDataLocked(st, st.pending[st.pendingOffset:], st.endQueued && st.trailers == nil)
+	st.pendingOffset += written
 	if written > 0 {
 		w.credit(st.peer, int64(written))
 	}
@@ -293,7 +293,7 @@ func (c *conn) flushLocked(w *worker, st *stream) {
 		c.endSentLocked(w, st)
 		return
 	}
-	if st.pendLen() > 0 {
+	if st.pendingLen() > 0 {
 		if st.sendWindow > 0 && !st.connBlocked {
 			st.connBlocked = true
 			c.blocked = append(c.blocked, st)
@@ -301,7 +301,7 @@ func (c *conn) flushLocked(w *worker, st *stream) {
 		return
 	}
 
-	st.pend, st.pendOff = st.pend[:0], 0
+	st.pending, st.pendingOffset = st.pending[:0], 0
 	if st.trailers != nil {
 		c.writeHeadersLocked(st.id, st.trailers, true)
 		st.trailers = nil
@@ -333,10 +333,10 @@ func (c *conn) removeLocked(w *worker, st *stream) {
 		return
 	}
 	st.removed = true
-	if n := st.pendLen(); n > 0 {
+	if n := st.pendingLen(); n > 0 {
 		w.credit(st.peer, int64(n))
 	}
-	st.pend, st.pendOff, st.trailers, st.requestHeaders = nil, 0, nil, nil
+	st.pending, st.pendingOffset, st.trailers, st.requestHeaders = nil, 0, nil, nil
 
 	if st.id == 0 {
 		if i := slices.Index(c.waiting, st); i >= 0 {
@@ -400,7 +400,7 @@ func (c *conn) openLocked(w *worker, st *stream) {
 	c.active++
 	st.sendWindow = c.peerInitWindow
 
-	end := st.endQueued && st.pendLen() == 0 && st.trailers == nil
+	end := st.endQueued && st.pendingLen() == 0 && st.trailers == nil
 	c.writeHeadersLocked(st.id, st.requestHeaders, end)
 	st.requestHeaders = nil
 	if end {
@@ -419,7 +419,7 @@ func (c *conn) openLocked(w *worker, st *stream) {
 
 // openWaitingLocked opens waiting streams while the backend allows more.
 func (c *conn) openWaitingLocked(w *worker) {
-	for len(c.waiting) > 0 && c.handshaken && !c.dead && !c.draining && c.active < c.peerMaxStreams {
+	for len(c.waiting) > 0 && c.settingsReceived && !c.dead && !c.draining && c.active < c.peerMaxStreams {
 		st := c.waiting[0]
 		c.waiting[0] = nil
 		c.waiting = c.waiting[1:]
