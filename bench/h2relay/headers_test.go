@@ -61,9 +61,9 @@ func TestLargeMetadata(t *testing.T) {
 
 // TestHeadersAwaitingContinuation checks that the relay forwards what it
 // has relayed before it reads a HEADERS frame whose CONTINUATION has not
-// arrived yet. Before the fix, the reader counted such a frame as
-// buffered, so it left an earlier call's request unsent while it blocked
-// for the CONTINUATION, and that call got no response.
+// arrived yet. A reader that counted such a frame as buffered would leave
+// an earlier call's request unsent while it blocked for the CONTINUATION,
+// and that call would get no response.
 func TestHeadersAwaitingContinuation(t *testing.T) {
 	plugin := ssetest.StartPlugin(t, newConnector(nil))
 	relay := startRelay(t, plugin.Addr, Options{Connections: 1}, nil)
