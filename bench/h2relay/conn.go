@@ -238,8 +238,8 @@ func (c *conn) writeLoop() {
 	}
 }
 
-// frameBuffered reports whether the next whole frame is in the read
-// buffer, so that reading it will not block.
+// frameBuffered reports whether ReadFrame can return the next frame
+// without blocking, because all of it is in the read buffer.
 func (c *conn) frameBuffered() bool {
 	n := c.br.Buffered()
 	if n < frameHeaderLen {
@@ -247,12 +247,11 @@ func (c *conn) frameBuffered() bool {
 	}
 	header, _ := c.br.Peek(frameHeaderLen)
 
-	// ReadFrame returns a HEADERS or PUSH_PROMISE frame without END_HEADERS
-	// only with its CONTINUATION frames, so reading it may block for them
-	// even when the frame itself is buffered. END_HEADERS is the same bit
-	// in both frame types.
+	// With ReadMetaHeaders set, ReadFrame returns a HEADERS frame without
+	// END_HEADERS only together with its CONTINUATION frames, so reading
+	// it may block for them even when the frame itself is buffered.
 	frameType, flags := http2.FrameType(header[3]), http2.Flags(header[4])
-	if (frameType == http2.FrameHeaders || frameType == http2.FramePushPromise) && !flags.Has(http2.FlagHeadersEndHeaders) {
+	if frameType == http2.FrameHeaders && !flags.Has(http2.FlagHeadersEndHeaders) {
 		return false
 	}
 
