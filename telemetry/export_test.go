@@ -20,14 +20,14 @@ var DescribeExport = describeExport
 // NewSpanRecorder lets the external tests compare the gateway's span
 // recorder with the SDK's tracer provider.
 func NewSpanRecorder(res *resource.Resource, sampler sdktrace.Sampler, client otlptrace.Client) (trace.TracerProvider, func(context.Context) error) {
-	r := newSpanRecorder(res, sampler, client).start()
+	r := newSpanRecorder(res, sampler, client, defaultBatchSettings).start()
 	return r, r.Shutdown
 }
 
 // NewSmallSpanRecorder is NewSpanRecorder with a batch of batchSize spans,
 // a queue of queueSize and no scheduled export.
 func NewSmallSpanRecorder(client otlptrace.Client, batchSize, queueSize int) (trace.TracerProvider, func(context.Context) error) {
-	r := newSpanRecorder(resource.Empty(), sdktrace.AlwaysSample(), client)
+	r := newSpanRecorder(resource.Empty(), sdktrace.AlwaysSample(), client, defaultBatchSettings)
 	r.batchSize, r.queueSize, r.scheduleDelay = batchSize, queueSize, time.Hour
 	r.start()
 	return r, r.Shutdown
@@ -36,3 +36,20 @@ func NewSmallSpanRecorder(client otlptrace.Client, batchSize, queueSize int) (tr
 // RecorderApplies lets the external tests check when the recorder
 // replaces the SDK.
 var RecorderApplies = recorderApplies
+
+// BatchSettings are the batch span processor's settings, for the external
+// tests.
+type BatchSettings struct {
+	ScheduleDelay, ExportTimeout time.Duration
+	QueueSize, BatchSize         int
+}
+
+// RecorderBatchSettings returns the settings of tp when it is the span
+// recorder, and false otherwise.
+func RecorderBatchSettings(tp trace.TracerProvider) (BatchSettings, bool) {
+	r, ok := tp.(*spanRecorder)
+	if !ok {
+		return BatchSettings{}, false
+	}
+	return BatchSettings{r.scheduleDelay, r.exportTimeout, r.queueSize, r.batchSize}, true
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -37,9 +38,10 @@ import (
 //
 // The sampler is the SDK's own (parent-based, with the configured ratio),
 // and the SDK's OTLP clients send the batches, as for otlpSpanExporter.
+// The batching follows the OTEL_BSP_* variables (see batchSettingsFromEnv).
 // Settings this recorder does not read (OTEL_TRACES_SAMPLER without a
-// sampler_ratio, OTEL_BSP_* and the span limit variables) send the
-// gateway through the SDK instead: see recorderApplies.
+// sampler_ratio, and the span limit variables) send the gateway through
+// the SDK instead: see recorderApplies.
 type spanRecorder struct {
 	embedded.TracerProvider
 
@@ -47,9 +49,10 @@ type spanRecorder struct {
 	client   otlptrace.Client
 	resource *resource.Resource
 
-	// The batch size, queue size and schedule delay; tests change them.
-	batchSize, queueSize int
-	scheduleDelay        time.Duration
+	// The batch size, queue size, schedule delay and export timeout;
+	// tests change them.
+	batchSize, queueSize         int
+	scheduleDelay, exportTimeout time.Duration
 
 	mu      sync.Mutex
 	tracers []*recordingTracer // by instrumentation scope
@@ -81,8 +84,8 @@ const (
 )
 
 // recorderApplies reports whether the recorder can stand in for the SDK:
-// it reads no environment variable of the SDK's sampler, batching or span
-// limits, so their presence sends spans through the SDK.
+// it reads no environment variable of the SDK's sampler or span limits,
+// so their presence sends spans through the SDK.
 func recorderApplies(samplerRatio *float64) bool {
 	for _, entry := range os.Environ() {
 		name, _, _ := strings.Cut(entry, "=")
@@ -91,21 +94,73 @@ func recorderApplies(samplerRatio *float64) bool {
 			if samplerRatio == nil {
 				return false
 			}
-		case strings.HasPrefix(name, "OTEL_BSP_"), strings.HasPrefix(name, "OTEL_SPAN_"),
-			strings.HasPrefix(name, "OTEL_EVENT_"), strings.HasPrefix(name, "OTEL_LINK_"),
-			strings.HasPrefix(name, "OTEL_ATTRIBUTE_"):
+		case strings.HasPrefix(name, "OTEL_SPAN_"), strings.HasPrefix(name, "OTEL_EVENT_"),
+			strings.HasPrefix(name, "OTEL_LINK_"), strings.HasPrefix(name, "OTEL_ATTRIBUTE_"):
 			return false
 		}
 	}
 	return true
 }
 
-// newSpanRecorder returns a recorder that samples with sampler and sends
-// its batches through client, which it owns from then on.
-func newSpanRecorder(res *resource.Resource, sampler sdktrace.Sampler, client otlptrace.Client) *spanRecorder {
+// batchSettings are the settings of a batch span processor.
+type batchSettings struct {
+	scheduleDelay, exportTimeout time.Duration
+	queueSize, batchSize         int
+}
+
+// defaultBatchSettings are the SDK's defaults.
+var defaultBatchSettings = batchSettings{
+	scheduleDelay: recorderScheduleDelay, exportTimeout: recorderExportTimeout,
+	queueSize: recorderQueueSize, batchSize: recorderBatchSize,
+}
+
+// batchSettingsFromEnv reads the OTEL_BSP_* variables as the SDK (v1.47)
+// does: whole numbers, delays in milliseconds, an empty value as unset,
+// and a batch larger than the queue cut down to it. Unlike the SDK, it
+// rejects a value that is not a positive whole number. The SDK ignores a
+// value that is not a number, panics on a negative size, and fails every
+// export with a timeout of 0.
+func batchSettingsFromEnv() (batchSettings, error) {
+	settings := defaultBatchSettings
+	var errs []error
+	read := func(name, unit string, apply func(n int)) {
+		value := os.Getenv(name)
+		if value == "" {
+			return
+		}
+		n, err := strconv.Atoi(value)
+		if err != nil || n <= 0 {
+			errs = append(errs, fmt.Errorf("%s=%q is invalid: want a positive whole number of %s", name, value, unit))
+			return
+		}
+		apply(n)
+	}
+	read("OTEL_BSP_SCHEDULE_DELAY", "milliseconds", func(n int) { settings.scheduleDelay = time.Duration(n) * time.Millisecond })
+	read("OTEL_BSP_EXPORT_TIMEOUT", "milliseconds", func(n int) { settings.exportTimeout = time.Duration(n) * time.Millisecond })
+	read("OTEL_BSP_MAX_QUEUE_SIZE", "spans", func(n int) { settings.queueSize = n })
+	read("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "spans", func(n int) { settings.batchSize = n })
+	if settings.batchSize > settings.queueSize {
+		settings.batchSize = min(recorderBatchSize, settings.queueSize)
+	}
+	return settings, errors.Join(errs...)
+}
+
+// sdkOptions returns settings as options of the SDK's batch span processor.
+func (settings batchSettings) sdkOptions() []sdktrace.BatchSpanProcessorOption {
+	return []sdktrace.BatchSpanProcessorOption{
+		sdktrace.WithBatchTimeout(settings.scheduleDelay), sdktrace.WithExportTimeout(settings.exportTimeout),
+		sdktrace.WithMaxQueueSize(settings.queueSize), sdktrace.WithMaxExportBatchSize(settings.batchSize),
+	}
+}
+
+// newSpanRecorder returns a recorder that samples with sampler, batches
+// with settings, and sends its batches through client, which it owns
+// from then on.
+func newSpanRecorder(res *resource.Resource, sampler sdktrace.Sampler, client otlptrace.Client, settings batchSettings) *spanRecorder {
 	r := &spanRecorder{
 		sampler: sampler, client: client, resource: res,
-		batchSize: recorderBatchSize, queueSize: recorderQueueSize, scheduleDelay: recorderScheduleDelay,
+		batchSize: settings.batchSize, queueSize: settings.queueSize,
+		scheduleDelay: settings.scheduleDelay, exportTimeout: settings.exportTimeout,
 		full: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	r.exports, r.cancelExport = context.WithCancel(context.Background())
@@ -149,7 +204,7 @@ func (r *spanRecorder) run() {
 		case <-r.full:
 		case <-tick.C:
 		}
-		ctx, cancel := context.WithTimeout(r.exports, recorderExportTimeout)
+		ctx, cancel := context.WithTimeout(r.exports, r.exportTimeout)
 		if err := r.export(ctx); err != nil {
 			otel.Handle(err)
 		}

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
+	"github.com/ssegw/ssegw/config"
 	"github.com/ssegw/ssegw/internal/otlptest"
 	"github.com/ssegw/ssegw/telemetry"
 )
@@ -428,7 +429,7 @@ func TestRecorderApplies(t *testing.T) {
 		{"sampler_ratio", nil, &ratio, true},
 		{"OTEL_TRACES_SAMPLER", map[string]string{"OTEL_TRACES_SAMPLER": "always_off"}, nil, false},
 		{"OTEL_TRACES_SAMPLER under sampler_ratio", map[string]string{"OTEL_TRACES_SAMPLER": "always_off"}, &ratio, true},
-		{"OTEL_BSP_MAX_QUEUE_SIZE", map[string]string{"OTEL_BSP_MAX_QUEUE_SIZE": "100"}, &ratio, false},
+		{"OTEL_BSP_MAX_QUEUE_SIZE", map[string]string{"OTEL_BSP_MAX_QUEUE_SIZE": "100"}, &ratio, true},
 		{"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", map[string]string{"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "10"}, nil, false},
 		{"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", map[string]string{"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "10"}, nil, false},
 		{"OTEL_SERVICE_NAME", map[string]string{"OTEL_SERVICE_NAME": "gw"}, nil, true},
@@ -500,4 +501,95 @@ func TestSpanRecorderTracersMeanwhile(t *testing.T) {
 	if total != tracers {
 		t.Errorf("exported %d spans, want %d, one per tracer", total, tracers)
 	}
+}
+
+// TestBatchSettingsFromEnvironment checks that the recorder takes its
+// batch settings from the OTEL_BSP_* variables, read as the SDK reads
+// them, so that a larger queue does not send the spans through the
+// slower SDK.
+func TestBatchSettingsFromEnvironment(t *testing.T) {
+	receiver := otlptest.StartGRPC(t)
+	cfg := config.Telemetry{Traces: config.TraceExport{Exporter: config.ExporterOTLP, Endpoint: receiver.Addr, Insecure: true}}
+	defaults := telemetry.BatchSettings{ScheduleDelay: 5 * time.Second, ExportTimeout: 30 * time.Second, QueueSize: 2048, BatchSize: 512}
+	tests := []struct {
+		name string
+		env  map[string]string
+		want telemetry.BatchSettings
+	}{
+		{"defaults", nil, defaults},
+		{"every variable", map[string]string{
+			"OTEL_BSP_SCHEDULE_DELAY": "250", "OTEL_BSP_EXPORT_TIMEOUT": "1000",
+			"OTEL_BSP_MAX_QUEUE_SIZE": "10000", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "1000",
+		}, telemetry.BatchSettings{ScheduleDelay: 250 * time.Millisecond, ExportTimeout: time.Second, QueueSize: 10000, BatchSize: 1000}},
+		{"batch over the queue", map[string]string{"OTEL_BSP_MAX_QUEUE_SIZE": "100", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "1000"},
+			telemetry.BatchSettings{ScheduleDelay: 5 * time.Second, ExportTimeout: 30 * time.Second, QueueSize: 100, BatchSize: 100}},
+		{"empty value", map[string]string{"OTEL_BSP_MAX_QUEUE_SIZE": ""}, defaults},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clearOTelEnv(t)
+			for name, value := range tt.env {
+				t.Setenv(name, value)
+			}
+			p, err := telemetry.New(context.Background(), cfg, telemetry.Options{})
+			if err != nil {
+				t.Fatalf("telemetry.New: %v", err)
+			}
+			defer shutdown(t, p)
+			got, ok := telemetry.RecorderBatchSettings(p.TracerProvider)
+			if !ok {
+				t.Fatalf("tracer provider is %T, want the span recorder", p.TracerProvider)
+			}
+			if got != tt.want {
+				t.Errorf("batch settings = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestBadBatchSettingRejected checks that an OTEL_BSP_* value that is not a
+// positive whole number stops telemetry.New with an error that names the
+// variable. That holds whether the recorder or the SDK would take the
+// spans, since the SDK's batch span processor panics on a negative queue
+// size. Without an exporter, nothing reads the variables.
+func TestBadBatchSettingRejected(t *testing.T) {
+	receiver := otlptest.StartGRPC(t)
+	exporting := config.Telemetry{Traces: config.TraceExport{Exporter: config.ExporterOTLP, Endpoint: receiver.Addr, Insecure: true}}
+	tests := []struct {
+		name, variable, value string
+		throughSDK            bool
+	}{
+		{"negative queue", "OTEL_BSP_MAX_QUEUE_SIZE", "-1", false},
+		{"negative queue through the SDK", "OTEL_BSP_MAX_QUEUE_SIZE", "-1", true},
+		{"zero batch", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "0", false},
+		{"zero timeout through the SDK", "OTEL_BSP_EXPORT_TIMEOUT", "0", true},
+		{"delay not a number", "OTEL_BSP_SCHEDULE_DELAY", "5s", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clearOTelEnv(t)
+			t.Setenv(tt.variable, tt.value)
+			if tt.throughSDK {
+				t.Setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "64")
+			}
+			p, err := telemetry.New(context.Background(), exporting, telemetry.Options{})
+			if err == nil {
+				shutdown(t, p)
+				t.Fatalf("telemetry.New with %s=%q = nil error, want one", tt.variable, tt.value)
+			}
+			if want := fmt.Sprintf("%s=%q is invalid", tt.variable, tt.value); !strings.Contains(err.Error(), want) {
+				t.Errorf("telemetry.New error = %q, want it to contain %q", err, want)
+			}
+		})
+	}
+
+	t.Run("no exporter", func(t *testing.T) {
+		clearOTelEnv(t)
+		t.Setenv("OTEL_BSP_MAX_QUEUE_SIZE", "-1")
+		p, err := telemetry.New(context.Background(), config.Telemetry{}, telemetry.Options{})
+		if err != nil {
+			t.Fatalf("telemetry.New without an exporter: %v", err)
+		}
+		shutdown(t, p)
+	})
 }

@@ -79,6 +79,13 @@ func New(ctx context.Context, cfg config.Telemetry, opts Options) (*Providers, e
 	exporting := exporter != nil && !autoexport.IsNoneSpanExporter(exporter)
 	p.TracesExport = describeExport(cfg.Traces.Exporter, cfg.Traces.Endpoint, cfg.Traces.Insecure, "TRACES", exporting)
 	otlp, isOTLP := exporter.(*otlpSpanExporter)
+	batch := defaultBatchSettings
+	if exporting {
+		if batch, err = batchSettingsFromEnv(); err != nil {
+			exporter.Shutdown(ctx)
+			return nil, fmt.Errorf("telemetry.traces: %w", err)
+		}
+	}
 	switch {
 	case !exporting && len(opts.SpanProcessors) == 0:
 		p.TracerProvider = idTracerProvider{}
@@ -87,13 +94,13 @@ func New(ctx context.Context, cfg config.Telemetry, opts Options) (*Providers, e
 		if sampler == nil {
 			sampler = sdktrace.ParentBased(sdktrace.AlwaysSample()) // the SDK's default
 		}
-		recorder := newSpanRecorder(res, sampler, otlp.client).start()
+		recorder := newSpanRecorder(res, sampler, otlp.client, batch).start()
 		p.TracerProvider = recorder
 		p.shutdown = append(p.shutdown, recorder.Shutdown)
 	default:
 		traceOptions := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
 		if exporting {
-			traceOptions = append(traceOptions, sdktrace.WithBatcher(exporter))
+			traceOptions = append(traceOptions, sdktrace.WithBatcher(exporter, batch.sdkOptions()...))
 		}
 		for _, processor := range opts.SpanProcessors {
 			traceOptions = append(traceOptions, sdktrace.WithSpanProcessor(processor))
