@@ -53,3 +53,14 @@ func RecorderBatchSettings(tp trace.TracerProvider) (BatchSettings, bool) {
 	}
 	return BatchSettings{r.scheduleDelay, r.exportTimeout, r.queueSize, r.batchSize}, true
 }
+
+// NewBatchingSpanRecorder is NewSpanRecorder with settings, an empty
+// resource and every span sampled.
+func NewBatchingSpanRecorder(client otlptrace.Client, settings BatchSettings) (trace.TracerProvider, func(context.Context) error) {
+	r := newSpanRecorder(resource.Empty(), sdktrace.AlwaysSample(), client, batchSettings{
+		scheduleDelay: settings.ScheduleDelay, exportTimeout: settings.ExportTimeout,
+		queueSize: settings.QueueSize, batchSize: settings.BatchSize,
+	})
+	r.start()
+	return r, r.Shutdown
+}

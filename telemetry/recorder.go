@@ -26,7 +26,7 @@ import (
 )
 
 // spanRecorder is the tracer provider when spans go to an OTLP collector
-// with the SDK's default batching and limits. It records each span in a
+// with the SDK's default span limits. It records each span in a
 // small struct, queues it when it ends, and writes the queued spans in the
 // OTLP wire format at the next export.
 //
@@ -114,31 +114,39 @@ var defaultBatchSettings = batchSettings{
 	queueSize: recorderQueueSize, batchSize: recorderBatchSize,
 }
 
+// maxBatchSetting is the largest value of an OTEL_BSP_* variable. The
+// OpenTelemetry specification says that SDKs should support integers from
+// 0 to 2³¹−1, and the limit keeps a delay in milliseconds far below the
+// overflow of a time.Duration.
+const maxBatchSetting = 1<<31 - 1
+
 // batchSettingsFromEnv reads the OTEL_BSP_* variables as the SDK (v1.47)
 // does: whole numbers, delays in milliseconds, an empty value as unset,
-// and a batch larger than the queue cut down to it. Unlike the SDK, it
-// rejects a value that is not a positive whole number. The SDK ignores a
-// value that is not a number, panics on a negative size, and fails every
-// export with a timeout of 0.
+// an export timeout of 0 as none, and a batch larger than the queue cut
+// down to it. A value out of range or not a number is an error, as a bad
+// key of the gateway's own configuration is. The SDK ignores such a
+// value, or panics on a negative size, and the specification says to warn
+// and ignore it, which would leave a mistyped queue size unnoticed.
 func batchSettingsFromEnv() (batchSettings, error) {
 	settings := defaultBatchSettings
 	var errs []error
-	read := func(name, unit string, apply func(n int)) {
+	read := func(name, unit string, lowest int, apply func(n int)) {
 		value := os.Getenv(name)
 		if value == "" {
 			return
 		}
 		n, err := strconv.Atoi(value)
-		if err != nil || n <= 0 {
-			errs = append(errs, fmt.Errorf("%s=%q is invalid: want a positive whole number of %s", name, value, unit))
+		if err != nil || n < lowest || n > maxBatchSetting {
+			errs = append(errs, fmt.Errorf("environment variable %s=%q is invalid: want a whole number of %s from %d to %d",
+				name, value, unit, lowest, maxBatchSetting))
 			return
 		}
 		apply(n)
 	}
-	read("OTEL_BSP_SCHEDULE_DELAY", "milliseconds", func(n int) { settings.scheduleDelay = time.Duration(n) * time.Millisecond })
-	read("OTEL_BSP_EXPORT_TIMEOUT", "milliseconds", func(n int) { settings.exportTimeout = time.Duration(n) * time.Millisecond })
-	read("OTEL_BSP_MAX_QUEUE_SIZE", "spans", func(n int) { settings.queueSize = n })
-	read("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "spans", func(n int) { settings.batchSize = n })
+	read("OTEL_BSP_SCHEDULE_DELAY", "milliseconds", 1, func(n int) { settings.scheduleDelay = time.Duration(n) * time.Millisecond })
+	read("OTEL_BSP_EXPORT_TIMEOUT", "milliseconds (0 for none)", 0, func(n int) { settings.exportTimeout = time.Duration(n) * time.Millisecond })
+	read("OTEL_BSP_MAX_QUEUE_SIZE", "spans", 1, func(n int) { settings.queueSize = n })
+	read("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "spans", 1, func(n int) { settings.batchSize = n })
 	if settings.batchSize > settings.queueSize {
 		settings.batchSize = min(recorderBatchSize, settings.queueSize)
 	}
@@ -204,13 +212,22 @@ func (r *spanRecorder) run() {
 		case <-r.full:
 		case <-tick.C:
 		}
-		ctx, cancel := context.WithTimeout(r.exports, r.exportTimeout)
+		ctx, cancel := r.exportContext()
 		if err := r.export(ctx); err != nil {
 			otel.Handle(err)
 		}
 		cancel()
 		r.reportDropped()
 	}
+}
+
+// exportContext bounds one export by the export timeout, where 0 means
+// no bound, as in the SDK.
+func (r *spanRecorder) exportContext() (context.Context, context.CancelFunc) {
+	if r.exportTimeout == 0 {
+		return context.WithCancel(r.exports)
+	}
+	return context.WithTimeout(r.exports, r.exportTimeout)
 }
 
 // reportDropped reports the spans dropped since the last report to

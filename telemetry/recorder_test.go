@@ -20,6 +20,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
@@ -521,8 +522,14 @@ func TestBatchSettingsFromEnvironment(t *testing.T) {
 			"OTEL_BSP_SCHEDULE_DELAY": "250", "OTEL_BSP_EXPORT_TIMEOUT": "1000",
 			"OTEL_BSP_MAX_QUEUE_SIZE": "10000", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "1000",
 		}, telemetry.BatchSettings{ScheduleDelay: 250 * time.Millisecond, ExportTimeout: time.Second, QueueSize: 10000, BatchSize: 1000}},
-		{"batch over the queue", map[string]string{"OTEL_BSP_MAX_QUEUE_SIZE": "100", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "1000"},
+		{"batch over a small queue", map[string]string{"OTEL_BSP_MAX_QUEUE_SIZE": "100", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "1000"},
 			telemetry.BatchSettings{ScheduleDelay: 5 * time.Second, ExportTimeout: 30 * time.Second, QueueSize: 100, BatchSize: 100}},
+		{"batch over a large queue", map[string]string{"OTEL_BSP_MAX_QUEUE_SIZE": "1000", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "2000"},
+			telemetry.BatchSettings{ScheduleDelay: 5 * time.Second, ExportTimeout: 30 * time.Second, QueueSize: 1000, BatchSize: 512}},
+		{"no export timeout", map[string]string{"OTEL_BSP_EXPORT_TIMEOUT": "0"},
+			telemetry.BatchSettings{ScheduleDelay: 5 * time.Second, ExportTimeout: 0, QueueSize: 2048, BatchSize: 512}},
+		{"largest values", map[string]string{"OTEL_BSP_SCHEDULE_DELAY": "2147483647", "OTEL_BSP_MAX_QUEUE_SIZE": "2147483647"},
+			telemetry.BatchSettings{ScheduleDelay: 2147483647 * time.Millisecond, ExportTimeout: 30 * time.Second, QueueSize: 2147483647, BatchSize: 512}},
 		{"empty value", map[string]string{"OTEL_BSP_MAX_QUEUE_SIZE": ""}, defaults},
 	}
 	for _, tt := range tests {
@@ -547,13 +554,16 @@ func TestBatchSettingsFromEnvironment(t *testing.T) {
 	}
 }
 
-// TestBadBatchSettingRejected checks that an OTEL_BSP_* value that is not a
-// positive whole number stops telemetry.New with an error that names the
-// variable. That holds whether the recorder or the SDK would take the
-// spans, since the SDK's batch span processor panics on a negative queue
-// size. Without an exporter, nothing reads the variables.
+// TestBadBatchSettingRejected checks that an OTEL_BSP_* value out of range
+// or not a whole number stops telemetry.New with an error that names the
+// variable, and leaves no goroutine of the exporter behind. That holds
+// whether the recorder or the SDK would take the spans, since the SDK's
+// batch span processor panics on a negative queue size, and a delay past
+// the range overflows a time.Duration. Without an exporter, nothing reads
+// the variables.
 func TestBadBatchSettingRejected(t *testing.T) {
 	receiver := otlptest.StartGRPC(t)
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	exporting := config.Telemetry{Traces: config.TraceExport{Exporter: config.ExporterOTLP, Endpoint: receiver.Addr, Insecure: true}}
 	tests := []struct {
 		name, variable, value string
@@ -562,8 +572,10 @@ func TestBadBatchSettingRejected(t *testing.T) {
 		{"negative queue", "OTEL_BSP_MAX_QUEUE_SIZE", "-1", false},
 		{"negative queue through the SDK", "OTEL_BSP_MAX_QUEUE_SIZE", "-1", true},
 		{"zero batch", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "0", false},
-		{"zero timeout through the SDK", "OTEL_BSP_EXPORT_TIMEOUT", "0", true},
+		{"negative timeout through the SDK", "OTEL_BSP_EXPORT_TIMEOUT", "-1", true},
 		{"delay not a number", "OTEL_BSP_SCHEDULE_DELAY", "5s", false},
+		{"delay past the range", "OTEL_BSP_SCHEDULE_DELAY", "9223372036855", false},
+		{"queue past the range", "OTEL_BSP_MAX_QUEUE_SIZE", "2147483648", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -577,7 +589,7 @@ func TestBadBatchSettingRejected(t *testing.T) {
 				shutdown(t, p)
 				t.Fatalf("telemetry.New with %s=%q = nil error, want one", tt.variable, tt.value)
 			}
-			if want := fmt.Sprintf("%s=%q is invalid", tt.variable, tt.value); !strings.Contains(err.Error(), want) {
+			if want := fmt.Sprintf("environment variable %s=%q is invalid", tt.variable, tt.value); !strings.Contains(err.Error(), want) {
 				t.Errorf("telemetry.New error = %q, want it to contain %q", err, want)
 			}
 		})
@@ -592,4 +604,58 @@ func TestBadBatchSettingRejected(t *testing.T) {
 		}
 		shutdown(t, p)
 	})
+}
+
+// TestSpanRecorderExportTimeout checks that the recorder bounds each
+// export by its export timeout, and that a timeout of 0 leaves an export
+// unbounded, as OTEL_BSP_EXPORT_TIMEOUT=0 does in the SDK.
+func TestSpanRecorderExportTimeout(t *testing.T) {
+	for _, timeout := range []time.Duration{0, time.Hour} {
+		t.Run(timeout.String(), func(t *testing.T) {
+			client := &deadlineClient{deadlines: make(chan deadline, 1)}
+			provider, shutdown := telemetry.NewBatchingSpanRecorder(client, telemetry.BatchSettings{
+				ScheduleDelay: time.Hour, ExportTimeout: timeout, QueueSize: 10, BatchSize: 1,
+			})
+			defer shutdown(context.Background())
+			_, span := provider.Tracer("test").Start(context.Background(), "span")
+			span.End() // a full batch: the recorder exports it at once
+
+			var got deadline
+			select {
+			case got = <-client.deadlines:
+			case <-time.After(10 * time.Second):
+				t.Fatal("no export within 10 s of a full batch")
+			}
+			if timeout == 0 {
+				if got.set {
+					t.Errorf("export deadline in %v, want none", got.left)
+				}
+				return
+			}
+			if !got.set || got.left > timeout || got.left < timeout-time.Minute {
+				t.Errorf("export deadline set %v, in %v; want one in about %v", got.set, got.left, timeout)
+			}
+		})
+	}
+}
+
+// deadline is whether an export's context had a deadline, and how far.
+type deadline struct {
+	set  bool
+	left time.Duration
+}
+
+// deadlineClient records the deadline of each export's context.
+type deadlineClient struct{ deadlines chan deadline }
+
+func (*deadlineClient) Start(context.Context) error { return nil }
+func (*deadlineClient) Stop(context.Context) error  { return nil }
+
+func (c *deadlineClient) UploadTraces(ctx context.Context, _ []*tracepb.ResourceSpans) error {
+	when, ok := ctx.Deadline()
+	select {
+	case c.deadlines <- deadline{set: ok, left: time.Until(when)}:
+	default: // only the first export is checked
+	}
+	return nil
 }

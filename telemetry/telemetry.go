@@ -62,8 +62,9 @@ type Options struct {
 }
 
 // New builds the providers. Keys left empty in cfg fall back to the
-// OpenTelemetry environment variables, read by autoexport and the SDK as
-// every OpenTelemetry SDK reads them; without either, nothing is exported.
+// OpenTelemetry environment variables, read by autoexport, the SDK and,
+// for the batch span processor's, batchSettingsFromEnv; without either,
+// nothing is exported.
 func New(ctx context.Context, cfg config.Telemetry, opts Options) (*Providers, error) {
 	res, err := newResource(ctx, cfg, opts.Version)
 	if err != nil {
