@@ -115,7 +115,7 @@ var defaultBatchSettings = batchSettings{
 }
 
 // maxBatchSetting is the largest value of an OTEL_BSP_* variable. The
-// OpenTelemetry specification says that SDKs should support integers from
+// OpenTelemetry specification recommends that SDKs support integers from
 // 0 to 2³¹−1, and the limit keeps a delay in milliseconds far below the
 // overflow of a time.Duration.
 const maxBatchSetting = 1<<31 - 1
@@ -125,8 +125,8 @@ const maxBatchSetting = 1<<31 - 1
 // an export timeout of 0 as none, and a batch larger than the queue cut
 // down to it. A value out of range or not a number is an error, as a bad
 // key of the gateway's own configuration is. The SDK ignores such a
-// value, or panics on a negative size, and the specification says to warn
-// and ignore it, which would leave a mistyped queue size unnoticed.
+// value, or panics on a negative size, and the specification recommends a
+// warning and the default, which would leave a mistyped queue unnoticed.
 func batchSettingsFromEnv() (batchSettings, error) {
 	settings := defaultBatchSettings
 	var errs []error
