@@ -80,7 +80,7 @@ var smallCalls = []smallCall{
 // outcome through the relay equals the direct one.
 func TestSmallCalls(t *testing.T) {
 	workers, callsPerWorker := 32, 24
-	if raceEnabled {
+	if ssetest.RaceEnabled {
 		workers, callsPerWorker = 16, 10
 	}
 	for _, tc := range windowTests {
@@ -261,7 +261,7 @@ func cancelledCall(t *testing.T, ctx context.Context, client ssepb.ConnectorClie
 // checks every echo.
 func TestLargeCalls(t *testing.T) {
 	calls, messages := 4, 200
-	if raceEnabled {
+	if ssetest.RaceEnabled {
 		calls, messages = 2, 100
 	}
 	const size = 100_000

@@ -27,7 +27,7 @@ var (
 // fails the test when one of them reports a race.
 func Binary(t testing.TB, pkg string) string {
 	t.Helper()
-	return build(t, pkg, raceEnabled)
+	return build(t, pkg, RaceEnabled)
 }
 
 // BinaryWithoutRace is Binary without -race, for a test that measures the

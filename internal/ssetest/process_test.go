@@ -88,7 +88,7 @@ func TestBinaryRaceMatchesTest(t *testing.T) {
 		build    func(testing.TB, string) string
 		wantRace bool
 	}{
-		{"Binary", Binary, raceEnabled},
+		{"Binary", Binary, RaceEnabled},
 		{"BinaryWithoutRace", BinaryWithoutRace, false},
 	}
 	for _, tt := range tests {

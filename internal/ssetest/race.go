@@ -2,5 +2,6 @@
 
 package ssetest
 
-// raceEnabled is true when this test binary was built with -race.
-const raceEnabled = true
+// RaceEnabled is true when this binary was built with -race. Binary builds
+// programs the same way, and tests shrink work that the detector slows.
+const RaceEnabled = true
