@@ -154,9 +154,7 @@ func (c *conn) serveClient() {
 	preface := make([]byte, len(http2.ClientPreface))
 	if _, err := io.ReadFull(c.br, preface); err != nil || string(preface) != http2.ClientPreface {
 		c.relay.logger.Debug("client connection without HTTP/2 preface", "error", err)
-		w := &worker{immediate: true}
-		c.fail(w, errors.New("no HTTP/2 client preface"))
-		w.apply()
+		c.failNow(errors.New("no HTTP/2 client preface"))
 		return
 	}
 
@@ -178,9 +176,7 @@ func (c *conn) dialAndServe() {
 		c.relay.mu.Lock()
 		c.dialFailed = time.Now()
 		c.relay.mu.Unlock()
-		w := &worker{immediate: true}
-		c.fail(w, err)
-		w.apply()
+		c.failNow(err)
 		return
 	}
 
@@ -217,18 +213,14 @@ func (c *conn) writeLoop() {
 		if len(c.wbuf) == 0 {
 			// closeAfter is set, and everything before it is written.
 			c.mu.Unlock()
-			w := &worker{immediate: true}
-			c.fail(w, errors.New("connection closed after GOAWAY"))
-			w.apply()
+			c.failNow(errors.New("connection closed after GOAWAY"))
 			return
 		}
 		buf, c.wbuf = c.wbuf, buf[:0]
 		c.mu.Unlock()
 
 		if _, err := c.nc.Write(buf); err != nil {
-			w := &worker{immediate: true}
-			c.fail(w, err)
-			w.apply()
+			c.failNow(err)
 			return
 		}
 		if cap(buf) > 4<<20 {
@@ -401,6 +393,14 @@ func (c *conn) fail(w *worker, err error) {
 	}
 }
 
+// failNow fails the connection from a goroutine other than its reader, so
+// that the writers of the connections it resets streams on wake at once.
+func (c *conn) failNow(err error) {
+	w := &worker{immediate: true}
+	c.fail(w, err)
+	w.apply()
+}
+
 // dropLocked removes st from a failed connection and resets its other
 // half.
 //
@@ -414,9 +414,7 @@ func (c *conn) dropLocked(w *worker, st *stream) {
 			code = http2.ErrCodeRefusedStream // it never reached the backend
 		}
 	}
-	st.sendClosed, st.recvClosed = true, true
-	c.removeLocked(w, st)
-	w.resetPeer(st, code)
+	c.closeLocked(w, st, code)
 }
 
 func (c *conn) onSettings(w *worker, f *http2.SettingsFrame) error {
@@ -514,9 +512,7 @@ func (c *conn) onRSTStream(w *worker, f *http2.RSTStreamFrame) {
 		c.mu.Unlock()
 		return
 	}
-	st.sendClosed, st.recvClosed = true, true
-	c.removeLocked(w, st)
-	w.resetPeer(st, f.ErrCode)
+	c.closeLocked(w, st, f.ErrCode)
 	w.unlock(c)
 	w.apply()
 }
@@ -535,9 +531,7 @@ func (c *conn) onGoAway(w *worker, f *http2.GoAwayFrame) {
 	c.unusable.Store(true)
 	for id, st := range c.streams {
 		if id > f.LastStreamID {
-			st.sendClosed, st.recvClosed = true, true
-			c.removeLocked(w, st)
-			w.resetPeer(st, http2.ErrCodeRefusedStream)
+			c.closeLocked(w, st, http2.ErrCodeRefusedStream)
 		}
 	}
 	c.refuseWaitingLocked(w)

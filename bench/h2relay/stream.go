@@ -356,6 +356,14 @@ func (c *conn) removeLocked(w *worker, st *stream) {
 	c.relay.noteStreamsChanged()
 }
 
+// closeLocked removes st without a frame of its own, because the peer or
+// the connection ended it, and resets its other half with code.
+func (c *conn) closeLocked(w *worker, st *stream, code http2.ErrCode) {
+	st.sendClosed, st.recvClosed = true, true
+	c.removeLocked(w, st)
+	w.resetPeer(st, code)
+}
+
 // resetLocked sends RST_STREAM on st and removes it.
 func (c *conn) resetLocked(w *worker, st *stream, code http2.ErrCode) {
 	if st.removed {
@@ -438,9 +446,7 @@ func (c *conn) refuseWaitingLocked(w *worker) {
 	waiting := c.waiting
 	c.waiting = nil
 	for _, st := range waiting {
-		st.sendClosed, st.recvClosed = true, true
-		c.removeLocked(w, st)
-		w.resetPeer(st, http2.ErrCodeRefusedStream)
+		c.closeLocked(w, st, http2.ErrCodeRefusedStream)
 	}
 }
 
