@@ -27,10 +27,9 @@ func NewSpanRecorder(res *resource.Resource, sampler sdktrace.Sampler, client ot
 // NewSmallSpanRecorder is NewSpanRecorder with a batch of batchSize spans,
 // a queue of queueSize and no scheduled export.
 func NewSmallSpanRecorder(client otlptrace.Client, batchSize, queueSize int) (trace.TracerProvider, func(context.Context) error) {
-	r := newSpanRecorder(resource.Empty(), sdktrace.AlwaysSample(), client, defaultBatchSettings)
-	r.batchSize, r.queueSize, r.scheduleDelay = batchSize, queueSize, time.Hour
-	r.start()
-	return r, r.Shutdown
+	return NewBatchingSpanRecorder(client, BatchSettings{
+		ScheduleDelay: time.Hour, ExportTimeout: recorderExportTimeout, QueueSize: queueSize, BatchSize: batchSize,
+	})
 }
 
 // RecorderApplies lets the external tests check when the recorder

@@ -49,10 +49,7 @@ type spanRecorder struct {
 	client   otlptrace.Client
 	resource *resource.Resource
 
-	// The batch size, queue size, schedule delay and export timeout;
-	// tests change them.
-	batchSize, queueSize         int
-	scheduleDelay, exportTimeout time.Duration
+	batchSettings
 
 	mu      sync.Mutex
 	tracers []*recordingTracer // by instrumentation scope
@@ -166,9 +163,7 @@ func (settings batchSettings) sdkOptions() []sdktrace.BatchSpanProcessorOption {
 // from then on.
 func newSpanRecorder(res *resource.Resource, sampler sdktrace.Sampler, client otlptrace.Client, settings batchSettings) *spanRecorder {
 	r := &spanRecorder{
-		sampler: sampler, client: client, resource: res,
-		batchSize: settings.batchSize, queueSize: settings.queueSize,
-		scheduleDelay: settings.scheduleDelay, exportTimeout: settings.exportTimeout,
+		sampler: sampler, client: client, resource: res, batchSettings: settings,
 		full: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	r.exports, r.cancelExport = context.WithCancel(context.Background())
