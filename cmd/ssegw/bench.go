@@ -6,10 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -121,11 +118,7 @@ only.`,
 			if err != nil {
 				return fmt.Errorf("--listen %s: %w", listen, err)
 			}
-			ctx := cmd.Context()
-			if ctx == nil {
-				ctx = context.Background()
-			}
-			ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+			ctx, stop := signalContext(cmd)
 			defer stop()
 			stopListening := context.AfterFunc(ctx, func() { lis.Close() })
 			defer stopListening()
@@ -175,11 +168,7 @@ func checkRelayAddresses(listen, backend string) error {
 // runBench runs the benchmark until it ends or a signal interrupts it.
 // Either way, every process it started is stopped before it returns.
 func runBench(cmd *cobra.Command, opts bench.Options) error {
-	ctx := cmd.Context()
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext(cmd)
 	defer stop()
 
 	opts.Version = versionString()

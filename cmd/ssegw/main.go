@@ -4,11 +4,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 )
@@ -35,6 +38,16 @@ func main() {
 		fmt.Fprintf(os.Stderr, "ssegw: %v\n", err)
 		os.Exit(1)
 	}
+}
+
+// signalContext returns the command's context, which an interrupt or
+// SIGTERM ends until stop is called.
+func signalContext(cmd *cobra.Command) (ctx context.Context, stop context.CancelFunc) {
+	ctx = cmd.Context()
+	if ctx == nil {
+		ctx = context.Background() // RunE called without Execute, as some tests do
+	}
+	return signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 }
 
 func newRootCommand() *cobra.Command {

@@ -1,12 +1,8 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -60,14 +56,10 @@ calls in flight, within 5s.`,
 // runPlugin serves the example plugin until a signal arrives or the
 // command's context ends.
 func runPlugin(cmd *cobra.Command, flags pluginFlags) error {
-	ctx := cmd.Context()
-	if ctx == nil {
-		ctx = context.Background()
-	}
 	if flags.maxMessageSize < 1 {
 		return fmt.Errorf("invalid --max-message-size %d: give a size in bytes, such as 67108864 for 64 MiB", flags.maxMessageSize)
 	}
-	ctx, stopSignals := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	ctx, stopSignals := signalContext(cmd)
 	defer stopSignals()
 
 	// Build the server, with mutual TLS when a certificate folder is given.
