@@ -21,9 +21,9 @@
 //     allows, with no priorities and no fair sharing.
 //   - When the backend connection fails or resets a stream, the client
 //     gets RST_STREAM with a bare HTTP/2 error code (INTERNAL_ERROR,
-//     REFUSED_STREAM, CANCEL), which grpc-go (as of v1.85) reports as
-//     Internal, Unavailable or Canceled with a generic message, rather
-//     than a gRPC status that names the cause. grpc-go also retries a
+//     REFUSED_STREAM, CANCEL), not a gRPC status that names the cause.
+//     grpc-go (as of v1.85) reports these codes as Internal, Unavailable
+//     or Canceled with a generic message. It also retries a
 //     refused call once by itself. When the relay refuses that retry too
 //     while grpc-go replays the buffered request message, grpc-go may
 //     report the refused call as a clean end of stream (io.EOF), as if it
