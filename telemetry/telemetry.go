@@ -62,9 +62,9 @@ type Options struct {
 }
 
 // New builds the providers. Keys left empty in cfg fall back to the
-// OpenTelemetry environment variables, read by autoexport, the SDK and,
-// for the batch span processor's, batchSettingsFromEnv; without either,
-// nothing is exported.
+// OpenTelemetry environment variables, as the SDKs read them; New refuses
+// the values that CheckEnvironment reports. Without either, nothing is
+// exported.
 func New(ctx context.Context, cfg config.Telemetry, opts Options) (*Providers, error) {
 	res, err := newResource(ctx, cfg, opts.Version)
 	if err != nil {
@@ -77,7 +77,7 @@ func New(ctx context.Context, cfg config.Telemetry, opts Options) (*Providers, e
 	if err != nil {
 		return nil, fmt.Errorf("telemetry.traces: %w", err)
 	}
-	exporting := exporter != nil && !autoexport.IsNoneSpanExporter(exporter)
+	exporting := exporter != nil
 	p.TracesExport = describeExport(cfg.Traces.Exporter, cfg.Traces.Endpoint, cfg.Traces.Insecure, "TRACES", exporting)
 	otlp, isOTLP := exporter.(*otlpSpanExporter)
 	batch := defaultBatchSettings
@@ -191,11 +191,9 @@ func newResource(ctx context.Context, cfg config.Telemetry, version string) (*re
 // none, the one OTEL_TRACES_EXPORTER and OTEL_EXPORTER_OTLP_PROTOCOL name;
 // nil means none. An endpoint in the file applies in both cases.
 func newSpanExporter(ctx context.Context, cfg config.TraceExport) (sdktrace.SpanExporter, error) {
-	exporter, ok := exporterName(cfg.Exporter, "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-	if !ok {
-		// A name only autoexport knows, such as one registered by a
-		// distribution: let it read the environment.
-		return autoexport.NewSpanExporter(ctx)
+	exporter, err := traceExporterName(cfg)
+	if err != nil {
+		return nil, err
 	}
 	switch exporter {
 	case config.ExporterNone:
@@ -228,7 +226,7 @@ func newSpanExporter(ctx context.Context, cfg config.TraceExport) (sdktrace.Span
 // environment names as the OpenTelemetry SDKs read it (otlp, with the
 // protocol from the signal's or the common OTEL_EXPORTER_OTLP_PROTOCOL,
 // http/protobuf by default; console; none), else none. ok is false for
-// an environment value that only autoexport knows.
+// any other environment value.
 func exporterName(fromFile, exporterVariable, protocolVariable string) (string, bool) {
 	if fromFile != "" {
 		return fromFile, true
@@ -249,6 +247,63 @@ func exporterName(fromFile, exporterVariable, protocolVariable string) (string, 
 		return config.ExporterOTLPHTTP, true
 	}
 	return "", false
+}
+
+// prometheusFromEnvironment is the metric exporter that
+// OTEL_METRICS_EXPORTER=prometheus names, which autoexport serves.
+const prometheusFromEnvironment = "prometheus"
+
+// traceExporterName returns the trace exporter to use, or an error naming
+// the variable when OTEL_TRACES_EXPORTER names one the gateway lacks.
+func traceExporterName(cfg config.TraceExport) (string, error) {
+	name, ok := exporterName(cfg.Exporter, "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+	if !ok {
+		return "", unknownExporter("OTEL_TRACES_EXPORTER", "otlp, console or none")
+	}
+	return name, nil
+}
+
+// metricExporterName is traceExporterName for metrics, which may also be
+// served to Prometheus on a port of their own, with the producers that
+// OTEL_METRICS_PRODUCERS names.
+func metricExporterName(cfg config.MetricExport) (string, error) {
+	name, ok := exporterName(cfg.Exporter, "OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
+	if ok {
+		return name, nil
+	}
+	if os.Getenv("OTEL_METRICS_EXPORTER") != prometheusFromEnvironment {
+		return "", unknownExporter("OTEL_METRICS_EXPORTER", "otlp, prometheus, console or none")
+	}
+	if producers := os.Getenv("OTEL_METRICS_PRODUCERS"); producers != "" {
+		for producer := range strings.SplitSeq(producers, ",") {
+			if producer != "prometheus" && producer != "none" {
+				return "", fmt.Errorf("environment variable OTEL_METRICS_PRODUCERS=%q names an unknown producer %q: want a comma-separated list of prometheus and none", producers, producer)
+			}
+		}
+	}
+	return prometheusFromEnvironment, nil
+}
+
+func unknownExporter(variable, known string) error {
+	return fmt.Errorf("environment variable %s=%q names no exporter the gateway has: want one of %s", variable, os.Getenv(variable), known)
+}
+
+// CheckEnvironment returns what New would refuse in the OpenTelemetry
+// environment variables, without creating any exporter, so that ssegw
+// validate reports it before a start fails on it.
+func CheckEnvironment(cfg config.Telemetry) error {
+	var errs []error
+	if name, err := traceExporterName(cfg.Traces); err != nil {
+		errs = append(errs, fmt.Errorf("telemetry.traces: %w", err))
+	} else if name != config.ExporterNone {
+		if _, err := batchSettingsFromEnv(); err != nil {
+			errs = append(errs, fmt.Errorf("telemetry.traces: %w", err))
+		}
+	}
+	if _, err := metricExporterName(cfg.Metrics); err != nil {
+		errs = append(errs, fmt.Errorf("telemetry.metrics: %w", err))
+	}
+	return errors.Join(errs...)
 }
 
 // describeExport returns where a signal ("TRACES" or "METRICS") is exported,
@@ -303,18 +358,24 @@ func security(endpoint string, insecure bool, signal string) string {
 
 // newMetricReader is newSpanExporter for metrics.
 func newMetricReader(ctx context.Context, cfg config.MetricExport) (sdkmetric.Reader, error) {
-	exporterKind, ok := exporterName(cfg.Exporter, "OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
-	if !ok {
-		return autoexport.NewMetricReader(ctx)
+	exporterKind, err := metricExporterName(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if exporterKind == prometheusFromEnvironment {
+		// autoexport serves it on a port of its own, with the producers
+		// OTEL_METRICS_PRODUCERS names.
+		reader, err := autoexport.NewMetricReader(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("environment variable OTEL_METRICS_EXPORTER=prometheus: %w", err)
+		}
+		return reader, nil
 	}
 	var periodic []sdkmetric.PeriodicReaderOption
 	if cfg.Interval > 0 {
 		periodic = append(periodic, sdkmetric.WithInterval(cfg.Interval))
 	}
-	var (
-		exporter sdkmetric.Exporter
-		err      error
-	)
+	var exporter sdkmetric.Exporter
 	switch exporterKind {
 	case config.ExporterNone:
 		return nil, nil

@@ -2,6 +2,7 @@ package telemetry_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -699,6 +700,64 @@ func TestUnknownExporterRejected(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestUnknownEnvironmentExporterRejected checks that New and
+// CheckEnvironment refuse an exporter or producer that an environment
+// variable names and the gateway lacks, with an error naming the
+// variable and its value, and that CheckEnvironment accepts every name
+// the gateway has.
+func TestUnknownEnvironmentExporterRejected(t *testing.T) {
+	tests := []struct {
+		name, variable, value string
+		also                  map[string]string
+		wantKey               string
+	}{
+		{name: "traces", variable: "OTEL_TRACES_EXPORTER", value: "zipkin", wantKey: "telemetry.traces"},
+		{name: "traces list", variable: "OTEL_TRACES_EXPORTER", value: "otlp,console", wantKey: "telemetry.traces"},
+		{name: "metrics", variable: "OTEL_METRICS_EXPORTER", value: "prom", wantKey: "telemetry.metrics"},
+		{name: "producer", variable: "OTEL_METRICS_PRODUCERS", value: "prometheus,opencensus",
+			also: map[string]string{"OTEL_METRICS_EXPORTER": "prometheus"}, wantKey: "telemetry.metrics"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clearOTelEnv(t)
+			t.Setenv(tt.variable, tt.value)
+			for variable, value := range tt.also {
+				t.Setenv(variable, value)
+			}
+			want := fmt.Sprintf("environment variable %s=%q names", tt.variable, tt.value)
+			checkErr := telemetry.CheckEnvironment(config.Telemetry{})
+			if checkErr == nil || !strings.Contains(checkErr.Error(), tt.wantKey+": "+want) {
+				t.Errorf("CheckEnvironment = %v, want an error containing %q", checkErr, tt.wantKey+": "+want)
+			}
+			p, err := telemetry.New(context.Background(), config.Telemetry{}, telemetry.Options{})
+			if err == nil {
+				shutdown(t, p)
+				t.Fatalf("telemetry.New with %s=%q = nil error, want one", tt.variable, tt.value)
+			}
+			if checkErr != nil && err.Error() != checkErr.Error() {
+				t.Errorf("telemetry.New error = %q, want what CheckEnvironment reports, %q", err, checkErr)
+			}
+		})
+	}
+
+	t.Run("known names", func(t *testing.T) {
+		for _, env := range []map[string]string{
+			{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_METRICS_EXPORTER": "otlp"},
+			{"OTEL_TRACES_EXPORTER": "console", "OTEL_METRICS_EXPORTER": "console"},
+			{"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_BSP_MAX_QUEUE_SIZE": "-1"},
+			{"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_METRICS_PRODUCERS": "prometheus,none"},
+		} {
+			clearOTelEnv(t)
+			for variable, value := range env {
+				t.Setenv(variable, value)
+			}
+			if err := telemetry.CheckEnvironment(config.Telemetry{}); err != nil {
+				t.Errorf("CheckEnvironment with %v = %v, want nil", env, err)
+			}
+		}
+	})
 }
 
 // TestIDsWithoutExporter checks the tracer of a gateway that exports no

@@ -19,6 +19,7 @@ import (
 	"github.com/ssegw/ssegw/config"
 	"github.com/ssegw/ssegw/routing"
 	"github.com/ssegw/ssegw/ssepb"
+	"github.com/ssegw/ssegw/telemetry"
 	"github.com/ssegw/ssegw/tlsutil"
 )
 
@@ -31,7 +32,8 @@ func newValidateCommand() *cobra.Command {
 		Short: "Check a configuration file, and with --connect its plugins",
 		Long: `Load a configuration file as serve would, with the SSEGW_ environment
 variables, and print every problem in it at once, one per line naming the
-key. With --connect, also dial each backend with its TLS settings, fetch
+key. The OpenTelemetry variables that serve reads (OTEL_TRACES_EXPORTER,
+OTEL_METRICS_EXPORTER, OTEL_BSP_*) are checked too. With --connect, also dial each backend with its TLS settings, fetch
 its capabilities, and report replicas that cannot be reached or whose
 functions differ from the other replicas of their engine.
 
@@ -50,6 +52,10 @@ otherwise.`,
 			cfg, err := config.Load(configFile, os.Environ())
 			if err != nil {
 				fmt.Fprintln(out, err)
+				return exitError{code: 1}
+			}
+			if err := telemetry.CheckEnvironment(cfg.Telemetry); err != nil {
+				fmt.Fprintf(out, "%s: the file is valid, but serve would not start with this environment:\n%v\n", configFile, err)
 				return exitError{code: 1}
 			}
 			fmt.Fprintf(out, "%s: valid: %s, %s (%s)\n", configFile, count(len(cfg.Listeners), "listener"), count(len(cfg.Engines), "engine"), strings.Join(cfg.EngineNames(), ", "))

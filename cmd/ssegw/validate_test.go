@@ -134,6 +134,45 @@ engines:
 	}
 }
 
+// TestValidateChecksOpenTelemetryEnvironment checks that validate reports
+// the OpenTelemetry variables that would stop serve at start, each on its
+// own line naming the variable, with exit status 1, and that a file's own
+// exporter takes the place of OTEL_TRACES_EXPORTER.
+func TestValidateChecksOpenTelemetryEnvironment(t *testing.T) {
+	file := `
+listeners:
+  - address: 127.0.0.1:0
+    insecure: true
+    engine: R
+engines:
+  R:
+    backends:
+      - address: 127.0.0.1:1
+`
+	path := writeValidateConfig(t, file)
+	t.Setenv("OTEL_TRACES_EXPORTER", "otlp")
+	t.Setenv("OTEL_BSP_MAX_QUEUE_SIZE", "-1")
+	t.Setenv("OTEL_METRICS_EXPORTER", "prom")
+	output, err := runCommand(t, "validate", "--config", path)
+	checkValidateExit(t, err, 1, output)
+	want := []string{
+		path + ": the file is valid, but serve would not start with this environment:",
+		`telemetry.traces: environment variable OTEL_BSP_MAX_QUEUE_SIZE="-1" is invalid: want a whole number of spans from 1 to 2147483647`,
+		`telemetry.metrics: environment variable OTEL_METRICS_EXPORTER="prom" names no exporter the gateway has: want one of otlp, prometheus, console or none`,
+	}
+	if got := validateOutputLines(output); !slices.Equal(got, want) {
+		t.Errorf("validate output:\n%s\nwant:\n%s", output, strings.Join(want, "\n"))
+	}
+
+	// With the exporter in the file, OTEL_TRACES_EXPORTER is not read, and
+	// with none, neither are the OTEL_BSP_* variables.
+	t.Setenv("OTEL_TRACES_EXPORTER", "zipkin")
+	t.Setenv("OTEL_METRICS_EXPORTER", "none")
+	path = writeValidateConfig(t, file+"telemetry:\n  traces:\n    exporter: none\n")
+	output, err = runCommand(t, "validate", "--config", path)
+	checkValidateExit(t, err, 0, output)
+}
+
 // TestValidateWarnsUncoveredHost checks that validate warns about an
 // engine host name missing from the TLS listener's certificate, and that
 // the file stays valid: the gateway serves the engine's other names.
