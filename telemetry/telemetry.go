@@ -277,7 +277,7 @@ func metricExporterName(cfg config.MetricExport) (string, error) {
 	if producers := os.Getenv("OTEL_METRICS_PRODUCERS"); producers != "" {
 		for producer := range strings.SplitSeq(producers, ",") {
 			if producer != "prometheus" && producer != "none" {
-				return "", fmt.Errorf("environment variable OTEL_METRICS_PRODUCERS=%q names an unknown producer %q: want a comma-separated list of prometheus and none", producers, producer)
+				return "", fmt.Errorf("environment variable OTEL_METRICS_PRODUCERS=%q is invalid: producer %q is unknown; want a comma-separated list of prometheus and none", producers, producer)
 			}
 		}
 	}
@@ -285,7 +285,7 @@ func metricExporterName(cfg config.MetricExport) (string, error) {
 }
 
 func unknownExporter(variable, known string) error {
-	return fmt.Errorf("environment variable %s=%q names no exporter the gateway has: want one of %s", variable, os.Getenv(variable), known)
+	return fmt.Errorf("environment variable %s=%q is invalid: want one exporter of %s", variable, os.Getenv(variable), known)
 }
 
 // CheckEnvironment returns what New would refuse in the OpenTelemetry

@@ -726,7 +726,7 @@ func TestUnknownEnvironmentExporterRejected(t *testing.T) {
 			for variable, value := range tt.also {
 				t.Setenv(variable, value)
 			}
-			want := fmt.Sprintf("environment variable %s=%q names", tt.variable, tt.value)
+			want := fmt.Sprintf("environment variable %s=%q is invalid", tt.variable, tt.value)
 			checkErr := telemetry.CheckEnvironment(config.Telemetry{})
 			if checkErr == nil || !strings.Contains(checkErr.Error(), tt.wantKey+": "+want) {
 				t.Errorf("CheckEnvironment = %v, want an error containing %q", checkErr, tt.wantKey+": "+want)

@@ -158,7 +158,7 @@ engines:
 	want := []string{
 		path + ": the file is valid, but serve would not start with this environment:",
 		`telemetry.traces: environment variable OTEL_BSP_MAX_QUEUE_SIZE="-1" is invalid: want a whole number of spans from 1 to 2147483647`,
-		`telemetry.metrics: environment variable OTEL_METRICS_EXPORTER="prom" names no exporter the gateway has: want one of otlp, prometheus, console or none`,
+		`telemetry.metrics: environment variable OTEL_METRICS_EXPORTER="prom" is invalid: want one exporter of otlp, prometheus, console or none`,
 	}
 	if got := validateOutputLines(output); !slices.Equal(got, want) {
 		t.Errorf("validate output:\n%s\nwant:\n%s", output, strings.Join(want, "\n"))
