@@ -100,14 +100,14 @@ func (s *Source) Reload() error {
 }
 
 // Certificates returns the certificates of the current configuration: its
-// own and those of its CAs.
+// own, with the intermediates its certificate file carries, and those of
+// its CAs. An intermediate that expires ends the chain's validity as
+// surely as the leaf does.
 func (s *Source) Certificates() []*x509.Certificate {
 	cfg := s.current.Load()
 	var certificates []*x509.Certificate
 	for _, pair := range cfg.Certificates {
-		if leaf := leafOf(pair); leaf != nil {
-			certificates = append(certificates, leaf)
-		}
+		certificates = append(certificates, chainOf(pair)...)
 	}
 	if cas := s.cas.Load(); cas != nil {
 		certificates = append(certificates, *cas...)
@@ -153,6 +153,23 @@ func leafOf(pair tls.Certificate) *x509.Certificate {
 	return leaf
 }
 
+// chainOf returns the certificates of pair, parsed: its leaf, then the
+// intermediates that followed it in its file. It leaves out any that does
+// not parse, since tls.X509KeyPair parses only the leaf.
+func chainOf(pair tls.Certificate) []*x509.Certificate {
+	var chain []*x509.Certificate
+	for i, der := range pair.Certificate {
+		if i == 0 && pair.Leaf != nil {
+			chain = append(chain, pair.Leaf)
+			continue
+		}
+		if cert, err := x509.ParseCertificate(der); err == nil {
+			chain = append(chain, cert)
+		}
+	}
+	return chain
+}
+
 // expiredWording is the phrase that sets the warnings of Expired apart
 // from the other warnings of Expiring.
 const expiredWording = " expired on "
@@ -165,15 +182,7 @@ const expiredWording = " expired on "
 func (s *Source) Expired(now time.Time) []string {
 	var warnings []string
 	for _, pair := range s.current.Load().Certificates {
-		for i, der := range pair.Certificate {
-			cert := pair.Leaf
-			if i > 0 || cert == nil {
-				parsed, err := x509.ParseCertificate(der)
-				if err != nil {
-					continue
-				}
-				cert = parsed
-			}
+		for _, cert := range chainOf(pair) {
 			if !now.Before(cert.NotAfter) {
 				warnings = append(warnings, expiredWarning(s.name, cert))
 			}

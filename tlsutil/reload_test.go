@@ -401,6 +401,75 @@ func TestWatcherExpiringRoot(t *testing.T) {
 	}
 }
 
+// TestWatcherExpiringIntermediate checks that an intermediate CA in the
+// certificate file is listed when it expires within the window, and
+// Expired names it once it has expired: either ends the chain's validity
+// while the leaf and the root still have years left.
+func TestWatcherExpiringIntermediate(t *testing.T) {
+	now := time.Now()
+	root, err := tlsutil.NewRootCA("long_root", 10*365*24*time.Hour, tlsutil.KeyECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name     string
+		notAfter time.Time
+		expired  bool
+	}{
+		{name: "expiring", notAfter: now.Add(5 * 24 * time.Hour)},
+		{name: "expired", notAfter: now.Add(-24 * time.Hour), expired: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			key, err := tlsutil.GenerateKey(tlsutil.KeyECDSAP256)
+			if err != nil {
+				t.Fatal(err)
+			}
+			template := &x509.Certificate{
+				SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "short_intermediate"},
+				NotBefore: now.Add(-48 * time.Hour), NotAfter: tt.notAfter,
+				IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+			}
+			der, err := x509.CreateCertificate(rand.Reader, template, root.Cert, key.Public(), root.Key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			intermediate, err := x509.ParseCertificate(der)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := serverRequest()
+			req.NotAfter = now.Add(365 * 24 * time.Hour)
+			leafPEM, keyPEM, err := (&tlsutil.Authority{Cert: intermediate, Key: key}).Issue(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := ssetest.WriteFolder(t, map[string][]byte{
+				tlsutil.RootCertFile:   tlsutil.EncodeCert(root.Cert),
+				tlsutil.ServerCertFile: append(leafPEM, tlsutil.EncodeCert(intermediate)...),
+				tlsutil.ServerKeyFile:  keyPEM,
+			})
+			source, err := tlsutil.NewServerSource("test listener", tlsutil.ServerFilesInDir(dir, "", "", ""))
+			if err != nil {
+				t.Fatal(err)
+			}
+			watcher := tlsutil.NewWatcher(slog.New(slog.DiscardHandler))
+			watcher.Add(source)
+
+			warnings := watcher.Expiring(30*24*time.Hour, now)
+			if len(warnings) != 1 || !strings.HasPrefix(warnings[0], `test listener: certificate "short_intermediate"`) {
+				t.Errorf("Expiring() = %q, want one warning about short_intermediate", warnings)
+			}
+			expired := source.Expired(now)
+			if tt.expired && (len(expired) != 1 || !strings.Contains(expired[0], `"short_intermediate" expired on`)) {
+				t.Errorf("Expired() = %q, want one warning about short_intermediate", expired)
+			}
+			if !tt.expired && len(expired) != 0 {
+				t.Errorf("Expired() = %q, want none", expired)
+			}
+		})
+	}
+}
+
 // expiredRootPEM returns a self-signed CA certificate that expired a day
 // ago.
 func expiredRootPEM(t *testing.T, name string) []byte {
