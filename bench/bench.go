@@ -365,8 +365,8 @@ func (b *bench) newTarget(name string, certs tlsutil.Set) (*target, error) {
 				Exporter: config.ExporterOTLP, Endpoint: b.spans.Addr, Insecure: true, SamplerRatio: &everyCall,
 			}
 		})
-	case TargetGoH2Relay:
-		t.launch = b.launchRelay(name)
+	case TargetGoH2Relay, TargetGRPCProxy:
+		t.launch = b.launchReference(name)
 	case TargetNginx, TargetHAProxy, TargetTCPRelay:
 		program := name
 		if name == TargetTCPRelay {

@@ -25,10 +25,11 @@ func TestMain(m *testing.M) {
 	}))
 }
 
-// TestRunDirectGatewayAndRelay runs every workload with tiny settings against
-// the direct connection, the plaintext gateway and the bare HTTP/2 relay,
-// and checks the tables, the files and that no process is left behind.
-func TestRunDirectGatewayAndRelay(t *testing.T) {
+// TestRunGatewayAndReferences runs every workload with tiny settings
+// against the direct connection, the plaintext gateway, the bare HTTP/2
+// relay and grpc-proxy, and checks the tables, the files and that no
+// process is left behind.
+func TestRunGatewayAndReferences(t *testing.T) {
 	executable := ssetest.Binary(t, "./cmd/ssegw")
 	outDir := t.TempDir()
 	var out, progress bytes.Buffer
@@ -38,7 +39,7 @@ func TestRunDirectGatewayAndRelay(t *testing.T) {
 	err := Run(ctx, Options{
 		Executable:        executable,
 		Version:           "test",
-		Targets:           []string{TargetDirect, TargetSSEGW, TargetGoH2Relay},
+		Targets:           []string{TargetDirect, TargetSSEGW, TargetGoH2Relay, TargetGRPCProxy},
 		Duration:          100 * time.Millisecond,
 		Rounds:            2,
 		CallTimeout:       10 * time.Second,
@@ -68,12 +69,14 @@ func TestRunDirectGatewayAndRelay(t *testing.T) {
 	rows := map[string]*regexp.Regexp{
 		// Direct has no process of its own, so no CPU time; the gateway's
 		// is a whole number of microseconds per call, never 0.
-		"direct's small calls":    regexp.MustCompile(`(?m)^  direct +[0-9,]+ +1\.00× +[0-9.]+ +1\.00× +[0-9.,]+ +1\.00× +– +2/2$`),
-		"ssegw's small calls":     regexp.MustCompile(`(?m)^  ssegw +[0-9,]+ +[0-9.]+× +[0-9.]+ +[0-9.]+× +[0-9.,]+ +[0-9.]+× +[1-9][0-9,]* +2/2$`),
-		"ssegw's large calls":     regexp.MustCompile(`(?m)^  ssegw +[0-9,]+ +[0-9.]+ +[0-9.]+× +[0-9.,]+ +[0-9.]+× +2/2$`),
-		"ssegw's sweep ratios":    regexp.MustCompile(`(?m)^  ssegw +[0-9,]+ \([0-9.]+×\) +[0-9,]+ \([0-9.]+×\)$`),
-		"the relay's small calls": regexp.MustCompile(`(?m)^  go-h2-relay +[0-9,]+ +[0-9.]+× +[0-9.]+ +[0-9.]+× +[0-9.,]+ +[0-9.]+× +[1-9][0-9,]* +2/2$`),
-		"the relay's large calls": regexp.MustCompile(`(?m)^  go-h2-relay +[0-9,]+ +[0-9.]+ +[0-9.]+× +[0-9.,]+ +[0-9.]+× +2/2$`),
+		"direct's small calls":     regexp.MustCompile(`(?m)^  direct +[0-9,]+ +1\.00× +[0-9.]+ +1\.00× +[0-9.,]+ +1\.00× +– +2/2$`),
+		"ssegw's small calls":      regexp.MustCompile(`(?m)^  ssegw +[0-9,]+ +[0-9.]+× +[0-9.]+ +[0-9.]+× +[0-9.,]+ +[0-9.]+× +[1-9][0-9,]* +2/2$`),
+		"ssegw's large calls":      regexp.MustCompile(`(?m)^  ssegw +[0-9,]+ +[0-9.]+ +[0-9.]+× +[0-9.,]+ +[0-9.]+× +2/2$`),
+		"ssegw's sweep ratios":     regexp.MustCompile(`(?m)^  ssegw +[0-9,]+ \([0-9.]+×\) +[0-9,]+ \([0-9.]+×\)$`),
+		"the relay's small calls":  regexp.MustCompile(`(?m)^  go-h2-relay +[0-9,]+ +[0-9.]+× +[0-9.]+ +[0-9.]+× +[0-9.,]+ +[0-9.]+× +[1-9][0-9,]* +2/2$`),
+		"the relay's large calls":  regexp.MustCompile(`(?m)^  go-h2-relay +[0-9,]+ +[0-9.]+ +[0-9.]+× +[0-9.,]+ +[0-9.]+× +2/2$`),
+		"grpc-proxy's small calls": regexp.MustCompile(`(?m)^  grpc-proxy +[0-9,]+ +[0-9.]+× +[0-9.]+ +[0-9.]+× +[0-9.,]+ +[0-9.]+× +[1-9][0-9,]* +2/2$`),
+		"grpc-proxy's large calls": regexp.MustCompile(`(?m)^  grpc-proxy +[0-9,]+ +[0-9.]+ +[0-9.]+× +[0-9.,]+ +[0-9.]+× +2/2$`),
 	}
 	for name, pattern := range rows {
 		if !pattern.MatchString(report) {
@@ -95,9 +98,9 @@ func TestRunDirectGatewayAndRelay(t *testing.T) {
 		}
 	}
 	plots := map[string]string{
-		ThroughputPlotFile: "direct,ssegw,go-h2-relay",
-		LatencyPlotFile:    "direct,ssegw,go-h2-relay",
-		MemoryPlotFile:     "ssegw,go-h2-relay", // direct has no process of its own
+		ThroughputPlotFile: "direct,ssegw,go-h2-relay,grpc-proxy",
+		LatencyPlotFile:    "direct,ssegw,go-h2-relay,grpc-proxy",
+		MemoryPlotFile:     "ssegw,go-h2-relay,grpc-proxy", // direct has no process of its own
 	}
 	for file, want := range plots {
 		document, err := os.ReadFile(filepath.Join(outDir, file))

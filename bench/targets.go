@@ -27,10 +27,11 @@ const (
 	TargetHAProxy      = "haproxy"
 	TargetTCPRelay     = "tcp-relay"
 	TargetGoH2Relay    = "go-h2-relay"
+	TargetGRPCProxy    = "grpc-proxy"
 )
 
 // AllTargets lists every target, in table order.
-var AllTargets = []string{TargetDirect, TargetSSEGW, TargetSSEGWTLS, TargetSSEGWTracing, TargetNginx, TargetHAProxy, TargetTCPRelay, TargetGoH2Relay}
+var AllTargets = []string{TargetDirect, TargetSSEGW, TargetSSEGWTLS, TargetSSEGWTracing, TargetNginx, TargetHAProxy, TargetTCPRelay, TargetGoH2Relay, TargetGRPCProxy}
 
 // targetDescriptions describe each target, for the report.
 var targetDescriptions = map[string]string{
@@ -42,6 +43,7 @@ var targetDescriptions = map[string]string{
 	TargetHAProxy:      "HAProxy in HTTP/2 mode on both sides, 2 threads",
 	TargetTCPRelay:     "HAProxy in TCP mode, 2 threads: a byte pump that knows nothing of HTTP/2, as a reference for what any process between client and plugin costs",
 	TargetGoH2Relay:    "`ssegw bench go-h2-relay` (package bench/h2relay), a bare HTTP/2 relay in Go with the gateway's default windows. It ends each stream and relays its frames on one of two connections to the plugin, without grpc-go and with none of the gateway's features: a reference for what a Go gateway that relays HTTP/2 frames itself would cost",
+	TargetGRPCProxy:    "`ssegw bench grpc-proxy` (package bench/grpcproxy), github.com/mwitkow/grpc-proxy's transparent handler with the gateway's default windows. It ends each call on grpc-go and opens one on a grpc-go connection to the plugin, as the gateway does, with none of the gateway's features: a reference for what grpc-go's two sides cost a proxy",
 }
 
 // Names of the plugin and the gateway's engine in the benchmark.
@@ -206,17 +208,17 @@ func gatewayListening(line string) (string, bool) {
 	return record.Address, true
 }
 
-// launchRelay returns a launcher of the benchmark's bare HTTP/2 relay,
-// `ssegw bench go-h2-relay`, in front of the plugin.
-func (b *bench) launchRelay(name string) func(context.Context) (*child, string, error) {
+// launchReference returns a launcher of a reference target that the
+// ssegw binary runs, `ssegw bench NAME`, in front of the plugin.
+func (b *bench) launchReference(name string) func(context.Context) (*child, string, error) {
 	return func(ctx context.Context) (*child, string, error) {
-		args := []string{"bench", TargetGoH2Relay, "--listen", "127.0.0.1:0", "--backend", b.pluginAddress}
+		args := []string{"bench", name, "--listen", "127.0.0.1:0", "--backend", b.pluginAddress}
 		return startChild(ctx, name, b.opts.Executable, args, childEnvironment(), listeningLine)
 	}
 }
 
 // listeningLine returns the address of the "listening on" line that the
-// example plugin and the bare relay print once they are bound.
+// example plugin and the reference targets print once they are bound.
 func listeningLine(line string) (string, bool) {
 	return strings.CutPrefix(line, "listening on ")
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ssegw/ssegw/bench"
+	"github.com/ssegw/ssegw/bench/grpcproxy"
 	"github.com/ssegw/ssegw/bench/h2relay"
 	"github.com/ssegw/ssegw/config"
 )
@@ -37,6 +38,9 @@ started by the benchmark on 127.0.0.1 in front of one example plugin:
                  without grpc-go and without any of the gateway's
                  features, as a reference for what a Go process costs that
                  ends each stream and relays its frames
+  grpc-proxy     github.com/mwitkow/grpc-proxy on grpc-go (ssegw bench
+                 grpc-proxy), without any of the gateway's features, as a
+                 reference for what grpc-go's two sides cost a proxy
 
 Workloads: small (many small SumOfRows calls), large (Echo calls of many
 large bundles, sent and read at once), sweep (small calls at rising
@@ -91,31 +95,79 @@ under a minute.`,
 	flags.BoolVar(&opts.AccessLog, "access-log", false, "turn the gateways' access log on, one record per call")
 	flags.BoolVar(&opts.Pprof, "pprof", false, "serve Go's profiles on each gateway's admin listener, whose address the progress lines give")
 	flags.StringVar(&opts.OutDir, "out", "", "folder for bench.md and the SVG plots; empty writes only the tables to stdout")
-	cmd.AddCommand(newBenchRelayCommand())
+	cmd.AddCommand(newBenchRelayCommand(), newBenchGRPCProxyCommand())
 	return cmd
 }
 
+// benchReference is a reference target of the benchmark: a server in
+// front of one plugin, which the benchmark measures as a process of its
+// own.
+type benchReference interface {
+	Serve(lis net.Listener) error
+	Close()
+}
+
 // newBenchRelayCommand returns the command that runs the go-h2-relay
-// target. It is hidden: it serves the benchmark, which measures it as a
-// process of its own, and nothing else.
+// target.
 func newBenchRelayCommand() *cobra.Command {
+	return newBenchReferenceCommand(bench.TargetGoH2Relay,
+		"Relay cleartext HTTP/2 calls to one plugin: the benchmark's go-h2-relay target",
+		"Relay cleartext HTTP/2 calls (gRPC without TLS)",
+		func(backend string, logger *slog.Logger) (benchReference, error) {
+			// The gateway's default flow-control windows, so that the
+			// relay's memory compares with the gateway's.
+			limits := config.Limits{StreamWindow: config.DefaultStreamWindow}
+			return h2relay.New(backend, h2relay.Options{
+				StreamWindow: int32(limits.StreamWindow),
+				ConnWindow:   int32(limits.ConnWindow()),
+				Logger:       logger,
+			}), nil
+		})
+}
+
+// newBenchGRPCProxyCommand returns the command that runs the grpc-proxy
+// target.
+func newBenchGRPCProxyCommand() *cobra.Command {
+	return newBenchReferenceCommand(bench.TargetGRPCProxy,
+		"Proxy gRPC calls to one plugin with grpc-proxy: the benchmark's grpc-proxy target",
+		"Proxy gRPC calls in plaintext with github.com/mwitkow/grpc-proxy on grpc-go",
+		func(backend string, _ *slog.Logger) (benchReference, error) {
+			// The gateway's defaults, as for the relay.
+			limits := config.Limits{StreamWindow: config.DefaultStreamWindow}
+			return grpcproxy.New(backend, grpcproxy.Options{
+				StreamWindow:   int32(limits.StreamWindow),
+				ConnWindow:     int32(limits.ConnWindow()),
+				MaxMessageSize: int(config.DefaultMaxMessageSize),
+			})
+		})
+}
+
+// newBenchReferenceCommand returns the command that runs a reference
+// target. It is hidden: it serves the benchmark and nothing else. Its help
+// begins with doing, which says what the target does with a call.
+func newBenchReferenceCommand(name, short, doing string, start func(backend string, logger *slog.Logger) (benchReference, error)) *cobra.Command {
 	var listen, backend string
 	cmd := &cobra.Command{
-		Use:   bench.TargetGoH2Relay,
-		Short: "Relay cleartext HTTP/2 calls to one plugin: the benchmark's go-h2-relay target",
-		Long: `Relay cleartext HTTP/2 calls (gRPC without TLS) from --listen to the plugin
-at --backend, with none of the gateway's features. ssegw bench runs it as
-its go-h2-relay target. It prints "listening on ADDRESS" once bound. It
-has no TLS and no access control, so it listens on a loopback address
-only.`,
+		Use:   name,
+		Short: short,
+		Long: doing + ` from --listen to the plugin at
+--backend, with none of the gateway's features. ssegw bench runs it as its
+` + name + ` target. It prints "listening on ADDRESS" once bound. It has no
+TLS and no access control, so it listens on a loopback address only.`,
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkRelayAddresses(listen, backend); err != nil {
+			if err := checkReferenceAddresses(listen, backend); err != nil {
+				return err
+			}
+			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+			server, err := start(backend, logger)
+			if err != nil {
 				return err
 			}
 			lis, err := net.Listen("tcp", listen)
 			if err != nil {
+				server.Close()
 				return fmt.Errorf("--listen %s: %w", listen, err)
 			}
 			ctx, stop := signalContext(cmd)
@@ -124,19 +176,11 @@ only.`,
 			defer stopListening()
 			fmt.Fprintf(cmd.OutOrStdout(), "listening on %s\n", lis.Addr())
 
-			// The gateway's default flow-control windows, so that the
-			// relay's memory compares with the gateway's.
-			limits := config.Limits{StreamWindow: config.DefaultStreamWindow}
-			relay := h2relay.New(backend, h2relay.Options{
-				StreamWindow: int32(limits.StreamWindow),
-				ConnWindow:   int32(limits.ConnWindow()),
-				Logger:       slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn})),
-			})
-			err = relay.Serve(lis)
+			err = server.Serve(lis)
 			// A second signal while the connections close ends the
 			// process at once.
 			stop()
-			relay.Close()
+			server.Close()
 			if ctx.Err() != nil {
 				return nil // stopped by a signal
 			}
@@ -148,8 +192,9 @@ only.`,
 	return cmd
 }
 
-// checkRelayAddresses checks the relay's flags before it binds anything.
-func checkRelayAddresses(listen, backend string) error {
+// checkReferenceAddresses checks a reference target's flags before it
+// binds anything.
+func checkReferenceAddresses(listen, backend string) error {
 	if backend == "" {
 		return errors.New("--backend is required: the plugin's host:port")
 	}
@@ -160,7 +205,7 @@ func checkRelayAddresses(listen, backend string) error {
 		return fmt.Errorf("--listen %q is not a host:port: %w", listen, err)
 	}
 	if !config.IsLoopbackAddress(listen) {
-		return fmt.Errorf("--listen %q is not a loopback address: the relay has no TLS and no access control, so give 127.0.0.1:PORT or [::1]:PORT", listen)
+		return fmt.Errorf("--listen %q is not a loopback address: it has no TLS and no access control, so give 127.0.0.1:PORT or [::1]:PORT", listen)
 	}
 	return nil
 }
