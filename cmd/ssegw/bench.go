@@ -112,7 +112,8 @@ type benchReference interface {
 func newBenchRelayCommand() *cobra.Command {
 	return newBenchReferenceCommand(bench.TargetGoH2Relay,
 		"Relay cleartext HTTP/2 calls to one plugin: the benchmark's go-h2-relay target",
-		"Relay cleartext HTTP/2 calls (gRPC without TLS)",
+		`Relay cleartext HTTP/2 calls (gRPC without TLS) from --listen to the plugin
+at --backend, with none of the gateway's features.`,
 		func(backend string, logger *slog.Logger) (benchReference, error) {
 			// The gateway's default flow-control windows, so that the
 			// relay's memory compares with the gateway's.
@@ -130,7 +131,9 @@ func newBenchRelayCommand() *cobra.Command {
 func newBenchGRPCProxyCommand() *cobra.Command {
 	return newBenchReferenceCommand(bench.TargetGRPCProxy,
 		"Proxy gRPC calls to one plugin with grpc-proxy: the benchmark's grpc-proxy target",
-		"Proxy gRPC calls in plaintext with github.com/mwitkow/grpc-proxy on grpc-go",
+		`Proxy gRPC calls in plaintext from --listen to the plugin at --backend
+with github.com/mwitkow/grpc-proxy on grpc-go, with none of the gateway's
+features.`,
 		func(backend string, _ *slog.Logger) (benchReference, error) {
 			// The gateway's defaults, as for the relay.
 			limits := config.Limits{StreamWindow: config.DefaultStreamWindow}
@@ -144,16 +147,17 @@ func newBenchGRPCProxyCommand() *cobra.Command {
 
 // newBenchReferenceCommand returns the command that runs a reference
 // target. It is hidden: it serves the benchmark and nothing else. Its help
-// begins with doing, which says what the target does with a call.
+// begins with doing, a paragraph on what the target does with a call.
 func newBenchReferenceCommand(name, short, doing string, start func(backend string, logger *slog.Logger) (benchReference, error)) *cobra.Command {
 	var listen, backend string
 	cmd := &cobra.Command{
 		Use:   name,
 		Short: short,
-		Long: doing + ` from --listen to the plugin at
---backend, with none of the gateway's features. ssegw bench runs it as its
-` + name + ` target. It prints "listening on ADDRESS" once bound. It has no
-TLS and no access control, so it listens on a loopback address only.`,
+		Long: doing + `
+
+ssegw bench runs it as its ` + name + ` target. It prints "listening on
+ADDRESS" once bound. It has no TLS and no access control, so it listens
+on a loopback address only.`,
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

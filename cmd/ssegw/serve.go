@@ -18,6 +18,7 @@ import (
 	"github.com/ssegw/ssegw/config"
 	"github.com/ssegw/ssegw/gateway"
 	"github.com/ssegw/ssegw/internal/gcfloor"
+	"github.com/ssegw/ssegw/telemetry"
 )
 
 func newServeCommand() *cobra.Command {
@@ -85,6 +86,11 @@ func runGateway(ctx context.Context, configFile string, stderr io.Writer) error 
 func runGatewayUntil(ctx, force context.Context, configFile string, stderr io.Writer) error {
 	ignoreHangup()
 	cfg, err := config.Load(configFile, os.Environ())
+	if err == nil {
+		// The OpenTelemetry variables are configuration too: a bad one
+		// must not make a service manager restart the gateway forever.
+		err = telemetry.CheckEnvironment(cfg.Telemetry)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "ssegw: invalid configuration, nothing started:\n%v\n", err)
 		return exitError{code: 2}

@@ -108,14 +108,14 @@ type failedRun struct {
 
 // serveUntilExit runs ssegw serve with the configuration text while
 // dialing address, and waits up to 10s for it to exit.
-func serveUntilExit(t *testing.T, text, address string) failedRun {
+func serveUntilExit(t *testing.T, text, address string, env ...string) failedRun {
 	t.Helper()
 	binary := ssetest.Binary(t, "./cmd/ssegw")
 	configFile := writeConfig(t, text)
 
 	stopWatching := watchPort(address)
 	start := time.Now()
-	p := ssetest.StartProcess(t, binary, nil, "serve", "--config", configFile)
+	p := ssetest.StartProcess(t, binary, env, "serve", "--config", configFile)
 	err := p.Wait(t, 10*time.Second)
 	run := failedRun{elapsed: time.Since(start), stderr: p.Stderr()}
 	run.accepted = stopWatching()
@@ -247,6 +247,8 @@ func TestServeRejectsInvalidConfig(t *testing.T) {
 		config func(address string) string
 		// wantLines are the keys that must each start a line of stderr.
 		wantLines []string
+		// env is added to the environment of serve.
+		env []string
 	}{
 		{
 			name: "several problems",
@@ -298,11 +300,27 @@ engines:
 			},
 			wantLines: []string{"engines.R.hosts[0]: "},
 		},
+		{
+			name: "OpenTelemetry variables",
+			config: func(address string) string {
+				return fmt.Sprintf(`
+listeners:
+  - {address: %q, engine: R, insecure: true}
+engines:
+  R: {backends: [{address: %q}]}
+`, address, plugin.Addr)
+			},
+			env: []string{"OTEL_TRACES_EXPORTER=console", "OTEL_BSP_MAX_QUEUE_SIZE=-1", "OTEL_METRICS_EXPORTER=prom"},
+			wantLines: []string{
+				`telemetry.traces: environment variable OTEL_BSP_MAX_QUEUE_SIZE="-1" is invalid`,
+				`telemetry.metrics: environment variable OTEL_METRICS_EXPORTER="prom" is invalid`,
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			address := ssetest.FreeAddress(t)
-			run := serveUntilExit(t, tt.config(address), address)
+			run := serveUntilExit(t, tt.config(address), address, tt.env...)
 
 			if run.exitCode != 2 {
 				t.Errorf("ssegw serve exit status = %d, want 2; stderr:\n%s", run.exitCode, run.stderr)

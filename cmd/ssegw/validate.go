@@ -32,10 +32,11 @@ func newValidateCommand() *cobra.Command {
 		Short: "Check a configuration file, and with --connect its plugins",
 		Long: `Load a configuration file as serve would, with the SSEGW_ environment
 variables, and print every problem in it at once, one per line naming the
-key. The OpenTelemetry variables that serve reads (OTEL_TRACES_EXPORTER,
-OTEL_METRICS_EXPORTER, OTEL_BSP_*) are checked too. With --connect, also dial each backend with its TLS settings, fetch
-its capabilities, and report replicas that cannot be reached or whose
-functions differ from the other replicas of their engine.
+key. The OpenTelemetry variables that serve reads are checked too:
+OTEL_TRACES_EXPORTER, OTEL_METRICS_EXPORTER and, when traces are exported,
+OTEL_BSP_*. With --connect, also dial each backend with its TLS settings,
+fetch its capabilities, and report replicas that cannot be reached or
+whose functions differ from the other replicas of their engine.
 
 It warns about certificates that have expired: the file is valid with
 them, but every peer refuses them. It also warns about engine host names
