@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -62,10 +63,13 @@ type Options struct {
 }
 
 // New builds the providers. Keys left empty in cfg fall back to the
-// OpenTelemetry environment variables, as the SDKs read them; New refuses
-// the values that CheckEnvironment reports. Without either, nothing is
+// OpenTelemetry environment variables, as the SDKs read them, and New
+// refuses those that CheckEnvironment reports. Without either, nothing is
 // exported.
 func New(ctx context.Context, cfg config.Telemetry, opts Options) (*Providers, error) {
+	if err := CheckEnvironment(cfg); err != nil {
+		return nil, err
+	}
 	res, err := newResource(ctx, cfg, opts.Version)
 	if err != nil {
 		return nil, err
@@ -129,7 +133,7 @@ func New(ctx context.Context, cfg config.Telemetry, opts Options) (*Providers, e
 		p.Shutdown(ctx)
 		return nil, fmt.Errorf("telemetry.metrics: %w", err)
 	}
-	metricsExported := reader != nil && !autoexport.IsNoneMetricReader(reader)
+	metricsExported := reader != nil
 	if metricsExported {
 		meterOptions = append(meterOptions, sdkmetric.WithReader(reader))
 	}
@@ -254,13 +258,35 @@ func exporterName(fromFile, exporterVariable, protocolVariable string) (string, 
 const prometheusFromEnvironment = "prometheus"
 
 // traceExporterName returns the trace exporter to use, or an error naming
-// the variable when OTEL_TRACES_EXPORTER names one the gateway lacks.
+// the variable when OTEL_TRACES_EXPORTER names one the gateway lacks, or
+// the OTLP protocol for it is not one the gateway has.
 func traceExporterName(cfg config.TraceExport) (string, error) {
 	name, ok := exporterName(cfg.Exporter, "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
 	if !ok {
 		return "", unknownExporter("OTEL_TRACES_EXPORTER", "otlp, console or none")
 	}
+	if cfg.Exporter == "" {
+		return name, checkProtocol("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+	}
 	return name, nil
+}
+
+// checkProtocol returns an error naming the protocol variable in effect
+// when the exporter variable asks for OTLP over a protocol other than
+// grpc and http/protobuf. The SDKs' http/json is not one of them, and a
+// misspelt grpc would otherwise send OTLP/HTTP to the gRPC port.
+func checkProtocol(exporterVariable, protocolVariable string) error {
+	if os.Getenv(exporterVariable) != "otlp" {
+		return nil
+	}
+	if os.Getenv(protocolVariable) == "" {
+		protocolVariable = "OTEL_EXPORTER_OTLP_PROTOCOL"
+	}
+	switch os.Getenv(protocolVariable) {
+	case "", "grpc", "http/protobuf":
+		return nil
+	}
+	return fmt.Errorf("environment variable %s=%q is invalid: want grpc or http/protobuf", protocolVariable, os.Getenv(protocolVariable))
 }
 
 // metricExporterName is traceExporterName for metrics, which may also be
@@ -268,6 +294,9 @@ func traceExporterName(cfg config.TraceExport) (string, error) {
 // OTEL_METRICS_PRODUCERS names.
 func metricExporterName(cfg config.MetricExport) (string, error) {
 	name, ok := exporterName(cfg.Exporter, "OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
+	if ok && cfg.Exporter == "" {
+		return name, checkProtocol("OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
+	}
 	if ok {
 		return name, nil
 	}
@@ -281,6 +310,11 @@ func metricExporterName(cfg config.MetricExport) (string, error) {
 			}
 		}
 	}
+	if port := os.Getenv("OTEL_EXPORTER_PROMETHEUS_PORT"); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			return "", fmt.Errorf("environment variable OTEL_EXPORTER_PROMETHEUS_PORT=%q is invalid: want a port number from 0 to 65535", port)
+		}
+	}
 	return prometheusFromEnvironment, nil
 }
 
@@ -288,11 +322,15 @@ func unknownExporter(variable, known string) error {
 	return fmt.Errorf("environment variable %s=%q is invalid: want one exporter of %s", variable, os.Getenv(variable), known)
 }
 
-// CheckEnvironment returns what New would refuse in the OpenTelemetry
-// environment variables, without creating any exporter, so that ssegw
-// validate reports it before a start fails on it.
+// CheckEnvironment returns every problem that makes New refuse the
+// OpenTelemetry environment variables, without creating any exporter, so
+// that ssegw validate reports them before a start fails on them. New
+// calls it first.
 func CheckEnvironment(cfg config.Telemetry) error {
 	var errs []error
+	if _, err := resource.New(context.Background(), resource.WithFromEnv()); err != nil {
+		errs = append(errs, fmt.Errorf("telemetry: environment variable OTEL_RESOURCE_ATTRIBUTES=%q is invalid: %w", os.Getenv("OTEL_RESOURCE_ATTRIBUTES"), err))
+	}
 	if name, err := traceExporterName(cfg.Traces); err != nil {
 		errs = append(errs, fmt.Errorf("telemetry.traces: %w", err))
 	} else if name != config.ExporterNone {

@@ -702,12 +702,12 @@ func TestUnknownExporterRejected(t *testing.T) {
 	}
 }
 
-// TestUnknownEnvironmentExporterRejected checks that New and
-// CheckEnvironment refuse an exporter or producer that an environment
-// variable names and the gateway lacks, with an error naming the
-// variable and its value, and that CheckEnvironment accepts every name
-// the gateway has.
-func TestUnknownEnvironmentExporterRejected(t *testing.T) {
+// TestBadEnvironmentRejected checks that New and CheckEnvironment refuse
+// an OpenTelemetry variable that names an exporter, producer, protocol or
+// port the gateway cannot use, or resource attributes it cannot read, with
+// the same error naming the variable and its value. It also checks that
+// both accept every name the gateway has.
+func TestBadEnvironmentRejected(t *testing.T) {
 	tests := []struct {
 		name, variable, value string
 		also                  map[string]string
@@ -718,6 +718,13 @@ func TestUnknownEnvironmentExporterRejected(t *testing.T) {
 		{name: "metrics", variable: "OTEL_METRICS_EXPORTER", value: "prom", wantKey: "telemetry.metrics"},
 		{name: "producer", variable: "OTEL_METRICS_PRODUCERS", value: "prometheus,opencensus",
 			also: map[string]string{"OTEL_METRICS_EXPORTER": "prometheus"}, wantKey: "telemetry.metrics"},
+		{name: "Prometheus port", variable: "OTEL_EXPORTER_PROMETHEUS_PORT", value: "notaport",
+			also: map[string]string{"OTEL_METRICS_EXPORTER": "prometheus"}, wantKey: "telemetry.metrics"},
+		{name: "misspelt protocol", variable: "OTEL_EXPORTER_OTLP_PROTOCOL", value: "grcp",
+			also: map[string]string{"OTEL_TRACES_EXPORTER": "otlp"}, wantKey: "telemetry.traces"},
+		{name: "signal's protocol", variable: "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", value: "http/json",
+			also: map[string]string{"OTEL_METRICS_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, wantKey: "telemetry.metrics"},
+		{name: "resource attributes", variable: "OTEL_RESOURCE_ATTRIBUTES", value: "foo", wantKey: "telemetry"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -726,10 +733,10 @@ func TestUnknownEnvironmentExporterRejected(t *testing.T) {
 			for variable, value := range tt.also {
 				t.Setenv(variable, value)
 			}
-			want := fmt.Sprintf("environment variable %s=%q is invalid", tt.variable, tt.value)
+			want := fmt.Sprintf("%s: environment variable %s=%q is invalid", tt.wantKey, tt.variable, tt.value)
 			checkErr := telemetry.CheckEnvironment(config.Telemetry{})
-			if checkErr == nil || !strings.Contains(checkErr.Error(), tt.wantKey+": "+want) {
-				t.Errorf("CheckEnvironment = %v, want an error containing %q", checkErr, tt.wantKey+": "+want)
+			if checkErr == nil || !strings.HasPrefix(checkErr.Error(), want) {
+				t.Errorf("CheckEnvironment = %v, want an error starting with %q", checkErr, want)
 			}
 			p, err := telemetry.New(context.Background(), config.Telemetry{}, telemetry.Options{})
 			if err == nil {
@@ -743,11 +750,17 @@ func TestUnknownEnvironmentExporterRejected(t *testing.T) {
 	}
 
 	t.Run("known names", func(t *testing.T) {
+		r := startReceivers(t) // so that a shutdown's last export has somewhere to go
 		for _, env := range []map[string]string{
-			{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_METRICS_EXPORTER": "otlp"},
-			{"OTEL_TRACES_EXPORTER": "console", "OTEL_METRICS_EXPORTER": "console"},
+			{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_METRICS_EXPORTER": "otlp",
+				"OTEL_EXPORTER_OTLP_ENDPOINT": r.grpc.URL()},
+			{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+				"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": r.http.URL()},
+			{"OTEL_TRACES_EXPORTER": "console", "OTEL_METRICS_EXPORTER": "console", "OTEL_EXPORTER_OTLP_PROTOCOL": "grcp"},
 			{"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_BSP_MAX_QUEUE_SIZE": "-1"},
-			{"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_METRICS_PRODUCERS": "prometheus,none"},
+			{"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_METRICS_PRODUCERS": "prometheus,none",
+				"OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1", "OTEL_EXPORTER_PROMETHEUS_PORT": "0"},
+			{"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test,team=bi"},
 		} {
 			clearOTelEnv(t)
 			for variable, value := range env {
@@ -756,6 +769,12 @@ func TestUnknownEnvironmentExporterRejected(t *testing.T) {
 			if err := telemetry.CheckEnvironment(config.Telemetry{}); err != nil {
 				t.Errorf("CheckEnvironment with %v = %v, want nil", env, err)
 			}
+			p, err := telemetry.New(context.Background(), config.Telemetry{}, telemetry.Options{})
+			if err != nil {
+				t.Errorf("telemetry.New with %v = %v, want nil", env, err)
+				continue
+			}
+			shutdown(t, p)
 		}
 	})
 }

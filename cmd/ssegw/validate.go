@@ -32,9 +32,10 @@ func newValidateCommand() *cobra.Command {
 		Short: "Check a configuration file, and with --connect its plugins",
 		Long: `Load a configuration file as serve would, with the SSEGW_ environment
 variables, and print every problem in it at once, one per line naming the
-key. The OpenTelemetry variables that serve reads are checked too:
-OTEL_TRACES_EXPORTER, OTEL_METRICS_EXPORTER and, when traces are exported,
-OTEL_BSP_*. With --connect, also dial each backend with its TLS settings,
+key. The OpenTelemetry variables that serve reads are checked too: the
+exporters and their OTLP protocols, OTEL_RESOURCE_ATTRIBUTES, the
+Prometheus exporter's producers and port, and OTEL_BSP_* when traces are
+exported. With --connect, also dial each backend with its TLS settings,
 fetch its capabilities, and report replicas that cannot be reached or
 whose functions differ from the other replicas of their engine.
 
@@ -55,21 +56,24 @@ otherwise.`,
 				fmt.Fprintln(out, err)
 				return exitError{code: 1}
 			}
-			if err := telemetry.CheckEnvironment(cfg.Telemetry); err != nil {
-				fmt.Fprintf(out, "%s: the file is valid, but serve would not start with this environment:\n%v\n", configFile, err)
-				return exitError{code: 1}
+			// Problems of the environment do not stop the other checks, so
+			// that one run lists them all.
+			envErr := telemetry.CheckEnvironment(cfg.Telemetry)
+			if envErr != nil {
+				fmt.Fprintf(out, "%s: the file is valid, but serve would not start with this environment:\n%v\n", configFile, envErr)
+			} else {
+				fmt.Fprintf(out, "%s: valid: %s, %s (%s)\n", configFile, count(len(cfg.Listeners), "listener"), count(len(cfg.Engines), "engine"), strings.Join(cfg.EngineNames(), ", "))
 			}
-			fmt.Fprintf(out, "%s: valid: %s, %s (%s)\n", configFile, count(len(cfg.Listeners), "listener"), count(len(cfg.Engines), "engine"), strings.Join(cfg.EngineNames(), ", "))
 			for _, expired := range cfg.ExpiredCertificates(time.Now()) {
 				fmt.Fprintf(out, "warning: %s: every peer refuses it; renew it (ssegw certs init --force keeps the CA of a set it made)\n", expired)
 			}
 			for _, warning := range cfg.UncoveredHosts() {
 				fmt.Fprintf(out, "warning: %s\n", warning)
 			}
-			if !connect {
-				return nil
+			if connect && !checkBackends(cmd.Context(), out, cfg, timeout) {
+				return exitError{code: 1}
 			}
-			if !checkBackends(cmd.Context(), out, cfg, timeout) {
+			if envErr != nil {
 				return exitError{code: 1}
 			}
 			return nil

@@ -136,8 +136,9 @@ engines:
 
 // TestValidateChecksOpenTelemetryEnvironment checks that validate reports
 // the OpenTelemetry variables that would stop serve at start, each on its
-// own line naming the variable, with exit status 1, and that a file's own
-// exporter takes the place of OTEL_TRACES_EXPORTER.
+// own line naming the variable, with exit status 1, that it goes on with
+// the other checks, and that a file's own exporter takes the place of
+// OTEL_TRACES_EXPORTER.
 func TestValidateChecksOpenTelemetryEnvironment(t *testing.T) {
 	file := `
 listeners:
@@ -162,6 +163,13 @@ engines:
 	}
 	if got := validateOutputLines(output); !slices.Equal(got, want) {
 		t.Errorf("validate output:\n%s\nwant:\n%s", output, strings.Join(want, "\n"))
+	}
+
+	// --connect still dials the backends, where nothing listens.
+	output, err = runCommand(t, "validate", "--config", path, "--connect", "--timeout", "2s")
+	checkValidateExit(t, err, 1, output)
+	if lines := validateOutputLines(output); len(lines) <= len(want) || !slices.Equal(lines[:len(want)], want) || !strings.Contains(output, "127.0.0.1:1") {
+		t.Errorf("validate --connect output:\n%s\nwant the lines above, then the backend 127.0.0.1:1 reported", output)
 	}
 
 	// With the exporter in the file, OTEL_TRACES_EXPORTER is not read, and
