@@ -112,7 +112,15 @@ func (s *Source) Certificates() []*x509.Certificate {
 	if cas := s.cas.Load(); cas != nil {
 		certificates = append(certificates, *cas...)
 	}
-	return certificates
+	// A certificate file may carry the root that the CA file holds too:
+	// each certificate counts once, so that it gets one warning.
+	var unique []*x509.Certificate
+	for _, cert := range certificates {
+		if !slices.ContainsFunc(unique, cert.Equal) {
+			unique = append(unique, cert)
+		}
+	}
+	return unique
 }
 
 // VerifyHostname returns nil when a certificate that the source presents

@@ -459,6 +459,33 @@ func TestWatcherExpiringIntermediate(t *testing.T) {
 			if len(warnings) != 1 || !strings.HasPrefix(warnings[0], `test listener: certificate "short_intermediate"`) {
 				t.Errorf("Expiring() = %q, want one warning about short_intermediate", warnings)
 			}
+			if tt.expired {
+				return // Expired is checked with the chain below
+			}
+
+			// The root in the certificate file too, as some tools write
+			// it, still gives one warning per certificate.
+			certFile := filepath.Join(dir, tlsutil.ServerCertFile)
+			ssetest.ReplaceFile(t, certFile, slices.Concat(leafPEM, tlsutil.EncodeCert(intermediate), tlsutil.EncodeCert(root.Cert)))
+			watcher.Reload()
+			if got := watcher.Expiring(30*24*time.Hour, now); !slices.Equal(got, warnings) {
+				t.Errorf("Expiring() with the root in the chain = %q, want %q", got, warnings)
+			}
+
+			// An intermediate renewed with the same key is a change, and
+			// its warning goes.
+			template.NotAfter = now.Add(5 * 365 * 24 * time.Hour)
+			renewed, err := x509.CreateCertificate(rand.Reader, template, root.Cert, key.Public(), root.Key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ssetest.ReplaceFile(t, certFile, slices.Concat(leafPEM, tlsutil.EncodeCert(&x509.Certificate{Raw: renewed})))
+			if changed := watcher.Reload(); changed != 1 {
+				t.Errorf("Reload() after renewing the intermediate = %d changed sources, want 1", changed)
+			}
+			if got := watcher.Expiring(30*24*time.Hour, now); len(got) != 0 {
+				t.Errorf("Expiring() after renewing the intermediate = %q, want none", got)
+			}
 			expired := source.Expired(now)
 			if tt.expired && (len(expired) != 1 || !strings.Contains(expired[0], `"short_intermediate" expired on`)) {
 				t.Errorf("Expired() = %q, want one warning about short_intermediate", expired)
