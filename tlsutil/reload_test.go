@@ -463,10 +463,12 @@ func TestWatcherExpiringIntermediate(t *testing.T) {
 				return // Expired is checked with the chain below
 			}
 
-			// The root in the certificate file too, as some tools write
-			// it, still gives one warning per certificate.
+			// The intermediate in the CA file too, and the root in the
+			// certificate file, as some tools write them, still give one
+			// warning per certificate.
 			certFile := filepath.Join(dir, tlsutil.ServerCertFile)
 			ssetest.ReplaceFile(t, certFile, slices.Concat(leafPEM, tlsutil.EncodeCert(intermediate), tlsutil.EncodeCert(root.Cert)))
+			ssetest.ReplaceFile(t, filepath.Join(dir, tlsutil.RootCertFile), slices.Concat(tlsutil.EncodeCert(root.Cert), tlsutil.EncodeCert(intermediate)))
 			watcher.Reload()
 			if got := watcher.Expiring(30*24*time.Hour, now); !slices.Equal(got, warnings) {
 				t.Errorf("Expiring() with the root in the chain = %q, want %q", got, warnings)
@@ -480,6 +482,7 @@ func TestWatcherExpiringIntermediate(t *testing.T) {
 				t.Fatal(err)
 			}
 			ssetest.ReplaceFile(t, certFile, slices.Concat(leafPEM, tlsutil.EncodeCert(&x509.Certificate{Raw: renewed})))
+			ssetest.ReplaceFile(t, filepath.Join(dir, tlsutil.RootCertFile), tlsutil.EncodeCert(root.Cert))
 			if changed := watcher.Reload(); changed != 1 {
 				t.Errorf("Reload() after renewing the intermediate = %d changed sources, want 1", changed)
 			}
