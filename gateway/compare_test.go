@@ -7,14 +7,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mwitkow/grpc-proxy/proxy"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ssegw/ssegw/bench/grpcproxy"
 	"github.com/ssegw/ssegw/config"
 	"github.com/ssegw/ssegw/internal/ssetest"
 	"github.com/ssegw/ssegw/ssepb"
@@ -22,24 +21,13 @@ import (
 
 // startGRPCProxy serves github.com/mwitkow/grpc-proxy's transparent handler
 // (v0.0.0-20181017164139-0f1106ef9c76, the version the Go module proxy
-// serves) in front of backend, configured as its documentation shows, and
-// returns its address. It is the baseline the gateway's own handler
-// replaced. When codes is not nil, it receives the status code the
-// handler returned for each call: what a span or a metric would record.
+// serves) in front of backend, as the benchmark's grpc-proxy target does,
+// with gRPC's own flow-control windows, and returns its address. It is
+// the baseline the gateway's own handler replaced. When codes is not nil,
+// it receives the status code the handler returned for each call: what a
+// span or a metric would record.
 func startGRPCProxy(t testing.TB, backend string, maxMessageSize int, codes chan<- codes.Code) string {
 	t.Helper()
-	conn, err := grpc.NewClient("passthrough:///"+backend,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithCodec(proxy.Codec()), //nolint:staticcheck // the library needs the deprecated codec API
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageSize), grpc.MaxCallSendMsgSize(maxMessageSize)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	director := func(ctx context.Context, _ string) (context.Context, *grpc.ClientConn, error) {
-		md, _ := metadata.FromIncomingContext(ctx)
-		return metadata.NewOutgoingContext(ctx, md.Copy()), conn, nil
-	}
 	record := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		err := handler(srv, ss)
 		if codes != nil {
@@ -47,17 +35,19 @@ func startGRPCProxy(t testing.TB, backend string, maxMessageSize int, codes chan
 		}
 		return err
 	}
-	server := grpc.NewServer(
-		grpc.StreamInterceptor(record),
-		grpc.CustomCodec(proxy.Codec()), //nolint:staticcheck // as above
-		grpc.UnknownServiceHandler(proxy.TransparentHandler(director)),
-		grpc.MaxRecvMsgSize(maxMessageSize), grpc.MaxSendMsgSize(maxMessageSize))
+	p, err := grpcproxy.New(backend, grpcproxy.Options{
+		MaxMessageSize: maxMessageSize,
+		ServerOptions:  []grpc.ServerOption{grpc.StreamInterceptor(record)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	go server.Serve(lis)
-	t.Cleanup(server.Stop)
+	go p.Serve(lis)
+	t.Cleanup(p.Close)
 	return lis.Addr().String()
 }
 

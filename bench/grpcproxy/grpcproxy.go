@@ -26,12 +26,17 @@ import (
 	"google.golang.org/grpc/metadata"
 )
 
-// Options are the proxy's HTTP/2 flow-control windows and its limit on
-// message size, on both sides.
+// Options are the proxy's settings, the same on both sides.
 type Options struct {
-	StreamWindow   int32
-	ConnWindow     int32
+	// StreamWindow and ConnWindow are fixed HTTP/2 flow-control windows;
+	// 0 leaves gRPC's, which grow with the measured bandwidth.
+	StreamWindow int32
+	ConnWindow   int32
+
 	MaxMessageSize int
+
+	// ServerOptions are added to the server's own, last.
+	ServerOptions []grpc.ServerOption
 }
 
 // Proxy is the proxy's server and its one client connection to the
@@ -44,12 +49,21 @@ type Proxy struct {
 // New returns a proxy to the plugin at backend, a host:port reached in
 // plaintext. It dials on its first call.
 func New(backend string, opts Options) (*Proxy, error) {
-	conn, err := grpc.NewClient("passthrough:///"+backend,
+	dialOptions := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithCodec(proxy.Codec()), //nolint:staticcheck // the library needs the deprecated codec API
-		grpc.WithInitialWindowSize(opts.StreamWindow),
-		grpc.WithInitialConnWindowSize(opts.ConnWindow),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(opts.MaxMessageSize), grpc.MaxCallSendMsgSize(opts.MaxMessageSize)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(opts.MaxMessageSize), grpc.MaxCallSendMsgSize(opts.MaxMessageSize)),
+	}
+	serverOptions := []grpc.ServerOption{
+		grpc.CustomCodec(proxy.Codec()), //nolint:staticcheck // as above
+		grpc.MaxRecvMsgSize(opts.MaxMessageSize),
+		grpc.MaxSendMsgSize(opts.MaxMessageSize),
+	}
+	if opts.StreamWindow > 0 {
+		dialOptions = append(dialOptions, grpc.WithInitialWindowSize(opts.StreamWindow), grpc.WithInitialConnWindowSize(opts.ConnWindow))
+		serverOptions = append(serverOptions, grpc.InitialWindowSize(opts.StreamWindow), grpc.InitialConnWindowSize(opts.ConnWindow))
+	}
+	conn, err := grpc.NewClient("passthrough:///"+backend, dialOptions...)
 	if err != nil {
 		return nil, fmt.Errorf("plugin %s: %w", backend, err)
 	}
@@ -60,13 +74,8 @@ func New(backend string, opts Options) (*Proxy, error) {
 		md, _ := metadata.FromIncomingContext(ctx)
 		return metadata.NewOutgoingContext(ctx, md.Copy()), conn, nil
 	}
-	server := grpc.NewServer(
-		grpc.CustomCodec(proxy.Codec()), //nolint:staticcheck // as above
-		grpc.UnknownServiceHandler(proxy.TransparentHandler(director)),
-		grpc.InitialWindowSize(opts.StreamWindow),
-		grpc.InitialConnWindowSize(opts.ConnWindow),
-		grpc.MaxRecvMsgSize(opts.MaxMessageSize),
-		grpc.MaxSendMsgSize(opts.MaxMessageSize))
+	serverOptions = append(serverOptions, grpc.UnknownServiceHandler(proxy.TransparentHandler(director)))
+	server := grpc.NewServer(append(serverOptions, opts.ServerOptions...)...)
 	return &Proxy{server: server, conn: conn}, nil
 }
 

@@ -114,10 +114,7 @@ func newBenchRelayCommand() *cobra.Command {
 		"Relay cleartext HTTP/2 calls to one plugin: the benchmark's go-h2-relay target",
 		`Relay cleartext HTTP/2 calls (gRPC without TLS) from --listen to the plugin
 at --backend, with none of the gateway's features.`,
-		func(backend string, logger *slog.Logger) (benchReference, error) {
-			// The gateway's default flow-control windows, so that the
-			// relay's memory compares with the gateway's.
-			limits := config.Limits{StreamWindow: config.DefaultStreamWindow}
+		func(backend string, limits config.Limits, logger *slog.Logger) (benchReference, error) {
 			return h2relay.New(backend, h2relay.Options{
 				StreamWindow: int32(limits.StreamWindow),
 				ConnWindow:   int32(limits.ConnWindow()),
@@ -134,9 +131,7 @@ func newBenchGRPCProxyCommand() *cobra.Command {
 		`Proxy gRPC calls in plaintext from --listen to the plugin at --backend
 with github.com/mwitkow/grpc-proxy on grpc-go, with none of the gateway's
 features.`,
-		func(backend string, _ *slog.Logger) (benchReference, error) {
-			// The gateway's defaults, as for the relay.
-			limits := config.Limits{StreamWindow: config.DefaultStreamWindow}
+		func(backend string, limits config.Limits, _ *slog.Logger) (benchReference, error) {
 			return grpcproxy.New(backend, grpcproxy.Options{
 				StreamWindow:   int32(limits.StreamWindow),
 				ConnWindow:     int32(limits.ConnWindow()),
@@ -148,7 +143,11 @@ features.`,
 // newBenchReferenceCommand returns the command that runs a reference
 // target. It is hidden: it serves the benchmark and nothing else. Its help
 // begins with doing, a paragraph on what the target does with a call.
-func newBenchReferenceCommand(name, short, doing string, start func(backend string, logger *slog.Logger) (benchReference, error)) *cobra.Command {
+//
+// A target runs with the gateway's default flow-control windows, which
+// start gets in limits, and the gateway's heap floor, so that its CPU
+// and memory compare with the gateway's.
+func newBenchReferenceCommand(name, short, doing string, start func(backend string, limits config.Limits, logger *slog.Logger) (benchReference, error)) *cobra.Command {
 	var listen, backend string
 	cmd := &cobra.Command{
 		Use:   name,
@@ -165,7 +164,9 @@ on a loopback address only.`,
 				return err
 			}
 			logger := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-			server, err := start(backend, logger)
+			stopFloor, _ := startHeapFloor()
+			defer stopFloor()
+			server, err := start(backend, config.Limits{StreamWindow: config.DefaultStreamWindow}, logger)
 			if err != nil {
 				return err
 			}

@@ -76,6 +76,16 @@ func serve(cmd *cobra.Command, configFile string) error {
 // 30 MiB more resident memory (docs/PERFORMANCE.md).
 const heapFloor = 32 << 20
 
+// startHeapFloor starts the heap floor unless GOGC is set, and returns
+// its stop and the log attributes that say which of the two applies.
+func startHeapFloor() (stop func(), collection []any) {
+	// An empty GOGC is unset for Go as well.
+	if gogc := os.Getenv("GOGC"); gogc != "" {
+		return func() {}, []any{"gogc", gogc}
+	}
+	return gcfloor.Start(heapFloor).Stop, []any{"heap_floor", config.ByteSize(heapFloor).String()}
+}
+
 // runGateway runs the gateway of configFile until ctx ends, then drains
 // the calls in flight, up to drain_timeout. The Windows service runs it.
 func runGateway(ctx context.Context, configFile string, stderr io.Writer) error {
@@ -96,14 +106,8 @@ func runGatewayUntil(ctx, force context.Context, configFile string, stderr io.Wr
 		return exitError{code: 2}
 	}
 	logger := gateway.NewLogger(cfg.Log, stderr)
-	// An empty GOGC is unset for Go as well.
-	var collection []any
-	if gogc := os.Getenv("GOGC"); gogc != "" {
-		collection = append(collection, "gogc", gogc)
-	} else {
-		defer gcfloor.Start(heapFloor).Stop()
-		collection = append(collection, "heap_floor", config.ByteSize(heapFloor).String())
-	}
+	stopFloor, collection := startHeapFloor()
+	defer stopFloor()
 	if limit := debug.SetMemoryLimit(-1); limit != math.MaxInt64 {
 		collection = append(collection, "memory_limit", config.ByteSize(limit).String())
 	}
