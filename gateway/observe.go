@@ -63,7 +63,7 @@ func (c metadataCarrier) Keys() []string {
 // when its headers carry one. The span is named after the method until the
 // call's engine and function are known.
 //
-// NOTE: tracing every call still costs small calls 5 to 13 % of their
+// NOTE: tracing every call still costs small calls 5 to 18 % of their
 // throughput on 2 cores (docs/PERFORMANCE.md): building the spans'
 // attributes here, encoding them, and the collector's share of the CPU
 // when it runs on the same machine.
