@@ -376,6 +376,19 @@ func TestWatcherExpiring(t *testing.T) {
 	}
 }
 
+// watchServerFolder returns the server source of a folder in Qlik's
+// layout, labelled "test listener", and a watcher that has it.
+func watchServerFolder(t *testing.T, dir string) (*tlsutil.Source, *tlsutil.Watcher) {
+	t.Helper()
+	source, err := tlsutil.NewServerSource("test listener", tlsutil.ServerFilesInDir(dir, "", "", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	watcher := tlsutil.NewWatcher(slog.New(slog.DiscardHandler))
+	watcher.Add(source)
+	return source, watcher
+}
+
 // TestWatcherExpiringRoot checks that a root certificate that expires
 // within the window is listed, as Source.Certificates documents: when the
 // root expires, every certificate it signed stops working with it.
@@ -387,13 +400,7 @@ func TestWatcherExpiringRoot(t *testing.T) {
 	}
 	req := serverRequest()
 	req.NotAfter = now.Add(365 * 24 * time.Hour)
-	dir := pluginFolder(t, root, req)
-	source, err := tlsutil.NewServerSource("test listener", tlsutil.ServerFilesInDir(dir, "", "", ""))
-	if err != nil {
-		t.Fatal(err)
-	}
-	watcher := tlsutil.NewWatcher(slog.New(slog.DiscardHandler))
-	watcher.Add(source)
+	_, watcher := watchServerFolder(t, pluginFolder(t, root, req))
 
 	warnings := watcher.Expiring(30*24*time.Hour, now)
 	if !slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, `"short_root"`) }) {
@@ -448,12 +455,7 @@ func TestWatcherExpiringIntermediate(t *testing.T) {
 				tlsutil.ServerCertFile: append(leafPEM, tlsutil.EncodeCert(intermediate)...),
 				tlsutil.ServerKeyFile:  keyPEM,
 			})
-			source, err := tlsutil.NewServerSource("test listener", tlsutil.ServerFilesInDir(dir, "", "", ""))
-			if err != nil {
-				t.Fatal(err)
-			}
-			watcher := tlsutil.NewWatcher(slog.New(slog.DiscardHandler))
-			watcher.Add(source)
+			source, watcher := watchServerFolder(t, dir)
 
 			warnings := watcher.Expiring(30*24*time.Hour, now)
 			if len(warnings) != 1 || !strings.HasPrefix(warnings[0], `test listener: certificate "short_intermediate"`) {
