@@ -272,8 +272,8 @@ func traceExporterName(cfg config.TraceExport) (string, error) {
 }
 
 // checkProtocol returns an error naming the protocol variable in effect
-// when the exporter variable asks for OTLP over a protocol other than
-// grpc and http/protobuf. The SDKs' http/json is not one of them, and a
+// when the exporter variable selects OTLP over a protocol other than grpc
+// and http/protobuf. The SDKs' http/json is not one of them, and a
 // misspelt grpc would otherwise send OTLP/HTTP to the gRPC port.
 func checkProtocol(exporterVariable, protocolVariable string) error {
 	if os.Getenv(exporterVariable) != "otlp" {

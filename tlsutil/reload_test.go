@@ -409,8 +409,8 @@ func TestWatcherExpiringRoot(t *testing.T) {
 }
 
 // TestWatcherExpiringIntermediate checks that an intermediate CA in the
-// certificate file is listed when it expires within the window, and
-// Expired names it once it has expired: either ends the chain's validity
+// certificate file is listed when it expires within the window, and that
+// Expired names it once it has expired. Either ends the chain's validity,
 // while the leaf and the root still have years left.
 func TestWatcherExpiringIntermediate(t *testing.T) {
 	now := time.Now()

@@ -76,8 +76,8 @@ func serve(cmd *cobra.Command, configFile string) error {
 // 30 MiB more resident memory (docs/PERFORMANCE.md).
 const heapFloor = 32 << 20
 
-// startHeapFloor starts the heap floor unless GOGC is set, and returns
-// its stop and the log attributes that say which of the two applies.
+// startHeapFloor starts the heap floor unless GOGC is set. It returns the
+// floor's stop, and log attributes naming the setting that applies.
 func startHeapFloor() (stop func(), collection []any) {
 	// An empty GOGC is unset for Go as well.
 	if gogc := os.Getenv("GOGC"); gogc != "" {

@@ -136,9 +136,9 @@ engines:
 
 // TestValidateChecksOpenTelemetryEnvironment checks that validate reports
 // the OpenTelemetry variables that would stop serve at start, each on its
-// own line naming the variable, with exit status 1, that it goes on with
-// the other checks, and that a file's own exporter takes the place of
-// OTEL_TRACES_EXPORTER.
+// own line naming the variable, with exit status 1. It also checks that
+// validate goes on with its other checks, and that a file's own exporter
+// takes the place of OTEL_TRACES_EXPORTER.
 func TestValidateChecksOpenTelemetryEnvironment(t *testing.T) {
 	file := `
 listeners:
