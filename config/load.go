@@ -577,18 +577,29 @@ func applyEnv(settings map[string]any, environ []string, spelling keySpelling) (
 	return problems, fromEnv
 }
 
-// namingEnv adds to problem the environment variable that set its key, so
-// that a value the file does not hold is not looked for there.
+// namingEnv adds to problem the environment variables that set its key or
+// keys under it, so that a value the file does not hold is not looked for
+// there. A problem of a whole listener, such as its address without TLS,
+// names the variable that set its address.
 func namingEnv(problem error, fromEnv map[string]string) error {
 	if problem == nil {
 		return nil
 	}
+	text := problem.Error()
+	var under []string
 	for key, name := range fromEnv {
-		if strings.HasPrefix(problem.Error(), key+":") {
+		if strings.HasPrefix(text, key+":") {
 			return fmt.Errorf("%w (set by %s)", problem, name)
 		}
+		if problemKey, _, ok := strings.Cut(text, ":"); ok && (strings.HasPrefix(key, problemKey+".") || strings.HasPrefix(key, problemKey+"[")) {
+			under = append(under, key+" set by "+name)
+		}
 	}
-	return problem
+	if len(under) == 0 {
+		return problem
+	}
+	slices.Sort(under)
+	return fmt.Errorf("%w (%s)", problem, strings.Join(under, ", "))
 }
 
 // setByWords stores value at the key path spelt by words, where each key

@@ -500,6 +500,12 @@ func TestParseEnvironmentProblems(t *testing.T) {
 			environ: []string{"SSEGW_LISTENERS_0_ADDRESS=50051"},
 			want:    []problem{{"listeners[0].address", `or :50051 (set by SSEGW_LISTENERS_0_ADDRESS)`}},
 		},
+		{
+			name:    "problem of the listener a variable changed",
+			environ: []string{"SSEGW_LISTENERS_0_ADDRESS=0.0.0.0:50051", "SSEGW_LISTENERS_0_ENGINE=SSE_R"},
+			want: []problem{{"listeners[0]", `insecure_remote: true ` +
+				`(listeners[0].address set by SSEGW_LISTENERS_0_ADDRESS, listeners[0].engine set by SSEGW_LISTENERS_0_ENGINE)`}},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
