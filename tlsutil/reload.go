@@ -189,10 +189,18 @@ const expiredWording = " expired on "
 // may keep an old root beside the current one; Expiring lists it.
 func (s *Source) Expired(now time.Time) []string {
 	var warnings []string
+	var expired []*x509.Certificate
+	warn := func(cert *x509.Certificate) {
+		// A chain file may repeat a CA of the CA file: one warning each.
+		if !slices.ContainsFunc(expired, cert.Equal) {
+			expired = append(expired, cert)
+			warnings = append(warnings, expiredWarning(s.name, cert))
+		}
+	}
 	for _, pair := range s.current.Load().Certificates {
 		for _, cert := range chainOf(pair) {
 			if !now.Before(cert.NotAfter) {
-				warnings = append(warnings, expiredWarning(s.name, cert))
+				warn(cert)
 			}
 		}
 	}
@@ -200,7 +208,7 @@ func (s *Source) Expired(now time.Time) []string {
 		allExpired := !slices.ContainsFunc(*cas, func(ca *x509.Certificate) bool { return now.Before(ca.NotAfter) })
 		if allExpired {
 			for _, ca := range *cas {
-				warnings = append(warnings, expiredWarning(s.name, ca))
+				warn(ca)
 			}
 		}
 	}

@@ -461,8 +461,15 @@ func TestWatcherExpiringIntermediate(t *testing.T) {
 			if len(warnings) != 1 || !strings.HasPrefix(warnings[0], `test listener: certificate "short_intermediate"`) {
 				t.Errorf("Expiring() = %q, want one warning about short_intermediate", warnings)
 			}
+			expired := source.Expired(now)
+			if tt.expired && (len(expired) != 1 || !strings.Contains(expired[0], `"short_intermediate" expired on`)) {
+				t.Errorf("Expired() = %q, want one warning about short_intermediate", expired)
+			}
+			if !tt.expired && len(expired) != 0 {
+				t.Errorf("Expired() = %q, want none", expired)
+			}
 			if tt.expired {
-				return // Expired is checked with the chain below
+				return
 			}
 
 			// The intermediate in the CA file too, and the root in the
@@ -491,13 +498,6 @@ func TestWatcherExpiringIntermediate(t *testing.T) {
 			if got := watcher.Expiring(30*24*time.Hour, now); len(got) != 0 {
 				t.Errorf("Expiring() after renewing the intermediate = %q, want none", got)
 			}
-			expired := source.Expired(now)
-			if tt.expired && (len(expired) != 1 || !strings.Contains(expired[0], `"short_intermediate" expired on`)) {
-				t.Errorf("Expired() = %q, want one warning about short_intermediate", expired)
-			}
-			if !tt.expired && len(expired) != 0 {
-				t.Errorf("Expired() = %q, want none", expired)
-			}
 		})
 	}
 }
@@ -524,11 +524,13 @@ func expiredRootPEM(t *testing.T, name string) []byte {
 
 // TestSourceExpired checks which certificates Expired names: the source's
 // own when expired, and the CAs it trusts only when every one of them has
-// expired, not an expired old root kept beside a valid one.
+// expired, not an expired old root kept beside a valid one. A CA that the
+// chain file repeats is named once.
 func TestSourceExpired(t *testing.T) {
 	set := newFixture(t)
 	validRoot := tlsutil.EncodeCert(set.ca.Cert)
 	certPEM, keyPEM := newServerPair(t, set)
+	oldRoot := expiredRootPEM(t, "old_root")
 	expiredCert, expiredKey := ssetest.IssueLeaf(t, set.ca, tlsutil.LeafRequest{
 		CommonName: "old_server", Hosts: testHosts, Usage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour),
@@ -543,6 +545,7 @@ func TestSourceExpired(t *testing.T) {
 		{name: "own certificate expired", cert: expiredCert, key: expiredKey, clientCAs: validRoot, want: []string{"old_server"}},
 		{name: "only CA expired", cert: certPEM, key: keyPEM, clientCAs: expiredRootPEM(t, "old_root"), want: []string{"old_root"}},
 		{name: "old CA beside a valid one", cert: certPEM, key: keyPEM, clientCAs: append(expiredRootPEM(t, "old_root"), validRoot...)},
+		{name: "expired CA in the chain too", cert: slices.Concat(certPEM, oldRoot), key: keyPEM, clientCAs: oldRoot, want: []string{"old_root"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
