@@ -90,6 +90,34 @@ engines:
 			want: []problem{{"listeners[0].engine", `unknown engine "Nope"; configured engines: R, SSEPython`}},
 		},
 		{
+			name: "OTLP endpoints that cannot work",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+telemetry:
+  traces: {exporter: otlp-http, endpoint: "http://[::1"}
+  metrics: {exporter: otlp, endpoint: "::1"}
+`,
+			want: []problem{
+				{"telemetry.traces.endpoint", `"http://[::1" is not a valid URL: missing ']' in host`},
+				{"telemetry.metrics.endpoint", `"::1" has an IPv6 address without brackets; write it as [::1]:4317`},
+			},
+		},
+		{
+			name: "OTLP endpoints that work",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+telemetry:
+  traces: {exporter: otlp-http, endpoint: "http://[::1]:4318"}
+  metrics: {exporter: otlp, endpoint: "[::1]:4317"}
+`,
+		},
+		{
 			name: "listener engine matches ignoring case",
 			yaml: `
 listeners:

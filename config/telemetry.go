@@ -1,7 +1,11 @@
 package config
 
 import (
+	"errors"
+	"fmt"
+	"net/url"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -123,6 +127,12 @@ func (c *Config) validateObservability(report func(string, ...any)) {
 	if !slices.Contains(exporters, c.Telemetry.Metrics.Exporter) {
 		report("telemetry.metrics.exporter: unknown exporter %q; use otlp, otlp-http, stdout or none", c.Telemetry.Metrics.Exporter)
 	}
+	if err := checkEndpoint(c.Telemetry.Traces.Endpoint); err != nil {
+		report("telemetry.traces.endpoint: %v", err)
+	}
+	if err := checkEndpoint(c.Telemetry.Metrics.Endpoint); err != nil {
+		report("telemetry.metrics.endpoint: %v", err)
+	}
 	if ratio := c.Telemetry.Traces.SamplerRatio; ratio != nil && (*ratio < 0 || *ratio > 1) {
 		report("telemetry.traces.sampler_ratio: %v is outside 0 to 1", *ratio)
 	}
@@ -151,4 +161,25 @@ func (c *Config) validateObservability(report func(string, ...any)) {
 			report("admin.address: %q is already used by listeners[%d]; the admin listener needs its own port", c.Admin.Address, i)
 		}
 	}
+}
+
+// checkEndpoint returns why an OTLP endpoint cannot work: an http:// or
+// https:// URL that does not parse or names no host, or an IPv6 address
+// without brackets, which the exporters fail to split into host and port
+// when they start.
+func checkEndpoint(endpoint string) error {
+	if strings.HasPrefix(endpoint, "http://") || strings.HasPrefix(endpoint, "https://") {
+		u, err := url.Parse(endpoint)
+		if err != nil {
+			return fmt.Errorf("%q is not a valid URL: %v", endpoint, errors.Unwrap(err))
+		}
+		if u.Host == "" {
+			return fmt.Errorf("%q names no host; write it as http://collector:4318", endpoint)
+		}
+		return nil
+	}
+	if strings.Count(endpoint, ":") > 1 && !strings.HasPrefix(endpoint, "[") {
+		return fmt.Errorf("%q has an IPv6 address without brackets; write it as [::1]:4317", endpoint)
+	}
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -303,19 +304,24 @@ func metricExporterName(cfg config.MetricExport) (string, error) {
 	if os.Getenv("OTEL_METRICS_EXPORTER") != prometheusFromEnvironment {
 		return "", unknownExporter("OTEL_METRICS_EXPORTER", "otlp, prometheus, console or none")
 	}
+	var errs []error
 	if producers := os.Getenv("OTEL_METRICS_PRODUCERS"); producers != "" {
 		for producer := range strings.SplitSeq(producers, ",") {
 			if producer != "prometheus" && producer != "none" {
-				return "", fmt.Errorf("environment variable OTEL_METRICS_PRODUCERS=%q is invalid: producer %q is unknown; want a comma-separated list of prometheus and none", producers, producer)
+				errs = append(errs, fmt.Errorf("environment variable OTEL_METRICS_PRODUCERS=%q is invalid: producer %q is unknown; want a comma-separated list of prometheus and none", producers, producer))
+				break
 			}
 		}
 	}
-	if port := os.Getenv("OTEL_EXPORTER_PROMETHEUS_PORT"); port != "" {
-		if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-			return "", fmt.Errorf("environment variable OTEL_EXPORTER_PROMETHEUS_PORT=%q is invalid: want a port number from 0 to 65535", port)
-		}
+	// autoexport listens on host:port as joined here, with the defaults
+	// of the specification.
+	host, port := cmp.Or(os.Getenv("OTEL_EXPORTER_PROMETHEUS_HOST"), "localhost"), cmp.Or(os.Getenv("OTEL_EXPORTER_PROMETHEUS_PORT"), "9464")
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		errs = append(errs, fmt.Errorf("environment variable OTEL_EXPORTER_PROMETHEUS_PORT=%q is invalid: want a port number from 0 to 65535", port))
+	} else if _, _, err := net.SplitHostPort(host + ":" + port); err != nil {
+		errs = append(errs, fmt.Errorf("environment variable OTEL_EXPORTER_PROMETHEUS_HOST=%q is invalid: want a host name or an IP address, an IPv6 one in brackets such as [::1]", host))
 	}
-	return prometheusFromEnvironment, nil
+	return prometheusFromEnvironment, errors.Join(errs...)
 }
 
 func unknownExporter(variable, known string) error {
@@ -328,20 +334,53 @@ func unknownExporter(variable, known string) error {
 // calls it first.
 func CheckEnvironment(cfg config.Telemetry) error {
 	var errs []error
-	if _, err := resource.New(context.Background(), resource.WithFromEnv()); err != nil {
+	if err := checkResourceAttributes(); err != nil {
 		errs = append(errs, fmt.Errorf("telemetry: environment variable OTEL_RESOURCE_ATTRIBUTES=%q is invalid: %w", os.Getenv("OTEL_RESOURCE_ATTRIBUTES"), err))
 	}
-	if name, err := traceExporterName(cfg.Traces); err != nil {
-		errs = append(errs, fmt.Errorf("telemetry.traces: %w", err))
-	} else if name != config.ExporterNone {
-		if _, err := batchSettingsFromEnv(); err != nil {
-			errs = append(errs, fmt.Errorf("telemetry.traces: %w", err))
+	// A bad protocol leaves the exporter's name, so that the batch
+	// settings are checked as well.
+	name, err := traceExporterName(cfg.Traces)
+	errs = append(errs, under("telemetry.traces", err)...)
+	if name != "" && name != config.ExporterNone {
+		_, err := batchSettingsFromEnv()
+		errs = append(errs, under("telemetry.traces", err)...)
+	}
+	_, err = metricExporterName(cfg.Metrics)
+	errs = append(errs, under("telemetry.metrics", err)...)
+	return errors.Join(errs...)
+}
+
+// under returns err, or each error it joins, with key before it, so that
+// every line of a joined error names its key.
+func under(key string, err error) []error {
+	if err == nil {
+		return nil
+	}
+	joined, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{fmt.Errorf("%s: %w", key, err)}
+	}
+	var errs []error
+	for _, e := range joined.Unwrap() {
+		errs = append(errs, under(key, e)...)
+	}
+	return errs
+}
+
+// checkResourceAttributes returns why the SDK would refuse
+// OTEL_RESOURCE_ATTRIBUTES, or a value in it that is not valid percent
+// encoding, which the SDK keeps as it is with a message on Go's standard
+// logger, outside the gateway's log.
+func checkResourceAttributes() error {
+	for pair := range strings.SplitSeq(os.Getenv("OTEL_RESOURCE_ATTRIBUTES"), ",") {
+		if _, value, ok := strings.Cut(pair, "="); ok {
+			if _, err := url.PathUnescape(strings.TrimSpace(value)); err != nil {
+				return fmt.Errorf("%q: %w", pair, err)
+			}
 		}
 	}
-	if _, err := metricExporterName(cfg.Metrics); err != nil {
-		errs = append(errs, fmt.Errorf("telemetry.metrics: %w", err))
-	}
-	return errors.Join(errs...)
+	_, err := resource.New(context.Background(), resource.WithFromEnv())
+	return err
 }
 
 // describeExport returns where a signal ("TRACES" or "METRICS") is exported,

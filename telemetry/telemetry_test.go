@@ -725,6 +725,9 @@ func TestBadEnvironmentRejected(t *testing.T) {
 		{name: "signal's protocol", variable: "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", value: "http/json",
 			also: map[string]string{"OTEL_METRICS_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, wantKey: "telemetry.metrics"},
 		{name: "resource attributes", variable: "OTEL_RESOURCE_ATTRIBUTES", value: "foo", wantKey: "telemetry"},
+		{name: "resource attribute escape", variable: "OTEL_RESOURCE_ATTRIBUTES", value: "team=bi,a=%zz", wantKey: "telemetry"},
+		{name: "Prometheus host", variable: "OTEL_EXPORTER_PROMETHEUS_HOST", value: "::1",
+			also: map[string]string{"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_PROMETHEUS_PORT": "0"}, wantKey: "telemetry.metrics"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -749,6 +752,43 @@ func TestBadEnvironmentRejected(t *testing.T) {
 		})
 	}
 
+	t.Run("every problem", func(t *testing.T) {
+		clearOTelEnv(t)
+		for variable, value := range map[string]string{
+			"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "bogus", "OTEL_BSP_MAX_QUEUE_SIZE": "x",
+			"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_METRICS_PRODUCERS": "foo", "OTEL_EXPORTER_PROMETHEUS_PORT": "http",
+		} {
+			t.Setenv(variable, value)
+		}
+		err := telemetry.CheckEnvironment(config.Telemetry{})
+		if err == nil {
+			t.Fatal("CheckEnvironment = nil, want four problems")
+		}
+		lines := strings.Split(err.Error(), "\n")
+		for i, want := range []string{
+			`telemetry.traces: environment variable OTEL_EXPORTER_OTLP_PROTOCOL="bogus" is invalid`,
+			`telemetry.traces: environment variable OTEL_BSP_MAX_QUEUE_SIZE="x" is invalid`,
+			`telemetry.metrics: environment variable OTEL_METRICS_PRODUCERS="foo" is invalid`,
+			`telemetry.metrics: environment variable OTEL_EXPORTER_PROMETHEUS_PORT="http" is invalid`,
+		} {
+			if i >= len(lines) || !strings.HasPrefix(lines[i], want) {
+				t.Errorf("CheckEnvironment line %d: want it to start with %q; all:\n%v", i+1, want, err)
+			}
+		}
+		if len(lines) != 4 {
+			t.Errorf("CheckEnvironment gave %d lines, want 4:\n%v", len(lines), err)
+		}
+	})
+
+	t.Run("IPv6 host in brackets", func(t *testing.T) {
+		clearOTelEnv(t)
+		t.Setenv("OTEL_METRICS_EXPORTER", "prometheus")
+		t.Setenv("OTEL_EXPORTER_PROMETHEUS_HOST", "[::1]")
+		if err := telemetry.CheckEnvironment(config.Telemetry{}); err != nil {
+			t.Errorf("CheckEnvironment = %v, want nil", err)
+		}
+	})
+
 	t.Run("known names", func(t *testing.T) {
 		r := startReceivers(t) // so that a shutdown's last export has somewhere to go
 		for _, env := range []map[string]string{
@@ -760,7 +800,7 @@ func TestBadEnvironmentRejected(t *testing.T) {
 			{"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none", "OTEL_BSP_MAX_QUEUE_SIZE": "-1"},
 			{"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_METRICS_PRODUCERS": "prometheus,none",
 				"OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1", "OTEL_EXPORTER_PROMETHEUS_PORT": "0"},
-			{"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test,team=bi"},
+			{"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test,team=b%20i"},
 		} {
 			clearOTelEnv(t)
 			for variable, value := range env {
