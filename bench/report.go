@@ -41,7 +41,7 @@ type machineInfo struct {
 	loadEnd   string
 	// goRuntime lists the Go runtime's environment variables that reach
 	// every process the benchmark starts, or "none". GOGC among them
-	// turns the gateway's heap floor off.
+	// turns the heap floor of the gateway and of the Go references off.
 	goRuntime string
 }
 

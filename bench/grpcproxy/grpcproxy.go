@@ -29,7 +29,8 @@ import (
 // Options are the proxy's settings, the same on both sides.
 type Options struct {
 	// StreamWindow and ConnWindow are fixed HTTP/2 flow-control windows;
-	// 0 leaves gRPC's, which grow with the measured bandwidth.
+	// 0 leaves gRPC's, which grow with the measured bandwidth. Each
+	// applies on its own.
 	StreamWindow int32
 	ConnWindow   int32
 
@@ -60,8 +61,12 @@ func New(backend string, opts Options) (*Proxy, error) {
 		grpc.MaxSendMsgSize(opts.MaxMessageSize),
 	}
 	if opts.StreamWindow > 0 {
-		dialOptions = append(dialOptions, grpc.WithInitialWindowSize(opts.StreamWindow), grpc.WithInitialConnWindowSize(opts.ConnWindow))
-		serverOptions = append(serverOptions, grpc.InitialWindowSize(opts.StreamWindow), grpc.InitialConnWindowSize(opts.ConnWindow))
+		dialOptions = append(dialOptions, grpc.WithInitialWindowSize(opts.StreamWindow))
+		serverOptions = append(serverOptions, grpc.InitialWindowSize(opts.StreamWindow))
+	}
+	if opts.ConnWindow > 0 {
+		dialOptions = append(dialOptions, grpc.WithInitialConnWindowSize(opts.ConnWindow))
+		serverOptions = append(serverOptions, grpc.InitialConnWindowSize(opts.ConnWindow))
 	}
 	conn, err := grpc.NewClient("passthrough:///"+backend, dialOptions...)
 	if err != nil {

@@ -72,8 +72,8 @@ func serve(cmd *cobra.Command, configFile string) error {
 // garbage, unless GOGC is set. Each call allocates a few kilobytes while
 // the gateway keeps only a few megabytes live, so Go's default pacing
 // collects dozens of times a second under load. In benchmark runs on two
-// cores, the floor gave 12 to 20 % more small calls per second for about
-// 30 MiB more resident memory (docs/PERFORMANCE.md).
+// cores, the floor gave 20 % more small calls per second for about 30 MiB
+// more resident memory (docs/PERFORMANCE.md).
 const heapFloor = 32 << 20
 
 // startHeapFloor starts the heap floor unless GOGC is set. It returns the

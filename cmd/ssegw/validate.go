@@ -42,9 +42,9 @@ whose functions differ from the other replicas of their engine.
 It warns about certificates that have expired: the file is valid with
 them, but every peer refuses them. It also warns about engine host names
 that the certificate of no TLS listener lists, since Qlik's calls by
-those names fail the handshake. The exit status is 0 when the file is
-valid and, with --connect, every backend answered and agrees; 1
-otherwise.`,
+those names fail the handshake. The exit status is 0 when the file and
+the OpenTelemetry variables are valid and, with --connect, every backend
+answered and agrees; 1 otherwise.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if timeout <= 0 {
