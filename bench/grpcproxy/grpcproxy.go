@@ -68,6 +68,7 @@ func New(backend string, opts Options) (*Proxy, error) {
 		dialOptions = append(dialOptions, grpc.WithInitialConnWindowSize(opts.ConnWindow))
 		serverOptions = append(serverOptions, grpc.InitialConnWindowSize(opts.ConnWindow))
 	}
+
 	conn, err := grpc.NewClient("passthrough:///"+backend, dialOptions...)
 	if err != nil {
 		return nil, fmt.Errorf("plugin %s: %w", backend, err)
@@ -79,6 +80,7 @@ func New(backend string, opts Options) (*Proxy, error) {
 		md, _ := metadata.FromIncomingContext(ctx)
 		return metadata.NewOutgoingContext(ctx, md.Copy()), conn, nil
 	}
+
 	serverOptions = append(serverOptions, grpc.UnknownServiceHandler(proxy.TransparentHandler(director)))
 	server := grpc.NewServer(append(serverOptions, opts.ServerOptions...)...)
 	return &Proxy{server: server, conn: conn}, nil
