@@ -98,12 +98,40 @@ engines:
   R: {backends: [{address: "127.0.0.1:50055"}]}
 telemetry:
   traces: {exporter: otlp-http, endpoint: "http://[::1"}
-  metrics: {exporter: otlp, endpoint: "::1"}
+  metrics: {exporter: otlp, endpoint: "::1:4317"}
 `,
 			want: []problem{
 				{"telemetry.traces.endpoint", `"http://[::1" is not a valid URL: missing ']' in host`},
-				{"telemetry.metrics.endpoint", `"::1" has an IPv6 address without brackets; write it as [::1]:4317`},
+				{"telemetry.metrics.endpoint", `"::1:4317" has an IPv6 address without brackets; write the address in brackets, such as [::1]:4317`},
 			},
+		},
+		{
+			name: "OTLP endpoints with a bad scheme or port",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+telemetry:
+  traces: {exporter: otlp, endpoint: "grpc://[::1]:4317"}
+  metrics: {exporter: otlp, endpoint: "localhost:99999"}
+`,
+			want: []problem{
+				{"telemetry.traces.endpoint", `"grpc://[::1]:4317" has the unknown scheme "grpc"`},
+				{"telemetry.metrics.endpoint", `"localhost:99999" has the port "99999"; want a number from 0 to 65535`},
+			},
+		},
+		{
+			name: "OTLP endpoint that is not host:port",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+telemetry:
+  traces: {exporter: otlp, endpoint: "[::1"}
+`,
+			want: []problem{{"telemetry.traces.endpoint", `"[::1" is not host:port: missing ']' in address`}},
 		},
 		{
 			name: "OTLP endpoints that work",
@@ -115,6 +143,18 @@ engines:
 telemetry:
   traces: {exporter: otlp-http, endpoint: "http://[::1]:4318"}
   metrics: {exporter: otlp, endpoint: "[::1]:4317"}
+`,
+		},
+		{
+			name: "OTLP endpoints without a port, or as a gRPC target",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+telemetry:
+  traces: {exporter: otlp, endpoint: "unix:///run/otel/collector.sock"}
+  metrics: {exporter: otlp, endpoint: "collector"}
 `,
 		},
 		{

@@ -1,10 +1,13 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -127,10 +130,10 @@ func (c *Config) validateObservability(report func(string, ...any)) {
 	if !slices.Contains(exporters, c.Telemetry.Metrics.Exporter) {
 		report("telemetry.metrics.exporter: unknown exporter %q; use otlp, otlp-http, stdout or none", c.Telemetry.Metrics.Exporter)
 	}
-	if err := checkEndpoint(c.Telemetry.Traces.Endpoint); err != nil {
+	if err := CheckEndpoint(c.Telemetry.Traces.Endpoint); err != nil {
 		report("telemetry.traces.endpoint: %v", err)
 	}
-	if err := checkEndpoint(c.Telemetry.Metrics.Endpoint); err != nil {
+	if err := CheckEndpoint(c.Telemetry.Metrics.Endpoint); err != nil {
 		report("telemetry.metrics.endpoint: %v", err)
 	}
 	if ratio := c.Telemetry.Traces.SamplerRatio; ratio != nil && (*ratio < 0 || *ratio > 1) {
@@ -163,23 +166,46 @@ func (c *Config) validateObservability(report func(string, ...any)) {
 	}
 }
 
-// checkEndpoint returns why an OTLP endpoint cannot work: an http:// or
-// https:// URL that does not parse or names no host, or an IPv6 address
-// without brackets, which the exporters fail to split into host and port
-// when they start.
-func checkEndpoint(endpoint string) error {
-	if strings.HasPrefix(endpoint, "http://") || strings.HasPrefix(endpoint, "https://") {
-		u, err := url.Parse(endpoint)
-		if err != nil {
-			return fmt.Errorf("%q is not a valid URL: %v", endpoint, errors.Unwrap(err))
+// CheckEndpoint returns why an OTLP endpoint cannot work: an http:// or
+// https:// URL that does not parse or names no host, a scheme that is
+// neither those nor a gRPC target's, a port that is not a number from 0
+// to 65535, or an IPv6 address without brackets, which the exporters
+// fail to split into host and port when they start. A host without a
+// port passes: the exporters add their default.
+func CheckEndpoint(endpoint string) error {
+	if scheme, _, ok := strings.Cut(endpoint, "://"); ok {
+		switch scheme {
+		case "http", "https":
+			u, err := url.Parse(endpoint)
+			if err != nil {
+				return fmt.Errorf("%q is not a valid URL: %v", endpoint, errors.Unwrap(err))
+			}
+			if u.Host == "" {
+				return fmt.Errorf("%q names no host; write it as http://collector:4318", endpoint)
+			}
+			return nil
+		case "unix", "dns", "passthrough":
+			return nil // a gRPC target, for OTLP/gRPC
 		}
-		if u.Host == "" {
-			return fmt.Errorf("%q names no host; write it as http://collector:4318", endpoint)
-		}
-		return nil
+		return fmt.Errorf("%q has the unknown scheme %q; write host:port, or an http:// or https:// URL", endpoint, scheme)
 	}
-	if strings.Count(endpoint, ":") > 1 && !strings.HasPrefix(endpoint, "[") {
-		return fmt.Errorf("%q has an IPv6 address without brackets; write it as [::1]:4317", endpoint)
+	host, port, err := net.SplitHostPort(endpoint)
+	reason := ""
+	if addrErr, ok := errors.AsType[*net.AddrError](err); ok {
+		reason = addrErr.Err
+	}
+	switch {
+	case err != nil && strings.Count(endpoint, ":") > 1 && !strings.HasPrefix(endpoint, "["):
+		return fmt.Errorf("%q has an IPv6 address without brackets; write the address in brackets, such as [::1]:4317 for OTLP/gRPC or http://[::1]:4318 for OTLP/HTTP", endpoint)
+	case reason == "missing port in address":
+		return nil
+	case err != nil:
+		return fmt.Errorf("%q is not host:port: %s", endpoint, cmp.Or(reason, err.Error()))
+	case host == "":
+		return fmt.Errorf("%q names no host; write it as collector:4317", endpoint)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q has the port %q; want a number from 0 to 65535", endpoint, port)
 	}
 	return nil
 }

@@ -426,6 +426,28 @@ func (p listenerPorts) conflict(address string) (int, bool) {
 	return 0, false
 }
 
+// PortTakenBy returns the key of the listener or the admin listener that
+// another server on address would collide with, as Validate compares the
+// listeners: the same port on the same host, or on any host when either
+// listens on all of them. It returns "" when none would.
+func (c *Config) PortTakenBy(address string) string {
+	for i, listener := range c.Listeners {
+		ports := listenerPorts{}
+		ports.add(listener.Address, i)
+		if _, ok := ports.conflict(address); ok {
+			return fmt.Sprintf("listeners[%d].address", i)
+		}
+	}
+	if c.Admin.Address != "none" {
+		ports := listenerPorts{}
+		ports.add(c.Admin.Address, 0)
+		if _, ok := ports.conflict(address); ok {
+			return "admin.address"
+		}
+	}
+	return ""
+}
+
 // ExpiredCertificates returns a warning for each certificate that a
 // listener or a backend presents and that has expired. They are not
 // problems of the file: the gateway still serves its other listeners and

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -16,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -65,10 +67,11 @@ type Options struct {
 
 // New builds the providers. Keys left empty in cfg fall back to the
 // OpenTelemetry environment variables, as the SDKs read them, and New
-// refuses those that CheckEnvironment reports. Without either, nothing is
-// exported.
+// refuses those that CheckEnvironment reports, but for a port that the
+// gateway's listeners take, which only CheckEnvironment knows of.
+// Without either, nothing is exported.
 func New(ctx context.Context, cfg config.Telemetry, opts Options) (*Providers, error) {
-	if err := CheckEnvironment(cfg); err != nil {
+	if err := checkEnvironment(cfg, nil); err != nil {
 		return nil, err
 	}
 	res, err := newResource(ctx, cfg, opts.Version)
@@ -313,12 +316,12 @@ func metricExporterName(cfg config.MetricExport) (string, error) {
 			}
 		}
 	}
-	// autoexport listens on host:port as joined here, with the defaults
-	// of the specification.
 	host, port := cmp.Or(os.Getenv("OTEL_EXPORTER_PROMETHEUS_HOST"), "localhost"), cmp.Or(os.Getenv("OTEL_EXPORTER_PROMETHEUS_PORT"), "9464")
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		errs = append(errs, fmt.Errorf("environment variable OTEL_EXPORTER_PROMETHEUS_PORT=%q is invalid: want a port number from 0 to 65535", port))
-	} else if _, _, err := net.SplitHostPort(host + ":" + port); err != nil {
+	}
+	// The port joined to a bare IPv6 address would read as part of it.
+	if _, _, err := net.SplitHostPort(host + ":9464"); err != nil {
 		errs = append(errs, fmt.Errorf("environment variable OTEL_EXPORTER_PROMETHEUS_HOST=%q is invalid: want a host name or an IP address, an IPv6 one in brackets such as [::1]", host))
 	}
 	return prometheusFromEnvironment, errors.Join(errs...)
@@ -328,26 +331,125 @@ func unknownExporter(variable, known string) error {
 	return fmt.Errorf("environment variable %s=%q is invalid: want one exporter of %s", variable, os.Getenv(variable), known)
 }
 
-// CheckEnvironment returns every problem that makes New refuse the
-// OpenTelemetry environment variables, without creating any exporter, so
-// that ssegw validate reports them before a start fails on them. New
-// calls it first.
-func CheckEnvironment(cfg config.Telemetry) error {
+// CheckEnvironment returns every problem of the OpenTelemetry environment
+// variables that would stop the gateway of cfg at start, without creating
+// any exporter, so that ssegw validate reports them before a start fails
+// on them. New calls it first.
+func CheckEnvironment(cfg *config.Config) error {
+	return checkEnvironment(cfg.Telemetry, cfg.PortTakenBy)
+}
+
+// checkEnvironment is CheckEnvironment for the telemetry section alone.
+// portTakenBy, when not nil, names the listener that takes an address.
+func checkEnvironment(cfg config.Telemetry, portTakenBy func(address string) string) error {
 	var errs []error
 	if err := checkResourceAttributes(); err != nil {
-		errs = append(errs, fmt.Errorf("telemetry: environment variable OTEL_RESOURCE_ATTRIBUTES=%q is invalid: %w", os.Getenv("OTEL_RESOURCE_ATTRIBUTES"), err))
+		errs = append(errs, fmt.Errorf("telemetry: environment variable OTEL_RESOURCE_ATTRIBUTES=%q is invalid: %w; want comma-separated key=value pairs, the values percent-encoded", os.Getenv("OTEL_RESOURCE_ATTRIBUTES"), err))
 	}
-	// A bad protocol leaves the exporter's name, so that the batch
-	// settings are checked as well.
+
+	// A bad protocol leaves the exporter's name, so that the exporter's
+	// other variables are checked as well.
 	name, err := traceExporterName(cfg.Traces)
 	errs = append(errs, under("telemetry.traces", err)...)
 	if name != "" && name != config.ExporterNone {
 		_, err := batchSettingsFromEnv()
 		errs = append(errs, under("telemetry.traces", err)...)
+		if cfg.Traces.SamplerRatio == nil {
+			errs = append(errs, under("telemetry.traces", checkSampler())...)
+		}
+		if cfg.Traces.Endpoint == "" {
+			errs = append(errs, under("telemetry.traces", checkEndpointVariable(name, "TRACES"))...)
+		}
 	}
-	_, err = metricExporterName(cfg.Metrics)
+
+	name, err = metricExporterName(cfg.Metrics)
 	errs = append(errs, under("telemetry.metrics", err)...)
+	switch name {
+	case config.ExporterOTLP, config.ExporterOTLPHTTP, config.ExporterStdout:
+		if cfg.Metrics.Interval == 0 {
+			errs = append(errs, under("telemetry.metrics", checkMilliseconds("OTEL_METRIC_EXPORT_INTERVAL"))...)
+		}
+		errs = append(errs, under("telemetry.metrics", checkMilliseconds("OTEL_METRIC_EXPORT_TIMEOUT"))...)
+		if cfg.Metrics.Endpoint == "" {
+			errs = append(errs, under("telemetry.metrics", checkEndpointVariable(name, "METRICS"))...)
+		}
+	case prometheusFromEnvironment:
+		if portTakenBy != nil {
+			errs = append(errs, under("telemetry.metrics", checkPrometheusPort(portTakenBy))...)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// checkSampler returns why the SDK would not use OTEL_TRACES_SAMPLER and
+// OTEL_TRACES_SAMPLER_ARG, which it reads when the file sets no
+// sampler_ratio. The SDK falls back to its default sampler with a line on
+// Go's standard logger, where a mistyped ratio would go unnoticed.
+func checkSampler() error {
+	sampler := strings.ToLower(strings.TrimSpace(os.Getenv("OTEL_TRACES_SAMPLER")))
+	switch sampler {
+	case "", "always_on", "always_off", "parentbased_always_on", "parentbased_always_off":
+		return nil
+	case "traceidratio", "parentbased_traceidratio":
+		arg := strings.TrimSpace(os.Getenv("OTEL_TRACES_SAMPLER_ARG"))
+		if arg == "" {
+			return nil
+		}
+		if ratio, err := strconv.ParseFloat(arg, 64); err != nil || ratio < 0 || ratio > 1 {
+			return fmt.Errorf("environment variable OTEL_TRACES_SAMPLER_ARG=%q is invalid: want a ratio from 0 to 1", arg)
+		}
+		return nil
+	}
+	return fmt.Errorf("environment variable OTEL_TRACES_SAMPLER=%q is invalid: want always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio", os.Getenv("OTEL_TRACES_SAMPLER"))
+}
+
+// checkMilliseconds returns why the SDK would ignore a duration variable
+// of the metric reader, which it reads as a positive whole number of
+// milliseconds.
+func checkMilliseconds(variable string) error {
+	value := os.Getenv(variable)
+	if value == "" {
+		return nil
+	}
+	if n, err := strconv.ParseInt(value, 10, 64); err != nil || n <= 0 || n > int64(math.MaxInt64/int64(time.Millisecond)) {
+		return fmt.Errorf("environment variable %s=%q is invalid: want a positive whole number of milliseconds", variable, value)
+	}
+	return nil
+}
+
+// checkEndpointVariable checks the endpoint variable in effect for an OTLP
+// exporter of a signal ("TRACES" or "METRICS"): the signal's own, else the
+// common one.
+func checkEndpointVariable(exporter, signal string) error {
+	if exporter != config.ExporterOTLP && exporter != config.ExporterOTLPHTTP {
+		return nil
+	}
+	variable := "OTEL_EXPORTER_OTLP_" + signal + "_ENDPOINT"
+	if os.Getenv(variable) == "" {
+		variable = "OTEL_EXPORTER_OTLP_ENDPOINT"
+	}
+	if err := config.CheckEndpoint(os.Getenv(variable)); err != nil {
+		return fmt.Errorf("environment variable %s=%q is invalid: %w", variable, os.Getenv(variable), err)
+	}
+	return nil
+}
+
+// checkPrometheusPort returns an error when the Prometheus exporter would
+// listen where one of the gateway's listeners does: the gateway would
+// start it first and then fail on its own listener's port.
+func checkPrometheusPort(portTakenBy func(address string) string) error {
+	address := prometheusAddress()
+	if key := portTakenBy(address); key != "" {
+		return fmt.Errorf("environment variable OTEL_EXPORTER_PROMETHEUS_PORT=%q is invalid: %s takes %s; give the Prometheus exporter a port of its own", os.Getenv("OTEL_EXPORTER_PROMETHEUS_PORT"), key, address)
+	}
+	return nil
+}
+
+// prometheusAddress returns where autoexport's Prometheus exporter
+// listens: host and port as it joins them, with the specification's
+// defaults.
+func prometheusAddress() string {
+	return cmp.Or(os.Getenv("OTEL_EXPORTER_PROMETHEUS_HOST"), "localhost") + ":" + cmp.Or(os.Getenv("OTEL_EXPORTER_PROMETHEUS_PORT"), "9464")
 }
 
 // under returns err, or each error it joins, with key before it, so that

@@ -728,6 +728,16 @@ func TestBadEnvironmentRejected(t *testing.T) {
 		{name: "resource attribute escape", variable: "OTEL_RESOURCE_ATTRIBUTES", value: "team=bi,a=%zz", wantKey: "telemetry"},
 		{name: "Prometheus host", variable: "OTEL_EXPORTER_PROMETHEUS_HOST", value: "::1",
 			also: map[string]string{"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_EXPORTER_PROMETHEUS_PORT": "0"}, wantKey: "telemetry.metrics"},
+		{name: "sampler", variable: "OTEL_TRACES_SAMPLER", value: "bogus",
+			also: map[string]string{"OTEL_TRACES_EXPORTER": "console"}, wantKey: "telemetry.traces"},
+		{name: "sampler ratio", variable: "OTEL_TRACES_SAMPLER_ARG", value: "2",
+			also: map[string]string{"OTEL_TRACES_EXPORTER": "console", "OTEL_TRACES_SAMPLER": "parentbased_traceidratio"}, wantKey: "telemetry.traces"},
+		{name: "metric export interval", variable: "OTEL_METRIC_EXPORT_INTERVAL", value: "abc",
+			also: map[string]string{"OTEL_METRICS_EXPORTER": "console"}, wantKey: "telemetry.metrics"},
+		{name: "endpoint", variable: "OTEL_EXPORTER_OTLP_ENDPOINT", value: "http://[::1",
+			also: map[string]string{"OTEL_TRACES_EXPORTER": "otlp"}, wantKey: "telemetry.traces"},
+		{name: "signal's endpoint", variable: "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", value: "::1",
+			also: map[string]string{"OTEL_METRICS_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4317"}, wantKey: "telemetry.metrics"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -737,7 +747,7 @@ func TestBadEnvironmentRejected(t *testing.T) {
 				t.Setenv(variable, value)
 			}
 			want := fmt.Sprintf("%s: environment variable %s=%q is invalid", tt.wantKey, tt.variable, tt.value)
-			checkErr := telemetry.CheckEnvironment(config.Telemetry{})
+			checkErr := telemetry.CheckEnvironment(&config.Config{})
 			if checkErr == nil || !strings.HasPrefix(checkErr.Error(), want) {
 				t.Errorf("CheckEnvironment = %v, want an error starting with %q", checkErr, want)
 			}
@@ -760,7 +770,7 @@ func TestBadEnvironmentRejected(t *testing.T) {
 		} {
 			t.Setenv(variable, value)
 		}
-		err := telemetry.CheckEnvironment(config.Telemetry{})
+		err := telemetry.CheckEnvironment(&config.Config{})
 		if err == nil {
 			t.Fatal("CheckEnvironment = nil, want four problems")
 		}
@@ -780,11 +790,31 @@ func TestBadEnvironmentRejected(t *testing.T) {
 		}
 	})
 
+	t.Run("Prometheus port of a listener", func(t *testing.T) {
+		cfg := &config.Config{
+			Listeners: []config.Listener{{Address: "127.0.0.1:50051"}},
+			Admin:     config.Admin{Address: "127.0.0.1:8081"},
+		}
+		for port, key := range map[string]string{"50051": "listeners[0].address", "8081": "admin.address"} {
+			clearOTelEnv(t)
+			t.Setenv("OTEL_METRICS_EXPORTER", "prometheus")
+			t.Setenv("OTEL_EXPORTER_PROMETHEUS_PORT", port) // on localhost, the default host
+			want := fmt.Sprintf("telemetry.metrics: environment variable OTEL_EXPORTER_PROMETHEUS_PORT=%q is invalid: %s takes localhost:%s", port, key, port)
+			if err := telemetry.CheckEnvironment(cfg); err == nil || !strings.HasPrefix(err.Error(), want) {
+				t.Errorf("CheckEnvironment with port %s = %v, want an error starting with %q", port, err, want)
+			}
+		}
+		t.Setenv("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.2")
+		if err := telemetry.CheckEnvironment(cfg); err != nil {
+			t.Errorf("CheckEnvironment on another host = %v, want nil", err)
+		}
+	})
+
 	t.Run("IPv6 host in brackets", func(t *testing.T) {
 		clearOTelEnv(t)
 		t.Setenv("OTEL_METRICS_EXPORTER", "prometheus")
 		t.Setenv("OTEL_EXPORTER_PROMETHEUS_HOST", "[::1]")
-		if err := telemetry.CheckEnvironment(config.Telemetry{}); err != nil {
+		if err := telemetry.CheckEnvironment(&config.Config{}); err != nil {
 			t.Errorf("CheckEnvironment = %v, want nil", err)
 		}
 	})
@@ -801,12 +831,15 @@ func TestBadEnvironmentRejected(t *testing.T) {
 			{"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_METRICS_PRODUCERS": "prometheus,none",
 				"OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1", "OTEL_EXPORTER_PROMETHEUS_PORT": "0"},
 			{"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test,team=b%20i"},
+			{"OTEL_TRACES_EXPORTER": "console", "OTEL_TRACES_SAMPLER": "ParentBased_TraceIDRatio", "OTEL_TRACES_SAMPLER_ARG": "0.25",
+				"OTEL_METRICS_EXPORTER": "console", "OTEL_METRIC_EXPORT_INTERVAL": "60000", "OTEL_METRIC_EXPORT_TIMEOUT": "30000"},
+			{"OTEL_TRACES_EXPORTER": "none", "OTEL_TRACES_SAMPLER": "bogus", "OTEL_EXPORTER_OTLP_ENDPOINT": "::1"},
 		} {
 			clearOTelEnv(t)
 			for variable, value := range env {
 				t.Setenv(variable, value)
 			}
-			if err := telemetry.CheckEnvironment(config.Telemetry{}); err != nil {
+			if err := telemetry.CheckEnvironment(&config.Config{}); err != nil {
 				t.Errorf("CheckEnvironment with %v = %v, want nil", env, err)
 			}
 			p, err := telemetry.New(context.Background(), config.Telemetry{}, telemetry.Options{})

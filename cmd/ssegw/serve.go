@@ -99,7 +99,7 @@ func runGatewayUntil(ctx, force context.Context, configFile string, stderr io.Wr
 	if err == nil {
 		// The OpenTelemetry variables are configuration too: a bad one
 		// must not make a service manager restart the gateway forever.
-		err = telemetry.CheckEnvironment(cfg.Telemetry)
+		err = telemetry.CheckEnvironment(cfg)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "ssegw: invalid configuration, nothing started:\n%v\n", err)

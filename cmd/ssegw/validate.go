@@ -33,11 +33,13 @@ func newValidateCommand() *cobra.Command {
 		Long: `Load a configuration file as serve would, with the SSEGW_ environment
 variables, and print every problem in it at once, one per line naming the
 key. The OpenTelemetry variables that serve reads are checked too: the
-exporters and their OTLP protocols, OTEL_RESOURCE_ATTRIBUTES, the
-Prometheus exporter's producers and port, and OTEL_BSP_* when traces are
-exported. With --connect, also dial each backend with its TLS settings,
-fetch its capabilities, and report replicas that cannot be reached or
-whose functions differ from the other replicas of their engine.
+exporters with their OTLP protocols and endpoints, the sampler, the
+metric export interval and timeout, OTEL_RESOURCE_ATTRIBUTES, the
+Prometheus exporter's producers, host and port, and OTEL_BSP_* when
+traces are exported. With --connect, also dial each backend with its
+TLS settings, fetch its capabilities, and report replicas that cannot be
+reached or whose functions differ from the other replicas of their
+engine.
 
 It warns about certificates that have expired: the file is valid with
 them, but every peer refuses them. It also warns about engine host names
@@ -58,7 +60,7 @@ answered and agrees; 1 otherwise.`,
 			}
 			// Problems of the environment do not stop the other checks, so
 			// that one run lists them all.
-			envErr := telemetry.CheckEnvironment(cfg.Telemetry)
+			envErr := telemetry.CheckEnvironment(cfg)
 			if envErr != nil {
 				fmt.Fprintf(out, "%s: the file is valid, but serve would not start with this environment:\n%v\n", configFile, envErr)
 			} else {
