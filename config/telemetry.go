@@ -166,12 +166,12 @@ func (c *Config) validateObservability(report func(string, ...any)) {
 	}
 }
 
-// CheckEndpoint returns why an OTLP endpoint cannot work: an http:// or
-// https:// URL that does not parse or names no host, a scheme that is
-// neither those nor a gRPC target's, a port that is not a number from 0
-// to 65535, or an IPv6 address without brackets, which the exporters
-// fail to split into host and port when they start. A host without a
-// port passes: the exporters add their default.
+// CheckEndpoint returns why an OTLP endpoint cannot work. That is an
+// http:// or https:// URL that does not parse or names no host, a scheme
+// that is neither those nor a gRPC target's, or a port that is not a
+// number from 0 to 65535. It is also an IPv6 address without brackets,
+// which the exporters fail to split into host and port when they start.
+// A host without a port passes: the exporters add their default.
 func CheckEndpoint(endpoint string) error {
 	if scheme, _, ok := strings.Cut(endpoint, "://"); ok {
 		switch scheme {

@@ -67,8 +67,8 @@ type Options struct {
 
 // New builds the providers. Keys left empty in cfg fall back to the
 // OpenTelemetry environment variables, as the SDKs read them, and New
-// refuses those that CheckEnvironment reports, but for a port that the
-// gateway's listeners take, which only CheckEnvironment knows of.
+// refuses those that CheckEnvironment reports. Only CheckEnvironment has
+// the listeners, to report a Prometheus port that one of them takes.
 // Without either, nothing is exported.
 func New(ctx context.Context, cfg config.Telemetry, opts Options) (*Providers, error) {
 	if err := checkEnvironment(cfg, nil); err != nil {
