@@ -118,7 +118,7 @@ telemetry:
 `,
 			want: []problem{
 				{"telemetry.traces.endpoint", `"grpc://[::1]:4317" has the unknown scheme "grpc"`},
-				{"telemetry.metrics.endpoint", `"localhost:99999" has the port "99999"; want a number from 0 to 65535`},
+				{"telemetry.metrics.endpoint", `"localhost:99999" has the port 99999; want a number from 0 to 65535`},
 			},
 		},
 		{
@@ -153,9 +153,49 @@ listeners:
 engines:
   R: {backends: [{address: "127.0.0.1:50055"}]}
 telemetry:
-  traces: {exporter: otlp, endpoint: "unix:///run/otel/collector.sock"}
+  traces: {exporter: otlp, endpoint: "unix:/run/otel/collector.sock"}
   metrics: {exporter: otlp, endpoint: "collector"}
 `,
+		},
+		{
+			name: "OTLP endpoints in grpc-go's target forms, an upper-case scheme and no host",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+telemetry:
+  traces: {exporter: otlp, endpoint: "dns:collector:4317"}
+  metrics: {exporter: otlp-http, endpoint: "HTTP://collector:4318"}
+`,
+		},
+		{
+			name: "OTLP endpoint in grpc-go's other target forms",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+telemetry:
+  traces: {exporter: otlp, endpoint: "passthrough:127.0.0.1:4317"}
+  metrics: {exporter: otlp, endpoint: ":4317"}
+`,
+		},
+		{
+			name: "gRPC target for OTLP/HTTP",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+telemetry:
+  traces: {exporter: otlp-http, endpoint: "unix-abstract:otel"}
+  metrics: {exporter: otlp-http, endpoint: "http://collector:99999"}
+`,
+			want: []problem{
+				{"telemetry.traces.endpoint", `"unix-abstract:otel" is a gRPC target; OTLP/HTTP takes an http:// or https:// URL`},
+				{"telemetry.metrics.endpoint", `"http://collector:99999" has the port 99999`},
+			},
 		},
 		{
 			name: "listener engine matches ignoring case",

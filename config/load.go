@@ -580,7 +580,8 @@ func applyEnv(settings map[string]any, environ []string, spelling keySpelling) (
 // namingEnv adds to problem the environment variables that set its key or
 // keys under it, so that a value the file does not hold is not looked for
 // there. A problem of a whole listener, such as its address without TLS,
-// names the variable that set its address.
+// lists the variables that set keys of that listener, whichever key the
+// problem is about.
 func namingEnv(problem error, fromEnv map[string]string) error {
 	if problem == nil {
 		return nil
@@ -592,14 +593,14 @@ func namingEnv(problem error, fromEnv map[string]string) error {
 			return fmt.Errorf("%w (set by %s)", problem, name)
 		}
 		if problemKey, _, ok := strings.Cut(text, ":"); ok && (strings.HasPrefix(key, problemKey+".") || strings.HasPrefix(key, problemKey+"[")) {
-			under = append(under, key+" set by "+name)
+			under = append(under, name+" sets "+key)
 		}
 	}
 	if len(under) == 0 {
 		return problem
 	}
 	slices.Sort(under)
-	return fmt.Errorf("%w (%s)", problem, strings.Join(under, ", "))
+	return fmt.Errorf("%w (in the environment, %s)", problem, strings.Join(under, ", "))
 }
 
 // setByWords stores value at the key path spelt by words, where each key

@@ -504,7 +504,7 @@ func TestParseEnvironmentProblems(t *testing.T) {
 			name:    "problem of the listener a variable changed",
 			environ: []string{"SSEGW_LISTENERS_0_ADDRESS=0.0.0.0:50051", "SSEGW_LISTENERS_0_ENGINE=SSE_R"},
 			want: []problem{{"listeners[0]", `insecure_remote: true ` +
-				`(listeners[0].address set by SSEGW_LISTENERS_0_ADDRESS, listeners[0].engine set by SSEGW_LISTENERS_0_ENGINE)`}},
+				`(in the environment, SSEGW_LISTENERS_0_ADDRESS sets listeners[0].address, SSEGW_LISTENERS_0_ENGINE sets listeners[0].engine)`}},
 		},
 	}
 	for _, tt := range tests {

@@ -130,10 +130,10 @@ func (c *Config) validateObservability(report func(string, ...any)) {
 	if !slices.Contains(exporters, c.Telemetry.Metrics.Exporter) {
 		report("telemetry.metrics.exporter: unknown exporter %q; use otlp, otlp-http, stdout or none", c.Telemetry.Metrics.Exporter)
 	}
-	if err := CheckEndpoint(c.Telemetry.Traces.Endpoint); err != nil {
+	if err := CheckEndpoint(c.Telemetry.Traces.Endpoint, c.Telemetry.Traces.Exporter); err != nil {
 		report("telemetry.traces.endpoint: %v", err)
 	}
-	if err := CheckEndpoint(c.Telemetry.Metrics.Endpoint); err != nil {
+	if err := CheckEndpoint(c.Telemetry.Metrics.Endpoint, c.Telemetry.Metrics.Exporter); err != nil {
 		report("telemetry.metrics.endpoint: %v", err)
 	}
 	if ratio := c.Telemetry.Traces.SamplerRatio; ratio != nil && (*ratio < 0 || *ratio > 1) {
@@ -166,30 +166,54 @@ func (c *Config) validateObservability(report func(string, ...any)) {
 	}
 }
 
-// CheckEndpoint returns why an OTLP endpoint cannot work. That is an
-// http:// or https:// URL that does not parse or names no host, a scheme
-// that is neither those nor a gRPC target's, or a port that is not a
-// number from 0 to 65535. It is also an IPv6 address without brackets,
-// which the exporters fail to split into host and port when they start.
-// A host without a port passes: the exporters add their default.
-func CheckEndpoint(endpoint string) error {
-	if scheme, _, ok := strings.Cut(endpoint, "://"); ok {
-		switch scheme {
-		case "http", "https":
-			u, err := url.Parse(endpoint)
-			if err != nil {
-				return fmt.Errorf("%q is not a valid URL: %v", endpoint, errors.Unwrap(err))
-			}
-			if u.Host == "" {
-				return fmt.Errorf("%q names no host; write it as http://collector:4318", endpoint)
-			}
-			return nil
-		case "unix", "dns", "passthrough":
-			return nil // a gRPC target, for OTLP/gRPC
-		}
-		return fmt.Errorf("%q has the unknown scheme %q; write host:port, or an http:// or https:// URL", endpoint, scheme)
+// grpcTargetSchemes are the target schemes that grpc-go resolves itself,
+// which an OTLP/gRPC endpoint may use instead of host:port.
+var grpcTargetSchemes = []string{"unix", "unix-abstract", "dns", "passthrough"}
+
+// IsGRPCTargetScheme reports whether scheme is one of grpc-go's own.
+func IsGRPCTargetScheme(scheme string) bool {
+	return slices.Contains(grpcTargetSchemes, scheme)
+}
+
+// CheckEndpoint returns why an OTLP endpoint cannot work for exporter
+// (otlp, otlp-http, or "" when the environment picks it). It refuses only
+// what fails for certain, since a refusal stops the gateway's start: an
+// http:// or https:// URL that does not parse, names no host or has a port
+// past 65535, a gRPC target for OTLP/HTTP, an unknown scheme before "://",
+// and host:port that does not split, as an IPv6 address without brackets.
+func CheckEndpoint(endpoint, exporter string) error {
+	endpoint = strings.TrimSpace(endpoint)
+	if endpoint == "" {
+		return nil
 	}
-	host, port, err := net.SplitHostPort(endpoint)
+	u, err := url.Parse(endpoint)
+	switch {
+	case err != nil && (hasPrefixFold(endpoint, "http://") || hasPrefixFold(endpoint, "https://")):
+		return fmt.Errorf("%q is not a valid URL: %v", endpoint, errors.Unwrap(err))
+	case err != nil || u.Scheme == "":
+		return checkHostPort(endpoint)
+	case u.Scheme == "http" || u.Scheme == "https": // url.Parse lower-cases it
+		if u.Host == "" {
+			return fmt.Errorf("%q names no host; write it as http://collector:4318", endpoint)
+		}
+		return checkPortNumber(endpoint, u.Port())
+	case IsGRPCTargetScheme(u.Scheme):
+		if exporter == ExporterOTLPHTTP {
+			return fmt.Errorf("%q is a gRPC target; OTLP/HTTP takes an http:// or https:// URL", endpoint)
+		}
+		return nil
+	case strings.HasPrefix(endpoint[len(u.Scheme):], "://"):
+		return fmt.Errorf("%q has the unknown scheme %q; write host:port, or an http:// or https:// URL", endpoint, u.Scheme)
+	}
+	// collector:4317 parses as the scheme "collector".
+	return checkHostPort(endpoint)
+}
+
+// checkHostPort checks an endpoint written as host:port. A host alone
+// passes, with the exporter's default port, and so does a port given as a
+// service name.
+func checkHostPort(endpoint string) error {
+	_, port, err := net.SplitHostPort(endpoint)
 	reason := ""
 	if addrErr, ok := errors.AsType[*net.AddrError](err); ok {
 		reason = addrErr.Err
@@ -201,11 +225,18 @@ func CheckEndpoint(endpoint string) error {
 		return nil
 	case err != nil:
 		return fmt.Errorf("%q is not host:port: %s", endpoint, cmp.Or(reason, err.Error()))
-	case host == "":
-		return fmt.Errorf("%q names no host; write it as collector:4317", endpoint)
 	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return fmt.Errorf("%q has the port %q; want a number from 0 to 65535", endpoint, port)
+	return checkPortNumber(endpoint, port)
+}
+
+// checkPortNumber refuses a numeric port past the range of TCP ports.
+func checkPortNumber(endpoint, port string) error {
+	if n, err := strconv.Atoi(port); err == nil && (n < 0 || n > 65535) {
+		return fmt.Errorf("%q has the port %s; want a number from 0 to 65535", endpoint, port)
 	}
 	return nil
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }

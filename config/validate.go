@@ -566,7 +566,7 @@ func (p listenerPorts) add(address string, index int) {
 func listenHostPort(address string) (host string, port int) {
 	host, portText, _ := net.SplitHostPort(address)
 	port, _ = strconv.Atoi(portText)
-	if host == "localhost" {
+	if strings.EqualFold(host, "localhost") {
 		return "127.0.0.1", port
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {

@@ -419,16 +419,31 @@ func checkMilliseconds(variable string) error {
 
 // checkEndpointVariable checks the endpoint variable in effect for an OTLP
 // exporter of a signal ("TRACES" or "METRICS"): the signal's own, else the
-// common one.
+// common one, trimmed as the SDK reads them. The SDK takes only a URL
+// there, or for gRPC one of grpc-go's targets; with host:port alone it
+// logs on Go's standard logger and sends to its default collector.
 func checkEndpointVariable(exporter, signal string) error {
 	if exporter != config.ExporterOTLP && exporter != config.ExporterOTLPHTTP {
 		return nil
 	}
 	variable := "OTEL_EXPORTER_OTLP_" + signal + "_ENDPOINT"
-	if os.Getenv(variable) == "" {
+	value := strings.TrimSpace(os.Getenv(variable))
+	if value == "" {
 		variable = "OTEL_EXPORTER_OTLP_ENDPOINT"
+		value = strings.TrimSpace(os.Getenv(variable))
 	}
-	if err := config.CheckEndpoint(os.Getenv(variable)); err != nil {
+	if value == "" {
+		return nil
+	}
+	err := config.CheckEndpoint(value, exporter)
+	if u, parseErr := url.Parse(value); err == nil && (parseErr != nil || !(u.Scheme == "http" || u.Scheme == "https" ||
+		exporter == config.ExporterOTLP && config.IsGRPCTargetScheme(u.Scheme))) {
+		err = fmt.Errorf("%q is not a URL; write it as http://collector:4317 for OTLP/gRPC in plaintext, or https:// over TLS", value)
+		if exporter == config.ExporterOTLPHTTP {
+			err = fmt.Errorf("%q is not a URL; write it as http://collector:4318 in plaintext, or https:// over TLS", value)
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("environment variable %s=%q is invalid: %w", variable, os.Getenv(variable), err)
 	}
 	return nil
@@ -439,10 +454,18 @@ func checkEndpointVariable(exporter, signal string) error {
 // start it first and then fail on its own listener's port.
 func checkPrometheusPort(portTakenBy func(address string) string) error {
 	address := prometheusAddress()
-	if key := portTakenBy(address); key != "" {
-		return fmt.Errorf("environment variable OTEL_EXPORTER_PROMETHEUS_PORT=%q is invalid: %s takes %s; give the Prometheus exporter a port of its own", os.Getenv("OTEL_EXPORTER_PROMETHEUS_PORT"), key, address)
+	key := portTakenBy(address)
+	if key == "" {
+		return nil
 	}
-	return nil
+	given := func(variable, fallback string) string {
+		if value := os.Getenv(variable); value != "" {
+			return fmt.Sprintf("%s=%q", variable, value)
+		}
+		return fmt.Sprintf("%s unset (%s)", variable, fallback)
+	}
+	return fmt.Errorf("environment variables %s and %s are invalid: the Prometheus exporter would listen on %s, which %s takes; set OTEL_EXPORTER_PROMETHEUS_PORT to a port of its own",
+		given("OTEL_EXPORTER_PROMETHEUS_HOST", "localhost"), given("OTEL_EXPORTER_PROMETHEUS_PORT", "9464"), address, key)
 }
 
 // prometheusAddress returns where autoexport's Prometheus exporter

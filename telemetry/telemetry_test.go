@@ -737,7 +737,11 @@ func TestBadEnvironmentRejected(t *testing.T) {
 		{name: "endpoint", variable: "OTEL_EXPORTER_OTLP_ENDPOINT", value: "http://[::1",
 			also: map[string]string{"OTEL_TRACES_EXPORTER": "otlp"}, wantKey: "telemetry.traces"},
 		{name: "signal's endpoint", variable: "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", value: "::1",
-			also: map[string]string{"OTEL_METRICS_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4317"}, wantKey: "telemetry.metrics"},
+			also: map[string]string{"OTEL_METRICS_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://localhost:4317"}, wantKey: "telemetry.metrics"},
+		{name: "endpoint without a scheme", variable: "OTEL_EXPORTER_OTLP_ENDPOINT", value: "127.0.0.1:4319",
+			also: map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, wantKey: "telemetry.traces"},
+		{name: "common endpoint behind a blank signal's", variable: "OTEL_EXPORTER_OTLP_ENDPOINT", value: "localhost:4318",
+			also: map[string]string{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": " "}, wantKey: "telemetry.traces"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -799,14 +803,63 @@ func TestBadEnvironmentRejected(t *testing.T) {
 			clearOTelEnv(t)
 			t.Setenv("OTEL_METRICS_EXPORTER", "prometheus")
 			t.Setenv("OTEL_EXPORTER_PROMETHEUS_PORT", port) // on localhost, the default host
-			want := fmt.Sprintf("telemetry.metrics: environment variable OTEL_EXPORTER_PROMETHEUS_PORT=%q is invalid: %s takes localhost:%s", port, key, port)
+			want := fmt.Sprintf(`telemetry.metrics: environment variables OTEL_EXPORTER_PROMETHEUS_HOST unset (localhost) and OTEL_EXPORTER_PROMETHEUS_PORT=%q are invalid: `+
+				`the Prometheus exporter would listen on localhost:%s, which %s takes`, port, port, key)
 			if err := telemetry.CheckEnvironment(cfg); err == nil || !strings.HasPrefix(err.Error(), want) {
 				t.Errorf("CheckEnvironment with port %s = %v, want an error starting with %q", port, err, want)
 			}
 		}
+		t.Setenv("OTEL_EXPORTER_PROMETHEUS_HOST", "LocalHost")
+		if err := telemetry.CheckEnvironment(cfg); err == nil {
+			t.Error("CheckEnvironment on LocalHost = nil, want the same error as on localhost")
+		}
 		t.Setenv("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.2")
 		if err := telemetry.CheckEnvironment(cfg); err != nil {
 			t.Errorf("CheckEnvironment on another host = %v, want nil", err)
+		}
+	})
+
+	// The file's keys take the place of some variables, which then do not
+	// count, and the Prometheus exporter reads no interval.
+	t.Run("variables the file overrides", func(t *testing.T) {
+		ratio := 0.5
+		cfg := &config.Config{Telemetry: config.Telemetry{
+			Traces:  config.TraceExport{Exporter: config.ExporterOTLP, Endpoint: "localhost:4317", SamplerRatio: &ratio},
+			Metrics: config.MetricExport{Exporter: config.ExporterOTLP, Endpoint: "localhost:4317", Interval: time.Minute},
+		}}
+		clearOTelEnv(t)
+		for variable, value := range map[string]string{
+			"OTEL_TRACES_SAMPLER": "bogus", "OTEL_EXPORTER_OTLP_ENDPOINT": "::1", "OTEL_METRIC_EXPORT_INTERVAL": "abc",
+		} {
+			t.Setenv(variable, value)
+		}
+		if err := telemetry.CheckEnvironment(cfg); err != nil {
+			t.Errorf("CheckEnvironment = %v, want nil: the file sets the sampler, the endpoints and the interval", err)
+		}
+
+		clearOTelEnv(t)
+		t.Setenv("OTEL_METRICS_EXPORTER", "prometheus")
+		t.Setenv("OTEL_EXPORTER_PROMETHEUS_PORT", "0")
+		t.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "abc")
+		t.Setenv("OTEL_METRIC_EXPORT_TIMEOUT", "abc")
+		if err := telemetry.CheckEnvironment(&config.Config{}); err != nil {
+			t.Errorf("CheckEnvironment with the prometheus exporter = %v, want nil: it reads no interval", err)
+		}
+	})
+
+	t.Run("endpoint variables that work", func(t *testing.T) {
+		for _, env := range []map[string]string{
+			{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": "unix:/run/otel/collector.sock"},
+			{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": " http://collector:4318 "},
+			{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "HTTPS://collector/v1/traces"},
+		} {
+			clearOTelEnv(t)
+			for variable, value := range env {
+				t.Setenv(variable, value)
+			}
+			if err := telemetry.CheckEnvironment(&config.Config{}); err != nil {
+				t.Errorf("CheckEnvironment with %v = %v, want nil", env, err)
+			}
 		}
 	})
 
