@@ -177,10 +177,11 @@ func IsGRPCTargetScheme(scheme string) bool {
 
 // CheckEndpoint returns why an OTLP endpoint cannot work for exporter
 // (otlp, otlp-http, or "" when the environment picks it). It refuses only
-// what fails for certain, since a refusal stops the gateway's start: an
-// http:// or https:// URL that does not parse, names no host or has a port
-// past 65535, a gRPC target for OTLP/HTTP, an unknown scheme before "://",
-// and host:port that does not split, as an IPv6 address without brackets.
+// what fails for certain, since a refusal stops the gateway's start. That
+// is an http:// or https:// URL that does not parse, names no host or has
+// a port past 65535, and a gRPC target for OTLP/HTTP. It is also an
+// unknown scheme before "://", and host:port that does not split, as an
+// IPv6 address without brackets.
 func CheckEndpoint(endpoint, exporter string) error {
 	endpoint = strings.TrimSpace(endpoint)
 	if endpoint == "" {

@@ -420,7 +420,7 @@ func checkMilliseconds(variable string) error {
 // checkEndpointVariable checks the endpoint variable in effect for an OTLP
 // exporter of a signal ("TRACES" or "METRICS"): the signal's own, else the
 // common one, trimmed as the SDK reads them. The SDK takes only a URL
-// there, or for gRPC one of grpc-go's targets; with host:port alone it
+// there, or for gRPC one of grpc-go's targets. Given host:port alone, it
 // logs on Go's standard logger and sends to its default collector.
 func checkEndpointVariable(exporter, signal string) error {
 	if exporter != config.ExporterOTLP && exporter != config.ExporterOTLPHTTP {
@@ -458,14 +458,14 @@ func checkPrometheusPort(portTakenBy func(address string) string) error {
 	if key == "" {
 		return nil
 	}
-	given := func(variable, fallback string) string {
+	setting := func(variable, fallback string) string {
 		if value := os.Getenv(variable); value != "" {
 			return fmt.Sprintf("%s=%q", variable, value)
 		}
 		return fmt.Sprintf("%s unset (%s)", variable, fallback)
 	}
 	return fmt.Errorf("environment variables %s and %s are invalid: the Prometheus exporter would listen on %s, which %s takes; set OTEL_EXPORTER_PROMETHEUS_PORT to a port of its own",
-		given("OTEL_EXPORTER_PROMETHEUS_HOST", "localhost"), given("OTEL_EXPORTER_PROMETHEUS_PORT", "9464"), address, key)
+		setting("OTEL_EXPORTER_PROMETHEUS_HOST", "localhost"), setting("OTEL_EXPORTER_PROMETHEUS_PORT", "9464"), address, key)
 }
 
 // prometheusAddress returns where autoexport's Prometheus exporter
