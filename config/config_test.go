@@ -198,6 +198,19 @@ telemetry:
 			},
 		},
 		{
+			name: "service name as the port of OTLP/HTTP",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+telemetry:
+  traces: {exporter: otlp-http, endpoint: "collector:http"}
+  metrics: {exporter: otlp, endpoint: "collector:https"}
+`,
+			want: []problem{{"telemetry.traces.endpoint", `"collector:http" has the port "http"; OTLP/HTTP takes a number`}},
+		},
+		{
 			name: "listener engine matches ignoring case",
 			yaml: `
 listeners:
@@ -1048,6 +1061,29 @@ engines:
 			_, err := config.Parse([]byte("listeners: "+tt.listeners+"\n"+section), nil)
 			checkProblems(t, err, tt.want)
 		})
+	}
+}
+
+// TestEndpointTrimmed checks that an OTLP endpoint loses the spaces
+// around it, which the exporters would take as part of it.
+func TestEndpointTrimmed(t *testing.T) {
+	cfg, err := config.Parse([]byte(`
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}
+telemetry:
+  traces: {exporter: otlp, endpoint: "  collector:4317 "}
+  metrics: {exporter: otlp-http, endpoint: " http://collector:4318 "}
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Telemetry.Traces.Endpoint; got != "collector:4317" {
+		t.Errorf("traces endpoint = %q, want collector:4317", got)
+	}
+	if got := cfg.Telemetry.Metrics.Endpoint; got != "http://collector:4318" {
+		t.Errorf("metrics endpoint = %q, want http://collector:4318", got)
 	}
 }
 

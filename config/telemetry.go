@@ -114,6 +114,9 @@ func (c *Config) applyObservabilityDefaults() {
 	orDefault(&c.Redaction.AppID, RedactKeep)
 	orDefault(&c.Redaction.UserID, RedactHash)
 	orDefault(&c.Admin.Address, DefaultAdminAddress)
+	// The exporters take an endpoint as it is, spaces included.
+	c.Telemetry.Traces.Endpoint = strings.TrimSpace(c.Telemetry.Traces.Endpoint)
+	c.Telemetry.Metrics.Endpoint = strings.TrimSpace(c.Telemetry.Metrics.Endpoint)
 	if c.Log.AccessLog == nil {
 		on := true
 		c.Log.AccessLog = &on
@@ -192,7 +195,7 @@ func CheckEndpoint(endpoint, exporter string) error {
 	case err != nil && (hasPrefixFold(endpoint, "http://") || hasPrefixFold(endpoint, "https://")):
 		return fmt.Errorf("%q is not a valid URL: %v", endpoint, errors.Unwrap(err))
 	case err != nil || u.Scheme == "":
-		return checkHostPort(endpoint)
+		return checkHostPort(endpoint, exporter)
 	case u.Scheme == "http" || u.Scheme == "https": // url.Parse lower-cases it
 		if u.Host == "" {
 			return fmt.Errorf("%q names no host; write it as http://collector:4318", endpoint)
@@ -207,13 +210,14 @@ func CheckEndpoint(endpoint, exporter string) error {
 		return fmt.Errorf("%q has the unknown scheme %q; write host:port, or an http:// or https:// URL", endpoint, u.Scheme)
 	}
 	// collector:4317 parses as the scheme "collector".
-	return checkHostPort(endpoint)
+	return checkHostPort(endpoint, exporter)
 }
 
 // checkHostPort checks an endpoint written as host:port. A host alone
-// passes, with the exporter's default port, and so does a port given as a
-// service name.
-func checkHostPort(endpoint string) error {
+// passes, though gRPC then dials port 443 and HTTP port 80. A port given
+// as a service name passes for gRPC, which may resolve it, and fails for
+// OTLP/HTTP, whose URL takes only a number.
+func checkHostPort(endpoint, exporter string) error {
 	_, port, err := net.SplitHostPort(endpoint)
 	reason := ""
 	if addrErr, ok := errors.AsType[*net.AddrError](err); ok {
@@ -226,6 +230,9 @@ func checkHostPort(endpoint string) error {
 		return nil
 	case err != nil:
 		return fmt.Errorf("%q is not host:port: %s", endpoint, cmp.Or(reason, err.Error()))
+	}
+	if _, err := strconv.Atoi(port); err != nil && exporter == ExporterOTLPHTTP {
+		return fmt.Errorf("%q has the port %q; OTLP/HTTP takes a number", endpoint, port)
 	}
 	return checkPortNumber(endpoint, port)
 }

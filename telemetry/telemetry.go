@@ -317,7 +317,8 @@ func metricExporterName(cfg config.MetricExport) (string, error) {
 		}
 	}
 	host, port := cmp.Or(os.Getenv("OTEL_EXPORTER_PROMETHEUS_HOST"), "localhost"), cmp.Or(os.Getenv("OTEL_EXPORTER_PROMETHEUS_PORT"), "9464")
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+	// Listening resolves a service name, as http-alt, to its port.
+	if _, err := net.LookupPort("tcp", port); err != nil {
 		errs = append(errs, fmt.Errorf("environment variable OTEL_EXPORTER_PROMETHEUS_PORT=%q is invalid: want a port number from 0 to 65535", port))
 	}
 	// The port joined to a bare IPv6 address would read as part of it.
@@ -359,6 +360,8 @@ func checkEnvironment(cfg config.Telemetry, portTakenBy func(address string) str
 		}
 		if cfg.Traces.Endpoint == "" {
 			errs = append(errs, under("telemetry.traces", checkEndpointVariable(name, "TRACES"))...)
+		} else if cfg.Traces.Exporter == "" {
+			errs = append(errs, under("telemetry.traces.endpoint", config.CheckEndpoint(cfg.Traces.Endpoint, name))...)
 		}
 	}
 
@@ -372,6 +375,8 @@ func checkEnvironment(cfg config.Telemetry, portTakenBy func(address string) str
 		errs = append(errs, under("telemetry.metrics", checkMilliseconds("OTEL_METRIC_EXPORT_TIMEOUT"))...)
 		if cfg.Metrics.Endpoint == "" {
 			errs = append(errs, under("telemetry.metrics", checkEndpointVariable(name, "METRICS"))...)
+		} else if cfg.Metrics.Exporter == "" {
+			errs = append(errs, under("telemetry.metrics.endpoint", config.CheckEndpoint(cfg.Metrics.Endpoint, name))...)
 		}
 	case prometheusFromEnvironment:
 		if portTakenBy != nil {
@@ -383,8 +388,9 @@ func checkEnvironment(cfg config.Telemetry, portTakenBy func(address string) str
 
 // checkSampler returns why the SDK would not use OTEL_TRACES_SAMPLER and
 // OTEL_TRACES_SAMPLER_ARG, which it reads when the file sets no
-// sampler_ratio. The SDK falls back to its default sampler with a line on
-// Go's standard logger, where a mistyped ratio would go unnoticed.
+// sampler_ratio. The SDK logs a value it cannot use on Go's standard
+// logger and goes on with its default sampler, or with a ratio of 1, where
+// a mistyped ratio would go unnoticed.
 func checkSampler() error {
 	sampler := strings.ToLower(strings.TrimSpace(os.Getenv("OTEL_TRACES_SAMPLER")))
 	switch sampler {
@@ -419,9 +425,10 @@ func checkMilliseconds(variable string) error {
 
 // checkEndpointVariable checks the endpoint variable in effect for an OTLP
 // exporter of a signal ("TRACES" or "METRICS"): the signal's own, else the
-// common one, trimmed as the SDK reads them. The SDK takes only a URL
-// there, or for gRPC one of grpc-go's targets. Given host:port alone, it
-// logs on Go's standard logger and sends to its default collector.
+// common one, trimmed as the SDK reads them. The SDK reads it as a URL.
+// Two cases fail for certain. A value that does not parse, the SDK logs
+// on Go's standard logger and then sends to its default collector. And
+// for OTLP/HTTP, a value without a host fails every export.
 func checkEndpointVariable(exporter, signal string) error {
 	if exporter != config.ExporterOTLP && exporter != config.ExporterOTLPHTTP {
 		return nil
@@ -435,16 +442,20 @@ func checkEndpointVariable(exporter, signal string) error {
 	if value == "" {
 		return nil
 	}
-	err := config.CheckEndpoint(value, exporter)
-	if u, parseErr := url.Parse(value); err == nil && (parseErr != nil || !(u.Scheme == "http" || u.Scheme == "https" ||
-		exporter == config.ExporterOTLP && config.IsGRPCTargetScheme(u.Scheme))) {
-		err = fmt.Errorf("%q is not a URL; write it as http://collector:4317 for OTLP/gRPC in plaintext, or https:// over TLS", value)
-		if exporter == config.ExporterOTLPHTTP {
-			err = fmt.Errorf("%q is not a URL; write it as http://collector:4318 in plaintext, or https:// over TLS", value)
+	example := "http://collector:4317"
+	if exporter == config.ExporterOTLPHTTP {
+		example = "http://collector:4318"
+		if variable != "OTEL_EXPORTER_OTLP_ENDPOINT" {
+			// The SDK adds the signal's path to the common variable only.
+			example += "/v1/" + strings.ToLower(signal)
 		}
 	}
-	if err != nil {
-		return fmt.Errorf("environment variable %s=%q is invalid: %w", variable, os.Getenv(variable), err)
+	u, err := url.Parse(value)
+	switch {
+	case err != nil:
+		return fmt.Errorf("environment variable %s=%q is invalid: it is not a URL (%v); write it as %s, or https:// for TLS", variable, os.Getenv(variable), errors.Unwrap(err), example)
+	case exporter == config.ExporterOTLPHTTP && u.Host == "":
+		return fmt.Errorf("environment variable %s=%q is invalid: it names no host; write it as %s, or https:// for TLS", variable, os.Getenv(variable), example)
 	}
 	return nil
 }
@@ -464,8 +475,8 @@ func checkPrometheusPort(portTakenBy func(address string) string) error {
 		}
 		return fmt.Sprintf("%s unset (%s)", variable, fallback)
 	}
-	return fmt.Errorf("environment variables %s and %s are invalid: the Prometheus exporter would listen on %s, which %s takes; set OTEL_EXPORTER_PROMETHEUS_PORT to a port of its own",
-		setting("OTEL_EXPORTER_PROMETHEUS_HOST", "localhost"), setting("OTEL_EXPORTER_PROMETHEUS_PORT", "9464"), address, key)
+	return fmt.Errorf("the Prometheus exporter would listen on %s (%s, %s), which %s takes; give it a port of its own with OTEL_EXPORTER_PROMETHEUS_PORT",
+		address, setting("OTEL_EXPORTER_PROMETHEUS_HOST", "localhost"), setting("OTEL_EXPORTER_PROMETHEUS_PORT", "9464"), key)
 }
 
 // prometheusAddress returns where autoexport's Prometheus exporter
@@ -611,9 +622,9 @@ func newMetricReader(ctx context.Context, cfg config.MetricExport) (sdkmetric.Re
 }
 
 // endpointOption passes a URL ("http://collector:4318") as a URL and a
-// bare host:port as an endpoint, so both forms work in the file, as they
-// do in OTEL_EXPORTER_OTLP_ENDPOINT. Over HTTP, a URL without a path gets
-// the signal's path; gRPC has no path, and an http URL means plaintext.
+// bare host:port as an endpoint, so both forms work in the file. Over
+// HTTP, a URL without a path gets the signal's path; gRPC has no path, and
+// an http URL means plaintext.
 func endpointOption[O any](endpoint, signalPath string, withURL, withEndpoint func(string) O) O {
 	u, err := url.Parse(endpoint)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {

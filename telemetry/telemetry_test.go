@@ -718,7 +718,7 @@ func TestBadEnvironmentRejected(t *testing.T) {
 		{name: "metrics", variable: "OTEL_METRICS_EXPORTER", value: "prom", wantKey: "telemetry.metrics"},
 		{name: "producer", variable: "OTEL_METRICS_PRODUCERS", value: "prometheus,opencensus",
 			also: map[string]string{"OTEL_METRICS_EXPORTER": "prometheus"}, wantKey: "telemetry.metrics"},
-		{name: "Prometheus port", variable: "OTEL_EXPORTER_PROMETHEUS_PORT", value: "notaport",
+		{name: "Prometheus port", variable: "OTEL_EXPORTER_PROMETHEUS_PORT", value: "not-a-port",
 			also: map[string]string{"OTEL_METRICS_EXPORTER": "prometheus"}, wantKey: "telemetry.metrics"},
 		{name: "misspelt protocol", variable: "OTEL_EXPORTER_OTLP_PROTOCOL", value: "grcp",
 			also: map[string]string{"OTEL_TRACES_EXPORTER": "otlp"}, wantKey: "telemetry.traces"},
@@ -770,7 +770,7 @@ func TestBadEnvironmentRejected(t *testing.T) {
 		clearOTelEnv(t)
 		for variable, value := range map[string]string{
 			"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "bogus", "OTEL_BSP_MAX_QUEUE_SIZE": "x",
-			"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_METRICS_PRODUCERS": "foo", "OTEL_EXPORTER_PROMETHEUS_PORT": "http",
+			"OTEL_METRICS_EXPORTER": "prometheus", "OTEL_METRICS_PRODUCERS": "foo", "OTEL_EXPORTER_PROMETHEUS_PORT": "99999",
 		} {
 			t.Setenv(variable, value)
 		}
@@ -783,7 +783,7 @@ func TestBadEnvironmentRejected(t *testing.T) {
 			`telemetry.traces: environment variable OTEL_EXPORTER_OTLP_PROTOCOL="bogus" is invalid`,
 			`telemetry.traces: environment variable OTEL_BSP_MAX_QUEUE_SIZE="x" is invalid`,
 			`telemetry.metrics: environment variable OTEL_METRICS_PRODUCERS="foo" is invalid`,
-			`telemetry.metrics: environment variable OTEL_EXPORTER_PROMETHEUS_PORT="http" is invalid`,
+			`telemetry.metrics: environment variable OTEL_EXPORTER_PROMETHEUS_PORT="99999" is invalid`,
 		} {
 			if i >= len(lines) || !strings.HasPrefix(lines[i], want) {
 				t.Errorf("CheckEnvironment line %d: want it to start with %q; all:\n%v", i+1, want, err)
@@ -803,8 +803,8 @@ func TestBadEnvironmentRejected(t *testing.T) {
 			clearOTelEnv(t)
 			t.Setenv("OTEL_METRICS_EXPORTER", "prometheus")
 			t.Setenv("OTEL_EXPORTER_PROMETHEUS_PORT", port) // on localhost, the default host
-			want := fmt.Sprintf(`telemetry.metrics: environment variables OTEL_EXPORTER_PROMETHEUS_HOST unset (localhost) and OTEL_EXPORTER_PROMETHEUS_PORT=%q are invalid: `+
-				`the Prometheus exporter would listen on localhost:%s, which %s takes`, port, port, key)
+			want := fmt.Sprintf(`telemetry.metrics: the Prometheus exporter would listen on localhost:%s `+
+				`(OTEL_EXPORTER_PROMETHEUS_HOST unset (localhost), OTEL_EXPORTER_PROMETHEUS_PORT=%q), which %s takes`, port, port, key)
 			if err := telemetry.CheckEnvironment(cfg); err == nil || !strings.HasPrefix(err.Error(), want) {
 				t.Errorf("CheckEnvironment with port %s = %v, want an error starting with %q", port, err, want)
 			}
@@ -847,11 +847,27 @@ func TestBadEnvironmentRejected(t *testing.T) {
 		}
 	})
 
+	t.Run("file endpoint for the environment's exporter", func(t *testing.T) {
+		clearOTelEnv(t)
+		t.Setenv("OTEL_TRACES_EXPORTER", "otlp") // OTLP/HTTP, the SDKs' default protocol
+		cfg := &config.Config{Telemetry: config.Telemetry{Traces: config.TraceExport{Endpoint: "unix:/run/otel.sock"}}}
+		want := `telemetry.traces.endpoint: "unix:/run/otel.sock" is a gRPC target; OTLP/HTTP takes an http:// or https:// URL`
+		if err := telemetry.CheckEnvironment(cfg); err == nil || err.Error() != want {
+			t.Errorf("CheckEnvironment = %v, want %q", err, want)
+		}
+		t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+		if err := telemetry.CheckEnvironment(cfg); err != nil {
+			t.Errorf("CheckEnvironment over gRPC = %v, want nil", err)
+		}
+	})
+
 	t.Run("endpoint variables that work", func(t *testing.T) {
 		for _, env := range []map[string]string{
 			{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": "unix:/run/otel/collector.sock"},
 			{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": " http://collector:4318 "},
 			{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "HTTPS://collector/v1/traces"},
+			{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": "otel-collector:4317"},
+			{"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": "//collector:4318"},
 		} {
 			clearOTelEnv(t)
 			for variable, value := range env {
