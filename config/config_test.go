@@ -72,6 +72,14 @@ func writeCerts(t *testing.T) tlsutil.Set {
 
 // TestValidateProblems checks that each kind of mistake is reported on one
 // line that names the key at fault, and that nothing else is reported.
+// endpointCaseBase is a valid file without telemetry, to which the cases
+// of OTLP endpoints add theirs.
+const endpointCaseBase = `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "127.0.0.1:50055"}]}`
+
 func TestValidateProblems(t *testing.T) {
 	tests := []struct {
 		name string
@@ -91,11 +99,7 @@ engines:
 		},
 		{
 			name: "OTLP endpoints that cannot work",
-			yaml: `
-listeners:
-  - {address: "127.0.0.1:0", insecure: true}
-engines:
-  R: {backends: [{address: "127.0.0.1:50055"}]}
+			yaml: endpointCaseBase + `
 telemetry:
   traces: {exporter: otlp-http, endpoint: "http://[::1"}
   metrics: {exporter: otlp, endpoint: "::1:4317"}
@@ -107,11 +111,7 @@ telemetry:
 		},
 		{
 			name: "OTLP endpoints with a bad scheme or port",
-			yaml: `
-listeners:
-  - {address: "127.0.0.1:0", insecure: true}
-engines:
-  R: {backends: [{address: "127.0.0.1:50055"}]}
+			yaml: endpointCaseBase + `
 telemetry:
   traces: {exporter: otlp, endpoint: "grpc://[::1]:4317"}
   metrics: {exporter: otlp, endpoint: "localhost:99999"}
@@ -123,11 +123,7 @@ telemetry:
 		},
 		{
 			name: "OTLP endpoint that is not host:port",
-			yaml: `
-listeners:
-  - {address: "127.0.0.1:0", insecure: true}
-engines:
-  R: {backends: [{address: "127.0.0.1:50055"}]}
+			yaml: endpointCaseBase + `
 telemetry:
   traces: {exporter: otlp, endpoint: "[::1"}
 `,
@@ -135,11 +131,7 @@ telemetry:
 		},
 		{
 			name: "OTLP endpoints that work",
-			yaml: `
-listeners:
-  - {address: "127.0.0.1:0", insecure: true}
-engines:
-  R: {backends: [{address: "127.0.0.1:50055"}]}
+			yaml: endpointCaseBase + `
 telemetry:
   traces: {exporter: otlp-http, endpoint: "http://[::1]:4318"}
   metrics: {exporter: otlp, endpoint: "[::1]:4317"}
@@ -147,11 +139,7 @@ telemetry:
 		},
 		{
 			name: "OTLP endpoints without a port, or as a gRPC target",
-			yaml: `
-listeners:
-  - {address: "127.0.0.1:0", insecure: true}
-engines:
-  R: {backends: [{address: "127.0.0.1:50055"}]}
+			yaml: endpointCaseBase + `
 telemetry:
   traces: {exporter: otlp, endpoint: "unix:/run/otel/collector.sock"}
   metrics: {exporter: otlp, endpoint: "collector"}
@@ -159,11 +147,7 @@ telemetry:
 		},
 		{
 			name: "OTLP endpoints in grpc-go's target forms, an upper-case scheme and no host",
-			yaml: `
-listeners:
-  - {address: "127.0.0.1:0", insecure: true}
-engines:
-  R: {backends: [{address: "127.0.0.1:50055"}]}
+			yaml: endpointCaseBase + `
 telemetry:
   traces: {exporter: otlp, endpoint: "dns:collector:4317"}
   metrics: {exporter: otlp-http, endpoint: "HTTP://collector:4318"}
@@ -171,11 +155,7 @@ telemetry:
 		},
 		{
 			name: "OTLP endpoint in grpc-go's other target forms",
-			yaml: `
-listeners:
-  - {address: "127.0.0.1:0", insecure: true}
-engines:
-  R: {backends: [{address: "127.0.0.1:50055"}]}
+			yaml: endpointCaseBase + `
 telemetry:
   traces: {exporter: otlp, endpoint: "passthrough:127.0.0.1:4317"}
   metrics: {exporter: otlp, endpoint: ":4317"}
@@ -183,11 +163,7 @@ telemetry:
 		},
 		{
 			name: "gRPC target for OTLP/HTTP",
-			yaml: `
-listeners:
-  - {address: "127.0.0.1:0", insecure: true}
-engines:
-  R: {backends: [{address: "127.0.0.1:50055"}]}
+			yaml: endpointCaseBase + `
 telemetry:
   traces: {exporter: otlp-http, endpoint: "unix-abstract:otel"}
   metrics: {exporter: otlp-http, endpoint: "http://collector:99999"}
@@ -199,11 +175,7 @@ telemetry:
 		},
 		{
 			name: "service name as the port of OTLP/HTTP",
-			yaml: `
-listeners:
-  - {address: "127.0.0.1:0", insecure: true}
-engines:
-  R: {backends: [{address: "127.0.0.1:50055"}]}
+			yaml: endpointCaseBase + `
 telemetry:
   traces: {exporter: otlp-http, endpoint: "collector:http"}
   metrics: {exporter: otlp, endpoint: "collector:https"}
@@ -1067,11 +1039,7 @@ engines:
 // TestEndpointTrimmed checks that an OTLP endpoint loses the spaces
 // around it, which the exporters would take as part of it.
 func TestEndpointTrimmed(t *testing.T) {
-	cfg, err := config.Parse([]byte(`
-listeners:
-  - {address: "127.0.0.1:0", insecure: true}
-engines:
-  R: {backends: [{address: "127.0.0.1:50055"}]}
+	cfg, err := config.Parse([]byte(endpointCaseBase+`
 telemetry:
   traces: {exporter: otlp, endpoint: "  collector:4317 "}
   metrics: {exporter: otlp-http, endpoint: " http://collector:4318 "}
