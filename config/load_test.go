@@ -498,7 +498,7 @@ func TestParseEnvironmentProblems(t *testing.T) {
 		{
 			name:    "invalid listener address",
 			environ: []string{"SSEGW_LISTENERS_0_ADDRESS=50051"},
-			want:    []problem{{"listeners[0].address", `or :50051 (set by SSEGW_LISTENERS_0_ADDRESS)`}},
+			want:    []problem{{"listeners[0].address", `or :50051 for every interface (set by SSEGW_LISTENERS_0_ADDRESS)`}},
 		},
 		{
 			name:    "problem of the listener a variable changed",

@@ -376,7 +376,7 @@ func NormalizeHost(host string) string {
 func checkListenAddress(address string) error {
 	host, port, err := net.SplitHostPort(address)
 	if err != nil {
-		return fmt.Errorf("invalid address %q: write host:port, such as 127.0.0.1:50051 or :50051", address)
+		return fmt.Errorf("invalid address %q: write host:port, such as 127.0.0.1:50051, an IPv6 address in brackets as [::1]:50051, or :50051 for every interface", address)
 	}
 	if host != "" && net.ParseIP(host) == nil && host != "localhost" {
 		return fmt.Errorf("invalid address %q: listen on an IP address, localhost, or an empty host for every interface", address)
