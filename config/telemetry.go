@@ -157,13 +157,7 @@ func (c *Config) validateObservability(report func(string, ...any)) {
 			report("admin.address: %v", err)
 			return
 		}
-		listeners := listenerPorts{}
-		for i, listener := range c.Listeners {
-			if checkListenAddress(listener.Address) == nil {
-				listeners.add(listener.Address, i)
-			}
-		}
-		if i, ok := listeners.conflict(c.Admin.Address); ok {
+		if i, ok := c.listenerPorts().conflict(c.Admin.Address); ok {
 			report("admin.address: %q is already used by listeners[%d]; the admin listener needs its own port", c.Admin.Address, i)
 		}
 	}

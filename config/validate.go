@@ -96,10 +96,7 @@ func (c *Config) validate(spelling keySpelling, failedKeys []string) error {
 	if len(c.Engines) == 0 {
 		report("engines: none configured; add at least one engine with its backends")
 	}
-	admin := listenerPorts{}
-	if c.Admin.Address != "none" && checkListenAddress(c.Admin.Address) == nil {
-		admin.add(c.Admin.Address, 0)
-	}
+	admin := c.adminPorts()
 	hostOwner := map[string]string{}
 	for _, name := range names {
 		engine := c.Engine(name)
@@ -431,21 +428,35 @@ func (p listenerPorts) conflict(address string) (int, bool) {
 // listeners: the same port on the same host, or on any host when either
 // listens on all of them. It returns "" when none would.
 func (c *Config) PortTakenBy(address string) string {
-	for i, listener := range c.Listeners {
-		ports := listenerPorts{}
-		ports.add(listener.Address, i)
-		if _, ok := ports.conflict(address); ok {
-			return fmt.Sprintf("listeners[%d].address", i)
-		}
+	if i, ok := c.listenerPorts().conflict(address); ok {
+		return fmt.Sprintf("listeners[%d].address", i)
 	}
-	if c.Admin.Address != "none" {
-		ports := listenerPorts{}
-		ports.add(c.Admin.Address, 0)
-		if _, ok := ports.conflict(address); ok {
-			return "admin.address"
-		}
+	if _, ok := c.adminPorts().conflict(address); ok {
+		return "admin.address"
 	}
 	return ""
+}
+
+// listenerPorts returns the ports of the listeners whose addresses are
+// valid.
+func (c *Config) listenerPorts() listenerPorts {
+	ports := listenerPorts{}
+	for i, listener := range c.Listeners {
+		if checkListenAddress(listener.Address) == nil {
+			ports.add(listener.Address, i)
+		}
+	}
+	return ports
+}
+
+// adminPorts returns the port of the admin listener when it listens at a
+// valid address.
+func (c *Config) adminPorts() listenerPorts {
+	ports := listenerPorts{}
+	if c.Admin.Address != "none" && checkListenAddress(c.Admin.Address) == nil {
+		ports.add(c.Admin.Address, 0)
+	}
+	return ports
 }
 
 // ExpiredCertificates returns a warning for each certificate that a

@@ -316,10 +316,10 @@ func metricExporterName(cfg config.MetricExport) (string, error) {
 			}
 		}
 	}
-	host, port := cmp.Or(os.Getenv("OTEL_EXPORTER_PROMETHEUS_HOST"), "localhost"), cmp.Or(os.Getenv("OTEL_EXPORTER_PROMETHEUS_PORT"), "9464")
+	host, port := prometheusHostPort()
 	// Listening resolves a service name, as http-alt, to its port.
 	if _, err := net.LookupPort("tcp", port); err != nil {
-		errs = append(errs, fmt.Errorf("environment variable OTEL_EXPORTER_PROMETHEUS_PORT=%q is invalid: want a port number from 0 to 65535", port))
+		errs = append(errs, fmt.Errorf("environment variable OTEL_EXPORTER_PROMETHEUS_PORT=%q is invalid: want a port number from 0 to 65535, or a service name", port))
 	}
 	// The port joined to a bare IPv6 address would read as part of it.
 	if _, _, err := net.SplitHostPort(host + ":9464"); err != nil {
@@ -464,26 +464,26 @@ func checkEndpointVariable(exporter, signal string) error {
 // listen where one of the gateway's listeners does: the gateway would
 // start it first and then fail on its own listener's port.
 func checkPrometheusPort(portTakenBy func(address string) string) error {
-	address := prometheusAddress()
+	host, port := prometheusHostPort()
+	address := host + ":" + port // joined as autoexport joins them
 	key := portTakenBy(address)
 	if key == "" {
 		return nil
 	}
-	setting := func(variable, fallback string) string {
-		if value := os.Getenv(variable); value != "" {
-			return fmt.Sprintf("%s=%q", variable, value)
+	setting := func(variable, value string) string {
+		if os.Getenv(variable) == "" {
+			return fmt.Sprintf("%s unset (%s)", variable, value)
 		}
-		return fmt.Sprintf("%s unset (%s)", variable, fallback)
+		return fmt.Sprintf("%s=%q", variable, value)
 	}
 	return fmt.Errorf("the Prometheus exporter would listen on %s (%s, %s), which %s takes; give it a port of its own with OTEL_EXPORTER_PROMETHEUS_PORT",
-		address, setting("OTEL_EXPORTER_PROMETHEUS_HOST", "localhost"), setting("OTEL_EXPORTER_PROMETHEUS_PORT", "9464"), key)
+		address, setting("OTEL_EXPORTER_PROMETHEUS_HOST", host), setting("OTEL_EXPORTER_PROMETHEUS_PORT", port), key)
 }
 
-// prometheusAddress returns where autoexport's Prometheus exporter
-// listens: host and port as it joins them, with the specification's
-// defaults.
-func prometheusAddress() string {
-	return cmp.Or(os.Getenv("OTEL_EXPORTER_PROMETHEUS_HOST"), "localhost") + ":" + cmp.Or(os.Getenv("OTEL_EXPORTER_PROMETHEUS_PORT"), "9464")
+// prometheusHostPort returns the host and port of autoexport's
+// Prometheus exporter, with the specification's defaults.
+func prometheusHostPort() (host, port string) {
+	return cmp.Or(os.Getenv("OTEL_EXPORTER_PROMETHEUS_HOST"), "localhost"), cmp.Or(os.Getenv("OTEL_EXPORTER_PROMETHEUS_PORT"), "9464")
 }
 
 // under returns err, or each error it joins, with key before it, so that

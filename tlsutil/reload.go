@@ -112,8 +112,13 @@ func (s *Source) Certificates() []*x509.Certificate {
 	if cas := s.cas.Load(); cas != nil {
 		certificates = append(certificates, *cas...)
 	}
-	// A certificate file may carry the root that the CA file holds too:
-	// each certificate counts once, so that it gets one warning.
+	return distinct(certificates)
+}
+
+// distinct returns certificates with each one once, in their order. A
+// certificate file may carry a CA that the CA file holds too, and each
+// certificate is to get one warning.
+func distinct(certificates []*x509.Certificate) []*x509.Certificate {
 	var unique []*x509.Certificate
 	for _, cert := range certificates {
 		if !slices.ContainsFunc(unique, cert.Equal) {
@@ -188,29 +193,23 @@ const expiredWording = " expired on "
 // expired. An expired CA beside a valid one is left out, since a CA file
 // may keep an old root beside the current one; Expiring lists it.
 func (s *Source) Expired(now time.Time) []string {
-	var warnings []string
 	var expired []*x509.Certificate
-	warn := func(cert *x509.Certificate) {
-		// A chain file may repeat a CA of the CA file: one warning each.
-		if !slices.ContainsFunc(expired, cert.Equal) {
-			expired = append(expired, cert)
-			warnings = append(warnings, expiredWarning(s.name, cert))
-		}
-	}
 	for _, pair := range s.current.Load().Certificates {
 		for _, cert := range chainOf(pair) {
 			if !now.Before(cert.NotAfter) {
-				warn(cert)
+				expired = append(expired, cert)
 			}
 		}
 	}
 	if cas := s.cas.Load(); cas != nil && len(*cas) > 0 {
 		allExpired := !slices.ContainsFunc(*cas, func(ca *x509.Certificate) bool { return now.Before(ca.NotAfter) })
 		if allExpired {
-			for _, ca := range *cas {
-				warn(ca)
-			}
+			expired = append(expired, *cas...)
 		}
+	}
+	var warnings []string
+	for _, cert := range distinct(expired) {
+		warnings = append(warnings, expiredWarning(s.name, cert))
 	}
 	return warnings
 }
