@@ -41,7 +41,7 @@ var targetDescriptions = map[string]string{
 	TargetSSEGWTracing: "`ssegw serve`, plaintext, every call traced (sampler ratio 1) and exported over OTLP/gRPC to a receiver in the benchmark process",
 	TargetNginx:        "nginx `grpc_pass`, 2 workers, upstream keepalive pool",
 	TargetHAProxy:      "HAProxy in HTTP/2 mode on both sides, 2 threads",
-	TargetTCPRelay:     "HAProxy in TCP mode, 2 threads: a byte pump that knows nothing of HTTP/2, as a reference for what any process between client and plugin costs",
+	TargetTCPRelay:     "HAProxy in TCP mode, 2 threads: a byte pump that reads no HTTP/2, as a reference for what any process between client and plugin costs",
 	TargetGoH2Relay:    "`ssegw bench go-h2-relay` (package bench/h2relay), a bare HTTP/2 relay in Go with the gateway's default windows and heap floor. It ends each stream and relays its frames on one of two connections to the plugin, without grpc-go and with none of the gateway's features: a reference for what a Go gateway that relays HTTP/2 frames itself would cost",
 	TargetGRPCProxy:    "`ssegw bench grpc-proxy` (package bench/grpcproxy), github.com/mwitkow/grpc-proxy's transparent handler with the gateway's default windows and heap floor. It ends each call on grpc-go and opens one on a grpc-go connection to the plugin, as the gateway does, with none of the gateway's features: a reference for what grpc-go's two sides cost a proxy",
 }

@@ -173,8 +173,8 @@ func IsGRPCTargetScheme(scheme string) bool {
 }
 
 // CheckEndpoint returns why an OTLP endpoint cannot work for exporter
-// (otlp, otlp-http, or "" when the environment picks it). It refuses only
-// what fails for certain, since a refusal stops the gateway's start. That
+// (otlp, otlp-http, or "" when the environment picks it). It rejects only
+// what fails for certain, since a rejection stops the gateway's start. That
 // is an http:// or https:// URL that does not parse, names no host or has
 // a port past 65535, and a gRPC target for OTLP/HTTP. It is also an
 // unknown scheme before "://", and host:port that does not split, as an
@@ -231,7 +231,7 @@ func checkHostPort(endpoint, exporter string) error {
 	return checkPortNumber(endpoint, port)
 }
 
-// checkPortNumber refuses a numeric port past the range of TCP ports.
+// checkPortNumber rejects a numeric port past the range of TCP ports.
 func checkPortNumber(endpoint, port string) error {
 	if n, err := strconv.Atoi(port); err == nil && (n < 0 || n > 65535) {
 		return fmt.Errorf("%q has the port %s; want a number from 0 to 65535", endpoint, port)

@@ -67,7 +67,7 @@ type Options struct {
 
 // New builds the providers. Keys left empty in cfg fall back to the
 // OpenTelemetry environment variables, as the SDKs read them, and New
-// refuses those that CheckEnvironment reports. Only CheckEnvironment has
+// rejects those that CheckEnvironment reports. Only CheckEnvironment has
 // the listeners, to report a Prometheus port that one of them takes.
 // Without either, nothing is exported.
 func New(ctx context.Context, cfg config.Telemetry, opts Options) (*Providers, error) {
@@ -503,7 +503,7 @@ func under(key string, err error) []error {
 	return errs
 }
 
-// checkResourceAttributes returns why the SDK would refuse
+// checkResourceAttributes returns why the SDK would reject
 // OTEL_RESOURCE_ATTRIBUTES, or a value in it that is not valid percent
 // encoding, which the SDK keeps as it is with a message on Go's standard
 // logger, outside the gateway's log.

@@ -702,7 +702,7 @@ func TestUnknownExporterRejected(t *testing.T) {
 	}
 }
 
-// TestBadEnvironmentRejected checks that New and CheckEnvironment refuse
+// TestBadEnvironmentRejected checks that New and CheckEnvironment reject
 // an OpenTelemetry variable that names an exporter, producer, protocol or
 // port the gateway cannot use, or resource attributes it cannot read, with
 // the same error naming the variable and its value. It also checks that

@@ -63,7 +63,7 @@ func TestProxyForwardsCalls(t *testing.T) {
 		t.Errorf("plugin identifier = %q, want proxied", got)
 	}
 
-	// Bundles of 100 kB, more than a flow-control window of 64 KiB holds,
+	// Bundles of 100 kB, larger than a flow-control window of 64 KiB,
 	// sent while the echoes come back.
 	md, err := ssepb.FunctionCallMetadata(0, &ssepb.CommonRequestHeader{AppId: "app"})
 	if err != nil {
