@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -17,13 +18,19 @@ import (
 // deployment tools and certificate renewals often write in several steps.
 const Settle = 300 * time.Millisecond
 
+// recheckInterval is how often Watch compares each folder with what its
+// path leads to now. The watch of a folder's parent sees the folder
+// replaced, but not a replacement further up: a whole certificate tree
+// restored from a backup, or deleted and made again, reaches no watched
+// folder. A look at the path finds those.
+var recheckInterval = 10 * time.Second
+
 // Folders is the set of folders that a Watch call watches.
 type Folders struct {
 	watcher *fsnotify.Watcher
 
 	mu      sync.Mutex
-	folders map[string]bool // the folders asked for, cleaned
-	parents map[string]bool // their parents, watched for the folders' own replacement
+	folders map[string]os.FileInfo // the folders asked for, cleaned, with what their path led to when last looked at (nil: nothing)
 }
 
 // Add watches one more folder. It does nothing once Watch's context has
@@ -34,17 +41,18 @@ type Folders struct {
 // folder pointed elsewhere, would otherwise go unseen from then on.
 func (f *Folders) Add(folder string) error {
 	folder = filepath.Clean(folder)
+	// Looked at before the watch begins, so that a replacement between
+	// the two shows at the next recheck.
+	identity, _ := os.Stat(folder)
+	f.mu.Lock()
+	f.folders[folder] = identity
+	f.mu.Unlock()
 	if err := f.watcher.Add(folder); err != nil && !errors.Is(err, fsnotify.ErrClosed) {
 		return fmt.Errorf("%s: %w", folder, err)
 	}
-	parent := filepath.Dir(folder)
-	f.mu.Lock()
-	f.folders[folder] = true
-	addParent := parent != folder && !f.parents[parent]
-	f.parents[parent] = true
-	f.mu.Unlock()
-	if addParent {
-		// Without its parent, the folder is still watched as it is now.
+	// Added again each time, since the parent may have been replaced too.
+	// Without its parent, the folder is still watched as it is now.
+	if parent := filepath.Dir(folder); parent != folder {
 		_ = f.watcher.Add(parent)
 	}
 	return nil
@@ -57,31 +65,50 @@ func (f *Folders) classify(name string) (inFolder, folderReplaced bool) {
 	name = filepath.Clean(name)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.folders[name] {
+	if _, ok := f.folders[name]; ok {
 		return false, true
 	}
-	return f.folders[filepath.Dir(name)], false
+	_, inFolder = f.folders[filepath.Dir(name)]
+	return inFolder, false
+}
+
+// moved returns the folders whose path leads elsewhere than when last
+// looked at, or has come or gone since, and notes where each leads now.
+func (f *Folders) moved() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var moved []string
+	for folder, before := range f.folders {
+		now, _ := os.Stat(folder)
+		if (before == nil) != (now == nil) || (now != nil && !os.SameFile(before, now)) {
+			f.folders[folder] = now
+			moved = append(moved, folder)
+		}
+	}
+	return moved
 }
 
 // Watch watches folders, not files, because editors, Kubernetes and
 // certificate tools replace a file rather than write it in place. It calls
 // onChange once Settle has passed after the last event for which relevant
 // returns true, given the event's path, or that replaced one of the
-// folders, until ctx ends.
+// folders, or once a recheck found one replaced, until ctx ends.
 func Watch(ctx context.Context, folders []string, relevant func(name string) bool, onChange func()) (*Folders, error) {
 	watcher, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, err
 	}
-	f := &Folders{watcher: watcher, folders: map[string]bool{}, parents: map[string]bool{}}
+	f := &Folders{watcher: watcher, folders: map[string]os.FileInfo{}}
 	for _, folder := range folders {
 		if err := f.Add(folder); err != nil {
 			watcher.Close()
 			return nil, err
 		}
 	}
+	recheck := time.NewTicker(recheckInterval)
 	go func() {
 		defer watcher.Close()
+		defer recheck.Stop()
 		settle := time.NewTimer(time.Hour)
 		settle.Stop()
 		for {
@@ -101,6 +128,11 @@ func Watch(ctx context.Context, folders []string, relevant func(name string) boo
 					go f.Add(event.Name)
 					settle.Reset(Settle)
 				} else if inFolder && relevant(event.Name) {
+					settle.Reset(Settle)
+				}
+			case <-recheck.C:
+				for _, folder := range f.moved() {
+					go f.Add(folder)
 					settle.Reset(Settle)
 				}
 			case <-watcher.Errors:

@@ -96,3 +96,27 @@ func TestWatchLinkedFolderRepointed(t *testing.T) {
 	write(t, filepath.Join(v2, "cert.pem"), "new")
 	awaitCall(t, calls, "a write in v2")
 }
+
+// TestWatchTreeReplacedAbove checks that a folder is watched again when
+// a folder above its parent is replaced, as when a whole certificate tree
+// is restored from a backup: no watch sees that, so the recheck of the
+// folder's path must find it.
+func TestWatchTreeReplacedAbove(t *testing.T) {
+	fswatch.SetRecheckInterval(t, 20*time.Millisecond)
+	root := t.TempDir()
+	tree := filepath.Join(root, "certs")
+	folder := filepath.Join(tree, "gateway")
+	mkdir(t, tree)
+	mkdir(t, folder)
+	calls := watchCalls(t, folder)
+
+	if err := os.Rename(tree, filepath.Join(root, "certs.old")); err != nil {
+		t.Fatal(err)
+	}
+	mkdir(t, tree)
+	mkdir(t, folder)
+	awaitCall(t, calls, "the tree above the folder was replaced")
+
+	write(t, filepath.Join(folder, "cert.pem"), "new")
+	awaitCall(t, calls, "a write in the new folder")
+}
