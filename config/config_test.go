@@ -1280,20 +1280,20 @@ func removeFile(t *testing.T, path string) {
 	}
 }
 
-// TestValidateExpiredCertificates checks that a listener's certificate,
-// or a backend's client certificate, that has expired is listed by
-// ExpiredCertificates, and is no problem of the file: the gateway still
-// serves its other listeners and engines.
-func TestValidateExpiredCertificates(t *testing.T) {
+// TestValidateUnusableCertificates checks that a listener's certificate
+// that has expired, and a backend's client certificate that is not valid
+// yet, are listed by UnusableCertificates, and are no problem of the file:
+// the gateway still serves its other listeners and engines.
+func TestValidateUnusableCertificates(t *testing.T) {
 	set := writeCerts(t)
 	ca, err := tlsutil.LoadAuthority(filepath.Join(set.CADir, tlsutil.RootCertFile), filepath.Join(set.CADir, tlsutil.CAKeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	expiredFolder := func(certFile, keyFile string, usage x509.ExtKeyUsage) string {
+	folder := func(name, certFile, keyFile string, usage x509.ExtKeyUsage, from time.Duration) string {
 		cert, key, err := ca.Issue(tlsutil.LeafRequest{
-			CommonName: "old", Hosts: []string{"localhost"}, Usage: []x509.ExtKeyUsage{usage},
-			NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour),
+			CommonName: name, Hosts: []string{"localhost"}, Usage: []x509.ExtKeyUsage{usage},
+			NotBefore: time.Now().Add(from), NotAfter: time.Now().Add(from + 24*time.Hour),
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -1308,22 +1308,22 @@ func TestValidateExpiredCertificates(t *testing.T) {
 	}
 	yaml := `
 listeners:
-  - {address: "127.0.0.1:0", tls: {dir: ` + quote(expiredFolder(tlsutil.ServerCertFile, tlsutil.ServerKeyFile, x509.ExtKeyUsageServerAuth)) + `}}
+  - {address: "127.0.0.1:0", tls: {dir: ` + quote(folder("old", tlsutil.ServerCertFile, tlsutil.ServerKeyFile, x509.ExtKeyUsageServerAuth, -48*time.Hour)) + `}}
 engines:
-  R: {backends: [{address: "127.0.0.1:50055", tls: {dir: ` + quote(expiredFolder(tlsutil.ClientCertFile, tlsutil.ClientKeyFile, x509.ExtKeyUsageClientAuth)) + `}}]}
+  R: {backends: [{address: "127.0.0.1:50055", tls: {dir: ` + quote(folder("future", tlsutil.ClientCertFile, tlsutil.ClientKeyFile, x509.ExtKeyUsageClientAuth, 24*time.Hour)) + `}}]}
 `
 	cfg, err := config.Parse([]byte(yaml), nil)
 	if err != nil {
 		t.Fatalf("Parse() error: %v", err)
 	}
-	warnings := cfg.ExpiredCertificates(time.Now())
-	for _, want := range []string{`listeners[0].tls: certificate "old" expired on`, `engines.R.backends[0].tls: certificate "old" expired on`} {
+	warnings := cfg.UnusableCertificates(time.Now())
+	for _, want := range []string{`listeners[0].tls: certificate "old" expired on`, `engines.R.backends[0].tls: certificate "future" is not valid before`} {
 		if !slices.ContainsFunc(warnings, func(w string) bool { return strings.HasPrefix(w, want) }) {
-			t.Errorf("ExpiredCertificates() = %q, want one starting with %q", warnings, want)
+			t.Errorf("UnusableCertificates() = %q, want one starting with %q", warnings, want)
 		}
 	}
 	if len(warnings) != 2 {
-		t.Errorf("ExpiredCertificates() = %q, want 2", warnings)
+		t.Errorf("UnusableCertificates() = %q, want 2", warnings)
 	}
 }
 

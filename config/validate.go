@@ -459,15 +459,16 @@ func (c *Config) adminPorts() listenerPorts {
 	return ports
 }
 
-// ExpiredCertificates returns a warning for each certificate that a
-// listener or a backend presents and that has expired. They are not
+// UnusableCertificates returns a warning for each certificate that a
+// listener or a backend presents and that has expired or is not valid
+// yet, and for CAs of which none is within its validity. They are not
 // problems of the file: the gateway still serves its other listeners and
 // engines, and picks up renewed files without a restart.
-func (c *Config) ExpiredCertificates(now time.Time) []string {
+func (c *Config) UnusableCertificates(now time.Time) []string {
 	var warnings []string
 	sources, _ := c.listenerSources()
 	for _, source := range sources {
-		warnings = append(warnings, source.Expired(now)...)
+		warnings = append(warnings, source.Unusable(now)...)
 	}
 	for _, name := range c.EngineNames() {
 		for i, backend := range c.Engine(name).Backends {
@@ -475,7 +476,7 @@ func (c *Config) ExpiredCertificates(now time.Time) []string {
 				continue
 			}
 			if source, err := tlsutil.NewClientSource(fmt.Sprintf("engines.%s.backends[%d].tls", name, i), backend.TLS.Files(), ""); err == nil {
-				warnings = append(warnings, source.Expired(now)...)
+				warnings = append(warnings, source.Unusable(now)...)
 			}
 		}
 	}

@@ -145,7 +145,7 @@ func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
 	var expired []string
 	for _, l := range g.listeners {
 		if l.tls != nil {
-			expired = append(expired, l.tls.Expired(now)...)
+			expired = append(expired, l.tls.Unusable(now)...)
 		}
 	}
 	if g.stopping.Load() {
@@ -155,7 +155,7 @@ func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
 		// Every Qlik engine refuses the listener's certificate, or has
 		// its own refused.
 		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, "not ready: a listener's certificate has expired, so every TLS connection to it fails: %s\n", strings.Join(expired, "; "))
+		fmt.Fprintf(w, "not ready: a listener's certificate has expired or is not valid yet, so every TLS connection to it fails: %s\n", strings.Join(expired, "; "))
 	} else if len(notReady) > 0 {
 		slices.Sort(notReady)
 		w.WriteHeader(http.StatusServiceUnavailable)

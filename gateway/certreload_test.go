@@ -762,9 +762,11 @@ func rotRenewClientCert(t *testing.T, gw *ssetest.Gateway, certs *ssetest.Certs,
 }
 
 // TestReadyzExpiredListenerCertificate checks that /readyz returns 503,
-// naming the certificate, once the listener's certificate in use has
+// naming the certificate, when the listener's certificate in use has
 // expired, because every Qlik engine rejects it. An expired old root kept
-// beside the current one in the client CA file leaves it at 200.
+// beside the current one in the client CA file leaves it at 200, and so
+// does an expired certificate put in place of a working one, which the
+// gateway rejects.
 func TestReadyzExpiredListenerCertificate(t *testing.T) {
 	certs := ssetest.NewCerts(t)
 	listenerDir := certs.ServerDir(t, tlsutil.LeafRequest{Hosts: ssetest.TestHosts})
@@ -812,9 +814,23 @@ func TestReadyzExpiredListenerCertificate(t *testing.T) {
 	}
 	mark = logMark(gw)
 	rotReplace(t, rotFile{files.KeyFile, key}, rotFile{files.CertFile, cert})
-	waitForRecordAfter(t, gw, mark, rotWait, "the listener's certificate reloaded", func(map[string]any) bool { return true }, "certificates reloaded")
+	waitForRecordAfter(t, gw, mark, rotWait, "the expired certificate rejected", func(record map[string]any) bool {
+		return strings.Contains(fmt.Sprint(record["error"]), `certificate "sse_server" expired on`)
+	}, "certificates not reloaded; the current ones stay")
+	if code, body := rotReadyz(t, gw); code != http.StatusOK {
+		t.Errorf("/readyz = %d %q after an expired certificate was rejected, want 200", code, body)
+	}
+	if cert := rotHandshake(t, gw.Addrs[0], certs.QlikDir).PeerCertificates[0]; !time.Now().Before(cert.NotAfter) {
+		t.Errorf("the listener presents a certificate that expired on %s after an expired one was rejected, want the working one", cert.NotAfter)
+	}
 
-	code, body := rotReadyz(t, gw)
+	// A gateway that starts with it, as one left running past its
+	// certificate's end would have it, is not ready.
+	expired := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("R", &config.ServerTLS{Dir: listenerDir})},
+		Engines:   map[string]*config.Engine{"R": ssetest.Engine(plugin.Addr)},
+	})
+	code, body := rotReadyz(t, expired)
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, `certificate "sse_server" expired on`) {
 		t.Errorf("/readyz = %d %q with the listener's certificate expired, want 503 naming it", code, body)
 	}

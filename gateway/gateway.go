@@ -456,8 +456,8 @@ func (g *Gateway) checkExpiry(ctx context.Context) {
 		now := time.Now()
 		for _, warning := range g.certificates.Expiring(g.Config().CertificateExpiryWarning, now) {
 			message := "certificate expires soon; renew it (ssegw certs init --force keeps the CA of a set it made), the gateway reloads it without a restart"
-			if tlsutil.IsExpiredWarning(warning) {
-				message = "certificate expired: the other side refuses every connection that presents or needs it; renew it (ssegw certs init --force keeps the CA of a set it made), the gateway reloads it without a restart"
+			if tlsutil.IsUnusableWarning(warning) {
+				message = "certificate expired or not valid yet: the other side refuses every connection that presents or needs it; renew it (ssegw certs init --force keeps the CA of a set it made), the gateway reloads it without a restart"
 			}
 			g.logger.Warn(message, "warning", warning)
 		}

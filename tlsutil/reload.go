@@ -29,6 +29,10 @@ type Source struct {
 
 	current atomic.Pointer[tls.Config]
 	cas     atomic.Pointer[[]*x509.Certificate] // the CA file's certificates, as last read
+
+	// validFrom is when the files that Reload last rejected as not valid
+	// yet become valid, in Unix nanoseconds, or 0.
+	validFrom atomic.Int64
 }
 
 // NewServerSource loads a server's files. Its configurations negotiate
@@ -86,6 +90,9 @@ func (s *Source) ServerConfig() *tls.Config {
 }
 
 // Reload reads the files again. On error the current configuration stays.
+// Files that would make every handshake fail, with a certificate that has
+// expired or is not valid yet, are an error too while the current
+// configuration works: swapping them in would end every new connection.
 func (s *Source) Reload() error {
 	cfg, err := s.build()
 	if err != nil {
@@ -94,9 +101,63 @@ func (s *Source) Reload() error {
 	// The configuration has loaded the CA file already; reading it again
 	// for its certificates cannot fail but for a race with a writer.
 	cas, _ := readCertificates(s.caFile)
+	s.validFrom.Store(0)
+	if current := s.current.Load(); current != nil {
+		now := time.Now()
+		if bad := unusable(cfg, cas, now); len(bad) > 0 && len(unusable(current, *s.cas.Load(), now)) == 0 {
+			return s.rejectUnusable(bad, now)
+		}
+	}
 	s.cas.Store(&cas)
 	s.current.Store(cfg)
 	return nil
+}
+
+// rejectUnusable returns the error of Reload for new files whose
+// certificates bad make every handshake fail, and notes when they become
+// valid if none has expired, so that a Watcher loads them then.
+func (s *Source) rejectUnusable(bad []*x509.Certificate, now time.Time) error {
+	var problems []string
+	var validFrom time.Time
+	expired := false
+	for _, cert := range bad {
+		problems = append(problems, unusableWarning(s.name, cert, now))
+		if now.Before(cert.NotBefore) {
+			if cert.NotBefore.After(validFrom) {
+				validFrom = cert.NotBefore
+			}
+		} else {
+			expired = true
+		}
+	}
+	detail := strings.Join(problems, "; ")
+	if expired {
+		return fmt.Errorf("%s: every handshake would fail with the new files, so the current certificates stay; renew the files", detail)
+	}
+	s.validFrom.Store(validFrom.UnixNano())
+	return fmt.Errorf("%s: every handshake would fail with the new files until then, so the current certificates stay until %s", detail, validFrom.Format(time.RFC3339))
+}
+
+// unusable returns the certificates of cfg that make every handshake fail
+// at now, with cas the certificates of its CA file: one it presents, its
+// own or one of its chain, outside its validity, and the CAs when none of
+// them is within its validity. A CA out of its validity beside a valid one
+// is left out, since a CA file may keep an old root beside the current
+// one.
+func unusable(cfg *tls.Config, cas []*x509.Certificate, now time.Time) []*x509.Certificate {
+	outside := func(cert *x509.Certificate) bool { return now.Before(cert.NotBefore) || !now.Before(cert.NotAfter) }
+	var bad []*x509.Certificate
+	for _, pair := range cfg.Certificates {
+		for _, cert := range chainOf(pair) {
+			if outside(cert) {
+				bad = append(bad, cert)
+			}
+		}
+	}
+	if len(cas) > 0 && !slices.ContainsFunc(cas, func(ca *x509.Certificate) bool { return !outside(ca) }) {
+		bad = append(bad, cas...)
+	}
+	return distinct(bad)
 }
 
 // Certificates returns the certificates of the current configuration: its
@@ -183,45 +244,38 @@ func chainOf(pair tls.Certificate) []*x509.Certificate {
 	return chain
 }
 
-// expiredWording is the phrase that sets the warnings of Expired apart
-// from the other warnings of Expiring.
-const expiredWording = " expired on "
+// The phrases that set the warnings of Unusable apart from the other
+// warnings of Expiring.
+const (
+	expiredWording     = " expired on "
+	notYetValidWording = " is not valid before "
+)
 
-// Expired returns a warning for each certificate that makes every
-// handshake of the source fail: one it presents, its own or one of its
-// chain, that has expired, and the CAs it trusts when all of them have
-// expired. An expired CA beside a valid one is left out, since a CA file
-// may keep an old root beside the current one; Expiring lists it.
-func (s *Source) Expired(now time.Time) []string {
-	var expired []*x509.Certificate
-	for _, pair := range s.current.Load().Certificates {
-		for _, cert := range chainOf(pair) {
-			if !now.Before(cert.NotAfter) {
-				expired = append(expired, cert)
-			}
-		}
-	}
-	if cas := s.cas.Load(); cas != nil && len(*cas) > 0 {
-		allExpired := !slices.ContainsFunc(*cas, func(ca *x509.Certificate) bool { return now.Before(ca.NotAfter) })
-		if allExpired {
-			expired = append(expired, *cas...)
-		}
-	}
+// Unusable returns a warning for each certificate that makes every
+// handshake of the source fail, because it has expired or is not valid
+// yet: see unusable.
+func (s *Source) Unusable(now time.Time) []string {
 	var warnings []string
-	for _, cert := range distinct(expired) {
-		warnings = append(warnings, expiredWarning(s.name, cert))
+	for _, cert := range unusable(s.current.Load(), *s.cas.Load(), now) {
+		warnings = append(warnings, unusableWarning(s.name, cert, now))
 	}
 	return warnings
 }
 
-func expiredWarning(source string, cert *x509.Certificate) string {
+// unusableWarning names a certificate of source outside its validity at
+// now, and the date it ended or begins.
+func unusableWarning(source string, cert *x509.Certificate, now time.Time) string {
+	if now.Before(cert.NotBefore) {
+		return fmt.Sprintf("%s: certificate %q%s%s", source, cert.Subject.CommonName, notYetValidWording, cert.NotBefore.Format(time.RFC3339))
+	}
 	return fmt.Sprintf("%s: certificate %q%s%s", source, cert.Subject.CommonName, expiredWording, cert.NotAfter.Format(time.DateOnly))
 }
 
-// IsExpiredWarning reports whether a warning of Expiring is about a
-// certificate that has expired rather than one that soon will.
-func IsExpiredWarning(warning string) bool {
-	return strings.Contains(warning, expiredWording)
+// IsUnusableWarning reports whether a warning of Expiring is about a
+// certificate that has expired or is not valid yet, rather than one that
+// soon expires.
+func IsUnusableWarning(warning string) bool {
+	return strings.Contains(warning, expiredWording) || strings.Contains(warning, notYetValidWording)
 }
 
 // Watcher reloads the sources registered with it when their files change
@@ -236,6 +290,8 @@ type Watcher struct {
 	mu      sync.Mutex // guards the following
 	sources []*Source
 	folders *fswatch.Folders // set by Run, to watch the folders of sources added later
+	retry   *time.Timer      // reloads once files rejected as not valid yet become valid
+	stopped bool             // Run's context has ended: no more retries
 }
 
 // NewWatcher returns a watcher that logs to logger.
@@ -284,7 +340,9 @@ func (w *Watcher) Reload() int {
 // reload is Reload, returning the sources whose certificates changed.
 func (w *Watcher) reload() []*Source {
 	var changed []*Source
-	for _, s := range w.snapshot() {
+	sources := w.snapshot()
+	defer w.retryLater(sources)
+	for _, s := range sources {
 		before := s.Certificates()
 		if err := s.Reload(); err != nil {
 			w.logger.Error("certificates not reloaded; the current ones stay", "error", err.Error())
@@ -315,18 +373,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 			return slices.ContainsFunc(s.files, func(file string) bool { return filepath.Clean(file) == name })
 		})
 	}
-	reload := func() {
-		w.logger.Info("certificate files changed; reloading")
-		changed := w.reload()
-		w.logger.Info("certificates reloaded", "reloaded", len(changed))
-		if w.Reloaded != nil && len(changed) > 0 {
-			w.Reloaded(changed)
-		}
-	}
+	reload := func() { w.reloadAndReport("certificate files changed; reloading") }
 	watched, err := fswatch.Watch(ctx, folders, relevant, reload)
 	if err != nil {
 		return fmt.Errorf("watching certificates: %w", err)
 	}
+	context.AfterFunc(ctx, w.stopRetry)
 	w.mu.Lock()
 	w.folders = watched
 	sources := slices.Clone(w.sources)
@@ -340,6 +392,51 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// reloadAndReport reloads every source, logging why first, and passes the
+// sources whose certificates changed to Reloaded.
+func (w *Watcher) reloadAndReport(why string) {
+	w.logger.Info(why)
+	changed := w.reload()
+	w.logger.Info("certificates reloaded", "reloaded", len(changed))
+	if w.Reloaded != nil && len(changed) > 0 {
+		w.Reloaded(changed)
+	}
+}
+
+// retryLater arms a reload for the moment the earliest files that
+// sources rejected as not valid yet become valid, since their files will
+// not change again to start one. A second more allows for a peer's clock
+// a little behind.
+func (w *Watcher) retryLater(sources []*Source) {
+	var at int64
+	for _, s := range sources {
+		if from := s.validFrom.Load(); from > 0 && (at == 0 || from < at) {
+			at = from
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.retry != nil {
+		w.retry.Stop()
+		w.retry = nil
+	}
+	if at == 0 || w.stopped {
+		return
+	}
+	w.retry = time.AfterFunc(time.Until(time.Unix(0, at))+time.Second, func() {
+		w.reloadAndReport("certificate files have become valid; reloading")
+	})
+}
+
+func (w *Watcher) stopRetry() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
+	if w.retry != nil {
+		w.retry.Stop()
+	}
 }
 
 // sourceFolders returns the folders of the sources' files, each once.
@@ -356,15 +453,15 @@ func sourceFolders(sources []*Source) []string {
 }
 
 // Expiring returns a warning for each certificate of the sources that
-// expires within the given time, or has expired.
+// expires within the given time, has expired, or is not valid yet.
 func (w *Watcher) Expiring(within time.Duration, now time.Time) []string {
 	var warnings []string
 	for _, s := range w.snapshot() {
 		for _, cert := range s.Certificates() {
 			left := cert.NotAfter.Sub(now)
 			switch {
-			case left <= 0:
-				warnings = append(warnings, expiredWarning(s.name, cert))
+			case left <= 0 || now.Before(cert.NotBefore):
+				warnings = append(warnings, unusableWarning(s.name, cert, now))
 			case left < within:
 				warnings = append(warnings, fmt.Sprintf("%s: certificate %q expires on %s, in %d days", s.name, cert.Subject.CommonName,
 					cert.NotAfter.Format(time.DateOnly), int(left.Hours()/24)))

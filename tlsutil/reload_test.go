@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"fmt"
 	"log/slog"
 	"math/big"
 	"net"
@@ -410,7 +409,7 @@ func TestWatcherExpiringRoot(t *testing.T) {
 
 // TestWatcherExpiringIntermediate checks that an intermediate CA in the
 // certificate file is listed when it expires within the window, and that
-// Expired names it once it has expired. Either ends the chain's validity,
+// Unusable names it once it has expired. Either ends the chain's validity,
 // while the leaf and the root still have years left.
 func TestWatcherExpiringIntermediate(t *testing.T) {
 	now := time.Now()
@@ -461,12 +460,12 @@ func TestWatcherExpiringIntermediate(t *testing.T) {
 			if len(warnings) != 1 || !strings.HasPrefix(warnings[0], `test listener: certificate "short_intermediate"`) {
 				t.Errorf("Expiring() = %q, want one warning about short_intermediate", warnings)
 			}
-			expired := source.Expired(now)
+			expired := source.Unusable(now)
 			if tt.expired && (len(expired) != 1 || !strings.Contains(expired[0], `"short_intermediate" expired on`)) {
-				t.Errorf("Expired() = %q, want one warning about short_intermediate", expired)
+				t.Errorf("Unusable() = %q, want one warning about short_intermediate", expired)
 			}
 			if !tt.expired && len(expired) != 0 {
-				t.Errorf("Expired() = %q, want none", expired)
+				t.Errorf("Unusable() = %q, want none", expired)
 			}
 			if tt.expired {
 				return
@@ -522,11 +521,11 @@ func expiredRootPEM(t *testing.T, name string) []byte {
 	return tlsutil.EncodeCert(&x509.Certificate{Raw: der})
 }
 
-// TestSourceExpired checks which certificates Expired names: the source's
-// own when expired, and the CAs it trusts only when every one of them has
-// expired, not an expired old root kept beside a valid one. A CA that the
-// chain file repeats is named once.
-func TestSourceExpired(t *testing.T) {
+// TestSourceUnusable checks which certificates Unusable names: the
+// source's own when expired or not valid yet, and the CAs it trusts only
+// when every one of them has expired, not an expired old root kept beside
+// a valid one. A CA that the chain file repeats is named once.
+func TestSourceUnusable(t *testing.T) {
 	set := newFixture(t)
 	validRoot := tlsutil.EncodeCert(set.ca.Cert)
 	certPEM, keyPEM := newServerPair(t, set)
@@ -535,17 +534,22 @@ func TestSourceExpired(t *testing.T) {
 		CommonName: "old_server", Hosts: testHosts, Usage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour),
 	})
+	futureCert, futureKey := ssetest.IssueLeaf(t, set.ca, tlsutil.LeafRequest{
+		CommonName: "next_server", Hosts: testHosts, Usage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		NotBefore: time.Now().Add(24 * time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
+	})
 	tests := []struct {
 		name      string
 		cert, key []byte
 		clientCAs []byte
-		want      []string // common names named
+		want      []string // the warnings' texts after the source's name
 	}{
 		{name: "all valid", cert: certPEM, key: keyPEM, clientCAs: validRoot},
-		{name: "own certificate expired", cert: expiredCert, key: expiredKey, clientCAs: validRoot, want: []string{"old_server"}},
-		{name: "only CA expired", cert: certPEM, key: keyPEM, clientCAs: expiredRootPEM(t, "old_root"), want: []string{"old_root"}},
+		{name: "own certificate expired", cert: expiredCert, key: expiredKey, clientCAs: validRoot, want: []string{`certificate "old_server" expired on`}},
+		{name: "own certificate not valid yet", cert: futureCert, key: futureKey, clientCAs: validRoot, want: []string{`certificate "next_server" is not valid before`}},
+		{name: "only CA expired", cert: certPEM, key: keyPEM, clientCAs: expiredRootPEM(t, "old_root"), want: []string{`certificate "old_root" expired on`}},
 		{name: "old CA beside a valid one", cert: certPEM, key: keyPEM, clientCAs: append(expiredRootPEM(t, "old_root"), validRoot...)},
-		{name: "expired CA in the chain too", cert: slices.Concat(certPEM, oldRoot), key: keyPEM, clientCAs: oldRoot, want: []string{"old_root"}},
+		{name: "expired CA in the chain too", cert: slices.Concat(certPEM, oldRoot), key: keyPEM, clientCAs: oldRoot, want: []string{`certificate "old_root" expired on`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -554,16 +558,96 @@ func TestSourceExpired(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := source.Expired(time.Now())
+			got := source.Unusable(time.Now())
 			if len(got) != len(tt.want) {
-				t.Fatalf("Expired() = %q, want %d naming %q", got, len(tt.want), tt.want)
+				t.Fatalf("Unusable() = %q, want %d: %q", got, len(tt.want), tt.want)
 			}
-			for i, name := range tt.want {
-				if !strings.Contains(got[i], fmt.Sprintf("certificate %q expired on", name)) {
-					t.Errorf("Expired()[%d] = %q, want it to name %q", i, got[i], name)
+			for i, want := range tt.want {
+				if !strings.HasPrefix(got[i], "test listener: "+want) {
+					t.Errorf("Unusable()[%d] = %q, want it to start with %q", i, got[i], want)
 				}
 			}
 		})
+	}
+}
+
+// TestSourceReloadRejectsUnusable checks that Reload keeps a working
+// certificate when the new files hold one that has expired or is not
+// valid yet, since every handshake would fail with it, and that the error
+// says which and until when.
+func TestSourceReloadRejectsUnusable(t *testing.T) {
+	set := newFixture(t)
+	files := tlsutil.ServerFilesInDir(set.GatewayDir, "", "", "")
+	source, err := tlsutil.NewServerSource("test listener", files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	address := tlsServer(t, source.ServerConfig())
+	serial := handshakeState(t, set, address).PeerCertificates[0].SerialNumber
+	now := time.Now()
+	for _, tt := range []struct {
+		name                string
+		notBefore, notAfter time.Time
+		want                []string
+	}{
+		{"expired", now.Add(-48 * time.Hour), now.Add(-24 * time.Hour), []string{`certificate "sse_server" expired on`, "the current certificates stay; renew the files"}},
+		{"not valid yet", now.Add(24 * time.Hour), now.Add(48 * time.Hour), []string{`certificate "sse_server" is not valid before`, "the current certificates stay until " + now.Add(24*time.Hour).UTC().Truncate(time.Second).Format(time.RFC3339)}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cert, key := ssetest.IssueLeaf(t, set.ca, tlsutil.LeafRequest{
+				CommonName: "sse_server", Hosts: testHosts, Usage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+				NotBefore: tt.notBefore, NotAfter: tt.notAfter,
+			})
+			ssetest.ReplaceFile(t, files.KeyFile, key)
+			ssetest.ReplaceFile(t, files.CertFile, cert)
+			current := source.Config()
+			err := source.Reload()
+			if err == nil {
+				t.Fatal("Reload() = nil, want an error")
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("Reload() error = %q, want it to contain %q", err, want)
+				}
+			}
+			if source.Config() != current {
+				t.Error("Config() changed after Reload() with unusable files, want the previous configuration")
+			}
+			if got := handshakeState(t, set, address).PeerCertificates[0].SerialNumber; got.Cmp(serial) != 0 {
+				t.Errorf("serial after Reload() = %x, want the previous %x", got, serial)
+			}
+		})
+	}
+}
+
+// TestWatcherLoadsFilesOnceValid checks that a running watcher, having
+// rejected files not valid yet, loads them when they become valid,
+// without another change of the files.
+func TestWatcherLoadsFilesOnceValid(t *testing.T) {
+	set := newFixture(t)
+	files := tlsutil.ServerFilesInDir(set.GatewayDir, "", "", "")
+	source, logs := runWatcher(t, files)
+	address := tlsServer(t, source.ServerConfig())
+
+	// Certificates count whole seconds: valid from the second after next.
+	notBefore := time.Now().Truncate(time.Second).Add(2 * time.Second)
+	cert, key := ssetest.IssueLeaf(t, set.ca, tlsutil.LeafRequest{
+		CommonName: "sse_server", Hosts: testHosts, Usage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		NotBefore: notBefore, NotAfter: notBefore.Add(24 * time.Hour),
+	})
+	ssetest.ReplaceFile(t, files.KeyFile, key)
+	ssetest.ReplaceFile(t, files.CertFile, cert)
+	logs.WaitForLine(t, "the rejection of files not valid yet", reloadWait, func(line string) bool {
+		return strings.Contains(line, "level=ERROR") && strings.Contains(line, "is not valid before")
+	})
+	logs.WaitForLine(t, "the reload once they are valid", reloadWait, func(line string) bool {
+		return strings.Contains(line, `msg="certificates reloaded"`) && strings.Contains(line, "reloaded=1")
+	})
+	if time.Now().Before(notBefore) {
+		t.Errorf("files loaded at %s, before they became valid at %s", time.Now().Format(time.RFC3339Nano), notBefore.Format(time.RFC3339))
+	}
+	if got, want := handshakeState(t, set, address).PeerCertificates[0].SerialNumber, ssetest.CertSerial(t, cert); got.Cmp(want) != 0 {
+		t.Errorf("serial = %x once the files became valid, want %x; log:\n%s", got, want, logs)
 	}
 }
 

@@ -66,7 +66,7 @@ answered and agrees; 1 otherwise.`,
 			} else {
 				fmt.Fprintf(out, "%s: valid: %s, %s (%s)\n", configFile, count(len(cfg.Listeners), "listener"), count(len(cfg.Engines), "engine"), strings.Join(cfg.EngineNames(), ", "))
 			}
-			for _, expired := range cfg.ExpiredCertificates(time.Now()) {
+			for _, expired := range cfg.UnusableCertificates(time.Now()) {
 				fmt.Fprintf(out, "warning: %s: every peer refuses it; renew it (ssegw certs init --force keeps the CA of a set it made)\n", expired)
 			}
 			for _, warning := range cfg.UncoveredHosts() {
