@@ -10,7 +10,9 @@ sse_server_key.pem) and requires a client certificate signed by that
 root. GetCapabilities returns one function, Echo (id 0), and as
 pluginIdentifier the --name followed by "CN=" and the common name of the
 client certificate of the call, so that a test can tell which certificate
-the gateway presented. ExecuteFunction returns each bundle it receives.
+the gateway presented. ExecuteFunction returns each bundle it receives,
+or with --cancel reads one bundle, prints "cancelling a call" and cancels
+the call.
 
 Message classes are built at run time from a FileDescriptorSet file of
 qlik.sse. Once listening, the script prints "listening on HOST:PORT" and
@@ -36,6 +38,7 @@ def parse_args():
                         "sse_server_cert.pem and sse_server_key.pem")
     parser.add_argument("--descriptors", required=True, help="FileDescriptorSet file that holds qlik.sse")
     parser.add_argument("--name", default="python-plugin", help="start of the pluginIdentifier")
+    parser.add_argument("--cancel", action="store_true", help="cancel each ExecuteFunction call after its first bundle")
     return parser.parse_args()
 
 
@@ -52,7 +55,7 @@ def client_common_name(context):
     return names[0].decode("utf-8") if names else "none"
 
 
-def connector(messages, name):
+def connector(messages, name, cancel):
     """Return the generic handler of qlik.sse.Connector."""
     empty = messages["qlik.sse.Empty"]
     capabilities = messages["qlik.sse.Capabilities"]
@@ -65,6 +68,11 @@ def connector(messages, name):
         return answer
 
     def execute_function(requests, context):
+        if cancel:
+            next(requests, None)
+            print("cancelling a call", flush=True)
+            context.cancel()
+            return
         for bundle in requests:
             yield bundle
 
@@ -92,7 +100,7 @@ def main():
         require_client_auth=True,
     )
     server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4))
-    server.add_generic_rpc_handlers((connector(messages, args.name),))
+    server.add_generic_rpc_handlers((connector(messages, args.name, args.cancel),))
     port = server.add_secure_port(args.address, credentials)
     if port == 0:
         raise SystemExit(f"cannot listen on {args.address}")

@@ -33,15 +33,15 @@ func runCertsInit(t *testing.T, args ...string) {
 
 // startPythonPlugin runs qlik_plugin.py with the plugin-style certificate
 // folder serverDir on a free loopback port, and returns its address.
-func startPythonPlugin(t *testing.T, python, descriptors, serverDir string) string {
+func startPythonPlugin(t *testing.T, python, descriptors, serverDir string, flags ...string) (string, *ssetest.Process) {
 	t.Helper()
 	script, err := filepath.Abs("qlik_plugin.py")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := ssetest.StartProcess(t, python, nil, script, "--address", "127.0.0.1:0",
-		"--cert-dir", serverDir, "--descriptors", descriptors, "--name", pythonPluginName)
-	return strings.TrimSpace(p.WaitForLine(t, "listening on ", time.Minute))
+	args := append([]string{script, "--address", "127.0.0.1:0", "--cert-dir", serverDir, "--descriptors", descriptors, "--name", pythonPluginName}, flags...)
+	p := ssetest.StartProcess(t, python, nil, args...)
+	return strings.TrimSpace(p.WaitForLine(t, "listening on ", time.Minute)), p
 }
 
 // echoCall returns an ExecuteFunction call of the Echo function of
@@ -73,7 +73,7 @@ func TestPythonWithCertsInit(t *testing.T) {
 	runCertsInit(t, "--ca", filepath.Join(back, tlsutil.CAFolder), "--out", gatewayClient, "--client-name", "ssegw-gateway")
 
 	descriptors := writeDescriptorSet(t)
-	plugin := startPythonPlugin(t, python, descriptors, filepath.Join(back, tlsutil.GatewayFolder))
+	plugin, _ := startPythonPlugin(t, python, descriptors, filepath.Join(back, tlsutil.GatewayFolder))
 	gw := startGatewayProcess(t, map[string]any{
 		"listeners": []map[string]any{{"address": "127.0.0.1:0", "engine": "R", "tls": map[string]any{"dir": filepath.Join(front, tlsutil.GatewayFolder)}}},
 		"engines": map[string]any{"R": map[string]any{"backends": []map[string]any{
@@ -98,6 +98,33 @@ func TestPythonWithCertsInit(t *testing.T) {
 	}
 	if strings.Contains(gw.Stderr(), "PRIVATE KEY") {
 		t.Errorf("gateway log contains key material; log:\n%s", gw.Stderr())
+	}
+}
+
+// TestPythonPluginCancelNotReplayed has a grpcio plugin cancel each call
+// after its first bundle. The plugin has run the call, so the gateway must
+// not send it again, and Qlik must get CANCELLED, as on a direct
+// connection, not the UNAVAILABLE of a plugin that could not be reached.
+func TestPythonPluginCancelNotReplayed(t *testing.T) {
+	python := findPython(t)
+	certs := t.TempDir()
+	runCertsInit(t, "--out", certs, "--hosts", "localhost,127.0.0.1")
+	descriptors := writeDescriptorSet(t)
+	address, plugin := startPythonPlugin(t, python, descriptors, filepath.Join(certs, tlsutil.GatewayFolder), "--cancel")
+	gw := startGatewayProcess(t, map[string]any{
+		"listeners": []map[string]any{{"address": "127.0.0.1:0", "engine": "R", "tls": map[string]any{"dir": filepath.Join(certs, tlsutil.GatewayFolder)}}},
+		"engines": map[string]any{"R": map[string]any{"backends": []map[string]any{
+			{"address": address, "tls": map[string]any{"dir": filepath.Join(certs, tlsutil.QlikFolder)}},
+		}}},
+	})
+
+	client := qlikClient{python: python, descriptors: descriptors, certDir: filepath.Join(certs, tlsutil.QlikFolder), address: gw.Addrs[0]}
+	result := client.run(t, echoCall(t, 5))[0]
+	if result.Code != "CANCELLED" {
+		t.Errorf("ExecuteFunction status = %s %q, want CANCELLED", result.Code, result.Details)
+	}
+	if got := strings.Count(plugin.Stdout(), "cancelling a call"); got != 1 {
+		t.Errorf("the plugin ran the call %d times, want once; its output:\n%s", got, plugin.Stdout())
 	}
 }
 
@@ -174,7 +201,7 @@ func TestPythonPluginQlikScriptCertificates(t *testing.T) {
 		t.Fatalf("client key starts with %q, want a PKCS#1 key", strings.SplitN(string(key), "\n", 2)[0])
 	}
 	descriptors := writeDescriptorSet(t)
-	plugin := startPythonPlugin(t, python, descriptors, serverDir)
+	plugin, _ := startPythonPlugin(t, python, descriptors, serverDir)
 
 	tests := []struct {
 		name       string

@@ -9,6 +9,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -316,6 +317,38 @@ func TestLongErrorMessageUnchanged(t *testing.T) {
 		if st.Message() != message {
 			t.Errorf("%s: message = %.80q (%d bytes), want the plugin's %.80q (%d bytes)", route.name, st.Message(), len(st.Message()), message, len(message))
 		}
+	}
+}
+
+// TestPluginAnswerOverHeaderLimit has the plugin fail a call with an 80 KB
+// message, over the 64 KiB of headers that the gateway accepts from
+// plugins by default, so that the plugin's gRPC resets the stream instead.
+// The client must get INTERNAL naming the limit, and the call must not run
+// again: the plugin has read it and may have acted on it.
+func TestPluginAnswerOverHeaderLimit(t *testing.T) {
+	var runs atomic.Int32
+	plugin := func(s ssetest.Stream) error {
+		runs.Add(1)
+		for {
+			if _, err := s.Recv(); err != nil {
+				break
+			}
+		}
+		return status.Error(codes.InvalidArgument, limitsText("the script has an error near token x: ", 80_000))
+	}
+	p := limitsPath(t, &ssetest.Connector{Execute: plugin})
+	_, err := wireExchange(functionContext(t, testContext(t), 1), ssepb.ConnectorClient.ExecuteFunction, p.viaGateway)
+	st := status.Convert(err)
+	if st.Code() != codes.Internal {
+		t.Errorf("status = %v %.200q, want Internal", st.Code(), st.Message())
+	}
+	for _, want := range []string{"reset the call's stream with INTERNAL_ERROR", "limits.max_header_list_size, 64KiB"} {
+		if !strings.Contains(st.Message(), want) {
+			t.Errorf("message = %.300q, want it to contain %q", st.Message(), want)
+		}
+	}
+	if got := runs.Load(); got != 1 {
+		t.Errorf("the plugin ran the call %d times, want once", got)
 	}
 }
 

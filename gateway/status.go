@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -150,6 +151,18 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 		return status.Newf(codes.ResourceExhausted, "engine %s: the request headers are over the plugin's limit: %s",
 			c.engine.Name, received.Message()), true
 	}
+	if reset, ok := streamReset(received); ok && reset != http2.ErrCodeRefusedStream && a.peer.Addr != nil {
+		// The plugin read the call and ended its stream itself: it
+		// cancelled the call, or its gRPC could not send the answer. It
+		// may have run the function, so the call is not replayed, and it
+		// keeps the code gRPC gives the reset. REFUSED_STREAM says that
+		// the plugin did not start the call, which a replay may retry.
+		message := fmt.Sprintf("engine %s: plugin %s reset the call's stream with %v", c.engine.Name, a.peer.Addr, reset)
+		if reset == http2.ErrCodeInternal {
+			message += fmt.Sprintf("; gRPC servers do so when the response headers or trailers are over the size the gateway accepts from plugins (limits.max_header_list_size, %v)", c.gateway.cfg.Limits.MaxHeaderListSize)
+		}
+		return status.New(received.Code(), message), reset != http2.ErrCodeCancel
+	}
 	if received.Code() == codes.ResourceExhausted {
 		return status.Newf(codes.ResourceExhausted, "engine %s: the plugin sent a message over limits.max_message_size (%v): %s",
 			c.engine.Name, c.gateway.cfg.Limits.MaxMessageSize, received.Message()), true
@@ -173,6 +186,25 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 		message = fmt.Sprintf("plugin %s: %s", a.peer.Addr, message)
 	}
 	return status.New(codes.Unavailable, withCertificateHint(fmt.Sprintf("engine %s: %s", c.engine.Name, message))), true
+}
+
+// resetText starts the message of a call that the plugin's RST_STREAM
+// ended, followed by the HTTP/2 error code's name (grpc-go v1.85).
+const resetText = "stream terminated by RST_STREAM with error code: "
+
+// streamReset returns the HTTP/2 error code of a status that reports a
+// stream reset by the plugin, and false for any other status.
+func streamReset(st *status.Status) (http2.ErrCode, bool) {
+	name, ok := strings.CutPrefix(st.Message(), resetText)
+	if !ok {
+		return 0, false
+	}
+	for code := http2.ErrCodeNo; code <= http2.ErrCodeHTTP11Required; code++ {
+		if code.String() == name {
+			return code, true
+		}
+	}
+	return 0, false
 }
 
 // withCertificateHint adds what to do to a message that reports a plugin
