@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
@@ -68,6 +70,7 @@ func parse(data []byte, environ []string, baseDir string) (*Config, error) {
 	}
 	spelling, spellingErr := readKeySpelling(data)
 	settings := v.AllSettings()
+	escaped := escapedValues(data)
 
 	// Apply the environment and decode. Unknown keys are errors, so that a
 	// misspelt key is reported instead of silently keeping its default:
@@ -137,11 +140,11 @@ func parse(data []byte, environ []string, baseDir string) (*Config, error) {
 	for _, problem := range problems {
 		if joined, ok := problem.(interface{ Unwrap() []error }); ok {
 			for _, inner := range joined.Unwrap() {
-				lines = append(lines, oneLine(namingEnv(inner, fromEnv)))
+				lines = append(lines, oneLine(withEscapeHint(namingEnv(inner, fromEnv), escaped)))
 			}
 			continue
 		}
-		lines = append(lines, oneLine(namingEnv(problem, fromEnv)))
+		lines = append(lines, oneLine(withEscapeHint(namingEnv(problem, fromEnv), escaped)))
 	}
 	if err := errors.Join(lines...); err != nil {
 		return nil, err
@@ -265,11 +268,122 @@ func yamlError(data []byte, err error) error {
 	if match := yamlLine.FindStringSubmatch(text); match != nil {
 		from, _ = strconv.Atoi(match[1])
 	}
+	hint := ""
+	if slices.ContainsFunc(badEscapeProblems, func(bad string) bool { return strings.HasPrefix(problem, bad) }) {
+		hint = "; " + backslashHint + ", so write Windows paths in single quotes, such as 'C:\\certs\\gateway', or with forward slashes"
+	}
 	if line := firstLineWith(data, problem, from); line > 0 {
-		return fmt.Errorf("invalid YAML at line %d (the lines before it parse): %s", line, problem)
+		return fmt.Errorf("invalid YAML at line %d (the lines before it parse): %s%s", line, problem, hint)
 	}
 	text = yamlLine.ReplaceAllString(text, "at or after line $1: ")
-	return fmt.Errorf("invalid YAML %s", strings.TrimPrefix(text, "yaml: "))
+	return fmt.Errorf("invalid YAML %s%s", strings.TrimPrefix(text, "yaml: "), hint)
+}
+
+// badEscapeProblems are the YAML parser's messages, as of go-yaml v3.0.5,
+// for a backslash in double quotes that starts no escape, as \c does in
+// "C:\certs", or an escape that expects hex digits, as \U does in
+// "C:\Users".
+var badEscapeProblems = []string{"found unknown escape character", "did not find expected hexdecimal number"}
+
+// backslashHint starts the advice for a Windows path written in double
+// quotes.
+const backslashHint = "in double quotes YAML reads a backslash as the start of an escape"
+
+// yamlEscapes are the control and line break characters that YAML's
+// one-letter escapes write, with the escape and a name for each.
+var yamlEscapes = map[rune]struct{ escape, name string }{
+	'\x00':   {`\0`, "a NUL character"},
+	'\a':     {`\a`, "a bell character"},
+	'\b':     {`\b`, "a backspace"},
+	'\t':     {`\t`, "a tab"},
+	'\n':     {`\n`, "a line feed"},
+	'\v':     {`\v`, "a vertical tab"},
+	'\f':     {`\f`, "a form feed"},
+	'\r':     {`\r`, "a carriage return"},
+	'\x1b':   {`\e`, "an escape character"},
+	'\u0085': {`\N`, "a next line character"},
+	'\u2028': {`\L`, "a line separator"},
+	'\u2029': {`\P`, "a paragraph separator"},
+}
+
+// isEscapedCharacter reports whether r is a control character or a line
+// or paragraph separator. A path in a configuration file most likely got
+// such a character from an escape in double quotes.
+func isEscapedCharacter(r rune) bool {
+	return unicode.IsControl(r) || r == '\u2028' || r == '\u2029'
+}
+
+// escapedValues returns the double-quoted values in a YAML file that hold
+// a character that isEscapedCharacter reports. Written as "C:\new\test",
+// a Windows path parses without error, but as C:, a line feed, "ew", a
+// tab and "est", and then a folder is not found under a name that looks
+// almost right.
+func escapedValues(data []byte) []string {
+	var document yaml.Node
+	if yaml.Unmarshal(data, &document) != nil {
+		return nil
+	}
+	var values []string
+	var walk func(node *yaml.Node)
+	walk = func(node *yaml.Node) {
+		for i, child := range node.Content {
+			// Only values count, and a mapping's keys are its even children.
+			if node.Kind == yaml.MappingNode && i%2 == 0 {
+				continue
+			}
+			if child.Kind == yaml.ScalarNode && child.Style&yaml.DoubleQuotedStyle != 0 && strings.ContainsFunc(child.Value, isEscapedCharacter) {
+				values = append(values, child.Value)
+			}
+			walk(child)
+		}
+	}
+	walk(&document)
+	return values
+}
+
+// withEscapeHint appends advice on Windows paths in YAML to problem when
+// problem names one of the values that escapedValues returns.
+func withEscapeHint(problem error, escaped []string) error {
+	if problem == nil {
+		return nil
+	}
+	for _, value := range escaped {
+		if strings.Contains(problem.Error(), value) {
+			return fmt.Errorf("%w; %s", problem, escapeHint(value))
+		}
+	}
+	return problem
+}
+
+// escapeHint returns the advice for value, a double-quoted value that
+// escapes changed. It names the first escape, and when every changed
+// character has a one-letter escape, it also gives the value as it was
+// most likely meant, in single quotes.
+func escapeHint(value string) string {
+	var meant strings.Builder
+	restored := true
+	for _, r := range value {
+		escape, ok := yamlEscapes[r]
+		switch {
+		case ok:
+			meant.WriteString(escape.escape)
+		case isEscapedCharacter(r):
+			restored = false
+		case r == '\'':
+			meant.WriteString("''")
+		default:
+			meant.WriteRune(r)
+		}
+	}
+	first, _ := utf8.DecodeRuneInString(value[strings.IndexFunc(value, isEscapedCharacter):])
+	change := fmt.Sprintf("an escape made %U here", first)
+	if escape, ok := yamlEscapes[first]; ok {
+		change = fmt.Sprintf("%s made %s here", escape.escape, escape.name)
+	}
+	if !restored {
+		return fmt.Sprintf("%s, and %s, so write Windows paths in single quotes or with forward slashes", backslashHint, change)
+	}
+	return fmt.Sprintf("%s, and %s, so write Windows paths in single quotes, such as '%s', or with forward slashes", backslashHint, change, meant.String())
 }
 
 // firstLineWith returns the number of the first line, from line from on,

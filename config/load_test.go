@@ -201,6 +201,10 @@ func TestParseInvalidYAML(t *testing.T) {
 		{"listeners: [\n", "invalid YAML at line 1" + before + "did not find expected node content"},
 		{"log: {level: info,\n  format: json}\nengines:\n  R:\n    backends:\n      - address: a\n   bad: 1\n", "invalid YAML at line 7" + before + "did not find expected key"},
 		{"log:\n  level: \"info\n", "invalid YAML at line 2" + before + "found unexpected end of stream"},
+		// Before the fix, Windows paths in double quotes gave only the
+		// parser's message.
+		{"listeners:\n  - address: 127.0.0.1:50051\n    tls: {dir: \"C:\\certs\\gateway\"}\n", "invalid YAML at line 3" + before + "found unknown escape character; " + backslashAdvice},
+		{"state_dir: \"C:\\Users\\ssegw\"\n", "invalid YAML at line 1" + before + "did not find expected hexdecimal number; " + backslashAdvice},
 	}
 	for _, tt := range tests {
 		_, err := config.Parse([]byte(tt.text), nil)
@@ -212,6 +216,85 @@ func TestParseInvalidYAML(t *testing.T) {
 			t.Errorf("Parse(%q) error = %q, want it to start with %q", tt.text, err, tt.want)
 		}
 	}
+}
+
+// backslashAdvice is what Parse adds to the YAML parser's message for a
+// backslash in double quotes that starts no escape.
+const backslashAdvice = "in double quotes YAML reads a backslash as the start of an escape, so write Windows paths in single quotes, such as 'C:\\certs\\gateway', or with forward slashes"
+
+// TestParseEscapedWindowsPath checks the advice added to a problem with a
+// path that escapes in double quotes changed, which YAML parses without
+// error. Before the fix, "C:\new\test\root" was only reported as folder
+// C:, a line feed, "ew", a tab, "est", a carriage return and "oot" not
+// found.
+func TestParseEscapedWindowsPath(t *testing.T) {
+	const file = "listeners: [{address: '127.0.0.1:0', insecure: true}]\nengines:\n  R:\n    backends:\n      - address: '127.0.0.1:50055'\n        tls: {dir: %s}\n"
+	const advice = "in double quotes YAML reads a backslash as the start of an escape, and "
+	tests := []struct {
+		name string
+		dir  string // as written in the file
+		want string // at the end of the problem, or "" for no advice
+	}{
+		{
+			name: "line feed, tab and carriage return",
+			dir:  `"C:\new\test\root"`,
+			want: advice + `\n made a line feed here, so write Windows paths in single quotes, such as 'C:\new\test\root', or with forward slashes`,
+		},
+		{
+			name: "paragraph separator",
+			dir:  `"D:\Plugins\r"`,
+			want: advice + `\P made a paragraph separator here, so write Windows paths in single quotes, such as 'D:\Plugins\r', or with forward slashes`,
+		},
+		{
+			name: "escaped backslash and bell",
+			dir:  `"C:\\certs\a"`,
+			want: advice + `\a made a bell character here, so write Windows paths in single quotes, such as 'C:\certs\a', or with forward slashes`,
+		},
+		{
+			name: "single quote in the path",
+			dir:  `"C:\\it's\tx"`,
+			want: advice + `\t made a tab here, so write Windows paths in single quotes, such as 'C:\it''s\tx', or with forward slashes`,
+		},
+		{
+			name: "hex escape",
+			dir:  `"C:\\x\x01"`,
+			want: advice + "an escape made U+0001 here, so write Windows paths in single quotes or with forward slashes",
+		},
+		{name: "single quotes", dir: `'C:\new\test'`},
+		{name: "escaped backslashes", dir: `"C:\\new\\test"`},
+		{name: "plain", dir: `C:\new\test`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			text := strings.Replace(file, "%s", tt.dir, 1)
+			_, err := config.Parse([]byte(text), nil)
+			if err == nil {
+				t.Fatalf("Parse(%q) error = nil, want the folder not found", text)
+			}
+			if !strings.HasPrefix(err.Error(), "engines.R.backends[0].tls.dir: ") || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("Parse(%q) error = %q, want one line about engines.R.backends[0].tls.dir", text, err)
+			}
+			if tt.want == "" {
+				if strings.Contains(err.Error(), "in double quotes") {
+					t.Errorf("Parse(%q) error = %q, want no advice on double quotes", text, err)
+				}
+				return
+			}
+			if !strings.HasSuffix(err.Error(), "; "+tt.want) {
+				t.Errorf("Parse(%q) error = %q, want it to end with %q", text, err, "; "+tt.want)
+			}
+		})
+	}
+
+	t.Run("relative to the file's folder", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "ssegw.yaml")
+		writeFile(t, path, strings.Replace(file, "%s", `"certs\test"`, 1))
+		_, err := config.Load(path, nil)
+		want := "; " + advice + `\t made a tab here, so write Windows paths in single quotes, such as 'certs\test', or with forward slashes`
+		if err == nil || !strings.HasSuffix(err.Error(), want) {
+			t.Errorf("Load(%q) error = %v, want it to end with %q", path, err, want)
+		}
+	})
 }
 
 // TestLoad checks that Load reads the file and names it in errors.

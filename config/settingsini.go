@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 	"unicode/utf16"
+	"unicode/utf8"
 )
 
 // SSEPlugin is one analytic connection from the SSEPlugin line of a
@@ -21,7 +22,8 @@ type SSEPlugin struct {
 	Name     string
 	Address  string
 	// CertFolder is Qlik's certificate folder for the plugin, with
-	// root_cert.pem, sse_client_cert.pem and sse_client_key.pem; empty for
+	// root_cert.pem, sse_client_cert.pem and sse_client_key.pem, without
+	// the double quotes that may enclose it in the entry; empty for
 	// plaintext.
 	CertFolder string
 	// RequestTimeout is 0 for none, Qlik's default.
@@ -57,24 +59,46 @@ func (e *EntryError) Error() string {
 
 func (e *EntryError) Unwrap() error { return e.Err }
 
+// IgnoredLineError is an SSEPlugin line that Windows' profile functions
+// do not read, so QlikView does not use it and an import leaves it out.
+type IgnoredLineError struct {
+	Line int    // from 1, in the file
+	Text string // the line as written, without surrounding spaces
+	// Reason is the cause, and the fix for the file, as the message gives them.
+	Reason string
+}
+
+func (e *IgnoredLineError) Error() string {
+	return fmt.Sprintf("ignored line %d (%q): %s", e.Line, e.Text, e.Reason)
+}
+
 // ReadSSEPlugins finds the SSEPlugin line under [Settings 7] in the bytes
 // of a QlikView Settings.ini and parses its entries. The file may be UTF-8
 // with or without a byte order mark, or UTF-16 with one, with CRLF or LF
-// line ends. A malformed entry is reported in problems, with its position,
-// and the others are still returned.
+// line ends. The line is read as Windows' GetPrivateProfileString reads
+// it (see findSetting). A malformed entry is reported in problems as an
+// *EntryError, with its position, and the others are still returned.
+// problems also holds an *IgnoredLineError for each other SSEPlugin line
+// under [Settings 7], which Windows does not read.
 func ReadSSEPlugins(data []byte) (plugins []SSEPlugin, problems []error, err error) {
 	text, err := decodeSettingsText(data)
 	if err != nil {
 		return nil, nil, err
 	}
-	line, ok := findSetting(text, "Settings 7", "SSEPlugin")
-	if !ok {
+	setting, ignored := findSetting(text, "Settings 7", "SSEPlugin")
+	if setting.line == 0 {
+		if len(ignored) > 0 {
+			return nil, nil, fmt.Errorf("%w; %w", ErrNoSSEPlugin, ignored[0])
+		}
 		return nil, nil, ErrNoSSEPlugin
+	}
+	for _, line := range ignored {
+		problems = append(problems, line)
 	}
 
 	names := map[string]int{}
 	position := 0
-	for entry := range strings.SplitSeq(line, ";") {
+	for entry := range strings.SplitSeq(setting.value, ";") {
 		if strings.TrimSpace(entry) == "" {
 			continue
 		}
@@ -115,7 +139,11 @@ func parseSSEPlugin(position int, entry string) (SSEPlugin, error) {
 		return SSEPlugin{}, err
 	}
 	if len(fields) > 2 {
-		plugin.CertFolder = fields[2]
+		// Windows does not allow a double quote in a file name, so quotes
+		// around the folder can only enclose it, as an admin may write a
+		// path with spaces. Kept, they would become part of the folder's
+		// name in the gateway's configuration.
+		plugin.CertFolder = trimQuotes(fields[2], `"`)
 	}
 	if len(fields) > 3 && fields[3] != "" {
 		seconds, err := strconv.ParseInt(fields[3], 10, 64)
@@ -140,6 +168,7 @@ const maxSettingsSeconds = math.MaxInt64 / int64(time.Second)
 
 // decodeSettingsText returns the text of a Settings.ini, decoding UTF-16
 // with a byte order mark (QlikView writes UTF-16) and dropping a UTF-8 one.
+// It rejects UTF-16 without a byte order mark.
 func decodeSettingsText(data []byte) (string, error) {
 	switch {
 	case bytes.HasPrefix(data, []byte{0xef, 0xbb, 0xbf}):
@@ -158,30 +187,112 @@ func decodeSettingsText(data []byte) (string, error) {
 		}
 		return string(utf16.Decode(units)), nil
 	}
+
+	// Read as UTF-8, such a file has a NUL byte next to each ASCII
+	// character, so no line would match and the import would report a
+	// missing SSEPlugin line that the admin can see in the file. The file
+	// is rejected rather than decoded, because QlikView may not read it
+	// either: the tests cited at findSetting saw Windows' profile
+	// functions read UTF-16 only with a byte order mark.
+	if order := utf16WithoutBOM(data); order != "" {
+		return "", fmt.Errorf("reading Settings.ini: the file looks like %s text without a byte order mark, as NUL bytes alternate with ASCII characters; save it as UTF-8, or as UTF-16 with a byte order mark as QlikView writes it, and import again", order)
+	}
 	return string(data), nil
 }
 
-// findSetting returns the value of key in section of an INI text. Section
-// and key names ignore case, as Windows does.
-func findSetting(text, section, key string) (string, bool) {
+// utf16WithoutBOM returns "UTF-16 LE" or "UTF-16 BE" when data looks like
+// UTF-16 in that byte order, and "" otherwise. It looks for 2-byte units
+// of an ASCII character and a NUL byte, in one order in at least half of
+// the units. UTF-8 and the ANSI code pages write no NUL bytes in text,
+// while a Settings.ini in UTF-16 has ASCII section and key names.
+func utf16WithoutBOM(data []byte) string {
+	units := len(data) / 2
+	little, big := 0, 0
+	for i := 0; i+1 < len(data); i += 2 {
+		first, second := data[i], data[i+1]
+		switch {
+		case second == 0 && first != 0 && first < utf8.RuneSelf:
+			little++
+		case first == 0 && second != 0 && second < utf8.RuneSelf:
+			big++
+		}
+	}
+	switch {
+	case units == 0:
+		return ""
+	case 2*little >= units && little > big:
+		return "UTF-16 LE"
+	case 2*big >= units && big > little:
+		return "UTF-16 BE"
+	}
+	return ""
+}
+
+// iniSetting is the value of an INI key and the line it is on, from 1; a
+// line of 0 means the key was not found.
+type iniSetting struct {
+	value string
+	line  int
+}
+
+// findSetting returns the value of key in section of an INI text as
+// Windows' GetPrivateProfileString reads it, and the other lines with key
+// in that section, which it ignores. Section and key names ignore case.
+// Only the first section of that name counts, and in it only the first
+// line with key. One pair of matching single or double quotes around the
+// value is dropped. Microsoft's documentation of the function describes
+// the quotes and the case. It does not describe the first-line and
+// first-section rules, which tests against Windows found; see
+// documentation/GetPrivateProfileString.md in
+// github.com/WelliSolutions/IniFileFormatReverseEngineering.
+func findSetting(text, section, key string) (iniSetting, []*IgnoredLineError) {
+	var setting iniSetting
+	var ignored []*IgnoredLineError
+	headers := 0     // the times section has started so far
+	firstHeader := 0 // the line where section starts first
 	inSection := false
-	value, found := "", false
+	number := 0
 	for line := range strings.SplitSeq(text, "\n") {
+		number++
 		line = strings.TrimSpace(strings.TrimSuffix(line, "\r"))
 		if strings.HasPrefix(line, "[") && strings.HasSuffix(line, "]") {
 			inSection = strings.EqualFold(strings.TrimSpace(line[1:len(line)-1]), section)
+			if inSection {
+				headers++
+				if headers == 1 {
+					firstHeader = number
+				}
+			}
 			continue
 		}
 		if !inSection {
 			continue
 		}
 		name, rest, ok := strings.Cut(line, "=")
-		if ok && strings.EqualFold(strings.TrimSpace(name), key) {
-			// The last line wins, as Windows' profile functions read it.
-			value, found = strings.TrimSpace(rest), true
+		if !ok || !strings.EqualFold(strings.TrimSpace(name), key) {
+			continue
+		}
+		switch {
+		case headers > 1:
+			ignored = append(ignored, &IgnoredLineError{Line: number, Text: line, Reason: fmt.Sprintf(
+				"[%s] starts again above it, and Windows reads only the first [%s], at line %d; move the line's entries there", section, section, firstHeader)})
+		case setting.line > 0:
+			ignored = append(ignored, &IgnoredLineError{Line: number, Text: line, Reason: fmt.Sprintf(
+				"line %d sets %s earlier in [%s], and Windows reads only the first; delete line %d, or move its entries into line %d", setting.line, key, section, number, setting.line)})
+		default:
+			setting = iniSetting{value: trimQuotes(strings.TrimSpace(rest), `"'`), line: number}
 		}
 	}
-	return value, found
+	return setting, ignored
+}
+
+// trimQuotes returns text without one pair of quotes around it, when it
+// starts and ends with the same character of quotes.
+func trimQuotes(text, quotes string) string {
+	if len(text) >= 2 && text[0] == text[len(text)-1] && strings.IndexByte(quotes, text[0]) >= 0 {
+		return text[1 : len(text)-1]
+	}
+	return text
 }
 
 // GatewayOptions say where the gateway listens for an imported

@@ -137,11 +137,60 @@ func TestReadSSEPlugins(t *testing.T) {
 			},
 		},
 		{
-			name: "last of several lines wins",
-			text: "[Settings 7]\nSSEPlugin=Old,localhost:50050\nLanguage=1033\nSSEPlugin=SSEPython,localhost:50051;R,localhost:50053\n",
+			// Before the fix, the quotes became part of the first engine's
+			// name and of the last entry's port.
+			name: "value in double quotes",
+			text: "[Settings 7]\nSSEPlugin=\"SSEPython,localhost:50051,C:\\certs\\py;R,localhost:50056\"\n",
 			want: []config.SSEPlugin{
-				plugin(1, "SSEPython,localhost:50051", "", 0, 20*time.Second),
-				plugin(2, "R,localhost:50053", "", 0, 20*time.Second),
+				plugin(1, `SSEPython,localhost:50051,C:\certs\py`, `C:\certs\py`, 0, 20*time.Second),
+				plugin(2, "R,localhost:50056", "", 0, 20*time.Second),
+			},
+		},
+		{
+			name: "value in single quotes with spaces around",
+			text: "[Settings 7]\nSSEPlugin=  'R,localhost:50053'  \n",
+			want: []config.SSEPlugin{
+				plugin(1, "R,localhost:50053", "", 0, 20*time.Second),
+			},
+		},
+		{
+			// Before the fix, the quotes became part of the folder's name.
+			name: "certificate folder in double quotes",
+			text: "[Settings 7]\nSSEPlugin=SSEPython,localhost:50051,\"" + python + "\",0,20\n",
+			want: []config.SSEPlugin{
+				plugin(1, `SSEPython,localhost:50051,"`+python+`",0,20`, python, 0, 20*time.Second),
+			},
+		},
+		{
+			name: "quoted value with a quoted certificate folder",
+			text: "[Settings 7]\nSSEPlugin=\"SSEPython,localhost:50051,\"" + python + "\"\"\n",
+			want: []config.SSEPlugin{
+				plugin(1, `SSEPython,localhost:50051,"`+python+`"`, python, 0, 20*time.Second),
+			},
+		},
+		{
+			// A single quote may occur in a Windows file name, so a folder
+			// in single quotes is kept as written.
+			name: "certificate folder in single quotes kept",
+			text: "[Settings 7]\nSSEPlugin=R,localhost:50053,'C:\\certs\\r'\n",
+			want: []config.SSEPlugin{
+				plugin(1, `R,localhost:50053,'C:\certs\r'`, `'C:\certs\r'`, 0, 20*time.Second),
+			},
+		},
+		{
+			name: "quotes that do not match kept",
+			text: "[Settings 7]\nSSEPlugin=R,localhost:50053,\"C:\\certs\\r'\n",
+			want: []config.SSEPlugin{
+				plugin(1, `R,localhost:50053,"C:\certs\r'`, `"C:\certs\r'`, 0, 20*time.Second),
+			},
+		},
+		{
+			// Only the pattern of UTF-16 without a byte order mark is
+			// rejected, not any NUL byte.
+			name: "NUL bytes after the text",
+			text: "[Settings 7]\nSSEPlugin=R,localhost:50053\n\x00\x00\x00\x00",
+			want: []config.SSEPlugin{
+				plugin(1, "R,localhost:50053", "", 0, 20*time.Second),
 			},
 		},
 		{
@@ -164,6 +213,101 @@ func TestReadSSEPlugins(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReadSSEPluginsIgnoredLines checks that only the first SSEPlugin
+// line of the first [Settings 7] section is read, as Windows reads it,
+// and that each other one is reported with its line number and the fix.
+// Before the fix, the last line won and the others were dropped without
+// a word.
+func TestReadSSEPluginsIgnoredLines(t *testing.T) {
+	type ignoredLine struct {
+		line   int
+		text   string
+		reason string // in the problem
+	}
+	tests := []struct {
+		name        string
+		text        string
+		wantPlugins []config.SSEPlugin
+		wantIgnored []ignoredLine
+	}{
+		{
+			name:        "first of two lines wins",
+			text:        "[Settings 7]\nSSEPlugin=Old,localhost:50050\nLanguage=1033\nSSEPlugin=SSEPython,localhost:50051;R,localhost:50053\n",
+			wantPlugins: []config.SSEPlugin{plugin(1, "Old,localhost:50050", "", 0, 20*time.Second)},
+			wantIgnored: []ignoredLine{{
+				line:   4,
+				text:   "SSEPlugin=SSEPython,localhost:50051;R,localhost:50053",
+				reason: "line 2 sets SSEPlugin earlier in [Settings 7], and Windows reads only the first; delete line 4, or move its entries into line 2",
+			}},
+		},
+		{
+			name:        "three lines in other case and CRLF",
+			text:        "[Settings 7]\r\nSSEPlugin=R,localhost:50053\r\n  sseplugin = Py,localhost:50051\r\nSSEPLUGIN=\r\n",
+			wantPlugins: []config.SSEPlugin{plugin(1, "R,localhost:50053", "", 0, 20*time.Second)},
+			wantIgnored: []ignoredLine{
+				{line: 3, text: "sseplugin = Py,localhost:50051", reason: "delete line 3, or move its entries into line 2"},
+				{line: 4, text: "SSEPLUGIN=", reason: "delete line 4, or move its entries into line 2"},
+			},
+		},
+		{
+			name:        "line under a repeated section",
+			text:        "[Settings 7]\nSSEPlugin=R,localhost:50053\n[Recent Files]\nFile1=a.qvw\n[settings 7]\nSSEPlugin=Py,localhost:50051\n",
+			wantPlugins: []config.SSEPlugin{plugin(1, "R,localhost:50053", "", 0, 20*time.Second)},
+			wantIgnored: []ignoredLine{{
+				line:   6,
+				text:   "SSEPlugin=Py,localhost:50051",
+				reason: "[Settings 7] starts again above it, and Windows reads only the first [Settings 7], at line 1; move the line's entries there",
+			}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			plugins, problems, err := config.ReadSSEPlugins([]byte(tt.text))
+			if err != nil {
+				t.Fatalf("ReadSSEPlugins(%q) error = %v, want nil", tt.text, err)
+			}
+			if diff := cmp.Diff(tt.wantPlugins, plugins); diff != "" {
+				t.Errorf("ReadSSEPlugins(%q) plugins (-want +got):\n%s", tt.text, diff)
+			}
+			if len(problems) != len(tt.wantIgnored) {
+				t.Fatalf("ReadSSEPlugins(%q) problems = %q, want %d ignored lines", tt.text, problems, len(tt.wantIgnored))
+			}
+			for i, want := range tt.wantIgnored {
+				ignored, ok := errors.AsType[*config.IgnoredLineError](problems[i])
+				if !ok {
+					t.Errorf("ReadSSEPlugins(%q) problem %d = %v, want an *IgnoredLineError", tt.text, i, problems[i])
+					continue
+				}
+				if ignored.Line != want.line {
+					t.Errorf("ReadSSEPlugins(%q) problem %d line = %d, want %d", tt.text, i, ignored.Line, want.line)
+				}
+				if ignored.Text != want.text {
+					t.Errorf("ReadSSEPlugins(%q) problem %d text = %q, want %q", tt.text, i, ignored.Text, want.text)
+				}
+				if !strings.Contains(ignored.Reason, want.reason) {
+					t.Errorf("ReadSSEPlugins(%q) problem %d reason = %q, want it to contain %q", tt.text, i, ignored.Reason, want.reason)
+				}
+			}
+		})
+	}
+
+	t.Run("message", func(t *testing.T) {
+		_, problems, _ := config.ReadSSEPlugins([]byte("[Settings 7]\nSSEPlugin=A,localhost:50051\nSSEPlugin=B,localhost:50052\n"))
+		want := `ignored line 3 ("SSEPlugin=B,localhost:50052"): line 2 sets SSEPlugin earlier in [Settings 7], and Windows reads only the first; delete line 3, or move its entries into line 2`
+		if len(problems) != 1 || problems[0].Error() != want {
+			t.Errorf("ReadSSEPlugins(two lines) problems = %q, want [%q]", problems, want)
+		}
+	})
+
+	t.Run("before entry errors", func(t *testing.T) {
+		_, problems, _ := config.ReadSSEPlugins([]byte("[Settings 7]\nSSEPlugin=A,localhost:port\nSSEPlugin=B,localhost:50052\n"))
+		checkEntryProblems(t, problems, []entryProblem{
+			{prefix: `ignored line 3 ("SSEPlugin=B,localhost:50052"): `, text: "Windows reads only the first"},
+			{prefix: `entry 1 ("A,localhost:port"): `, text: "invalid port"},
+		})
+	})
 }
 
 // TestReadSSEPluginsEntryErrors checks that a malformed entry is reported
@@ -247,8 +391,9 @@ func TestReadSSEPluginsErrorsFile(t *testing.T) {
 // under [Settings 7] gives ErrNoSSEPlugin, wherever else the key is.
 func TestReadSSEPluginsNotFound(t *testing.T) {
 	tests := []struct {
-		name string
-		text string
+		name   string
+		text   string
+		detail string // in the error, after ErrNoSSEPlugin's text
 	}{
 		{name: "empty file", text: ""},
 		{name: "no Settings 7 section", text: "[Settings 6]\nLanguage=1033\n"},
@@ -256,12 +401,21 @@ func TestReadSSEPluginsNotFound(t *testing.T) {
 		{name: "key before any section", text: "SSEPlugin=R,localhost:50053\n[Settings 7]\nLanguage=1033\n"},
 		{name: "key commented out", text: "[Settings 7]\n;SSEPlugin=R,localhost:50053\n"},
 		{name: "key with a prefix", text: "[Settings 7]\nOldSSEPlugin=R,localhost:50053\n"},
+		{
+			// Windows reads only the first [Settings 7].
+			name:   "key only under a repeated section",
+			text:   "[Settings 7]\nLanguage=1033\n[Settings 7]\nSSEPlugin=R,localhost:50053\n",
+			detail: `ignored line 4 ("SSEPlugin=R,localhost:50053"): [Settings 7] starts again above it, and Windows reads only the first [Settings 7], at line 1; move the line's entries there`,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			plugins, problems, err := config.ReadSSEPlugins([]byte(tt.text))
 			if !errors.Is(err, config.ErrNoSSEPlugin) {
 				t.Errorf("ReadSSEPlugins(%q) error = %v, want %v", tt.text, err, config.ErrNoSSEPlugin)
+			}
+			if want := config.ErrNoSSEPlugin.Error() + "; " + tt.detail; tt.detail != "" && (err == nil || err.Error() != want) {
+				t.Errorf("ReadSSEPlugins(%q) error = %v, want %q", tt.text, err, want)
 			}
 			if len(plugins) != 0 {
 				t.Errorf("ReadSSEPlugins(%q) plugins = %v, want none", tt.text, plugins)
@@ -326,6 +480,28 @@ func TestReadSSEPluginsEncodings(t *testing.T) {
 				}
 			})
 		}
+	}
+
+	// Before the fix, such a file gave ErrNoSSEPlugin, though the line
+	// is in it.
+	for _, encoding := range []struct {
+		name  string
+		order binary.AppendByteOrder
+	}{{"UTF-16 LE", binary.LittleEndian}, {"UTF-16 BE", binary.BigEndian}} {
+		t.Run(encoding.name+" without BOM", func(t *testing.T) {
+			data := encodeUTF16(strings.Join(lines, "\r\n")+"\r\n", encoding.order)[2:]
+			plugins, _, err := config.ReadSSEPlugins(data)
+			want := "reading Settings.ini: the file looks like " + encoding.name + " text without a byte order mark, as NUL bytes alternate with ASCII characters; save it as UTF-8, or as UTF-16 with a byte order mark as QlikView writes it, and import again"
+			if err == nil || err.Error() != want {
+				t.Errorf("ReadSSEPlugins(%s without BOM) error = %v, want %q", encoding.name, err, want)
+			}
+			if errors.Is(err, config.ErrNoSSEPlugin) {
+				t.Errorf("ReadSSEPlugins(%s without BOM) error = %v, want one about the encoding rather than %v", encoding.name, err, config.ErrNoSSEPlugin)
+			}
+			if len(plugins) != 0 {
+				t.Errorf("ReadSSEPlugins(%s without BOM) plugins = %v, want none", encoding.name, plugins)
+			}
+		})
 	}
 
 	t.Run("UTF-16 with an odd number of bytes", func(t *testing.T) {

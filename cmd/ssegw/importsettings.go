@@ -42,7 +42,9 @@ all engines one port, and each a host name <engine>.<gateway-host> that
 must resolve to the gateway.
 
 Malformed entries are reported with their position, and the others are
-still imported. Entries with control characters or text that is not UTF-8,
+still imported. Like Windows, the import reads only the first SSEPlugin=
+line under [Settings 7], and it warns about the others with their line
+numbers. Entries with control characters or text that is not UTF-8,
 which a YAML file cannot contain as written, are reported and skipped too.
 The Settings.ini itself is never changed.
 
@@ -83,6 +85,10 @@ func importSettings(cmd *cobra.Command, path, out string, force bool, opts confi
 	plugins, problems = rejectUnwritableEntries(plugins, problems)
 	stderr := cmd.ErrOrStderr()
 	for _, problem := range problems {
+		if _, ok := errors.AsType[*config.IgnoredLineError](problem); ok {
+			fmt.Fprintf(stderr, "warning: %v\n", problem)
+			continue
+		}
 		fmt.Fprintf(stderr, "skipped %v\n", problem)
 	}
 	if len(plugins) == 0 {
@@ -117,7 +123,7 @@ func importSettings(cmd *cobra.Command, path, out string, force bool, opts confi
 	// Tell the admin what to change on Qlik's side.
 	line, kept := withSkippedEntries(line, plugins, problems)
 	stdout := cmd.OutOrStdout()
-	fmt.Fprintf(stdout, "Wrote %s with %d engines (%s).\n", out, len(plugins), strings.Join(engineNames(plugins), ", "))
+	fmt.Fprintf(stdout, "Wrote %s with %s (%s).\n", out, count(len(plugins), "engine"), strings.Join(engineNames(plugins), ", "))
 	// The configuration reads a relative folder from its own folder.
 	tlsDir := opts.TLSDir
 	if !filepath.IsAbs(tlsDir) {

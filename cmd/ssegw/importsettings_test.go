@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf16"
 
 	"go.yaml.in/yaml/v3"
 
@@ -434,6 +436,16 @@ func TestImportSettingsNeverOverwrites(t *testing.T) {
 	}
 }
 
+// utf16LEWithoutBOM returns text in UTF-16 LE without a byte order mark,
+// as some editors save it.
+func utf16LEWithoutBOM(text string) string {
+	var data []byte
+	for _, unit := range utf16.Encode([]rune(text)) {
+		data = binary.LittleEndian.AppendUint16(data, unit)
+	}
+	return string(data)
+}
+
 // TestImportSettingsNothingToImport checks that a Settings.ini without a
 // usable entry fails with a message saying why, and writes no file.
 func TestImportSettingsNothingToImport(t *testing.T) {
@@ -456,6 +468,13 @@ func TestImportSettingsNothingToImport(t *testing.T) {
 			name:    "every entry malformed",
 			content: "[Settings 7]\r\nSSEPlugin=SSEPython;R,localhost:port\r\n",
 			want:    "no valid SSEPlugin entry to import",
+		},
+		{
+			// Before the fix, this was "no SSEPlugin= line under
+			// [Settings 7]", though the line is in the file.
+			name:    "UTF-16 without a byte order mark",
+			content: utf16LEWithoutBOM("[Settings 7]\r\nSSEPlugin=SSEPython,localhost:50051\r\n"),
+			want:    "the file looks like UTF-16 LE text without a byte order mark, as NUL bytes alternate with ASCII characters; save it as UTF-8, or as UTF-16 with a byte order mark",
 		},
 	}
 	for _, tt := range tests {
@@ -656,6 +675,68 @@ func TestImportSettingsKeepsSkippedEntries(t *testing.T) {
 	}
 	if want := "SSEPlugin=Bad Name,localhost:50051;A,localhost:50052,"; !strings.Contains(stdout, want) {
 		t.Errorf("import-settings stdout = %q, want it to contain %q: port 50051 stays the skipped plugin's", stdout, want)
+	}
+}
+
+// TestImportSettingsQuotedValues checks an import of a Settings.ini whose
+// SSEPlugin value is in double quotes, as GetPrivateProfileString allows,
+// with a certificate folder in double quotes inside it. Before the fix,
+// the first engine was rejected for the quote in its name, the last for
+// the quote after its port, and the folder kept its quotes.
+func TestImportSettingsQuotedValues(t *testing.T) {
+	settings := writeSampleSettings(t, []byte("[Settings 7]\r\nSSEPlugin=\"SSEPython,localhost:50051,\""+samplePythonCerts+"\",30,10;R,localhost:50056\"\r\n"))
+	checkSettingsUnchanged(t, settings)
+	certs := ssetest.NewCerts(t)
+	out := filepath.Join(t.TempDir(), "ssegw.yaml")
+
+	stdout, stderr, err := runCommandOutput(t, "import-settings", settings, "--out", out, "--listen", "127.0.0.1",
+		"--base-port", "50051", "--gateway-host", "gw.example", "--gateway-certs", certs.GatewayDir, "--qlik-certs", sampleQlikCerts)
+	if err != nil {
+		t.Fatalf("import-settings error = %v, want nil\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
+	}
+	if stderr != "" {
+		t.Errorf("import-settings stderr = %q, want nothing", stderr)
+	}
+	wantLine := "SSEPlugin=SSEPython,gw.example:50052," + sampleQlikCerts + ",30,10;R,gw.example:50053," + sampleQlikCerts
+	if got := lineAfter(t, stdout, "replace the SSEPlugin line with:"); got != wantLine {
+		t.Errorf("import-settings printed SSEPlugin line = %q, want %q", got, wantLine)
+	}
+
+	// The folder, spaces and backslashes included, must read back from the
+	// YAML as it is named in Settings.ini, without its quotes.
+	writeQlikClientFolder(t, certs, filepath.Join(filepath.Dir(out), samplePythonCerts))
+	cfg, err := parseImportedConfig(t, out)
+	if err != nil {
+		data, _ := os.ReadFile(out)
+		t.Fatalf("config.Parse(imported) error:\n%v\nwant nil; file:\n%s", err, data)
+	}
+	checkImportedEngine(t, cfg, importedEngine{name: "SSEPython", address: "localhost:50051", tlsDir: samplePythonCerts, requestTimeout: 30 * time.Second, reconnectBuffer: 10 * time.Second})
+	checkImportedEngine(t, cfg, importedEngine{name: "R", address: "localhost:50056", reconnectBuffer: 20 * time.Second})
+}
+
+// TestImportSettingsWarnsIgnoredLines checks that only the first SSEPlugin
+// line under [Settings 7] is imported, as Windows reads only that one, and
+// that a warning names each other line by its number. Before the fix, the
+// last line was imported and the others were dropped without a word.
+func TestImportSettingsWarnsIgnoredLines(t *testing.T) {
+	settings := writeSampleSettings(t, []byte("[Settings 7]\r\nSSEPlugin=SSEPython,localhost:50051;R,localhost:50053\r\nLanguage=1033\r\nSSEPlugin=Old,localhost:50050\r\n"))
+	checkSettingsUnchanged(t, settings)
+	out := filepath.Join(t.TempDir(), "ssegw.yaml")
+
+	stdout, stderr, err := runCommandOutput(t, "import-settings", settings, "--out", out, "--gateway-host", "gw.example", "--base-port", "50061")
+	if err != nil {
+		t.Fatalf("import-settings error = %v, want nil\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
+	}
+	wantStderr := `warning: ignored line 4 ("SSEPlugin=Old,localhost:50050"): line 2 sets SSEPlugin earlier in [Settings 7], and Windows reads only the first; delete line 4, or move its entries into line 2` + "\n"
+	if stderr != wantStderr {
+		t.Errorf("import-settings stderr = %q, want %q", stderr, wantStderr)
+	}
+	if want := "Wrote " + out + " with 2 engines (SSEPython, R).\n"; !strings.HasPrefix(stdout, want) {
+		t.Errorf("import-settings stdout = %q, want it to start with %q", stdout, want)
+	}
+	wantLine := "SSEPlugin=SSEPython,gw.example:50061," + sampleQlikCerts + ";R,gw.example:50062," + sampleQlikCerts
+	if got := lineAfter(t, stdout, "replace the SSEPlugin line with:"); got != wantLine {
+		t.Errorf("import-settings printed SSEPlugin line = %q, want %q", got, wantLine)
 	}
 }
 
