@@ -42,7 +42,8 @@ all engines one port, and each a host name <engine>.<gateway-host> that
 must resolve to the gateway.
 
 Malformed entries are reported with their position, and the others are
-still imported. Like Windows, the import reads only the first SSEPlugin=
+still imported; the command then exits with status 1, so that a script
+can tell a partial import from a whole one. Like Windows, the import reads only the first SSEPlugin=
 line under [Settings 7], and it warns about the others with their line
 numbers. Entries with control characters or text that is not UTF-8,
 which a YAML file cannot contain as written, are reported and skipped too.
@@ -61,7 +62,7 @@ renamed, so an existing file is either replaced whole or left as it was.`,
 	cmd.Flags().StringVar(&opts.Mode, "mode", "ports", "ports (a gateway port per engine) or hosts (one port, a host name per engine)")
 	cmd.Flags().StringVar(&opts.ListenHost, "listen", "0.0.0.0", "address the gateway listens on")
 	cmd.Flags().IntVar(&opts.BasePort, "base-port", 50051, "first gateway port; ports the plugins use on this host are skipped")
-	cmd.Flags().StringVar(&opts.GatewayHost, "gateway-host", hostname, "host name Qlik uses to reach the gateway")
+	cmd.Flags().StringVar(&opts.GatewayHost, "gateway-host", hostname, "host name Qlik uses to reach the gateway; the default is this machine's name")
 	cmd.Flags().StringVar(&opts.TLSDir, "gateway-certs", "certs/gateway", "the gateway's certificate folder, as made by certs init")
 	cmd.Flags().StringVar(&opts.QlikCertFolder, "qlik-certs", `C:\ProgramData\ssegw\qlik`, "where the Qlik server keeps the gateway's client folder (qlik/ from certs init)")
 	return cmd
@@ -161,6 +162,9 @@ func importSettings(cmd *cobra.Command, path, out string, force bool, opts confi
 		for _, name := range cfg.EngineNames() {
 			fmt.Fprintf(stdout, "  %s\n", cfg.Engine(name).Hosts[0])
 		}
+	}
+	if len(kept) > 0 {
+		return exitError{code: 1}
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -313,8 +314,8 @@ func TestImportSettingsHosts(t *testing.T) {
 }
 
 // TestImportSettingsSkipsBadEntries checks that each malformed entry is
-// reported on stderr with its position, and that the good entries are
-// imported all the same.
+// reported on stderr with its position, that the good entries are
+// imported all the same, and that the exit status is 1.
 func TestImportSettingsSkipsBadEntries(t *testing.T) {
 	settings := copySampleSettings(t, "entry-errors.ini")
 	checkSettingsUnchanged(t, settings)
@@ -323,9 +324,7 @@ func TestImportSettingsSkipsBadEntries(t *testing.T) {
 
 	stdout, stderr, err := runCommandOutput(t, "import-settings", settings, "--out", out,
 		"--listen", "127.0.0.1", "--base-port", "50051", "--gateway-host", "gw.example", "--gateway-certs", certs.GatewayDir)
-	if err != nil {
-		t.Fatalf("import-settings error = %v, want nil\nstdout:\n%s\nstderr:\n%s", err, stdout, stderr)
-	}
+	checkPartialImport(t, err)
 	wantSkipped := []string{
 		`skipped entry 2 ("R,localhost:port"): `,
 		`skipped entry 3 ("Julia"): `,
@@ -609,6 +608,16 @@ func TestImportSettingsForceDanglingLink(t *testing.T) {
 	}
 }
 
+// checkPartialImport checks that an import that skipped entries ended with
+// exit status 1, after writing the others.
+func checkPartialImport(t *testing.T, err error) {
+	t.Helper()
+	var exit exitError
+	if !errors.As(err, &exit) || exit.code != 1 {
+		t.Fatalf("import-settings error = %v, want exit status 1 for the skipped entries", err)
+	}
+}
+
 // TestImportSettingsKeepsSkippedEntries checks that the SSEPlugin line
 // printed for Qlik keeps each entry that the import skipped, as it was and
 // at its place, and that the output names those entries. Replacing Qlik's
@@ -617,9 +626,7 @@ func TestImportSettingsKeepsSkippedEntries(t *testing.T) {
 	settings := writeSampleSettings(t, []byte("[Settings 7]\r\nSSEPlugin=A,localhost:50061;R,localhost:notaport;B,localhost:50062;a,localhost:50063\r\n"))
 	out := filepath.Join(t.TempDir(), "ssegw.yaml")
 	stdout, _, err := runCommandOutput(t, "import-settings", settings, "--out", out, "--gateway-host", "gw.example", "--base-port", "50051")
-	if err != nil {
-		t.Fatalf("import-settings: %v", err)
-	}
+	checkPartialImport(t, err)
 	want := "SSEPlugin=A,gw.example:50051,C:\\ProgramData\\ssegw\\qlik;R,localhost:notaport;B,gw.example:50052,C:\\ProgramData\\ssegw\\qlik;a,localhost:50063\n"
 	if !strings.Contains(stdout, want) {
 		t.Errorf("import-settings stdout = %q, want it to contain the line %q", stdout, want)
@@ -639,9 +646,7 @@ func TestImportSettingsKeepsSkippedEntries(t *testing.T) {
 		t.Fatal(err)
 	}
 	stdout, _, err = runCommandOutput(t, "import-settings", settings, "--out", out, "--force", "--gateway-host", "gw.example", "--base-port", "50051")
-	if err != nil {
-		t.Fatalf("import-settings again: %v", err)
-	}
+	checkPartialImport(t, err)
 	if strings.Contains(stdout, "Make the gateway's certificates first") {
 		t.Errorf("import-settings stdout = %q, want no hint: %s exists", stdout, filepath.Join(wantFolder, "gateway"))
 	}
@@ -650,18 +655,14 @@ func TestImportSettingsKeepsSkippedEntries(t *testing.T) {
 	// certificates must list too.
 	hostsOut := filepath.Join(t.TempDir(), "hosts.yaml")
 	stdout, _, err = runCommandOutput(t, "import-settings", settings, "--out", hostsOut, "--gateway-host", "gw.example", "--mode", "hosts")
-	if err != nil {
-		t.Fatalf("import-settings --mode hosts: %v", err)
-	}
+	checkPartialImport(t, err)
 	if want := "--hosts gw.example,a.gw.example,b.gw.example\n"; !strings.Contains(stdout, want) {
 		t.Errorf("import-settings --mode hosts stdout = %q, want the certs init hint to end with %q", stdout, want)
 	}
 
 	one := writeSampleSettings(t, []byte("[Settings 7]\r\nSSEPlugin=A,localhost:50061;R,localhost:notaport\r\n"))
 	stdout, _, err = runCommandOutput(t, "import-settings", one, "--out", filepath.Join(t.TempDir(), "ssegw.yaml"), "--gateway-host", "gw.example")
-	if err != nil {
-		t.Fatalf("import-settings with one bad entry: %v", err)
-	}
+	checkPartialImport(t, err)
 	if !strings.Contains(stdout, "skipped entry 2 stays in it as it was") {
 		t.Errorf("import-settings stdout = %q, want it to name the one entry kept as it was", stdout)
 	}
@@ -670,9 +671,7 @@ func TestImportSettingsKeepsSkippedEntries(t *testing.T) {
 	// gateway does not take its port.
 	local := writeSampleSettings(t, []byte("[Settings 7]\r\nSSEPlugin=Bad Name,localhost:50051;A,localhost:50055\r\n"))
 	stdout, _, err = runCommandOutput(t, "import-settings", local, "--out", filepath.Join(t.TempDir(), "ssegw.yaml"), "--gateway-host", "localhost")
-	if err != nil {
-		t.Fatalf("import-settings with a skipped local entry: %v", err)
-	}
+	checkPartialImport(t, err)
 	if want := "SSEPlugin=Bad Name,localhost:50051;A,localhost:50052,"; !strings.Contains(stdout, want) {
 		t.Errorf("import-settings stdout = %q, want it to contain %q: port 50051 stays the skipped plugin's", stdout, want)
 	}
@@ -747,9 +746,7 @@ func TestImportSettingsControlCharacters(t *testing.T) {
 	settings := writeSampleSettings(t, []byte("[Settings 7]\r\nSSEPlugin=A,localhost:50061,C:\\certs\rx;B,localhost:50062,C:\\b\xe9;C,localhost:50063\r\n"))
 	out := filepath.Join(t.TempDir(), "ssegw.yaml")
 	_, stderr, err := runCommandOutput(t, "import-settings", settings, "--out", out, "--gateway-host", "gw.example")
-	if err != nil {
-		t.Fatalf("import-settings: %v", err)
-	}
+	checkPartialImport(t, err)
 	for _, want := range []string{
 		`skipped entry 1 ("A,localhost:50061,C:\\certs\rx"): field "C:\\certs\rx" contains U+000D, a control character or line break`,
 		`skipped entry 2 ("B,localhost:50062,C:\\b\xe9"): field "C:\\b\xe9" is not UTF-8 text`,
