@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -80,6 +81,9 @@ type Gateway struct {
 	// telemetryErrors counts what the OpenTelemetry SDK reported as
 	// failed, such as exports the collector did not take.
 	telemetryErrors atomic.Int64
+	// unloggedDrops counts the spans dropped since the last warning that
+	// told of them.
+	unloggedDrops atomic.Int64
 
 	stopOnce sync.Once
 	// cutCtx ends when Shutdown ends the calls still in flight, with a
@@ -153,8 +157,12 @@ func New(cfg *config.Config, logger *slog.Logger, opts Options) (*Gateway, error
 	// format. An unreachable collector fails every export, hence the limit.
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 		g.telemetryErrors.Add(1)
+		if dropped, ok := errors.AsType[*telemetry.DroppedSpansError](err); ok {
+			g.warnDroppedSpans(dropped)
+			return
+		}
 		if g.warnings.allow("telemetry") {
-			g.logger.Warn("telemetry failed, so some spans or metrics are missing", "error", err.Error())
+			g.logger.Warn(telemetryWarning, "error", err.Error())
 		}
 	}))
 	meter := g.telemetry.MeterProvider.Meter(instrumentationName)
@@ -257,14 +265,15 @@ func (g *Gateway) serverCredentials(l config.Listener) (credentials.TransportCre
 	return &handshakeLogger{TransportCredentials: credentials.NewTLS(source.ServerConfig()), gateway: g, listener: l.Address}, source, nil
 }
 
-// Start binds every listener and starts serving. When one address cannot
-// be bound, none stays open.
+// Start binds every listener and starts serving. When an address cannot
+// be bound, none stays open, and the error names each such address.
 func (g *Gateway) Start() error {
+	var errs []error
 	for _, l := range g.listeners {
 		lis, err := net.Listen("tcp", l.config.Address)
 		if err != nil {
-			g.closeListeners()
-			return fmt.Errorf("listening on %s: %w", l.config.Address, err)
+			errs = append(errs, listenError(fmt.Sprintf("listeners[%d].address", l.index), l.config.Address, err))
+			continue
 		}
 		l.lis = &guardedListener{
 			Listener:  lis,
@@ -274,6 +283,10 @@ func (g *Gateway) Start() error {
 			full:      "connection closed: the listener has limits.max_connections open",
 			plaintext: l.config.TLS == nil,
 		}
+	}
+	if len(errs) > 0 {
+		g.closeListeners()
+		return errors.Join(errs...)
 	}
 	g.started = time.Now()
 	backgroundCtx, stop := context.WithCancel(context.Background())
@@ -469,6 +482,23 @@ func (g *Gateway) checkExpiry(ctx context.Context) {
 	}
 }
 
+// telemetryWarning is the message of the warnings about spans or metrics
+// that did not reach their collector.
+const telemetryWarning = "telemetry failed, so some spans or metrics are missing"
+
+// warnDroppedSpans warns about spans that the recorder dropped, with a
+// limit of its own: a failing collector reports an export error just
+// before each count, which would take the shared one. Counts that the
+// limit holds back add up to the next warning.
+func (g *Gateway) warnDroppedSpans(dropped *telemetry.DroppedSpansError) {
+	total := g.unloggedDrops.Add(int64(dropped.Spans))
+	if !g.warnings.allow("telemetry: dropped spans") {
+		return
+	}
+	g.unloggedDrops.Add(-total)
+	g.logger.Warn(telemetryWarning, "error", (&telemetry.DroppedSpansError{Spans: int(total), QueueSize: dropped.QueueSize}).Error())
+}
+
 // shutdownTelemetry flushes the exporters the gateway made itself.
 func (g *Gateway) shutdownTelemetry() {
 	if !g.ownsTelemetry {
@@ -479,6 +509,16 @@ func (g *Gateway) shutdownTelemetry() {
 	if err := g.telemetry.Shutdown(ctx); err != nil {
 		g.logger.Warn("flushing telemetry failed", "error", err.Error())
 	}
+}
+
+// listenError reports that address, the value of key, could not be bound,
+// with what to do when another process holds the port. The check for that
+// case knows Unix's error only: on Windows the error comes without it.
+func listenError(key, address string, err error) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("%s: cannot listen on %s: the port is in use; stop the process that holds it (ss -ltnp lists them) or choose another port: %w", key, address, err)
+	}
+	return fmt.Errorf("%s: cannot listen on %s: %w", key, address, err)
 }
 
 func (g *Gateway) closeListeners() {

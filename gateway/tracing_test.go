@@ -1274,6 +1274,49 @@ func BenchmarkTracingOverhead(b *testing.B) {
 	}
 }
 
+// TestDroppedSpansWarned checks that spans dropped with the export queue
+// full get a warning with their count, although a failed export warns
+// just before: both once shared one limit of a warning per 10 s, and the
+// dropped spans went unlogged for as long as the collector failed.
+func TestDroppedSpansWarned(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		<-release // the first export waits while spans pile up
+		http.Error(w, "no spans accepted", http.StatusBadRequest)
+	}))
+	defer collector.Close()
+	defer once.Do(func() { close(release) })
+	t.Setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1")
+	t.Setenv("OTEL_BSP_MAX_QUEUE_SIZE", "2")
+	p := newTracedPath(t, echoConnector(), func(cfg *config.Config) {
+		cfg.Telemetry.Traces = config.TraceExport{Exporter: config.ExporterOTLPHTTP, Endpoint: collector.URL, Insecure: true}
+	})
+
+	// Each call ends two spans: the first starts an export that waits,
+	// two more fill the queue, and the rest are dropped.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for range 5 {
+		if _, err := p.client.GetCapabilities(ctx, &ssepb.Empty{}); err != nil {
+			t.Fatalf("GetCapabilities: %v", err)
+		}
+	}
+	once.Do(func() { close(release) })
+
+	p.gateway.Logs.WaitFor(t, "telemetry failed, so some spans or metrics are missing", 10*time.Second, func(record map[string]any) bool {
+		message, _ := record["error"].(string)
+		return strings.Contains(message, "400")
+	})
+	record := p.gateway.Logs.WaitFor(t, "telemetry failed, so some spans or metrics are missing", 10*time.Second, func(record map[string]any) bool {
+		message, _ := record["error"].(string)
+		return strings.Contains(message, "spans dropped")
+	})
+	if message := record["error"].(string); !strings.Contains(message, "export queue of 2 spans was full") {
+		t.Errorf("record error = %q, want it to name the queue of 2 spans", message)
+	}
+}
+
 // tracingScrape reads the gateway's Prometheus output from its admin
 // listener.
 func tracingScrape(t *testing.T, gw *ssetest.Gateway) map[string]*dto.MetricFamily {

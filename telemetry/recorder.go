@@ -235,8 +235,22 @@ func (r *spanRecorder) reportDropped() {
 	r.dropped = 0
 	r.mu.Unlock()
 	if dropped > 0 {
-		otel.Handle(fmt.Errorf("%d spans dropped: they ended faster than the collector took them, and the export queue of %d spans was full", dropped, r.queueSize))
+		otel.Handle(&DroppedSpansError{Spans: dropped, QueueSize: r.queueSize})
 	}
+}
+
+// DroppedSpansError reports spans that the recorder dropped because its
+// export queue was full. It reaches OpenTelemetry's error handler apart
+// from export errors, so that a handler that limits its warnings can keep
+// a count of its own for it: a failing collector reports an export error
+// just before each count.
+type DroppedSpansError struct {
+	Spans     int // dropped since the last report
+	QueueSize int
+}
+
+func (e *DroppedSpansError) Error() string {
+	return fmt.Sprintf("%d spans dropped: they ended faster than the collector took them, and the export queue of %d spans was full", e.Spans, e.QueueSize)
 }
 
 // export encodes the spans queued so far and sends them in requests of

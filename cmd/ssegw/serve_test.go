@@ -234,6 +234,46 @@ engines:
 	}
 }
 
+// TestServeNamesBusyPorts checks that serve, when other processes hold
+// the ports of two listeners, names both with their keys and says what to
+// do, exits with a non-zero status, and leaves the listener it could bind
+// closed.
+func TestServeNamesBusyPorts(t *testing.T) {
+	plugin := startServePlugin(t, "plugin-py")
+	var busy []string
+	for range 2 {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { lis.Close() })
+		busy = append(busy, lis.Addr().String())
+	}
+	free := ssetest.FreeAddress(t)
+	text := fmt.Sprintf(`
+listeners:
+  - {address: %q, engine: Py, insecure: true}
+  - {address: %q, engine: Py, insecure: true}
+  - {address: %q, engine: Py, insecure: true}
+engines:
+  Py:
+    backends:
+      - address: %q
+`, free, busy[0], busy[1], plugin.Addr)
+
+	run := serveUntilExit(t, text, free)
+	if run.exitCode == 0 {
+		t.Errorf("ssegw serve exit status = 0, want non-zero; stderr:\n%s", run.stderr)
+	}
+	for i, address := range busy {
+		want := fmt.Sprintf("listeners[%d].address: cannot listen on %s: the port is in use; stop the process that holds it", i+1, address)
+		if !strings.Contains(run.stderr, want) {
+			t.Errorf("ssegw serve stderr = %q, want it to contain %q", run.stderr, want)
+		}
+	}
+	checkRefused(t, free)
+}
+
 // TestServeRejectsInvalidConfig checks that serve prints each problem of a
 // configuration on its own line, starting with the key at fault, exits
 // with status 2 and never listens, also for two engines that nothing
