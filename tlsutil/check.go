@@ -55,6 +55,13 @@ func CheckFolder(dir string, now time.Time, warnWithin time.Duration) ([]Finding
 	add := func(file string, severity Severity, format string, args ...any) {
 		findings = append(findings, Finding{File: file, Severity: severity, Message: fmt.Sprintf(format, args...)})
 	}
+	if FolderKind(dir) == SetFolder {
+		// Read as one folder, it lacks every file, which names none of
+		// the folders to check instead.
+		add(dir, Error, "a whole certificate set, as ssegw certs init makes it; check each of its folders: ssegw certs check %s, then %s",
+			filepath.Join(dir, GatewayFolder), filepath.Join(dir, QlikFolder))
+		return findings, nil
+	}
 
 	// The root first: the others are checked against it.
 	var roots *x509.CertPool

@@ -320,3 +320,26 @@ func TestCheckFolderMissing(t *testing.T) {
 		t.Errorf("CheckFolder(%s) error = %q, want it to name the folder", dir, err)
 	}
 }
+
+// TestCheckFolderWholeSet checks that the parent folder of a set that
+// certs init made gets one error naming the folders to check instead, and
+// not an error for each file it lacks.
+func TestCheckFolderWholeSet(t *testing.T) {
+	set, err := tlsutil.WriteSet(t.TempDir(), []string{"localhost"}, tlsutil.SetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	top := filepath.Dir(set.GatewayDir)
+	findings, err := tlsutil.CheckFolder(top, time.Now(), checkWarnWithin)
+	if err != nil {
+		t.Fatalf("CheckFolder() error: %v", err)
+	}
+	if len(findings) != 1 || findings[0].Severity != tlsutil.Error {
+		t.Fatalf("CheckFolder(%s) = %+v, want one error", top, findings)
+	}
+	for _, want := range []string{"a whole certificate set", "ssegw certs check " + set.GatewayDir, set.QlikDir} {
+		if !strings.Contains(findings[0].Message, want) {
+			t.Errorf("CheckFolder(%s) message = %q, want it to contain %q", top, findings[0].Message, want)
+		}
+	}
+}

@@ -47,7 +47,7 @@ calls through it, print what came back, and stop everything.`,
 			return runDemo(cmd.Context(), cmd.OutOrStdout(), verbose, keepRunning)
 		},
 	}
-	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "show the gateway's log, one line per call")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "show the gateway's log: its start-up, its replicas' health and a line per call")
 	cmd.Flags().BoolVar(&keepRunning, "keep-running", false, "keep the gateway and plugins running after the calls, until interrupted, to look at the status page")
 	return cmd
 }

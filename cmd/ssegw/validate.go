@@ -87,6 +87,16 @@ answered and agrees; 1 otherwise.`,
 	return cmd
 }
 
+// backendHint returns what to check for a backend that did not answer,
+// or "" when the error says it already.
+func backendHint(backend config.Backend, err error) string {
+	// Unix and Windows word a refused connection so (Go 1.26).
+	if text := err.Error(); strings.Contains(text, "connection refused") || strings.Contains(text, "actively refused") {
+		return "Nothing listens at this address: check that the plugin runs, and on this host and port."
+	}
+	return backendTLSHint(backend, err)
+}
+
 // backendTLSHint returns what to change for a backend whose TLS handshake
 // failed on the plugin's certificate, or "" for other failures.
 func backendTLSHint(backend config.Backend, err error) string {
@@ -132,7 +142,7 @@ func checkBackends(ctx context.Context, out io.Writer, cfg *config.Config, timeo
 			if err != nil {
 				ok = false
 				fmt.Fprintf(out, "  %s: FAILED: %v\n", backend.Address, err)
-				if hint := backendTLSHint(backend, err); hint != "" {
+				if hint := backendHint(backend, err); hint != "" {
 					fmt.Fprintf(out, "    %s\n", hint)
 				}
 				continue

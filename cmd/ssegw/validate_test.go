@@ -412,6 +412,9 @@ func TestValidateConnect(t *testing.T) {
 		if !strings.Contains(output, want) || !strings.Contains(output, "connection refused") {
 			t.Errorf("validate --connect output:\n%s\nwant a line starting %q that names the refused connection", output, want)
 		}
+		if want := "    Nothing listens at this address: check that the plugin runs"; !strings.Contains(output, want) {
+			t.Errorf("validate --connect output:\n%s\nwant the hint %q", output, want)
+		}
 		if want := "  " + first.Addr + ": ok: plugin-1"; !strings.Contains(output, want) {
 			t.Errorf("validate --connect output:\n%s\nwant the reachable replica reported %q", output, want)
 		}
