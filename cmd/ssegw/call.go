@@ -703,7 +703,7 @@ func connectionHint(address string, flags callFlags, err error) string {
 	case flags.tlsDir != "" && reason == tlsutil.DialNotTLS:
 		return fmt.Sprintf("%s does not speak TLS: call it without --tls-dir.", address)
 	case flags.tlsDir != "" && reason == tlsutil.DialClientExpired:
-		return fmt.Sprintf("The endpoint refused the client certificate in %s as expired; renew it.", flags.tlsDir)
+		return fmt.Sprintf("The endpoint refused the client certificate in %s as expired or not valid yet; check its dates with ssegw certs check, and renew it.", flags.tlsDir)
 	case flags.tlsDir != "" && (reason == tlsutil.DialClientRejected || reason == tlsutil.DialClosed):
 		return fmt.Sprintf("The endpoint most likely refused the client certificate in %s: its CA is not one the endpoint trusts (for the gateway, the listener's client CA), or the certificate lacks the clientAuth usage. Check it with: ssegw certs check %s",
 			flags.tlsDir, flags.tlsDir)

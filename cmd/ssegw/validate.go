@@ -116,7 +116,7 @@ func backendTLSHint(backend config.Backend, err error) string {
 	case tlsutil.DialClosed:
 		return "The connection closed during the handshake: the plugin may have rejected the gateway's client certificate (check it with ssegw certs check on the backend's tls folder), or what answers at this address is not a TLS plugin."
 	case tlsutil.DialClientExpired:
-		return "The plugin rejected the gateway's client certificate as expired; renew it."
+		return "The plugin rejected the gateway's client certificate as expired or not valid yet; check its dates with ssegw certs check on the backend's tls folder, and renew it."
 	}
 	return ""
 }
