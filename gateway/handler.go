@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -276,7 +277,11 @@ func (c *call) serve(ss grpc.ServerStream, engine *routing.Engine) (st *status.S
 		st, gatewayFailure, retry := c.forwardResponses(ss, a, backendCtx)
 		c.endAttempt(a, st)
 		if !retry || !c.mayReplay() {
-			ss.SetTrailer(forwardedInPlace(a.stream.Trailer()))
+			trailer, unsent := forwardedInPlace(a.stream.Trailer())
+			if len(unsent) > 0 {
+				c.warnUnsent(unsentResponseTrailer, unsent, a.backendAddress())
+			}
+			ss.SetTrailer(trailer)
 			return st, gatewayFailure, false
 		}
 		c.gateway.logger.Debug("replaying call", "engine", engine.Name, "method", c.method,
@@ -293,7 +298,10 @@ func (c *call) openAttempt(backendCtx context.Context) (*attempt, *status.Status
 	a := &attempt{number: len(c.attempts) + 1}
 	c.attempts = append(c.attempts, a)
 	a.ctx, a.cancel = context.WithCancelCause(backendCtx)
-	outgoing := forwardedMetadata(c.incoming)
+	outgoing, unsent := forwardedMetadata(c.incoming)
+	if len(unsent) > 0 {
+		c.warnUnsent(unsentRequestHeader, unsent, "")
+	}
 	c.startAttemptSpan(a, outgoing)
 	a.ctx = metadata.NewOutgoingContext(a.ctx, outgoing)
 	a.ctx = context.WithValue(a.ctx, attemptKey{}, a)
@@ -624,7 +632,11 @@ func (c *call) forwardResponses(ss grpc.ServerStream, a *attempt, backendCtx con
 	if header, _ := a.stream.Header(); header != nil {
 		c.answered(a)
 		c.noteTableDescription(header)
-		if err := ss.SendHeader(forwardedInPlace(header)); err != nil {
+		header, unsent := forwardedInPlace(header)
+		if len(unsent) > 0 {
+			c.warnUnsent(unsentResponseHeader, unsent, streamPeer(a.stream))
+		}
+		if err := ss.SendHeader(header); err != nil {
 			a.abandon()
 			return c.gateway.clientSendStatus(ss.Context(), err), false, false
 		}
@@ -698,6 +710,48 @@ func (c *call) warnIfStale() {
 		"engine", c.engine.Name, "function_id", c.info.functionID, "peer", peer, "client", clientIdentity(c.ctx))
 }
 
+// Directions of a header that gRPC cannot send, as warnUnsent names them.
+const (
+	unsentRequestHeader   = "request header"
+	unsentResponseHeader  = "response header"
+	unsentResponseTrailer = "response trailer"
+)
+
+// unsentWarning is the message of warnUnsent's records. It states grpc-go
+// v1.85's rule, which grpcSendable applies.
+const unsentWarning = "left out headers that gRPC cannot send and went on with the call: gRPC allows only 0-9, a-z, '-', '_' and '.' in a key, and only printable ASCII in the values of a key that does not end in -bin, so the sender should send other bytes under a key ending in -bin"
+
+// maxLoggedKeyBytes bounds a header key in a warning and in the rate
+// limiter's keys: a raw client may send keys of many kilobytes.
+const maxLoggedKeyBytes = 256
+
+// warnUnsent warns that the call went on without the headers or trailers
+// named by keys, which gRPC cannot send (see grpcSendable). One record
+// lists the keys of one header block, and the limiter lets each key of an
+// engine and direction through once per interval. The record names the
+// keys, never their values, which may hold personal data. backend is the
+// plugin replica for a response, and "" for a request.
+func (c *call) warnUnsent(direction string, keys []string, backend string) {
+	var allowed []string
+	for _, key := range keys {
+		key = boundedText(key, maxLoggedKeyBytes)
+		if c.gateway.warnings.allow("unsent:" + c.engine.Name + ":" + direction + ":" + key) {
+			allowed = append(allowed, key)
+		}
+	}
+	if len(allowed) == 0 {
+		return
+	}
+	slices.Sort(allowed)
+	attributes := []any{"engine", c.engine.Name, "method", boundedText(c.method, maxMethodBytes), "direction", direction, "keys", allowed}
+	if backend != "" {
+		attributes = append(attributes, "backend", backend)
+	} else {
+		attributes = append(attributes, "peer", peerAddress(c.ctx))
+	}
+	c.gateway.logger.Warn(unsentWarning, attributes...)
+}
+
 // noteTableDescription remembers the field count of the plugin's
 // qlik-tabledescription-bin header, to check the rows against it.
 func (c *call) noteTableDescription(header metadata.MD) {
@@ -758,6 +812,16 @@ func (a *attempt) backendAddress() string {
 		return "none"
 	}
 	return a.peer.Addr.String()
+}
+
+// streamPeer returns the plugin replica of a backend stream that has
+// received its headers, or "none". Unlike attempt.peer, which gRPC fills in
+// when the stream ends, it can be read while the stream runs.
+func streamPeer(stream grpc.ClientStream) string {
+	if p, ok := peer.FromContext(stream.Context()); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return "none"
 }
 
 // peerAddress returns the client's address, for logs.

@@ -33,36 +33,96 @@ var hopHeaders = map[string]bool{
 }
 
 // forwardedMetadata returns the headers or trailers to pass on to the other
-// side: everything but pseudo-headers and hop headers, with values, -bin
-// ones included, byte for byte. In the plugin's trailers,
-// grpc-status-details-bin is kept as sent: the gateway returns the plugin's
-// code and message without details, so gRPC writes no second copy.
-func forwardedMetadata(in metadata.MD) metadata.MD {
-	out := make(metadata.MD, len(in))
+// side: everything but pseudo-headers, hop headers and pairs that gRPC
+// cannot send (see grpcSendable), with values, -bin ones included, byte for
+// byte. In the plugin's trailers, grpc-status-details-bin is kept as sent:
+// the gateway returns the plugin's code and message without details, so
+// gRPC writes no second copy. unsent lists the keys left out because gRPC
+// cannot send them, and is nil in the common case.
+func forwardedMetadata(in metadata.MD) (out metadata.MD, unsent []string) {
+	out = make(metadata.MD, len(in))
 	for key, values := range in {
 		if !forwarded(key) {
 			continue
 		}
+		if !grpcSendable(key, values) {
+			unsent = append(unsent, key)
+			continue
+		}
 		out[key] = values
 	}
-	return out
+	return out, unsent
 }
 
 // forwardedInPlace is forwardedMetadata for headers the caller owns, such
 // as the copies that a plugin's stream returns from Header and Trailer: it
 // removes what is not passed on from md itself, which spares a map on
 // every call.
-func forwardedInPlace(md metadata.MD) metadata.MD {
-	for key := range md {
+func forwardedInPlace(md metadata.MD) (metadata.MD, []string) {
+	var unsent []string
+	for key, values := range md {
 		if !forwarded(key) {
+			delete(md, key)
+			continue
+		}
+		if !grpcSendable(key, values) {
+			unsent = append(unsent, key)
 			delete(md, key)
 		}
 	}
-	return md
+	return md, unsent
 }
 
 func forwarded(key string) bool {
 	return !strings.HasPrefix(key, ":") && !hopHeaders[key]
+}
+
+// BUG(ssegw): A header or trailer that HTTP/2 allows but gRPC cannot send
+// is left out of the forwarded call, and a rate-limited warning names its
+// key. Such are a key with '!', and a value with a tab or UTF-8 under a key
+// that does not end in -bin.
+
+// grpcSendable reports whether gRPC sends key with values. HTTP/2 allows
+// more than gRPC does, so a raw HTTP/2 client or plugin can send a pair
+// that the gateway received but cannot pass on. As of grpc-go v1.85
+// (ValidatePair in google.golang.org/grpc/internal/metadata), a key may
+// contain only 0-9, a-z, '-', '_' and '.', and each value of a key without
+// the -bin suffix only printable ASCII (0x20 to 0x7E). So "x-a!b",
+// "x-info: café" and a value with a tab all fail. grpc-go then fails a
+// client's stream or a server's SendHeader, and its server logs an error
+// for each such trailer, which it still sends.
+//
+// Such a pair is left out rather than carried. A -bin key takes any bytes,
+// but moving a value to one would rename its key, and the other side would
+// see a header its sender never set. grpc-go's client checks every stream.
+// Its package-level grpc.SendHeader and grpc.SetTrailer skip the check as
+// of v1.85, but the metadata package allows only the characters above in
+// keys, so the gateway does not build on that gap. Trailers get the same
+// rule as headers: a plugin's trailers-only response carries in its
+// trailers what it would otherwise send as headers, and both reach the
+// client alike.
+func grpcSendable(key string, values []string) bool {
+	if key == "" {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		b := key[i]
+		if !('a' <= b && b <= 'z' || '0' <= b && b <= '9' || b == '-' || b == '_' || b == '.') {
+			return false
+		}
+	}
+	if strings.HasSuffix(key, "-bin") {
+		// grpc-go sends these values in base64, so any bytes pass.
+		return true
+	}
+	for _, value := range values {
+		for i := 0; i < len(value); i++ {
+			if value[i] < 0x20 || value[i] > 0x7e {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // contentSubtype returns the part after "+" of the client's content-type,

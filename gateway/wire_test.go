@@ -290,28 +290,44 @@ type wireBackend struct {
 	// order, once the request stream has ended.
 	requests chan []hpack.HeaderField
 
-	trailersOnly bool
-	listener     net.Listener
-	wg           sync.WaitGroup
+	response wireResponse
+	listener net.Listener
+	wg       sync.WaitGroup
 
 	mu     sync.Mutex // guards the following
 	conns  map[net.Conn]bool
 	closed bool
 }
 
+// wireResponse is what a wireBackend sends beyond a plain OK response.
+type wireResponse struct {
+	// trailersOnly makes the backend respond with a single header block.
+	trailersOnly bool
+	// header and trailer are added to the response headers and trailers.
+	// A trailers-only response carries both in its one block. Neither is
+	// checked against gRPC's rules.
+	header, trailer []hpack.HeaderField
+}
+
 // startWireBackend serves until the test ends.
 func startWireBackend(t *testing.T, trailersOnly bool) *wireBackend {
+	t.Helper()
+	return startWireBackendWith(t, wireResponse{trailersOnly: trailersOnly})
+}
+
+// startWireBackendWith is startWireBackend with extra response fields.
+func startWireBackendWith(t *testing.T, response wireResponse) *wireBackend {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	b := &wireBackend{
-		addr:         lis.Addr().String(),
-		requests:     make(chan []hpack.HeaderField, 16),
-		trailersOnly: trailersOnly,
-		listener:     lis,
-		conns:        map[net.Conn]bool{},
+		addr:     lis.Addr().String(),
+		requests: make(chan []hpack.HeaderField, 16),
+		response: response,
+		listener: lis,
+		conns:    map[net.Conn]bool{},
 	}
 	b.wg.Go(func() {
 		for {
@@ -404,9 +420,10 @@ func (b *wireBackend) serve(conn net.Conn) {
 // respond sends a response with status OK on the stream.
 func (b *wireBackend) respond(c *wireConn, streamID uint32) error {
 	headers := []hpack.HeaderField{{Name: ":status", Value: "200"}, {Name: "content-type", Value: "application/grpc"}}
-	ok := hpack.HeaderField{Name: "grpc-status", Value: "0"}
-	if b.trailersOnly {
-		return c.writeHeaders(streamID, append(headers, ok), true)
+	headers = append(headers, b.response.header...)
+	trailers := append([]hpack.HeaderField{{Name: "grpc-status", Value: "0"}}, b.response.trailer...)
+	if b.response.trailersOnly {
+		return c.writeHeaders(streamID, append(headers, trailers...), true)
 	}
 	reply, err := proto.Marshal(ssetest.NumericBundle(1, 1))
 	if err != nil {
@@ -418,7 +435,7 @@ func (b *wireBackend) respond(c *wireConn, streamID uint32) error {
 	if err := c.writeMessage(streamID, reply, false); err != nil {
 		return err
 	}
-	return c.writeHeaders(streamID, []hpack.HeaderField{ok}, true)
+	return c.writeHeaders(streamID, trailers, true)
 }
 
 // wireConn is one end of an HTTP/2 connection, driven frame by frame. It is
