@@ -413,6 +413,45 @@ func TestDeadlines(t *testing.T) {
 	}
 }
 
+// TestClientDeadlineRecorded checks that calls ended by the client's
+// deadline are recorded as DeadlineExceeded. The client resets its stream
+// when its deadline passes, at about the moment the gateway's own copy of
+// the deadline fires, and a third of such calls used to be recorded as
+// Canceled, which split alerts on deadlines.
+func TestClientDeadlineRecorded(t *testing.T) {
+	const calls = 20
+	hang := func(s ssetest.Stream) error {
+		<-s.Context().Done()
+		return status.FromContextError(s.Context().Err()).Err()
+	}
+	p := newPath(t, &ssetest.Connector{Execute: hang}, nil)
+	var wg sync.WaitGroup
+	for range calls {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(functionContext(t, context.Background(), 0), 200*time.Millisecond)
+			defer cancel()
+			if out := exchange(ctx, p.viaGateway, ssetest.Raw{}); status.Code(out.err) != codes.DeadlineExceeded {
+				t.Errorf("call = %v, want DeadlineExceeded", out.err)
+			}
+		})
+	}
+	wg.Wait()
+
+	codes := map[any]int{}
+	seen := 0
+	p.gateway.Logs.WaitFor(t, "call", 10*time.Second, func(record map[string]any) bool {
+		if record["method"] != "/qlik.sse.Connector/ExecuteFunction" {
+			return false
+		}
+		codes[record["code"]]++
+		seen++
+		return seen == calls
+	})
+	if codes["DeadlineExceeded"] != calls {
+		t.Errorf("call records by code = %v, want all %d DeadlineExceeded", codes, calls)
+	}
+}
+
 // duplexResult is what one echo call of runEchoCall saw.
 type duplexResult struct {
 	received      int

@@ -139,9 +139,9 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 	case errors.As(cause, &timeout):
 		return status.New(codes.DeadlineExceeded, timeout.Error()), true
 	case errors.Is(cause, context.DeadlineExceeded):
-		return status.New(codes.DeadlineExceeded, "the call's deadline passed before the plugin answered"), false
+		return status.New(codes.DeadlineExceeded, deadlinePassed), false
 	case errors.Is(cause, context.Canceled):
-		return c.gateway.canceledStatus(), false
+		return c.gateway.canceledStatus(c.ctx), false
 	}
 
 	// gRPC checks the request headers against the plugin's advertised
@@ -248,18 +248,35 @@ func replicaSummary(engine *routing.Engine) string {
 // be sent to the client.
 func (g *Gateway) clientSendStatus(ctx context.Context, err error) *status.Status {
 	if ctx.Err() != nil {
-		return g.canceledStatus()
+		return g.canceledStatus(ctx)
 	}
 	return status.Convert(err)
 }
 
 // canceledStatus returns the status of a call whose context the client's
 // side ended: the client, unless the gateway was stopping and ended the
-// calls still in flight.
-func (g *Gateway) canceledStatus() *status.Status {
+// calls still in flight. client is the call's context, with the client's
+// deadline.
+func (g *Gateway) canceledStatus(client context.Context) *status.Status {
 	var stopped *stoppedError
 	if errors.As(context.Cause(g.cutCtx), &stopped) {
 		return stopped.grpcStatus()
 	}
+	// A client resets its stream when its deadline passes, and gRPC
+	// reports that as Canceled. It arrives at about the moment the
+	// gateway's copy of the deadline, counted from the headers' arrival,
+	// fires, so either may come first.
+	if deadline, ok := client.Deadline(); ok && time.Until(deadline) < clientDeadlineSlack {
+		return status.New(codes.DeadlineExceeded, deadlinePassed)
+	}
 	return status.New(codes.Canceled, "the client cancelled the call")
 }
+
+// clientDeadlineSlack is how close to the client's deadline a cancel from
+// its side counts as the deadline passing: more than the difference in
+// transit time of the client's headers and of its reset.
+const clientDeadlineSlack = 100 * time.Millisecond
+
+// deadlinePassed is the message of a call that the client's deadline
+// ended.
+const deadlinePassed = "the call's deadline passed before the plugin answered"
