@@ -17,7 +17,8 @@ import (
 // client connection. Engines that are new or changed get new pools and
 // probes and take the next calls; engines unchanged keep theirs, with
 // their capabilities; engines replaced or removed finish their calls in
-// flight, up to drain_timeout, before they close. Listeners' default
+// flight, up to drain_timeout, before they close. A changed engine starts
+// with the capabilities of the engine it replaces. Listeners' default
 // engines follow the new file.
 //
 // Listener addresses and TLS, limits, keepalive, telemetry, redaction,
@@ -42,7 +43,8 @@ func (g *Gateway) Reload(cfg *config.Config) (warnings []string, err error) {
 	var started []*routing.Engine
 	for _, name := range cfg.EngineNames() {
 		engineConfig := cfg.Engine(name)
-		if previous := oldTable.Engine(name); previous != nil && sameEngine(previous.Config, engineConfig) {
+		previous := oldTable.Engine(name)
+		if previous != nil && sameEngine(previous.Config, engineConfig) {
 			engines = append(engines, previous)
 			continue
 		}
@@ -52,6 +54,11 @@ func (g *Gateway) Reload(cfg *config.Config) (warnings []string, err error) {
 				engine.Close()
 			}
 			return warnings, err
+		}
+		if previous != nil {
+			// Without a state_dir, the old engine holds the only copy of
+			// the capabilities it learnt.
+			engine.InheritCapabilities(previous)
 		}
 		engines = append(engines, engine)
 		started = append(started, engine)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ssegw/ssegw/config"
 	"github.com/ssegw/ssegw/internal/ssetest"
@@ -434,5 +436,46 @@ func TestReloadAfterShutdownRejected(t *testing.T) {
 	next := reloadConfig(time.Second, "127.0.0.1:2")
 	if _, err := gw.Reload(next); err == nil || !strings.Contains(err.Error(), "stopping") {
 		t.Errorf("Reload() after Shutdown = %v, want an error saying the gateway is stopping", err)
+	}
+}
+
+// TestReloadChangedEngineKeepsCapabilities changes engine R's
+// max_in_flight while its only plugin is down, without a state_dir. The
+// engine that replaces R keeps the capabilities the old one had learnt, so
+// /readyz stays ready and GetCapabilities is answered at once. Before, the
+// new engine looked for them only in the state folder, and Qlik's
+// GetCapabilities waited reconnect_buffer and failed.
+func TestReloadChangedEngineKeepsCapabilities(t *testing.T) {
+	t.Parallel()
+	want := &ssepb.Capabilities{PluginIdentifier: "kept", Functions: []*ssepb.FunctionDefinition{{FunctionId: 0, Name: "Echo"}}}
+	plugin := ssetest.StartPlugin(t, &ssetest.Connector{
+		Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) { return want, nil },
+	})
+	configWith := func(maxInFlight int) *config.Config {
+		cfg := reloadConfig(30*time.Second, plugin.Addr)
+		cfg.Engines["R"].MaxInFlight = maxInFlight
+		cfg.ApplyDefaults()
+		return cfg
+	}
+	gw := ssetest.StartGateway(t, configWith(2))
+	gw.Logs.WaitFor(t, "capabilities agreed", 10*time.Second, nil)
+	plugin.Server.Stop()
+	gw.Logs.WaitFor(t, "replica lost its connection", 10*time.Second, nil)
+
+	reloadApply(t, gw, configWith(3))
+	gw.Logs.WaitFor(t, "configuration reloaded", 5*time.Second, nil)
+
+	if code, _, body := adminGet(t, gw, "/readyz"); code != http.StatusOK {
+		t.Errorf("GET /readyz after the reload = %d %q, want 200", code, body)
+	}
+	_, client := ssetest.DialConn(t, gw.Addrs[0])
+	ctx, cancel := context.WithTimeout(testContext(t), 5*time.Second) // reconnect_buffer is 20s
+	defer cancel()
+	got, err := client.GetCapabilities(ctx, &ssepb.Empty{})
+	if err != nil {
+		t.Fatalf("GetCapabilities after the reload with the plugin down = %v, want the capabilities learnt before", err)
+	}
+	if !proto.Equal(got, want) {
+		t.Errorf("GetCapabilities after the reload = %v, want %v", got, want)
 	}
 }

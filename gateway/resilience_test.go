@@ -782,6 +782,68 @@ func TestStateDirAnswersWhileDown(t *testing.T) {
 	}
 }
 
+// TestStateDirStoresForwardedCapabilities has a client's GetCapabilities
+// pass through the gateway before the first probe is answered, as Qlik's
+// can while the gateway starts. The probe that then agrees with that
+// answer must store it and log "capabilities agreed", so that a gateway
+// restarted while the plugin is down answers from the state folder. Before,
+// the probe saw no change, and the state folder stayed empty.
+func TestStateDirStoresForwardedCapabilities(t *testing.T) {
+	t.Parallel()
+	want := &ssepb.Capabilities{PluginIdentifier: "forwarded", Functions: []*ssepb.FunctionDefinition{{FunctionId: 0, Name: "Echo"}}}
+	forwarded := make(chan struct{})
+	plugin := ssetest.StartPlugin(t, &ssetest.Connector{
+		Capabilities: func(ctx context.Context, _ *ssepb.Empty) (*ssepb.Capabilities, error) {
+			if ssetest.IsProbe(ctx) {
+				select {
+				case <-forwarded:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			}
+			return want, nil
+		},
+	})
+	stateDir := t.TempDir()
+	gatewayConfig := func() *config.Config {
+		return &config.Config{
+			Listeners: []config.Listener{ssetest.Listen("R", nil)},
+			Engines:   map[string]*config.Engine{"R": ssetest.Engine(plugin.Addr)},
+			StateDir:  stateDir,
+		}
+	}
+	ctx := testContext(t)
+
+	// The client's answer passes through while the probe waits.
+	first := ssetest.StartGateway(t, gatewayConfig())
+	_, firstClient := ssetest.DialConn(t, first.Addrs[0])
+	if _, err := firstClient.GetCapabilities(ctx, &ssepb.Empty{}); err != nil {
+		t.Fatalf("GetCapabilities through the first gateway = %v, want OK", err)
+	}
+	close(forwarded)
+	first.Logs.WaitFor(t, "capabilities agreed", 10*time.Second, nil)
+	if _, err := os.Stat(filepath.Join(stateDir, "capabilities-R.json")); err != nil {
+		t.Fatalf("stored capabilities: %v", err)
+	}
+	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	first.Shutdown(stopCtx)
+	plugin.Server.Stop()
+
+	// A new gateway with the plugin down answers from the state folder.
+	second := ssetest.StartGateway(t, gatewayConfig())
+	_, client := ssetest.DialConn(t, second.Addrs[0])
+	capabilitiesCtx, cancel := context.WithTimeout(ctx, 5*time.Second) // reconnect_buffer is 20s
+	defer cancel()
+	got, err := client.GetCapabilities(capabilitiesCtx, &ssepb.Empty{})
+	if err != nil {
+		t.Fatalf("GetCapabilities with the plugin down = %v, want the stored capabilities", err)
+	}
+	if !proto.Equal(got, want) {
+		t.Errorf("GetCapabilities with the plugin down = %v, want %v", got, want)
+	}
+}
+
 // TestBalancerWithSlowReplica checks how the balancers share 200 calls,
 // made by 8 concurrent clients, between a fast replica and one that takes
 // 50ms per bundle. least_request, the default, sends most calls to the

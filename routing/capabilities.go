@@ -2,7 +2,9 @@ package routing
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -76,6 +78,26 @@ func (c *Capabilities) differingFunctions(other *Capabilities) []int32 {
 	}
 	slices.Sort(ids)
 	return ids
+}
+
+// differenceFrom describes how c differs from agreed, the engine's
+// capabilities, for a replica's last error: the ids of the functions that
+// differ, and allowScript when it differs.
+func (c *Capabilities) differenceFrom(agreed *Capabilities) string {
+	var differences []string
+	if ids := c.differingFunctions(agreed); len(ids) > 0 {
+		differences = append(differences, fmt.Sprintf("functions differ from the engine's at ids %v", ids))
+	}
+	if c.Message.GetAllowScript() != agreed.Message.GetAllowScript() {
+		differences = append(differences, fmt.Sprintf("allowScript is %v where the engine's is %v",
+			c.Message.GetAllowScript(), agreed.Message.GetAllowScript()))
+	}
+	if len(differences) == 0 {
+		// Each function id is the same, yet the lists differ: one lists an
+		// id twice.
+		return "functions differ from the engine's"
+	}
+	return strings.Join(differences, " and ")
 }
 
 // Function returns the function with the given id, or nil when the

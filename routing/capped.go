@@ -106,10 +106,16 @@ type cappedSubConn struct {
 	subConn balancer.SubConn
 	open    atomic.Int64
 	// done ends a pick of the subconnection when the child's pick has no
-	// Done of its own, as round_robin's has none (grpc-go v1.85). It is
-	// made once, so that such picks allocate nothing.
-	done  func(balancer.DoneInfo)
-	ready bool // guarded by cappedBalancer.mu
+	// Done of its own. It is made once, so that such picks allocate
+	// nothing.
+	done func(balancer.DoneInfo)
+	// replicaInFlight is the replica's count of open calls, which the child
+	// keeps for its own picks. It is nil in tests that make subconnections
+	// without one. pickedDone ends a pick that bypassed the child, and
+	// counts its end there too. It is made once, as done is.
+	replicaInFlight *atomic.Int32
+	pickedDone      func(balancer.DoneInfo)
+	ready           bool // guarded by cappedBalancer.mu
 }
 
 // reserve takes a place among the subconnection's open calls if one is
@@ -255,8 +261,15 @@ type cappedClientConn struct {
 
 func (c *cappedClientConn) NewSubConn(addresses []resolver.Address, opts balancer.NewSubConnOptions) (balancer.SubConn, error) {
 	b := c.balancer
-	sc := &cappedSubConn{}
+	sc := &cappedSubConn{replicaInFlight: inFlightOf(addresses)}
 	sc.done = func(done balancer.DoneInfo) { b.release(sc, nil, done) }
+	sc.pickedDone = sc.done
+	if sc.replicaInFlight != nil {
+		sc.pickedDone = func(done balancer.DoneInfo) {
+			sc.replicaInFlight.Add(-1)
+			b.release(sc, nil, done)
+		}
+	}
 	childListener := opts.StateListener
 	opts.StateListener = func(state balancer.SubConnState) {
 		// Recorded before the child's listener runs, so that the picker
@@ -346,10 +359,9 @@ func (p *cappedPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error)
 var ErrEveryReplicaFull = errors.New("every ready replica has max_in_flight calls open")
 
 // pickReady reserves a place on the first ready subconnection with room,
-// starting at a different one each time. The child does not learn of this
-// pick, so least_request counts one call fewer on that replica than it
-// has. The cap still holds, because this picker counts every call on
-// the subconnection.
+// starting at a different one each time. The child does not make this
+// pick, so the call is counted on the replica here, where least_request
+// and the probes see it as well.
 func (p *cappedPicker) pickReady(limit int64) (balancer.PickResult, bool) {
 	ready := p.view.ready
 	if len(ready) == 0 {
@@ -359,7 +371,10 @@ func (p *cappedPicker) pickReady(limit int64) (balancer.PickResult, bool) {
 	for i := range ready {
 		sc := ready[(start+i)%len(ready)]
 		if sc.reserve(limit) {
-			return balancer.PickResult{SubConn: sc.subConn, Done: sc.done}, true
+			if sc.replicaInFlight != nil {
+				sc.replicaInFlight.Add(1)
+			}
+			return balancer.PickResult{SubConn: sc.subConn, Done: sc.pickedDone}, true
 		}
 	}
 	return balancer.PickResult{}, false

@@ -2,6 +2,7 @@ package routing
 
 import (
 	"errors"
+	"sync/atomic"
 	"testing"
 
 	"google.golang.org/grpc/balancer"
@@ -135,5 +136,53 @@ func TestCappedPickReadyFallback(t *testing.T) {
 	doneFirst(balancer.DoneInfo{})
 	if name, _, err := pickName(t, cc); err != nil || name != "a" {
 		t.Errorf("Pick() after a's call ended = %q, %v, want a", name, err)
+	}
+}
+
+// TestCappedPickReadyCountsOnReplica checks that a pick that bypasses the
+// full child counts the call on its replica until the call ends, as the
+// child counts its own picks, so that least_request and the probes see
+// it. Before, such a call went uncounted.
+func TestCappedPickReadyCountsOnReplica(t *testing.T) {
+	cc := &listeningClientConn{listeners: map[balancer.SubConn]func(balancer.SubConnState){}}
+	b := cappedBuilder{}.Build(cc, balancer.BuildOptions{}).(*cappedBalancer)
+	b.maxInFlight.Store(1)
+	var subConns []balancer.SubConn
+	counters := []*atomic.Int32{new(atomic.Int32), new(atomic.Int32)}
+	for i, name := range []string{"a", "b"} {
+		sc, err := b.cc.NewSubConn([]resolver.Address{withInFlight(resolver.Address{Addr: name}, counters[i])}, balancer.NewSubConnOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc.listeners[sc](balancer.SubConnState{ConnectivityState: connectivity.Ready})
+		subConns = append(subConns, sc)
+	}
+	b.cc.UpdateState(balancer.State{ConnectivityState: connectivity.Ready, Picker: fixedPicker{subConns[0]}})
+
+	// The child's pick of a fills it; the next pick bypasses the child.
+	if name, _, err := pickName(t, cc); err != nil || name != "a" {
+		t.Fatalf("first Pick() = %q, %v, want a", name, err)
+	}
+	name, done, err := pickName(t, cc)
+	if err != nil || name != "b" {
+		t.Fatalf("Pick() with a full = %q, %v, want b", name, err)
+	}
+	if got := counters[1].Load(); got != 1 {
+		t.Errorf("calls counted on b after a pick that bypassed the child = %d, want 1", got)
+	}
+	done(balancer.DoneInfo{})
+	if got := counters[1].Load(); got != 0 {
+		t.Errorf("calls counted on b after its call ended = %d, want 0", got)
+	}
+
+	allocations := testing.AllocsPerRun(100, func() {
+		result, err := cc.picker.Pick(balancer.PickInfo{})
+		if err != nil {
+			t.Fatalf("Pick() with a full = %v", err)
+		}
+		result.Done(balancer.DoneInfo{})
+	})
+	if allocations != 0 {
+		t.Errorf("Pick() and Done() bypassing the child allocate %v times, want 0", allocations)
 	}
 }

@@ -72,6 +72,10 @@ type Engine struct {
 	inFlight int           // calls under way, so that Drain can tell when it is idle
 	draining bool          // Drain has begun, so Track rejects new calls
 	idle     chan struct{} // closed when inFlight drops to 0 during Drain
+	// agreedKey is the key of the list the probes last agreed on, which
+	// was logged and stored. A list that a forwarded GetCapabilities
+	// response set, or that came from the state folder, was not.
+	agreedKey string
 
 	stopProbes context.CancelFunc
 	probesDone sync.WaitGroup
@@ -174,7 +178,7 @@ func (e *Engine) newReplica(backend int, address string) (*Replica, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engines.%s.backends[%d]: %w", e.Name, backend, err)
 	}
-	return &Replica{
+	replica := &Replica{
 		Address: address,
 		backend: backend,
 		engine:  e.Name,
@@ -182,11 +186,13 @@ func (e *Engine) newReplica(backend int, address string) (*Replica, error) {
 		logger:  e.logger,
 		state:   ReplicaUnknown,
 		kick:    make(chan struct{}, 1),
-		// The plugin sees the configured address as :authority, as it would
-		// on a direct connection from Qlik, also when it is one of the
-		// addresses a DNS name resolves to.
-		resolverAddress: withSecurity(resolver.Address{Addr: address, ServerName: e.Config.Backends[backend].Address}, source),
-	}, nil
+	}
+	// The plugin sees the configured address as :authority, as it would on
+	// a direct connection from Qlik, also when it is one of the addresses a
+	// DNS name resolves to.
+	resolverAddress := withSecurity(resolver.Address{Addr: address, ServerName: e.Config.Backends[backend].Address}, source)
+	replica.resolverAddress = withInFlight(resolverAddress, &replica.inFlight)
+	return replica, nil
 }
 
 // Replicas returns the engine's replicas as they are now.
@@ -290,23 +296,35 @@ func (e *Engine) probeLoop(ctx context.Context, replica *Replica) {
 // points the pool at the replicas fit for calls: those not known to fail,
 // and whose functions agree with the engine's. A replica with other
 // functions could give a function id another meaning, so it gets no calls.
+// Nor does one whose GetCapabilities fails while other replicas vote for
+// the agreed functions (see settleCapabilities), since its own could
+// differ. Without such votes, it is the engine's only way to serve calls,
+// and it keeps them.
 func (e *Engine) reconcile() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	replicas := e.Replicas()
-	e.settleCapabilities(replicas)
+	voted := e.settleCapabilities(replicas)
 
-	// Mark replicas with other functions, and choose the pool's backends.
+	// Mark replicas with other or unknown functions, and choose the pool's
+	// backends.
 	agreedSet := e.capabilities.Load()
 	var eligible []*Replica
 	for _, replica := range replicas {
 		capabilities := replica.healthyCapabilities()
-		if capabilities != nil && agreedSet != nil {
+		switch {
+		case capabilities != nil && agreedSet != nil:
 			if capabilities.key() != agreedSet.key() {
 				replica.disagree(agreedSet)
 				continue
 			}
 			replica.agree()
+		case replica.answeredWithError():
+			if voted {
+				replica.unverify()
+				continue
+			}
+			replica.trustUnverified()
 		}
 		if e.fitForCalls(replica) {
 			eligible = append(eligible, replica)
@@ -331,12 +349,17 @@ func (e *Engine) reconcile() {
 // response, the time the gateway holds calls for a restarting plugin: one
 // that never comes back must not keep the engine on a list that no live
 // replica serves. On a tie the agreed list stays, else the first
-// replica's list wins. The caller holds mu.
+// replica's list wins. It reports whether any replica votes for the agreed
+// list after settling. The caller holds mu.
+//
+// The first time the votes choose a list, and at every change, it is
+// logged and stored, also when it is the list that a forwarded
+// GetCapabilities response or the state folder had set already.
 //
 // NOTE: a list loaded from the state folder has no votes until a replica
 // returns it, so after a restart of the gateway the first replica to
 // respond sets the list, whichever list Qlik has.
-func (e *Engine) settleCapabilities(replicas []*Replica) {
+func (e *Engine) settleCapabilities(replicas []*Replica) (voted bool) {
 	current := e.capabilities.Load()
 	now := time.Now()
 	votes := map[string]int{}
@@ -375,19 +398,24 @@ func (e *Engine) settleCapabilities(replicas []*Replica) {
 	// the current list, and no response is newer.
 	chosen := first[agreed]
 	if chosen == nil {
-		return
+		return votes[agreed] > 0
 	}
 	if current == nil || current.key() != agreed {
 		e.setCapabilities(chosen)
 		e.warnUnknownPolicies(chosen)
-		e.logger.Info("capabilities agreed", "engine", e.Name, "functions", len(chosen.Message.GetFunctions()),
-			"plugin", chosen.Message.GetPluginIdentifier(), "replicas", votes[agreed])
-		if err := storeCapabilities(e.stateDir, e.Name, chosen); err != nil {
-			e.logger.Warn("storing capabilities failed", "engine", e.Name, "error", err.Error())
-		}
 	} else if chosen.Fetched.After(current.Fetched) {
 		e.capabilities.Store(chosen) // same functions, fresher date
 	}
+	if e.agreedKey != agreed {
+		// Stored first, so that the file is there once the record is.
+		e.agreedKey = agreed
+		if err := storeCapabilities(e.stateDir, e.Name, chosen); err != nil {
+			e.logger.Warn("storing capabilities failed", "engine", e.Name, "error", err.Error())
+		}
+		e.logger.Info("capabilities agreed", "engine", e.Name, "functions", len(chosen.Message.GetFunctions()),
+			"plugin", chosen.Message.GetPluginIdentifier(), "replicas", votes[agreed])
+	}
+	return true
 }
 
 // warnUnknownPolicies warns about each function policy of the engine that
@@ -452,10 +480,35 @@ func (e *Engine) Capabilities() *Capabilities {
 
 // SetCapabilities records capabilities learnt outside the probes, from a
 // GetCapabilities answer the gateway forwarded, when none are known yet.
+// The next probe that agrees with them logs and stores them.
 func (e *Engine) SetCapabilities(c *Capabilities) {
 	if e.capabilities.CompareAndSwap(nil, c) {
 		e.signalKnown()
+		e.warnUnknownPolicies(c)
 	}
+}
+
+// InheritCapabilities gives the engine, before Start, the capabilities of
+// previous, the engine of the same name that a reload replaces with it,
+// so that Qlik still learns the functions while every replica is down.
+// They take the place of those from the state folder, which previous
+// stored or was about to. The state folder keys capabilities by engine
+// name alone, and so does this, whatever the backends: when the new
+// backends list other functions, the first of them to answer a probe
+// replaces the inherited list, since no replica voted for it. A merged
+// engine inherits nothing: its capabilities are its members'.
+func (e *Engine) InheritCapabilities(previous *Engine) {
+	inherited := previous.Capabilities()
+	if inherited == nil || e.Merged() {
+		return
+	}
+	if loaded := e.Capabilities(); loaded == nil || !loaded.SameFunctions(inherited) {
+		// NewEngine warned about the loaded ones.
+		e.warnUnknownPolicies(inherited)
+	}
+	e.setCapabilities(inherited)
+	e.logger.Info("capabilities kept from the engine the reload replaced", "engine", e.Name,
+		"functions", len(inherited.Message.GetFunctions()), "fetched", inherited.Fetched)
 }
 
 // setCapabilities replaces the agreed function list.

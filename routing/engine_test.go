@@ -29,13 +29,16 @@ import (
 // reconcilePlugin is a plugin on loopback whose function list a test can
 // change, and which counts the GetCapabilities and ExecuteFunction calls
 // it gets. While unavailable is set, it responds to GetCapabilities with
-// Unavailable, as a plugin that is restarting does behind a proxy.
+// Unavailable, as a plugin that is restarting does behind a proxy. While
+// broken is set, it responds with Internal, as a plugin whose
+// GetCapabilities has a bug.
 type reconcilePlugin struct {
 	ssepb.UnimplementedConnectorServer
 	addr         string
 	server       *grpc.Server
 	capabilities atomic.Pointer[ssepb.Capabilities]
 	unavailable  atomic.Bool
+	broken       atomic.Bool
 	probes       atomic.Int64
 	calls        atomic.Int64
 }
@@ -44,6 +47,9 @@ func (p *reconcilePlugin) GetCapabilities(context.Context, *ssepb.Empty) (*ssepb
 	p.probes.Add(1)
 	if p.unavailable.Load() {
 		return nil, status.Error(codes.Unavailable, "restarting")
+	}
+	if p.broken.Load() {
+		return nil, status.Error(codes.Internal, "capabilities broken")
 	}
 	return p.capabilities.Load(), nil
 }
@@ -732,5 +738,165 @@ func TestTrackRejectedDuringDrain(t *testing.T) {
 	case <-drained:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Drain still waiting 5s after the last call ended")
+	}
+}
+
+// TestForwardedCapabilitiesStored checks that capabilities the gateway
+// learnt from a GetCapabilities answer it forwarded, before the first
+// probe, are stored and announced once a probe agrees with them, and only
+// once. Before, the probe saw no change, so the state folder stayed empty
+// and a gateway restarted while the plugins were down had nothing to
+// answer Qlik with.
+func TestForwardedCapabilitiesStored(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	plugin := startReconcilePlugin(t, "Echo", "Sum")
+	log := &syncBuffer{}
+	e := newReconcileEngine(t, dir, log, plugin)
+	e.SetCapabilities(NewCapabilities(plugin.capabilities.Load(), time.Now())) // as a forwarded answer does
+
+	probeAndReconcile(t, e, 0)
+	stored, err := loadCapabilities(dir, "R")
+	if err != nil {
+		t.Fatalf("loadCapabilities() after the first probe = %v", err)
+	}
+	if stored == nil {
+		t.Fatal("loadCapabilities() after the first probe = nil, want the agreed capabilities")
+	}
+	if !proto.Equal(stored.Message, plugin.capabilities.Load()) {
+		t.Errorf("stored capabilities = %v, want %v", stored.Message, plugin.capabilities.Load())
+	}
+	if got := strings.Count(log.String(), `"msg":"capabilities agreed"`); got != 1 {
+		t.Errorf("got %d capabilities agreed records after the first probe, want 1; log:\n%s", got, log)
+	}
+
+	probeAndReconcile(t, e, 0)
+	if got := strings.Count(log.String(), `"msg":"capabilities agreed"`); got != 1 {
+		t.Errorf("got %d capabilities agreed records after a second probe, want 1; log:\n%s", got, log)
+	}
+}
+
+// TestReconcileBrokenReplicaWithheld checks a replica whose
+// GetCapabilities fails with an error status next to one that lists the
+// engine's functions. Its functions cannot be compared with the engine's,
+// so it gets no calls, with one warning and a state and last error that
+// say why, until it lists the engine's functions again. Before, it counted
+// as healthy and took every other call, Qlik's GetCapabilities included.
+func TestReconcileBrokenReplicaWithheld(t *testing.T) {
+	t.Parallel()
+	good, broken := startReconcilePlugin(t, "Echo", "Sum"), startReconcilePlugin(t, "Echo", "Sum")
+	broken.broken.Store(true)
+	log := &syncBuffer{}
+	e := newReconcileEngine(t, "", log, good, broken)
+	probeAndReconcile(t, e, 0, 1)
+	probeAndReconcile(t, e, 0, 1) // a second failure warns no more
+
+	checkReconciled(t, e, "with one replica's GetCapabilities failing", good, ReplicaHealthy, ReplicaUnverified)
+	if got, want := e.Replicas()[1].Status().LastError, "capabilities broken"; !strings.Contains(got, want) {
+		t.Errorf("last error of the broken replica = %q, want it to contain %q", got, want)
+	}
+	if got := strings.Count(log.String(), `"msg":"replica gets no calls: GetCapabilities failed`); got != 1 {
+		t.Errorf("got %d warnings that the broken replica gets no calls, want 1; log:\n%s", got, log)
+	}
+	checkCallsReach(t, e, []*reconcilePlugin{good}, []*reconcilePlugin{broken})
+
+	// Its GetCapabilities works again.
+	broken.broken.Store(false)
+	probeAndReconcile(t, e, 1)
+	checkReconciled(t, e, "once the broken replica is mended", good, ReplicaHealthy, ReplicaHealthy)
+	checkCallsReach(t, e, []*reconcilePlugin{good, broken}, nil)
+}
+
+// TestReconcileBrokenReplicaAlone checks that a replica whose
+// GetCapabilities fails keeps its calls while no other replica votes for
+// the engine's functions: alone, beside one whose vote expired, or with
+// capabilities only from the state folder.
+func TestReconcileBrokenReplicaAlone(t *testing.T) {
+	t.Parallel()
+	t.Run("alone", func(t *testing.T) {
+		t.Parallel()
+		broken := startReconcilePlugin(t, "Echo")
+		broken.broken.Store(true)
+		e := newReconcileEngine(t, "", io.Discard, broken)
+		probeAndReconcile(t, e, 0)
+		if got := replicaStates(e); fmt.Sprint(got) != "[healthy]" {
+			t.Errorf("replica states = %v, want [healthy]", got)
+		}
+		checkCallsReach(t, e, []*reconcilePlugin{broken}, nil)
+	})
+	t.Run("capabilities stored", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		broken := startReconcilePlugin(t, "Echo")
+		if err := storeCapabilities(dir, "R", NewCapabilities(broken.capabilities.Load(), time.Now())); err != nil {
+			t.Fatal(err)
+		}
+		broken.broken.Store(true)
+		e := newReconcileEngine(t, dir, io.Discard, broken)
+		probeAndReconcile(t, e, 0)
+		if got := replicaStates(e); fmt.Sprint(got) != "[healthy]" {
+			t.Errorf("replica states = %v, want [healthy]", got)
+		}
+		checkCallsReach(t, e, []*reconcilePlugin{broken}, nil)
+	})
+	t.Run("other replica down", func(t *testing.T) {
+		t.Parallel()
+		good, broken := startReconcilePlugin(t, "Echo"), startReconcilePlugin(t, "Echo")
+		broken.broken.Store(true)
+		e := newReconcileEngine(t, "", io.Discard, good, broken)
+		probeAndReconcile(t, e, 0, 1)
+
+		// Down for less than reconnect_buffer, the other replica still
+		// votes for the engine's functions.
+		good.unavailable.Store(true)
+		probeAndReconcile(t, e, 0, 1)
+		if got := replicaStates(e); fmt.Sprint(got) != "[failing unverified]" {
+			t.Errorf("replica states while the other replica is briefly down = %v, want [failing unverified]", got)
+		}
+
+		// Once its vote expired, the broken replica is all there is.
+		grace := time.Nanosecond
+		e.Config.ReconnectBuffer = &grace
+		probeAndReconcile(t, e, 0, 1)
+		if got := replicaStates(e); fmt.Sprint(got) != "[failing healthy]" {
+			t.Errorf("replica states once the other replica's vote expired = %v, want [failing healthy]", got)
+		}
+		checkCallsReach(t, e, []*reconcilePlugin{broken}, []*reconcilePlugin{good})
+	})
+}
+
+// TestReconcileAllowScriptDiffers checks that a replica whose functions are
+// the engine's but whose allowScript is not is marked disagreeing with a
+// last error and a warning that name allowScript. Before, both named
+// differing function ids and listed none.
+func TestReconcileAllowScriptDiffers(t *testing.T) {
+	t.Parallel()
+	agreed, scripted := startReconcilePlugin(t, "Echo", "Sum"), startReconcilePlugin(t, "Echo", "Sum")
+	withScripts := proto.CloneOf(scripted.capabilities.Load())
+	withScripts.AllowScript = true
+	scripted.capabilities.Store(withScripts)
+	log := &syncBuffer{}
+	e := newReconcileEngine(t, "", log, agreed, scripted)
+	probeAndReconcile(t, e, 0, 1)
+
+	checkReconciled(t, e, "with one replica allowing scripts", agreed, ReplicaHealthy, ReplicaDisagreeing)
+	if got, want := e.Replicas()[1].Status().LastError, "allowScript is true where the engine's is false"; got != want {
+		t.Errorf("last error of the replica allowing scripts = %q, want %q", got, want)
+	}
+	if got := strings.Count(log.String(), `"msg":"replica gets no calls: its allowScript differs from the engine's`); got != 1 {
+		t.Errorf("got %d warnings naming allowScript, want 1; log:\n%s", got, log)
+	}
+	if strings.Contains(log.String(), "function_ids") {
+		t.Errorf("log names differing function ids where only allowScript differs; log:\n%s", log)
+	}
+
+	// Other functions too: the last error names both.
+	scripted.offer("Echo")
+	withScripts = proto.CloneOf(scripted.capabilities.Load())
+	withScripts.AllowScript = true
+	scripted.capabilities.Store(withScripts)
+	probeAndReconcile(t, e, 1)
+	if got, want := e.Replicas()[1].Status().LastError, "functions differ from the engine's at ids [1] and allowScript is true where the engine's is false"; got != want {
+		t.Errorf("last error of the replica with other functions and scripts = %q, want %q", got, want)
 	}
 }

@@ -177,6 +177,7 @@ func TestLeastRequestSpreadsTiesBesideBusy(t *testing.T) {
 type balancerClientConn struct {
 	balancer.ClientConn
 	subConns map[string]*listenedSubConn // the latest one per address
+	inFlight map[string]*atomic.Int32    // each replica's count of open calls, by address
 	state    balancer.State
 }
 
@@ -210,12 +211,17 @@ func (sc *listenedSubConn) ready() {
 	sc.health(balancer.SubConnState{ConnectivityState: connectivity.Ready})
 }
 
-// useReplicas hands the balancer the given addresses, as Pool.Use does.
-func useReplicas(t *testing.T, b balancer.Balancer, addresses ...string) {
+// useReplicas hands the balancer the given addresses, each with its
+// replica's count of open calls, kept in cc, as Pool.Use does.
+func useReplicas(t *testing.T, cc *balancerClientConn, b balancer.Balancer, addresses ...string) {
 	t.Helper()
 	var state resolver.State
 	for _, address := range addresses {
-		state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{{Addr: address}}})
+		if cc.inFlight[address] == nil {
+			cc.inFlight[address] = new(atomic.Int32)
+		}
+		addr := withInFlight(resolver.Address{Addr: address}, cc.inFlight[address])
+		state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{addr}})
 	}
 	if err := b.UpdateClientConnState(balancer.ClientConnState{ResolverState: state}); err != nil {
 		t.Fatalf("UpdateClientConnState(%v) = %v", addresses, err)
@@ -245,10 +251,10 @@ func pickFrom(t *testing.T, cc *balancerClientConn) (string, func()) {
 // leaving the resolver's list. Each time, the calls that follow must go
 // to b, because a still serves its held call.
 func TestLeastRequestCountsAcrossChanges(t *testing.T) {
-	cc := &balancerClientConn{subConns: map[string]*listenedSubConn{}}
-	b := leastRequestBuilder{}.Build(cc, balancer.BuildOptions{})
+	cc := &balancerClientConn{subConns: map[string]*listenedSubConn{}, inFlight: map[string]*atomic.Int32{}}
+	b := leastRequestBuilder.Build(cc, balancer.BuildOptions{})
 	defer b.Close()
-	useReplicas(t, b, "a", "b")
+	useReplicas(t, cc, b, "a", "b")
 	cc.subConns["a"].ready()
 	cc.subConns["b"].ready()
 
@@ -277,9 +283,9 @@ func TestLeastRequestCountsAcrossChanges(t *testing.T) {
 	cc.subConns["a"].health(balancer.SubConnState{ConnectivityState: connectivity.Ready})
 	checkAllToB("with a healthy again")
 
-	useReplicas(t, b, "b")
+	useReplicas(t, cc, b, "b")
 	checkAllToB("with a out of the resolver's list")
-	useReplicas(t, b, "a", "b")
+	useReplicas(t, cc, b, "a", "b")
 	cc.subConns["a"].ready()
 	checkAllToB("with a back in the list")
 }
@@ -288,10 +294,10 @@ func TestLeastRequestCountsAcrossChanges(t *testing.T) {
 // configuration and rejects settings it does not have, such as gRPC's
 // choiceCount.
 func TestLeastRequestParseConfig(t *testing.T) {
-	if _, err := (leastRequestBuilder{}).ParseConfig([]byte(`{}`)); err != nil {
+	if _, err := leastRequestBuilder.ParseConfig([]byte(`{}`)); err != nil {
 		t.Errorf("ParseConfig({}) = %v, want nil", err)
 	}
-	if _, err := (leastRequestBuilder{}).ParseConfig([]byte(`{"choiceCount": 2}`)); err == nil {
+	if _, err := leastRequestBuilder.ParseConfig([]byte(`{"choiceCount": 2}`)); err == nil {
 		t.Error(`ParseConfig({"choiceCount": 2}) = nil, want an error`)
 	}
 }

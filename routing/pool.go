@@ -33,9 +33,9 @@ var reconnectBackoff = grpc.ConnectParams{
 }
 
 // Pool is the set of replicas of one engine, behind one gRPC client
-// connection. gRPC's resolver lists the replicas and its round_robin
-// balancer picks a ready one for each call, so calls from one Qlik
-// connection spread over all replicas.
+// connection. gRPC's resolver lists the replicas and the engine's balancer
+// picks a ready one for each call, so calls from one Qlik connection spread
+// over all replicas.
 type Pool struct {
 	conn     *grpc.ClientConn
 	resolver *manual.Resolver
@@ -108,11 +108,12 @@ func NewPool(engine *config.Engine, opts PoolOptions) (*Pool, error) {
 	return &Pool{conn: conn, resolver: r}, nil
 }
 
-// serviceConfig selects the engine's balancer: gRPC's round_robin, or the
-// gateway's least_request (leastrequest.go), which picks the ready replica
-// with the fewest calls in flight.
+// serviceConfig selects the engine's balancer: the gateway's round_robin
+// (roundrobin.go), or its least_request (leastrequest.go), which picks the
+// ready replica with the fewest calls in flight. Both count each replica's
+// calls in flight (balancer.go).
 func serviceConfig(engine *config.Engine) string {
-	policy := `{"round_robin": {}}`
+	policy := `{"` + roundRobinName + `": {}}`
 	if engine.Balancer == config.BalancerLeastRequest {
 		policy = `{"` + leastRequestName + `": {}}`
 	}

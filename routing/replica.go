@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/status"
@@ -38,7 +40,14 @@ const (
 	ReplicaHealthy     ReplicaState = "healthy"     // answered GetCapabilities
 	ReplicaFailing     ReplicaState = "failing"     // did not answer
 	ReplicaDisagreeing ReplicaState = "disagreeing" // answered with other functions than the engine's
+	ReplicaUnverified  ReplicaState = "unverified"  // answered with an error while other replicas list the engine's functions
 )
+
+// BUG(ssegw): A plugin that hangs while the gateway has calls open on it
+// looks like a busy one: its probes time out on a connection that stays
+// up. It keeps getting calls until those calls end, at the latest when
+// keepalive closes their connection, keepalive.backend_ping_interval plus
+// 20s after the plugin last sent anything.
 
 // Replica is one backend of an engine, probed by calling its
 // GetCapabilities on a connection of its own. Calls do not use that
@@ -56,6 +65,11 @@ type Replica struct {
 	conn   *grpc.ClientConn
 	logger *slog.Logger
 
+	// inFlight counts the calls the engine's pool has open on the replica,
+	// from the balancer's pick to the call's end. The balancers find it in
+	// resolverAddress.
+	inFlight atomic.Int32
+
 	mu           sync.Mutex         // guards the following
 	stop         context.CancelFunc // ends the replica's probes; set when they start
 	state        ReplicaState
@@ -65,6 +79,9 @@ type Replica struct {
 	// losses counts the calls of lost, so that a probe under way when the
 	// connection broke does not undo what lost recorded.
 	losses uint64
+	// busy is set while the replica's probes time out with calls open on
+	// it, so that this is logged once.
+	busy bool
 }
 
 // ReplicaStatus is a copy of a replica's probe results, for display.
@@ -106,11 +123,36 @@ func (r *Replica) probe(ctx context.Context, timeout time.Duration) *Capabilitie
 		// replica's health.
 		return nil
 	}
+	// The plugin may end the probe at its copy of the deadline a moment
+	// before ctx ends, so the status alone tells that the probe timed out.
+	timedOut := status.Code(err) == codes.DeadlineExceeded
+	inFlight := r.inFlight.Load()
+	connected := r.conn.GetState() == connectivity.Ready
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	previous := r.state
 	r.lastProbe = now
+	if timedOut && inFlight > 0 && connected && r.losses == losses {
+		// A plugin that serves every call from a fixed pool of workers, as
+		// a grpcio (Python) plugin does from its thread pool, answers a
+		// probe only once a worker is free. While the gateway's calls keep
+		// them all busy, the plugin queues new calls as it queues the
+		// probe, so the replica stays as it was and keeps getting calls.
+		// See the BUG note on Replica for a plugin that hangs instead.
+		calls := "calls are"
+		if inFlight == 1 {
+			calls = "call is"
+		}
+		r.lastError = fmt.Sprintf("busy: no response to GetCapabilities within probe_timeout (%v) while %d %s open on it", timeout, inFlight, calls)
+		if !r.busy {
+			r.busy = true
+			r.logger.Warn("replica busy: its probe timed out while it serves calls, so it keeps getting calls",
+				"engine", r.engine, "backend", r.Address, "calls_in_flight", inFlight, "error", err.Error())
+		}
+		return nil
+	}
+	r.busy = false
 	if err != nil && unreachable(err) {
 		r.state, r.lastError = ReplicaFailing, err.Error()
 		if previous != ReplicaFailing {
@@ -126,7 +168,12 @@ func (r *Replica) probe(ctx context.Context, timeout time.Duration) *Capabilitie
 	}
 	if err != nil {
 		// The plugin answered, so it serves calls, but with an error: its
-		// functions stay unknown, and Qlik cannot learn them either.
+		// functions stay unknown, and Qlik cannot learn them either. The
+		// engine decides whether it gets calls; see Engine.reconcile.
+		if previous == ReplicaUnverified {
+			r.lastError, r.capabilities = err.Error(), nil
+			return nil
+		}
 		if previous != ReplicaHealthy || r.lastError == "" {
 			r.logger.Warn("replica answers GetCapabilities with an error; its functions are unknown",
 				"engine", r.engine, "backend", r.Address, "error", err.Error())
@@ -151,7 +198,8 @@ func (r *Replica) probe(ctx context.Context, timeout time.Duration) *Capabilitie
 
 // unreachable reports whether a probe's error means the replica did not
 // answer: the connection failed, or the answer did not come in time. Any
-// other status is the plugin's own answer.
+// other status is the plugin's own answer. A probe that timed out while the
+// replica is busy with the gateway's calls is handled before this check.
 func unreachable(err error) bool {
 	switch status.Code(err) {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
@@ -179,8 +227,9 @@ func (r *Replica) healthyCapabilities() *Capabilities {
 	return capabilities
 }
 
-// disagree marks a replica whose functions differ from the engine's agreed
-// set, and warns once with the differing function ids.
+// disagree marks a replica whose functions or allowScript differ from the
+// engine's agreed set, and warns once with the differing function ids, or
+// about allowScript when only that differs.
 func (r *Replica) disagree(agreed *Capabilities) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -188,10 +237,19 @@ func (r *Replica) disagree(agreed *Capabilities) {
 		return
 	}
 	r.state = ReplicaDisagreeing
+	r.lastError = r.capabilities.differenceFrom(agreed)
 	differing := r.capabilities.differingFunctions(agreed)
-	r.lastError = fmt.Sprintf("functions differ from the engine's at ids %v", differing)
+	allowScript := r.capabilities.Message.GetAllowScript()
+	attrs := []any{"engine", r.engine, "backend", r.Address}
+	if allowScript != agreed.Message.GetAllowScript() {
+		attrs = append(attrs, "allow_script", allowScript)
+	}
+	if len(differing) == 0 {
+		r.logger.Warn("replica gets no calls: its allowScript differs from the engine's", attrs...)
+		return
+	}
 	r.logger.Warn("replica gets no calls: its functions differ from the engine's, so a function id could mean another function there",
-		"engine", r.engine, "backend", r.Address, "function_ids", differing)
+		append(attrs, "function_ids", differing)...)
 }
 
 // agree clears the mark of disagree once the replica's functions are the
@@ -204,6 +262,41 @@ func (r *Replica) agree() {
 	}
 	r.state, r.lastError = ReplicaHealthy, ""
 	r.logger.Info("replica healthy: its functions are the engine's again", "engine", r.engine, "backend", r.Address)
+}
+
+// answeredWithError reports whether the plugin answered the replica's last
+// probe with an error status, so that its functions are unknown.
+func (r *Replica) answeredWithError() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.capabilities == nil && (r.state == ReplicaHealthy || r.state == ReplicaUnverified)
+}
+
+// unverify marks a replica whose GetCapabilities fails while other
+// replicas list the engine's functions, and warns once.
+func (r *Replica) unverify() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state == ReplicaUnverified {
+		return
+	}
+	r.state = ReplicaUnverified
+	r.logger.Warn("replica gets no calls: GetCapabilities failed, so its functions cannot be compared with the engine's",
+		"engine", r.engine, "backend", r.Address, "error", r.lastError)
+}
+
+// trustUnverified clears the mark of unverify once no other replica lists
+// the engine's functions: the replica is then the engine's only way to
+// serve calls, as a lone replica whose GetCapabilities fails is.
+func (r *Replica) trustUnverified() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state != ReplicaUnverified {
+		return
+	}
+	r.state = ReplicaHealthy
+	r.logger.Info("replica gets calls again though GetCapabilities fails: no other replica lists the engine's functions",
+		"engine", r.engine, "backend", r.Address, "error", r.lastError)
 }
 
 // lost marks a replica whose connection broke: it may come back as another
