@@ -155,8 +155,15 @@ func checkBackends(ctx context.Context, out io.Writer, cfg *config.Config, timeo
 				first, firstAddress = capabilities, backend.Address
 			case !first.SameFunctions(capabilities):
 				ok = false
-				fmt.Fprintf(out, "  %s: DISAGREES with %s at function ids %v; the gateway sends calls to the functions most replicas agree on\n",
-					backend.Address, firstAddress, first.DifferingFunctions(capabilities))
+				var differences []string
+				if ids := first.DifferingFunctions(capabilities); len(ids) > 0 {
+					differences = append(differences, fmt.Sprintf("at function ids %v", ids))
+				}
+				if here, there := capabilities.Message.GetAllowScript(), first.Message.GetAllowScript(); here != there {
+					differences = append(differences, fmt.Sprintf("on allowScript (%v here, %v there)", here, there))
+				}
+				fmt.Fprintf(out, "  %s: DISAGREES with %s %s; the gateway sends calls to the functions most replicas agree on\n",
+					backend.Address, firstAddress, strings.Join(differences, " and "))
 			}
 		}
 	}

@@ -364,6 +364,21 @@ func TestValidateConnect(t *testing.T) {
 		}
 	})
 
+	t.Run("replica with scripts off", func(t *testing.T) {
+		second := ssetest.StartPlugin(t, &ssetest.Connector{
+			Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
+				return &ssepb.Capabilities{AllowScript: false, PluginIdentifier: "plugin-2", PluginVersion: "1.0.0", Functions: []*ssepb.FunctionDefinition{forecast, smooth}}, nil
+			},
+		})
+		path := writeValidateConfig(t, validateConnectConfig(first.Addr, second.Addr))
+		output, err := runCommand(t, "validate", "--config", path, "--connect", "--timeout", "10s")
+		checkValidateExit(t, err, 1, output)
+		want := "  " + second.Addr + ": DISAGREES with " + first.Addr + " on allowScript (false here, true there);"
+		if !strings.Contains(output, want) {
+			t.Errorf("validate --connect output:\n%s\nwant a line starting %q", output, want)
+		}
+	})
+
 	t.Run("replica with another function definition", func(t *testing.T) {
 		// The same id and name with another return type.
 		changed := validateFunction(1, "Smooth")
