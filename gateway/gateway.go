@@ -286,6 +286,14 @@ func (g *Gateway) Start() error {
 	}
 	if len(errs) > 0 {
 		g.closeListeners()
+		// Checked now too, so that one message names every port to free.
+		if g.cfg.Admin.Address != "none" {
+			if lis, err := net.Listen("tcp", g.cfg.Admin.Address); err != nil {
+				errs = append(errs, listenError("admin.address", g.cfg.Admin.Address, err))
+			} else {
+				lis.Close()
+			}
+		}
 		return errors.Join(errs...)
 	}
 	g.started = time.Now()
@@ -469,8 +477,11 @@ func (g *Gateway) checkExpiry(ctx context.Context) {
 		now := time.Now()
 		for _, warning := range g.certificates.Expiring(g.Config().CertificateExpiryWarning, now) {
 			message := "certificate expires soon; renew it (ssegw certs init --force keeps the CA of a set it made), the gateway reloads it without a restart"
-			if tlsutil.IsUnusableWarning(warning) {
-				message = "certificate expired or not valid yet: the other side refuses every connection that presents or needs it; renew it (ssegw certs init --force keeps the CA of a set it made), the gateway reloads it without a restart"
+			switch {
+			case tlsutil.IsNotYetValidWarning(warning):
+				message = "certificate not valid yet: the other side refuses every connection that presents or needs it until then; check this machine's clock"
+			case tlsutil.IsUnusableWarning(warning):
+				message = "certificate expired: the other side refuses every connection that presents or needs it; renew it (ssegw certs init --force keeps the CA of a set it made), the gateway reloads it without a restart"
 			}
 			g.logger.Warn(message, "warning", warning)
 		}

@@ -277,11 +277,7 @@ func (c *call) serve(ss grpc.ServerStream, engine *routing.Engine) (st *status.S
 		st, gatewayFailure, retry := c.forwardResponses(ss, a, backendCtx)
 		c.endAttempt(a, st)
 		if !retry || !c.mayReplay() {
-			trailer, unsent := forwardedInPlace(a.stream.Trailer())
-			if len(unsent) > 0 {
-				c.warnUnsent(unsentResponseTrailer, unsent, a.backendAddress())
-			}
-			ss.SetTrailer(trailer)
+			c.setTrailer(ss, a)
 			return st, gatewayFailure, false
 		}
 		c.gateway.logger.Debug("replaying call", "engine", engine.Name, "method", c.method,
@@ -638,7 +634,7 @@ func (c *call) forwardResponses(ss grpc.ServerStream, a *attempt, backendCtx con
 		}
 		if err := ss.SendHeader(header); err != nil {
 			a.abandon()
-			return c.gateway.clientSendStatus(ss.Context(), err), false, false
+			return c.clientSendStatus(err), false, false
 		}
 	}
 
@@ -660,7 +656,7 @@ func (c *call) forwardResponses(ss grpc.ServerStream, a *attempt, backendCtx con
 		if err := ss.SendMsg(f); err != nil {
 			f.release()
 			a.abandon()
-			return c.gateway.clientSendStatus(ss.Context(), err), false, false
+			return c.clientSendStatus(err), false, false
 		}
 	}
 }
@@ -690,7 +686,7 @@ func (c *call) answerWithCapabilities(ss grpc.ServerStream, engine *config.Engin
 	f := &frame{data: mem.BufferSlice{mem.SliceBuffer(encoded)}}
 	c.messagesOut, c.bytesOut = 1, int64(len(encoded))
 	if err := ss.SendMsg(f); err != nil {
-		return c.gateway.clientSendStatus(ss.Context(), err), false
+		return c.clientSendStatus(err), false
 	}
 	return status.New(codes.OK, ""), false
 }
@@ -708,6 +704,26 @@ func (c *call) warnIfStale() {
 	}
 	c.gateway.logger.Warn("a Qlik engine calls a function id the plugin does not list; restart that Qlik engine so that it loads the current functions",
 		"engine", c.engine.Name, "function_id", c.info.functionID, "peer", peer, "client", clientIdentity(c.ctx))
+}
+
+// setTrailer passes the plugin's trailers on to the client. gRPC's
+// ServerStream.SetTrailer checks them as it checks headers, but sends them
+// all the same and only logs an error for each one it rejects, outside the
+// gateway's log and without a limit (grpc-go v1.85). The package-level
+// grpc.SetTrailer sends them without that check, so trailers reach the
+// client as the plugin sent them, as a direct call gets them. Should gRPC
+// reject them there too, those it cannot send are left out with a
+// warning, as response headers are.
+func (c *call) setTrailer(ss grpc.ServerStream, a *attempt) {
+	trailer := hopFiltered(a.stream.Trailer())
+	if grpc.SetTrailer(ss.Context(), trailer) == nil {
+		return
+	}
+	trailer, unsent := forwardedInPlace(trailer)
+	if len(unsent) > 0 {
+		c.warnUnsent(unsentResponseTrailer, unsent, a.backendAddress())
+	}
+	ss.SetTrailer(trailer)
 }
 
 // Directions of a header that gRPC cannot send, as warnUnsent names them.

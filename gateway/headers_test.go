@@ -37,13 +37,12 @@ var unsendableFields = []struct {
 const binaryValue = "caf\xc3\xa9\x00\xff"
 
 // TestUnsendableResponseHeaders has a raw HTTP/2 plugin send, next to
-// ordinary ones, a response header or trailer that HTTP/2 allows and gRPC
-// cannot send. Before the fix, the gateway's SendHeader failed, and the
-// client got Internal "header key ... non-printable ASCII" instead of the
-// plugin's response, which a direct grpc-go client receives. A trailer went
-// on, with an unthrottled error line from gRPC's own logger and no warning
-// from the gateway. Now the call succeeds without that field, and a
-// warning names its key but not its value.
+// ordinary ones, a response header that HTTP/2 allows and gRPC cannot
+// send. Before the fix, the gateway's SendHeader failed, and the client
+// got Internal "header key ... non-printable ASCII" instead of the
+// plugin's response, which a direct grpc-go client receives. Now the call
+// succeeds without that field, and a warning names its key but not its
+// value.
 func TestUnsendableResponseHeaders(t *testing.T) {
 	keptHeader := []hpack.HeaderField{
 		{Name: "x-kept", Value: "kept"},
@@ -71,24 +70,6 @@ func TestUnsendableResponseHeaders(t *testing.T) {
 				wantHeader:   wantKept,
 				wantTrailer:  wantKeptTrailer,
 				wantMessages: 1,
-			},
-			{
-				name:         "trailer with " + unsendable.name,
-				response:     wireResponse{header: keptHeader, trailer: append(slices.Clone(keptTrailer), field)},
-				direction:    "response trailer",
-				wantHeader:   wantKept,
-				wantTrailer:  wantKeptTrailer,
-				wantMessages: 1,
-			},
-			{
-				// gRPC reads the one block as trailers, the plugin's
-				// headers included.
-				name:         "trailers-only response with " + unsendable.name,
-				response:     wireResponse{trailersOnly: true, header: append(slices.Clone(keptHeader), field), trailer: keptTrailer},
-				direction:    "response trailer",
-				wantHeader:   metadata.MD{},
-				wantTrailer:  metadata.Join(wantKept, wantKeptTrailer),
-				wantMessages: 0,
 			},
 		}
 		for _, tt := range tests {
@@ -138,6 +119,49 @@ func TestUnsendableResponseHeaders(t *testing.T) {
 				}
 				if n := len(gw.Logs.Records(unsentWarning)); n != 1 {
 					t.Errorf("after two calls: %d warnings, want 1", n)
+				}
+			})
+		}
+	}
+}
+
+// TestUnsendableTrailersForwarded has a raw HTTP/2 plugin send a trailer
+// that gRPC would not let a client or a SendHeader send, in trailers after
+// a response and in a trailers-only response, which gRPC reads as trailers
+// with the plugin's headers. gRPC's server sends trailers all the same, so
+// the client gets the field as a direct client does, and no warning.
+func TestUnsendableTrailersForwarded(t *testing.T) {
+	keptTrailer := []hpack.HeaderField{{Name: "x-kept-trailer", Value: "kept"}}
+	for _, unsendable := range unsendableFields {
+		field := unsendable.field
+		for _, tt := range []struct {
+			name     string
+			response wireResponse
+		}{
+			{"trailer with " + unsendable.name, wireResponse{trailer: append(slices.Clone(keptTrailer), field)}},
+			{"trailers-only response with " + unsendable.name, wireResponse{trailersOnly: true, header: []hpack.HeaderField{field}, trailer: keptTrailer}},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				backend := startWireBackendWith(t, tt.response)
+				gw := ssetest.StartGateway(t, &config.Config{
+					Listeners: []config.Listener{ssetest.Listen("R", nil)},
+					Engines:   map[string]*config.Engine{"R": ssetest.Engine(backend.addr)},
+				})
+				ctx := testContext(t)
+				for _, route := range []struct{ name, address string }{{"direct", backend.addr}, {"through the gateway", gw.Addrs[0]}} {
+					out := exchange(ctx, ssetest.Dial(t, route.address), ssetest.Raw{})
+					if out.err != io.EOF {
+						t.Fatalf("%s: call ended with %v, want OK", route.name, out.err)
+					}
+					if got := out.trailer.Get(field.Name); !slices.Equal(got, []string{field.Value}) {
+						t.Errorf("%s: trailer %s = %q, want [%q]", route.name, field.Name, got, field.Value)
+					}
+					if got := out.trailer.Get("x-kept-trailer"); !slices.Equal(got, []string{"kept"}) {
+						t.Errorf("%s: trailer x-kept-trailer = %q, want [kept]", route.name, got)
+					}
+				}
+				if n := len(gw.Logs.Records(unsentWarning)); n != 0 {
+					t.Errorf("%d warnings about headers left out, want none", n)
 				}
 			})
 		}

@@ -414,7 +414,8 @@ func TestDeadlines(t *testing.T) {
 }
 
 // TestClientDeadlineRecorded checks that calls ended by the client's
-// deadline are recorded as DeadlineExceeded. The client resets its stream
+// deadline are recorded as DeadlineExceeded, and one that the client
+// cancels well before its deadline as Canceled. The client resets its stream
 // when its deadline passes, at about the moment the gateway's own copy of
 // the deadline fires, and a third of such calls used to be recorded as
 // Canceled, which split alerts on deadlines.
@@ -437,18 +438,40 @@ func TestClientDeadlineRecorded(t *testing.T) {
 	}
 	wg.Wait()
 
-	codes := map[any]int{}
+	byCode := map[any]int{}
 	seen := 0
 	p.gateway.Logs.WaitFor(t, "call", 10*time.Second, func(record map[string]any) bool {
 		if record["method"] != "/qlik.sse.Connector/ExecuteFunction" {
 			return false
 		}
-		codes[record["code"]]++
+		byCode[record["code"]]++
 		seen++
 		return seen == calls
 	})
-	if codes["DeadlineExceeded"] != calls {
-		t.Errorf("call records by code = %v, want all %d DeadlineExceeded", codes, calls)
+	if byCode["DeadlineExceeded"] != calls {
+		t.Errorf("call records by code = %v, want all %d DeadlineExceeded", byCode, calls)
+	}
+
+	// A cancel well before the deadline stays the client's own.
+	arrived := make(chan struct{}, 1)
+	p = newPath(t, &ssetest.Connector{Execute: func(s ssetest.Stream) error {
+		arrived <- struct{}{}
+		return hang(s)
+	}}, nil)
+	ctx, cancel := context.WithTimeout(functionContext(t, context.Background(), 0), time.Second)
+	defer cancel()
+	go func() {
+		<-arrived
+		cancel()
+	}()
+	if out := exchange(ctx, p.viaGateway, ssetest.Raw{}); status.Code(out.err) != codes.Canceled {
+		t.Errorf("call cancelled before its deadline = %v, want Canceled", out.err)
+	}
+	record := p.gateway.Logs.WaitFor(t, "call", 10*time.Second, func(record map[string]any) bool {
+		return record["method"] == "/qlik.sse.Connector/ExecuteFunction"
+	})
+	if record["code"] != "Canceled" {
+		t.Errorf("record of a call cancelled before its deadline: code = %v, want Canceled", record["code"])
 	}
 }
 

@@ -101,7 +101,7 @@ func (c *call) awaitMembers(ctx context.Context, merged *routing.Engine) (*statu
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return status.Newf(codes.DeadlineExceeded, "the call's deadline passed while engine %s waited for the capabilities of its members", merged.Name), false
 	case ctx.Err() != nil:
-		return c.gateway.canceledStatus(ctx), false
+		return c.canceledStatus(), false
 	}
 	return nil, false
 }

@@ -60,11 +60,7 @@ func forwardedMetadata(in metadata.MD) (out metadata.MD, unsent []string) {
 // every call.
 func forwardedInPlace(md metadata.MD) (metadata.MD, []string) {
 	var unsent []string
-	for key, values := range md {
-		if !forwarded(key) {
-			delete(md, key)
-			continue
-		}
+	for key, values := range hopFiltered(md) {
 		if !grpcSendable(key, values) {
 			unsent = append(unsent, key)
 			delete(md, key)
@@ -73,14 +69,25 @@ func forwardedInPlace(md metadata.MD) (metadata.MD, []string) {
 	return md, unsent
 }
 
+// hopFiltered removes pseudo-headers and hop headers from md, which the
+// caller owns, and returns it.
+func hopFiltered(md metadata.MD) metadata.MD {
+	for key := range md {
+		if !forwarded(key) {
+			delete(md, key)
+		}
+	}
+	return md
+}
+
 func forwarded(key string) bool {
 	return !strings.HasPrefix(key, ":") && !hopHeaders[key]
 }
 
-// BUG(ssegw): A header or trailer that HTTP/2 allows but gRPC cannot send
-// is left out of the forwarded call, and a rate-limited warning names its
-// key. Such are a key with '!', and a value with a tab or UTF-8 under a key
-// that does not end in -bin.
+// BUG(ssegw): A request or response header that HTTP/2 allows but gRPC
+// cannot send is left out of the forwarded call, and a rate-limited
+// warning names its key. Such are a key with '!', and a value with a tab
+// or UTF-8 under a key that does not end in -bin. Trailers pass as sent.
 
 // grpcSendable reports whether gRPC sends key with values. HTTP/2 allows
 // more than gRPC does, so a raw HTTP/2 client or plugin can send a pair
@@ -89,18 +96,15 @@ func forwarded(key string) bool {
 // contain only 0-9, a-z, '-', '_' and '.', and each value of a key without
 // the -bin suffix only printable ASCII (0x20 to 0x7E). So "x-a!b",
 // "x-info: café" and a value with a tab all fail. grpc-go then fails a
-// client's stream or a server's SendHeader, and its server logs an error
-// for each such trailer, which it still sends.
+// client's stream or a server's SendHeader. A server's trailers it sends
+// all the same (see call.setTrailer).
 //
-// Such a pair is left out rather than carried. A -bin key takes any bytes,
-// but moving a value to one would rename its key, and the other side would
-// see a header its sender never set. grpc-go's client checks every stream.
-// Its package-level grpc.SendHeader and grpc.SetTrailer skip the check as
-// of v1.85, but the metadata package allows only the characters above in
-// keys, so the gateway does not build on that gap. Trailers get the same
-// rule as headers: a plugin's trailers-only response carries in its
-// trailers what it would otherwise send as headers, and both reach the
-// client alike.
+// Such a header is left out rather than carried. A -bin key takes any
+// bytes, but moving a value to one would rename its key, and the other side
+// would see a header its sender never set. grpc-go's package-level
+// grpc.SendHeader skips the check as of v1.85, but where ServerStream
+// fails on a header, that is a gap the next version may close, and the
+// gateway does not build on it.
 func grpcSendable(key string, values []string) bool {
 	if key == "" {
 		return false

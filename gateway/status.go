@@ -141,7 +141,7 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 	case errors.Is(cause, context.DeadlineExceeded):
 		return status.New(codes.DeadlineExceeded, deadlinePassed), false
 	case errors.Is(cause, context.Canceled):
-		return c.gateway.canceledStatus(c.ctx), false
+		return c.canceledStatus(), false
 	}
 
 	// gRPC checks the request headers against the plugin's advertised
@@ -246,36 +246,40 @@ func replicaSummary(engine *routing.Engine) string {
 
 // clientSendStatus returns the status for a call whose response could not
 // be sent to the client.
-func (g *Gateway) clientSendStatus(ctx context.Context, err error) *status.Status {
-	if ctx.Err() != nil {
-		return g.canceledStatus(ctx)
+func (c *call) clientSendStatus(err error) *status.Status {
+	if c.ctx.Err() != nil {
+		return c.canceledStatus()
 	}
 	return status.Convert(err)
 }
 
 // canceledStatus returns the status of a call whose context the client's
 // side ended: the client, unless the gateway was stopping and ended the
-// calls still in flight. client is the call's context, with the client's
-// deadline.
-func (g *Gateway) canceledStatus(client context.Context) *status.Status {
+// calls still in flight.
+func (c *call) canceledStatus() *status.Status {
 	var stopped *stoppedError
-	if errors.As(context.Cause(g.cutCtx), &stopped) {
+	if errors.As(context.Cause(c.gateway.cutCtx), &stopped) {
 		return stopped.grpcStatus()
 	}
 	// A client resets its stream when its deadline passes, and gRPC
-	// reports that as Canceled. It arrives at about the moment the
+	// reports that as Canceled. The reset arrives at about the moment the
 	// gateway's copy of the deadline, counted from the headers' arrival,
-	// fires, so either may come first.
-	if deadline, ok := client.Deadline(); ok && time.Until(deadline) < clientDeadlineSlack {
-		return status.New(codes.DeadlineExceeded, deadlinePassed)
+	// fires, so either may come first. A reset in the last tenth of the
+	// call's time, and at most 100 ms before the deadline, counts as the
+	// deadline passing; an earlier one is the client's own cancel.
+	if deadline, ok := c.ctx.Deadline(); ok {
+		slack := min(deadline.Sub(c.start)/10, maxDeadlineSlack)
+		if time.Until(deadline) < slack {
+			return status.New(codes.DeadlineExceeded, deadlinePassed)
+		}
 	}
 	return status.New(codes.Canceled, "the client cancelled the call")
 }
 
-// clientDeadlineSlack is how close to the client's deadline a cancel from
-// its side counts as the deadline passing: more than the difference in
-// transit time of the client's headers and of its reset.
-const clientDeadlineSlack = 100 * time.Millisecond
+// maxDeadlineSlack bounds how long before the client's deadline a cancel
+// from its side counts as the deadline passing: more than the difference
+// in transit time of the client's headers and of its reset.
+const maxDeadlineSlack = 100 * time.Millisecond
 
 // deadlinePassed is the message of a call that the client's deadline
 // ended.

@@ -94,6 +94,9 @@ func (s *Source) ServerConfig() *tls.Config {
 // expired or is not valid yet, are an error too while the current
 // configuration works: swapping them in would end every new connection.
 func (s *Source) Reload() error {
+	// Files that fail to load are waited for by the next change of the
+	// files, not by a retry at a time they no longer have.
+	s.validFrom.Store(0)
 	cfg, err := s.build()
 	if err != nil {
 		return fmt.Errorf("%s: %w", s.name, err)
@@ -101,7 +104,6 @@ func (s *Source) Reload() error {
 	// The configuration has loaded the CA file already; reading it again
 	// for its certificates cannot fail but for a race with a writer.
 	cas, _ := readCertificates(s.caFile)
-	s.validFrom.Store(0)
 	if current := s.current.Load(); current != nil {
 		now := time.Now()
 		if bad := unusable(cfg, cas, now); len(bad) > 0 && len(unusable(current, *s.cas.Load(), now)) == 0 {
@@ -271,6 +273,12 @@ func unusableWarning(source string, cert *x509.Certificate, now time.Time) strin
 	return fmt.Sprintf("%s: certificate %q%s%s", source, cert.Subject.CommonName, expiredWording, cert.NotAfter.Format(time.DateOnly))
 }
 
+// IsNotYetValidWarning reports whether a warning of Expiring or Unusable
+// is about a certificate that is not valid yet.
+func IsNotYetValidWarning(warning string) bool {
+	return strings.Contains(warning, notYetValidWording)
+}
+
 // IsUnusableWarning reports whether a warning of Expiring is about a
 // certificate that has expired or is not valid yet, rather than one that
 // soon expires.
@@ -374,11 +382,13 @@ func (w *Watcher) Run(ctx context.Context) error {
 		})
 	}
 	reload := func() { w.reloadAndReport("certificate files changed; reloading") }
+	// Retries that a reload on SIGHUP arms end with ctx too, when the
+	// folders cannot be watched.
+	context.AfterFunc(ctx, w.stopRetry)
 	watched, err := fswatch.Watch(ctx, folders, relevant, reload)
 	if err != nil {
 		return fmt.Errorf("watching certificates: %w", err)
 	}
-	context.AfterFunc(ctx, w.stopRetry)
 	w.mu.Lock()
 	w.folders = watched
 	sources := slices.Clone(w.sources)
@@ -425,7 +435,8 @@ func (w *Watcher) retryLater(sources []*Source) {
 	if at == 0 || w.stopped {
 		return
 	}
-	w.retry = time.AfterFunc(time.Until(time.Unix(0, at))+time.Second, func() {
+	// At least a second, so that no clock oddity can make a loop of it.
+	w.retry = time.AfterFunc(max(time.Until(time.Unix(0, at)), 0)+time.Second, func() {
 		w.reloadAndReport("certificate files have become valid; reloading")
 	})
 }

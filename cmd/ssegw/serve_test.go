@@ -235,9 +235,9 @@ engines:
 }
 
 // TestServeNamesBusyPorts checks that serve, when other processes hold
-// the ports of two listeners, names both with their keys and says what to
-// do, exits with a non-zero status, and leaves the listener it could bind
-// closed.
+// the ports of two listeners and of the admin listener, names each with
+// its key and says what to do, exits with a non-zero status, and leaves
+// the listener it could bind closed.
 func TestServeNamesBusyPorts(t *testing.T) {
 	plugin := startServePlugin(t, "plugin-py")
 	var busy []string
@@ -250,7 +250,13 @@ func TestServeNamesBusyPorts(t *testing.T) {
 		busy = append(busy, lis.Addr().String())
 	}
 	free := ssetest.FreeAddress(t)
+	admin, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close() })
 	text := fmt.Sprintf(`
+admin: {address: %q}
 listeners:
   - {address: %q, engine: Py, insecure: true}
   - {address: %q, engine: Py, insecure: true}
@@ -259,7 +265,7 @@ engines:
   Py:
     backends:
       - address: %q
-`, free, busy[0], busy[1], plugin.Addr)
+`, admin.Addr().String(), free, busy[0], busy[1], plugin.Addr)
 
 	run := serveUntilExit(t, text, free)
 	if run.exitCode == 0 {
@@ -270,6 +276,9 @@ engines:
 		if !strings.Contains(run.stderr, want) {
 			t.Errorf("ssegw serve stderr = %q, want it to contain %q", run.stderr, want)
 		}
+	}
+	if want := "admin.address: cannot listen on " + admin.Addr().String() + ": the port is in use"; !strings.Contains(run.stderr, want) {
+		t.Errorf("ssegw serve stderr = %q, want it to contain %q", run.stderr, want)
 	}
 	checkRefused(t, free)
 }

@@ -66,8 +66,12 @@ answered and agrees; 1 otherwise.`,
 			} else {
 				fmt.Fprintf(out, "%s: valid: %s, %s (%s)\n", configFile, count(len(cfg.Listeners), "listener"), count(len(cfg.Engines), "engine"), strings.Join(cfg.EngineNames(), ", "))
 			}
-			for _, expired := range cfg.UnusableCertificates(time.Now()) {
-				fmt.Fprintf(out, "warning: %s: every peer refuses it; renew it (ssegw certs init --force keeps the CA of a set it made)\n", expired)
+			for _, unusable := range cfg.UnusableCertificates(time.Now()) {
+				advice := "every peer refuses it; renew it (ssegw certs init --force keeps the CA of a set it made)"
+				if tlsutil.IsNotYetValidWarning(unusable) {
+					advice = "every peer refuses it until then; check this machine's clock, or wait"
+				}
+				fmt.Fprintf(out, "warning: %s: %s\n", unusable, advice)
 			}
 			for _, warning := range cfg.UncoveredHosts() {
 				fmt.Fprintf(out, "warning: %s\n", warning)
