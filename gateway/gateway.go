@@ -183,7 +183,7 @@ func New(cfg *config.Config, logger *slog.Logger, opts Options) (*Gateway, error
 	// Connect to the engines' plugins.
 	var engines []*routing.Engine
 	for _, name := range cfg.EngineNames() {
-		engine, err := g.newEngine(cfg.Engine(name), cfg.StateDir)
+		engine, err := g.newEngine(cfg.Engine(name), cfg.StateDir, nil)
 		if err != nil {
 			closeEngines(engines)
 			g.shutdownTelemetry()

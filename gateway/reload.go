@@ -17,8 +17,9 @@ import (
 // client connection. Engines that are new or changed get new pools and
 // probes and take the next calls; engines unchanged keep theirs, with
 // their capabilities; engines replaced or removed finish their calls in
-// flight, up to drain_timeout, before they close. A changed engine starts
-// with the capabilities of the engine it replaces. Listeners' default
+// flight, up to drain_timeout, before they close. A changed engine with the
+// same backends starts with the capabilities of the engine it replaces.
+// Listeners' default
 // engines follow the new file.
 //
 // Listener addresses and TLS, limits, keepalive, telemetry, redaction,
@@ -48,17 +49,14 @@ func (g *Gateway) Reload(cfg *config.Config) (warnings []string, err error) {
 			engines = append(engines, previous)
 			continue
 		}
-		engine, err := g.newEngine(engineConfig, g.cfg.StateDir) // fixed at start, as for the engines kept
+		// The old engine's calls in flight, and without a state_dir its
+		// capabilities, are known only to it.
+		engine, err := g.newEngine(engineConfig, g.cfg.StateDir, previous) // state_dir fixed at start, as for the engines kept
 		if err != nil {
 			for _, engine := range started {
 				engine.Close()
 			}
 			return warnings, err
-		}
-		if previous != nil {
-			// Without a state_dir, the old engine holds the only copy of
-			// the capabilities it learnt.
-			engine.InheritCapabilities(previous)
 		}
 		engines = append(engines, engine)
 		started = append(started, engine)
@@ -130,7 +128,9 @@ func reloadedListener(listeners []config.Listener, i int, address string) (confi
 }
 
 // newEngine builds an engine of cfg with the gateway's shared settings.
-func (g *Gateway) newEngine(cfg *config.Engine, stateDir string) (*routing.Engine, error) {
+// newEngine makes the engine of cfg; replaces is the engine of the same
+// name that a reload replaces with it, or nil.
+func (g *Gateway) newEngine(cfg *config.Engine, stateDir string, replaces *routing.Engine) (*routing.Engine, error) {
 	// The waiting gauge lists every engine, at 0 until a call waits, so
 	// that an alert on it covers the engine before its first outage.
 	g.observer.metrics.waitingChanged(cfg.Name, 0)
@@ -144,6 +144,7 @@ func (g *Gateway) newEngine(cfg *config.Engine, stateDir string) (*routing.Engin
 		Logger:       g.logger,
 		StateDir:     stateDir,
 		Certificates: g.certificates,
+		Replaces:     replaces,
 	})
 }
 

@@ -38,6 +38,10 @@ type Engine struct {
 	options  EngineOptions
 	// sourceOf holds each backend's TLS source, nil for plaintext.
 	sourceOf []*tlsutil.Source
+	// callCounts holds the counts of open calls of the replicas of the
+	// engine this one replaced, by address, for its replicas at the same
+	// addresses to count on in.
+	callCounts map[string]*atomic.Int32
 
 	// replicas is replaced as a whole when DNS discovery finds other
 	// replicas, so readers need no lock.
@@ -93,6 +97,13 @@ type EngineOptions struct {
 	// Certificates, when not nil, reloads the backends' TLS files when
 	// they change.
 	Certificates *tlsutil.Watcher
+
+	// Replaces is the engine of the same name that a reload replaces
+	// with this one, or nil. Its calls in flight count on each replica at
+	// the same address, which the probes read to tell a busy replica from
+	// a failing one; and with the same backends, the new engine starts
+	// with its capabilities (see inherit).
+	Replaces *Engine
 }
 
 // NewEngine starts connecting to an engine's replicas, for calls and for
@@ -126,6 +137,13 @@ func NewEngine(cfg *config.Engine, opts EngineOptions) (*Engine, error) {
 		}
 	}
 
+	if opts.Replaces != nil {
+		e.callCounts = map[string]*atomic.Int32{}
+		for _, replica := range opts.Replaces.Replicas() {
+			e.callCounts[replica.Address] = replica.inFlight
+		}
+	}
+
 	// Backends with fixed addresses are replicas now; DNS backends get
 	// theirs when Start resolves them.
 	var replicas []*Replica
@@ -152,6 +170,10 @@ func NewEngine(cfg *config.Engine, opts EngineOptions) (*Engine, error) {
 			"functions", len(stored.Message.GetFunctions()), "fetched", stored.Fetched)
 		e.warnUnknownPolicies(stored)
 	}
+	if opts.Replaces != nil {
+		e.inherit(opts.Replaces)
+	}
+	e.options.Replaces = nil // not kept alive by the engine that replaced it
 	return e, nil
 }
 
@@ -178,20 +200,25 @@ func (e *Engine) newReplica(backend int, address string) (*Replica, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engines.%s.backends[%d]: %w", e.Name, backend, err)
 	}
+	inFlight := e.callCounts[address]
+	if inFlight == nil {
+		inFlight = new(atomic.Int32)
+	}
 	replica := &Replica{
-		Address: address,
-		backend: backend,
-		engine:  e.Name,
-		conn:    conn,
-		logger:  e.logger,
-		state:   ReplicaUnknown,
-		kick:    make(chan struct{}, 1),
+		Address:  address,
+		backend:  backend,
+		engine:   e.Name,
+		conn:     conn,
+		logger:   e.logger,
+		state:    ReplicaUnknown,
+		kick:     make(chan struct{}, 1),
+		inFlight: inFlight,
 	}
 	// The plugin sees the configured address as :authority, as it would on
 	// a direct connection from Qlik, also when it is one of the addresses a
 	// DNS name resolves to.
 	resolverAddress := withSecurity(resolver.Address{Addr: address, ServerName: e.Config.Backends[backend].Address}, source)
-	replica.resolverAddress = withInFlight(resolverAddress, &replica.inFlight)
+	replica.resolverAddress = withInFlight(resolverAddress, replica.inFlight)
 	return replica, nil
 }
 
@@ -304,7 +331,10 @@ func (e *Engine) reconcile() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	replicas := e.Replicas()
-	voted := e.settleCapabilities(replicas)
+	// A replica whose GetCapabilities fails gets calls only while no
+	// replica that is up lists the engine's functions: withholding it
+	// while those are down would fail calls that it can serve.
+	vouched := e.settleCapabilities(replicas)
 
 	// Mark replicas with other or unknown functions, and choose the pool's
 	// backends.
@@ -320,7 +350,7 @@ func (e *Engine) reconcile() {
 			}
 			replica.agree()
 		case replica.answeredWithError():
-			if voted {
+			if vouched {
 				replica.unverify()
 				continue
 			}
@@ -329,6 +359,13 @@ func (e *Engine) reconcile() {
 		if e.fitForCalls(replica) {
 			eligible = append(eligible, replica)
 		}
+	}
+	// A busy replica's probes time out while it serves calls. It may be
+	// busy or hung, and the gateway cannot tell which, so it gets new
+	// calls only while no other replica is fit for them: alone, it queues
+	// them as a direct connection would.
+	if slices.ContainsFunc(eligible, func(r *Replica) bool { return !r.isBusy() }) {
+		eligible = slices.DeleteFunc(eligible, (*Replica).isBusy)
 	}
 	if addresses := addressesOf(eligible); !slices.Equal(addresses, e.eligible) {
 		e.eligible = addresses
@@ -349,8 +386,9 @@ func (e *Engine) reconcile() {
 // response, the time the gateway holds calls for a restarting plugin: one
 // that never comes back must not keep the engine on a list that no live
 // replica serves. On a tie the agreed list stays, else the first
-// replica's list wins. It reports whether any replica votes for the agreed
-// list after settling. The caller holds mu.
+// replica's list wins. It reports whether a replica that answered its last
+// probe votes for the agreed list after settling: a replica that is down
+// keeps the list, but serves no calls meanwhile. The caller holds mu.
 //
 // The first time the votes choose a list, and at every change, it is
 // logged and stored, also when it is the list that a forwarded
@@ -359,7 +397,7 @@ func (e *Engine) reconcile() {
 // NOTE: a list loaded from the state folder has no votes until a replica
 // returns it, so after a restart of the gateway the first replica to
 // respond sets the list, whichever list Qlik has.
-func (e *Engine) settleCapabilities(replicas []*Replica) (voted bool) {
+func (e *Engine) settleCapabilities(replicas []*Replica) (answeredVote bool) {
 	current := e.capabilities.Load()
 	now := time.Now()
 	votes := map[string]int{}
@@ -398,7 +436,7 @@ func (e *Engine) settleCapabilities(replicas []*Replica) (voted bool) {
 	// the current list, and no response is newer.
 	chosen := first[agreed]
 	if chosen == nil {
-		return votes[agreed] > 0
+		return false
 	}
 	if current == nil || current.key() != agreed {
 		e.setCapabilities(chosen)
@@ -488,18 +526,20 @@ func (e *Engine) SetCapabilities(c *Capabilities) {
 	}
 }
 
-// InheritCapabilities gives the engine, before Start, the capabilities of
-// previous, the engine of the same name that a reload replaces with it,
-// so that Qlik still learns the functions while every replica is down.
-// They take the place of those from the state folder, which previous
-// stored or was about to. The state folder keys capabilities by engine
-// name alone, and so does this, whatever the backends: when the new
-// backends list other functions, the first of them to answer a probe
-// replaces the inherited list, since no replica voted for it. A merged
+// inherit gives the engine the capabilities of previous, the engine of
+// the same name that a reload replaces with it, so that Qlik still learns
+// the functions while every replica is down. They take the place of those
+// from the state folder, which previous stored or was about to. Only an
+// engine with the same backends inherits them: other backends may lead to
+// another plugin, whose function ids could mean other functions. A merged
 // engine inherits nothing: its capabilities are its members'.
-func (e *Engine) InheritCapabilities(previous *Engine) {
+//
+// NOTE: the state folder keys capabilities by engine name alone, so an
+// engine pointed at another plugin still answers Qlik from the old
+// plugin's stored list while no new replica has answered.
+func (e *Engine) inherit(previous *Engine) {
 	inherited := previous.Capabilities()
-	if inherited == nil || e.Merged() {
+	if inherited == nil || e.Merged() || !sameBackends(e.Config.Backends, previous.Config.Backends) {
 		return
 	}
 	if loaded := e.Capabilities(); loaded == nil || !loaded.SameFunctions(inherited) {
@@ -509,6 +549,20 @@ func (e *Engine) InheritCapabilities(previous *Engine) {
 	e.setCapabilities(inherited)
 	e.logger.Info("capabilities kept from the engine the reload replaced", "engine", e.Name,
 		"functions", len(inherited.Message.GetFunctions()), "fetched", inherited.Fetched)
+}
+
+// sameBackends reports whether two engines' backends are the same plugins:
+// the same addresses, each with DNS or not, in any order.
+func sameBackends(a, b []config.Backend) bool {
+	key := func(backends []config.Backend) []string {
+		keys := make([]string, len(backends))
+		for i, backend := range backends {
+			keys[i] = fmt.Sprintf("%s dns=%t", backend.Address, backend.DNS)
+		}
+		slices.Sort(keys)
+		return keys
+	}
+	return slices.Equal(key(a), key(b))
 }
 
 // setCapabilities replaces the agreed function list.

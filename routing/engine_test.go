@@ -808,8 +808,8 @@ func TestReconcileBrokenReplicaWithheld(t *testing.T) {
 }
 
 // TestReconcileBrokenReplicaAlone checks that a replica whose
-// GetCapabilities fails keeps its calls while no other replica votes for
-// the engine's functions: alone, beside one whose vote expired, or with
+// GetCapabilities fails keeps its calls while no replica that is up lists
+// the engine's functions: alone, beside one that is down, or with
 // capabilities only from the state folder.
 func TestReconcileBrokenReplicaAlone(t *testing.T) {
 	t.Parallel()
@@ -846,22 +846,25 @@ func TestReconcileBrokenReplicaAlone(t *testing.T) {
 		e := newReconcileEngine(t, "", io.Discard, good, broken)
 		probeAndReconcile(t, e, 0, 1)
 
-		// Down for less than reconnect_buffer, the other replica still
-		// votes for the engine's functions.
+		// While the other replica is down, the broken one serves the
+		// calls, though the other still keeps the engine's functions for
+		// reconnect_buffer: withheld, it would fail calls it can serve.
 		good.unavailable.Store(true)
 		probeAndReconcile(t, e, 0, 1)
-		if got := replicaStates(e); fmt.Sprint(got) != "[failing unverified]" {
-			t.Errorf("replica states while the other replica is briefly down = %v, want [failing unverified]", got)
-		}
-
-		// Once its vote expired, the broken replica is all there is.
-		grace := time.Nanosecond
-		e.Config.ReconnectBuffer = &grace
-		probeAndReconcile(t, e, 0, 1)
 		if got := replicaStates(e); fmt.Sprint(got) != "[failing healthy]" {
-			t.Errorf("replica states once the other replica's vote expired = %v, want [failing healthy]", got)
+			t.Errorf("replica states while the other replica is down = %v, want [failing healthy]", got)
 		}
 		checkCallsReach(t, e, []*reconcilePlugin{broken}, []*reconcilePlugin{good})
+		if e.Capabilities() == nil {
+			t.Error("engine's capabilities = nil while the other replica is down, want the functions it listed")
+		}
+
+		// Once the other replica is back, the broken one is withheld again.
+		good.unavailable.Store(false)
+		probeAndReconcile(t, e, 0, 1)
+		if got := replicaStates(e); fmt.Sprint(got) != "[healthy unverified]" {
+			t.Errorf("replica states once the other replica is back = %v, want [healthy unverified]", got)
+		}
 	})
 }
 

@@ -45,9 +45,9 @@ const (
 
 // BUG(ssegw): A plugin that hangs while the gateway has calls open on it
 // looks like a busy one: its probes time out on a connection that stays
-// up. It keeps getting calls until those calls end, at the latest when
-// keepalive closes their connection, keepalive.backend_ping_interval plus
-// 20s after the plugin last sent anything.
+// up. While another replica of its engine is fit for calls, it gets no new
+// ones; alone, it keeps getting them, as a direct connection would send
+// them, until its calls end (request_timeout bounds them).
 
 // Replica is one backend of an engine, probed by calling its
 // GetCapabilities on a connection of its own. Calls do not use that
@@ -67,8 +67,9 @@ type Replica struct {
 
 	// inFlight counts the calls the engine's pool has open on the replica,
 	// from the balancer's pick to the call's end. The balancers find it in
-	// resolverAddress.
-	inFlight atomic.Int32
+	// resolverAddress. A replica at the same address of the engine that a
+	// reload put in place shares it, since the old engine's calls run on.
+	inFlight *atomic.Int32
 
 	mu           sync.Mutex         // guards the following
 	stop         context.CancelFunc // ends the replica's probes; set when they start
@@ -138,8 +139,9 @@ func (r *Replica) probe(ctx context.Context, timeout time.Duration) *Capabilitie
 		// a grpcio (Python) plugin does from its thread pool, answers a
 		// probe only once a worker is free. While the gateway's calls keep
 		// them all busy, the plugin queues new calls as it queues the
-		// probe, so the replica stays as it was and keeps getting calls.
-		// See the BUG note on Replica for a plugin that hangs instead.
+		// probe, so the replica stays as it was, and Engine.reconcile
+		// sends it calls while no other replica can take them. See the
+		// BUG note on Replica for a plugin that hangs instead.
 		calls := "calls are"
 		if inFlight == 1 {
 			calls = "call is"
@@ -147,7 +149,7 @@ func (r *Replica) probe(ctx context.Context, timeout time.Duration) *Capabilitie
 		r.lastError = fmt.Sprintf("busy: no response to GetCapabilities within probe_timeout (%v) while %d %s open on it", timeout, inFlight, calls)
 		if !r.busy {
 			r.busy = true
-			r.logger.Warn("replica busy: its probe timed out while it serves calls, so it keeps getting calls",
+			r.logger.Warn("replica busy: its probe timed out while it serves calls; it gets new calls only while no other replica can take them",
 				"engine", r.engine, "backend", r.Address, "calls_in_flight", inFlight, "error", err.Error())
 		}
 		return nil
@@ -262,6 +264,14 @@ func (r *Replica) agree() {
 	}
 	r.state, r.lastError = ReplicaHealthy, ""
 	r.logger.Info("replica healthy: its functions are the engine's again", "engine", r.engine, "backend", r.Address)
+}
+
+// isBusy reports whether the replica's last probe timed out while calls
+// were open on it.
+func (r *Replica) isBusy() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.busy
 }
 
 // answeredWithError reports whether the plugin answered the replica's last

@@ -91,10 +91,14 @@ func startWorkerPlugin(t *testing.T, workers int) *workerPlugin {
 	return p
 }
 
-// newWorkerEngine builds engine R over plugin with the given balancer and
+// newWorkerEngine builds engine R over plugins with the given balancer and
 // max_in_flight, without starting its probes.
-func newWorkerEngine(t *testing.T, log *syncBuffer, balancerName string, maxInFlight int, plugin *workerPlugin) *Engine {
+func newWorkerEngine(t *testing.T, log *syncBuffer, balancerName string, maxInFlight int, plugins ...*workerPlugin) *Engine {
 	t.Helper()
+	var backends []config.Backend
+	for _, plugin := range plugins {
+		backends = append(backends, config.Backend{Address: plugin.addr})
+	}
 	cfg := &config.Engine{
 		Name:          "R",
 		ProbeInterval: time.Minute,
@@ -104,7 +108,7 @@ func newWorkerEngine(t *testing.T, log *syncBuffer, balancerName string, maxInFl
 		MaxWaiting:    config.DefaultMaxWaiting,
 		ReplayBuffer:  config.DefaultReplayBuffer,
 		MaxAttempts:   config.DefaultMaxAttempts,
-		Backends:      []config.Backend{{Address: plugin.addr}},
+		Backends:      backends,
 	}
 	e, err := NewEngine(cfg, EngineOptions{
 		PoolOptions: PoolOptions{
@@ -299,4 +303,125 @@ func TestProbeTimeoutWhileBusy(t *testing.T) {
 	}
 	<-plugin.workers
 	<-plugin.workers
+}
+
+// TestBusyReplicaBesideFitOne checks that a busy replica, whose probes time
+// out while calls are open on it, gets no new calls while another replica
+// can take them: it may as well hang. Before, a hung replica beside a
+// working one kept half of the new calls, each of which hung with it.
+func TestBusyReplicaBesideFitOne(t *testing.T) {
+	t.Parallel()
+	busy, fit := startWorkerPlugin(t, 1), startWorkerPlugin(t, 4)
+	e := newWorkerEngine(t, &syncBuffer{}, config.BalancerRoundRobin, 0, busy, fit)
+	probeAndReconcile(t, e, 0, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// A call held on the busy replica takes its one worker. Round robin
+	// sends the first calls to both replicas, so calls go out until one
+	// is held there.
+	var held []<-chan error
+	for len(held) < 2 {
+		held = append(held, startPoolCall(ctx, e, fmt.Sprint("held", len(held)), true))
+	}
+	for range held {
+		select {
+		case <-busy.holding:
+		case <-fit.holding:
+		case <-ctx.Done():
+			t.Fatal("calls not held on the plugins within 30s")
+		}
+	}
+	if e.Replicas()[0].inFlight.Load() == 0 {
+		t.Fatal("no call open on the first replica")
+	}
+	if got := e.Replicas()[0].probe(context.Background(), 200*time.Millisecond); got != nil {
+		t.Fatalf("probe() of the replica with its worker busy = %v, want nil", got.Message)
+	}
+	e.reconcile()
+	if !e.Replicas()[0].isBusy() {
+		t.Fatal("the replica whose probe timed out with a call open is not busy")
+	}
+
+	// New calls all go to the other replica.
+	for i := range 4 {
+		name := fmt.Sprint("new", i)
+		result := startPoolCall(ctx, e, name, false)
+		waitArrived(t, fit, name, 5*time.Second)
+		waitResult(t, result, name)
+	}
+	for len(busy.arrived) > 0 {
+		if got := <-busy.arrived; strings.HasPrefix(got, "new") {
+			t.Errorf("call %s reached the busy replica, want only the other", got)
+		}
+	}
+	close(busy.release)
+	close(fit.release)
+	for i, result := range held {
+		waitResult(t, result, fmt.Sprint("held call ", i))
+	}
+}
+
+// TestReplacingEngine checks what an engine that a reload puts in place of
+// another takes over from it: the counts of the calls open on replicas at
+// the same address, so that a busy replica's probe still sees the calls
+// the old engine serves, and the capabilities only when the backends are
+// the same. Before, the counts started at 0, and a busy replica was marked
+// failing after every reload; and an engine pointed at another plugin
+// answered Qlik with the old plugin's functions.
+func TestReplacingEngine(t *testing.T) {
+	t.Parallel()
+	plugin, other := startWorkerPlugin(t, 1), startWorkerPlugin(t, 1)
+	old := newWorkerEngine(t, &syncBuffer{}, config.BalancerLeastRequest, 0, plugin)
+	probeAndReconcile(t, old, 0)
+	if old.Capabilities() == nil {
+		t.Fatal("no capabilities after the first probe")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	held := startPoolCall(ctx, old, "held", true)
+	select {
+	case <-plugin.holding:
+	case <-ctx.Done():
+		t.Fatal("call not held on the plugin within 30s")
+	}
+
+	replace := func(backends ...*workerPlugin) *Engine {
+		t.Helper()
+		cfg := *old.Config
+		cfg.MaxInFlight = 5
+		cfg.Backends = nil
+		for _, backend := range backends {
+			cfg.Backends = append(cfg.Backends, config.Backend{Address: backend.addr})
+		}
+		options := old.options
+		options.Replaces = old
+		e, err := NewEngine(&cfg, options)
+		if err != nil {
+			t.Fatalf("NewEngine() = %v", err)
+		}
+		t.Cleanup(e.Close)
+		return e
+	}
+
+	same := replace(plugin)
+	if got := same.Replicas()[0].inFlight.Load(); got != 1 {
+		t.Errorf("calls counted on the replica of the engine put in place = %d, want the old engine's 1", got)
+	}
+	if same.Capabilities() == nil {
+		t.Error("engine with the same backends: capabilities = nil, want the old engine's")
+	}
+	moved := replace(other)
+	if got := moved.Replicas()[0].inFlight.Load(); got != 0 {
+		t.Errorf("calls counted on a replica at another address = %d, want 0", got)
+	}
+	if got := moved.Capabilities(); got != nil {
+		t.Errorf("engine with other backends: capabilities = %v, want none until its replica answers", got.Message)
+	}
+
+	close(plugin.release)
+	waitResult(t, held, "held call")
+	if got := same.Replicas()[0].inFlight.Load(); got != 0 {
+		t.Errorf("calls counted once the old engine's call ended = %d, want 0", got)
+	}
 }
