@@ -13,7 +13,6 @@ import (
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/ssegw/ssegw/config"
 	"github.com/ssegw/ssegw/internal/ssetest"
 )
 
@@ -75,10 +74,7 @@ func TestUnsendableResponseHeaders(t *testing.T) {
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				backend := startWireBackendWith(t, tt.response)
-				gw := ssetest.StartGateway(t, &config.Config{
-					Listeners: []config.Listener{ssetest.Listen("R", nil)},
-					Engines:   map[string]*config.Engine{"R": ssetest.Engine(backend.addr)},
-				})
+				gw := startWireGateway(t, backend.addr)
 				ctx := testContext(t)
 				request := ssetest.Raw{}
 
@@ -143,10 +139,7 @@ func TestUnsendableTrailersForwarded(t *testing.T) {
 		} {
 			t.Run(tt.name, func(t *testing.T) {
 				backend := startWireBackendWith(t, tt.response)
-				gw := ssetest.StartGateway(t, &config.Config{
-					Listeners: []config.Listener{ssetest.Listen("R", nil)},
-					Engines:   map[string]*config.Engine{"R": ssetest.Engine(backend.addr)},
-				})
+				gw := startWireGateway(t, backend.addr)
 				ctx := testContext(t)
 				for _, route := range []struct{ name, address string }{{"direct", backend.addr}, {"through the gateway", gw.Addrs[0]}} {
 					out := exchange(ctx, ssetest.Dial(t, route.address), ssetest.Raw{})
@@ -179,10 +172,7 @@ func TestUnsendableRequestHeaders(t *testing.T) {
 	for _, tt := range unsendableFields {
 		t.Run(tt.name, func(t *testing.T) {
 			backend := startWireBackend(t, false)
-			gw := ssetest.StartGateway(t, &config.Config{
-				Listeners: []config.Listener{ssetest.Listen("R", nil)},
-				Engines:   map[string]*config.Engine{"R": ssetest.Engine(backend.addr)},
-			})
+			gw := startWireGateway(t, backend.addr)
 			fields := []hpack.HeaderField{
 				{Name: "content-type", Value: "application/grpc"},
 				{Name: "te", Value: "trailers"},

@@ -82,10 +82,7 @@ func TestForwardedRequestHeaders(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			backend := startWireBackend(t, tt.trailersOnly)
-			gw := ssetest.StartGateway(t, &config.Config{
-				Listeners: []config.Listener{ssetest.Listen("R", nil)},
-				Engines:   map[string]*config.Engine{"R": ssetest.Engine(backend.addr)},
-			})
+			gw := startWireGateway(t, backend.addr)
 
 			md := metadata.MD{}
 			for key, value := range tt.binary {
@@ -194,6 +191,16 @@ func TestForwardedRequestHeaders(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startWireGateway starts a gateway whose plaintext listener sends every
+// call to engine R at address.
+func startWireGateway(t *testing.T, address string) *ssetest.Gateway {
+	t.Helper()
+	return ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("R", nil)},
+		Engines:   map[string]*config.Engine{"R": ssetest.Engine(address)},
+	})
 }
 
 // wireExchange makes one call with a one-row bundle, half-closes and reads
