@@ -38,10 +38,10 @@ type Engine struct {
 	options  EngineOptions
 	// sourceOf holds each backend's TLS source, nil for plaintext.
 	sourceOf []*tlsutil.Source
-	// callCounts holds the counts of open calls of the replicas of the
-	// engine this one replaced, by address, for its replicas at the same
-	// addresses to count on in.
-	callCounts map[string]*atomic.Int32
+	// predecessors holds the replicas of the engine this one replaced, by
+	// address: a replica at the same address counts on in their count of
+	// open calls, and starts busy if it was.
+	predecessors map[string]*Replica
 
 	// replicas is replaced as a whole when DNS discovery finds other
 	// replicas, so readers need no lock.
@@ -77,9 +77,13 @@ type Engine struct {
 	draining bool          // Drain has begun, so Track rejects new calls
 	idle     chan struct{} // closed when inFlight drops to 0 during Drain
 	// agreedKey is the key of the list the probes last agreed on, which
-	// was logged and stored. A list that a forwarded GetCapabilities
-	// response set, or that came from the state folder, was not.
-	agreedKey string
+	// was logged, once agreedSet; an empty list has the key "". A list
+	// that a forwarded GetCapabilities response set, or that came from the
+	// state folder, was not. agreedStored tells whether the state folder
+	// has it.
+	agreedKey    string
+	agreedSet    bool
+	agreedStored bool
 
 	stopProbes context.CancelFunc
 	probesDone sync.WaitGroup
@@ -138,9 +142,9 @@ func NewEngine(cfg *config.Engine, opts EngineOptions) (*Engine, error) {
 	}
 
 	if opts.Replaces != nil {
-		e.callCounts = map[string]*atomic.Int32{}
+		e.predecessors = map[string]*Replica{}
 		for _, replica := range opts.Replaces.Replicas() {
-			e.callCounts[replica.Address] = replica.inFlight
+			e.predecessors[replica.Address] = replica
 		}
 	}
 
@@ -200,9 +204,9 @@ func (e *Engine) newReplica(backend int, address string) (*Replica, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engines.%s.backends[%d]: %w", e.Name, backend, err)
 	}
-	inFlight := e.callCounts[address]
-	if inFlight == nil {
-		inFlight = new(atomic.Int32)
+	inFlight, busy := new(atomic.Int32), false
+	if previous := e.predecessors[address]; previous != nil {
+		inFlight, busy = previous.inFlight, previous.isBusy()
 	}
 	replica := &Replica{
 		Address:  address,
@@ -213,6 +217,7 @@ func (e *Engine) newReplica(backend int, address string) (*Replica, error) {
 		state:    ReplicaUnknown,
 		kick:     make(chan struct{}, 1),
 		inFlight: inFlight,
+		busy:     busy,
 	}
 	// The plugin sees the configured address as :authority, as it would on
 	// a direct connection from Qlik, also when it is one of the addresses a
@@ -364,6 +369,12 @@ func (e *Engine) reconcile() {
 	// busy or hung, and the gateway cannot tell which, so it gets new
 	// calls only while no other replica is fit for them: alone, it queues
 	// them as a direct connection would.
+	//
+	// NOTE: "fit" ignores max_in_flight. Beside a replica at its limit, a
+	// busy one stays out until its next probe answers, and calls wait for
+	// room meanwhile. Each time a busy replica leaves the pool and comes
+	// back, max_in_flight counts its calls from 0 on a new connection, so
+	// the calls still open on the old one exceed the limit for a while.
 	if slices.ContainsFunc(eligible, func(r *Replica) bool { return !r.isBusy() }) {
 		eligible = slices.DeleteFunc(eligible, (*Replica).isBusy)
 	}
@@ -444,12 +455,19 @@ func (e *Engine) settleCapabilities(replicas []*Replica) (answeredVote bool) {
 	} else if chosen.Fetched.After(current.Fetched) {
 		e.capabilities.Store(chosen) // same functions, fresher date
 	}
-	if e.agreedKey != agreed {
-		// Stored first, so that the file is there once the record is.
-		e.agreedKey = agreed
-		if err := storeCapabilities(e.stateDir, e.Name, chosen); err != nil {
-			e.logger.Warn("storing capabilities failed", "engine", e.Name, "error", err.Error())
+	changed := !e.agreedSet || e.agreedKey != agreed
+	if changed || !e.agreedStored {
+		// Stored first, so that the file is there once the record is. A
+		// write that failed is tried again at the next probe, and warned
+		// about once per list.
+		err := storeCapabilities(e.stateDir, e.Name, chosen)
+		e.agreedStored = err == nil
+		if err != nil && changed {
+			e.logger.Warn("storing capabilities failed; trying again at each probe", "engine", e.Name, "error", err.Error())
 		}
+	}
+	if changed {
+		e.agreedKey, e.agreedSet = agreed, true
 		e.logger.Info("capabilities agreed", "engine", e.Name, "functions", len(chosen.Message.GetFunctions()),
 			"plugin", chosen.Message.GetPluginIdentifier(), "replicas", votes[agreed])
 	}
@@ -491,7 +509,10 @@ func (e *Engine) fitForCalls(replica *Replica) bool {
 	case ReplicaHealthy:
 		return true
 	case ReplicaUnknown:
-		return !e.Config.Backends[replica.backend].DNS
+		// A DNS name may resolve to any process, so its replicas wait for
+		// a probe; one that is busy with the calls of the engine this one
+		// replaced was checked there.
+		return !e.Config.Backends[replica.backend].DNS || replica.isBusy()
 	}
 	return false
 }

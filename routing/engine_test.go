@@ -776,6 +776,48 @@ func TestForwardedCapabilitiesStored(t *testing.T) {
 	}
 }
 
+// TestAgreedCapabilitiesStoreRetried checks that a write of the agreed
+// capabilities that failed is tried again at the next probe, with one
+// warning, and that an empty function list is stored too. Before, the list
+// counted as stored whatever the write did, and an empty one, whose key is
+// the empty string, was never stored or logged.
+func TestAgreedCapabilitiesStoreRetried(t *testing.T) {
+	t.Parallel()
+	// The state folder's path leads through a file at first, so that
+	// creating it fails, also for root.
+	parent := filepath.Join(t.TempDir(), "parent")
+	if err := os.WriteFile(parent, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(parent, "state")
+	plugin := startReconcilePlugin(t)
+	log := &syncBuffer{}
+	e := newReconcileEngine(t, dir, log, plugin)
+
+	probeAndReconcile(t, e, 0)
+	if got := strings.Count(log.String(), `"msg":"storing capabilities failed`); got != 1 {
+		t.Fatalf("got %d storing failed records, want 1; log:\n%s", got, log)
+	}
+	if got := strings.Count(log.String(), `"msg":"capabilities agreed"`); got != 1 {
+		t.Errorf("got %d capabilities agreed records for the empty list, want 1; log:\n%s", got, log)
+	}
+
+	if err := os.Remove(parent); err != nil {
+		t.Fatal(err)
+	}
+	probeAndReconcile(t, e, 0)
+	stored, err := loadCapabilities(dir, "R")
+	if err != nil || stored == nil {
+		t.Fatalf("loadCapabilities() once the folder can be made = %v, %v, want the empty list", stored, err)
+	}
+	if got := len(stored.Message.GetFunctions()); got != 0 {
+		t.Errorf("stored capabilities have %d functions, want 0", got)
+	}
+	if got := strings.Count(log.String(), `"msg":"storing capabilities failed`); got != 1 {
+		t.Errorf("got %d storing failed records after the retry, want 1; log:\n%s", got, log)
+	}
+}
+
 // TestReconcileBrokenReplicaWithheld checks a replica whose
 // GetCapabilities fails with an error status next to one that lists the
 // engine's functions. Its functions cannot be compared with the engine's,

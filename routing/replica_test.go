@@ -365,8 +365,9 @@ func TestBusyReplicaBesideFitOne(t *testing.T) {
 // TestReplacingEngine checks what an engine that a reload puts in place of
 // another takes over from it: the counts of the calls open on replicas at
 // the same address, so that a busy replica's probe still sees the calls
-// the old engine serves, and the capabilities only when the backends are
-// the same. Before, the counts started at 0, and a busy replica was marked
+// the old engine serves, the busy mark, so that a replica that may hang
+// gets no new calls beside others, and the capabilities only when the
+// backends are the same. Before, the counts started at 0, and a busy replica was marked
 // failing after every reload; and an engine pointed at another plugin
 // answered Qlik with the old plugin's functions.
 func TestReplacingEngine(t *testing.T) {
@@ -384,6 +385,10 @@ func TestReplacingEngine(t *testing.T) {
 	case <-plugin.holding:
 	case <-ctx.Done():
 		t.Fatal("call not held on the plugin within 30s")
+	}
+	old.Replicas()[0].probe(context.Background(), 200*time.Millisecond)
+	if !old.Replicas()[0].isBusy() {
+		t.Fatal("the replica whose probe timed out with a call open is not busy")
 	}
 
 	replace := func(backends ...*workerPlugin) *Engine {
@@ -407,6 +412,9 @@ func TestReplacingEngine(t *testing.T) {
 	same := replace(plugin)
 	if got := same.Replicas()[0].inFlight.Load(); got != 1 {
 		t.Errorf("calls counted on the replica of the engine put in place = %d, want the old engine's 1", got)
+	}
+	if !same.Replicas()[0].isBusy() {
+		t.Error("the replica of the engine put in place is not busy, want it busy as the old engine's was")
 	}
 	if same.Capabilities() == nil {
 		t.Error("engine with the same backends: capabilities = nil, want the old engine's")
