@@ -164,8 +164,9 @@ func NewEngine(cfg *config.Engine, opts EngineOptions) (*Engine, error) {
 		replicas = append(replicas, replica)
 	}
 	e.replicas.Store(&replicas)
-	e.eligible = addressesOf(replicas)
-	e.Pool.Use(replicas)
+	eligible := yieldBusy(replicas)
+	e.eligible = addressesOf(eligible)
+	e.Pool.Use(eligible)
 	if stored, err := loadCapabilities(e.stateDir, e.Name); err != nil {
 		e.logger.Warn("reading stored capabilities failed; waiting for a replica", "engine", e.Name, "error", err.Error())
 	} else if stored != nil {
@@ -206,6 +207,8 @@ func (e *Engine) newReplica(backend int, address string) (*Replica, error) {
 	}
 	inFlight, busy := new(atomic.Int32), false
 	if previous := e.predecessors[address]; previous != nil {
+		// Once only: a DNS address found again later is another replica.
+		delete(e.predecessors, address)
 		inFlight, busy = previous.inFlight, previous.isBusy()
 	}
 	replica := &Replica{
@@ -375,9 +378,7 @@ func (e *Engine) reconcile() {
 	// room meanwhile. Each time a busy replica leaves the pool and comes
 	// back, max_in_flight counts its calls from 0 on a new connection, so
 	// the calls still open on the old one exceed the limit for a while.
-	if slices.ContainsFunc(eligible, func(r *Replica) bool { return !r.isBusy() }) {
-		eligible = slices.DeleteFunc(eligible, (*Replica).isBusy)
-	}
+	eligible = yieldBusy(eligible)
 	if addresses := addressesOf(eligible); !slices.Equal(addresses, e.eligible) {
 		e.eligible = addresses
 		e.Pool.Use(eligible)
@@ -398,8 +399,9 @@ func (e *Engine) reconcile() {
 // that never comes back must not keep the engine on a list that no live
 // replica serves. On a tie the agreed list stays, else the first
 // replica's list wins. It reports whether a replica that answered its last
-// probe votes for the agreed list after settling: a replica that is down
-// keeps the list, but serves no calls meanwhile. The caller holds mu.
+// probe, and is not busy, votes for the agreed list after settling: a
+// replica that is down keeps the list, but serves no calls meanwhile, and
+// a busy one may hang. The caller holds mu.
 //
 // The first time the votes choose a list, and at every change, it is
 // logged and stored, also when it is the list that a forwarded
@@ -415,6 +417,9 @@ func (e *Engine) settleCapabilities(replicas []*Replica) (answeredVote bool) {
 	// first maps each list to the capabilities of the first replica that
 	// returned it.
 	first := map[string]*Capabilities{}
+	// vouched holds the lists of replicas that answered their last probe
+	// and are not busy: those that serve calls as they should.
+	vouched := map[string]bool{}
 	var order []string
 	for _, replica := range replicas {
 		capabilities, answered := replica.lastCapabilities()
@@ -432,12 +437,17 @@ func (e *Engine) settleCapabilities(replicas []*Replica) (answeredVote bool) {
 		if answered && first[key] == nil {
 			first[key] = capabilities
 		}
+		if answered && !replica.isBusy() {
+			vouched[key] = true
+		}
 	}
 
+	// An empty list's key is "", so the first key in order starts the
+	// count rather than "".
 	agreed := ""
-	for _, key := range order {
+	for i, key := range order {
 		switch {
-		case agreed == "", votes[key] > votes[agreed]:
+		case i == 0, votes[key] > votes[agreed]:
 			agreed = key
 		case votes[key] == votes[agreed] && current != nil && key == current.key():
 			agreed = key
@@ -471,7 +481,7 @@ func (e *Engine) settleCapabilities(replicas []*Replica) (answeredVote bool) {
 		e.logger.Info("capabilities agreed", "engine", e.Name, "functions", len(chosen.Message.GetFunctions()),
 			"plugin", chosen.Message.GetPluginIdentifier(), "replicas", votes[agreed])
 	}
-	return true
+	return vouched[agreed]
 }
 
 // warnUnknownPolicies warns about each function policy of the engine that
@@ -515,6 +525,15 @@ func (e *Engine) fitForCalls(replica *Replica) bool {
 		return !e.Config.Backends[replica.backend].DNS || replica.isBusy()
 	}
 	return false
+}
+
+// yieldBusy returns replicas without the busy ones, unless every one is
+// busy (see reconcile).
+func yieldBusy(replicas []*Replica) []*Replica {
+	if !slices.ContainsFunc(replicas, func(r *Replica) bool { return !r.isBusy() }) {
+		return replicas
+	}
+	return slices.DeleteFunc(slices.Clone(replicas), (*Replica).isBusy)
 }
 
 func addressesOf(replicas []*Replica) []string {
@@ -573,12 +592,13 @@ func (e *Engine) inherit(previous *Engine) {
 }
 
 // sameBackends reports whether two engines' backends are the same plugins:
-// the same addresses, each with DNS or not, in any order.
+// the same addresses, each with DNS or not and with the same TLS server
+// name (a proxy may route by it), in any order.
 func sameBackends(a, b []config.Backend) bool {
 	key := func(backends []config.Backend) []string {
 		keys := make([]string, len(backends))
 		for i, backend := range backends {
-			keys[i] = fmt.Sprintf("%s dns=%t", backend.Address, backend.DNS)
+			keys[i] = fmt.Sprintf("%s dns=%t name=%s", backend.Address, backend.DNS, backend.ServerName())
 		}
 		slices.Sort(keys)
 		return keys

@@ -910,6 +910,48 @@ func TestReconcileBrokenReplicaAlone(t *testing.T) {
 	})
 }
 
+// TestReconcileEmptyListMajority checks that an empty function list wins
+// the vote like any other. Its key is the empty string, which the count
+// once took for "no list yet", so a lone replica with one function
+// outvoted two with none.
+func TestReconcileEmptyListMajority(t *testing.T) {
+	t.Parallel()
+	empty1, empty2, echo := startReconcilePlugin(t), startReconcilePlugin(t), startReconcilePlugin(t, "Echo")
+	e := newReconcileEngine(t, "", io.Discard, empty1, empty2, echo)
+	probeAndReconcile(t, e, 0, 1, 2)
+	if got := replicaStates(e); fmt.Sprint(got) != "[healthy healthy disagreeing]" {
+		t.Errorf("replica states = %v, want [healthy healthy disagreeing]", got)
+	}
+	if got := e.Capabilities(); got == nil || len(got.Message.GetFunctions()) != 0 {
+		t.Errorf("agreed capabilities = %v, want the empty list", got)
+	}
+}
+
+// TestReconcileBusyReplicaVouchesForNothing checks that a busy replica,
+// which may hang, does not keep a replica whose GetCapabilities fails out
+// of the pool: with the busy one alone in it, every call would wait on it.
+func TestReconcileBusyReplicaVouchesForNothing(t *testing.T) {
+	t.Parallel()
+	good, broken := startReconcilePlugin(t, "Echo"), startReconcilePlugin(t, "Echo")
+	broken.broken.Store(true)
+	e := newReconcileEngine(t, "", io.Discard, good, broken)
+	probeAndReconcile(t, e, 0, 1)
+	if got := replicaStates(e); fmt.Sprint(got) != "[healthy unverified]" {
+		t.Fatalf("replica states = %v, want [healthy unverified]", got)
+	}
+	good0 := e.Replicas()[0]
+	good0.mu.Lock()
+	good0.busy = true // as a probe that timed out with calls open marks it
+	good0.mu.Unlock()
+	e.reconcile()
+	if got := replicaStates(e); fmt.Sprint(got) != "[healthy healthy]" {
+		t.Errorf("replica states beside a busy replica = %v, want [healthy healthy]", got)
+	}
+	if want := []string{e.Replicas()[1].Address}; !slices.Equal(e.eligible, want) {
+		t.Errorf("pool beside a busy replica = %v, want %v", e.eligible, want)
+	}
+}
+
 // TestReconcileAllowScriptDiffers checks that a replica whose functions are
 // the engine's but whose allowScript is not is marked disagreeing with a
 // last error and a warning that name allowScript. Before, both named

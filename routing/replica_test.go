@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -419,12 +420,24 @@ func TestReplacingEngine(t *testing.T) {
 	if same.Capabilities() == nil {
 		t.Error("engine with the same backends: capabilities = nil, want the old engine's")
 	}
+	if len(same.predecessors) != 0 {
+		t.Errorf("predecessors left after the replicas were made = %d, want 0: a later replica at the address is another one", len(same.predecessors))
+	}
+	both := replace(plugin, other)
+	if want := []string{other.addr}; !slices.Equal(both.eligible, want) {
+		t.Errorf("pool of an engine put in place beside a fit replica = %v, want %v without the busy one", both.eligible, want)
+	}
 	moved := replace(other)
 	if got := moved.Replicas()[0].inFlight.Load(); got != 0 {
 		t.Errorf("calls counted on a replica at another address = %d, want 0", got)
 	}
 	if got := moved.Capabilities(); got != nil {
 		t.Errorf("engine with other backends: capabilities = %v, want none until its replica answers", got.Message)
+	}
+	renamed := *old.Config
+	renamed.Backends = []config.Backend{{Address: plugin.addr, TLS: &config.ClientTLS{ServerName: "other.example"}}}
+	if sameBackends(old.Config.Backends, renamed.Backends) {
+		t.Error("sameBackends() = true for another TLS server name at the same address, want false")
 	}
 
 	close(plugin.release)
