@@ -716,8 +716,8 @@ func (c *call) warnIfStale() {
 // warning, as response headers are.
 func (c *call) setTrailer(ss grpc.ServerStream, a *attempt) {
 	trailer := hopFiltered(a.stream.Trailer())
-	if grpc.SetTrailer(ss.Context(), trailer) == nil {
-		return
+	if grpc.SetTrailer(ss.Context(), trailer) == nil || ss.Context().Err() != nil {
+		return // sent, or the client's side has ended and nothing goes out
 	}
 	trailer, unsent := forwardedInPlace(trailer)
 	if len(unsent) > 0 {
