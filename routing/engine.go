@@ -79,8 +79,8 @@ type Engine struct {
 	// agreedKey is the key of the list the probes last agreed on, which
 	// was logged, once agreedSet; an empty list has the key "". A list
 	// that a forwarded GetCapabilities response set, or that came from the
-	// state folder, was not. agreedStored tells whether the state folder
-	// has it.
+	// state folder, was not. agreedStored reports whether the state
+	// folder has it.
 	agreedKey    string
 	agreedSet    bool
 	agreedStored bool
@@ -104,9 +104,9 @@ type EngineOptions struct {
 
 	// Replaces is the engine of the same name that a reload replaces
 	// with this one, or nil. Its calls in flight count on each replica at
-	// the same address, which the probes read to tell a busy replica from
-	// a failing one; and with the same backends, the new engine starts
-	// with its capabilities (see inherit).
+	// the same address, so that the probes can tell a busy replica from a
+	// failing one. With the same backends, the new engine also starts with
+	// its capabilities (see inherit).
 	Replaces *Engine
 }
 

@@ -141,9 +141,9 @@ func (s *Source) rejectUnusable(bad []*x509.Certificate, now time.Time) error {
 }
 
 // unusable returns the certificates of cfg that make every handshake fail
-// at now, with cas the certificates of its CA file: one it presents, its
-// own or one of its chain, outside its validity, and the CAs when none of
-// them is within its validity. A CA out of its validity beside a valid one
+// at now, with cas the certificates of its CA file. Those are the ones it
+// presents, its own or one of its chain, that are outside their validity,
+// and the CAs when none of them is within its validity. A CA out of its validity beside a valid one
 // is left out, since a CA file may keep an old root beside the current
 // one.
 func unusable(cfg *tls.Config, cas []*x509.Certificate, now time.Time) []*x509.Certificate {

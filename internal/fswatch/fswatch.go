@@ -19,7 +19,7 @@ import (
 const Settle = 300 * time.Millisecond
 
 // recheckInterval is how often Watch compares each folder with what its
-// path leads to now. The watch of a folder's parent sees the folder
+// path leads to now. The watch of a folder's parent reports the folder
 // replaced, but not a replacement further up: a whole certificate tree
 // restored from a backup, or deleted and made again, reaches no watched
 // folder. A look at the path finds those.
