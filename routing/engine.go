@@ -164,7 +164,9 @@ func NewEngine(cfg *config.Engine, opts EngineOptions) (*Engine, error) {
 		replicas = append(replicas, replica)
 	}
 	e.replicas.Store(&replicas)
-	eligible := yieldBusy(replicas)
+	// Replicas continued from the engine a reload replaced keep its view
+	// of them; new ones count as fit until their first probe, as before.
+	eligible := yieldBusy(slices.DeleteFunc(slices.Clone(replicas), func(r *Replica) bool { return !e.fitForCalls(r) }))
 	e.eligible = addressesOf(eligible)
 	e.Pool.Use(eligible)
 	if stored, err := loadCapabilities(e.stateDir, e.Name); err != nil {
@@ -205,12 +207,6 @@ func (e *Engine) newReplica(backend int, address string) (*Replica, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engines.%s.backends[%d]: %w", e.Name, backend, err)
 	}
-	inFlight, busy := new(atomic.Int32), false
-	if previous := e.predecessors[address]; previous != nil {
-		// Once only: a DNS address found again later is another replica.
-		delete(e.predecessors, address)
-		inFlight, busy = previous.inFlight, previous.isBusy()
-	}
 	replica := &Replica{
 		Address:  address,
 		backend:  backend,
@@ -219,8 +215,12 @@ func (e *Engine) newReplica(backend int, address string) (*Replica, error) {
 		logger:   e.logger,
 		state:    ReplicaUnknown,
 		kick:     make(chan struct{}, 1),
-		inFlight: inFlight,
-		busy:     busy,
+		inFlight: new(atomic.Int32),
+	}
+	if previous := e.predecessors[address]; previous != nil {
+		// Once only: a DNS address found again later is another replica.
+		delete(e.predecessors, address)
+		replica.continueFrom(previous)
 	}
 	// The plugin sees the configured address as :authority, as it would on
 	// a direct connection from Qlik, also when it is one of the addresses a

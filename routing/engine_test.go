@@ -952,6 +952,65 @@ func TestReconcileBusyReplicaVouchesForNothing(t *testing.T) {
 	}
 }
 
+// TestReloadContinuesReplicas checks that an engine that a reload puts in
+// place starts with the old engine's view of each replica, until that
+// replica's first probe. A busy replica beside one that is down stays in
+// the pool, where the down one does not enter it; and a busy replica
+// keeps its vote, so that one with other functions cannot set the
+// engine's list. Before, the new replicas started unknown: the pool held
+// the down one alone, and the other functions won the vote.
+func TestReloadContinuesReplicas(t *testing.T) {
+	t.Parallel()
+	markBusy := func(r *Replica) {
+		r.mu.Lock()
+		r.busy = true // as a probe that timed out with calls open marks it
+		r.mu.Unlock()
+	}
+	replace := func(old *Engine) *Engine {
+		t.Helper()
+		options := old.options
+		options.Replaces = old
+		e, err := NewEngine(old.Config, options)
+		if err != nil {
+			t.Fatalf("NewEngine() = %v", err)
+		}
+		t.Cleanup(e.Close)
+		return e
+	}
+
+	t.Run("beside a replica that is down", func(t *testing.T) {
+		t.Parallel()
+		live, down := startReconcilePlugin(t, "Echo"), startReconcilePlugin(t, "Echo")
+		down.unavailable.Store(true)
+		old := newReconcileEngine(t, "", io.Discard, live, down)
+		probeAndReconcile(t, old, 0, 1)
+		markBusy(old.Replicas()[0])
+		e := replace(old)
+		if want := []string{live.addr}; !slices.Equal(e.eligible, want) {
+			t.Errorf("pool of the engine put in place = %v, want %v", e.eligible, want)
+		}
+	})
+
+	t.Run("beside a replica with other functions", func(t *testing.T) {
+		t.Parallel()
+		good, other := startReconcilePlugin(t, "Echo", "Sum"), startReconcilePlugin(t, "Echo")
+		old := newReconcileEngine(t, "", io.Discard, good, other)
+		probeAndReconcile(t, old, 0, 1)
+		if got := replicaStates(old); fmt.Sprint(got) != "[healthy disagreeing]" {
+			t.Fatalf("old engine's replica states = %v, want [healthy disagreeing]", got)
+		}
+		markBusy(old.Replicas()[0])
+		e := replace(old)
+		probeAndReconcile(t, e, 1) // the busy one's probe would time out
+		if got := replicaStates(e); fmt.Sprint(got) != "[healthy disagreeing]" {
+			t.Errorf("replica states of the engine put in place = %v, want [healthy disagreeing]", got)
+		}
+		if got := len(e.Capabilities().Message.GetFunctions()); got != 2 {
+			t.Errorf("agreed functions = %d, want the busy replica's 2", got)
+		}
+	})
+}
+
 // TestReconcileAllowScriptDiffers checks that a replica whose functions are
 // the engine's but whose allowScript is not is marked disagreeing with a
 // last error and a warning that name allowScript. Before, both named
