@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -39,9 +40,10 @@ type Engine struct {
 	// sourceOf holds each backend's TLS source, nil for plaintext.
 	sourceOf []*tlsutil.Source
 	// predecessors holds the replicas of the engine this one replaced, by
-	// address: a replica at the same address counts on in their count of
-	// open calls, and starts busy if it was.
-	predecessors map[string]*Replica
+	// address, with their backends' settings: a replica at the same
+	// address counts on in their count of open calls, and continues their
+	// probe results when its backend's settings are the same.
+	predecessors map[string]predecessor
 
 	// replicas is replaced as a whole when DNS discovery finds other
 	// replicas, so readers need no lock.
@@ -142,9 +144,9 @@ func NewEngine(cfg *config.Engine, opts EngineOptions) (*Engine, error) {
 	}
 
 	if opts.Replaces != nil {
-		e.predecessors = map[string]*Replica{}
+		e.predecessors = map[string]predecessor{}
 		for _, replica := range opts.Replaces.Replicas() {
-			e.predecessors[replica.Address] = replica
+			e.predecessors[replica.Address] = predecessor{replica, opts.Replaces.Config.Backends[replica.backend]}
 		}
 	}
 
@@ -217,10 +219,16 @@ func (e *Engine) newReplica(backend int, address string) (*Replica, error) {
 		kick:     make(chan struct{}, 1),
 		inFlight: new(atomic.Int32),
 	}
-	if previous := e.predecessors[address]; previous != nil {
+	if previous, ok := e.predecessors[address]; ok {
 		// Once only: a DNS address found again later is another replica.
 		delete(e.predecessors, address)
-		replica.continueFrom(previous)
+		// The calls open at the address are the same either way. Other TLS
+		// settings may reach another plugin there, or fail, so only the
+		// same settings continue what the probes found.
+		replica.inFlight = previous.replica.inFlight
+		if reflect.DeepEqual(previous.backend, e.Config.Backends[backend]) {
+			replica.continueFrom(previous.replica)
+		}
 	}
 	// The plugin sees the configured address as :authority, as it would on
 	// a direct connection from Qlik, also when it is one of the addresses a
@@ -228,6 +236,13 @@ func (e *Engine) newReplica(backend int, address string) (*Replica, error) {
 	resolverAddress := withSecurity(resolver.Address{Addr: address, ServerName: e.Config.Backends[backend].Address}, source)
 	replica.resolverAddress = withInFlight(resolverAddress, replica.inFlight)
 	return replica, nil
+}
+
+// predecessor is a replica of the engine that a reload replaced, with the
+// settings of its backend.
+type predecessor struct {
+	replica *Replica
+	backend config.Backend
 }
 
 // Replicas returns the engine's replicas as they are now.

@@ -24,6 +24,7 @@ import (
 
 	"github.com/ssegw/ssegw/config"
 	"github.com/ssegw/ssegw/ssepb"
+	"github.com/ssegw/ssegw/tlsutil"
 )
 
 // reconcilePlugin is a plugin on loopback whose function list a test can
@@ -1007,6 +1008,33 @@ func TestReloadContinuesReplicas(t *testing.T) {
 		}
 		if got := len(e.Capabilities().Message.GetFunctions()); got != 2 {
 			t.Errorf("agreed functions = %d, want the busy replica's 2", got)
+		}
+	})
+
+	t.Run("with other TLS settings", func(t *testing.T) {
+		t.Parallel()
+		live := startReconcilePlugin(t, "Echo")
+		old := newReconcileEngine(t, "", io.Discard, live)
+		probeAndReconcile(t, old, 0)
+		old.Replicas()[0].inFlight.Add(1) // a call of the old engine still open
+		set, err := tlsutil.WriteSet(t.TempDir(), []string{"localhost"}, tlsutil.SetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := *old.Config
+		cfg.Backends = []config.Backend{{Address: live.addr, TLS: &config.ClientTLS{Dir: set.QlikDir, ServerName: "other.example"}}}
+		options := old.options
+		options.Replaces = old
+		e, err := NewEngine(&cfg, options)
+		if err != nil {
+			t.Fatalf("NewEngine() = %v", err)
+		}
+		t.Cleanup(e.Close)
+		if got := e.Replicas()[0].Status().State; got != ReplicaUnknown {
+			t.Errorf("state of a replica whose TLS settings changed = %s, want unknown until its probe", got)
+		}
+		if got := e.Replicas()[0].inFlight.Load(); got != 1 {
+			t.Errorf("calls counted on it = %d, want the old engine's 1", got)
 		}
 	})
 }

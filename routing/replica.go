@@ -266,16 +266,15 @@ func (r *Replica) agree() {
 	r.logger.Info("replica healthy: its functions are the engine's again", "engine", r.engine, "backend", r.Address)
 }
 
-// continueFrom makes a new replica go on where previous, at the same
-// address in the engine that a reload replaced, stands: with its count of
-// open calls, which previous's calls still change, and its probe results,
-// so that the new engine's first vote and pool are the old engine's until
-// the replica's first probe. Without them, a busy replica would have no
-// vote, and a replica with other functions would set the engine's list.
+// continueFrom makes a new replica go on where previous, the same backend
+// at the same address in the engine that a reload replaced, stands: with
+// its probe results, so that the new engine's first vote and pool are the
+// old engine's until the replica's first probe. Without them, a busy
+// replica would have no vote, and a replica with other functions would
+// set the engine's list.
 func (r *Replica) continueFrom(previous *Replica) {
 	previous.mu.Lock()
 	defer previous.mu.Unlock()
-	r.inFlight = previous.inFlight
 	r.state, r.lastProbe, r.lastError = previous.state, previous.lastProbe, previous.lastError
 	r.capabilities, r.busy = previous.capabilities, previous.busy
 }
