@@ -606,19 +606,17 @@ func (e *Engine) inherit(previous *Engine) {
 		"functions", len(inherited.Message.GetFunctions()), "fetched", inherited.Fetched)
 }
 
-// sameBackends reports whether two engines' backends are the same plugins:
-// the same addresses, each with DNS or not and with the same TLS server
-// name (a proxy may route by it), in any order.
+// sameBackends reports whether two engines' backends are the same plugins
+// reached the same way: the same addresses with the same settings (DNS,
+// TLS files and server name, since a proxy may route by the name), in any
+// order.
 func sameBackends(a, b []config.Backend) bool {
-	key := func(backends []config.Backend) []string {
-		keys := make([]string, len(backends))
-		for i, backend := range backends {
-			keys[i] = fmt.Sprintf("%s dns=%t name=%s", backend.Address, backend.DNS, backend.ServerName())
-		}
-		slices.Sort(keys)
-		return keys
+	byAddress := func(backends []config.Backend) []config.Backend {
+		sorted := slices.Clone(backends)
+		slices.SortFunc(sorted, func(x, y config.Backend) int { return strings.Compare(x.Address, y.Address) })
+		return sorted
 	}
-	return slices.Equal(key(a), key(b))
+	return reflect.DeepEqual(byAddress(a), byAddress(b))
 }
 
 // setCapabilities replaces the agreed function list.
