@@ -953,6 +953,20 @@ func TestReconcileBusyReplicaVouchesForNothing(t *testing.T) {
 	}
 }
 
+// replaceEngine builds the engine of cfg that a reload puts in place of
+// old.
+func replaceEngine(t *testing.T, old *Engine, cfg *config.Engine) *Engine {
+	t.Helper()
+	options := old.options
+	options.Replaces = old
+	e, err := NewEngine(cfg, options)
+	if err != nil {
+		t.Fatalf("NewEngine() = %v", err)
+	}
+	t.Cleanup(e.Close)
+	return e
+}
+
 // TestReloadContinuesReplicas checks that an engine that a reload puts in
 // place starts with the old engine's view of each replica, until that
 // replica's first probe. A busy replica beside one that is down stays in
@@ -967,17 +981,6 @@ func TestReloadContinuesReplicas(t *testing.T) {
 		r.busy = true // as a probe that timed out with calls open marks it
 		r.mu.Unlock()
 	}
-	replace := func(old *Engine) *Engine {
-		t.Helper()
-		options := old.options
-		options.Replaces = old
-		e, err := NewEngine(old.Config, options)
-		if err != nil {
-			t.Fatalf("NewEngine() = %v", err)
-		}
-		t.Cleanup(e.Close)
-		return e
-	}
 
 	t.Run("beside a replica that is down", func(t *testing.T) {
 		t.Parallel()
@@ -986,7 +989,7 @@ func TestReloadContinuesReplicas(t *testing.T) {
 		old := newReconcileEngine(t, "", io.Discard, live, down)
 		probeAndReconcile(t, old, 0, 1)
 		markBusy(old.Replicas()[0])
-		e := replace(old)
+		e := replaceEngine(t, old, old.Config)
 		if want := []string{live.addr}; !slices.Equal(e.eligible, want) {
 			t.Errorf("pool of the engine put in place = %v, want %v", e.eligible, want)
 		}
@@ -1001,7 +1004,7 @@ func TestReloadContinuesReplicas(t *testing.T) {
 			t.Fatalf("old engine's replica states = %v, want [healthy disagreeing]", got)
 		}
 		markBusy(old.Replicas()[0])
-		e := replace(old)
+		e := replaceEngine(t, old, old.Config)
 		probeAndReconcile(t, e, 1) // the busy one's probe would time out
 		if got := replicaStates(e); fmt.Sprint(got) != "[healthy disagreeing]" {
 			t.Errorf("replica states of the engine put in place = %v, want [healthy disagreeing]", got)
@@ -1023,13 +1026,7 @@ func TestReloadContinuesReplicas(t *testing.T) {
 		}
 		cfg := *old.Config
 		cfg.Backends = []config.Backend{{Address: live.addr, TLS: &config.ClientTLS{Dir: set.QlikDir, ServerName: "other.example"}}}
-		options := old.options
-		options.Replaces = old
-		e, err := NewEngine(&cfg, options)
-		if err != nil {
-			t.Fatalf("NewEngine() = %v", err)
-		}
-		t.Cleanup(e.Close)
+		e := replaceEngine(t, old, &cfg)
 		if got := e.Replicas()[0].Status().State; got != ReplicaUnknown {
 			t.Errorf("state of a replica whose TLS settings changed = %s, want unknown until its probe", got)
 		}

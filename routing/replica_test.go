@@ -399,14 +399,7 @@ func TestReplacingEngine(t *testing.T) {
 		for _, backend := range backends {
 			cfg.Backends = append(cfg.Backends, config.Backend{Address: backend.addr})
 		}
-		options := old.options
-		options.Replaces = old
-		e, err := NewEngine(&cfg, options)
-		if err != nil {
-			t.Fatalf("NewEngine() = %v", err)
-		}
-		t.Cleanup(e.Close)
-		return e
+		return replaceEngine(t, old, &cfg)
 	}
 
 	same := replace(plugin)
