@@ -97,6 +97,9 @@ const (
 	// DialServerName: the server's certificate does not list the name
 	// dialed.
 	DialServerName
+	// DialServerExpired: the server's certificate, or its chain, has
+	// expired or is not valid yet by the client's clock.
+	DialServerExpired
 )
 
 // DialFailureReason classifies the error of a failed TLS dial from its
@@ -124,6 +127,8 @@ func DialFailureReason(err error) DialFailure {
 		return DialClosed
 	case contains("certificate signed by unknown authority"):
 		return DialServerUnknownAuthority
+	case contains("certificate has expired or is not yet valid"):
+		return DialServerExpired
 	case contains("certificate is valid for", "not valid for any names", "IP SANs"):
 		// crypto/x509's three wordings of a name the certificate lacks.
 		return DialServerName

@@ -278,6 +278,7 @@ func TestDialFailureReason(t *testing.T) {
 		{`x509: certificate is valid for localhost, not other.example`, tlsutil.DialServerName},
 		{`x509: certificate is not valid for any names, but wanted to match other.example`, tlsutil.DialServerName},
 		{`x509: cannot validate certificate for 127.0.0.1 because it doesn't contain any IP SANs`, tlsutil.DialServerName},
+		{`tls: failed to verify certificate: x509: certificate has expired or is not yet valid: current time 2026-12-05T20:00:00Z is before 2026-12-06T20:00:00Z`, tlsutil.DialServerExpired},
 		{`dial tcp 127.0.0.1:1: connect: connection refused`, tlsutil.DialOther},
 	}
 	for _, tt := range tests {

@@ -347,20 +347,33 @@ func (w *Watcher) Reload() int {
 
 // reload is Reload, returning the sources whose certificates changed.
 func (w *Watcher) reload() []*Source {
-	var changed []*Source
+	changed, _ := w.reloadCounting()
+	return changed
+}
+
+// reloadCounting is reload, also returning how many sources kept their
+// current certificates because the new files failed.
+func (w *Watcher) reloadCounting() (changed []*Source, failed int) {
 	sources := w.snapshot()
 	defer w.retryLater(sources)
+	now := time.Now()
 	for _, s := range sources {
 		before := s.Certificates()
 		if err := s.Reload(); err != nil {
 			w.logger.Error("certificates not reloaded; the current ones stay", "error", err.Error())
+			failed++
 			continue
 		}
 		if !slices.EqualFunc(before, s.Certificates(), func(a, b *x509.Certificate) bool { return a.Equal(b) }) {
 			changed = append(changed, s)
+			// Loaded because the ones they replace failed every handshake
+			// too: still no handshake succeeds.
+			for _, warning := range s.Unusable(now) {
+				w.logger.Warn("certificates reloaded, but every handshake still fails with them; renew them", "warning", warning)
+			}
 		}
 	}
-	return changed
+	return changed, failed
 }
 
 // Run watches the folders of the sources' files until ctx ends, and
@@ -408,8 +421,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 // sources whose certificates changed to Reloaded.
 func (w *Watcher) reloadAndReport(why string) {
 	w.logger.Info(why)
-	changed := w.reload()
-	w.logger.Info("certificates reloaded", "reloaded", len(changed))
+	changed, failed := w.reloadCounting()
+	w.logger.Info("certificates reloaded", "reloaded", len(changed), "failed", failed)
 	if w.Reloaded != nil && len(changed) > 0 {
 		w.Reloaded(changed)
 	}

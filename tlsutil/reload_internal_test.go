@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -65,5 +66,53 @@ func TestFailedReloadArmsNoRetry(t *testing.T) {
 	}
 	if watcher.retry != nil {
 		t.Error("a retry is armed after files that fail to load, want none")
+	}
+}
+
+// TestReloadWarnsStillUnusable checks that files that replace expired ones
+// with another expired certificate are loaded, since nothing worked
+// before, but with a warning and not only "certificates reloaded": an
+// admin who copied the wrong file would otherwise take the renewal as
+// done.
+func TestReloadWarnsStillUnusable(t *testing.T) {
+	set, err := WriteSet(t.TempDir(), []string{"localhost"}, SetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := LoadAuthority(filepath.Join(set.CADir, RootCertFile), filepath.Join(set.CADir, CAKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := ServerFilesInDir(set.GatewayDir, "", "", "")
+	writeExpired := func(name string) {
+		t.Helper()
+		cert, key, err := ca.Issue(LeafRequest{
+			CommonName: name, Hosts: []string{"localhost"}, Usage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+			NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for path, data := range map[string][]byte{files.CertFile: cert, files.KeyFile: key} {
+			if err := os.WriteFile(path, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	writeExpired("first")
+	source, err := NewServerSource("test listener", files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	watcher := NewWatcher(slog.New(slog.NewTextHandler(&logs, nil)))
+	watcher.Add(source)
+
+	writeExpired("second")
+	watcher.reloadAndReport("test reload")
+	for _, want := range []string{"every handshake still fails with them", `certificate \"second\" expired on`, "reloaded=1 failed=0"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log = %q, want it to contain %q", logs.String(), want)
+		}
 	}
 }

@@ -716,6 +716,8 @@ func connectionHint(address string, flags callFlags, err error) string {
 		return fmt.Sprintf("The endpoint's certificate is not signed by root_cert.pem in %s. If the endpoint's CA was replaced, as by certs init --new-ca, call with the client folder made with the new CA.", flags.tlsDir)
 	case tlsutil.DialServerName:
 		return nameHint(address, flags.serverName) + " " + nameBeforeCA
+	case tlsutil.DialServerExpired:
+		return "The endpoint's certificate, or one of its chain, has expired or is not valid yet by this machine's clock: check the dates with ssegw certs check on the endpoint's folder, and this machine's clock."
 	}
 	return fmt.Sprintf("Check that %s is the address of a running plugin or gateway that accepts TLS, that root_cert.pem in %s is the CA that signed the endpoint's certificate, and that the endpoint accepts the client certificate sse_client_cert.pem. %s",
 		address, flags.tlsDir, nameHint(address, flags.serverName))

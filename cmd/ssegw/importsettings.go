@@ -30,10 +30,12 @@ func newImportSettingsCommand() *cobra.Command {
 		Use:   "import-settings PATH",
 		Short: "Write a gateway configuration from a QlikView Settings.ini",
 		Long: `Read the SSEPlugin= line under [Settings 7] of a QlikView Settings.ini
-(UTF-8 or UTF-16, as QlikView writes it) and write a gateway configuration
-with one engine per analytic connection: its address, its certificate
-folder as the backend's TLS folder, its request timeout, and its reconnect
-timeout as the engine's reconnect_buffer. Then print the SSEPlugin= line
+(UTF-8, or UTF-16 with a byte order mark as QlikView writes it; quotes
+around the value or a certificate folder are dropped, as Windows drops
+them) and write a gateway configuration with one engine per analytic
+connection: its address, its certificate folder as the backend's TLS
+folder, its request timeout, and its reconnect timeout as the engine's
+reconnect_buffer. Then print the SSEPlugin= line
 that points Qlik at the gateway instead, with the gateway's client
 certificate folder for Qlik.
 

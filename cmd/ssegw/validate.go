@@ -119,6 +119,8 @@ func backendTLSHint(backend config.Backend, err error) string {
 		return "The plugin rejected the gateway's client certificate: its CA is not one the plugin trusts, or it lacks the clientAuth usage. Check it with ssegw certs check on the backend's tls folder."
 	case tlsutil.DialClosed:
 		return "The connection closed during the handshake: the plugin may have rejected the gateway's client certificate (check it with ssegw certs check on the backend's tls folder), or what answers at this address is not a TLS plugin."
+	case tlsutil.DialServerExpired:
+		return "The plugin's certificate, or one of its chain, has expired or is not valid yet by this machine's clock; check its dates with ssegw certs check on the plugin's folder."
 	case tlsutil.DialClientExpired:
 		return "The plugin rejected the gateway's client certificate as expired or not valid yet; check its dates with ssegw certs check on the backend's tls folder, and renew it."
 	}
