@@ -10,11 +10,10 @@ import (
 	"time"
 )
 
-// TestFailedReloadArmsNoRetry checks that files that fail to load cancel
-// the retry that files not valid yet had armed. The retry kept the time
-// of those files, which had passed by then, and ran again at once, in a
-// loop that logged an error each time.
-func TestFailedReloadArmsNoRetry(t *testing.T) {
+// newGatewayFolder writes a set as certs init does, and returns its CA
+// and the gateway folder's files.
+func newGatewayFolder(t *testing.T) (*Authority, ServerFiles) {
+	t.Helper()
 	set, err := WriteSet(t.TempDir(), []string{"localhost"}, SetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -23,7 +22,15 @@ func TestFailedReloadArmsNoRetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files := ServerFilesInDir(set.GatewayDir, "", "", "")
+	return ca, ServerFilesInDir(set.GatewayDir, "", "", "")
+}
+
+// TestFailedReloadArmsNoRetry checks that files that fail to load cancel
+// the retry that files not valid yet had armed. The retry kept the time
+// of those files, which had passed by then, and ran again at once, in a
+// loop that logged an error each time.
+func TestFailedReloadArmsNoRetry(t *testing.T) {
+	ca, files := newGatewayFolder(t)
 	source, err := NewServerSource("test listener", files)
 	if err != nil {
 		t.Fatal(err)
@@ -75,15 +82,7 @@ func TestFailedReloadArmsNoRetry(t *testing.T) {
 // admin who copied the wrong file would otherwise take the renewal as
 // done.
 func TestReloadWarnsStillUnusable(t *testing.T) {
-	set, err := WriteSet(t.TempDir(), []string{"localhost"}, SetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := LoadAuthority(filepath.Join(set.CADir, RootCertFile), filepath.Join(set.CADir, CAKeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := ServerFilesInDir(set.GatewayDir, "", "", "")
+	ca, files := newGatewayFolder(t)
 	writeExpired := func(name string) {
 		t.Helper()
 		cert, key, err := ca.Issue(LeafRequest{
