@@ -166,7 +166,11 @@ func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
 	// Soon-expiring certificates do not make the gateway unready: they
 	// still work, and a replica restart would not help. An expired one of
 	// a plugin's connection fails that engine's replicas, which report it.
+	// Those the reason above names already are not repeated.
 	for _, warning := range warnings {
+		if slices.ContainsFunc(expired, func(reason string) bool { return reason == warning }) {
+			continue
+		}
 		fmt.Fprintln(w, "warning:", warning)
 	}
 }

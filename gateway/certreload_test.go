@@ -834,6 +834,9 @@ func TestReadyzExpiredListenerCertificate(t *testing.T) {
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, `certificate "sse_server" expired on`) {
 		t.Errorf("/readyz = %d %q with the listener's certificate expired, want 503 naming it", code, body)
 	}
+	if n := strings.Count(body, `certificate "sse_server" expired on`); n != 1 {
+		t.Errorf("/readyz body names the expired certificate %d times, want once: %q", n, body)
+	}
 }
 
 // TestRenewedCertificateWithoutHostWarns checks that a listener
