@@ -34,7 +34,7 @@ const maxAdminConnections = 64
 func (g *Gateway) startAdmin() error {
 	lis, err := net.Listen("tcp", g.cfg.Admin.Address)
 	if err != nil {
-		return listenError("admin.address", g.cfg.Admin.Address, err)
+		return listenError(adminKey(g.cfg.Admin.Address), g.cfg.Admin.Address, err)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

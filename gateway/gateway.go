@@ -289,7 +289,7 @@ func (g *Gateway) Start() error {
 		// Checked now too, so that one message names every port to free.
 		if g.cfg.Admin.Address != "none" {
 			if lis, err := net.Listen("tcp", g.cfg.Admin.Address); err != nil {
-				errs = append(errs, listenError("admin.address", g.cfg.Admin.Address, err))
+				errs = append(errs, listenError(adminKey(g.cfg.Admin.Address), g.cfg.Admin.Address, err))
 			} else {
 				lis.Close()
 			}
@@ -530,6 +530,16 @@ func listenError(key, address string, err error) error {
 		return fmt.Errorf("%s: cannot listen on %s: the port is in use; stop the process that holds it (ss -ltnp lists them) or choose another port: %w", key, address, err)
 	}
 	return fmt.Errorf("%s: cannot listen on %s: %w", key, address, err)
+}
+
+// adminKey names the admin listener's address for a message, saying so
+// when it is the default, which a file that has no admin section still
+// gets.
+func adminKey(address string) string {
+	if address == config.DefaultAdminAddress {
+		return "admin.address (the default; none turns the admin listener off)"
+	}
+	return "admin.address"
 }
 
 func (g *Gateway) closeListeners() {
