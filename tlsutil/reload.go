@@ -342,18 +342,14 @@ func (w *Watcher) snapshot() []*Source {
 // Reload reloads every source, logs what failed, and returns the number
 // of sources whose certificates changed.
 func (w *Watcher) Reload() int {
-	return len(w.reload())
+	changed, _ := w.reload()
+	return len(changed)
 }
 
-// reload is Reload, returning the sources whose certificates changed.
-func (w *Watcher) reload() []*Source {
-	changed, _ := w.reloadCounting()
-	return changed
-}
-
-// reloadCounting is reload, also returning how many sources kept their
-// current certificates because the new files failed.
-func (w *Watcher) reloadCounting() (changed []*Source, failed int) {
+// reload is Reload, returning the sources whose certificates changed and
+// how many sources kept their current certificates because the new files
+// failed.
+func (w *Watcher) reload() (changed []*Source, failed int) {
 	sources := w.snapshot()
 	defer w.retryLater(sources)
 	now := time.Now()
@@ -421,7 +417,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 // sources whose certificates changed to Reloaded.
 func (w *Watcher) reloadAndReport(why string) {
 	w.logger.Info(why)
-	changed, failed := w.reloadCounting()
+	changed, failed := w.reload()
 	w.logger.Info("certificates reloaded", "reloaded", len(changed), "failed", failed)
 	if w.Reloaded != nil && len(changed) > 0 {
 		w.Reloaded(changed)
