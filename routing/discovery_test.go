@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -186,5 +187,18 @@ func TestDNSReplicaWaitsForProbe(t *testing.T) {
 			t.Fatalf("pool uses %v 10s after the added replica's probe could end, want %v", got, want)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestDNSReplicaBusyStillWaitsForProbe checks that a DNS replica that no
+// probe has checked is not fit for calls, also when it is busy with calls
+// of the engine a reload replaced. Such a replica continues the old
+// engine's probe results only with the same backend settings, and then is
+// not unknown; with other settings, its calls are all it shares.
+func TestDNSReplicaBusyStillWaitsForProbe(t *testing.T) {
+	engine := newDNSEngine(t, "plugins.test:50055")
+	replica := &Replica{Address: "127.0.0.1:50055", backend: 0, state: ReplicaUnknown, busy: true, inFlight: new(atomic.Int32)}
+	if engine.fitForCalls(replica) {
+		t.Error("fitForCalls() = true for a busy DNS replica that no probe has checked, want false")
 	}
 }

@@ -535,9 +535,8 @@ func (e *Engine) fitForCalls(replica *Replica) bool {
 		return true
 	case ReplicaUnknown:
 		// A DNS name may resolve to any process, so its replicas wait for
-		// a probe; one that is busy with the calls of the engine this one
-		// replaced was checked there.
-		return !e.Config.Backends[replica.backend].DNS || replica.isBusy()
+		// a probe.
+		return !e.Config.Backends[replica.backend].DNS
 	}
 	return false
 }
