@@ -265,8 +265,8 @@ func (c *call) canceledStatus() *status.Status {
 	// reports that as Canceled. The reset arrives at about the moment the
 	// gateway's copy of the deadline, counted from the headers' arrival,
 	// fires, so either may come first. A reset in the last tenth of the
-	// call's time, and at most 100 ms before the deadline, counts as the
-	// deadline passing; an earlier one is the client's own cancel.
+	// call's time (at most the last 100 ms) counts as the deadline
+	// passing. An earlier one is the client's own cancel.
 	if deadline, ok := c.ctx.Deadline(); ok {
 		slack := min(deadline.Sub(c.start)/10, maxDeadlineSlack)
 		if time.Until(deadline) < slack {

@@ -1276,7 +1276,7 @@ func BenchmarkTracingOverhead(b *testing.B) {
 
 // TestDroppedSpansWarned checks that spans dropped with the export queue
 // full get a warning with their count, although a failed export warns
-// just before: both once shared one limit of a warning per 10 s, and the
+// just before. Both once shared one limit of a warning per 10 s, so the
 // dropped spans went unlogged for as long as the collector failed.
 func TestDroppedSpansWarned(t *testing.T) {
 	release := make(chan struct{})

@@ -40,9 +40,9 @@ type Engine struct {
 	// sourceOf holds each backend's TLS source, nil for plaintext.
 	sourceOf []*tlsutil.Source
 	// predecessors holds the replicas of the engine this one replaced, by
-	// address, with their backends' settings: a replica at the same
-	// address counts on in their count of open calls, and continues their
-	// probe results when its backend's settings are the same.
+	// address, with their backends' settings. A replica at the same
+	// address shares their count of open calls. With the same settings, it
+	// also continues their probe results.
 	predecessors map[string]predecessor
 
 	// replicas is replaced as a whole when DNS discovery finds other

@@ -970,7 +970,7 @@ func replaceEngine(t *testing.T, old *Engine, cfg *config.Engine) *Engine {
 // TestReloadContinuesReplicas checks that an engine that a reload puts in
 // place starts with the old engine's view of each replica, until that
 // replica's first probe. A busy replica beside one that is down stays in
-// the pool, where the down one does not enter it; and a busy replica
+// the pool, where the down one does not enter it. A busy replica also
 // keeps its vote, so that one with other functions cannot set the
 // engine's list. Before, the new replicas started unknown: the pool held
 // the down one alone, and the other functions won the vote.

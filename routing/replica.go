@@ -44,10 +44,10 @@ const (
 )
 
 // BUG(ssegw): A plugin that hangs while the gateway has calls open on it
-// looks like a busy one: its probes time out on a connection that stays
-// up. While another replica of its engine is fit for calls, it gets no new
-// ones; alone, it keeps getting them, as a direct connection would send
-// them, until its calls end (request_timeout bounds them).
+// looks like a busy one, because its probes time out on a connection that
+// stays up. It gets no new calls while another replica of its engine is
+// fit for them. Alone, it keeps getting them until its calls end, as a
+// direct connection would send them, and request_timeout bounds them.
 
 // Replica is one backend of an engine, probed by calling its
 // GetCapabilities on a connection of its own. Calls do not use that

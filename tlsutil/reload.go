@@ -413,10 +413,10 @@ func (w *Watcher) Run(ctx context.Context) error {
 	return nil
 }
 
-// reloadAndReport reloads every source, logging why first, and passes the
+// reloadAndReport logs the reason, reloads every source, and passes the
 // sources whose certificates changed to Reloaded.
-func (w *Watcher) reloadAndReport(why string) {
-	w.logger.Info(why)
+func (w *Watcher) reloadAndReport(reason string) {
+	w.logger.Info(reason)
 	changed, failed := w.reload()
 	w.logger.Info("certificates reloaded", "reloaded", len(changed), "failed", failed)
 	if w.Reloaded != nil && len(changed) > 0 {

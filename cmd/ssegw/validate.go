@@ -165,8 +165,8 @@ func checkBackends(ctx context.Context, out io.Writer, cfg *config.Config, timeo
 				if ids := first.DifferingFunctions(capabilities); len(ids) > 0 {
 					differences = append(differences, fmt.Sprintf("at function ids %v", ids))
 				}
-				if here, there := capabilities.Message.GetAllowScript(), first.Message.GetAllowScript(); here != there {
-					differences = append(differences, fmt.Sprintf("on allowScript (%v here, %v there)", here, there))
+				if scripts, firstScripts := capabilities.Message.GetAllowScript(), first.Message.GetAllowScript(); scripts != firstScripts {
+					differences = append(differences, fmt.Sprintf("on allowScript (%v here, %v there)", scripts, firstScripts))
 				}
 				fmt.Fprintf(out, "  %s: DISAGREES with %s %s; the gateway sends calls to the functions most replicas agree on\n",
 					backend.Address, firstAddress, strings.Join(differences, " and "))
