@@ -82,8 +82,10 @@ type Gateway struct {
 	// failed, such as exports the collector did not take.
 	telemetryErrors atomic.Int64
 	// unloggedDrops counts the spans dropped since the last warning that
-	// told of them.
+	// told of them, and dropQueueSize is the export queue's size that the
+	// recorder last reported with a drop.
 	unloggedDrops atomic.Int64
+	dropQueueSize atomic.Int64
 
 	stopOnce sync.Once
 	// cutCtx ends when Shutdown ends the calls still in flight, with a
@@ -502,12 +504,22 @@ const telemetryWarning = "telemetry failed, so some spans or metrics are missing
 // before each count, which would take the shared one. Counts that the
 // limit holds back add up to the next warning.
 func (g *Gateway) warnDroppedSpans(dropped *telemetry.DroppedSpansError) {
+	g.dropQueueSize.Store(int64(dropped.QueueSize))
 	total := g.unloggedDrops.Add(int64(dropped.Spans))
 	if !g.warnings.allow("telemetry: dropped spans") {
 		return
 	}
 	g.unloggedDrops.Add(-total)
 	g.logger.Warn(telemetryWarning, "error", (&telemetry.DroppedSpansError{Spans: int(total), QueueSize: dropped.QueueSize}).Error())
+}
+
+// warnHeldBackDrops warns about the dropped spans that the limit of
+// warnDroppedSpans held back, whatever the limit: after the last export
+// no later warning would count them.
+func (g *Gateway) warnHeldBackDrops() {
+	if total := g.unloggedDrops.Swap(0); total > 0 {
+		g.logger.Warn(telemetryWarning, "error", (&telemetry.DroppedSpansError{Spans: int(total), QueueSize: int(g.dropQueueSize.Load())}).Error())
+	}
 }
 
 // shutdownTelemetry flushes the exporters the gateway made itself.
@@ -520,6 +532,7 @@ func (g *Gateway) shutdownTelemetry() {
 	if err := g.telemetry.Shutdown(ctx); err != nil {
 		g.logger.Warn("flushing telemetry failed", "error", err.Error())
 	}
+	g.warnHeldBackDrops()
 }
 
 // listenError reports that address, the value of key, could not be bound,

@@ -1277,43 +1277,91 @@ func BenchmarkTracingOverhead(b *testing.B) {
 // TestDroppedSpansWarned checks that spans dropped with the export queue
 // full get a warning with their count, although a failed export warns
 // just before. Both once shared one limit of a warning per 10 s, so the
-// dropped spans went unlogged for as long as the collector failed.
+// dropped spans went unlogged for as long as the collector failed. It
+// then checks that the warnings account for every dropped span: those of
+// a second burst, which the limit holds back, are told at shutdown.
 func TestDroppedSpansWarned(t *testing.T) {
-	release := make(chan struct{})
-	var once sync.Once
+	const calls = 5 // per burst; each ends two spans
+	var (
+		mu       sync.Mutex
+		gate     = make(chan struct{}) // the collector's requests wait until it closes
+		requests atomic.Int64          // one span each, with a batch size of 1
+	)
 	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		<-release // the first export waits while spans pile up
+		requests.Add(1)
+		mu.Lock()
+		wait := gate
+		mu.Unlock()
+		<-wait
 		http.Error(w, "no spans accepted", http.StatusBadRequest)
 	}))
 	defer collector.Close()
-	defer once.Do(func() { close(release) })
+	open := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		select {
+		case <-gate:
+		default:
+			close(gate)
+		}
+	}
+	defer open()
 	t.Setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1")
 	t.Setenv("OTEL_BSP_MAX_QUEUE_SIZE", "2")
 	p := newTracedPath(t, echoConnector(), func(cfg *config.Config) {
 		cfg.Telemetry.Traces = config.TraceExport{Exporter: config.ExporterOTLPHTTP, Endpoint: collector.URL, Insecure: true}
 	})
+	const telemetryWarning = "telemetry failed, so some spans or metrics are missing"
 
-	// Each call ends two spans: the first starts an export that waits,
-	// two more fill the queue, and the rest are dropped.
+	// In each burst the first span starts an export that waits, two more
+	// fill the queue, and the rest are dropped.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for range 5 {
-		if _, err := p.client.GetCapabilities(ctx, &ssepb.Empty{}); err != nil {
-			t.Fatalf("GetCapabilities: %v", err)
+	burst := func() {
+		for range calls {
+			if _, err := p.client.GetCapabilities(ctx, &ssepb.Empty{}); err != nil {
+				t.Fatalf("GetCapabilities: %v", err)
+			}
 		}
 	}
-	once.Do(func() { close(release) })
+	burst()
+	open()
 
-	p.gateway.Logs.WaitFor(t, "telemetry failed, so some spans or metrics are missing", 10*time.Second, func(record map[string]any) bool {
+	droppedWarning := func(record map[string]any) bool {
+		message, _ := record["error"].(string)
+		return strings.Contains(message, "spans dropped")
+	}
+	p.gateway.Logs.WaitFor(t, telemetryWarning, 10*time.Second, func(record map[string]any) bool {
 		message, _ := record["error"].(string)
 		return strings.Contains(message, "400")
 	})
-	record := p.gateway.Logs.WaitFor(t, "telemetry failed, so some spans or metrics are missing", 10*time.Second, func(record map[string]any) bool {
-		message, _ := record["error"].(string)
-		return strings.Contains(message, "spans dropped")
-	})
+	record := p.gateway.Logs.WaitFor(t, telemetryWarning, 10*time.Second, droppedWarning)
 	if message := record["error"].(string); !strings.Contains(message, "export queue of 2 spans was full") {
 		t.Errorf("record error = %q, want it to name the queue of 2 spans", message)
+	}
+
+	// A second burst within the warning limit, then a stop.
+	mu.Lock()
+	gate = make(chan struct{})
+	mu.Unlock()
+	burst()
+	open()
+	p.flush(t)
+
+	warned := 0
+	for _, record := range p.gateway.Logs.Records(telemetryWarning) {
+		if !droppedWarning(record) {
+			continue
+		}
+		var spans int
+		if _, err := fmt.Sscanf(record["error"].(string), "%d spans dropped", &spans); err != nil {
+			t.Fatalf("reading the count of %q: %v", record["error"], err)
+		}
+		warned += spans
+	}
+	if dropped := 2*2*calls - int(requests.Load()); warned != dropped {
+		t.Errorf("warnings count %d dropped spans; %d spans were made and the collector got %d, so %d were dropped",
+			warned, 2*2*calls, requests.Load(), dropped)
 	}
 }
 
