@@ -372,8 +372,8 @@ func (c *call) openAttempt(backendCtx context.Context) (*attempt, *status.Status
 }
 
 // openStream opens the backend stream of an attempt. While no replica is
-// ready (or each is at max_in_flight), the call waits, bounded by
-// reconnect_buffer, the call's deadline and max_waiting.
+// ready (or each is at max_in_flight), the call waits, bounded by what is
+// left of reconnect_buffer, the call's deadline and max_waiting.
 //
 // A first attempt that waits when a reload replaces the engine (or the
 // merged engine's member) ends with errEngineReplaced, so that the call
@@ -385,6 +385,13 @@ func (c *call) openAttempt(backendCtx context.Context) (*attempt, *status.Status
 func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 	engine := c.engine
 	wait := engine.Config.ReconnectWait()
+	if a.number > 1 && wait > 0 {
+		// reconnect_buffer bounds the waits of all of a call's attempts
+		// together: an admin reads it as how long Qlik may be held, not
+		// as a time per replay. Once it is spent, a replay goes as with a
+		// reconnect_buffer of 0s.
+		wait = max(wait-c.wait, 0)
+	}
 	// A call counts among the waiting ones (max_waiting and the metric),
 	// and can move to the engine a reload puts in place, only when it may
 	// wait: not when it fails fast, nor when a replica is ready and takes

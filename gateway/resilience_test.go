@@ -1409,6 +1409,136 @@ func TestReplayLogOutgrownWhileWaiting(t *testing.T) {
 	}
 }
 
+// TestReplayWaitsWhatIsLeft checks that reconnect_buffer bounds the waits
+// of all of a call's attempts together. The call waits for the plugin's
+// connection for about half of the buffer, reaches it, and loses it before
+// any reply; its replay then waits only for the rest. Each replay once
+// waited a whole buffer, so a call could be held max_attempts times as
+// long as reconnect_buffer says.
+func TestReplayWaitsWhatIsLeft(t *testing.T) {
+	t.Parallel()
+	const buffer = 2 * time.Second
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis := &gatedListener{Listener: inner, gate: make(chan struct{}), stopped: make(chan struct{})}
+	var calls atomic.Int32
+	server := grpc.NewServer(grpc.ForceServerCodecV2(ssetest.Codec{}))
+	ssepb.RegisterConnectorServer(server, &ssetest.Connector{
+		Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
+			return example.NewServer("gated").Capabilities(), nil
+		},
+		Execute: func(s ssetest.Stream) error {
+			if calls.Add(1) == 1 {
+				lis.shut()
+				lis.resetAll()
+			}
+			<-s.Context().Done()
+			return s.Context().Err()
+		},
+	})
+	go server.Serve(lis)
+	t.Cleanup(server.Stop)
+	t.Cleanup(lis.stop) // first, so that the server's Accept returns
+
+	engine := ssetest.ReconnectBuffer(ssetest.Engine(inner.Addr().String()), buffer)
+	gw := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("R", nil)},
+		Engines:   map[string]*config.Engine{"R": engine},
+	})
+	_, client := ssetest.DialConn(t, gw.Addrs[0])
+
+	result := make(chan resilResult, 1)
+	go func() {
+		result <- resilCall(t, testContext(t), client, example.FunctionEcho, ssetest.StringBundle("held"))
+	}()
+	resilWait(t, 10*time.Second, "the call waiting", func() bool {
+		return resilMetric(t, gw, "ssegw_calls_waiting", `qlik_sse_engine="R"`) == 1
+	})
+	// The scenario, not a synchronisation: the call spends half of its
+	// buffer waiting before the plugin accepts the gateway's connections.
+	time.Sleep(buffer / 2)
+	lis.open()
+
+	r := <-result
+	t.Logf("call ended with %v after %v", r.err, r.duration)
+	if st := status.Convert(r.err); st.Code() != codes.Unavailable {
+		t.Fatalf("call = %v, want Unavailable once reconnect_buffer is spent", r.err)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("the plugin got %d calls, want 1: the replay found no replica", n)
+	}
+	// The replay waited what was left. A whole buffer more would make it
+	// one and a half buffers; the margin allows for timers on a slow
+	// machine.
+	if limit := buffer + buffer/4; r.duration > limit {
+		t.Errorf("the call took %v, want at most %v: reconnect_buffer is %v for all its attempts", r.duration, limit, buffer)
+	}
+	record := gw.Logs.WaitFor(t, "call", 10*time.Second, nil)
+	if record["attempts"] != float64(2) {
+		t.Errorf("access record attempts = %v, want 2", record["attempts"])
+	}
+}
+
+// gatedListener hands accepted connections to a plugin's server only while
+// its gate is open, so that a test decides when the gateway's connections
+// to the plugin come up. It can reset the connections handed on so far.
+type gatedListener struct {
+	net.Listener
+	stopped chan struct{} // closed by stop, which opens the gate for good
+
+	mu    sync.Mutex
+	gate  chan struct{} // closed while open
+	conns []net.Conn
+}
+
+func (l *gatedListener) Accept() (net.Conn, error) {
+	conn, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	gate := l.gate
+	l.mu.Unlock()
+	select {
+	case <-gate:
+	case <-l.stopped:
+	}
+	l.mu.Lock()
+	l.conns = append(l.conns, conn)
+	l.mu.Unlock()
+	return conn, nil
+}
+
+func (l *gatedListener) open() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	close(l.gate)
+}
+
+// shut closes the gate that open opened.
+func (l *gatedListener) shut() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.gate = make(chan struct{})
+}
+
+func (l *gatedListener) stop() { close(l.stopped) }
+
+func (l *gatedListener) resetAll() {
+	l.mu.Lock()
+	conns := l.conns
+	l.conns = nil
+	l.mu.Unlock()
+	for _, conn := range conns {
+		if tcp, ok := conn.(*net.TCPConn); ok {
+			tcp.SetLinger(0)
+		}
+		conn.Close()
+	}
+}
+
 // TestStaleFunctionIDForwarded makes calls of a function id that the
 // plugin's capabilities do not list, as a Qlik engine that learnt an older
 // function list does. The gateway forwards them with their header
