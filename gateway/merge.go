@@ -59,10 +59,7 @@ func (c *call) resolveMerged(ss grpc.ServerStream, merged *routing.Engine) (st *
 
 		// The member gets its own function id; everything else is Qlik's.
 		incoming := c.incoming.Copy()
-		header.FunctionId = function.MemberID
-		if err := ssepb.SetHeader(incoming, ssepb.FunctionRequestHeaderKey, header); err != nil {
-			return status.Newf(codes.InvalidArgument, "engine %s: %v", merged.Name, err), false, true
-		}
+		ssepb.SetFunctionID(incoming, function.MemberID)
 		c.incoming, c.engine, c.mergedName = incoming, function.Member, function.Name
 
 	case methodEvaluateScript:

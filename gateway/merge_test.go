@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -32,6 +33,7 @@ const (
 	mergeIDHeader      = "x-merge-function-id"  // the function id of the call
 	mergeVersionHeader = "x-merge-version"      // the version field of the function header
 	mergeCommonHeader  = "x-merge-common-bin"   // the common request header, as received
+	mergeFuncHeader    = "x-merge-function-bin" // the function request header, as received
 	mergeScriptHeader  = "x-merge-script"       // the script text of EvaluateScript
 	mergeAppID         = "merged-app"           // the app id the test clients send
 	mergeVersion       = "qlik-version-12.1.99" // the version the test clients send
@@ -81,9 +83,14 @@ func serveMergePlugin(t *testing.T, lis net.Listener, name string, capabilities 
 			reply := metadata.Pairs(
 				mergePluginHeader, name,
 				mergeIDHeader, strconv.Itoa(int(header.GetFunctionId())),
-				mergeVersionHeader, header.GetVersion(),
 			)
+			if version := header.GetVersion(); utf8.ValidString(version) {
+				// gRPC refuses to send a text header that is not
+				// printable ASCII; mergeFuncHeader has the version too.
+				reply.Set(mergeVersionHeader, version)
+			}
 			reply.Set(mergeCommonHeader, md.Get(ssepb.CommonRequestHeaderKey)...)
+			reply.Set(mergeFuncHeader, md.Get(ssepb.FunctionRequestHeaderKey)...)
 			if err := stream.SendHeader(reply); err != nil {
 				return err
 			}
@@ -347,6 +354,38 @@ func TestMergedEngineExecuteFunction(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestMergedEngineKeepsFunctionHeader checks that a member's plugin gets
+// Qlik's function header as sent, with only the function id changed: a
+// version that is not valid UTF-8 and a field that sse.proto does not know
+// pass. The merged engine once encoded the header again, which refused
+// such a version with InvalidArgument, where a plain engine forwards it.
+func TestMergedEngineKeepsFunctionHeader(t *testing.T) {
+	setup := startMergedSetup(t, "B")
+	// Field 1 (functionId) 1005, field 2 (version) "v\xff", field 9 the
+	// varint 7.
+	const sent = "\x08\xed\x07\x12\x02v\xff\x48\x07"
+	md := functionHeaders(t, 0)
+	md.Set(ssepb.FunctionRequestHeaderKey, sent)
+	result := callMerged(testContext(t), setup.client, "ExecuteFunction", md, ssetest.NumericBundle(2, 1))
+	if result.err != nil {
+		t.Fatalf("ExecuteFunction(id 1005, version not UTF-8) through M: %v", result.err)
+	}
+	if got := result.header.Get(mergePluginHeader); !slices.Equal(got, []string{"B"}) {
+		t.Errorf("served by plugin %q, want [B]", got)
+	}
+	received := result.header.Get(mergeFuncHeader)
+	if len(received) != 1 || !strings.HasPrefix(received[0], sent) {
+		t.Fatalf("plugin received function header %q, want the one sent, %q, with the member's id added", received, sent)
+	}
+	header, err := ssepb.ReadFunctionRequestHeader(metadata.Pairs(ssepb.FunctionRequestHeaderKey, received[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if header.GetFunctionId() != 5 || header.GetVersion() != "v\xff" {
+		t.Errorf("plugin read function id %d and version %q, want 5 and %q", header.GetFunctionId(), header.GetVersion(), "v\xff")
 	}
 }
 

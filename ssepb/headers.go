@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -79,6 +80,26 @@ func SetHeader(md metadata.MD, key string, msg proto.Message) error {
 	}
 	md.Set(key, string(b))
 	return nil
+}
+
+// functionIDField is FunctionRequestHeader's functionId in sse.proto.
+const functionIDField protowire.Number = 1
+
+// SetFunctionID sets the function id in md's qlik-functionrequestheader-bin
+// header, and keeps the rest of the header's bytes as they came. It appends
+// the id as a second value of its field, which protobuf's parsers take
+// over the first. Encoding the decoded header again would fail on a
+// version that is not valid UTF-8, and drop what this package's message
+// does not know, where a merged engine must pass on the rest of Qlik's
+// header as sent.
+func SetFunctionID(md metadata.MD, id int32) {
+	var b []byte
+	if values := md.Get(FunctionRequestHeaderKey); len(values) > 0 {
+		b = []byte(values[0])
+	}
+	b = protowire.AppendTag(b, functionIDField, protowire.VarintType)
+	b = protowire.AppendVarint(b, uint64(int64(id)))
+	md.Set(FunctionRequestHeaderKey, string(b))
 }
 
 // FunctionCallMetadata returns the request metadata that Qlik sends with an

@@ -2,6 +2,7 @@ package ssepb_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -264,5 +265,29 @@ func TestCallMetadataInvalidUTF8(t *testing.T) {
 	script := &ssepb.ScriptRequestHeader{Script: "\xc3("}
 	if md, err := ssepb.ScriptCallMetadata(script, &ssepb.CommonRequestHeader{}); err == nil {
 		t.Errorf("ScriptCallMetadata(script %q) = %v, want an error", script.Script, md)
+	}
+}
+
+// TestSetFunctionID checks that SetFunctionID changes the function id and
+// keeps the other bytes of the header as they came: a version that is not
+// valid UTF-8 and a field this package does not know.
+func TestSetFunctionID(t *testing.T) {
+	// Field 1 (functionId) 1000, field 2 (version) "v\xff", field 9 (not
+	// in sse.proto) the varint 7.
+	const sent = "\x08\xe8\x07\x12\x02v\xff\x48\x07"
+	for _, id := range []int32{0, 5, -1} {
+		md := metadata.Pairs(ssepb.FunctionRequestHeaderKey, sent)
+		ssepb.SetFunctionID(md, id)
+		raw := md.Get(ssepb.FunctionRequestHeaderKey)
+		if len(raw) != 1 || !strings.HasPrefix(raw[0], sent) {
+			t.Fatalf("SetFunctionID(%d) header = %q, want it to begin with the header sent, %q", id, raw, sent)
+		}
+		header, err := ssepb.ReadFunctionRequestHeader(md)
+		if err != nil {
+			t.Fatalf("SetFunctionID(%d): reading the header: %v", id, err)
+		}
+		if header.GetFunctionId() != id || header.GetVersion() != "v\xff" {
+			t.Errorf("SetFunctionID(%d) header = id %d, version %q; want id %d, version %q", id, header.GetFunctionId(), header.GetVersion(), id, "v\xff")
+		}
 	}
 }
