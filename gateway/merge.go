@@ -31,6 +31,7 @@ func (c *call) resolveMerged(ss grpc.ServerStream, merged *routing.Engine) (st *
 			return st, gatewayFailure, true
 		}
 		capabilities, _ := merged.MergedCapabilities()
+		c.warnMergeGaps(merged)
 		st, gatewayFailure := c.answerWithCapabilities(ss, merged.Config, capabilities.Message)
 		return st, gatewayFailure, true
 
@@ -50,11 +51,17 @@ func (c *call) resolveMerged(ss grpc.ServerStream, merged *routing.Engine) (st *
 			function, ok = functions[header.GetFunctionId()]
 		}
 		if !ok {
-			// While a member's capabilities are unknown, the id may be that
-			// member's, and its plugin's outage is what an admin needs to
-			// see. Otherwise the client called an id never listed.
+			// An id in the range of a member whose capabilities are still
+			// unknown is likely that member's: its plugin's outage is what
+			// an admin needs to see. Otherwise the client called an id
+			// never listed.
+			id := header.GetFunctionId()
+			if member := merged.MemberOf(id); member != nil && member.Capabilities() == nil {
+				return status.Newf(codes.Unavailable, "engine %s: function id %d is one of member %s's, whose functions are not known: its plugin has not answered GetCapabilities; replicas: %s",
+					merged.Name, id, member.Name, replicaSummary(member)), true, true
+			}
 			return status.Newf(codes.Unimplemented, "engine %s has no function id %d; it has %s",
-				merged.Name, header.GetFunctionId(), functionList(capabilities)), !merged.MembersKnown(), true
+				merged.Name, id, functionList(capabilities)), !merged.MembersKnown(), true
 		}
 
 		// The member gets its own function id; everything else is Qlik's.
@@ -73,6 +80,24 @@ func (c *call) resolveMerged(ss grpc.ServerStream, merged *routing.Engine) (st *
 		return status.Newf(codes.Unimplemented, "engine %s merges other engines and serves only the SSE methods, not %s", merged.Name, c.method), false, true
 	}
 	return nil, false, false
+}
+
+// warnMergeGaps warns, at most once per warning interval and engine,
+// about what a merged engine's list of functions leaves out: the functions
+// of members whose plugins have not answered, and functions whose ids do
+// not fit a member's range. A Qlik engine learns the list only when it
+// starts, so one that gets an incomplete list lacks those functions until
+// it restarts.
+func (c *call) warnMergeGaps(merged *routing.Engine) {
+	g := c.gateway
+	if unknown := merged.UnknownMembers(); len(unknown) > 0 && g.warnings.allow("merge unknown members:"+merged.Name) {
+		g.logger.Warn("merged engine sent its functions without those of members whose plugins have not answered; Qlik engines that got this list need a restart once the members are back",
+			"engine", merged.Name, "members", engineNames(unknown), "peer", peerAddress(c.ctx))
+	}
+	if left := merged.LeftOutFunctions(); len(left) > 0 && g.warnings.allow("merge ids out of range:"+merged.Name) {
+		g.logger.Warn("merged engine leaves out member functions whose ids are not between 0 and 999",
+			"engine", merged.Name, "functions", left)
+	}
 }
 
 // awaitMembers waits until the merged engine's members have their

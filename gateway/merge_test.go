@@ -565,7 +565,52 @@ func TestMergedEngineWaitsForMembers(t *testing.T) {
 			if diff := cmp.Diff(tt.want, functionsOf(got.capabilities)); diff != "" {
 				t.Errorf("GetCapabilities through M functions (-want +got):\n%s", diff)
 			}
+			if tt.serveB {
+				return
+			}
+
+			// The list without B warns, and a call of an id in B's range
+			// names B's outage, not a missing function.
+			const warning = "merged engine sent its functions without those of members whose plugins have not answered; Qlik engines that got this list need a restart once the members are back"
+			record := gw.Logs.WaitFor(t, warning, 5*time.Second, nil)
+			if members := asList(record["members"]); !slices.Equal(members, []any{"B"}) {
+				t.Errorf("warning members = %v, want [B]", record["members"])
+			}
+			result := callMerged(testContext(t), client, "ExecuteFunction", functionHeaders(t, 1005), ssetest.NumericBundle(1, 1))
+			st := status.Convert(result.err)
+			if want := "function id 1005 is one of member B's, whose functions are not known"; st.Code() != codes.Unavailable || !strings.Contains(st.Message(), want) {
+				t.Errorf("ExecuteFunction(id 1005) through M = %v %q, want Unavailable containing %q", st.Code(), st.Message(), want)
+			}
 		})
+	}
+}
+
+// TestMergedEngineLeavesOutIDsOutOfRange checks that functions whose ids do
+// not fit a member's range of 1,000 ids are left out of the merged list
+// with a warning that names them: a merged id cannot tell them apart from
+// the next member's.
+func TestMergedEngineLeavesOutIDsOutOfRange(t *testing.T) {
+	a := startMergePlugin(t, "A", &ssepb.Capabilities{Functions: []*ssepb.FunctionDefinition{
+		mergeFunction("A", 3, "Forecast"), mergeFunction("A", 1500, "Big"), mergeFunction("A", -2, "Negative"),
+	}})
+	gw := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("M", nil)},
+		Engines: map[string]*config.Engine{
+			"A": ssetest.Engine(a.Addr),
+			"M": {Merge: []string{"A"}},
+		},
+	})
+	client := ssetest.Dial(t, gw.Addrs[0])
+	capabilities, err := client.GetCapabilities(testContext(t), &ssepb.Empty{})
+	if err != nil {
+		t.Fatalf("GetCapabilities through M: %v", err)
+	}
+	if diff := cmp.Diff([]idAndName{{3, "Forecast"}}, functionsOf(capabilities)); diff != "" {
+		t.Errorf("GetCapabilities through M functions (-want +got):\n%s", diff)
+	}
+	record := gw.Logs.WaitFor(t, "merged engine leaves out member functions whose ids are not between 0 and 999", 5*time.Second, nil)
+	if got, want := record["functions"], []any{"A: Big (1500)", "A: Negative (-2)"}; !slices.Equal(asList(got), want) {
+		t.Errorf("warning functions = %v, want %v", got, want)
 	}
 }
 
@@ -845,4 +890,10 @@ func TestMergedCallMovesAcrossReload(t *testing.T) {
 	if result := <-filling; result.err != nil || !slices.Equal(result.header.Get(mergePluginHeader), []string{"A"}) {
 		t.Errorf("call open on A across the reload = %v from plugin %q, want OK from A", result.err, result.header.Get(mergePluginHeader))
 	}
+}
+
+// asList returns a log record's list value, or nil when it is not a list.
+func asList(value any) []any {
+	list, _ := value.([]any)
+	return list
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 
 	"google.golang.org/grpc"
 
@@ -82,7 +83,8 @@ func (g *Gateway) Reload(cfg *config.Config) (warnings []string, err error) {
 		}
 	}
 	g.routing.Store(&routes{table: routing.NewTable(engines), defaults: defaults})
-	g.current.Store(cfg)
+	previous := g.current.Swap(cfg)
+	g.warnMovedMembers(previous, cfg)
 
 	// Let replaced engines finish their calls in the background.
 	for _, engine := range replaced {
@@ -95,6 +97,36 @@ func (g *Gateway) Reload(cfg *config.Config) (warnings []string, err error) {
 	g.logger.Info("configuration reloaded", "engines", len(engines), "new_or_changed", engineNames(started), "replaced_or_removed", engineNames(replaced))
 	g.warnUncoveredHosts()
 	return warnings, nil
+}
+
+// warnMovedMembers warns about each merged engine whose new merge list
+// moved or removed members. A member's functions have ids by its position
+// in the list, and a Qlik engine keeps the ids it learnt when it started:
+// until it restarts, it calls other functions than its scripts name, or
+// functions that are gone.
+func (g *Gateway) warnMovedMembers(before, after *config.Config) {
+	for _, name := range after.EngineNames() {
+		was, now := before.Engine(name), after.Engine(name)
+		if was == nil || len(was.Merge) == 0 {
+			continue
+		}
+		var changes []string
+		for i, member := range was.Merge {
+			first, last := routing.MemberIDs(i)
+			j := slices.IndexFunc(now.Merge, func(m string) bool { return strings.EqualFold(m, member) })
+			switch {
+			case j < 0:
+				changes = append(changes, fmt.Sprintf("%s no longer merged (ids %d to %d)", member, first, last))
+			case j != i:
+				newFirst, newLast := routing.MemberIDs(j)
+				changes = append(changes, fmt.Sprintf("%s moved from ids %d to %d to ids %d to %d", member, first, last, newFirst, newLast))
+			}
+		}
+		if len(changes) > 0 {
+			g.logger.Warn("merged engine's function ids changed; restart the Qlik engines that use it, since each calls functions by the ids it learnt when it started",
+				"engine", name, "changes", changes)
+		}
+	}
 }
 
 // engineNames lists engines by name, for a log record.

@@ -479,3 +479,38 @@ func TestReloadChangedEngineKeepsCapabilities(t *testing.T) {
 		t.Errorf("GetCapabilities after the reload = %v, want %v", got, want)
 	}
 }
+
+// TestReloadWarnsMovedMergeMembers checks that a reload that moves or
+// removes members of a merged engine warns which function ids changed,
+// since Qlik engines keep calling the ids they learnt. A reload that only
+// adds a member at the end changes no id and does not warn.
+func TestReloadWarnsMovedMergeMembers(t *testing.T) {
+	t.Parallel()
+	configWith := func(members ...string) *config.Config {
+		cfg := &config.Config{
+			Listeners: []config.Listener{{Address: "127.0.0.1:0", Engine: "M", Insecure: true}},
+			Engines:   map[string]*config.Engine{"M": {Merge: members}},
+		}
+		for _, name := range []string{"A", "B", "C", "D"} {
+			cfg.Engines[name] = ssetest.Engine(ssetest.FreeAddress(t))
+		}
+		cfg.ApplyDefaults()
+		return cfg
+	}
+	const warning = "merged engine's function ids changed; restart the Qlik engines that use it, since each calls functions by the ids it learnt when it started"
+	gw := ssetest.StartGateway(t, configWith("A", "B", "C"))
+
+	reloadApply(t, gw, configWith("A", "B", "C", "D"))
+	reloadApply(t, gw, configWith("A", "C", "D"))
+	records := gw.Logs.Records(warning)
+	if len(records) != 1 {
+		t.Fatalf("got %d warnings about changed ids after adding D, then removing B, want 1: %v", len(records), records)
+	}
+	want := []any{"B no longer merged (ids 1000 to 1999)", "C moved from ids 2000 to 2999 to ids 1000 to 1999", "D moved from ids 3000 to 3999 to ids 2000 to 2999"}
+	if got, _ := records[0]["changes"].([]any); !slices.Equal(got, want) {
+		t.Errorf("warning changes = %q, want %q", got, want)
+	}
+	if records[0]["engine"] != "M" {
+		t.Errorf("warning engine = %v, want M", records[0]["engine"])
+	}
+}

@@ -3,6 +3,7 @@ package routing
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +21,13 @@ import (
 // are up, which matters because Qlik keeps the function list it learnt.
 // A member function with an id outside [0, mergedIDStride) is left out.
 const mergedIDStride = 1000
+
+// MemberIDs returns the first and last function id of a merged engine
+// that the member at position in its merge list can have.
+func MemberIDs(position int) (first, last int32) {
+	first = int32(position * mergedIDStride)
+	return first, first + mergedIDStride - 1
+}
 
 // MergedFunction is one function of a merged engine: the member that
 // serves it, and its id there.
@@ -53,6 +61,47 @@ func (e *Engine) MembersKnown() bool {
 		}
 	}
 	return true
+}
+
+// UnknownMembers returns the members of a merged engine whose capabilities
+// are not known, whose functions its list leaves out.
+func (e *Engine) UnknownMembers() []*Engine {
+	var unknown []*Engine
+	for _, member := range e.Members() {
+		if member.Capabilities() == nil {
+			unknown = append(unknown, member)
+		}
+	}
+	return unknown
+}
+
+// MemberOf returns the member of a merged engine whose range of function
+// ids holds id, or nil when no member's does.
+func (e *Engine) MemberOf(id int32) *Engine {
+	members := e.Members()
+	if id < 0 || int(id/mergedIDStride) >= len(members) {
+		return nil
+	}
+	return members[id/mergedIDStride]
+}
+
+// LeftOutFunctions names the functions of a merged engine's members that
+// its list leaves out, because their ids do not fit a member's range of
+// ids, as "member: name (id)".
+func (e *Engine) LeftOutFunctions() []string {
+	var left []string
+	for _, member := range e.Members() {
+		capabilities := member.Capabilities()
+		if capabilities == nil {
+			continue
+		}
+		for _, definition := range capabilities.Message.GetFunctions() {
+			if id := definition.GetFunctionId(); id < 0 || id >= mergedIDStride {
+				left = append(left, fmt.Sprintf("%s: %s (%d)", member.Name, definition.GetName(), id))
+			}
+		}
+	}
+	return left
 }
 
 // AwaitMembers returns once every member knows its capabilities, or
