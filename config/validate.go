@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/ssegw/ssegw/tlsutil"
 )
@@ -238,7 +239,41 @@ func (c *Config) validateMerge(engine *Engine, key string, report func(string, .
 	}
 	if !strings.Contains(engine.MergePrefix, "{engine}") {
 		report("%s.merge_prefix: %q lacks {engine}, so renamed functions of two members could collide again", key, engine.MergePrefix)
+	} else if rest := strings.ReplaceAll(engine.MergePrefix, "{engine}", ""); strings.ContainsFunc(rest, notNameRune) {
+		report("%s.merge_prefix: %q has characters other than letters, digits and _ besides {engine}, and Qlik cannot call a function whose name has them", key, engine.MergePrefix)
 	}
+
+	// A merged engine's calls run under the settings of the member they
+	// reach. These keys would change nothing, and an admin who set
+	// request_timeout here would believe the calls bounded.
+	unused := []struct {
+		key string
+		set bool
+	}{
+		{"request_timeout", engine.RequestTimeout != 0},
+		{"probe_interval", engine.ProbeInterval != DefaultProbeInterval},
+		{"probe_timeout", engine.ProbeTimeout != DefaultProbeTimeout},
+		{"dns_interval", engine.DNSInterval != DefaultDNSInterval},
+		{"balancer", engine.Balancer != BalancerLeastRequest},
+		{"reconnect_buffer", engine.ReconnectBuffer != nil},
+		{"replay", engine.Replay != nil},
+		{"replay_buffer", engine.ReplayBuffer != DefaultReplayBuffer},
+		{"max_attempts", engine.MaxAttempts != DefaultMaxAttempts},
+		{"max_in_flight", engine.MaxInFlight != 0},
+		{"functions", len(engine.Functions) > 0},
+	}
+	for _, setting := range unused {
+		if setting.set {
+			report("%s.%s: has no effect on a merged engine, whose calls run under the settings of the member they reach; set it on the members (%s)",
+				key, setting.key, strings.Join(engine.Merge, ", "))
+		}
+	}
+}
+
+// notNameRune reports whether r may not be part of a function name that
+// a Qlik expression can call.
+func notNameRune(r rune) bool {
+	return !(r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r))
 }
 
 // validatePolicy reports problems in an engine's call policy.

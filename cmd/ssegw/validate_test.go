@@ -266,6 +266,34 @@ engines:
 			engines: "  M:\n    merge: [A, B]\n    merge_prefix: X_\n",
 			want:    `engines.M.merge_prefix: "X_" lacks {engine}`,
 		},
+		{
+			name:    "merge_prefix with a space",
+			engines: "  M:\n    merge: [A, B]\n    merge_prefix: \"{engine} \"\n",
+			want:    `engines.M.merge_prefix: "{engine} " has characters other than letters, digits and _`,
+		},
+		{
+			name:    "merge_prefix of letters, digits and _",
+			engines: "  M:\n    merge: [A, B]\n    merge_prefix: \"x2_{engine}_\"\n",
+		},
+		{
+			name:    "request_timeout on a merged engine",
+			engines: "  M:\n    merge: [A, B]\n    request_timeout: 1s\n",
+			want:    "engines.M.request_timeout: has no effect on a merged engine, whose calls run under the settings of the member they reach; set it on the members (A, B)",
+		},
+		{
+			name:    "function policy on a merged engine",
+			engines: "  M:\n    merge: [A, B]\n    functions:\n      Echo: { replay: false }\n",
+			want:    "engines.M.functions: has no effect on a merged engine",
+		},
+		{
+			name:    "reconnect_buffer on a merged engine",
+			engines: "  M:\n    merge: [A, B]\n    reconnect_buffer: 5s\n",
+			want:    "engines.M.reconnect_buffer: has no effect on a merged engine",
+		},
+		{
+			name:    "admission settings on a merged engine",
+			engines: "  M:\n    merge: [A, B]\n    scripts: deny\n    max_cardinality: 10\n    max_waiting: 5\n",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
