@@ -214,10 +214,14 @@ func (c *call) serve(ss grpc.ServerStream, engine *routing.Engine) (st *status.S
 			close(c.requestsDone)
 			return st, true, false
 		}
-		if st, gatewayFailure, answered := c.resolveMerged(ss, engine); answered {
+		st, gatewayFailure, outcome := c.resolveMerged(ss, engine)
+		switch outcome {
+		case mergeAnswered:
 			c.describeMergedItself()
 			close(c.requestsDone)
 			return st, gatewayFailure, false
+		case mergeMoved:
+			return nil, false, true
 		}
 		engine = c.engine
 		done, ok := engine.Track()

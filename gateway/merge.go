@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -16,36 +17,49 @@ import (
 	"github.com/ssegw/ssegw/ssepb"
 )
 
+// mergeOutcome says how resolveMerged left a call to a merged engine.
+type mergeOutcome int
+
+const (
+	mergeForward  mergeOutcome = iota // the call goes on to the member in c.engine
+	mergeAnswered                     // the call ended here, with a status
+	mergeMoved                        // a reload replaced the engines the call waited for: match it again
+)
+
 // resolveMerged turns a call to a merged engine into a call to one of its
 // members: ExecuteFunction goes to the member that owns the function, with
 // the member's own function id in its header; EvaluateScript goes to the
 // merge_scripts member. GetCapabilities is answered here, from the
-// members' capabilities. answered is true when the call ends here, with
-// st, and gatewayFailure is true when st reports a failure of the gateway
-// or its plugins rather than a fault of the client.
-func (c *call) resolveMerged(ss grpc.ServerStream, merged *routing.Engine) (st *status.Status, gatewayFailure, answered bool) {
+// members' capabilities. A call that ends here ends with st, and
+// gatewayFailure is true when st reports a failure of the gateway or its
+// plugins rather than a fault of the client.
+func (c *call) resolveMerged(ss grpc.ServerStream, merged *routing.Engine) (st *status.Status, gatewayFailure bool, outcome mergeOutcome) {
 	c.merged = merged
 	switch c.info.kind {
 	case methodGetCapabilities:
-		if st, gatewayFailure := c.awaitMembers(ss.Context(), merged); st != nil {
-			return st, gatewayFailure, true
+		if st, gatewayFailure, moved := c.awaitMembers(ss.Context(), merged); moved {
+			return nil, false, mergeMoved
+		} else if st != nil {
+			return st, gatewayFailure, mergeAnswered
 		}
 		capabilities, _ := merged.MergedCapabilities()
 		c.warnMergeGaps(merged)
 		st, gatewayFailure := c.answerWithCapabilities(ss, merged.Config, capabilities.Message)
-		return st, gatewayFailure, true
+		return st, gatewayFailure, mergeAnswered
 
 	case methodExecuteFunction:
 		header, err := ssepb.ReadFunctionRequestHeader(c.incoming)
 		if err != nil || header == nil {
-			return status.Newf(codes.InvalidArgument, "engine %s: a function call needs a valid %s header", merged.Name, ssepb.FunctionRequestHeaderKey), false, true
+			return status.Newf(codes.InvalidArgument, "engine %s: a function call needs a valid %s header", merged.Name, ssepb.FunctionRequestHeaderKey), false, mergeAnswered
 		}
 		capabilities, functions := merged.MergedCapabilities()
 		function, ok := functions[header.GetFunctionId()]
 		if !ok {
 			// The function may be a member's that has not answered yet.
-			if st, gatewayFailure := c.awaitMembers(ss.Context(), merged); st != nil {
-				return st, gatewayFailure, true
+			if st, gatewayFailure, moved := c.awaitMembers(ss.Context(), merged); moved {
+				return nil, false, mergeMoved
+			} else if st != nil {
+				return st, gatewayFailure, mergeAnswered
 			}
 			capabilities, functions = merged.MergedCapabilities()
 			function, ok = functions[header.GetFunctionId()]
@@ -58,10 +72,10 @@ func (c *call) resolveMerged(ss grpc.ServerStream, merged *routing.Engine) (st *
 			id := header.GetFunctionId()
 			if member := merged.MemberOf(id); member != nil && member.Capabilities() == nil {
 				return status.Newf(codes.Unavailable, "engine %s: function id %d is one of member %s's, whose functions are not known: its plugin has not answered GetCapabilities; replicas: %s",
-					merged.Name, id, member.Name, replicaSummary(member)), true, true
+					merged.Name, id, member.Name, replicaSummary(member)), true, mergeAnswered
 			}
 			return status.Newf(codes.Unimplemented, "engine %s has no function id %d; it has %s",
-				merged.Name, id, functionList(capabilities)), !merged.MembersKnown(), true
+				merged.Name, id, functionList(capabilities)), !merged.MembersKnown(), mergeAnswered
 		}
 
 		// The member gets its own function id; everything else is Qlik's.
@@ -72,14 +86,14 @@ func (c *call) resolveMerged(ss grpc.ServerStream, merged *routing.Engine) (st *
 	case methodEvaluateScript:
 		member := merged.ScriptMember()
 		if member == nil {
-			return status.Newf(codes.Unimplemented, "engine %s offers no scripts: merge_scripts names none of its members", merged.Name), false, true
+			return status.Newf(codes.Unimplemented, "engine %s offers no scripts: merge_scripts names none of its members", merged.Name), false, mergeAnswered
 		}
 		c.engine = member
 
 	default:
-		return status.Newf(codes.Unimplemented, "engine %s merges other engines and serves only the SSE methods, not %s", merged.Name, c.method), false, true
+		return status.Newf(codes.Unimplemented, "engine %s merges other engines and serves only the SSE methods, not %s", merged.Name, c.method), false, mergeAnswered
 	}
-	return nil, false, false
+	return nil, false, mergeForward
 }
 
 // warnMergeGaps warns, at most once per warning interval and engine,
@@ -105,27 +119,48 @@ func (c *call) warnMergeGaps(merged *routing.Engine) {
 // engine's waiting calls, so that beyond its max_waiting it fails at once
 // with ResourceExhausted, as calls waiting for a replica do. It returns
 // nil once the wait is over, or the status that ends the call and whether
-// that is the gateway's failure.
-func (c *call) awaitMembers(ctx context.Context, merged *routing.Engine) (*status.Status, bool) {
+// that is the gateway's failure. It returns moved when a reload replaced
+// the merged engine or a member during the wait, and an engine of the new
+// table takes the call: the call has read nothing from the client yet, so
+// it can be matched again.
+func (c *call) awaitMembers(ctx context.Context, merged *routing.Engine) (st *status.Status, gatewayFailure, moved bool) {
 	if merged.MembersKnown() {
-		return nil, false
+		return nil, false, false
 	}
 	if !c.beginWait(merged) {
 		return status.Newf(codes.ResourceExhausted, "engine %s: max_waiting (%d) calls already wait for the capabilities of its members",
-			merged.Name, merged.Config.MaxWaiting), true
+			merged.Name, merged.Config.MaxWaiting), true, false
 	}
 	defer c.endWait(merged)
 
+	wait, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var replaced atomic.Bool
+	onReplaced := func() {
+		// A call that no engine of the new table takes, as when the reload
+		// removed its engine, stays, as in openStream.
+		if _, err := c.match(c.gateway.routing.Load()); err == nil {
+			replaced.Store(true)
+			cancel()
+		}
+	}
+	for _, engine := range append([]*routing.Engine{merged}, merged.Members()...) {
+		stop := engine.AfterReplaced(onReplaced)
+		defer stop()
+	}
+
 	began := time.Now()
-	merged.AwaitMembers(ctx)
+	merged.AwaitMembers(wait)
 	c.wait += time.Since(began)
 	switch {
+	case replaced.Load():
+		return nil, false, true
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return status.Newf(codes.DeadlineExceeded, "the call's deadline passed while engine %s waited for the capabilities of its members", merged.Name), false
+		return status.Newf(codes.DeadlineExceeded, "the call's deadline passed while engine %s waited for the capabilities of its members", merged.Name), false, false
 	case ctx.Err() != nil:
-		return c.canceledStatus(), false
+		return c.canceledStatus(), false, false
 	}
-	return nil, false
+	return nil, false, false
 }
 
 // functionList names a capabilities' functions with their ids, for a

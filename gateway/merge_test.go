@@ -897,3 +897,91 @@ func asList(value any) []any {
 	list, _ := value.([]any)
 	return list
 }
+
+// TestMergedWaitMovesAcrossReload checks that a GetCapabilities call that
+// waits for a member's capabilities moves when a reload replaces the
+// merged engine or the member, and is answered from the new engines. It
+// once waited out the member's reconnect_buffer and was answered from the
+// engines the reload had replaced.
+func TestMergedWaitMovesAcrossReload(t *testing.T) {
+	a := startMergePlugin(t, "A", &ssepb.Capabilities{Functions: []*ssepb.FunctionDefinition{mergeFunction("A", 3, "Forecast")}})
+	b := startMergePlugin(t, "B", &ssepb.Capabilities{Functions: []*ssepb.FunctionDefinition{mergeFunction("B", 5, "Trend")}})
+	tests := []struct {
+		name   string
+		reload func(silent string) map[string]*config.Engine
+		want   []idAndName
+		plugin string
+	}{
+		{
+			name: "merged engine replaced",
+			reload: func(silent string) map[string]*config.Engine {
+				return map[string]*config.Engine{
+					"A": ssetest.Engine(a.Addr), "B": ssetest.ReconnectBuffer(ssetest.Engine(silent), time.Minute),
+					"M": {Merge: []string{"A"}},
+				}
+			},
+			want:   []idAndName{{3, "Forecast"}},
+			plugin: "ssegw merge of A",
+		},
+		{
+			name: "member replaced",
+			reload: func(string) map[string]*config.Engine {
+				return map[string]*config.Engine{
+					"A": ssetest.Engine(a.Addr), "B": ssetest.ReconnectBuffer(ssetest.Engine(b.Addr), time.Minute),
+					"M": {Merge: []string{"A", "B"}},
+				}
+			},
+			want:   []idAndName{{3, "Forecast"}, {1005, "Trend"}},
+			plugin: "ssegw merge of A, B",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// B's first address accepts connections that nothing serves.
+			silent, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { silent.Close() })
+			cfg := &config.Config{
+				Listeners: []config.Listener{ssetest.Listen("M", nil)},
+				Engines: map[string]*config.Engine{
+					"A": ssetest.Engine(a.Addr), "B": ssetest.ReconnectBuffer(ssetest.Engine(silent.Addr().String()), time.Minute),
+					"M": {Merge: []string{"A", "B"}},
+				},
+			}
+			gw := ssetest.StartGateway(t, cfg)
+			client := ssetest.Dial(t, gw.Addrs[0])
+
+			ctx, cancel := context.WithTimeout(testContext(t), 30*time.Second)
+			defer cancel()
+			type answer struct {
+				capabilities *ssepb.Capabilities
+				err          error
+			}
+			done := make(chan answer, 1)
+			go func() {
+				capabilities, err := client.GetCapabilities(ctx, &ssepb.Empty{})
+				done <- answer{capabilities, err}
+			}()
+			resilWait(t, 10*time.Second, "a call waiting for member B", func() bool {
+				return resilMetric(t, gw, "ssegw_calls_waiting", `qlik_sse_engine="M"`) == 1
+			})
+
+			reloaded := &config.Config{Listeners: cfg.Listeners, Engines: tt.reload(silent.Addr().String()), Admin: gw.Config().Admin}
+			reloaded.ApplyDefaults()
+			reloadApply(t, gw, reloaded)
+
+			got := <-done
+			if got.err != nil {
+				t.Fatalf("GetCapabilities waiting across the reload = %v, want the new engines' functions", got.err)
+			}
+			if diff := cmp.Diff(tt.want, functionsOf(got.capabilities)); diff != "" {
+				t.Errorf("functions after the reload (-want +got):\n%s", diff)
+			}
+			if got.capabilities.GetPluginIdentifier() != tt.plugin {
+				t.Errorf("plugin identifier = %q, want %q", got.capabilities.GetPluginIdentifier(), tt.plugin)
+			}
+		})
+	}
+}
