@@ -389,11 +389,11 @@ func (c *call) openAttempt(backendCtx context.Context) (*attempt, *status.Status
 func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 	engine := c.engine
 	wait := engine.Config.ReconnectWait()
-	if a.number > 1 && wait > 0 {
-		// reconnect_buffer bounds the waits of all of a call's attempts
-		// together: an admin reads it as how long Qlik may be held, not
-		// as a time per replay. Once it is spent, a replay goes as with a
-		// reconnect_buffer of 0s.
+	if wait > 0 {
+		// reconnect_buffer bounds all of a call's waits together, those of
+		// its replays and of the engines a reload moved it to included: an
+		// admin reads it as how long Qlik may be held. Once it is spent,
+		// an attempt goes as with a reconnect_buffer of 0s.
 		wait = max(wait-c.wait, 0)
 	}
 	// A call counts among the waiting ones (max_waiting and the metric),

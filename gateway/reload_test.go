@@ -216,6 +216,46 @@ func TestReloadMovesWaitingCalls(t *testing.T) {
 	}
 }
 
+// TestReloadMovedCallKeepsItsWait checks that a call that a reload moves
+// to the new engine waits there only for what is left of
+// reconnect_buffer. Each move once started the wait again, so reloads
+// every few seconds held a call for as long as they went on.
+func TestReloadMovedCallKeepsItsWait(t *testing.T) {
+	t.Parallel()
+	const buffer = 2 * time.Second
+	dead := ssetest.FreeAddress(t)
+	configFor := func(probeInterval time.Duration) *config.Config {
+		cfg := reloadConfig(30*time.Second, dead)
+		ssetest.ReconnectBuffer(cfg.Engines["R"], buffer)
+		cfg.Engines["R"].ProbeInterval = probeInterval
+		return cfg
+	}
+	gw := ssetest.StartGateway(t, configFor(10*time.Second))
+	_, client := ssetest.DialConn(t, gw.Addrs[0])
+
+	results := make(chan reloadResult, 1)
+	start := time.Now()
+	go reloadCall(testContext(t), client, results)
+	resilWait(t, 10*time.Second, "a call waiting for R's replica", func() bool {
+		return resilMetric(t, gw, "ssegw_calls_waiting", `qlik_sse_engine="R"`) == 1
+	})
+	// The scenario, not a synchronisation: half of the buffer passes
+	// before the reload.
+	time.Sleep(buffer / 2)
+	reloadApply(t, gw, configFor(11*time.Second))
+
+	result := <-results
+	elapsed := time.Since(start)
+	if st := status.Convert(result.err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "no replica ready") {
+		t.Fatalf("call = %v, want Unavailable once reconnect_buffer is spent", result.err)
+	}
+	// A wait started again would end one and a half buffers after the
+	// call; the margin allows for timers on a slow machine.
+	if limit := buffer + buffer/4; elapsed > limit {
+		t.Errorf("the call took %v, want at most %v: reconnect_buffer (%v) bounds its waits on both engines", elapsed, limit, buffer)
+	}
+}
+
 // TestReloadRemovedEngineKeepsWaitingCall checks that a call waiting for
 // a replica of an engine that a reload removes is not matched again, since
 // that would end it with NotFound at once. It stays on its engine, which
