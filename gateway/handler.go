@@ -261,6 +261,7 @@ func (c *call) serve(ss grpc.ServerStream, engine *routing.Engine) (st *status.S
 	backendCtx, cancel := context.WithCancelCause(c.ctx)
 	defer cancel(nil)
 	defer context.AfterFunc(c.gateway.cutCtx, func() { cancel(context.Cause(c.gateway.cutCtx)) })()
+	defer context.AfterFunc(engine.Cut(), func() { cancel(context.Cause(engine.Cut())) })()
 	if timeout := c.policy.RequestTimeout; timeout > 0 {
 		var cancelTimeout context.CancelFunc
 		backendCtx, cancelTimeout = context.WithDeadlineCause(backendCtx, c.start.Add(timeout), &requestTimeoutError{engine: engine.Name, timeout: timeout})

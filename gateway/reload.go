@@ -89,9 +89,13 @@ func (g *Gateway) Reload(cfg *config.Config) (warnings []string, err error) {
 	// Let replaced engines finish their calls in the background.
 	for _, engine := range replaced {
 		g.retiring.Go(func() {
-			ctx, cancel := context.WithTimeout(g.retireCtx, cfg.DrainTimeout)
+			drained := &drainedError{engine: engine.Name, removed: cfg.Engine(engine.Name) == nil, drainTimeout: cfg.DrainTimeout}
+			ctx, cancel := context.WithTimeoutCause(g.retireCtx, cfg.DrainTimeout, drained)
 			defer cancel()
-			engine.Drain(ctx)
+			if cut := engine.Drain(ctx); cut > 0 && context.Cause(ctx) == drained {
+				g.logger.Warn("drain_timeout passed before the calls of an engine that a reload replaced or removed had ended; they end with Unavailable",
+					"engine", engine.Name, "calls", cut, "drain_timeout", cfg.DrainTimeout.String())
+			}
 		})
 	}
 	g.logger.Info("configuration reloaded", "engines", len(engines), "new_or_changed", engineNames(started), "replaced_or_removed", engineNames(replaced))

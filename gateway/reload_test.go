@@ -154,14 +154,21 @@ func TestReloadDrainTimeout(t *testing.T) {
 
 	select {
 	case result := <-results:
-		if result.err == nil {
-			t.Errorf("call held past drain_timeout = OK, want an error")
+		// The message names the reload: the error of the closed
+		// connection under the call read as if the client had gone.
+		want := "engine R was replaced by a configuration reload, and drain_timeout (1s) passed before the call ended"
+		if st := status.Convert(result.err); st.Code() != codes.Unavailable || st.Message() != want {
+			t.Errorf("call held past drain_timeout = %v, want Unavailable %q", result.err, want)
 		}
 		if elapsed := result.ended.Sub(reloaded); elapsed < drain || elapsed > drain+2*time.Second {
 			t.Errorf("call held past drain_timeout ended %v after the reload, want between %v and %v", elapsed, drain, drain+2*time.Second)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("call held past drain_timeout still open 10s after the reload")
+	}
+	record := gw.Logs.WaitFor(t, "drain_timeout passed before the calls of an engine that a reload replaced or removed had ended; they end with Unavailable", 5*time.Second, nil)
+	if record["engine"] != "R" || record["calls"] != float64(1) {
+		t.Errorf("drain warning engine = %v, calls = %v; want R and 1", record["engine"], record["calls"])
 	}
 }
 
@@ -285,8 +292,9 @@ func TestReloadRemovedEngineKeepsWaitingCall(t *testing.T) {
 	reloadApply(t, gw, withGone(false))
 
 	result := <-results
-	if code := status.Code(result.err); code == codes.NotFound || result.err == nil {
-		t.Errorf("call waiting on the removed engine = %v, want it ended by the drain, not NotFound", result.err)
+	want := "engine Gone was removed by a configuration reload, and drain_timeout (1s) passed before the call ended"
+	if st := status.Convert(result.err); st.Code() != codes.Unavailable || st.Message() != want {
+		t.Errorf("call waiting on the removed engine = %v, want Unavailable %q", result.err, want)
 	}
 	if elapsed := result.ended.Sub(reloaded); elapsed < drain {
 		t.Errorf("call waiting on the removed engine ended %v after the reload, want after drain_timeout (%v)", elapsed, drain)

@@ -55,6 +55,23 @@ func (e *stoppedError) grpcStatus() *status.Status {
 	return status.New(codes.Unavailable, e.Error())
 }
 
+// drainedError is the cause of a call on an engine that a reload replaced
+// or removed, when the engine's drain_timeout passed before the call
+// ended.
+type drainedError struct {
+	engine       string
+	removed      bool
+	drainTimeout time.Duration
+}
+
+func (e *drainedError) Error() string {
+	change := "replaced"
+	if e.removed {
+		change = "removed"
+	}
+	return fmt.Sprintf("engine %s was %s by a configuration reload, and drain_timeout (%v) passed before the call ended", e.engine, change, e.drainTimeout)
+}
+
 // requestTimeoutError is the cause of a call cut by its engine's
 // request_timeout.
 type requestTimeoutError struct {
@@ -127,9 +144,12 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 	}
 	var timeout *requestTimeoutError
 	var stopped *stoppedError
+	var drained *drainedError
 	switch {
 	case errors.As(cause, &stopped):
 		return stopped.grpcStatus(), true
+	case errors.As(cause, &drained):
+		return status.New(codes.Unavailable, drained.Error()), true
 	case errors.Is(err, errTooManyWaiting):
 		return status.Newf(codes.ResourceExhausted, "engine %s: max_waiting (%d) calls already wait for a ready replica",
 			c.engine.Name, c.engine.Config.MaxWaiting), true

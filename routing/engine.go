@@ -73,6 +73,12 @@ type Engine struct {
 	replaced     context.Context
 	markReplaced context.CancelFunc
 
+	// cut ends, with the cause of Drain's context, when Drain stops
+	// waiting for the engine's calls, so that they can end with that
+	// reason rather than with the error of a closed connection.
+	cut      context.Context
+	cutCalls context.CancelCauseFunc
+
 	mu       sync.Mutex    // guards the following
 	eligible []string      // addresses of the replicas the pool uses
 	inFlight int           // calls under way, so that Drain can tell when it is idle
@@ -136,6 +142,7 @@ func NewEngine(cfg *config.Engine, opts EngineOptions) (*Engine, error) {
 	e := &Engine{Name: cfg.Name, Config: cfg, Pool: pool, logger: opts.Logger, stateDir: opts.StateDir,
 		certificates: opts.Certificates, options: opts, sourceOf: sources}
 	e.replaced, e.markReplaced = context.WithCancel(context.Background())
+	e.cut, e.cutCalls = context.WithCancelCause(context.Background())
 	for _, source := range sources {
 		if source != nil && e.certificates != nil {
 			e.certificates.Add(source)
@@ -728,9 +735,21 @@ func (e *Engine) AfterReplaced(f func()) (stop func() bool) {
 	return context.AfterFunc(e.replaced, f)
 }
 
+// Cut returns a context that ends when Drain stops waiting for the
+// engine's calls, with the cause of Drain's context. A call ends itself
+// with it, before Drain closes the connections under it.
+func (e *Engine) Cut() context.Context {
+	return e.cut
+}
+
+// cutGrace is how long the calls that Drain cuts get to end themselves
+// before it closes their connections.
+const cutGrace = 2 * time.Second
+
 // Drain waits until the engine's calls have ended or ctx is done, then
-// closes it. A reload uses it for engines it replaced.
-func (e *Engine) Drain(ctx context.Context) {
+// closes it. A reload uses it for engines it replaced. It returns the
+// number of calls still open when ctx ended, which Cut ended.
+func (e *Engine) Drain(ctx context.Context) (cut int) {
 	e.mu.Lock()
 	e.draining = true
 	e.markReplaced()
@@ -741,11 +760,22 @@ func (e *Engine) Drain(ctx context.Context) {
 		select {
 		case <-idle:
 		case <-ctx.Done():
+			e.mu.Lock()
+			cut = e.inFlight
+			e.mu.Unlock()
+			e.cutCalls(context.Cause(ctx))
+			grace := time.NewTimer(cutGrace)
+			select {
+			case <-idle:
+			case <-grace.C:
+			}
+			grace.Stop()
 		}
 	} else {
 		e.mu.Unlock()
 	}
 	e.Close()
+	return cut
 }
 
 // Close stops the probes and closes every connection; calls still open
