@@ -203,7 +203,8 @@ type engineStatus struct {
 	Ready          bool
 	Plugin         string
 	AllowScript    bool
-	ScriptPolicy   string // scripts: allow, audit or deny
+	ScriptPolicy   string   // scripts: allow, audit or deny
+	Members        []string // the engines a merged engine merges
 	Fetched        time.Time
 	Replicas       []routing.ReplicaStatus
 	Functions      []functionStatus
@@ -220,13 +221,14 @@ type functionStatus struct {
 func (g *Gateway) serveStatusPage(w http.ResponseWriter, _ *http.Request) {
 	now := time.Now()
 	data := statusData{Version: g.version, Started: g.started, GeneratedAt: now}
+	routes := g.routing.Load()
 	for _, l := range g.listeners {
 		if l.lis != nil {
 			security := "mutual TLS"
 			if l.config.TLS == nil {
 				security = "plaintext"
 			}
-			engine := l.config.Engine
+			engine := routes.defaults[l.index] // a reload may have changed it
 			if engine == "" {
 				engine = "by host name"
 			}
@@ -234,35 +236,10 @@ func (g *Gateway) serveStatusPage(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 
-	engines := g.routes().Engines()
+	engines := routes.table.Engines()
 	slices.SortFunc(engines, func(a, b *routing.Engine) int { return strings.Compare(a.Name, b.Name) })
 	for _, engine := range engines {
-		status := engineStatus{
-			Name:           engine.Name,
-			Hosts:          engine.Config.Hosts,
-			RequestTimeout: engine.Config.RequestTimeout,
-			Ready:          engine.Ready(),
-			ScriptPolicy:   engine.Config.Scripts,
-		}
-		for _, replica := range engine.Replicas() {
-			status.Replicas = append(status.Replicas, replica.Status())
-		}
-		if capabilities := engine.Capabilities(); capabilities != nil {
-			message := capabilities.Message
-			status.Plugin = strings.TrimSpace(message.GetPluginIdentifier() + " " + message.GetPluginVersion())
-			status.AllowScript = message.GetAllowScript()
-			status.Fetched = capabilities.Fetched
-			for _, function := range message.GetFunctions() {
-				status.Functions = append(status.Functions, functionStatus{
-					ID:        function.GetFunctionId(),
-					Name:      function.GetName(),
-					Type:      function.GetFunctionType().String(),
-					Signature: signature(function),
-					Apps:      g.observer.activity.appsOf(engine.Name, function.GetName()),
-				})
-			}
-		}
-		data.Engines = append(data.Engines, status)
+		data.Engines = append(data.Engines, g.engineStatus(engine))
 	}
 	data.Recent = g.observer.activity.recentCalls()
 	data.Functions, data.Apps = g.observer.activity.rates(now)
@@ -272,6 +249,66 @@ func (g *Gateway) serveStatusPage(w http.ResponseWriter, _ *http.Request) {
 	if err := statusPage.Execute(w, data); err != nil {
 		g.logger.Warn("rendering the status page failed", "error", err.Error())
 	}
+}
+
+// engineStatus describes an engine for the status page. A merged engine
+// shows the functions it offers Qlik, and the apps that called each
+// through it, which its calls record under the member and the member's
+// own name of the function.
+func (g *Gateway) engineStatus(engine *routing.Engine) engineStatus {
+	status := engineStatus{
+		Name:           engine.Name,
+		Hosts:          engine.Config.Hosts,
+		RequestTimeout: engine.Config.RequestTimeout,
+		Ready:          engine.Ready(),
+		ScriptPolicy:   engine.Config.Scripts,
+		Members:        engine.Config.Merge,
+	}
+	for _, replica := range engine.Replicas() {
+		status.Replicas = append(status.Replicas, replica.Status())
+	}
+	capabilities := engine.Capabilities()
+	var merged map[int32]routing.MergedFunction
+	if engine.Merged() {
+		capabilities, merged = engine.MergedCapabilities()
+		if len(capabilities.Message.GetFunctions()) == 0 && !engine.MembersKnown() {
+			capabilities = nil
+		}
+	}
+	if capabilities == nil {
+		return status
+	}
+	message := capabilities.Message
+	status.Plugin = strings.TrimSpace(message.GetPluginIdentifier() + " " + message.GetPluginVersion())
+	status.AllowScript = message.GetAllowScript()
+	status.Fetched = capabilities.Fetched
+	for _, function := range message.GetFunctions() {
+		calledAs, name := engine.Name, function.GetName()
+		if member, ok := merged[function.GetFunctionId()]; ok {
+			calledAs, name = member.Member.Name, memberFunctionName(member)
+		}
+		status.Functions = append(status.Functions, functionStatus{
+			ID:        function.GetFunctionId(),
+			Name:      function.GetName(),
+			Type:      function.GetFunctionType().String(),
+			Signature: signature(function),
+			Apps:      g.observer.activity.appsOf(calledAs, name),
+		})
+	}
+	return status
+}
+
+// memberFunctionName returns the member's own name of a merged engine's
+// function, before merge_prefix renamed it.
+func memberFunctionName(function routing.MergedFunction) string {
+	if capabilities := function.Member.Capabilities(); capabilities != nil {
+		for _, definition := range capabilities.Message.GetFunctions() {
+			if definition.GetFunctionId() == function.MemberID {
+				return definition.GetName()
+			}
+		}
+	}
+	return function.Name
 }
 
 // signature writes a function as Qlik's expressions see it, such as

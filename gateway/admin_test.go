@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net"
@@ -610,6 +611,10 @@ func TestStatusPageContents(t *testing.T) {
 		if diff := cmp.Diff(wantFunctions, pageTable(section, "functions")); diff != "" {
 			t.Errorf("Offline functions (-want +got):\n%s", diff)
 		}
+		summary := pageText(pageElements(section, func(n *html.Node) bool { return n.Data == "p" })[0])
+		if want := "Scripts: unknown until the plugin answers."; !strings.Contains(summary, want) {
+			t.Errorf("Offline summary = %q, want it to contain %q", summary, want)
+		}
 	})
 
 	t.Run("rates", func(t *testing.T) {
@@ -668,6 +673,67 @@ func TestStatusPageContents(t *testing.T) {
 			t.Errorf("newest recent call status class = %q, want ok", pageAttr(cells[0][7], "class"))
 		}
 	})
+}
+
+// TestStatusPageMergedEngine checks the section of a merged engine: it
+// names its members and lists the functions it offers Qlik, with the apps
+// that called each through it. It once read "capabilities unknown" and
+// "No functions known yet" while the engine served its members'
+// functions. It also checks that a listener shows the default engine that
+// a reload gave it, not the one it started with.
+func TestStatusPageMergedEngine(t *testing.T) {
+	plugin := ssetest.ServePlugin(t, "127.0.0.1:0", example.NewServer("example-1"))
+	engines := func(listenerEngine string) *config.Config {
+		cfg := &config.Config{
+			Listeners: []config.Listener{ssetest.Listen(listenerEngine, nil)},
+			Engines: map[string]*config.Engine{
+				"Example": ssetest.Engine(plugin.Addr),
+				"M":       {Merge: []string{"Example"}, MergeScripts: "Example"},
+			},
+			Admin: config.Admin{Address: "127.0.0.1:0"},
+		}
+		cfg.ApplyDefaults()
+		return cfg
+	}
+	gw := ssetest.StartGateway(t, engines("M"))
+	client := ssetest.Dial(t, gw.Addrs[0])
+	ctx := testContext(t)
+	if _, err := client.GetCapabilities(ctx, &ssepb.Empty{}); err != nil {
+		t.Fatalf("GetCapabilities(M): %v", err)
+	}
+	request := encodeBundle(t, ssetest.NumericBundle(2, 2))
+	if out := exchange(qlikContext(t, ctx, "M", example.FunctionSumOfRows, "merged-app", "user"), client, request); out.err != io.EOF {
+		t.Fatalf("SumOfRows through M: %v", out.err)
+	}
+
+	page := fetchStatusPage(t, gw)
+	section := pageEngine(page, "M")
+	if section == nil {
+		t.Fatal("no engine section for M")
+	}
+	summary := pageText(pageElements(section, func(n *html.Node) bool { return n.Data == "p" })[0])
+	for _, want := range []string{"Merges: Example.", "Plugin: ssegw merge of Example, capabilities from", "Scripts: allowed."} {
+		if !strings.Contains(summary, want) {
+			t.Errorf("M summary = %q, want it to contain %q", summary, want)
+		}
+	}
+	if strings.Contains(summary, "Request timeout") {
+		t.Errorf("M summary = %q, want no request timeout: its members' apply", summary)
+	}
+	wantFunctions := [][]string{
+		{"0", "Echo", "SCALAR", "Echo(text STRING) STRING", "none"},
+		{"1", "SumOfRows", "SCALAR", "SumOfRows(a NUMERIC, b NUMERIC) NUMERIC", "merged-app"},
+		{"2", "SumOfColumn", "AGGREGATION", "SumOfColumn(column NUMERIC) NUMERIC", "none"},
+	}
+	if diff := cmp.Diff(wantFunctions, pageTable(section, "functions")); diff != "" {
+		t.Errorf("M functions (-want +got):\n%s", diff)
+	}
+
+	reloadApply(t, gw, engines("Example"))
+	listeners := pageText(pageElements(fetchStatusPage(t, gw), func(n *html.Node) bool { return n.Data == "p" })[0])
+	if want := fmt.Sprintf("%s (plaintext, Example)", gw.Addrs[0]); !strings.Contains(listeners, want) {
+		t.Errorf("listeners after the reload = %q, want it to contain %q", listeners, want)
+	}
 }
 
 // TestStatusPageLeavesOutRejectedApps checks that the app id of a call
