@@ -78,8 +78,8 @@ func (g *Gateway) Reload(cfg *config.Config) (warnings []string, err error) {
 	}
 	defaults := slices.Clone(g.routing.Load().defaults)
 	for i, l := range g.listeners {
-		if listenerConfig, ok := reloadedListener(cfg.Listeners, i, l.config.Address); ok {
-			defaults[i] = listenerConfig.Engine
+		if j, ok := reloadedListener(cfg.Listeners, i, l.config.Address); ok {
+			defaults[i] = cfg.Listeners[j].Engine
 		}
 	}
 	g.routing.Store(&routes{table: routing.NewTable(engines), defaults: defaults})
@@ -142,25 +142,25 @@ func engineNames(engines []*routing.Engine) []string {
 	return names
 }
 
-// reloadedListener finds the new section of the running listener i at
-// address. Listeners are matched by position, as several may share an
-// address such as 127.0.0.1:0; when the list changed shape, which takes a
-// restart, a listener keeps its engine unless exactly one section still
+// reloadedListener finds the index in listeners of the new section of
+// the running listener i at address. Listeners are matched by position, as
+// several may share an address such as 127.0.0.1:0; when the list changed
+// shape or order, a listener keeps its engine unless exactly one section
 // names its address.
-func reloadedListener(listeners []config.Listener, i int, address string) (config.Listener, bool) {
+func reloadedListener(listeners []config.Listener, i int, address string) (int, bool) {
 	if i < len(listeners) && listeners[i].Address == address {
-		return listeners[i], true
+		return i, true
 	}
-	var found []config.Listener
-	for _, l := range listeners {
+	found := -1
+	for j, l := range listeners {
 		if l.Address == address {
-			found = append(found, l)
+			if found >= 0 {
+				return 0, false
+			}
+			found = j
 		}
 	}
-	if len(found) == 1 {
-		return found[0], true
-	}
-	return config.Listener{}, false
+	return found, found >= 0
 }
 
 // newEngine builds an engine of cfg with the gateway's shared settings.
@@ -199,17 +199,22 @@ func restartOnlyChanges(start, cfg *config.Config) []string {
 			changes = append(changes, fmt.Sprintf("%s changed; it takes effect at the next start", key))
 		}
 	}
+	// In any order: a restart opens the same listeners whatever their
+	// order, and a reload finds each one's section by its address.
 	addresses := func(c *config.Config) []string {
 		var list []string
 		for _, l := range c.Listeners {
 			list = append(list, l.Address+fmt.Sprintf(" tls=%v insecure=%v", l.TLS != nil, l.Insecure))
 		}
+		slices.Sort(list)
 		return list
 	}
 	check("listeners (addresses or security)", addresses(start), addresses(cfg))
-	for i := range min(len(start.Listeners), len(cfg.Listeners)) {
+	for i, l := range start.Listeners {
 		// The files are reloaded; where they are is fixed at start.
-		check(fmt.Sprintf("listeners[%d].tls", i), start.Listeners[i].TLS, cfg.Listeners[i].TLS)
+		if j, ok := reloadedListener(cfg.Listeners, i, l.Address); ok {
+			check(fmt.Sprintf("listeners[%d].tls", j), l.TLS, cfg.Listeners[j].TLS)
+		}
 	}
 	check("limits", start.Limits, cfg.Limits)
 	check("keepalive", start.Keepalive, cfg.Keepalive)

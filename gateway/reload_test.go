@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/html"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/metadata"
@@ -560,5 +561,38 @@ func TestReloadWarnsMovedMergeMembers(t *testing.T) {
 	}
 	if records[0]["engine"] != "M" {
 		t.Errorf("warning engine = %v, want M", records[0]["engine"])
+	}
+}
+
+// TestReloadReorderedListeners checks that a reload whose file lists the
+// same listeners in another order warns of nothing, since a restart would
+// open the same ones, and applies each listener's engine by its address.
+// Each reload once warned that the listeners and their TLS would change
+// at the next start.
+func TestReloadReorderedListeners(t *testing.T) {
+	t.Parallel()
+	plugin := ssetest.StartHoldingPlugin(t, "only", true)
+	plugin.Release()
+	certs := ssetest.NewCerts(t)
+	tlsAddress, plainAddress := ssetest.FreeAddress(t), ssetest.FreeAddress(t)
+	withListeners := func(listeners ...config.Listener) *config.Config {
+		cfg := reloadConfig(30*time.Second, plugin.Addr)
+		cfg.Engines["S"] = ssetest.Engine(plugin.Addr)
+		cfg.Listeners = listeners
+		cfg.ApplyDefaults()
+		return cfg
+	}
+	secure := config.Listener{Address: tlsAddress, Engine: "R", TLS: &config.ServerTLS{Dir: certs.GatewayDir}}
+	plain := config.Listener{Address: plainAddress, Engine: "R", Insecure: true}
+	gw := ssetest.StartGateway(t, withListeners(secure, plain))
+
+	plain.Engine = "S"
+	reloadApply(t, gw, withListeners(plain, secure))
+
+	listeners := pageText(pageElements(fetchStatusPage(t, gw), func(n *html.Node) bool { return n.Data == "p" })[0])
+	for _, want := range []string{tlsAddress + " (mutual TLS, R)", plainAddress + " (plaintext, S)"} {
+		if !strings.Contains(listeners, want) {
+			t.Errorf("listeners after the reload = %q, want it to contain %q", listeners, want)
+		}
 	}
 }
