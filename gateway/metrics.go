@@ -157,6 +157,16 @@ func (t *tally) add(m *metrics, key setKey, delta int64) {
 	sum.(*tallySum).value.Add(delta)
 }
 
+// forget drops the sum of key while it is 0, so that observe stops
+// reporting it.
+func (t *tally) forget(key setKey) {
+	if sum, ok := t.sums.Load(key); ok && sum.(*tallySum).value.Load() == 0 {
+		if _, deleted := t.sums.LoadAndDelete(key); deleted {
+			t.count.Add(-1)
+		}
+	}
+}
+
 // observe reports every sum, as an observable instrument's callback.
 func (t *tally) observe(_ context.Context, o metric.Int64Observer) error {
 	t.sums.Range(func(_, value any) bool {

@@ -96,11 +96,24 @@ func (g *Gateway) Reload(cfg *config.Config) (warnings []string, err error) {
 				g.logger.Warn("drain_timeout passed before the calls of an engine that a reload replaced or removed had ended; they end with Unavailable",
 					"engine", engine.Name, "calls", cut, "drain_timeout", cfg.DrainTimeout.String())
 			}
+			g.forgetRemovedEngine(engine.Name)
 		})
 	}
 	g.logger.Info("configuration reloaded", "engines", len(engines), "new_or_changed", engineNames(started), "replaced_or_removed", engineNames(replaced))
 	g.warnUncoveredHosts()
 	return warnings, nil
+}
+
+// forgetRemovedEngine drops the waiting gauge of an engine that no
+// longer is in the configuration, once its calls have ended, so that the
+// metrics stop listing the engine. Under reloadMu, because a reload that
+// adds the engine again starts its gauge at 0.
+func (g *Gateway) forgetRemovedEngine(name string) {
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
+	if g.current.Load().Engine(name) == nil {
+		g.observer.metrics.waiting.forget(setKey{engine: name})
+	}
 }
 
 // warnMovedMembers warns about each merged engine whose new merge list

@@ -300,6 +300,11 @@ func TestReloadRemovedEngineKeepsWaitingCall(t *testing.T) {
 	if elapsed := result.ended.Sub(reloaded); elapsed < drain {
 		t.Errorf("call waiting on the removed engine ended %v after the reload, want after drain_timeout (%v)", elapsed, drain)
 	}
+	// The engine's waiting gauge goes once its calls have ended, rather
+	// than stay at 0 for an engine that no longer exists.
+	resilWait(t, 10*time.Second, "no waiting gauge for the removed engine", func() bool {
+		return resilMetric(t, gw, "ssegw_calls_waiting", `qlik_sse_engine="Gone"`) == -1
+	})
 }
 
 // TestReloadRenamedEngineMovesWaitingCall checks that a call waiting on
