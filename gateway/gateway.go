@@ -345,16 +345,25 @@ func (g *Gateway) Start() error {
 		g.logger.Info("telemetry", "traces", g.telemetry.TracesExport, "metrics", g.telemetry.MetricsExport)
 	}
 	for _, name := range g.cfg.EngineNames() {
-		engine := g.cfg.Engine(name)
-		backends := make([]string, len(engine.Backends))
-		for i, backend := range engine.Backends {
-			backends[i] = backend.Address
-		}
-		g.logger.Info("engine", "engine", engine.Name, "backends", backends, "hosts", engine.Hosts,
-			"request_timeout", engine.RequestTimeout.String(), "balancer", engine.Balancer,
-			"reconnect_buffer", engine.ReconnectWait().String())
+		g.logEngine(g.cfg.Engine(name))
 	}
 	return nil
+}
+
+// logEngine logs the settings of an engine that starts, at the gateway's
+// start or in a reload.
+func (g *Gateway) logEngine(engine *config.Engine) {
+	if len(engine.Merge) > 0 {
+		g.logger.Info("engine", "engine", engine.Name, "merge", engine.Merge, "hosts", engine.Hosts, "merge_scripts", engine.MergeScripts)
+		return
+	}
+	backends := make([]string, len(engine.Backends))
+	for i, backend := range engine.Backends {
+		backends[i] = backend.Address
+	}
+	g.logger.Info("engine", "engine", engine.Name, "backends", backends, "hosts", engine.Hosts,
+		"request_timeout", engine.RequestTimeout.String(), "balancer", engine.Balancer,
+		"reconnect_buffer", engine.ReconnectWait().String())
 }
 
 // Config returns the configuration last applied, which is the one New was

@@ -100,6 +100,9 @@ func (g *Gateway) Reload(cfg *config.Config) (warnings []string, err error) {
 		})
 	}
 	g.logger.Info("configuration reloaded", "engines", len(engines), "new_or_changed", engineNames(started), "replaced_or_removed", engineNames(replaced))
+	for _, engine := range started {
+		g.logEngine(engine.Config)
+	}
 	g.warnUncoveredHosts()
 	return warnings, nil
 }

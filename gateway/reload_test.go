@@ -540,13 +540,17 @@ func TestReloadChangedEngineKeepsCapabilities(t *testing.T) {
 // adds a member at the end changes no id and does not warn.
 func TestReloadWarnsMovedMergeMembers(t *testing.T) {
 	t.Parallel()
+	addresses := map[string]string{}
+	for _, name := range []string{"A", "B", "C", "D"} {
+		addresses[name] = ssetest.FreeAddress(t)
+	}
 	configWith := func(members ...string) *config.Config {
 		cfg := &config.Config{
 			Listeners: []config.Listener{{Address: "127.0.0.1:0", Engine: "M", Insecure: true}},
 			Engines:   map[string]*config.Engine{"M": {Merge: members}},
 		}
-		for _, name := range []string{"A", "B", "C", "D"} {
-			cfg.Engines[name] = ssetest.Engine(ssetest.FreeAddress(t))
+		for name, address := range addresses {
+			cfg.Engines[name] = ssetest.Engine(address)
 		}
 		cfg.ApplyDefaults()
 		return cfg
@@ -566,6 +570,18 @@ func TestReloadWarnsMovedMergeMembers(t *testing.T) {
 	}
 	if records[0]["engine"] != "M" {
 		t.Errorf("warning engine = %v, want M", records[0]["engine"])
+	}
+
+	// Each reload logs the settings of the engines it starts, as the start
+	// does: M three times, the kept members once.
+	var logged []string
+	for _, record := range gw.Logs.Records("engine") {
+		logged = append(logged, fmt.Sprintf("%v %v", record["engine"], record["merge"]))
+	}
+	slices.Sort(logged)
+	wantLogged := []string{"A <nil>", "B <nil>", "C <nil>", "D <nil>", "M [A B C D]", "M [A B C]", "M [A C D]"}
+	if !slices.Equal(logged, wantLogged) {
+		t.Errorf("engine records = %q, want %q", logged, wantLogged)
 	}
 }
 
