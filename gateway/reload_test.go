@@ -617,3 +617,47 @@ func TestReloadReorderedListeners(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadMarksReplacedEngineLogs checks that an engine that a reload
+// replaced, and that still drains a call, marks its records replaced=true.
+// It logs the same replica events as the engine that replaced it, which
+// once made every line appear twice with nothing to tell them apart.
+func TestReloadMarksReplacedEngineLogs(t *testing.T) {
+	t.Parallel()
+	plugin := ssetest.StartHoldingPlugin(t, "held", true)
+	withTimeout := func(timeout time.Duration) *config.Config {
+		cfg := reloadConfig(30*time.Second, plugin.Addr)
+		cfg.Engines["R"].RequestTimeout = timeout
+		return cfg
+	}
+	gw := ssetest.StartGateway(t, withTimeout(time.Minute))
+	_, client := ssetest.DialConn(t, gw.Addrs[0])
+	results := make(chan reloadResult, 2)
+	go reloadCall(testContext(t), client, results)
+	plugin.WaitHeld(t, 1)
+
+	// A call on each engine, so that both have a connection to lose.
+	reloadApply(t, gw, withTimeout(2*time.Minute))
+	go reloadCall(testContext(t), client, results)
+	plugin.WaitHeld(t, 1)
+	plugin.Server.Stop()
+	<-results
+	<-results
+
+	var marked, unmarked int
+	deadline := time.Now().Add(10 * time.Second)
+	for marked == 0 || unmarked == 0 {
+		marked, unmarked = 0, 0
+		for _, record := range gw.Logs.Records("replica lost its connection") {
+			if record["replaced"] == true {
+				marked++
+			} else {
+				unmarked++
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s, %d lost-connection records marked replaced and %d not, want at least one of each:\n%s", marked, unmarked, gw.Logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

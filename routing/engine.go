@@ -139,8 +139,9 @@ func NewEngine(cfg *config.Engine, opts EngineOptions) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{Name: cfg.Name, Config: cfg, Pool: pool, logger: opts.Logger, stateDir: opts.StateDir,
+	e := &Engine{Name: cfg.Name, Config: cfg, Pool: pool, stateDir: opts.StateDir,
 		certificates: opts.Certificates, options: opts, sourceOf: sources}
+	e.logger = slog.New(&replacedHandler{Handler: opts.Logger.Handler(), engine: e})
 	e.replaced, e.markReplaced = context.WithCancel(context.Background())
 	e.cut, e.cutCalls = context.WithCancelCause(context.Background())
 	for _, source := range sources {
