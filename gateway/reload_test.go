@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -505,9 +506,11 @@ func TestReloadChangedEngineKeepsCapabilities(t *testing.T) {
 	plugin := ssetest.StartPlugin(t, &ssetest.Connector{
 		Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) { return want, nil },
 	})
+	stateDir := t.TempDir()
 	configWith := func(maxInFlight int) *config.Config {
 		cfg := reloadConfig(30*time.Second, plugin.Addr)
 		cfg.Engines["R"].MaxInFlight = maxInFlight
+		cfg.StateDir = stateDir
 		cfg.ApplyDefaults()
 		return cfg
 	}
@@ -518,6 +521,11 @@ func TestReloadChangedEngineKeepsCapabilities(t *testing.T) {
 
 	reloadApply(t, gw, configWith(3))
 	gw.Logs.WaitFor(t, "configuration reloaded", 5*time.Second, nil)
+	// The replaced engine's capabilities are those it stored, or newer:
+	// one record, not a second one with the state folder's older time.
+	if kept, loaded := gw.Logs.Records("capabilities kept from the engine the reload replaced"), gw.Logs.Records("capabilities loaded from the state folder"); len(kept) != 1 || len(loaded) != 0 {
+		t.Errorf("got %d records of capabilities kept and %d loaded from the state folder, want 1 and 0", len(kept), len(loaded))
+	}
 
 	if code, _, body := adminGet(t, gw, "/readyz"); code != http.StatusOK {
 		t.Errorf("GET /readyz after the reload = %d %q, want 200", code, body)
@@ -620,35 +628,49 @@ func TestReloadReorderedListeners(t *testing.T) {
 
 // TestReloadMarksReplacedEngineLogs checks that an engine that a reload
 // replaced, and that still drains a call, marks its records replaced=true.
-// It logs the same replica events as the engine that replaced it, which
-// once made every line appear twice with nothing to tell them apart.
+// It probes its replicas as the engine that replaced it does, and once
+// logged each of their events a second time with nothing to tell the two
+// apart.
 func TestReloadMarksReplacedEngineLogs(t *testing.T) {
 	t.Parallel()
-	plugin := ssetest.StartHoldingPlugin(t, "held", true)
+	var failing atomic.Bool
+	held, release := make(chan struct{}, 1), make(chan struct{})
+	plugin := ssetest.StartPlugin(t, &ssetest.Connector{
+		Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
+			if failing.Load() {
+				return nil, status.Error(codes.Internal, "capabilities unavailable")
+			}
+			return &ssepb.Capabilities{PluginIdentifier: "probed"}, nil
+		},
+		Execute: func(s ssetest.Stream) error {
+			held <- struct{}{}
+			<-release
+			return nil
+		},
+	})
+	defer close(release)
 	withTimeout := func(timeout time.Duration) *config.Config {
 		cfg := reloadConfig(30*time.Second, plugin.Addr)
 		cfg.Engines["R"].RequestTimeout = timeout
+		cfg.Engines["R"].ProbeInterval = 100 * time.Millisecond
 		return cfg
 	}
 	gw := ssetest.StartGateway(t, withTimeout(time.Minute))
 	_, client := ssetest.DialConn(t, gw.Addrs[0])
-	results := make(chan reloadResult, 2)
+	results := make(chan reloadResult, 1)
 	go reloadCall(testContext(t), client, results)
-	plugin.WaitHeld(t, 1)
+	<-held
 
-	// A call on each engine, so that both have a connection to lose.
+	// The old engine drains the held call while both engines probe.
 	reloadApply(t, gw, withTimeout(2*time.Minute))
-	go reloadCall(testContext(t), client, results)
-	plugin.WaitHeld(t, 1)
-	plugin.Server.Stop()
-	<-results
-	<-results
+	failing.Store(true)
 
+	const message = "replica answers GetCapabilities with an error; its functions are unknown"
 	var marked, unmarked int
 	deadline := time.Now().Add(10 * time.Second)
 	for marked == 0 || unmarked == 0 {
 		marked, unmarked = 0, 0
-		for _, record := range gw.Logs.Records("replica lost its connection") {
+		for _, record := range gw.Logs.Records(message) {
 			if record["replaced"] == true {
 				marked++
 			} else {
@@ -656,7 +678,7 @@ func TestReloadMarksReplacedEngineLogs(t *testing.T) {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after 10s, %d lost-connection records marked replaced and %d not, want at least one of each:\n%s", marked, unmarked, gw.Logs)
+			t.Fatalf("after 10s, %d records %q marked replaced and %d not, want at least one of each:\n%s", marked, message, unmarked, gw.Logs)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

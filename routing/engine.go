@@ -179,16 +179,20 @@ func NewEngine(cfg *config.Engine, opts EngineOptions) (*Engine, error) {
 	eligible := yieldBusy(slices.DeleteFunc(slices.Clone(replicas), func(r *Replica) bool { return !e.fitForCalls(r) }))
 	e.eligible = addressesOf(eligible)
 	e.Pool.Use(eligible)
-	if stored, err := loadCapabilities(e.stateDir, e.Name); err != nil {
+	if inherited := e.inheritable(opts.Replaces); inherited != nil {
+		// The replaced engine's capabilities are those it stored in the
+		// state folder, or newer.
+		e.setCapabilities(inherited)
+		e.logger.Info("capabilities kept from the engine the reload replaced", "engine", e.Name,
+			"functions", len(inherited.Message.GetFunctions()), "fetched", inherited.Fetched)
+		e.warnUnknownPolicies(inherited)
+	} else if stored, err := loadCapabilities(e.stateDir, e.Name); err != nil {
 		e.logger.Warn("reading stored capabilities failed; waiting for a replica", "engine", e.Name, "error", err.Error())
 	} else if stored != nil {
 		e.setCapabilities(stored)
 		e.logger.Info("capabilities loaded from the state folder", "engine", e.Name,
 			"functions", len(stored.Message.GetFunctions()), "fetched", stored.Fetched)
 		e.warnUnknownPolicies(stored)
-	}
-	if opts.Replaces != nil {
-		e.inherit(opts.Replaces)
 	}
 	e.options.Replaces = nil // not kept alive by the engine that replaced it
 	return e, nil
@@ -588,29 +592,22 @@ func (e *Engine) SetCapabilities(c *Capabilities) {
 	}
 }
 
-// inherit gives the engine the capabilities of previous, the engine of
-// the same name that a reload replaces with it, so that Qlik still learns
-// the functions while every replica is down. They take the place of those
-// from the state folder, which previous stored or was about to. Only an
-// engine with the same backends inherits them: other backends may lead to
-// another plugin, whose function ids could mean other functions. A merged
-// engine inherits nothing: its capabilities are its members'.
+// inheritable returns the capabilities that the engine takes from
+// previous, the engine of the same name that a reload replaces with it, so
+// that Qlik still learns the functions while every replica is down, or
+// nil. Only an engine with the same backends takes them: other backends
+// may lead to another plugin, whose function ids could mean other
+// functions. A merged engine takes nothing: its capabilities are its
+// members'.
 //
 // NOTE: the state folder keys capabilities by engine name alone, so an
 // engine pointed at another plugin still answers Qlik from the old
 // plugin's stored list while no new replica has answered.
-func (e *Engine) inherit(previous *Engine) {
-	inherited := previous.Capabilities()
-	if inherited == nil || e.Merged() || !sameBackends(e.Config.Backends, previous.Config.Backends) {
-		return
+func (e *Engine) inheritable(previous *Engine) *Capabilities {
+	if previous == nil || e.Merged() || !sameBackends(e.Config.Backends, previous.Config.Backends) {
+		return nil
 	}
-	if loaded := e.Capabilities(); loaded == nil || !loaded.SameFunctions(inherited) {
-		// NewEngine warned about the loaded ones.
-		e.warnUnknownPolicies(inherited)
-	}
-	e.setCapabilities(inherited)
-	e.logger.Info("capabilities kept from the engine the reload replaced", "engine", e.Name,
-		"functions", len(inherited.Message.GetFunctions()), "fetched", inherited.Fetched)
+	return previous.Capabilities()
 }
 
 // sameBackends reports whether two engines' backends are the same plugins
