@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -327,6 +328,9 @@ func GatewayForPlugins(plugins []SSEPlugin, opts GatewayOptions) (*Config, strin
 	if opts.Mode != "ports" && opts.Mode != "hosts" {
 		return nil, "", fmt.Errorf("mode %q: use ports or hosts", opts.Mode)
 	}
+	if err := CheckQlikCertFolder(opts.QlikCertFolder); err != nil {
+		return nil, "", fmt.Errorf("certificate folder for Qlik %q: %w", opts.QlikCertFolder, err)
+	}
 	cfg := &Config{Engines: map[string]*Engine{}}
 	var entries []string
 	port := opts.BasePort
@@ -400,6 +404,24 @@ func GatewayForPlugins(plugins []SSEPlugin, opts GatewayOptions) (*Config, strin
 		entries = append(entries, strings.Join(fields, ","))
 	}
 	return cfg, "SSEPlugin=" + strings.Join(entries, ";"), nil
+}
+
+// CheckQlikCertFolder returns an error when folder cannot be written as
+// the certificate folder of an SSEPlugin entry. Qlik splits the line into
+// entries at each ';' and an entry into fields at each ',', and a control
+// character such as a line break would end the line.
+func CheckQlikCertFolder(folder string) error {
+	if i := strings.IndexAny(folder, ";,"); i >= 0 {
+		if folder[i] == ';' {
+			return errors.New("contains ';', which separates the entries of an SSEPlugin line, so Qlik would read the rest of the folder as another entry; use a folder whose path has no ';' or ','")
+		}
+		return errors.New("contains ',', which separates the fields of an SSEPlugin entry, so Qlik would read the rest of the folder as the request timeout; use a folder whose path has no ';' or ','")
+	}
+	if i := strings.IndexFunc(folder, unicode.IsControl); i >= 0 {
+		character, _ := utf8.DecodeRuneInString(folder[i:])
+		return fmt.Errorf("contains %U, a control character or line break, which would break the SSEPlugin line; remove it", character)
+	}
+	return nil
 }
 
 func isLocalHost(host string) bool {

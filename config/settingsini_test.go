@@ -3,6 +3,7 @@ package config_test
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -689,6 +690,18 @@ func TestGatewayForPlugins(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("Qlik folder that breaks the line", func(t *testing.T) {
+		for _, folder := range []string{`C:\certs;old`, `C:\certs,old`, "C:\\certs\r\nold"} {
+			opts := config.GatewayOptions{Mode: "ports", ListenHost: "0.0.0.0", BasePort: 50051, GatewayHost: "gw.example", TLSDir: gatewayDir, QlikCertFolder: folder}
+			_, line, err := config.GatewayForPlugins(readPlugins(t, "SSEPython,localhost:50051;R,localhost:50053"), opts)
+			if err == nil {
+				t.Errorf("GatewayForPlugins(QlikCertFolder %q) line = %q, error = nil; want an error", folder, line)
+			} else if !strings.Contains(err.Error(), fmt.Sprintf("certificate folder for Qlik %q", folder)) {
+				t.Errorf("GatewayForPlugins(QlikCertFolder %q) error = %v, want one naming the folder", folder, err)
+			}
+		}
+	})
 
 	t.Run("unknown mode", func(t *testing.T) {
 		_, _, err := config.GatewayForPlugins(readPlugins(t, "R,localhost:50053"), config.GatewayOptions{Mode: "port", BasePort: 50051})

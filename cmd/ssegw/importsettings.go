@@ -113,6 +113,12 @@ func importSettings(cmd *cobra.Command, path, out string, force bool, opts confi
 	if err := checkListenPorts(cfg, opts.BasePort); err != nil {
 		return err
 	}
+	// Every check comes before the write, so that a failed import leaves
+	// no configuration behind.
+	line, kept, err := withSkippedEntries(line, plugins, problems)
+	if err != nil {
+		return err
+	}
 	var text bytes.Buffer
 	writeImportedConfig(&text, cfg, path, plugins)
 	err = writeConfigFile(out, text.Bytes(), force)
@@ -124,7 +130,6 @@ func importSettings(cmd *cobra.Command, path, out string, force bool, opts confi
 	}
 
 	// Tell the admin what to change on Qlik's side.
-	line, kept := withSkippedEntries(line, plugins, problems)
 	stdout := cmd.OutOrStdout()
 	fmt.Fprintf(stdout, "Wrote %s with %s (%s).\n", out, count(len(plugins), "engine"), strings.Join(engineNames(plugins), ", "))
 	// The configuration reads a relative folder from its own folder.
@@ -195,6 +200,9 @@ func checkGatewayOptions(opts config.GatewayOptions) (config.GatewayOptions, err
 	if err != nil {
 		return opts, fmt.Errorf("invalid --gateway-host %q: %w; give the host name or IP address by which Qlik reaches the gateway", opts.GatewayHost, err)
 	}
+	if err := config.CheckQlikCertFolder(opts.QlikCertFolder); err != nil {
+		return opts, fmt.Errorf("invalid --qlik-certs %q: %w", opts.QlikCertFolder, err)
+	}
 	if opts.Mode == "hosts" && net.ParseIP(host) != nil {
 		return opts, fmt.Errorf("--mode hosts needs a --gateway-host that is a DNS name, for the engines' names <engine>.<gateway-host>, not the IP address %s", host)
 	}
@@ -252,15 +260,20 @@ func rejectUnwritableEntries(plugins []config.SSEPlugin, problems []error) ([]co
 // that the import skipped put back in place, as they were, so that
 // replacing Qlik's line loses no analytic connection. It also returns the
 // positions of those entries. line has one entry per plugin, in the
-// plugins' order.
-func withSkippedEntries(line string, plugins []config.SSEPlugin, problems []error) (string, []string) {
+// plugins' order. It returns an error when line has another number of
+// entries, which a ';' inside a field would cause.
+func withSkippedEntries(line string, plugins []config.SSEPlugin, problems []error) (string, []string, error) {
 	type entry struct {
 		position int
 		text     string
 		skipped  bool
 	}
+	texts := strings.Split(strings.TrimPrefix(line, "SSEPlugin="), ";")
+	if len(texts) != len(plugins) {
+		return "", nil, fmt.Errorf("internal error: the gateway's SSEPlugin line %q has %d entries for %d plugins", line, len(texts), len(plugins))
+	}
 	var entries []entry
-	for i, text := range strings.Split(strings.TrimPrefix(line, "SSEPlugin="), ";") {
+	for i, text := range texts {
 		entries = append(entries, entry{position: plugins[i].Position, text: text})
 	}
 	for _, problem := range problems {
@@ -270,14 +283,14 @@ func withSkippedEntries(line string, plugins []config.SSEPlugin, problems []erro
 		}
 	}
 	slices.SortStableFunc(entries, func(x, y entry) int { return x.position - y.position })
-	var texts, kept []string
+	var ordered, kept []string
 	for _, e := range entries {
-		texts = append(texts, e.text)
+		ordered = append(ordered, e.text)
 		if e.skipped {
 			kept = append(kept, strconv.Itoa(e.position))
 		}
 	}
-	return "SSEPlugin=" + strings.Join(texts, ";"), kept
+	return "SSEPlugin=" + strings.Join(ordered, ";"), kept, nil
 }
 
 func checkEntryText(fields []string) error {

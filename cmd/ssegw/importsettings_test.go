@@ -524,6 +524,9 @@ func TestImportSettingsRejectsBadFlags(t *testing.T) {
 		{"listen address not an IP", []string{"--listen", "not an ip"}, `invalid --listen "not an ip"`},
 		{"hosts mode with an IP address", []string{"--mode", "hosts", "--gateway-host", "10.0.0.1"}, "--mode hosts needs a --gateway-host that is a DNS name"},
 		{"unknown mode", []string{"--mode", "bogus"}, `invalid --mode "bogus": use ports`},
+		{"Qlik folder with a semicolon", []string{"--qlik-certs", `C:\certs;old`}, `invalid --qlik-certs "C:\\certs;old": contains ';', which separates the entries`},
+		{"Qlik folder with a comma", []string{"--qlik-certs", `C:\certs,old`}, `invalid --qlik-certs "C:\\certs,old": contains ',', which separates the fields`},
+		{"Qlik folder with a line break", []string{"--qlik-certs", "C:\\certs\nold"}, "contains U+000A, a control character or line break"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -540,6 +543,18 @@ func TestImportSettingsRejectsBadFlags(t *testing.T) {
 				t.Errorf("stat %s after a rejected import-settings = %v, want the file not to exist", out, err)
 			}
 		})
+	}
+}
+
+// TestWithSkippedEntriesCountMismatch checks that a gateway line whose
+// entries do not match the plugins one for one is an error, not a panic.
+func TestWithSkippedEntriesCountMismatch(t *testing.T) {
+	plugins := []config.SSEPlugin{{Position: 1, Name: "A", Address: "localhost:50051"}}
+	line, kept, err := withSkippedEntries(`SSEPlugin=A,gw.example:50052,C:\certs;old`, plugins, nil)
+	if err == nil {
+		t.Errorf("withSkippedEntries of 2 entries for 1 plugin = %q, %q, nil; want an error", line, kept)
+	} else if !strings.Contains(err.Error(), "has 2 entries for 1 plugins") {
+		t.Errorf("withSkippedEntries of 2 entries for 1 plugin error = %v, want one that gives both counts", err)
 	}
 }
 
