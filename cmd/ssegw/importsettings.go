@@ -49,7 +49,8 @@ can tell a partial import from a whole one. Like Windows, the import reads only 
 line under [Settings 7], and it warns about the others with their line
 numbers. Entries with control characters or text that is not UTF-8,
 which a YAML file cannot contain as written, are reported and skipped too.
-The Settings.ini itself is never changed.
+The Settings.ini itself is never changed: an --out that names it, by any
+path or link, is rejected, even with --force.
 
 The configuration file is written to a temporary file first and then
 renamed, so an existing file is either replaced whole or left as it was.`,
@@ -73,6 +74,10 @@ renamed, so an existing file is either replaced whole or left as it was.`,
 func importSettings(cmd *cobra.Command, path, out string, force bool, opts config.GatewayOptions) error {
 	opts, err := checkGatewayOptions(opts)
 	if err != nil {
+		return err
+	}
+
+	if err := checkOutputIsNotSettings(path, out); err != nil {
 		return err
 	}
 
@@ -208,6 +213,22 @@ func checkGatewayOptions(opts config.GatewayOptions) (config.GatewayOptions, err
 	}
 	opts.GatewayHost = host
 	return opts, nil
+}
+
+// checkOutputIsNotSettings returns an error when out is the Settings.ini
+// file at path, by the same name, by another path to it, or through a
+// link, since --force would then replace the file the import reads.
+func checkOutputIsNotSettings(path, out string) error {
+	settings, err := os.Stat(path)
+	if err != nil {
+		// readSettingsFile reports it.
+		return nil
+	}
+	output, err := os.Stat(out)
+	if err != nil || !os.SameFile(settings, output) {
+		return nil
+	}
+	return fmt.Errorf("--out %s is the Settings.ini being imported, %s, which import-settings never changes; choose another --out, such as ssegw.yaml", out, path)
 }
 
 // maxSettingsFile is the max size in bytes of a Settings.ini that

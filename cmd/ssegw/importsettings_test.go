@@ -546,6 +546,50 @@ func TestImportSettingsRejectsBadFlags(t *testing.T) {
 	}
 }
 
+// TestImportSettingsRejectsSettingsAsOutput checks that --out naming the
+// Settings.ini being imported is rejected, even with --force, and
+// whatever path leads to the file.
+func TestImportSettingsRejectsSettingsAsOutput(t *testing.T) {
+	settings := copySampleSettings(t, "local-plaintext.ini")
+	checkSettingsUnchanged(t, settings)
+	dir := filepath.Dir(settings)
+	symlink := filepath.Join(t.TempDir(), "link.ini")
+	if err := os.Symlink(settings, symlink); err != nil {
+		t.Fatal(err)
+	}
+	hardLink := filepath.Join(dir, "hard-link.ini")
+	if err := os.Link(settings, hardLink); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		out  string
+	}{
+		{"same path", settings},
+		// Not cleaned, unlike what filepath.Join returns.
+		{"path through a parent folder", dir + string(filepath.Separator) + ".." + string(filepath.Separator) + filepath.Base(dir) + string(filepath.Separator) + "Settings.ini"},
+		{"symbolic link", symlink},
+		{"hard link", hardLink},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stdout, _, err := runCommandOutput(t, "import-settings", settings, "--out", tt.out, "--force", "--gateway-host", "gw.example")
+			want := "--out " + tt.out + " is the Settings.ini being imported"
+			if err == nil {
+				t.Errorf("import-settings --out %s error = nil, want one containing %q", tt.out, want)
+			} else if !strings.Contains(err.Error(), want) {
+				t.Errorf("import-settings --out %s error = %v, want one containing %q", tt.out, err, want)
+			}
+			if stdout != "" {
+				t.Errorf("import-settings --out %s stdout = %q, want nothing", tt.out, stdout)
+			}
+		})
+	}
+	if info, err := os.Lstat(symlink); err != nil || info.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("%s after import-settings: %v; want it still a symbolic link", symlink, err)
+	}
+}
+
 // TestWithSkippedEntriesCountMismatch checks that a gateway line whose
 // entries do not match the plugins one for one is an error, not a panic.
 func TestWithSkippedEntriesCountMismatch(t *testing.T) {
