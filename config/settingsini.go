@@ -328,6 +328,9 @@ func GatewayForPlugins(plugins []SSEPlugin, opts GatewayOptions) (*Config, strin
 	if opts.Mode != "ports" && opts.Mode != "hosts" {
 		return nil, "", fmt.Errorf("mode %q: use ports or hosts", opts.Mode)
 	}
+	if strings.TrimSpace(opts.TLSDir) == "" {
+		return nil, "", errors.New("the gateway's certificate folder is empty, but every listener needs it for TLS")
+	}
 	if err := CheckQlikCertFolder(opts.QlikCertFolder); err != nil {
 		return nil, "", fmt.Errorf("certificate folder for Qlik %q: %w", opts.QlikCertFolder, err)
 	}
@@ -409,8 +412,12 @@ func GatewayForPlugins(plugins []SSEPlugin, opts GatewayOptions) (*Config, strin
 // CheckQlikCertFolder returns an error when folder cannot be written as
 // the certificate folder of an SSEPlugin entry. Qlik splits the line into
 // entries at each ';' and an entry into fields at each ',', and a control
-// character such as a line break would end the line.
+// character such as a line break would end the line. An empty folder
+// makes Qlik connect without TLS, which the gateway's listeners reject.
 func CheckQlikCertFolder(folder string) error {
+	if strings.TrimSpace(folder) == "" {
+		return errors.New("is empty, so Qlik would connect without TLS, but the gateway's listeners require TLS; give the folder on the Qlik server that holds the gateway's client certificates")
+	}
 	if i := strings.IndexAny(folder, ";,"); i >= 0 {
 		if folder[i] == ';' {
 			return errors.New("contains ';', which separates the entries of an SSEPlugin line, so Qlik would read the rest of the folder as another entry; use a folder whose path has no ';' or ','")

@@ -703,6 +703,18 @@ func TestGatewayForPlugins(t *testing.T) {
 		}
 	})
 
+	t.Run("empty folders", func(t *testing.T) {
+		plugins := readPlugins(t, "SSEPython,localhost:50051")
+		opts := config.GatewayOptions{Mode: "ports", ListenHost: "0.0.0.0", BasePort: 50051, GatewayHost: "gw.example", TLSDir: "", QlikCertFolder: qlikDir}
+		if _, line, err := config.GatewayForPlugins(plugins, opts); err == nil || !strings.Contains(err.Error(), "the gateway's certificate folder is empty") {
+			t.Errorf("GatewayForPlugins(TLSDir \"\") = %q, %v; want an error about the empty gateway folder", line, err)
+		}
+		opts.TLSDir, opts.QlikCertFolder = gatewayDir, ""
+		if _, line, err := config.GatewayForPlugins(plugins, opts); err == nil || !strings.Contains(err.Error(), `certificate folder for Qlik "": is empty`) {
+			t.Errorf("GatewayForPlugins(QlikCertFolder \"\") = %q, %v; want an error about the empty Qlik folder", line, err)
+		}
+	})
+
 	t.Run("unknown mode", func(t *testing.T) {
 		_, _, err := config.GatewayForPlugins(readPlugins(t, "R,localhost:50053"), config.GatewayOptions{Mode: "port", BasePort: 50051})
 		if err == nil || !strings.Contains(err.Error(), `mode "port"`) {
