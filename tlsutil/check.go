@@ -65,7 +65,11 @@ func CheckFolder(dir string, now time.Time, warnWithin time.Duration) ([]Finding
 
 	// The root first: the others are checked against it.
 	var roots *x509.CertPool
+	var root *x509.Certificate
 	if certs, err := readCertificates(filepath.Join(dir, RootCertFile)); err == nil {
+		// A CA key must match the first certificate, the one that
+		// LoadAuthority signs with.
+		root = certs[0]
 		roots = x509.NewCertPool()
 		for _, cert := range certs {
 			roots.AddCert(cert)
@@ -119,7 +123,7 @@ func CheckFolder(dir string, now time.Time, warnWithin time.Duration) ([]Finding
 				}
 			}
 		}
-		checkKey(add, pair.keyFile, keyPath, leaf)
+		checkKey(add, pair.keyFile, keyPath, leaf, pair.certFile)
 	}
 	_, caKeyErr := os.Stat(filepath.Join(dir, CAKeyFile))
 	switch {
@@ -133,7 +137,7 @@ func CheckFolder(dir string, now time.Time, warnWithin time.Duration) ([]Finding
 
 	// The CA key, where ssegw certs init keeps it.
 	if caKeyErr == nil {
-		checkKey(add, CAKeyFile, filepath.Join(dir, CAKeyFile), nil)
+		checkKey(add, CAKeyFile, filepath.Join(dir, CAKeyFile), root, RootCertFile)
 	}
 	for _, entry := range entries {
 		name := entry.Name()
@@ -210,7 +214,9 @@ func checkDNSNames(add func(string, Severity, string, ...any), file string, cert
 	}
 }
 
-func checkKey(add func(string, Severity, string, ...any), file, path string, cert *x509.Certificate) {
+// checkKey checks the key file at path, and that it matches cert, read
+// from certFile, unless cert is nil.
+func checkKey(add func(string, Severity, string, ...any), file, path string, cert *x509.Certificate, certFile string) {
 	info, err := os.Stat(path)
 	if err != nil {
 		add(file, Error, "missing: %v", err)
@@ -235,7 +241,12 @@ func checkKey(add func(string, Severity, string, ...any), file, path string, cer
 	}
 	public, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
 	if !ok || !public.Equal(cert.PublicKey) {
-		add(file, Error, "does not match its certificate")
+		if file == CAKeyFile {
+			add(file, Error, "does not match its certificate %s, so ssegw certs init cannot issue certificates with this CA; put back the %s made with this %s, or make a new CA with ssegw certs init --force --new-ca",
+				certFile, CAKeyFile, RootCertFile)
+			return
+		}
+		add(file, Error, "does not match its certificate %s", certFile)
 		return
 	}
 	add(file, Info, "matches its certificate")

@@ -240,9 +240,21 @@ func TestCheckFolder(t *testing.T) {
 			want: []wantFinding{{tlsutil.ServerCertFile, tlsutil.Warning, "no subjectAltName: Go clients, such as the gateway, match no name against the common name"}},
 		},
 		{
+			name: "CA key of another CA",
+			build: func(t *testing.T) string {
+				other := newFixture(t)
+				dir := ssetest.WriteFolder(t, map[string][]byte{
+					tlsutil.RootCertFile: readFile(t, filepath.Join(set.CADir, tlsutil.RootCertFile)),
+					tlsutil.CAKeyFile:    readFile(t, filepath.Join(other.CADir, tlsutil.CAKeyFile)),
+				})
+				return dir
+			},
+			want: []wantFinding{{tlsutil.CAKeyFile, tlsutil.Error, "does not match its certificate root_cert.pem"}},
+		},
+		{
 			name:     "CA folder of WriteSet",
 			build:    func(*testing.T) string { return set.CADir },
-			wantInfo: []string{"the CA folder that certs init writes"},
+			wantInfo: []string{"the CA folder that certs init writes", "matches its certificate"},
 		},
 	}
 	for _, tt := range tests {

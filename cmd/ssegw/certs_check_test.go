@@ -445,6 +445,29 @@ func TestCertsCheck(t *testing.T) {
 			wantExit:     1,
 		},
 		{
+			name:  "CA folder of certs init",
+			build: func(*testing.T) string { return filepath.Join(set, tlsutil.CAFolder) },
+		},
+		{
+			name: "CA key of another CA",
+			build: func(t *testing.T) string {
+				other := t.TempDir()
+				certsInit(t, "--out", other, "--hosts", "localhost")
+				dir := filepath.Join(t.TempDir(), tlsutil.CAFolder)
+				if err := os.CopyFS(dir, os.DirFS(filepath.Join(set, tlsutil.CAFolder))); err != nil {
+					t.Fatal(err)
+				}
+				otherKey, err := os.ReadFile(filepath.Join(other, tlsutil.CAFolder, tlsutil.CAKeyFile))
+				if err != nil {
+					t.Fatal(err)
+				}
+				ssetest.ReplaceFile(t, filepath.Join(dir, tlsutil.CAKeyFile), otherKey)
+				return dir
+			},
+			wantProblems: []string{"root_key.pem: ERROR: does not match its certificate root_cert.pem, so ssegw certs init cannot issue certificates with this CA"},
+			wantExit:     1,
+		},
+		{
 			name: "key readable by others",
 			build: func(t *testing.T) string {
 				dir := pluginFolder(t, serverRequest())
