@@ -334,25 +334,35 @@ func WriteSet(dir string, hosts []string, opts SetOptions) (Set, error) {
 	return set, nil
 }
 
-// checkOutlives returns an error when certificates valid for validity
-// from now would outlive ca, whose files are in caDir. The argument
-// certificates names them in the message.
+// CAExpiryError is the error of WriteSet and WriteClientFolder for a CA
+// that has expired, or that would expire before the certificates it
+// signs. A new CA fixes it, and its message ends with that advice: "make
+// a new CA".
+type CAExpiryError struct {
+	message string
+}
+
+func (e *CAExpiryError) Error() string { return e.message }
+
+// checkOutlives returns a *CAExpiryError when certificates valid for
+// validity from now would outlive ca, whose files are in caDir. The
+// argument certificates names them in the message.
 func checkOutlives(ca *Authority, caDir string, validity time.Duration, now time.Time, certificates string) error {
 	caEnd := ca.Cert.NotAfter
 	if !now.Add(validity).After(caEnd) {
 		return nil
 	}
 	if !caEnd.After(now) {
-		return fmt.Errorf("the CA certificate in %s expired on %s; make a new CA", caDir, caEnd.Format(time.DateOnly))
+		return &CAExpiryError{fmt.Sprintf("the CA certificate in %s expired on %s; make a new CA", caDir, caEnd.Format(time.DateOnly))}
 	}
 	left := caEnd.Sub(now)
 	if left < time.Hour {
 		// A validity rounded down to 0 would read as the default of a
 		// year; a CA this close to its end is no use anyway.
-		return fmt.Errorf("the CA certificate in %s expires within the hour, on %s; make a new CA", caDir, caEnd.Format(time.DateTime))
+		return &CAExpiryError{fmt.Sprintf("the CA certificate in %s expires within the hour, on %s; make a new CA", caDir, caEnd.Format(time.DateTime))}
 	}
-	return fmt.Errorf("%s valid for %v would outlive the CA in %s, which expires on %s; make the validity at most %v, or make a new CA",
-		certificates, validity, caDir, caEnd.Format(time.DateTime), left.Truncate(time.Hour))
+	return &CAExpiryError{fmt.Sprintf("%s valid for %v would outlive the CA in %s, which expires on %s; make the validity at most %v, or make a new CA",
+		certificates, validity, caDir, caEnd.Format(time.DateTime), left.Truncate(time.Hour))}
 }
 
 type pendingFile struct {

@@ -196,8 +196,11 @@ before the CA does. --hosts and --root-validity do not apply then.`,
 				CA:           ca,
 			})
 			if err != nil {
-				if ca != nil {
-					err = fmt.Errorf("%w (or add --new-ca)", err)
+				// Only a new CA fixes a CA that expires too soon. Other
+				// errors, such as a folder where a file belongs, stay as
+				// they are with any CA.
+				if _, expiry := errors.AsType[*tlsutil.CAExpiryError](err); ca != nil && expiry {
+					err = fmt.Errorf("%w with --new-ca, after which every Qlik server needs the new %s folder", err, tlsutil.QlikFolder)
 				}
 				return certsWriteError(err)
 			}

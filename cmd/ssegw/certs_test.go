@@ -199,6 +199,40 @@ func TestCertsInitForceNewCA(t *testing.T) {
 	}
 }
 
+// TestCertsInitRenewalNewCAAdvice checks that a failed renewal advises
+// --new-ca only when the kept CA expires too soon, and not for an error
+// that a new CA does not fix, such as a folder where a file belongs.
+func TestCertsInitRenewalNewCAAdvice(t *testing.T) {
+	dir := t.TempDir()
+	certsInit(t, "--out", dir, "--hosts", "localhost", "--root-validity", "1000h", "--validity", "24h")
+
+	_, err := runCommand(t, "certs", "init", "--out", dir, "--hosts", "localhost", "--force", "--validity", "2000h")
+	if err == nil {
+		t.Fatal("certs init --force --validity 2000h under a CA valid for 1000h succeeded, want an error")
+	}
+	if want := "make a new CA with --new-ca, after which every Qlik server needs the new qlik folder"; !strings.Contains(err.Error(), want) {
+		t.Errorf("certs init --force --validity 2000h error = %q, want it to contain %q", err, want)
+	}
+
+	serverCert := filepath.Join(dir, tlsutil.GatewayFolder, tlsutil.ServerCertFile)
+	if err := os.Remove(serverCert); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(serverCert, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, err = runCommand(t, "certs", "init", "--out", dir, "--hosts", "localhost", "--force", "--validity", "24h")
+	if err == nil {
+		t.Fatalf("certs init --force with a folder at %s succeeded, want an error", serverCert)
+	}
+	if want := serverCert + " is a folder"; !strings.Contains(err.Error(), want) {
+		t.Errorf("certs init --force error = %q, want it to contain %q", err, want)
+	}
+	if strings.Contains(err.Error(), "--new-ca") {
+		t.Errorf("certs init --force error = %q, want no advice about --new-ca, which does not move a folder away", err)
+	}
+}
+
 // TestExampleConfigIsValid checks that config.yaml at the repository root
 // loads and validates once certs init has made the certificates it names,
 // as its header comment describes.
