@@ -243,6 +243,8 @@ type SetOptions struct {
 	// CA, when set, signs the set's certificates instead of a new root,
 	// and its files stay as they are: a renewal that keeps the CA lets
 	// every Qlik server that holds the old client folder connect still.
+	// RootValidity is ignored then, and LeafValidity must end before
+	// the CA's certificate does.
 	CA *Authority
 }
 
@@ -268,7 +270,7 @@ func WriteSet(dir string, hosts []string, opts SetOptions) (Set, error) {
 	if opts.RootValidity < 0 || opts.LeafValidity < 0 {
 		return Set{}, fmt.Errorf("the validities of the root (%v) and of the leaf certificates (%v) must be positive", opts.RootValidity, opts.LeafValidity)
 	}
-	if opts.LeafValidity > opts.RootValidity {
+	if opts.CA == nil && opts.LeafValidity > opts.RootValidity {
 		return Set{}, fmt.Errorf("leaf certificates valid for %v would outlive the root that signs them, valid for %v; make the leaves' validity at most the root's", opts.LeafValidity, opts.RootValidity)
 	}
 	hosts, err := ParseHosts(hosts)

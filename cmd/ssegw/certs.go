@@ -150,9 +150,6 @@ before the CA does. --hosts and --root-validity do not apply then.`,
 			if newCA && !force {
 				return errors.New("--new-ca replaces an existing CA, and applies only with --force")
 			}
-			if leafValidity > rootValidity {
-				return fmt.Errorf("--validity (%v) is longer than --root-validity (%v): the certificates would outlive the root that signs them", leafValidity, rootValidity)
-			}
 			// Trim spaces, so that "name, 10.0.0.5" gives the IP address
 			// 10.0.0.5 rather than the invalid DNS name " 10.0.0.5".
 			var names []string
@@ -187,6 +184,11 @@ before the CA does. --hosts and --root-validity do not apply then.`,
 				if ca, err = tlsutil.LoadAuthority(filepath.Join(caFolder, tlsutil.RootCertFile), filepath.Join(caFolder, tlsutil.CAKeyFile)); err != nil {
 					return fmt.Errorf("renewing from the CA in %s: %w; add --new-ca to replace it", caFolder, err)
 				}
+			}
+			// A renewal compares --validity with the kept CA's expiry
+			// instead, in WriteSet.
+			if ca == nil && leafValidity > rootValidity {
+				return fmt.Errorf("--validity (%v) is longer than --root-validity (%v): the certificates would outlive the root that signs them", leafValidity, rootValidity)
 			}
 			set, err := tlsutil.WriteSet(out, hosts, tlsutil.SetOptions{
 				KeyType:      tlsutil.KeyType(keyType),

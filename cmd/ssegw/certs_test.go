@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ssegw/ssegw/config"
 	"github.com/ssegw/ssegw/internal/ssetest"
@@ -230,6 +231,31 @@ func TestCertsInitRenewalNewCAAdvice(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "--new-ca") {
 		t.Errorf("certs init --force error = %q, want no advice about --new-ca, which does not move a folder away", err)
+	}
+}
+
+// TestCertsInitValidityAgainstCA checks that a --validity longer than
+// the root's is compared with --root-validity for a new CA, and with the
+// kept CA's expiry for a renewal, which rejects --root-validity.
+func TestCertsInitValidityAgainstCA(t *testing.T) {
+	dir := t.TempDir()
+	_, err := runCommand(t, "certs", "init", "--out", dir, "--hosts", "localhost", "--validity", "90000h")
+	if want := "--validity (90000h0m0s) is longer than --root-validity (87600h0m0s)"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("certs init --validity 90000h error = %v, want one containing %q", err, want)
+	}
+
+	certsInit(t, "--out", dir, "--hosts", "localhost")
+	caDir := filepath.Join(dir, tlsutil.CAFolder)
+	caEnd := certsLoadCA(t, dir).Cert.NotAfter.Format(time.DateTime)
+	_, err = runCommand(t, "certs", "init", "--out", dir, "--hosts", "localhost", "--force", "--validity", "90000h")
+	if err == nil {
+		t.Fatal("certs init --force --validity 90000h succeeded, want an error: the certificates would outlive the CA")
+	}
+	if want := "would outlive the CA in " + caDir + ", which expires on " + caEnd; !strings.Contains(err.Error(), want) {
+		t.Errorf("certs init --force --validity 90000h error = %q, want it to contain %q", err, want)
+	}
+	if strings.Contains(err.Error(), "--root-validity") {
+		t.Errorf("certs init --force --validity 90000h error = %q, want no mention of --root-validity, which a renewal rejects", err)
 	}
 }
 
