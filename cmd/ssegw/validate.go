@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
@@ -236,6 +237,11 @@ func fetchCapabilities(ctx context.Context, backend config.Backend, timeout time
 	// ends the call at once with its reason, rather than at the timeout.
 	message, err := ssepb.NewConnectorClient(conn).GetCapabilities(ctx, &ssepb.Empty{})
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// grpc-go reports Ready only once the TLS and HTTP/2 handshakes
+		// are done, so the plugin received the call and was late.
+		if conn.GetState() == connectivity.Ready {
+			return nil, fmt.Errorf("connected, but the plugin did not answer GetCapabilities within --timeout %v (%v); it may be busy or still starting, so check it again with a larger --timeout", timeout, err)
+		}
 		return nil, fmt.Errorf("no answer within %v: check the address and, for TLS, the folder and server_name (%v)", timeout, err)
 	}
 	if status.Code(err) == codes.Unavailable {

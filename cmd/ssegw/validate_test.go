@@ -463,6 +463,30 @@ func TestValidateConnect(t *testing.T) {
 		}
 	})
 
+	t.Run("slow replica", func(t *testing.T) {
+		// The plugin accepts the connection and the call, but answers
+		// only after the call has ended.
+		slow := ssetest.StartPlugin(t, &ssetest.Connector{
+			Capabilities: func(ctx context.Context, _ *ssepb.Empty) (*ssepb.Capabilities, error) {
+				<-ctx.Done()
+				return nil, ctx.Err()
+			},
+		})
+		path := writeValidateConfig(t, validateConnectConfig(first.Addr, slow.Addr))
+		output, err := runCommand(t, "validate", "--config", path, "--connect", "--timeout", "1s")
+		checkValidateExit(t, err, 1, output)
+		want := "  " + slow.Addr + ": FAILED: connected, but the plugin did not answer GetCapabilities within --timeout 1s"
+		if !strings.Contains(output, want) {
+			t.Errorf("validate --connect output:\n%s\nwant a line starting %q", output, want)
+		}
+		if want := "check it again with a larger --timeout"; !strings.Contains(output, want) {
+			t.Errorf("validate --connect output:\n%s\nwant the advice %q", output, want)
+		}
+		if unwanted := "check the address"; strings.Contains(output, unwanted) {
+			t.Errorf("validate --connect output:\n%s\nwant no advice to %q: the connection was made", output, unwanted)
+		}
+	})
+
 	t.Run("silent replica", func(t *testing.T) {
 		// A listener that never accepts: the connection is made but no
 		// plugin ever answers, so only --timeout ends the check.
