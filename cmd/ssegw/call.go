@@ -406,7 +406,14 @@ func callCapabilitiesOf(ctx context.Context, out io.Writer, client *sseclient.Cl
 // bundles it sent, if any.
 func callFunctionByName(ctx context.Context, out io.Writer, client *sseclient.Client, name string, table *sseclient.Table, flags callFlags) ([]*ssepb.BundledRows, error) {
 	// Find the function's id and parameter types, as Qlik does.
-	function, err := client.Function(ctx, name)
+	capabilities, _, err := client.Capabilities(ctx)
+	if err != nil {
+		if _, ok := errors.AsType[*sseclient.ConnectionError](err); ok {
+			return nil, err
+		}
+		return nil, &functionLookupError{function: name, err: err}
+	}
+	function, err := sseclient.FindFunction(capabilities, name)
 	if err != nil {
 		return nil, err
 	}
@@ -428,6 +435,19 @@ func callFunctionByName(ctx context.Context, out io.Writer, client *sseclient.Cl
 	printCallResult(out, common, len(bundles), function.GetReturnType(), result)
 	return bundles, callErr
 }
+
+// functionLookupError is a failed GetCapabilities call made to look up a
+// function by name, before the function itself is called.
+type functionLookupError struct {
+	function string
+	err      error
+}
+
+func (e *functionLookupError) Error() string {
+	return fmt.Sprintf("looking up function %s through GetCapabilities: %v", e.function, e.err)
+}
+
+func (e *functionLookupError) Unwrap() error { return e.err }
 
 // callScriptFunction builds the script request header of the --function
 // script function, calls EvaluateScript with the table's rows and prints
@@ -648,7 +668,14 @@ func reportCallError(stderr io.Writer, address string, flags callFlags, timedOut
 		return fmt.Errorf("%w\n%s", err, connectionHint(address, flags, err))
 	}
 	if st, ok := status.FromError(err); ok {
-		fmt.Fprintf(stderr, "call ended with status %s: %s\n", st.Code(), st.Message())
+		if lookup, ok := errors.AsType[*functionLookupError](err); ok {
+			// status.FromError returns the wrapper's text as the message.
+			st = status.Convert(lookup.err)
+			fmt.Fprintf(stderr, "looking up function %s through GetCapabilities failed, so the function was not called: status %s: %s\n",
+				lookup.function, st.Code(), st.Message())
+		} else {
+			fmt.Fprintf(stderr, "call ended with status %s: %s\n", st.Code(), st.Message())
+		}
 		if st.Code() == codes.DeadlineExceeded && timedOut {
 			fmt.Fprintf(stderr, "the call took longer than --timeout %v\n", flags.timeout)
 		}

@@ -756,6 +756,39 @@ func TestCallReportsStatus(t *testing.T) {
 	}
 }
 
+// TestCallFunctionLookupFails checks that a failed GetCapabilities,
+// which a call by name makes first to find the function's id, is reported
+// as a failed lookup, not as the status of the function call.
+func TestCallFunctionLookupFails(t *testing.T) {
+	executed := make(chan struct{}, 1)
+	plugin := ssetest.ServePlugin(t, "127.0.0.1:0", &ssetest.Connector{
+		Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
+			return nil, status.Error(codes.Internal, "capabilities unavailable")
+		},
+		Execute: func(stream ssetest.Stream) error {
+			executed <- struct{}{}
+			return nil
+		},
+	})
+	got := runCallCommand(t, "", plugin.Addr, "function", "Echo", "--arg", "a")
+	var exit exitError
+	if !errors.As(got.err, &exit) || exit.code != 1 {
+		t.Fatalf("call function error = %v, want exit status 1", got.err)
+	}
+	want := "looking up function Echo through GetCapabilities failed, so the function was not called: status Internal: capabilities unavailable\n"
+	if got.stderr != want {
+		t.Errorf("call function stderr = %q, want %q", got.stderr, want)
+	}
+	if got.stdout != "" {
+		t.Errorf("call function stdout = %q, want nothing", got.stdout)
+	}
+	select {
+	case <-executed:
+		t.Error("the plugin's ExecuteFunction was called, want no call after the failed lookup")
+	default:
+	}
+}
+
 // TestCallNamesTimeoutOnlyWhenItPassed checks that a call cut by the
 // gateway's request_timeout is not blamed on --timeout, and that one cut by
 // --timeout is.
