@@ -154,12 +154,12 @@ func importSettings(cmd *cobra.Command, path, out string, force bool, opts confi
 				}
 			}
 			fmt.Fprintf(stdout, "Make the gateway's certificates first, since %s does not exist yet: ssegw certs init --out %s --hosts %s\n",
-				tlsDir, filepath.Dir(tlsDir), strings.Join(names, ","))
+				tlsDir, tlsutil.ShellQuote(filepath.Dir(tlsDir)), tlsutil.ShellQuote(strings.Join(names, ",")))
 		} else {
 			fmt.Fprintf(stdout, "Put the gateway's certificates in %s first, which does not exist yet.\n", tlsDir)
 		}
 	}
-	fmt.Fprintf(stdout, "Check it with: ssegw validate --config %s --connect\n\n", out)
+	fmt.Fprintf(stdout, "Check it with: ssegw validate --config %s --connect\n\n", tlsutil.ShellQuote(out))
 	fmt.Fprintf(stdout, "In Settings.ini, under [Settings 7], replace the SSEPlugin line with:\n%s\n", line)
 	switch len(kept) {
 	case 0:

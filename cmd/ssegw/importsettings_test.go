@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -591,6 +593,62 @@ func TestImportSettingsRejectsSettingsAsOutput(t *testing.T) {
 	}
 	if info, err := os.Lstat(symlink); err != nil || info.Mode()&os.ModeSymlink == 0 {
 		t.Errorf("%s after import-settings: %v; want it still a symbolic link", symlink, err)
+	}
+}
+
+// TestImportSettingsCommandsWithSpaces checks that the commands printed
+// for the admin quote a path with spaces, by running them in a shell:
+// certs init must make the certificates where the configuration expects
+// them, and validate must find the configuration.
+func TestImportSettingsCommandsWithSpaces(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("the commands are quoted for cmd.exe and PowerShell here, and this test runs sh")
+	}
+	binary := ssetest.Binary(t, "./cmd/ssegw")
+	settings := copySampleSettings(t, "local-plaintext.ini")
+	dir := filepath.Join(t.TempDir(), "my dir")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "ssegw.yaml")
+	stdout, _, err := runCommandOutput(t, "import-settings", settings, "--out", out, "--gateway-host", "gw.example")
+	if err != nil {
+		t.Fatalf("import-settings error = %v\nstdout:\n%s", err, stdout)
+	}
+
+	commands := map[string]string{}
+	for line := range strings.SplitSeq(stdout, "\n") {
+		if _, command, ok := strings.Cut(line, ": ssegw "); ok {
+			commands[strings.Fields(command)[0]] = "ssegw " + command
+		}
+	}
+	wantCerts := "ssegw certs init --out '" + filepath.Join(dir, "certs") + "' --hosts gw.example"
+	if commands["certs"] != wantCerts {
+		t.Errorf("import-settings printed the command %q, want %q", commands["certs"], wantCerts)
+	}
+	wantValidate := "ssegw validate --config '" + out + "' --connect"
+	if commands["validate"] != wantValidate {
+		t.Errorf("import-settings printed the command %q, want %q", commands["validate"], wantValidate)
+	}
+
+	// sh runs each command as printed, with ssegw standing for the
+	// binary under test. The variable that names it does not start with
+	// SSEGW_, which validate would read as a configuration key.
+	run := func(command string) string {
+		t.Helper()
+		shell := exec.Command("sh", "-c", `ssegw() { "$TEST_SSEGW_BINARY" "$@"; }; `+command)
+		shell.Env = append(os.Environ(), "TEST_SSEGW_BINARY="+binary)
+		output, _ := shell.CombinedOutput()
+		return string(output)
+	}
+	if output := run(commands["certs"]); !strings.Contains(output, "Wrote certificates for gw.example") {
+		t.Fatalf("sh -c %q output:\n%s\nwant the certificates written", commands["certs"], output)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "certs", tlsutil.GatewayFolder, tlsutil.ServerCertFile)); err != nil {
+		t.Errorf("after the printed certs init: %v; want the gateway's certificate beside the configuration", err)
+	}
+	if output := run(commands["validate"]); !strings.Contains(output, out+": valid: 2 listeners, 2 engines") {
+		t.Errorf("sh -c %q output:\n%s\nwant the configuration found valid", commands["validate"], output)
 	}
 }
 
