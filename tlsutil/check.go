@@ -230,6 +230,10 @@ func checkKey(add func(string, Severity, string, ...any), file, path string, cer
 		add(file, Error, "%v", err)
 		return
 	}
+	if encryption := keyEncryption(data); encryption != "" {
+		add(file, Error, "%s is encrypted (%s), but %s", path, encryption, decryptAdvice(path))
+		return
+	}
 	key, format, err := parsePrivateKey(data)
 	if err != nil {
 		add(file, Error, "%v", err)

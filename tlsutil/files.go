@@ -6,10 +6,12 @@ package tlsutil
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // File names in Qlik's certificate folders. A plugin's folder holds the
@@ -159,11 +161,47 @@ func loadKeyPair(role, certFile, keyFile string) (tls.Certificate, error) {
 	if err := errors.Join(certErr, keyErr); err != nil {
 		return tls.Certificate{}, err
 	}
+	if encryption := keyEncryption(keyPEM); encryption != "" {
+		return tls.Certificate{}, fmt.Errorf("%s key %s is encrypted (%s), but %s", role, keyFile, encryption, decryptAdvice(keyFile))
+	}
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("%s certificate %s and key %s: %w", role, certFile, keyFile, err)
 	}
 	return pair, nil
+}
+
+// keyEncryption describes how the first private key block of keyPEM is
+// encrypted: a PKCS#8 "ENCRYPTED PRIVATE KEY" block, or a "Proc-Type:
+// 4,ENCRYPTED" header, as OpenSSL writes encrypted keys in its older
+// formats. It returns "" for an unencrypted key, or when there is no
+// private key block.
+func keyEncryption(keyPEM []byte) string {
+	for rest := keyPEM; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return ""
+		}
+		if !strings.HasSuffix(block.Type, "PRIVATE KEY") {
+			continue
+		}
+		switch {
+		case block.Type == "ENCRYPTED PRIVATE KEY":
+			return fmt.Sprintf("PEM block %q", block.Type)
+		case strings.Contains(block.Headers["Proc-Type"], "ENCRYPTED"):
+			return fmt.Sprintf("PEM block %q with the header Proc-Type: %s", block.Type, block.Headers["Proc-Type"])
+		}
+		return ""
+	}
+}
+
+// decryptAdvice returns how to decrypt the key file at path, for an error
+// message. Go's crypto/tls reads only unencrypted keys, and the gateway
+// runs unattended, so it has no passphrase to give.
+func decryptAdvice(path string) string {
+	return fmt.Sprintf("ssegw needs an unencrypted key because it cannot ask for a passphrase; decrypt it, for instance with openssl pkey -in %s -out %s, which asks for the passphrase, then replace %s with %s",
+		ShellQuote(path), ShellQuote(path+".plain"), path, path+".plain")
 }
 
 func loadPool(role, file string) (*x509.CertPool, error) {

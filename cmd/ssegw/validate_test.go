@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -621,5 +622,30 @@ func TestValidateRejectsFolder(t *testing.T) {
 	checkValidateExit(t, err, 1, output)
 	if want := dir + " is a folder, not a regular file"; !strings.Contains(output, want) {
 		t.Errorf("validate output = %q, want it to contain %q", output, want)
+	}
+}
+
+// TestValidateNamesEncryptedKey checks that validate reports an encrypted
+// key of a listener as encrypted, with the file and how to decrypt it,
+// rather than as a key that crypto/tls failed to parse.
+func TestValidateNamesEncryptedKey(t *testing.T) {
+	certs := ssetest.NewCerts(t)
+	key := filepath.Join(certs.GatewayDir, tlsutil.ServerKeyFile)
+	encrypted := pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte("not decrypted")})
+	ssetest.ReplaceFile(t, key, encrypted)
+	path := writeValidateConfig(t, "listeners:\n  - address: 127.0.0.1:0\n    tls: {dir: '"+certs.GatewayDir+"'}\n"+
+		"engines:\n  R:\n    backends:\n      - address: 127.0.0.1:1\n")
+
+	output, err := runCommand(t, "validate", "--config", path)
+	checkValidateExit(t, err, 1, output)
+	want := "listeners[0].tls: server key " + key + ` is encrypted (PEM block "ENCRYPTED PRIVATE KEY"), but ssegw needs an unencrypted key`
+	if !strings.Contains(output, want) {
+		t.Errorf("validate output:\n%s\nwant it to contain %q", output, want)
+	}
+	if want := "openssl pkey -in " + tlsutil.ShellQuote(key); !strings.Contains(output, want) {
+		t.Errorf("validate output:\n%s\nwant the advice %q", output, want)
+	}
+	if unwanted := "failed to parse private key"; strings.Contains(output, unwanted) {
+		t.Errorf("validate output:\n%s\nwant no %q", output, unwanted)
 	}
 }
