@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -48,12 +50,18 @@ that the certificate of no TLS listener lists, since Qlik's calls by
 those names fail the handshake. The exit status is 0 when the file and
 the OpenTelemetry variables are valid and, with --connect, every backend
 answered and agrees; 1 otherwise.`,
-		Args: cobra.NoArgs,
+		Args: rejectConfigArgument,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if timeout <= 0 {
 				return fmt.Errorf("invalid --timeout %v: give a positive duration, such as 5s", timeout)
 			}
 			out := cmd.OutOrStdout()
+			if !cmd.Flags().Changed("config") {
+				if _, err := os.Stat(configFile); errors.Is(err, fs.ErrNotExist) {
+					fmt.Fprintln(out, missingDefaultConfig(configFile))
+					return exitError{code: 1}
+				}
+			}
 			cfg, err := config.Load(configFile, os.Environ())
 			if err != nil {
 				fmt.Fprintln(out, err)
@@ -90,6 +98,33 @@ answered and agrees; 1 otherwise.`,
 	cmd.Flags().BoolVar(&connect, "connect", false, "also dial every backend and compare its capabilities with its engine's other replicas")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "limit for each backend's GetCapabilities")
 	return cmd
+}
+
+// rejectConfigArgument rejects arguments, as cobra.NoArgs does, but
+// first hints at --config when the argument looks like the configuration
+// file: a regular file, or a name ending in .yaml or .yml.
+func rejectConfigArgument(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	extension := strings.ToLower(filepath.Ext(args[0]))
+	info, err := os.Stat(args[0])
+	if extension == ".yaml" || extension == ".yml" || err == nil && info.Mode().IsRegular() {
+		return fmt.Errorf("unexpected argument %q: %s takes the configuration file with --config, as in ssegw %s --config %s",
+			args[0], cmd.Name(), cmd.Name(), tlsutil.ShellQuote(args[0]))
+	}
+	return cobra.NoArgs(cmd, args)
+}
+
+// missingDefaultConfig returns the message for a --config left at its
+// default, name, when no such file exists in the working directory.
+func missingDefaultConfig(name string) string {
+	dir, err := os.Getwd()
+	if err != nil {
+		dir = "."
+	}
+	return fmt.Sprintf("reading config: %s does not exist in the working directory, %s; %s there is the default configuration file, and --config FILE names another",
+		name, dir, name)
 }
 
 // backendHint returns what to check for a backend that did not answer,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -647,5 +648,65 @@ func TestValidateNamesEncryptedKey(t *testing.T) {
 	}
 	if unwanted := "failed to parse private key"; strings.Contains(output, unwanted) {
 		t.Errorf("validate output:\n%s\nwant no %q", output, unwanted)
+	}
+}
+
+// TestValidateHintsConfigFlag checks that a configuration file given as an
+// argument, rather than with --config, gets a hint at --config, and that
+// another argument is still an unknown command.
+func TestValidateHintsConfigFlag(t *testing.T) {
+	// An existing file counts whatever its name.
+	existing := filepath.Join(t.TempDir(), "gateway.conf")
+	ssetest.WriteFile(t, existing, []byte("listeners: []\n"))
+	tests := []struct {
+		argument string
+		want     string
+	}{
+		{"v1.yaml", `unexpected argument "v1.yaml": validate takes the configuration file with --config, as in ssegw validate --config v1.yaml`},
+		{"gateway.YML", `unexpected argument "gateway.YML": validate takes the configuration file with --config`},
+		{existing, "unexpected argument " + fmt.Sprintf("%q", existing) + ": validate takes the configuration file with --config, as in ssegw validate --config " + existing},
+		{"my config.yaml", "as in ssegw validate --config " + tlsutil.ShellQuote("my config.yaml")},
+		{"connect", `unknown command "connect" for "ssegw validate"`},
+	}
+	for _, tt := range tests {
+		output, err := runCommand(t, "validate", tt.argument)
+		if err == nil {
+			t.Errorf("validate %s succeeded, want an error; output:\n%s", tt.argument, output)
+			continue
+		}
+		if !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("validate %s error = %q, want it to contain %q", tt.argument, err, tt.want)
+		}
+	}
+}
+
+// TestValidateMissingDefaultConfig checks that validate without --config,
+// in a folder without config.yaml, says where it looked and how to name
+// another file, and that an explicit --config keeps the plain error.
+func TestValidateMissingDefaultConfig(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	output, err := runCommand(t, "validate")
+	checkValidateExit(t, err, 1, output)
+	wantDir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"config.yaml does not exist in the working directory, " + wantDir,
+		"config.yaml there is the default configuration file, and --config FILE names another",
+	} {
+		if !strings.Contains(output, want) {
+			t.Errorf("validate output = %q, want it to contain %q", output, want)
+		}
+	}
+
+	output, err = runCommand(t, "validate", "--config", "other.yaml")
+	checkValidateExit(t, err, 1, output)
+	if want := "reading config: stat other.yaml: "; !strings.Contains(output, want) {
+		t.Errorf("validate --config other.yaml output = %q, want it to contain %q", output, want)
+	}
+	if strings.Contains(output, "working directory") {
+		t.Errorf("validate --config other.yaml output = %q, want no hint about the default file", output)
 	}
 }
