@@ -54,7 +54,15 @@ path or link, is rejected, even with --force.
 
 The configuration file is written to a temporary file first and then
 renamed, so an existing file is either replaced whole or left as it was.`,
-		Args: cobra.ExactArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			switch len(args) {
+			case 0:
+				return errors.New("import-settings needs the path of the QlikView Settings.ini to read, the file with the SSEPlugin line under [Settings 7]: ssegw import-settings PATH")
+			case 1:
+				return nil
+			}
+			return fmt.Errorf("import-settings reads one Settings.ini, the path given as its argument, but got %d arguments: %q; give any other value with its flag, such as --out", len(args), args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return importSettings(cmd, args[0], out, force, opts)
 		},

@@ -552,6 +552,21 @@ func TestImportSettingsRejectsBadFlags(t *testing.T) {
 	}
 }
 
+// TestImportSettingsArguments checks that a missing Settings.ini
+// argument, or extra arguments, are rejected with a message that says
+// what the one argument is.
+func TestImportSettingsArguments(t *testing.T) {
+	_, _, err := runCommandOutput(t, "import-settings")
+	if want := "import-settings needs the path of the QlikView Settings.ini to read"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("import-settings without arguments error = %v, want one containing %q", err, want)
+	}
+
+	_, _, err = runCommandOutput(t, "import-settings", "Settings.ini", "ssegw.yaml")
+	if want := `import-settings reads one Settings.ini, the path given as its argument, but got 2 arguments: ["Settings.ini" "ssegw.yaml"]`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("import-settings with two arguments error = %v, want one containing %q", err, want)
+	}
+}
+
 // TestImportSettingsRejectsSettingsAsOutput checks that --out naming the
 // Settings.ini being imported is rejected, even with --force, and
 // whatever path leads to the file.
