@@ -45,6 +45,9 @@ client certificate without the serverAuth or clientAuth usage.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if warnWithin < 0 {
+				return fmt.Errorf("invalid --warn-within %v: give a duration of 0 or more, such as 720h for 30 days; 0 turns the expiry warnings off", warnWithin)
+			}
 			findings, err := tlsutil.CheckFolder(args[0], time.Now(), warnWithin)
 			if err != nil {
 				return err

@@ -506,6 +506,27 @@ func TestCertsCheck(t *testing.T) {
 	}
 }
 
+// TestCertsCheckRejectsNegativeWarnWithin checks that a negative
+// --warn-within, which would turn the expiry warnings off without saying
+// so, is rejected before the folder is read, and that 0 is accepted.
+func TestCertsCheckRejectsNegativeWarnWithin(t *testing.T) {
+	set := t.TempDir()
+	certsInit(t, "--out", set, "--hosts", "localhost")
+	dir := filepath.Join(set, tlsutil.GatewayFolder)
+
+	output, err := runCommand(t, "certs", "check", "--warn-within", "-1h", dir)
+	if want := "invalid --warn-within -1h0m0s: give a duration of 0 or more"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("certs check --warn-within -1h error = %v, want one containing %q", err, want)
+	}
+	if output != "" {
+		t.Errorf("certs check --warn-within -1h output = %q, want nothing", output)
+	}
+
+	if output, err := runCommand(t, "certs", "check", "--warn-within", "0s", dir); err != nil {
+		t.Errorf("certs check --warn-within 0s error = %v, want nil; output:\n%s", err, output)
+	}
+}
+
 // TestCertsCheckAdviceWorks follows the advice of certs check for a plugin
 // folder made as Qlik's usual OpenSSL script makes it. Its certificate
 // lists 127.0.0.1 only as a DNS name, so a gateway dialing 127.0.0.1
