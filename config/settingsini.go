@@ -416,7 +416,7 @@ func GatewayForPlugins(plugins []SSEPlugin, opts GatewayOptions) (*Config, strin
 // makes Qlik connect without TLS, which the gateway's listeners reject.
 func CheckQlikCertFolder(folder string) error {
 	if strings.TrimSpace(folder) == "" {
-		return errors.New("is empty, so Qlik would connect without TLS, but the gateway's listeners require TLS; give the folder on the Qlik server that holds the gateway's client certificates")
+		return errors.New("is empty, so Qlik would connect without TLS, but the gateway's listeners require TLS; give the folder on the Qlik server that contains the gateway's client certificates")
 	}
 	if i := strings.IndexAny(folder, ";,"); i >= 0 {
 		if folder[i] == ';' {

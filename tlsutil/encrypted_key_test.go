@@ -25,8 +25,7 @@ var encryptedKeyFormats = []struct {
 	wantType string
 }{
 	{
-		// As openssl pkcs8 -topk8 writes it, and as Qlik's usual
-		// OpenSSL script would with a passphrase.
+		// As openssl pkcs8 -topk8 writes it without -nocrypt.
 		name: "PKCS#8",
 		encrypt: func(t *testing.T, path string) {
 			runOpenSSL(t, "pkcs8", "-topk8", "-in", path, "-out", path+".encrypted", "-passout", testPassphrase)

@@ -197,8 +197,8 @@ func keyEncryption(keyPEM []byte) string {
 }
 
 // decryptAdvice returns how to decrypt the key file at path, for an error
-// message. Go's crypto/tls reads only unencrypted keys, and the gateway
-// runs unattended, so it has no passphrase to give.
+// message. Go's crypto/tls (Go 1.26) reads only unencrypted keys, and the
+// gateway runs unattended, so it has no passphrase to give.
 func decryptAdvice(path string) string {
 	return fmt.Sprintf("ssegw needs an unencrypted key because it cannot ask for a passphrase; decrypt it, for instance with openssl pkey -in %s -out %s, which asks for the passphrase, then replace %s with %s",
 		ShellQuote(path), ShellQuote(path+".plain"), path, path+".plain")

@@ -201,9 +201,9 @@ before the CA does. --hosts and --root-validity do not apply then.`,
 				CA:           ca,
 			})
 			if err != nil {
-				// Only a new CA fixes a CA that expires too soon. Other
-				// errors, such as a folder where a file belongs, stay as
-				// they are with any CA.
+				// A new CA fixes only a CA that expires too soon. Other
+				// errors, such as a folder where a file belongs, get no
+				// such advice.
 				if _, expiry := errors.AsType[*tlsutil.CAExpiryError](err); ca != nil && expiry {
 					err = fmt.Errorf("%w with --new-ca, after which every Qlik server needs the new %s folder", err, tlsutil.QlikFolder)
 				}

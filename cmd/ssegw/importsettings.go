@@ -217,7 +217,7 @@ func checkGatewayOptions(opts config.GatewayOptions) (config.GatewayOptions, err
 		return opts, errors.New("--gateway-certs is empty; give the gateway's certificate folder, which every listener uses for TLS, such as certs/gateway from certs init")
 	}
 	if strings.TrimSpace(opts.QlikCertFolder) == "" {
-		return opts, errors.New(`--qlik-certs is empty; give the folder on the Qlik server that holds the gateway's client certificates, such as C:\ProgramData\ssegw\qlik with qlik/ from certs init, because the gateway's listeners require TLS`)
+		return opts, errors.New(`--qlik-certs is empty; give the folder on the Qlik server that contains the gateway's client certificates, such as C:\ProgramData\ssegw\qlik with qlik/ from certs init, because the gateway's listeners require TLS`)
 	}
 	if err := config.CheckQlikCertFolder(opts.QlikCertFolder); err != nil {
 		return opts, fmt.Errorf("invalid --qlik-certs %q: %w", opts.QlikCertFolder, err)

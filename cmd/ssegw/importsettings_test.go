@@ -553,8 +553,8 @@ func TestImportSettingsRejectsBadFlags(t *testing.T) {
 }
 
 // TestImportSettingsArguments checks that a missing Settings.ini
-// argument, or extra arguments, are rejected with a message that says
-// what the one argument is.
+// argument, or extra arguments, are rejected with a message that names
+// the one argument the command takes.
 func TestImportSettingsArguments(t *testing.T) {
 	_, _, err := runCommandOutput(t, "import-settings")
 	if want := "import-settings needs the path of the QlikView Settings.ini to read"; err == nil || !strings.Contains(err.Error(), want) {

@@ -272,10 +272,11 @@ func fetchCapabilities(ctx context.Context, backend config.Backend, timeout time
 	// ends the call at once with its reason, rather than at the timeout.
 	message, err := ssepb.NewConnectorClient(conn).GetCapabilities(ctx, &ssepb.Empty{})
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		// grpc-go reports Ready only once the TLS and HTTP/2 handshakes
-		// are done, so the plugin received the call and was late.
+		// grpc-go (v1.85) reports Ready only after the TLS handshake and
+		// the server's HTTP/2 settings frame, so the plugin was up and the
+		// call was sent.
 		if conn.GetState() == connectivity.Ready {
-			return nil, fmt.Errorf("connected, but the plugin did not answer GetCapabilities within --timeout %v (%v); it may be busy or still starting, so check it again with a larger --timeout", timeout, err)
+			return nil, fmt.Errorf("connected, but the plugin did not respond to GetCapabilities within --timeout %v (%v); it may be busy or still starting, so check it again with a larger --timeout", timeout, err)
 		}
 		return nil, fmt.Errorf("no answer within %v: check the address and, for TLS, the folder and server_name (%v)", timeout, err)
 	}

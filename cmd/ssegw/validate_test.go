@@ -466,7 +466,7 @@ func TestValidateConnect(t *testing.T) {
 	})
 
 	t.Run("slow replica", func(t *testing.T) {
-		// The plugin accepts the connection and the call, but answers
+		// The plugin accepts the connection and the call, but returns
 		// only after the call has ended.
 		slow := ssetest.StartPlugin(t, &ssetest.Connector{
 			Capabilities: func(ctx context.Context, _ *ssepb.Empty) (*ssepb.Capabilities, error) {
@@ -477,7 +477,7 @@ func TestValidateConnect(t *testing.T) {
 		path := writeValidateConfig(t, validateConnectConfig(first.Addr, slow.Addr))
 		output, err := runCommand(t, "validate", "--config", path, "--connect", "--timeout", "1s")
 		checkValidateExit(t, err, 1, output)
-		want := "  " + slow.Addr + ": FAILED: connected, but the plugin did not answer GetCapabilities within --timeout 1s"
+		want := "  " + slow.Addr + ": FAILED: connected, but the plugin did not respond to GetCapabilities within --timeout 1s"
 		if !strings.Contains(output, want) {
 			t.Errorf("validate --connect output:\n%s\nwant a line starting %q", output, want)
 		}
@@ -681,8 +681,8 @@ func TestValidateHintsConfigFlag(t *testing.T) {
 }
 
 // TestValidateMissingDefaultConfig checks that validate without --config,
-// in a folder without config.yaml, says where it looked and how to name
-// another file, and that an explicit --config keeps the plain error.
+// in a folder without config.yaml, names the folder it looked in and how
+// to name another file, and that an explicit --config keeps the plain error.
 func TestValidateMissingDefaultConfig(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
