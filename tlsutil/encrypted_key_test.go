@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ssegw/ssegw/internal/shellquote"
 	"github.com/ssegw/ssegw/tlsutil"
 )
 
@@ -93,7 +94,7 @@ func TestServerConfigEncryptedKey(t *testing.T) {
 			for _, want := range []string{
 				"server key " + key + " is encrypted (" + format.wantType + ")",
 				"ssegw needs an unencrypted key",
-				"openssl pkey -in " + tlsutil.ShellQuote(key) + " -out " + tlsutil.ShellQuote(key+".plain"),
+				"openssl pkey -in " + shellquote.Quote(key) + " -out " + shellquote.Quote(key+".plain"),
 			} {
 				if !strings.Contains(err.Error(), want) {
 					t.Errorf("ServerConfig() error = %q, want it to contain %q", err, want)

@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/ssegw/ssegw/internal/shellquote"
 )
 
 // File names in Qlik's certificate folders. A plugin's folder holds the
@@ -201,7 +203,7 @@ func keyEncryption(keyPEM []byte) string {
 // gateway runs unattended, so it has no passphrase to give.
 func decryptAdvice(path string) string {
 	return fmt.Sprintf("ssegw needs an unencrypted key because it cannot ask for a passphrase; decrypt it, for instance with openssl pkey -in %s -out %s, which asks for the passphrase, then replace %s with %s",
-		ShellQuote(path), ShellQuote(path+".plain"), path, path+".plain")
+		shellquote.Quote(path), shellquote.Quote(path+".plain"), path, path+".plain")
 }
 
 func loadPool(role, file string) (*x509.CertPool, error) {

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ssegw/ssegw/config"
+	"github.com/ssegw/ssegw/internal/shellquote"
 	"github.com/ssegw/ssegw/tlsutil"
 )
 
@@ -162,12 +163,12 @@ func importSettings(cmd *cobra.Command, path, out string, force bool, opts confi
 				}
 			}
 			fmt.Fprintf(stdout, "Make the gateway's certificates first, since %s does not exist yet: ssegw certs init --out %s --hosts %s\n",
-				tlsDir, tlsutil.ShellQuote(filepath.Dir(tlsDir)), tlsutil.ShellQuote(strings.Join(names, ",")))
+				tlsDir, shellquote.Quote(filepath.Dir(tlsDir)), shellquote.Quote(strings.Join(names, ",")))
 		} else {
 			fmt.Fprintf(stdout, "Put the gateway's certificates in %s first, which does not exist yet.\n", tlsDir)
 		}
 	}
-	fmt.Fprintf(stdout, "Check it with: ssegw validate --config %s --connect\n\n", tlsutil.ShellQuote(out))
+	fmt.Fprintf(stdout, "Check it with: ssegw validate --config %s --connect\n\n", shellquote.Quote(out))
 	fmt.Fprintf(stdout, "In Settings.ini, under [Settings 7], replace the SSEPlugin line with:\n%s\n", line)
 	switch len(kept) {
 	case 0:

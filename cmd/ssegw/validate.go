@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ssegw/ssegw/config"
+	"github.com/ssegw/ssegw/internal/shellquote"
 	"github.com/ssegw/ssegw/routing"
 	"github.com/ssegw/ssegw/ssepb"
 	"github.com/ssegw/ssegw/telemetry"
@@ -111,7 +112,7 @@ func rejectConfigArgument(cmd *cobra.Command, args []string) error {
 	info, err := os.Stat(args[0])
 	if extension == ".yaml" || extension == ".yml" || err == nil && info.Mode().IsRegular() {
 		return fmt.Errorf("unexpected argument %q: %s takes the configuration file with --config, as in ssegw %s --config %s",
-			args[0], cmd.Name(), cmd.Name(), tlsutil.ShellQuote(args[0]))
+			args[0], cmd.Name(), cmd.Name(), shellquote.Quote(args[0]))
 	}
 	return cobra.NoArgs(cmd, args)
 }
@@ -271,7 +272,9 @@ func fetchCapabilities(ctx context.Context, backend config.Backend, timeout time
 	// Without WaitForReady, a refused connection or a failed handshake
 	// ends the call at once with its reason, rather than at the timeout.
 	message, err := ssepb.NewConnectorClient(conn).GetCapabilities(ctx, &ssepb.Empty{})
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	// The plugin's gRPC may end the call at the deadline it was sent, with
+	// a reset, just before this command's own context ends.
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded {
 		// grpc-go (v1.85) reports Ready only after the TLS handshake and
 		// the server's HTTP/2 settings frame, so the plugin was up and the
 		// call was sent.

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/ssegw/ssegw/internal/shellquote"
 	"github.com/ssegw/ssegw/internal/ssetest"
 	"github.com/ssegw/ssegw/ssepb"
 	"github.com/ssegw/ssegw/tlsutil"
@@ -643,7 +644,7 @@ func TestValidateNamesEncryptedKey(t *testing.T) {
 	if !strings.Contains(output, want) {
 		t.Errorf("validate output:\n%s\nwant it to contain %q", output, want)
 	}
-	if want := "openssl pkey -in " + tlsutil.ShellQuote(key); !strings.Contains(output, want) {
+	if want := "openssl pkey -in " + shellquote.Quote(key); !strings.Contains(output, want) {
 		t.Errorf("validate output:\n%s\nwant the advice %q", output, want)
 	}
 	if unwanted := "failed to parse private key"; strings.Contains(output, unwanted) {
@@ -665,7 +666,7 @@ func TestValidateHintsConfigFlag(t *testing.T) {
 		{"v1.yaml", `unexpected argument "v1.yaml": validate takes the configuration file with --config, as in ssegw validate --config v1.yaml`},
 		{"gateway.YML", `unexpected argument "gateway.YML": validate takes the configuration file with --config`},
 		{existing, "unexpected argument " + fmt.Sprintf("%q", existing) + ": validate takes the configuration file with --config, as in ssegw validate --config " + existing},
-		{"my config.yaml", "as in ssegw validate --config " + tlsutil.ShellQuote("my config.yaml")},
+		{"my config.yaml", "as in ssegw validate --config " + shellquote.Quote("my config.yaml")},
 		{"connect", `unknown command "connect" for "ssegw validate"`},
 	}
 	for _, tt := range tests {

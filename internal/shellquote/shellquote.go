@@ -1,17 +1,19 @@
-package tlsutil
+// Package shellquote quotes text as one argument of a command that ssegw
+// prints for an admin to run.
+package shellquote
 
 import (
 	"runtime"
 	"strings"
 )
 
-// ShellQuote returns text as one argument for a shell on the system that
+// Quote returns text as one argument for a shell on the system that
 // ssegw runs on, so that a command printed for the admin, with a path
 // that contains spaces, works when pasted. Text of only letters, digits
 // and common path characters comes back as it is. On Windows the quotes
 // are double quotes, which both cmd.exe and PowerShell read, and elsewhere
 // they are POSIX shell single quotes.
-func ShellQuote(text string) string {
+func Quote(text string) string {
 	if runtime.GOOS == "windows" {
 		return windowsShellQuote(text)
 	}

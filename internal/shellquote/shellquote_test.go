@@ -1,4 +1,4 @@
-package tlsutil
+package shellquote
 
 import (
 	"os/exec"
