@@ -181,11 +181,9 @@ func describeCertificate(add func(string, Severity, string, ...any), file string
 }
 
 func checkUsage(add func(string, Severity, string, ...any), file string, cert *x509.Certificate, usage x509.ExtKeyUsage, role string) {
-	if len(cert.ExtKeyUsage) == 0 || slices.Contains(cert.ExtKeyUsage, usage) || slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageAny) {
-		return
+	if name, lacks := lacksUsage(cert, usage); lacks {
+		add(file, Error, "a %s certificate without the %s extended key usage: TLS peers refuse it", role, name)
 	}
-	name := map[x509.ExtKeyUsage]string{x509.ExtKeyUsageServerAuth: "serverAuth", x509.ExtKeyUsageClientAuth: "clientAuth"}[usage]
-	add(file, Error, "a %s certificate without the %s extended key usage: TLS peers refuse it", role, name)
 }
 
 // checkDNSNames warns about DNS subjectAltNames that clients never match.

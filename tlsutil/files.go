@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/ssegw/ssegw/internal/shellquote"
@@ -117,6 +118,9 @@ func (f ServerFiles) ServerConfig() (*tls.Config, error) {
 		return nil, errors.New("server TLS needs a certificate, a key and a client CA: set dir, or cert_file, key_file and client_ca_file")
 	}
 	pair, err := loadKeyPair("server", f.CertFile, f.KeyFile)
+	if err == nil {
+		err = requireUsage(pair, x509.ExtKeyUsageServerAuth, "server", f.CertFile)
+	}
 	pool, poolErr := loadPool("client CA", f.ClientCAFile)
 	if err := errors.Join(err, poolErr); err != nil {
 		return nil, err
@@ -146,6 +150,9 @@ func (f ClientFiles) ClientConfig(serverName string) (*tls.Config, error) {
 	}
 	if f.CertFile != "" {
 		pair, pairErr := loadKeyPair("client", f.CertFile, f.KeyFile)
+		if pairErr == nil {
+			pairErr = requireUsage(pair, x509.ExtKeyUsageClientAuth, "client", f.CertFile)
+		}
 		err = errors.Join(err, pairErr)
 		cfg.Certificates = []tls.Certificate{pair}
 	}
@@ -171,6 +178,28 @@ func loadKeyPair(role, certFile, keyFile string) (tls.Certificate, error) {
 		return tls.Certificate{}, fmt.Errorf("%s certificate %s and key %s: %w", role, certFile, keyFile, err)
 	}
 	return pair, nil
+}
+
+// requireUsage returns an error when the certificate of pair lacks an
+// extended key usage that its role needs, as lacksUsage tells.
+func requireUsage(pair tls.Certificate, usage x509.ExtKeyUsage, role, certFile string) error {
+	if pair.Leaf == nil {
+		return nil
+	}
+	if name, lacks := lacksUsage(pair.Leaf, usage); lacks {
+		return fmt.Errorf("%s certificate %s lacks the %s extended key usage, so every TLS peer rejects it; use a %s certificate, such as ssegw certs init makes", role, certFile, name, role)
+	}
+	return nil
+}
+
+// lacksUsage reports whether cert lists extended key usages without
+// usage, which TLS peers, Go's and the gRPC core's of Qlik alike, reject
+// in every handshake, and returns the usage's name. A certificate that
+// lists none may serve any purpose.
+func lacksUsage(cert *x509.Certificate, usage x509.ExtKeyUsage) (name string, lacks bool) {
+	name = map[x509.ExtKeyUsage]string{x509.ExtKeyUsageServerAuth: "serverAuth", x509.ExtKeyUsageClientAuth: "clientAuth"}[usage]
+	lacks = len(cert.ExtKeyUsage) > 0 && !slices.Contains(cert.ExtKeyUsage, usage) && !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageAny)
+	return name, lacks
 }
 
 // keyEncryption describes how the first private key block of keyPEM is

@@ -343,6 +343,14 @@ func TestServerConfigErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "client certificate",
+			setup: func(t *testing.T, f fixture) (tlsutil.ServerFiles, []string) {
+				cert := filepath.Join(f.QlikDir, tlsutil.ClientCertFile)
+				key := filepath.Join(f.QlikDir, tlsutil.ClientKeyFile)
+				return tlsutil.ServerFilesInDir(f.GatewayDir, cert, key, ""), []string{cert, "lacks the serverAuth extended key usage"}
+			},
+		},
+		{
 			name: "client CA not PEM",
 			setup: func(t *testing.T, f fixture) (tlsutil.ServerFiles, []string) {
 				ca := filepath.Join(f.GatewayDir, tlsutil.RootCertFile)
@@ -411,6 +419,14 @@ func TestClientConfigErrors(t *testing.T) {
 				ca := filepath.Join(f.QlikDir, "other_root.pem")
 				key := filepath.Join(f.QlikDir, "other_key.pem")
 				return tlsutil.ClientFilesInDir(f.QlikDir, ca, "", key), []string{ca, key}
+			},
+		},
+		{
+			name: "server certificate",
+			setup: func(t *testing.T, f fixture) (tlsutil.ClientFiles, []string) {
+				cert := filepath.Join(f.GatewayDir, tlsutil.ServerCertFile)
+				key := filepath.Join(f.GatewayDir, tlsutil.ServerKeyFile)
+				return tlsutil.ClientFilesInDir(f.QlikDir, "", cert, key), []string{cert, "lacks the clientAuth extended key usage"}
 			},
 		},
 		{
