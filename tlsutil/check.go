@@ -176,7 +176,7 @@ func describeCertificate(add func(string, Severity, string, ...any), file string
 	case now.Before(cert.NotBefore):
 		add(file, Error, "not valid before %s", cert.NotBefore.Format(time.DateTime))
 	case left < warnWithin:
-		add(file, Warning, "expires in %d days, on %s", int(left.Hours()/24), cert.NotAfter.Format(time.DateOnly))
+		add(file, Warning, "expires in %s, on %s", TimeLeft(left), cert.NotAfter.Format(time.DateOnly))
 	}
 }
 

@@ -300,6 +300,7 @@ type Watcher struct {
 	folders *fswatch.Folders // set by Run, to watch the folders of sources added later
 	retry   *time.Timer      // reloads once files rejected as not valid yet become valid
 	stopped bool             // Run's context has ended: no more retries
+	failing map[*Source]bool // sources whose files failed to load at the last reload
 }
 
 // NewWatcher returns a watcher that logs to logger.
@@ -331,6 +332,7 @@ func (w *Watcher) Remove(s *Source) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.sources = slices.DeleteFunc(w.sources, func(other *Source) bool { return other == s })
+	delete(w.failing, s)
 }
 
 func (w *Watcher) snapshot() []*Source {
@@ -357,8 +359,14 @@ func (w *Watcher) reload() (changed []*Source, failed int) {
 		before := s.Certificates()
 		if err := s.Reload(); err != nil {
 			w.logger.Error("certificates not reloaded; the current ones stay", "error", err.Error())
+			w.setFailing(s, true)
 			failed++
 			continue
+		}
+		if w.setFailing(s, false) {
+			// Otherwise nothing would tell that the error logged before
+			// is over when the files did not change since they last loaded.
+			w.logger.Info("certificate files load again", "source", s.name)
 		}
 		if !slices.EqualFunc(before, s.Certificates(), func(a, b *x509.Certificate) bool { return a.Equal(b) }) {
 			changed = append(changed, s)
@@ -370,6 +378,23 @@ func (w *Watcher) reload() (changed []*Source, failed int) {
 		}
 	}
 	return changed, failed
+}
+
+// setFailing records whether the files of s failed to load, and returns
+// whether they did at the reload before.
+func (w *Watcher) setFailing(s *Source, failing bool) (before bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	before = w.failing[s]
+	if failing {
+		if w.failing == nil {
+			w.failing = map[*Source]bool{}
+		}
+		w.failing[s] = true
+	} else {
+		delete(w.failing, s)
+	}
+	return before
 }
 
 // Run watches the folders of the sources' files until ctx ends, and
@@ -472,6 +497,24 @@ func sourceFolders(sources []*Source) []string {
 	return folders
 }
 
+// TimeLeft writes the time until a certificate expires for a message:
+// in days, to the nearest day, from two days on, since a check made
+// moments after the certificate was issued would otherwise count one
+// day less than its validity; in hours below that, and in minutes below
+// two hours, rounded down, so that a warning never makes the time look
+// longer than it is.
+func TimeLeft(left time.Duration) string {
+	switch {
+	case left >= 48*time.Hour:
+		return fmt.Sprintf("%d days", int((left+12*time.Hour)/(24*time.Hour)))
+	case left >= 2*time.Hour:
+		return fmt.Sprintf("%d hours", int(left/time.Hour))
+	case left >= 2*time.Minute:
+		return fmt.Sprintf("%d minutes", int(left/time.Minute))
+	}
+	return "less than 2 minutes"
+}
+
 // Expiring returns a warning for each certificate of the sources that
 // expires within the given time, has expired, or is not valid yet.
 func (w *Watcher) Expiring(within time.Duration, now time.Time) []string {
@@ -483,8 +526,8 @@ func (w *Watcher) Expiring(within time.Duration, now time.Time) []string {
 			case left <= 0 || now.Before(cert.NotBefore):
 				warnings = append(warnings, unusableWarning(s.name, cert, now))
 			case left < within:
-				warnings = append(warnings, fmt.Sprintf("%s: certificate %q expires on %s, in %d days", s.name, cert.Subject.CommonName,
-					cert.NotAfter.Format(time.DateOnly), int(left.Hours()/24)))
+				warnings = append(warnings, fmt.Sprintf("%s: certificate %q expires on %s, in %s", s.name, cert.Subject.CommonName,
+					cert.NotAfter.Format(time.DateOnly), TimeLeft(left)))
 			}
 		}
 	}

@@ -304,6 +304,7 @@ func TestWatcherReloadLogsBadFiles(t *testing.T) {
 	watcher.Add(goodSource)
 	watcher.Add(badSource)
 
+	originalKey := readFile(t, badFiles.KeyFile)
 	ssetest.ReplaceFile(t, badFiles.KeyFile, []byte("not a key\n"))
 	current := badSource.Config()
 	if got := watcher.Reload(); got != 0 {
@@ -321,6 +322,18 @@ func TestWatcherReloadLogsBadFiles(t *testing.T) {
 		if strings.Contains(logs.String(), secret) {
 			t.Errorf("log = %q, want no %q in it", logs, secret)
 		}
+	}
+
+	// The key put back as it was loads again, which the log tells, once:
+	// the certificates did not change, so nothing else would.
+	ssetest.ReplaceFile(t, badFiles.KeyFile, originalKey)
+	watcher.Reload()
+	watcher.Reload()
+	if got := strings.Count(logs.String(), "certificate files load again"); got != 1 {
+		t.Errorf("log has %d records of files that load again, want 1:\n%s", got, logs)
+	}
+	if !strings.Contains(logs.String(), `msg="certificate files load again" source="bad listener"`) {
+		t.Errorf("log = %q, want the record to name the bad listener", logs)
 	}
 }
 
@@ -683,5 +696,31 @@ func TestSourceVerifyHostname(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTimeLeft checks how warnings write the time until a certificate
+// expires. A certificate of 10 days, checked a second after it was issued,
+// once read "in 9 days", and one of a day "in 0 days".
+func TestTimeLeft(t *testing.T) {
+	tests := []struct {
+		left time.Duration
+		want string
+	}{
+		{10*24*time.Hour - time.Second, "10 days"},
+		{10*24*time.Hour + 11*time.Hour, "10 days"},
+		{10*24*time.Hour + 13*time.Hour, "11 days"},
+		{48 * time.Hour, "2 days"},
+		{48*time.Hour - time.Second, "47 hours"},
+		{24*time.Hour - time.Second, "23 hours"},
+		{2 * time.Hour, "2 hours"},
+		{2*time.Hour - time.Second, "119 minutes"},
+		{2 * time.Minute, "2 minutes"},
+		{119 * time.Second, "less than 2 minutes"},
+	}
+	for _, tt := range tests {
+		if got := tlsutil.TimeLeft(tt.left); got != tt.want {
+			t.Errorf("TimeLeft(%v) = %q, want %q", tt.left, got, tt.want)
+		}
 	}
 }

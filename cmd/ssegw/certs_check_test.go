@@ -422,7 +422,7 @@ func TestCertsCheck(t *testing.T) {
 				req.NotAfter = time.Now().Add(20 * 24 * time.Hour)
 				return pluginFolder(t, req)
 			},
-			wantProblems: []string{"sse_server_cert.pem: WARNING: expires in 19 days"},
+			wantProblems: []string{"sse_server_cert.pem: WARNING: expires in 20 days"},
 		},
 		{
 			name: "server certificate without serverAuth",
