@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -316,6 +317,10 @@ type GatewayOptions struct {
 	// keeps calling their plugins directly, so the gateway takes none of
 	// their ports either.
 	Skipped []string
+	// LocalHosts are other names and addresses of the host the gateway
+	// will run on, such as its host name and interface addresses: plugins
+	// at those keep their ports, as plugins at localhost do.
+	LocalHosts []string
 }
 
 // GatewayForPlugins returns a gateway configuration for the analytic
@@ -353,7 +358,7 @@ func GatewayForPlugins(plugins []SSEPlugin, opts GatewayOptions) (*Config, strin
 		// The gateway may run on the plugins' host, named as such or by
 		// the name Qlik will use for the gateway: skip their ports.
 		host, portText, err := net.SplitHostPort(address)
-		if err == nil && (isLocalHost(host) || strings.EqualFold(host, opts.GatewayHost)) {
+		if err == nil && (isLocalHost(host) || sameHost(host, opts.GatewayHost) || slices.ContainsFunc(opts.LocalHosts, func(local string) bool { return sameHost(host, local) })) {
 			if n, err := strconv.Atoi(portText); err == nil {
 				busy[n] = true
 			}
@@ -429,6 +434,15 @@ func CheckQlikCertFolder(folder string) error {
 		return fmt.Errorf("contains %U, a control character or line break, which would break the SSEPlugin line; remove it", character)
 	}
 	return nil
+}
+
+// sameHost reports whether two host names or addresses are the same,
+// regardless of case and of a trailing dot.
+func sameHost(a, b string) bool {
+	if ipA, ipB := net.ParseIP(a), net.ParseIP(b); ipA != nil && ipB != nil {
+		return ipA.Equal(ipB)
+	}
+	return strings.EqualFold(strings.TrimSuffix(a, "."), strings.TrimSuffix(b, "."))
 }
 
 func isLocalHost(host string) bool {

@@ -644,6 +644,30 @@ func TestGatewayForPlugins(t *testing.T) {
 			wantLine: `SSEPlugin=SSEPython,gw.example:50052,` + qlikDir + `;R,gw.example:50054,` + qlikDir,
 		},
 		{
+			// Names of the machine that runs the import, other than the
+			// one Qlik uses for the gateway, lead there too.
+			name: "ports skip plugins on the gateway host by its other names",
+			line: "A,192.0.2.2:50051;B,VM.:50052;C,vm:50053;D,127.0.0.2:50055;E,192.0.2.3:50056",
+			opts: config.GatewayOptions{Mode: "ports", ListenHost: "0.0.0.0", BasePort: 50051, GatewayHost: "gw.example", TLSDir: gatewayDir, QlikCertFolder: qlikDir,
+				LocalHosts: []string{"vm", "192.0.2.2"}},
+			wantListeners: []config.Listener{
+				{Address: "0.0.0.0:50054", Engine: "A", TLS: serverTLS},
+				{Address: "0.0.0.0:50056", Engine: "B", TLS: serverTLS},
+				{Address: "0.0.0.0:50057", Engine: "C", TLS: serverTLS},
+				{Address: "0.0.0.0:50058", Engine: "D", TLS: serverTLS},
+				{Address: "0.0.0.0:50059", Engine: "E", TLS: serverTLS},
+			},
+			wantEngines: map[string]*config.Engine{
+				"A": {ReconnectBuffer: duration(20 * time.Second), Backends: []config.Backend{{Address: "192.0.2.2:50051"}}},
+				"B": {ReconnectBuffer: duration(20 * time.Second), Backends: []config.Backend{{Address: "VM.:50052"}}},
+				"C": {ReconnectBuffer: duration(20 * time.Second), Backends: []config.Backend{{Address: "vm:50053"}}},
+				"D": {ReconnectBuffer: duration(20 * time.Second), Backends: []config.Backend{{Address: "127.0.0.2:50055"}}},
+				"E": {ReconnectBuffer: duration(20 * time.Second), Backends: []config.Backend{{Address: "192.0.2.3:50056"}}},
+			},
+			wantLine: `SSEPlugin=A,gw.example:50054,` + qlikDir + `;B,gw.example:50056,` + qlikDir + `;C,gw.example:50057,` + qlikDir +
+				`;D,gw.example:50058,` + qlikDir + `;E,gw.example:50059,` + qlikDir,
+		},
+		{
 			name: "hosts share one listener",
 			line: "SSEPython,localhost:50051," + python + ",30,10;R,localhost:50053",
 			opts: config.GatewayOptions{Mode: "hosts", ListenHost: "0.0.0.0", BasePort: 50051, GatewayHost: "gw.example", TLSDir: gatewayDir, QlikCertFolder: qlikDir},

@@ -120,6 +120,7 @@ func importSettings(cmd *cobra.Command, path, out string, force bool, opts confi
 			opts.Skipped = append(opts.Skipped, skipped.Entry)
 		}
 	}
+	opts.LocalHosts = localHosts()
 	cfg, line, err := config.GatewayForPlugins(plugins, opts)
 	if err != nil {
 		return err
@@ -228,6 +229,25 @@ func checkGatewayOptions(opts config.GatewayOptions) (config.GatewayOptions, err
 	}
 	opts.GatewayHost = host
 	return opts, nil
+}
+
+// localHosts returns this machine's host name and interface addresses,
+// by which a Settings.ini may name plugins on the host that the gateway
+// will share with them. It reads them without a DNS lookup; what it
+// cannot read is left out.
+func localHosts() []string {
+	var hosts []string
+	if name, err := os.Hostname(); err == nil {
+		hosts = append(hosts, name)
+	}
+	if addresses, err := net.InterfaceAddrs(); err == nil {
+		for _, address := range addresses {
+			if prefix, ok := address.(*net.IPNet); ok {
+				hosts = append(hosts, prefix.IP.String())
+			}
+		}
+	}
+	return hosts
 }
 
 // checkOutputIsNotSettings returns an error when out is the Settings.ini
