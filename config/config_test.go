@@ -475,6 +475,26 @@ engines:
 			want: []problem{{"engines.R.backends[0].address", `invalid port in "plugin.example:grpc"`}},
 		},
 		{
+			name: "backend port with a sign",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "localhost:+50055"}]}
+`,
+			want: []problem{{"engines.R.backends[0].address", `invalid port in "localhost:+50055"`}},
+		},
+		{
+			name: "backend host with a space",
+			yaml: `
+listeners:
+  - {address: "127.0.0.1:0", insecure: true}
+engines:
+  R: {backends: [{address: "my host:50055"}]}
+`,
+			want: []problem{{"engines.R.backends[0].address", `invalid address "my host:50055": the host contains a space`}},
+		},
+		{
 			name: "backend port 0",
 			yaml: `
 listeners:

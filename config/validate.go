@@ -421,12 +421,16 @@ func checkDialAddress(address string) error {
 	if err != nil || host == "" {
 		return fmt.Errorf("invalid address %q: write host:port, such as 127.0.0.1:50055", address)
 	}
+	if strings.ContainsFunc(host, unicode.IsSpace) {
+		return fmt.Errorf("invalid address %q: the host contains a space", address)
+	}
 	return checkPort(address, port, false)
 }
 
 func checkPort(address, port string, zeroAllowed bool) error {
+	// Digits only: Atoi also takes a sign, which no dialer does.
 	n, err := strconv.Atoi(port)
-	if err != nil || n < 0 || n > 65535 || (n == 0 && !zeroAllowed) {
+	if err != nil || strings.Trim(port, "0123456789") != "" || n > 65535 || (n == 0 && !zeroAllowed) {
 		return fmt.Errorf("invalid port in %q", address)
 	}
 	return nil

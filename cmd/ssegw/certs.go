@@ -126,7 +126,7 @@ before the CA does. --hosts and --root-validity do not apply then.`,
 				return fmt.Errorf("--validity (%v) and --root-validity (%v) must be positive, such as 8760h for a year", leafValidity, rootValidity)
 			}
 			if caDir != "" {
-				for _, name := range []string{"hosts", "root-validity"} {
+				for _, name := range []string{"hosts", "root-validity", "new-ca"} {
 					if cmd.Flags().Changed(name) {
 						return fmt.Errorf("--%s does not apply with --ca, which makes only a client certificate, signed by the CA in %s", name, caDir)
 					}

@@ -358,6 +358,7 @@ func TestCertsInitRejectsIgnoredFlags(t *testing.T) {
 	}{
 		{"hosts with --ca", []string{"--ca", caDir, "--hosts", "foo"}, "--hosts does not apply with --ca"},
 		{"root validity with --ca", []string{"--ca", caDir, "--root-validity", "100h"}, "--root-validity does not apply with --ca"},
+		{"new CA with --ca", []string{"--ca", caDir, "--force", "--new-ca"}, "--new-ca does not apply with --ca"},
 		{"empty client name", []string{"--ca", caDir, "--client-name", ""}, "--client-name is empty"},
 		{"client name without --ca", []string{"--hosts", "localhost", "--client-name", "gw"}, "--client-name applies only with --ca"},
 		{"leaves outliving the root", []string{"--hosts", "localhost", "--validity", "200h", "--root-validity", "100h"}, "--validity (200h0m0s) is longer than --root-validity (100h0m0s)"},

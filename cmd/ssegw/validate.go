@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -128,6 +130,22 @@ func missingDefaultConfig(name string) string {
 		name, dir, name)
 }
 
+// duplicateFunctionIDs describes each function id that capabilities list
+// more than once, with the names listed for it, in order of id.
+func duplicateFunctionIDs(capabilities *ssepb.Capabilities) []string {
+	names := map[int32][]string{}
+	for _, function := range capabilities.GetFunctions() {
+		names[function.GetFunctionId()] = append(names[function.GetFunctionId()], function.GetName())
+	}
+	var duplicates []string
+	for _, id := range slices.Sorted(maps.Keys(names)) {
+		if len(names[id]) > 1 {
+			duplicates = append(duplicates, fmt.Sprintf("%d (%s)", id, strings.Join(names[id], ", ")))
+		}
+	}
+	return duplicates
+}
+
 // backendHint returns what to check for a backend that did not answer,
 // or "" when the error says it already.
 func backendHint(backend config.Backend, err error) string {
@@ -191,8 +209,15 @@ func checkBackends(ctx context.Context, out io.Writer, cfg *config.Config, timeo
 				continue
 			}
 			message := capabilities.Message
-			fmt.Fprintf(out, "  %s: ok: %s %s, %d functions, scripts %v\n", backend.Address,
-				message.GetPluginIdentifier(), message.GetPluginVersion(), len(message.GetFunctions()), message.GetAllowScript())
+			plugin := strings.TrimSpace(message.GetPluginIdentifier() + " " + message.GetPluginVersion())
+			fmt.Fprintf(out, "  %s: ok: %s, %d functions, scripts %v\n", backend.Address,
+				plugin, len(message.GetFunctions()), message.GetAllowScript())
+			if duplicates := duplicateFunctionIDs(message); len(duplicates) > 0 {
+				// Qlik calls a function by its id, so one of them could
+				// never be called, or the other called by mistake.
+				ok = false
+				fmt.Fprintf(out, "    ERROR: function ids listed more than once: %s\n", strings.Join(duplicates, "; "))
+			}
 			switch {
 			case first == nil:
 				first, firstAddress = capabilities, backend.Address

@@ -395,6 +395,29 @@ func TestValidateConnect(t *testing.T) {
 		}
 	})
 
+	t.Run("duplicate function ids", func(t *testing.T) {
+		// Without a version, and with id 0 twice: the line has no space
+		// before its comma, and the ids are an error.
+		only := ssetest.StartPlugin(t, &ssetest.Connector{
+			Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
+				return &ssepb.Capabilities{PluginIdentifier: "dup", Functions: []*ssepb.FunctionDefinition{
+					validateFunction(0, "A"), validateFunction(1, "B"), validateFunction(0, "C"),
+				}}, nil
+			},
+		})
+		path := writeValidateConfig(t, validateConnectConfig(only.Addr))
+		output, err := runCommand(t, "validate", "--config", path, "--connect", "--timeout", "10s")
+		checkValidateExit(t, err, 1, output)
+		for _, want := range []string{
+			"  " + only.Addr + ": ok: dup, 3 functions, scripts false\n",
+			"    ERROR: function ids listed more than once: 0 (A, C)\n",
+		} {
+			if !strings.Contains(output, want) {
+				t.Errorf("validate --connect output:\n%s\nwant the line %q", output, want)
+			}
+		}
+	})
+
 	t.Run("replica with scripts off", func(t *testing.T) {
 		second := ssetest.StartPlugin(t, &ssetest.Connector{
 			Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
