@@ -25,6 +25,16 @@ import (
 // two; a client sending many more is not Qlik.
 const maxQlikHeaders = 8
 
+// clientAllowed reports whether the call's client may call engine: the
+// engine has no allow_clients, or the client's certificate names one of
+// them.
+func (c *call) clientAllowed(engine *config.Engine) bool {
+	if len(engine.AllowClients) == 0 {
+		return true
+	}
+	return slices.ContainsFunc(clientIdentities(c.ctx), func(identity string) bool { return slices.Contains(engine.AllowClients, identity) })
+}
+
 // admit applies the engine's rules to a call before anything reaches the
 // plugin, and returns the status that refuses it, or nil to forward it.
 // Every check runs on headers only, so a refused call never has a row
@@ -41,15 +51,12 @@ func (c *call) admit(checked *routing.Engine) *status.Status {
 	}
 
 	// Who may call.
-	if len(engine.AllowClients) > 0 {
-		identities := clientIdentities(c.ctx)
-		if !slices.ContainsFunc(identities, func(identity string) bool { return slices.Contains(engine.AllowClients, identity) }) {
-			presented := "no certificate"
-			if len(identities) > 0 {
-				presented = strings.Join(identities, ", ")
-			}
-			return status.Newf(codes.PermissionDenied, "engine %s: client not in allow_clients; it presented %s", checked.Name, presented)
+	if !c.clientAllowed(engine) {
+		presented := "no certificate"
+		if identities := clientIdentities(c.ctx); len(identities) > 0 {
+			presented = strings.Join(identities, ", ")
 		}
+		return status.Newf(codes.PermissionDenied, "engine %s: client not in allow_clients; it presented %s", checked.Name, presented)
 	}
 
 	// Scripts run arbitrary code on the plugin's host.

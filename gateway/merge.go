@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ssegw/ssegw/routing"
 	"github.com/ssegw/ssegw/ssepb"
@@ -42,9 +43,9 @@ func (c *call) resolveMerged(ss grpc.ServerStream, merged *routing.Engine) (st *
 		} else if st != nil {
 			return st, gatewayFailure, mergeAnswered
 		}
-		capabilities, _ := merged.MergedCapabilities()
+		capabilities, functions := merged.MergedCapabilities()
 		c.warnMergeGaps(merged)
-		st, gatewayFailure := c.answerWithCapabilities(ss, merged.Config, capabilities.Message)
+		st, gatewayFailure := c.answerWithCapabilities(ss, merged.Config, c.allowedFunctions(merged, capabilities.Message, functions))
 		return st, gatewayFailure, mergeAnswered
 
 	case methodExecuteFunction:
@@ -94,6 +95,26 @@ func (c *call) resolveMerged(ss grpc.ServerStream, merged *routing.Engine) (st *
 		return status.Newf(codes.Unimplemented, "engine %s merges other engines and serves only the SSE methods, not %s", merged.Name, c.method), false, mergeAnswered
 	}
 	return nil, false, mergeForward
+}
+
+// allowedFunctions returns the merged capabilities that the call's client
+// may call: without the functions of members whose allow_clients leave
+// the client out, and without scripts when the merge_scripts member's do.
+// Such functions would only end with PermissionDenied. The others keep
+// the names and ids of the whole list, which every client then shares.
+func (c *call) allowedFunctions(merged *routing.Engine, message *ssepb.Capabilities, functions map[int32]routing.MergedFunction) *ssepb.Capabilities {
+	allowed := func(member *routing.Engine) bool { return c.clientAllowed(member.Config) }
+	scripts := message.GetAllowScript() && allowed(merged.ScriptMember())
+	refused := func(function *ssepb.FunctionDefinition) bool {
+		return !allowed(functions[function.GetFunctionId()].Member)
+	}
+	if scripts == message.GetAllowScript() && !slices.ContainsFunc(message.GetFunctions(), refused) {
+		return message
+	}
+	visible := proto.CloneOf(message)
+	visible.AllowScript = scripts
+	visible.Functions = slices.DeleteFunc(visible.Functions, refused)
+	return visible
 }
 
 // warnMergeGaps warns, at most once per warning interval and engine,

@@ -985,3 +985,54 @@ func TestMergedWaitMovesAcrossReload(t *testing.T) {
 		})
 	}
 }
+
+// TestMergedEngineHidesRefusedMembers checks that a merged engine's
+// GetCapabilities leaves out the functions, and the scripts, of a member
+// whose allow_clients leave the client out. The client could only get
+// PermissionDenied for them. The functions it sees keep the ids and names
+// of the whole list.
+func TestMergedEngineHidesRefusedMembers(t *testing.T) {
+	a := startMergePlugin(t, "A", &ssepb.Capabilities{
+		Functions: []*ssepb.FunctionDefinition{mergeFunction("A", 3, "Forecast"), mergeFunction("A", 7, "Smooth")},
+	})
+	b := startMergePlugin(t, "B", &ssepb.Capabilities{
+		AllowScript: true,
+		Functions:   []*ssepb.FunctionDefinition{mergeFunction("B", 5, "Forecast"), mergeFunction("B", 0, "Trend")},
+	})
+	tests := []struct {
+		name         string
+		allowClients []string
+		want         []idAndName
+		wantScripts  bool
+	}{
+		{name: "B allows every client", want: []idAndName{{3, "Forecast"}, {7, "Smooth"}, {1000, "Trend"}, {1005, "B_Forecast"}}, wantScripts: true},
+		{name: "B allows another client", allowClients: []string{"someone-else"}, want: []idAndName{{3, "Forecast"}, {7, "Smooth"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			engineB := ssetest.Engine(b.Addr)
+			engineB.AllowClients = tt.allowClients
+			gw := ssetest.StartGateway(t, &config.Config{
+				Listeners: []config.Listener{ssetest.Listen("M", nil)},
+				Engines: map[string]*config.Engine{
+					"A": ssetest.Engine(a.Addr), "B": engineB,
+					"M": {Merge: []string{"A", "B"}, MergeScripts: "B"},
+				},
+			})
+			waitForFunctions(t, gw, "A", "Smooth", 10*time.Second)
+			waitForFunctions(t, gw, "B", "Trend", 10*time.Second)
+
+			// A plaintext client presents no certificate.
+			capabilities, err := ssetest.Dial(t, gw.Addrs[0]).GetCapabilities(testContext(t), &ssepb.Empty{})
+			if err != nil {
+				t.Fatalf("GetCapabilities through M: %v", err)
+			}
+			if diff := cmp.Diff(tt.want, functionsOf(capabilities)); diff != "" {
+				t.Errorf("functions (-want +got):\n%s", diff)
+			}
+			if capabilities.GetAllowScript() != tt.wantScripts {
+				t.Errorf("allowScript = %v, want %v", capabilities.GetAllowScript(), tt.wantScripts)
+			}
+		})
+	}
+}
