@@ -189,6 +189,7 @@ type statusData struct {
 	Version     string
 	Started     time.Time
 	Listeners   []string
+	Stopping    bool // the gateway drains its calls and takes no new ones
 	Engines     []engineStatus
 	Recent      []CallRecord
 	Functions   []functionRate
@@ -220,7 +221,7 @@ type functionStatus struct {
 
 func (g *Gateway) serveStatusPage(w http.ResponseWriter, _ *http.Request) {
 	now := time.Now()
-	data := statusData{Version: g.version, Started: g.started, GeneratedAt: now}
+	data := statusData{Version: g.version, Started: g.started, GeneratedAt: now, Stopping: g.stopping.Load()}
 	routes := g.routing.Load()
 	for _, l := range g.listeners {
 		if l.lis != nil {

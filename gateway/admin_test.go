@@ -67,6 +67,10 @@ func TestReadyzWhileDraining(t *testing.T) {
 	if body := waitForAdmin(t, gw, "/readyz", http.StatusServiceUnavailable, 10*time.Second); !strings.Contains(body, "stopping") {
 		t.Errorf("GET /readyz body while draining = %q, want it to say the gateway is stopping", body)
 	}
+	page := fetchStatusPage(t, gw)
+	if got := pageText(pageElements(page, func(n *html.Node) bool { return n.Data == "p" })[0]); !strings.HasPrefix(got, "The gateway is stopping") {
+		t.Errorf("status page's first paragraph while draining = %q, want it to say the gateway is stopping", got)
+	}
 	plugin.Release()
 	if result := <-results; result.err != nil {
 		t.Errorf("call in flight during the drain = %v, want OK", result.err)
