@@ -169,12 +169,14 @@ func describeCertificate(add func(string, Severity, string, ...any), file string
 	if len(names) > 0 {
 		add(file, Info, "subjectAltNames %s", strings.Join(names, ", "))
 	}
-	add(file, Info, "valid from %s to %s", cert.NotBefore.Format(time.DateTime), cert.NotAfter.Format(time.DateTime))
+	// Certificates hold UTC times: say so, since a reader compares them
+	// with a local clock.
+	add(file, Info, "valid from %s to %s", cert.NotBefore.UTC().Format(dateTimeUTC), cert.NotAfter.UTC().Format(dateTimeUTC))
 	switch left := cert.NotAfter.Sub(now); {
 	case left <= 0:
 		add(file, Error, "expired on %s", cert.NotAfter.Format(time.DateOnly))
 	case now.Before(cert.NotBefore):
-		add(file, Error, "not valid before %s", cert.NotBefore.Format(time.DateTime))
+		add(file, Error, "not valid before %s", cert.NotBefore.UTC().Format(dateTimeUTC))
 	case left < warnWithin:
 		add(file, Warning, "expires in %s, on %s", TimeLeft(left), cert.NotAfter.Format(time.DateOnly))
 	}
@@ -317,3 +319,6 @@ func readCertificates(path string) ([]*x509.Certificate, error) {
 	}
 	return certs, nil
 }
+
+// dateTimeUTC is the layout of the times that CheckFolder reports.
+const dateTimeUTC = time.DateTime + " UTC"

@@ -355,3 +355,21 @@ func TestCheckFolderWholeSet(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckFolderTimesInUTC checks that the validity that CheckFolder
+// reports is in UTC and says so, whatever the local zone: the times once
+// came without a zone, to be compared with a local clock.
+func TestCheckFolderTimesInUTC(t *testing.T) {
+	root := newRoot(t, tlsutil.KeyECDSAP256)
+	req := serverRequest()
+	req.NotBefore = time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("UTC+5", 5*3600))
+	req.NotAfter = time.Now().Add(400 * 24 * time.Hour)
+	findings, err := tlsutil.CheckFolder(pluginFolder(t, root, req), time.Now(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "valid from 2026-01-01 22:04:05 UTC to " + req.NotAfter.UTC().Format(time.DateTime) + " UTC"
+	if !slices.ContainsFunc(findings, func(f tlsutil.Finding) bool { return f.File == tlsutil.ServerCertFile && f.Message == want }) {
+		t.Errorf("CheckFolder() findings = %v, want %q for %s", findings, want, tlsutil.ServerCertFile)
+	}
+}
