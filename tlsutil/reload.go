@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -137,8 +138,26 @@ func (s *Source) rejectUnusable(bad []*x509.Certificate, now time.Time) error {
 		return fmt.Errorf("%s: every handshake would fail with the new files, so the current certificates stay; renew the files", detail)
 	}
 	s.validFrom.Store(validFrom.UnixNano())
-	return fmt.Errorf("%s: every handshake would fail with the new files until then, so the current certificates stay until %s", detail, validFrom.Format(time.RFC3339))
+	return &notYetValidError{
+		message:   fmt.Sprintf("%s: every handshake would fail with the new files until then, so the current certificates stay until %s", detail, validFrom.Format(time.RFC3339)),
+		validFrom: validFrom,
+	}
 }
+
+// notYetValidError is the error of Reload for new files that are not
+// valid yet, which a Watcher loads at validFrom.
+type notYetValidError struct {
+	message   string
+	validFrom time.Time
+}
+
+func (e *notYetValidError) Error() string { return e.message }
+
+// pendingSoon is how far ahead a renewed certificate may start for a
+// reload to take it as a clock a little behind, such as a CA's on another
+// host, rather than as a mistake: it logs a warning instead of an error,
+// and loads the files when they become valid either way.
+const pendingSoon = 5 * time.Minute
 
 // unusable returns the certificates of cfg that make every handshake fail
 // at now, with cas the certificates of its CA file. Those are the ones it
@@ -358,7 +377,11 @@ func (w *Watcher) reload() (changed []*Source, failed int) {
 	for _, s := range sources {
 		before := s.Certificates()
 		if err := s.Reload(); err != nil {
-			w.logger.Error("certificates not reloaded; the current ones stay", "error", err.Error())
+			level := slog.LevelError
+			if pending, ok := errors.AsType[*notYetValidError](err); ok && pending.validFrom.Sub(now) < pendingSoon {
+				level = slog.LevelWarn
+			}
+			w.logger.Log(context.Background(), level, "certificates not reloaded; the current ones stay", "error", err.Error())
 			w.setFailing(s, true)
 			failed++
 			continue
