@@ -260,7 +260,8 @@ func (c *call) serve(ss grpc.ServerStream, engine *routing.Engine) (st *status.S
 	// plugin's call.
 	backendCtx, cancel := context.WithCancelCause(c.ctx)
 	defer cancel(nil)
-	defer context.AfterFunc(c.gateway.cutCtx, func() { cancel(context.Cause(c.gateway.cutCtx)) })()
+	// The engine's Cut ends when a stop or a reload's drain_timeout ends
+	// the calls still in flight.
 	defer context.AfterFunc(engine.Cut(), func() { cancel(context.Cause(engine.Cut())) })()
 	if timeout := c.policy.RequestTimeout; timeout > 0 {
 		var cancelTimeout context.CancelFunc

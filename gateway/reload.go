@@ -194,6 +194,7 @@ func (g *Gateway) newEngine(cfg *config.Engine, stateDir string, replaces *routi
 			DialOptions: []grpc.DialOption{grpc.WithStatsHandler(backendEvents{})},
 		},
 		Logger:       g.logger,
+		Cut:          g.cutCtx,
 		StateDir:     stateDir,
 		Certificates: g.certificates,
 		Replaces:     replaces,

@@ -110,6 +110,10 @@ type EngineOptions struct {
 	// they change.
 	Certificates *tlsutil.Watcher
 
+	// Cut, when not nil, is the parent of the engine's Cut: when it ends,
+	// the engine's calls end with its cause too, as when the gateway stops.
+	Cut context.Context
+
 	// Replaces is the engine of the same name that a reload replaces
 	// with this one, or nil. Its calls in flight count on each replica at
 	// the same address, so that the probes can tell a busy replica from a
@@ -143,7 +147,11 @@ func NewEngine(cfg *config.Engine, opts EngineOptions) (*Engine, error) {
 		certificates: opts.Certificates, options: opts, sourceOf: sources}
 	e.logger = slog.New(&replacedHandler{Handler: opts.Logger.Handler(), engine: e})
 	e.replaced, e.markReplaced = context.WithCancel(context.Background())
-	e.cut, e.cutCalls = context.WithCancelCause(context.Background())
+	cutParent := opts.Cut
+	if cutParent == nil {
+		cutParent = context.Background()
+	}
+	e.cut, e.cutCalls = context.WithCancelCause(cutParent)
 	for _, source := range sources {
 		if source != nil && e.certificates != nil {
 			e.certificates.Add(source)
@@ -734,8 +742,9 @@ func (e *Engine) AfterReplaced(f func()) (stop func() bool) {
 }
 
 // Cut returns a context that ends when Drain stops waiting for the
-// engine's calls, with the cause of Drain's context. A call ends itself
-// with it, before Drain closes the connections under it.
+// engine's calls, with the cause of Drain's context, or when the Cut of
+// EngineOptions ends, with its cause. A call ends itself with it, before
+// Drain closes the connections under it.
 func (e *Engine) Cut() context.Context {
 	return e.cut
 }
