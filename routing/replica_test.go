@@ -318,13 +318,36 @@ func TestBusyReplicaBesideFitOne(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	// A call held on the busy replica takes its one worker. Round robin
-	// spreads calls over the replicas that are ready, which may be one at
-	// first, so held calls go out one by one until one is held there.
+	// Round robin spreads calls over the replicas that are ready, which
+	// may be one at first: quick calls go out until one reaches the first
+	// replica, whose connection is then ready too. Held calls sent before
+	// that could all go to the other replica and take its workers, which
+	// the new calls below need.
+	for i := 0; ; i++ {
+		if ctx.Err() != nil {
+			t.Fatal("no call reached the first replica within 30s")
+		}
+		name := fmt.Sprint("warm", i)
+		waitResult(t, startPoolCall(ctx, e, name, false), name)
+		if len(busy.arrived) > 0 {
+			break
+		}
+	}
+	drain := func(p *workerPlugin) {
+		for len(p.arrived) > 0 {
+			<-p.arrived
+		}
+	}
+	drain(busy)
+	drain(fit)
+
+	// A call held on the busy replica takes its one worker. Held calls go
+	// out one by one until one is held there: at most one lands on the
+	// other replica first.
 	var held []<-chan error
 	for onBusy := false; !onBusy; {
-		if len(held) == 10 {
-			t.Fatal("10 held calls, none on the first replica")
+		if len(held) == 3 {
+			t.Fatal("3 held calls, none on the first replica")
 		}
 		held = append(held, startPoolCall(ctx, e, fmt.Sprint("held", len(held)), true))
 		select {
