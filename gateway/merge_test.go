@@ -355,6 +355,21 @@ func TestMergedEngineExecuteFunction(t *testing.T) {
 			}
 		})
 	}
+
+	// The access record names the member and its function as the plugin
+	// knows them, and the merged engine and function as Qlik does.
+	found := false
+	for _, record := range setup.gateway.Logs.Records("call") {
+		if record["merged_engine"] == "M" && record["merged_function"] == "B_Forecast" {
+			found = true
+			if record["engine"] != "B" || record["function"] != "Forecast" || record["function_id"] != float64(5) {
+				t.Errorf("access record of B_Forecast = engine %v, function %v, id %v; want B, Forecast, 5", record["engine"], record["function"], record["function_id"])
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no access record with merged_engine M and merged_function B_Forecast:\n%s", setup.gateway.Logs)
+	}
 }
 
 // TestMergedEngineKeepsFunctionHeader checks that a member's plugin gets

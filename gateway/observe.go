@@ -345,6 +345,14 @@ func (c *call) log(st *status.Status, gatewayFailure bool, duration time.Duratio
 	if c.info.hasID {
 		attributes = append(attributes, slog.Int("function_id", int(c.info.functionID)))
 	}
+	if c.merged != nil {
+		// engine and function are the member's, as the plugin knows them;
+		// Qlik knows the call by these.
+		attributes = append(attributes, slog.String("merged_engine", c.merged.Name))
+		if c.mergedName != "" {
+			attributes = append(attributes, slog.String("merged_function", c.mergedName))
+		}
+	}
 	attributes = c.appendIDs(attributes)
 	attributes = append(attributes,
 		slog.String("peer", peerAddress(c.ctx)),
