@@ -206,6 +206,7 @@ type engineStatus struct {
 	AllowScript    bool
 	ScriptPolicy   string   // scripts: allow, audit or deny
 	Members        []string // the engines a merged engine merges
+	MergeScripts   string   // the member that runs a merged engine's scripts
 	Fetched        time.Time
 	Replicas       []routing.ReplicaStatus
 	Functions      []functionStatus
@@ -264,6 +265,7 @@ func (g *Gateway) engineStatus(engine *routing.Engine) engineStatus {
 		Ready:          engine.Ready(),
 		ScriptPolicy:   engine.Config.Scripts,
 		Members:        engine.Config.Merge,
+		MergeScripts:   engine.Config.MergeScripts,
 	}
 	for _, replica := range engine.Replicas() {
 		status.Replicas = append(status.Replicas, replica.Status())

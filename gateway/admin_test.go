@@ -716,13 +716,16 @@ func TestStatusPageMergedEngine(t *testing.T) {
 		t.Fatal("no engine section for M")
 	}
 	summary := pageText(pageElements(section, func(n *html.Node) bool { return n.Data == "p" })[0])
-	for _, want := range []string{"Merges: Example.", "Plugin: ssegw merge of Example, capabilities from", "Scripts: allowed."} {
+	for _, want := range []string{"Merges: Example.", "Plugin: ssegw merge of Example, capabilities from", "Scripts: run by Example."} {
 		if !strings.Contains(summary, want) {
 			t.Errorf("M summary = %q, want it to contain %q", summary, want)
 		}
 	}
 	if strings.Contains(summary, "Request timeout") {
 		t.Errorf("M summary = %q, want no request timeout: its members' apply", summary)
+	}
+	if rows := pageTable(section, "replicas"); rows != nil {
+		t.Errorf("M replicas = %q, want no table: a merged engine has none", rows)
 	}
 	wantFunctions := [][]string{
 		{"0", "Echo", "SCALAR", "Echo(text STRING) STRING", "none"},
