@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math"
 	"os"
@@ -33,8 +34,14 @@ SSEGW_ENGINES_SSEPYTHON_REQUEST_TIMEOUT=30s.
 
 SIGINT and SIGTERM stop the gateway after the calls in flight end, within
 drain_timeout; a second signal ends them at once.`,
-		Args: cobra.NoArgs,
+		Args: rejectConfigArgument,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("config") {
+				if _, err := os.Stat(configFile); errors.Is(err, fs.ErrNotExist) {
+					fmt.Fprintf(cmd.ErrOrStderr(), "ssegw: invalid configuration, nothing started:\n%s\n", missingDefaultConfig(configFile))
+					return exitError{code: 2}
+				}
+			}
 			return serve(cmd, configFile)
 		},
 	}

@@ -533,3 +533,24 @@ log:
 		})
 	}
 }
+
+// TestServeConfigArguments checks what serve says without a config.yaml in
+// the working directory and with the file given as an argument instead of
+// --config: it once reported only "stat config.yaml: no such file or
+// directory", where validate named the folder and the flag.
+func TestServeConfigArguments(t *testing.T) {
+	t.Chdir(t.TempDir())
+	output, err := runCommand(t, "serve")
+	var exit exitError
+	if !errors.As(err, &exit) || exit.code != 2 {
+		t.Errorf("serve without config.yaml = %v, want exit status 2; output:\n%s", err, output)
+	}
+	if want := "config.yaml there is the default configuration file, and --config FILE names another"; !strings.Contains(output, want) {
+		t.Errorf("serve without config.yaml output = %q, want it to contain %q", output, want)
+	}
+
+	_, err = runCommand(t, "serve", "gateway.yaml")
+	if want := "serve takes the configuration file with --config, as in ssegw serve --config gateway.yaml"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("serve gateway.yaml = %v, want an error containing %q", err, want)
+	}
+}
