@@ -261,8 +261,13 @@ func (c *call) serve(ss grpc.ServerStream, engine *routing.Engine) (st *status.S
 	backendCtx, cancel := context.WithCancelCause(c.ctx)
 	defer cancel(nil)
 	// The engine's Cut ends when a stop or a reload's drain_timeout ends
-	// the calls still in flight.
+	// the calls still in flight. A call through a merged engine ends with
+	// the merged engine's drain too: a reload that changes only the merged
+	// engine replaces it, while its members go on.
 	defer context.AfterFunc(engine.Cut(), func() { cancel(context.Cause(engine.Cut())) })()
+	if merged := c.merged; merged != nil {
+		defer context.AfterFunc(merged.Cut(), func() { cancel(context.Cause(merged.Cut())) })()
+	}
 	if timeout := c.policy.RequestTimeout; timeout > 0 {
 		var cancelTimeout context.CancelFunc
 		backendCtx, cancelTimeout = context.WithDeadlineCause(backendCtx, c.start.Add(timeout), &requestTimeoutError{engine: engine.Name, timeout: timeout})

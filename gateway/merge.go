@@ -156,6 +156,9 @@ func (c *call) awaitMembers(ctx context.Context, merged *routing.Engine) (st *st
 
 	wait, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// A stop, or the drain of a merged engine that a reload removed, ends
+	// the wait with its reason.
+	defer context.AfterFunc(merged.Cut(), cancel)()
 	var replaced atomic.Bool
 	onReplaced := func() {
 		// A call that no engine of the new table takes, as when the reload
@@ -171,11 +174,18 @@ func (c *call) awaitMembers(ctx context.Context, merged *routing.Engine) (st *st
 	}
 
 	began := time.Now()
-	merged.AwaitMembers(wait)
+	merged.AwaitMembers(wait, c.wait)
 	c.wait += time.Since(began)
+	var drained *drainedError
+	var stopped *stoppedError
+	cut := context.Cause(merged.Cut())
 	switch {
 	case replaced.Load():
 		return nil, false, true
+	case errors.As(cut, &drained):
+		return status.New(codes.Unavailable, drained.Error()), true, false
+	case errors.As(cut, &stopped):
+		return stopped.grpcStatus(), true, false
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return status.Newf(codes.DeadlineExceeded, "the call's deadline passed while engine %s waited for the capabilities of its members", merged.Name), false, false
 	case ctx.Err() != nil:

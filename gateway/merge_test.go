@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -1049,5 +1050,130 @@ func TestMergedEngineHidesRefusedMembers(t *testing.T) {
 				t.Errorf("allowScript = %v, want %v", capabilities.GetAllowScript(), tt.wantScripts)
 			}
 		})
+	}
+}
+
+// TestMergedEngineDrain checks that a reload that replaces or removes a
+// merged engine ends the calls through it at drain_timeout, with a status
+// that names the reload, as for any engine: a call forwarded to a member
+// that the reload kept, and a call waiting for a member's capabilities.
+// Both once went on past drain_timeout while the log said they had ended.
+func TestMergedEngineDrain(t *testing.T) {
+	const drain = time.Second
+	held := make(chan struct{}, 1)
+	release := make(chan struct{})
+	defer close(release)
+	holding := ssetest.StartPlugin(t, &ssetest.Connector{
+		Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
+			return &ssepb.Capabilities{PluginIdentifier: "A", Functions: []*ssepb.FunctionDefinition{mergeFunction("A", 3, "Forecast")}}, nil
+		},
+		Execute: func(stream ssetest.Stream) error {
+			held <- struct{}{}
+			select {
+			case <-release:
+			case <-stream.Context().Done():
+			}
+			return nil
+		},
+	})
+	dead := ssetest.FreeAddress(t)
+	configWith := func(merged map[string]*config.Engine) *config.Config {
+		engines := map[string]*config.Engine{
+			"A": ssetest.Engine(holding.Addr),
+			"B": ssetest.ReconnectBuffer(ssetest.Engine(dead), time.Minute),
+		}
+		maps.Copy(engines, merged)
+		cfg := &config.Config{
+			Listeners:    []config.Listener{ssetest.Listen("A", nil)},
+			Engines:      engines,
+			DrainTimeout: drain,
+			Admin:        config.Admin{Address: "127.0.0.1:0"},
+		}
+		cfg.ApplyDefaults()
+		return cfg
+	}
+	gw := ssetest.StartGateway(t, configWith(map[string]*config.Engine{
+		"M": {Merge: []string{"A"}},
+		"W": {Merge: []string{"A", "B"}},
+	}))
+	client := ssetest.Dial(t, gw.Addrs[0])
+	waitForFunctions(t, gw, "A", "Forecast", 10*time.Second)
+
+	// A call forwarded through M to A, and one waiting on W for B.
+	forwarded := make(chan mergeCallResult, 1)
+	go func() {
+		md := functionHeaders(t, 3)
+		md.Set(routing.EngineHeader, "M")
+		forwarded <- callMerged(testContext(t), client, "ExecuteFunction", md, ssetest.NumericBundle(1, 1))
+	}()
+	<-held
+	waiting := make(chan error, 1)
+	go func() {
+		_, err := client.GetCapabilities(metadata.AppendToOutgoingContext(testContext(t), routing.EngineHeader, "W"), &ssepb.Empty{})
+		waiting <- err
+	}()
+	resilWait(t, 10*time.Second, "a call waiting on W", func() bool {
+		return resilMetric(t, gw, "ssegw_calls_waiting", `qlik_sse_engine="W"`) == 1
+	})
+
+	// M changes and W goes; A stays as it was.
+	reloadApply(t, gw, configWith(map[string]*config.Engine{"M": {Merge: []string{"A"}, Hosts: []string{"m.example"}}}))
+
+	want := "engine M was replaced by a configuration reload, and drain_timeout (1s) passed before the call ended"
+	if st := status.Convert((<-forwarded).err); st.Code() != codes.Unavailable || st.Message() != want {
+		t.Errorf("call through M across the reload = %v %q, want Unavailable %q", st.Code(), st.Message(), want)
+	}
+	want = "engine W was removed by a configuration reload, and drain_timeout (1s) passed before the call ended"
+	if st := status.Convert(<-waiting); st.Code() != codes.Unavailable || st.Message() != want {
+		t.Errorf("call waiting on W across the reload = %v %q, want Unavailable %q", st.Code(), st.Message(), want)
+	}
+}
+
+// TestMergedWaitSharesReconnectBuffer checks that a call waiting for a
+// member's capabilities, which a reload moves to the new merged engine,
+// waits there only for what is left of the member's reconnect_buffer. The
+// wait once started again at each reload.
+func TestMergedWaitSharesReconnectBuffer(t *testing.T) {
+	const buffer = 2 * time.Second
+	a := startMergePlugin(t, "A", &ssepb.Capabilities{Functions: []*ssepb.FunctionDefinition{mergeFunction("A", 3, "Forecast")}})
+	dead := ssetest.FreeAddress(t)
+	configWith := func(hosts ...string) *config.Config {
+		cfg := &config.Config{
+			Listeners: []config.Listener{ssetest.Listen("M", nil)},
+			Engines: map[string]*config.Engine{
+				"A": ssetest.Engine(a.Addr),
+				"B": ssetest.ReconnectBuffer(ssetest.Engine(dead), buffer),
+				"M": {Merge: []string{"A", "B"}, Hosts: hosts},
+			},
+			Admin: config.Admin{Address: "127.0.0.1:0"},
+		}
+		cfg.ApplyDefaults()
+		return cfg
+	}
+	gw := ssetest.StartGateway(t, configWith())
+	client := ssetest.Dial(t, gw.Addrs[0])
+	waitForFunctions(t, gw, "A", "Forecast", 10*time.Second)
+
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		_, err := client.GetCapabilities(testContext(t), &ssepb.Empty{})
+		done <- err
+	}()
+	resilWait(t, 10*time.Second, "a call waiting on M", func() bool {
+		return resilMetric(t, gw, "ssegw_calls_waiting", `qlik_sse_engine="M"`) == 1
+	})
+	// The scenario, not a synchronisation: half of the buffer passes
+	// before the reload.
+	time.Sleep(buffer / 2)
+	reloadApply(t, gw, configWith("m.example"))
+
+	if err := <-done; err != nil {
+		t.Fatalf("GetCapabilities through M = %v, want A's functions once B's buffer is spent", err)
+	}
+	// A wait started again would end one and a half buffers after the
+	// call; the margin allows for timers on a slow machine.
+	if elapsed, limit := time.Since(start), buffer+buffer/4; elapsed > limit {
+		t.Errorf("GetCapabilities through M took %v, want at most %v: B's reconnect_buffer (%v) bounds the call's waits on both engines", elapsed, limit, buffer)
 	}
 }

@@ -197,8 +197,13 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 		case "no children to pick from":
 			message = fmt.Sprintf("no plugin reachable; replicas: %s", replicaSummary(c.engine))
 		case routing.ErrEveryReplicaFull.Error():
-			message = fmt.Sprintf("every ready replica has max_in_flight (%d) calls open, and reconnect_buffer is 0s; replicas: %s",
-				c.engine.Config.MaxInFlight, replicaSummary(c.engine))
+			waiting := "reconnect_buffer is 0s"
+			if buffer := c.engine.Config.ReconnectWait(); buffer > 0 {
+				// A replay or a moved call that spent it goes without waiting.
+				waiting = fmt.Sprintf("the call spent its reconnect_buffer (%v) waiting before", buffer)
+			}
+			message = fmt.Sprintf("every ready replica has max_in_flight (%d) calls open, and %s; replicas: %s",
+				c.engine.Config.MaxInFlight, waiting, replicaSummary(c.engine))
 		default:
 			message = fmt.Sprintf("no plugin reachable: %s; replicas: %s", message, replicaSummary(c.engine))
 		}

@@ -105,17 +105,19 @@ func (e *Engine) LeftOutFunctions() []string {
 }
 
 // AwaitMembers returns once every member knows its capabilities, or
-// when a member has not learnt them within its reconnect_buffer of the
-// call, or when ctx ends. Right after the gateway starts, the probes may
-// not have reached every plugin yet; a merged list without that member
-// would hide its functions from QlikView, which asks only when it starts.
-func (e *Engine) AwaitMembers(ctx context.Context) {
+// when a member has not learnt them within what waited leaves of its
+// reconnect_buffer, or when ctx ends. waited is how long the call waited
+// before, as on an engine that a reload replaced. Right after the gateway
+// starts, the probes may not have reached every plugin yet; a merged list
+// without that member would hide its functions from QlikView, which asks
+// only when it starts.
+func (e *Engine) AwaitMembers(ctx context.Context, waited time.Duration) {
 	start := time.Now()
 	for _, member := range e.Members() {
 		if member.Capabilities() != nil {
 			continue
 		}
-		wait, cancel := context.WithDeadline(ctx, start.Add(member.Config.ReconnectWait()))
+		wait, cancel := context.WithDeadline(ctx, start.Add(member.Config.ReconnectWait()-waited))
 		select {
 		case <-member.knownSignal():
 		case <-wait.Done():
