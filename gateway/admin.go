@@ -202,6 +202,7 @@ type engineStatus struct {
 	Hosts          []string
 	RequestTimeout time.Duration
 	Ready          bool
+	Known          bool // the engine's capabilities are known
 	Plugin         string
 	AllowScript    bool
 	ScriptPolicy   string   // scripts: allow, audit or deny
@@ -254,9 +255,10 @@ func (g *Gateway) serveStatusPage(w http.ResponseWriter, _ *http.Request) {
 }
 
 // engineStatus describes an engine for the status page. A merged engine
-// shows the functions it offers Qlik, and the apps that called each
-// through it, which its calls record under the member and the member's
-// own name of the function.
+// shows the functions it offers Qlik. Calls are recorded under the member
+// and its own name of the function, so the apps of a merged function are
+// those that called the member's function, through the merged engine or
+// directly.
 func (g *Gateway) engineStatus(engine *routing.Engine) engineStatus {
 	status := engineStatus{
 		Name:           engine.Name,
@@ -282,6 +284,7 @@ func (g *Gateway) engineStatus(engine *routing.Engine) engineStatus {
 		return status
 	}
 	message := capabilities.Message
+	status.Known = true
 	status.Plugin = strings.TrimSpace(message.GetPluginIdentifier() + " " + message.GetPluginVersion())
 	status.AllowScript = message.GetAllowScript()
 	status.Fetched = capabilities.Fetched

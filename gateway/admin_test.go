@@ -743,6 +743,30 @@ func TestStatusPageMergedEngine(t *testing.T) {
 	}
 }
 
+// TestStatusPageEngineWithoutIdentifier checks the section of an engine
+// whose plugin names itself with no identifier or version: its
+// capabilities are known. The page once said "capabilities unknown" and
+// "Scripts: unknown" beside the functions it listed.
+func TestStatusPageEngineWithoutIdentifier(t *testing.T) {
+	plugin := ssetest.StartPlugin(t, &ssetest.Connector{
+		Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
+			return &ssepb.Capabilities{AllowScript: true, Functions: []*ssepb.FunctionDefinition{{FunctionId: 0, Name: "F"}}}, nil
+		},
+	})
+	gw := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("R", nil)},
+		Engines:   map[string]*config.Engine{"R": ssetest.Engine(plugin.Addr)},
+	})
+	waitForFunctions(t, gw, "R", "F", 10*time.Second)
+	section := pageEngine(fetchStatusPage(t, gw), "R")
+	summary := pageText(pageElements(section, func(n *html.Node) bool { return n.Data == "p" })[0])
+	for _, want := range []string{"Plugin: no identifier, capabilities from", "Scripts: allowed."} {
+		if !strings.Contains(summary, want) {
+			t.Errorf("R summary = %q, want it to contain %q", summary, want)
+		}
+	}
+}
+
 // TestStatusPageLeavesOutRejectedApps checks that the app id of a call
 // that admission rejects appears nowhere on the status page, neither in
 // the recent calls, the app rates nor the apps of the function. Otherwise

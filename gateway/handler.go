@@ -391,8 +391,9 @@ func (c *call) openAttempt(backendCtx context.Context) (*attempt, *status.Status
 // moves to the new engine: nothing of it reached a plugin yet.
 //
 // NOTE: a replay keeps waiting on the old engine's replicas when a reload
-// replaces it, and fails after reconnect_buffer if none comes back: its
-// kept messages were sized by the old engine's replay_buffer.
+// replaces it, and fails once what is left of reconnect_buffer, or the old
+// engine's drain_timeout, runs out if none comes back: its kept messages
+// were sized by the old engine's replay_buffer.
 func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 	engine := c.engine
 	wait := engine.Config.ReconnectWait()

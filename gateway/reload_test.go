@@ -556,6 +556,7 @@ func TestReloadWarnsMovedMergeMembers(t *testing.T) {
 		cfg := &config.Config{
 			Listeners: []config.Listener{{Address: "127.0.0.1:0", Engine: "M", Insecure: true}},
 			Engines:   map[string]*config.Engine{"M": {Merge: members}},
+			Admin:     config.Admin{Address: "127.0.0.1:0"}, // not the default port
 		}
 		for name, address := range addresses {
 			cfg.Engines[name] = ssetest.Engine(address)

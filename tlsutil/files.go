@@ -149,10 +149,10 @@ func (f ClientFiles) ClientConfig(serverName string) (*tls.Config, error) {
 		ServerName: serverName,
 	}
 	if f.CertFile != "" {
+		// A client certificate without clientAuth is not rejected here:
+		// a plugin that asks for no certificate never sees it, and
+		// certs check reports it.
 		pair, pairErr := loadKeyPair("client", f.CertFile, f.KeyFile)
-		if pairErr == nil {
-			pairErr = requireUsage(pair, x509.ExtKeyUsageClientAuth, "client", f.CertFile)
-		}
 		err = errors.Join(err, pairErr)
 		cfg.Certificates = []tls.Certificate{pair}
 	}
@@ -181,7 +181,8 @@ func loadKeyPair(role, certFile, keyFile string) (tls.Certificate, error) {
 }
 
 // requireUsage returns an error when the certificate of pair lacks an
-// extended key usage that its role needs, as lacksUsage tells.
+// extended key usage that its role needs, as lacksUsage tells. A server
+// certificate is checked: every client checks it in every handshake.
 func requireUsage(pair tls.Certificate, usage x509.ExtKeyUsage, role, certFile string) error {
 	if pair.Leaf == nil {
 		return nil

@@ -119,7 +119,7 @@ towards a TLS plugin, signed by the CA in DIR (root_cert.pem and
 root_key.pem, such as the ca/ folder above, or the CA that made the
 plugin's certificates), and writes it in Qlik's client layout to --out, for
 a backend's tls.dir. Its common name is --client-name, and it must expire
-before the CA does. --hosts and --root-validity do not apply then.`,
+before the CA does. --hosts, --root-validity and --new-ca do not apply then.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if rootValidity <= 0 || leafValidity <= 0 {

@@ -210,6 +210,9 @@ func checkBackends(ctx context.Context, out io.Writer, cfg *config.Config, timeo
 			}
 			message := capabilities.Message
 			plugin := strings.TrimSpace(message.GetPluginIdentifier() + " " + message.GetPluginVersion())
+			if plugin == "" {
+				plugin = "a plugin without identifier"
+			}
 			fmt.Fprintf(out, "  %s: ok: %s, %d functions, scripts %v\n", backend.Address,
 				plugin, len(message.GetFunctions()), message.GetAllowScript())
 			if duplicates := duplicateFunctionIDs(message); len(duplicates) > 0 {
@@ -296,10 +299,13 @@ func fetchCapabilities(ctx context.Context, backend config.Backend, timeout time
 	defer cancel()
 	// Without WaitForReady, a refused connection or a failed handshake
 	// ends the call at once with its reason, rather than at the timeout.
+	sent := time.Now()
 	message, err := ssepb.NewConnectorClient(conn).GetCapabilities(ctx, &ssepb.Empty{})
 	// The plugin's gRPC may end the call at the deadline it was sent, with
-	// a reset, just before this command's own context ends.
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded {
+	// a reset, just before this command's own context ends. A plugin that
+	// fails with DeadlineExceeded long before has a timeout of its own.
+	lateReset := status.Code(err) == codes.DeadlineExceeded && time.Since(sent) >= timeout*9/10
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) || lateReset {
 		// grpc-go (v1.85) reports Ready only after the TLS handshake and
 		// the server's HTTP/2 settings frame, so the plugin was up and the
 		// call was sent.

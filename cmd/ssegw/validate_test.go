@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	"github.com/ssegw/ssegw/internal/shellquote"
 	"github.com/ssegw/ssegw/internal/ssetest"
@@ -510,6 +512,25 @@ func TestValidateConnect(t *testing.T) {
 		}
 		if unwanted := "check the address"; strings.Contains(output, unwanted) {
 			t.Errorf("validate --connect output:\n%s\nwant no advice to %q: the connection was made", output, unwanted)
+		}
+	})
+
+	t.Run("replica failing with its own timeout", func(t *testing.T) {
+		// DeadlineExceeded at once, from a deadline of the plugin's own,
+		// is its answer, not a late one.
+		failing := ssetest.StartPlugin(t, &ssetest.Connector{
+			Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
+				return nil, status.Error(codes.DeadlineExceeded, "backend database timed out")
+			},
+		})
+		path := writeValidateConfig(t, validateConnectConfig(first.Addr, failing.Addr))
+		output, err := runCommand(t, "validate", "--config", path, "--connect", "--timeout", "10s")
+		checkValidateExit(t, err, 1, output)
+		if want := "  " + failing.Addr + ": FAILED: rpc error: code = DeadlineExceeded desc = backend database timed out"; !strings.Contains(output, want) {
+			t.Errorf("validate --connect output:\n%s\nwant a line starting %q", output, want)
+		}
+		if unwanted := "larger --timeout"; strings.Contains(output, unwanted) {
+			t.Errorf("validate --connect output:\n%s\nwant no advice for a %q: the plugin answered at once", output, unwanted)
 		}
 	})
 

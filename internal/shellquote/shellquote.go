@@ -31,7 +31,9 @@ func posixShellQuote(text string) string {
 }
 
 // windowsShellQuote quotes text for cmd.exe and PowerShell. A Windows
-// path cannot contain a double quote, so the quotes need no escapes.
+// path cannot contain a double quote, so the quotes need no escapes, but
+// backslashes before the closing quote are doubled: programs read a
+// backslash there as escaping the quote (CommandLineToArgvW's rules).
 //
 // NOTE: cmd.exe still expands %NAME% inside double quotes, and PowerShell
 // expands $name and backquote escapes, so a path with those characters
@@ -40,7 +42,8 @@ func windowsShellQuote(text string) string {
 	if text != "" && !strings.ContainsFunc(text, func(r rune) bool { return !isShellSafe(r, `_-./:\+=@`) }) {
 		return text
 	}
-	return `"` + text + `"`
+	trailing := len(text) - len(strings.TrimRight(text, `\`))
+	return `"` + text + strings.Repeat(`\`, trailing) + `"`
 }
 
 // isShellSafe reports whether r is an ASCII letter or digit, or one of

@@ -55,6 +55,9 @@ func TestWindowsShellQuote(t *testing.T) {
 		{"gw.example,a.gw.example", `"gw.example,a.gw.example"`},
 		{"a&b", `"a&b"`},
 		{"", `""`},
+		// The closing quote after a backslash must not read as escaped.
+		{`\\srv\my share\`, `"\\srv\my share\\"`},
+		{`C:\my dir\\`, `"C:\my dir\\\\"`},
 	}
 	for _, tt := range tests {
 		if got := windowsShellQuote(tt.text); got != tt.want {
