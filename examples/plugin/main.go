@@ -33,7 +33,7 @@ func main() {
 	tlsDir := flag.String("tls-dir", "", "folder with root_cert.pem, sse_server_cert.pem and sse_server_key.pem; empty for plaintext")
 	maxMessage := flag.Int("max-message-size", 64<<20, "largest message accepted and sent, in bytes")
 	functions := flag.String("functions", "", "comma-separated function names to offer, such as Echo,SumOfRows; empty offers all")
-	delay := flag.Duration("delay", 0, "time added before each answer, to act as a slow plugin")
+	delay := flag.Duration("delay", 0, "time added before each answer to a function or script call, to act as a slow plugin; capabilities come at once")
 	flag.Parse()
 	log.SetFlags(0)
 	if *maxMessage < 1 {
