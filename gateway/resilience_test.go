@@ -1187,6 +1187,12 @@ func (p *droppingPlugin) dropAll() {
 	conns := p.conns
 	p.conns = nil
 	p.mu.Unlock()
+	resetConns(conns)
+}
+
+// resetConns closes each connection with a TCP reset, as a plugin that
+// crashes does, rather than with an orderly close.
+func resetConns(conns []net.Conn) {
 	for _, conn := range conns {
 		if tcp, ok := conn.(*net.TCPConn); ok {
 			tcp.SetLinger(0)
@@ -1531,12 +1537,7 @@ func (l *gatedListener) resetAll() {
 	conns := l.conns
 	l.conns = nil
 	l.mu.Unlock()
-	for _, conn := range conns {
-		if tcp, ok := conn.(*net.TCPConn); ok {
-			tcp.SetLinger(0)
-		}
-		conn.Close()
-	}
+	resetConns(conns)
 }
 
 // TestStaleFunctionIDForwarded makes calls of a function id that the
