@@ -18,7 +18,7 @@ import (
 	"github.com/ssegw/ssegw/ssepb"
 )
 
-// mergeOutcome says how resolveMerged left a call to a merged engine.
+// mergeOutcome is how resolveMerged left a call to a merged engine.
 type mergeOutcome int
 
 const (
@@ -142,7 +142,7 @@ func (c *call) warnMergeGaps(merged *routing.Engine) {
 // nil once the wait is over, or the status that ends the call and whether
 // that is the gateway's failure. It returns moved when a reload replaced
 // the merged engine or a member during the wait, and an engine of the new
-// table takes the call: the call has read nothing from the client yet, so
+// table takes the call. The call has read nothing from the client yet, so
 // it can be matched again.
 func (c *call) awaitMembers(ctx context.Context, merged *routing.Engine) (st *status.Status, gatewayFailure, moved bool) {
 	if merged.MembersKnown() {

@@ -8,8 +8,8 @@ import (
 // replacedHandler adds replaced=true to the records of an engine that a
 // reload replaced. The old engine keeps probing its replicas while it
 // drains, so that its calls in flight can still replay, and logs the same
-// replica events as the engine that replaced it: the attribute tells the
-// two apart.
+// replica events as the engine that replaced it. The attribute marks
+// which record is whose.
 type replacedHandler struct {
 	slog.Handler
 	engine *Engine

@@ -169,8 +169,8 @@ func describeCertificate(add func(string, Severity, string, ...any), file string
 	if len(names) > 0 {
 		add(file, Info, "subjectAltNames %s", strings.Join(names, ", "))
 	}
-	// Certificates hold UTC times: say so, since a reader compares them
-	// with a local clock.
+	// Certificates contain UTC times. The output names the zone, since a
+	// reader compares the times with a local clock.
 	add(file, Info, "valid from %s to %s", cert.NotBefore.UTC().Format(dateTimeUTC), cert.NotAfter.UTC().Format(dateTimeUTC))
 	switch left := cert.NotAfter.Sub(now); {
 	case left <= 0:

@@ -149,8 +149,8 @@ func (f ClientFiles) ClientConfig(serverName string) (*tls.Config, error) {
 		ServerName: serverName,
 	}
 	if f.CertFile != "" {
-		// A client certificate without clientAuth is not rejected here:
-		// a plugin that asks for no certificate never sees it, and
+		// A client certificate without clientAuth is not rejected here,
+		// because a plugin that requests no certificate never sees it.
 		// certs check reports it.
 		pair, pairErr := loadKeyPair("client", f.CertFile, f.KeyFile)
 		err = errors.Join(err, pairErr)
@@ -181,7 +181,7 @@ func loadKeyPair(role, certFile, keyFile string) (tls.Certificate, error) {
 }
 
 // requireUsage returns an error when the certificate of pair lacks an
-// extended key usage that its role needs, as lacksUsage tells. A server
+// extended key usage that its role needs, as lacksUsage reports. A server
 // certificate is checked: every client checks it in every handshake.
 func requireUsage(pair tls.Certificate, usage x509.ExtKeyUsage, role, certFile string) error {
 	if pair.Leaf == nil {

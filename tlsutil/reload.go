@@ -155,8 +155,8 @@ func (e *notYetValidError) Error() string { return e.message }
 
 // pendingSoon is how far ahead a renewed certificate may start for a
 // reload to take it as a clock a little behind, such as a CA's on another
-// host, rather than as a mistake: it logs a warning instead of an error,
-// and loads the files when they become valid either way.
+// host, rather than as a mistake. Such a reload logs a warning instead of
+// an error. The files load when they become valid either way.
 const pendingSoon = 5 * time.Minute
 
 // unusable returns the certificates of cfg that make every handshake fail
@@ -520,12 +520,12 @@ func sourceFolders(sources []*Source) []string {
 	return folders
 }
 
-// TimeLeft writes the time until a certificate expires for a message:
-// in days, to the nearest day, from two days on, since a check made
-// moments after the certificate was issued would otherwise count one
-// day less than its validity; in hours below that, and in minutes below
-// two hours, rounded down, so that a warning never makes the time look
-// longer than it is.
+// TimeLeft formats the time until a certificate expires for a message.
+// From two days on it counts days to the nearest day, because a check
+// made moments after the certificate was issued would otherwise count one
+// day less than its validity. Below that it counts hours, and below two
+// hours minutes, rounded down, so that a warning never makes the time
+// look longer than it is.
 func TimeLeft(left time.Duration) string {
 	switch {
 	case left >= 48*time.Hour:
