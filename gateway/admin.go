@@ -267,7 +267,9 @@ func (g *Gateway) engineStatus(engine *routing.Engine) engineStatus {
 		Ready:          engine.Ready(),
 		ScriptPolicy:   engine.Config.Scripts,
 		Members:        engine.Config.Merge,
-		MergeScripts:   engine.Config.MergeScripts,
+	}
+	if member := engine.ScriptMember(); member != nil {
+		status.MergeScripts = member.Name
 	}
 	for _, replica := range engine.Replicas() {
 		status.Replicas = append(status.Replicas, replica.Status())

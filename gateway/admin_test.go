@@ -736,6 +736,15 @@ func TestStatusPageMergedEngine(t *testing.T) {
 		t.Errorf("M functions (-want +got):\n%s", diff)
 	}
 
+	// The merged engine's own scripts policy comes first.
+	denied := engines("M")
+	denied.Engines["M"].Scripts = config.ScriptsDeny
+	reloadApply(t, gw, denied)
+	summary = pageText(pageElements(pageEngine(fetchStatusPage(t, gw), "M"), func(n *html.Node) bool { return n.Data == "p" })[0])
+	if want := "Scripts: denied by the gateway."; !strings.Contains(summary, want) {
+		t.Errorf("M summary with scripts: deny = %q, want it to contain %q", summary, want)
+	}
+
 	reloadApply(t, gw, engines("Example"))
 	listeners := pageText(pageElements(fetchStatusPage(t, gw), func(n *html.Node) bool { return n.Data == "p" })[0])
 	if want := fmt.Sprintf("%s (plaintext, Example)", gw.Addrs[0]); !strings.Contains(listeners, want) {

@@ -443,7 +443,7 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 			}
 		})
 		if mayWait && a.number == 1 {
-			defer engine.AfterReplaced(func() {
+			onReplaced := func() {
 				// A call that no engine of the new table takes, as when the
 				// reload removed its engine, stays: its engine's calls
 				// finish on it, up to drain_timeout.
@@ -453,7 +453,13 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 				if outcome.CompareAndSwap(waiting, replaced) {
 					a.cancel(errEngineReplaced)
 				}
-			})()
+			}
+			defer engine.AfterReplaced(onReplaced)()
+			if c.merged != nil {
+				// A reload may replace the merged engine alone, whose drain
+				// would end the call.
+				defer c.merged.AfterReplaced(onReplaced)()
+			}
 		}
 	}
 	began := time.Now()

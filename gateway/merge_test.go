@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -1175,5 +1176,73 @@ func TestMergedWaitSharesReconnectBuffer(t *testing.T) {
 	// call; the margin allows for timers on a slow machine.
 	if elapsed, limit := time.Since(start), buffer+buffer/4; elapsed > limit {
 		t.Errorf("GetCapabilities through M took %v, want at most %v: B's reconnect_buffer (%v) bounds the call's waits on both engines", elapsed, limit, buffer)
+	}
+}
+
+// TestMergedCallMovesWhenOnlyMergedReplaced checks that a call through a
+// merged engine that waits for a replica of a member moves when a reload
+// replaces only the merged engine, and goes on once the member has room.
+// It once stayed on the old merged engine and ended at its drain_timeout,
+// as the call already open through it does.
+func TestMergedCallMovesWhenOnlyMergedReplaced(t *testing.T) {
+	const drain = 500 * time.Millisecond
+	functions := []*ssepb.FunctionDefinition{mergeFunction("A", 3, "Forecast")}
+	arrived, release := make(chan struct{}, 2), make(chan struct{})
+	holding := ssetest.StartPlugin(t, &ssetest.Connector{
+		Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
+			return &ssepb.Capabilities{PluginIdentifier: "A", Functions: functions}, nil
+		},
+		Execute: func(stream ssetest.Stream) error {
+			arrived <- struct{}{}
+			<-release
+			return ssetest.Echo(stream)
+		},
+	})
+	var once sync.Once
+	releaseAll := func() { once.Do(func() { close(release) }) }
+	defer releaseAll()
+	configWith := func(hosts ...string) *config.Config {
+		engine := ssetest.ReconnectBuffer(ssetest.Engine(holding.Addr), time.Minute)
+		engine.MaxInFlight = 1
+		cfg := &config.Config{
+			Listeners:    []config.Listener{ssetest.Listen("M", nil)},
+			Engines:      map[string]*config.Engine{"A": engine, "M": {Merge: []string{"A"}, Hosts: hosts}},
+			DrainTimeout: drain,
+			Admin:        config.Admin{Address: "127.0.0.1:0"},
+		}
+		cfg.ApplyDefaults()
+		return cfg
+	}
+	gw := ssetest.StartGateway(t, configWith())
+	client := ssetest.Dial(t, gw.Addrs[0])
+	waitForFunctions(t, gw, "A", "Forecast", 10*time.Second)
+
+	// Fill A's one place, then make a call that waits for it.
+	filling, waiting := make(chan mergeCallResult, 1), make(chan mergeCallResult, 1)
+	go func() {
+		filling <- callMerged(testContext(t), client, "ExecuteFunction", functionHeaders(t, 3), ssetest.NumericBundle(2, 1))
+	}()
+	<-arrived
+	go func() {
+		waiting <- callMerged(testContext(t), client, "ExecuteFunction", functionHeaders(t, 3), ssetest.NumericBundle(2, 1))
+	}()
+	resilWait(t, 10*time.Second, "a call waiting for member A", func() bool {
+		return resilMetric(t, gw, "ssegw_calls_waiting", `qlik_sse_engine="A"`) == 1
+	})
+
+	reloadApply(t, gw, configWith("m.example"))
+	// The scenario, not a synchronisation: the old M's drain_timeout
+	// passes while the call still waits.
+	time.Sleep(3 * drain)
+	releaseAll()
+
+	if result := <-waiting; result.err != nil {
+		t.Errorf("call waiting across a reload of M alone = %v, want OK once A has room", result.err)
+	}
+	// The call that was open through the old M ended with its drain, as
+	// the calls of any replaced engine do.
+	want := "engine M was replaced by a configuration reload, and drain_timeout (500ms) passed before the call ended"
+	if st := status.Convert((<-filling).err); st.Code() != codes.Unavailable || st.Message() != want {
+		t.Errorf("call open through M across the reload = %v %q, want Unavailable %q", st.Code(), st.Message(), want)
 	}
 }

@@ -149,10 +149,10 @@ func (f ClientFiles) ClientConfig(serverName string) (*tls.Config, error) {
 		ServerName: serverName,
 	}
 	if f.CertFile != "" {
-		// A client certificate without clientAuth is not rejected here,
-		// because a plugin that requests no certificate never sees it.
-		// certs check reports it.
 		pair, pairErr := loadKeyPair("client", f.CertFile, f.KeyFile)
+		if pairErr == nil {
+			pairErr = requireUsage(pair, x509.ExtKeyUsageClientAuth, "client", f.CertFile)
+		}
 		err = errors.Join(err, pairErr)
 		cfg.Certificates = []tls.Certificate{pair}
 	}
@@ -181,8 +181,11 @@ func loadKeyPair(role, certFile, keyFile string) (tls.Certificate, error) {
 }
 
 // requireUsage returns an error when the certificate of pair lacks an
-// extended key usage that its role needs, as lacksUsage reports. A server
-// certificate is checked: every client checks it in every handshake.
+// extended key usage that its role needs, as lacksUsage reports. Every
+// client checks a server certificate in every handshake. A plugin that
+// requests no client certificate never sees the gateway's, but a folder
+// with one is given for plugins that require it, as SSE plugins with
+// mutual TLS do, and they reject it.
 func requireUsage(pair tls.Certificate, usage x509.ExtKeyUsage, role, certFile string) error {
 	if pair.Leaf == nil {
 		return nil

@@ -422,6 +422,14 @@ func TestClientConfigErrors(t *testing.T) {
 			},
 		},
 		{
+			name: "server certificate",
+			setup: func(t *testing.T, f fixture) (tlsutil.ClientFiles, []string) {
+				cert := filepath.Join(f.GatewayDir, tlsutil.ServerCertFile)
+				key := filepath.Join(f.GatewayDir, tlsutil.ServerKeyFile)
+				return tlsutil.ClientFilesInDir(f.QlikDir, "", cert, key), []string{cert, "lacks the clientAuth extended key usage"}
+			},
+		},
+		{
 			name: "key of another certificate",
 			setup: func(t *testing.T, f fixture) (tlsutil.ClientFiles, []string) {
 				key := filepath.Join(f.GatewayDir, tlsutil.ServerKeyFile)

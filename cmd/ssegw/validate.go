@@ -304,7 +304,7 @@ func fetchCapabilities(ctx context.Context, backend config.Backend, timeout time
 	// The plugin's gRPC may end the call at the deadline it was sent, with
 	// a reset, just before this command's own context ends. A plugin that
 	// fails with DeadlineExceeded long before has a timeout of its own.
-	lateReset := status.Code(err) == codes.DeadlineExceeded && time.Since(sent) >= timeout*9/10
+	lateReset := status.Code(err) == codes.DeadlineExceeded && time.Since(sent) >= timeout-min(timeout/10, 250*time.Millisecond)
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) || lateReset {
 		// grpc-go (v1.85) reports Ready only after the TLS handshake and
 		// the server's HTTP/2 settings frame, so the plugin was up and the
