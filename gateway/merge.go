@@ -38,7 +38,9 @@ func (c *call) resolveMerged(ss grpc.ServerStream, merged *routing.Engine) (st *
 	c.merged = merged
 	switch c.info.kind {
 	case methodGetCapabilities:
-		if st, gatewayFailure, moved := c.awaitMembers(ss.Context(), merged); moved {
+		// Only the members whose functions the client may see are waited
+		// for, and warned about.
+		if st, gatewayFailure, moved := c.awaitMembers(ss.Context(), merged, c.unknownVisibleMembers(merged)); moved {
 			return nil, false, mergeMoved
 		} else if st != nil {
 			return st, gatewayFailure, mergeAnswered
@@ -53,30 +55,36 @@ func (c *call) resolveMerged(ss grpc.ServerStream, merged *routing.Engine) (st *
 		if err != nil || header == nil {
 			return status.Newf(codes.InvalidArgument, "engine %s: a function call needs a valid %s header", merged.Name, ssepb.FunctionRequestHeaderKey), false, mergeAnswered
 		}
+		id := header.GetFunctionId()
 		capabilities, functions := merged.MergedCapabilities()
-		function, ok := functions[header.GetFunctionId()]
-		if !ok {
-			// The function may be a member's that has not answered yet.
-			if st, gatewayFailure, moved := c.awaitMembers(ss.Context(), merged); moved {
+		function, ok := functions[id]
+		owner := merged.MemberOf(id)
+		if !ok && owner != nil && owner.Capabilities() == nil {
+			// The function may be that member's, which has not answered
+			// yet. A client that the member would refuse learns no more.
+			if !c.clientAllowed(owner.Config) {
+				return c.admit(owner), false, mergeAnswered
+			}
+			if st, gatewayFailure, moved := c.awaitMembers(ss.Context(), merged, []*routing.Engine{owner}); moved {
 				return nil, false, mergeMoved
 			} else if st != nil {
 				return st, gatewayFailure, mergeAnswered
 			}
 			capabilities, functions = merged.MergedCapabilities()
-			function, ok = functions[header.GetFunctionId()]
+			function, ok = functions[id]
 		}
 		if !ok {
 			// An id in the range of a member whose capabilities are still
 			// unknown is likely that member's: its plugin's outage is what
 			// an admin needs to see. Otherwise the client called an id
 			// never listed.
-			id := header.GetFunctionId()
-			if member := merged.MemberOf(id); member != nil && member.Capabilities() == nil {
+			if owner != nil && owner.Capabilities() == nil {
+				member := owner
 				return status.Newf(codes.Unavailable, "engine %s: function id %d is one of member %s's, whose functions are not known: its plugin has not answered GetCapabilities; replicas: %s",
 					merged.Name, id, member.Name, replicaSummary(member)), true, mergeAnswered
 			}
 			return status.Newf(codes.Unimplemented, "engine %s has no function id %d; it has %s",
-				merged.Name, id, functionList(capabilities)), !merged.MembersKnown(), mergeAnswered
+				merged.Name, id, functionList(capabilities)), false, mergeAnswered
 		}
 
 		// The member gets its own function id; everything else is Qlik's.
@@ -125,7 +133,7 @@ func (c *call) allowedFunctions(merged *routing.Engine, message *ssepb.Capabilit
 // it restarts.
 func (c *call) warnMergeGaps(merged *routing.Engine) {
 	g := c.gateway
-	if unknown := merged.UnknownMembers(); len(unknown) > 0 && g.warnings.allow("merge unknown members:"+merged.Name) {
+	if unknown := c.unknownVisibleMembers(merged); len(unknown) > 0 && g.warnings.allow("merge unknown members:"+merged.Name) {
 		g.logger.Warn("merged engine sent its functions without those of members whose plugins have not answered; Qlik engines that got this list need a restart once the members are back",
 			"engine", merged.Name, "members", engineNames(unknown), "peer", peerAddress(c.ctx))
 	}
@@ -135,7 +143,13 @@ func (c *call) warnMergeGaps(merged *routing.Engine) {
 	}
 }
 
-// awaitMembers waits until the merged engine's members have their
+// unknownVisibleMembers returns the members of merged whose capabilities
+// are unknown and whose allow_clients let the call's client in.
+func (c *call) unknownVisibleMembers(merged *routing.Engine) []*routing.Engine {
+	return slices.DeleteFunc(merged.UnknownMembers(), func(member *routing.Engine) bool { return !c.clientAllowed(member.Config) })
+}
+
+// awaitMembers waits until members, of the merged engine, have their
 // capabilities, as AwaitMembers does. The call counts as one of the merged
 // engine's waiting calls, so that beyond its max_waiting it fails at once
 // with ResourceExhausted, as calls waiting for a replica do. It returns
@@ -144,8 +158,8 @@ func (c *call) warnMergeGaps(merged *routing.Engine) {
 // the merged engine or a member during the wait, and an engine of the new
 // table takes the call. The call has read nothing from the client yet, so
 // it can be matched again.
-func (c *call) awaitMembers(ctx context.Context, merged *routing.Engine) (st *status.Status, gatewayFailure, moved bool) {
-	if merged.MembersKnown() {
+func (c *call) awaitMembers(ctx context.Context, merged *routing.Engine, members []*routing.Engine) (st *status.Status, gatewayFailure, moved bool) {
+	if !slices.ContainsFunc(members, func(member *routing.Engine) bool { return member.Capabilities() == nil }) {
 		return nil, false, false
 	}
 	if !c.beginWait(merged) {
@@ -174,7 +188,7 @@ func (c *call) awaitMembers(ctx context.Context, merged *routing.Engine) (st *st
 	}
 
 	began := time.Now()
-	merged.AwaitMembers(wait, c.wait)
+	routing.AwaitMembers(wait, c.wait, members)
 	c.wait += time.Since(began)
 	var drained *drainedError
 	var stopped *stoppedError

@@ -704,7 +704,7 @@ func TestMergedEngineMaxWaiting(t *testing.T) {
 		},
 	})
 	client := ssetest.Dial(t, gw.Addrs[0])
-	unknownID := functionHeaders(t, 999)
+	unknownID := functionHeaders(t, 1999) // in B's range of ids
 	const waitingMetric, engineLabel = "ssegw_calls_waiting", `qlik_sse_engine="M"`
 
 	// Fill the waiting places.
@@ -1244,5 +1244,73 @@ func TestMergedCallMovesWhenOnlyMergedReplaced(t *testing.T) {
 	want := "engine M was replaced by a configuration reload, and drain_timeout (500ms) passed before the call ended"
 	if st := status.Convert((<-filling).err); st.Code() != codes.Unavailable || st.Message() != want {
 		t.Errorf("call open through M across the reload = %v %q, want Unavailable %q", st.Code(), st.Message(), want)
+	}
+}
+
+// TestMergedCallWaitsOnlyForItsMember checks which members a call through
+// a merged engine waits for while their functions are unknown: a function
+// call waits only for the member whose range holds its id, a call of an id
+// that no member's range holds, or of a member that refuses the client,
+// ends at once, and GetCapabilities waits only for members the client may
+// see. Each call once waited for every unknown member, up to the longest
+// reconnect_buffer.
+func TestMergedCallWaitsOnlyForItsMember(t *testing.T) {
+	lisA, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lisA.Close() })
+	engineB := ssetest.ReconnectBuffer(ssetest.Engine(ssetest.FreeAddress(t)), time.Minute) // B never answers
+	engineB.AllowClients = []string{"someone-else"}                                         // and refuses plaintext clients
+	gw := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("M", nil)},
+		Engines: map[string]*config.Engine{
+			"A": ssetest.ReconnectBuffer(ssetest.Engine(lisA.Addr().String()), time.Minute),
+			"B": engineB,
+			"M": {Merge: []string{"A", "B"}},
+		},
+	})
+	client := ssetest.Dial(t, gw.Addrs[0])
+	shortCall := func(id int32) *status.Status {
+		ctx, cancel := context.WithTimeout(testContext(t), 5*time.Second)
+		defer cancel()
+		return status.Convert(callMerged(ctx, client, "ExecuteFunction", functionHeaders(t, id), ssetest.NumericBundle(1, 1)).err)
+	}
+
+	if st := shortCall(5000); st.Code() != codes.Unimplemented {
+		t.Errorf("call of id 5000, in no member's range = %v %q, want Unimplemented at once", st.Code(), st.Message())
+	}
+	if st := shortCall(1003); st.Code() != codes.PermissionDenied {
+		t.Errorf("call of id 1003, of B that refuses the client = %v %q, want PermissionDenied at once", st.Code(), st.Message())
+	}
+
+	// A call of A's function waits for A alone.
+	waiting := make(chan mergeCallResult, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(testContext(t), 20*time.Second)
+		defer cancel()
+		waiting <- callMerged(ctx, client, "ExecuteFunction", functionHeaders(t, 3), ssetest.NumericBundle(1, 1))
+	}()
+	resilWait(t, 10*time.Second, "a call waiting for A", func() bool {
+		return resilMetric(t, gw, "ssegw_calls_waiting", `qlik_sse_engine="M"`) == 1
+	})
+	serveMergePlugin(t, lisA, "A", &ssepb.Capabilities{Functions: []*ssepb.FunctionDefinition{mergeFunction("A", 3, "Forecast")}})
+	if result := <-waiting; result.err != nil {
+		t.Errorf("call of A's function = %v, want OK once A answers, without waiting for B", result.err)
+	}
+
+	// The client sees none of B's functions, so its list waits for A alone
+	// and lacks nothing it could call.
+	ctx, cancel := context.WithTimeout(testContext(t), 5*time.Second)
+	defer cancel()
+	capabilities, err := client.GetCapabilities(ctx, &ssepb.Empty{})
+	if err != nil {
+		t.Fatalf("GetCapabilities through M = %v, want A's functions at once", err)
+	}
+	if diff := cmp.Diff([]idAndName{{3, "Forecast"}}, functionsOf(capabilities)); diff != "" {
+		t.Errorf("functions (-want +got):\n%s", diff)
+	}
+	if records := gw.Logs.Records("merged engine sent its functions without those of members whose plugins have not answered; Qlik engines that got this list need a restart once the members are back"); len(records) > 0 {
+		t.Errorf("got a warning about missing members, want none for a member the client may not see: %v", records)
 	}
 }

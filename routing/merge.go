@@ -55,12 +55,7 @@ func (e *Engine) Merged() bool {
 // MembersKnown reports whether every member of a merged engine has its
 // capabilities, so that AwaitMembers would return at once.
 func (e *Engine) MembersKnown() bool {
-	for _, member := range e.Members() {
-		if member.Capabilities() == nil {
-			return false
-		}
-	}
-	return true
+	return len(e.UnknownMembers()) == 0
 }
 
 // UnknownMembers returns the members of a merged engine whose capabilities
@@ -104,16 +99,16 @@ func (e *Engine) LeftOutFunctions() []string {
 	return left
 }
 
-// AwaitMembers returns once every member knows its capabilities, or
-// when a member has not learnt them within what waited leaves of its
+// AwaitMembers returns once each of members knows its capabilities, or
+// when one has not learnt them within what waited leaves of its
 // reconnect_buffer, or when ctx ends. waited is how long the call waited
 // before, as on an engine that a reload replaced. Right after the gateway
 // starts, the probes may not have reached every plugin yet; a merged list
 // without that member would hide its functions from QlikView, which asks
 // only when it starts.
-func (e *Engine) AwaitMembers(ctx context.Context, waited time.Duration) {
+func AwaitMembers(ctx context.Context, waited time.Duration, members []*Engine) {
 	start := time.Now()
-	for _, member := range e.Members() {
+	for _, member := range members {
 		if member.Capabilities() != nil {
 			continue
 		}
