@@ -136,6 +136,14 @@ func (c *Config) validate(spelling keySpelling, failedKeys []string) error {
 		case len(engine.Backends) == 0:
 			report("%s.backends: none configured; add the plugin's address, or merge: other engines", key)
 		}
+		if len(engine.Merge) == 0 {
+			if engine.MergePrefix != "" {
+				report("%s.merge_prefix: applies only to an engine with merge", key)
+			}
+			if engine.MergeScripts != "" {
+				report("%s.merge_scripts: applies only to an engine with merge", key)
+			}
+		}
 		backends := map[string]int{}
 		for i, backend := range engine.Backends {
 			backendKey := fmt.Sprintf("%s.backends[%d]", key, i)

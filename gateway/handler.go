@@ -113,6 +113,10 @@ type attempt struct {
 	// answered is set once the plugin sent a header or a message, after
 	// which the call is not replayed. Handler goroutine only.
 	answered bool
+
+	// bufferSpent is set when the call's earlier waits had spent its
+	// reconnect_buffer, so that the attempt went without waiting.
+	bufferSpent bool
 }
 
 // attemptKey is the context key under which backend streams carry their
@@ -403,6 +407,7 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 		// admin reads it as how long Qlik may be held. Once it is spent,
 		// an attempt goes as with a reconnect_buffer of 0s.
 		wait = max(wait-c.wait, 0)
+		a.bufferSpent = wait == 0
 	}
 	// A call counts among the waiting ones (max_waiting and the metric),
 	// and can move to the engine a reload puts in place, only when it may

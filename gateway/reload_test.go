@@ -265,6 +265,38 @@ func TestReloadMovedCallKeepsItsWait(t *testing.T) {
 	}
 }
 
+// TestReloadSpentBufferMessage checks the status of a call that a reload
+// moves to an engine whose reconnect_buffer the call has already spent
+// waiting: it goes without waiting, and its message says why. It once got
+// only "no plugin reachable".
+func TestReloadSpentBufferMessage(t *testing.T) {
+	t.Parallel()
+	dead := ssetest.FreeAddress(t)
+	configFor := func(buffer time.Duration) *config.Config {
+		cfg := reloadConfig(30*time.Second, dead)
+		ssetest.ReconnectBuffer(cfg.Engines["R"], buffer)
+		return cfg
+	}
+	gw := ssetest.StartGateway(t, configFor(time.Minute))
+	_, client := ssetest.DialConn(t, gw.Addrs[0])
+
+	results := make(chan reloadResult, 1)
+	go reloadCall(testContext(t), client, results)
+	resilWait(t, 10*time.Second, "a call waiting for R's replica", func() bool {
+		return resilMetric(t, gw, "ssegw_calls_waiting", `qlik_sse_engine="R"`) == 1
+	})
+	// The scenario, not a synchronisation: the call waits longer than the
+	// new engine's reconnect_buffer before the reload.
+	time.Sleep(200 * time.Millisecond)
+	reloadApply(t, gw, configFor(100*time.Millisecond))
+
+	result := <-results
+	want := "engine R: no replica ready after waiting 100ms (reconnect_buffer)"
+	if st := status.Convert(result.err); st.Code() != codes.Unavailable || !strings.HasPrefix(st.Message(), want) {
+		t.Errorf("call moved with its buffer spent = %v, want Unavailable starting %q", result.err, want)
+	}
+}
+
 // TestReloadRemovedEngineKeepsWaitingCall checks that a call waiting for
 // a replica of an engine that a reload removes is not matched again, since
 // that would end it with NotFound at once. It stays on its engine, which

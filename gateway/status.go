@@ -153,7 +153,9 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 	case errors.Is(err, errTooManyWaiting):
 		return status.Newf(codes.ResourceExhausted, "engine %s: max_waiting (%d) calls already wait for a ready replica",
 			c.engine.Name, c.engine.Config.MaxWaiting), true
-	case errors.Is(err, errWaitExpired) || errors.Is(context.Cause(a.ctx), errWaitExpired):
+	case errors.Is(err, errWaitExpired) || errors.Is(context.Cause(a.ctx), errWaitExpired) || a.bufferSpent && a.peer.Addr == nil && status.Code(err) == codes.Unavailable && received.Message() != routing.ErrEveryReplicaFull.Error():
+		// An attempt that went without waiting, because the call had
+		// spent its reconnect_buffer before, failed for the same reason.
 		return status.New(codes.Unavailable, withCertificateHint(fmt.Sprintf("engine %s: no replica ready after waiting %v (reconnect_buffer); replicas: %s",
 			c.engine.Name, c.engine.Config.ReconnectWait(), replicaSummary(c.engine)))), true
 	case errors.As(cause, &timeout):
@@ -198,9 +200,8 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 			message = fmt.Sprintf("no plugin reachable; replicas: %s", replicaSummary(c.engine))
 		case routing.ErrEveryReplicaFull.Error():
 			waiting := "reconnect_buffer is 0s"
-			if buffer := c.engine.Config.ReconnectWait(); buffer > 0 {
-				// A replay or a moved call that spent it goes without waiting.
-				waiting = fmt.Sprintf("the call spent its reconnect_buffer (%v) waiting before", buffer)
+			if a.bufferSpent {
+				waiting = fmt.Sprintf("the call had spent its reconnect_buffer (%v) waiting before", c.engine.Config.ReconnectWait())
 			}
 			message = fmt.Sprintf("every ready replica has max_in_flight (%d) calls open, and %s; replicas: %s",
 				c.engine.Config.MaxInFlight, waiting, replicaSummary(c.engine))

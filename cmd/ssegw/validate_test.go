@@ -296,6 +296,11 @@ engines:
 			want:    "engines.M.reconnect_buffer: has no effect on a merged engine",
 		},
 		{
+			name:    "merge_scripts without merge",
+			engines: "  M:\n    backends:\n      - address: 127.0.0.1:3\n    merge_scripts: A\n",
+			want:    "engines.M.merge_scripts: applies only to an engine with merge",
+		},
+		{
 			name:    "admission settings on a merged engine",
 			engines: "  M:\n    merge: [A, B]\n    scripts: deny\n    max_cardinality: 10\n    max_waiting: 5\n",
 		},
