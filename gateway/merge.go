@@ -63,6 +63,7 @@ func (c *call) resolveMerged(ss grpc.ServerStream, merged *routing.Engine) (st *
 			// The function may be that member's, which has not answered
 			// yet. A client that the member would refuse learns no more.
 			if !c.clientAllowed(owner.Config) {
+				c.rejected = true // its ids stay off the status page
 				return c.admit(owner), false, mergeAnswered
 			}
 			if st, gatewayFailure, moved := c.awaitMembers(ss.Context(), merged, []*routing.Engine{owner}); moved {
@@ -84,7 +85,7 @@ func (c *call) resolveMerged(ss grpc.ServerStream, merged *routing.Engine) (st *
 					merged.Name, id, member.Name, replicaSummary(member)), true, mergeAnswered
 			}
 			return status.Newf(codes.Unimplemented, "engine %s has no function id %d; it has %s",
-				merged.Name, id, functionList(capabilities)), false, mergeAnswered
+				merged.Name, id, functionList(c.allowedFunctions(merged, capabilities.Message, functions))), false, mergeAnswered
 		}
 
 		// The member gets its own function id; everything else is Qlik's.
@@ -210,9 +211,9 @@ func (c *call) awaitMembers(ctx context.Context, merged *routing.Engine, members
 
 // functionList names a capabilities' functions with their ids, for a
 // message.
-func functionList(capabilities *routing.Capabilities) string {
+func functionList(capabilities *ssepb.Capabilities) string {
 	var parts []string
-	for _, function := range capabilities.Message.GetFunctions() {
+	for _, function := range capabilities.GetFunctions() {
 		parts = append(parts, fmt.Sprintf("%s (%d)", function.GetName(), function.GetFunctionId()))
 	}
 	if len(parts) == 0 {

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"net"
@@ -1050,6 +1051,21 @@ func TestMergedEngineHidesRefusedMembers(t *testing.T) {
 			if capabilities.GetAllowScript() != tt.wantScripts {
 				t.Errorf("allowScript = %v, want %v", capabilities.GetAllowScript(), tt.wantScripts)
 			}
+
+			// The functions that an unknown id's message lists are those
+			// the client sees.
+			st := status.Convert(callMerged(testContext(t), ssetest.Dial(t, gw.Addrs[0]), "ExecuteFunction", functionHeaders(t, 5000), ssetest.NumericBundle(1, 1)).err)
+			if st.Code() != codes.Unimplemented {
+				t.Fatalf("call of id 5000 = %v %q, want Unimplemented", st.Code(), st.Message())
+			}
+			for _, function := range tt.want {
+				if listed := fmt.Sprintf("%s (%d)", function.Name, function.ID); !strings.Contains(st.Message(), listed) {
+					t.Errorf("Unimplemented message = %q, want it to list %s", st.Message(), listed)
+				}
+			}
+			if len(tt.want) < 4 && strings.Contains(st.Message(), "Trend") {
+				t.Errorf("Unimplemented message = %q, want none of B's functions, which the client may not call", st.Message())
+			}
 		})
 	}
 }
@@ -1282,6 +1298,10 @@ func TestMergedCallWaitsOnlyForItsMember(t *testing.T) {
 	}
 	if st := shortCall(1003); st.Code() != codes.PermissionDenied {
 		t.Errorf("call of id 1003, of B that refuses the client = %v %q, want PermissionDenied at once", st.Code(), st.Message())
+	}
+	// A rejected client's app id stays off the status page.
+	if recent := gw.RecentCalls(); len(recent) == 0 || recent[0].Code != codes.PermissionDenied || recent[0].App != "" {
+		t.Errorf("newest recent call = %+v, want the rejected one, with no app id", recent)
 	}
 
 	// A call of A's function waits for A alone.

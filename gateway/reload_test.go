@@ -291,7 +291,7 @@ func TestReloadSpentBufferMessage(t *testing.T) {
 	reloadApply(t, gw, configFor(100*time.Millisecond))
 
 	result := <-results
-	want := "engine R: no replica ready after waiting 100ms (reconnect_buffer)"
+	want := "engine R: no replica ready, and the call had spent its reconnect_buffer (100ms) waiting before"
 	if st := status.Convert(result.err); st.Code() != codes.Unavailable || !strings.HasPrefix(st.Message(), want) {
 		t.Errorf("call moved with its buffer spent = %v, want Unavailable starting %q", result.err, want)
 	}

@@ -153,10 +153,13 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 	case errors.Is(err, errTooManyWaiting):
 		return status.Newf(codes.ResourceExhausted, "engine %s: max_waiting (%d) calls already wait for a ready replica",
 			c.engine.Name, c.engine.Config.MaxWaiting), true
-	case errors.Is(err, errWaitExpired) || errors.Is(context.Cause(a.ctx), errWaitExpired) || a.bufferSpent && a.peer.Addr == nil && status.Code(err) == codes.Unavailable && received.Message() != routing.ErrEveryReplicaFull.Error():
-		// An attempt that went without waiting, because the call had
-		// spent its reconnect_buffer before, failed for the same reason.
+	case errors.Is(err, errWaitExpired) || errors.Is(context.Cause(a.ctx), errWaitExpired):
 		return status.New(codes.Unavailable, withCertificateHint(fmt.Sprintf("engine %s: no replica ready after waiting %v (reconnect_buffer); replicas: %s",
+			c.engine.Name, c.engine.Config.ReconnectWait(), replicaSummary(c.engine)))), true
+	case a.bufferSpent && a.peer.Addr == nil && status.Code(err) == codes.Unavailable && received.Message() != routing.ErrEveryReplicaFull.Error():
+		// The attempt went without waiting, since the call's earlier
+		// waits had spent reconnect_buffer.
+		return status.New(codes.Unavailable, withCertificateHint(fmt.Sprintf("engine %s: no replica ready, and the call had spent its reconnect_buffer (%v) waiting before; replicas: %s",
 			c.engine.Name, c.engine.Config.ReconnectWait(), replicaSummary(c.engine)))), true
 	case errors.As(cause, &timeout):
 		return status.New(codes.DeadlineExceeded, timeout.Error()), true
