@@ -50,16 +50,17 @@ func (g *Gateway) startAdmin() error {
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
-	idle := &idleConns{conns: map[net.Conn]struct{}{}}
+	idle := &idleConns{conns: map[net.Conn]struct{}{}, silent: map[net.Conn]time.Time{}}
 	lis = &guardedListener{Listener: lis, gateway: g, address: g.cfg.Admin.Address, max: maxAdminConnections,
-		full:  fmt.Sprintf("connection closed: the admin listener has %d connections open and none idle, as many as it takes", maxAdminConnections),
+		full:  fmt.Sprintf("connection closed: the admin listener has %d connections open and none idle or silent for %v, as many as it takes", maxAdminConnections, silentGrace),
 		evict: idle.closeOne}
 	g.admin = &adminServer{
 		lis: lis,
 		server: &http.Server{
 			// A new connection finding the listener full closes an idle
-			// keep-alive one, so that clients that keep theirs open
-			// cannot lock out a health check.
+			// keep-alive one, or one silent since it opened, so that
+			// clients that keep theirs open cannot lock out a health
+			// check.
 			ConnState:         idle.track,
 			Handler:           mux,
 			ReadHeaderTimeout: 10 * time.Second,
@@ -80,25 +81,39 @@ func (g *Gateway) startAdmin() error {
 	return nil
 }
 
-// idleConns is the admin listener's keep-alive connections waiting for a
-// request.
+// idleConns is the admin listener's connections that a new one may take
+// the place of: keep-alive connections waiting for a request, and
+// connections that have sent nothing since they opened.
 type idleConns struct {
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
+	// silent maps each connection that has sent no request yet to when it
+	// opened.
+	silent map[net.Conn]time.Time
 }
+
+// silentGrace is how long a new connection may stay silent before a
+// connection that finds the listener full takes its place. Health checks
+// and scrapers send their request at once, while connections that send
+// nothing would otherwise lock them out until ReadHeaderTimeout.
+const silentGrace = time.Second
 
 func (i *idleConns) track(conn net.Conn, state http.ConnState) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	if state == http.StateIdle {
+	delete(i.conns, conn)
+	delete(i.silent, conn)
+	switch state {
+	case http.StateIdle:
 		i.conns[conn] = struct{}{}
-	} else {
-		delete(i.conns, conn)
+	case http.StateNew:
+		i.silent[conn] = time.Now()
 	}
 }
 
-// closeOne closes one idle connection, if there is one, and reports
-// whether it did.
+// closeOne closes an idle connection, or else the oldest one that has
+// been silent for silentGrace, if there is one, and reports whether it
+// did.
 func (i *idleConns) closeOne() bool {
 	i.mu.Lock()
 	var victim net.Conn
@@ -106,6 +121,15 @@ func (i *idleConns) closeOne() bool {
 		victim = conn
 		delete(i.conns, conn)
 		break
+	}
+	if victim == nil {
+		oldest := time.Now().Add(-silentGrace)
+		for conn, opened := range i.silent {
+			if opened.Before(oldest) {
+				victim, oldest = conn, opened
+			}
+		}
+		delete(i.silent, victim)
 	}
 	i.mu.Unlock()
 	if victim == nil {

@@ -919,7 +919,18 @@ func TestAdminConnectionLimit(t *testing.T) {
 	if n, err := extra.Read(make([]byte, 1)); n != 0 || (err != io.EOF && !errors.Is(err, syscall.ECONNRESET)) {
 		t.Errorf("read on connection %d = %d bytes, %v; want it closed at once", limit+1, n, err)
 	}
-	gw.Logs.WaitFor(t, "connection closed: the admin listener has 64 connections open and none idle, as many as it takes", 5*time.Second, nil)
+	gw.Logs.WaitFor(t, "connection closed: the admin listener has 64 connections open and none idle or silent for 1s, as many as it takes", 5*time.Second, nil)
+
+	// Once the silent connections have sent nothing for a second, a
+	// health check takes the place of one of them. It was locked out
+	// until the server's ReadHeaderTimeout of 10 s closed them.
+	time.Sleep(1100 * time.Millisecond) // the scenario: a second of silence
+	check := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 3 * time.Second}
+	if response, err := check.Get("http://" + admin + "/healthz"); err != nil {
+		t.Errorf("GET /healthz beside %d silent connections = %v, want an answer", limit, err)
+	} else {
+		response.Body.Close()
+	}
 
 	results := make(chan reloadResult, 1)
 	reloadCall(testContext(t), ssetest.Dial(t, gw.Addrs[0]), results)
