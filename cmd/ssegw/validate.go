@@ -189,6 +189,7 @@ func checkBackends(ctx context.Context, out io.Writer, cfg *config.Config, timeo
 		ctx = context.Background()
 	}
 	ok := true
+	answered := map[string]*routing.Capabilities{} // by engine, a replica's answer
 	for _, name := range cfg.EngineNames() {
 		engine := cfg.Engine(name)
 		if len(engine.Merge) > 0 {
@@ -224,6 +225,7 @@ func checkBackends(ctx context.Context, out io.Writer, cfg *config.Config, timeo
 			switch {
 			case first == nil:
 				first, firstAddress = capabilities, backend.Address
+				answered[strings.ToLower(engine.Name)] = capabilities
 			case !first.SameFunctions(capabilities):
 				ok = false
 				var differences []string
@@ -238,7 +240,35 @@ func checkBackends(ctx context.Context, out io.Writer, cfg *config.Config, timeo
 			}
 		}
 	}
+	warnLeftOut(out, cfg, answered)
 	return ok
+}
+
+// warnLeftOut prints, for each merged engine, the functions of its
+// members that the gateway leaves out of its list because their ids do
+// not fit a member's range of ids, as answered by a replica of each.
+func warnLeftOut(out io.Writer, cfg *config.Config, answered map[string]*routing.Capabilities) {
+	for _, name := range cfg.EngineNames() {
+		engine := cfg.Engine(name)
+		var left []string
+		for _, member := range engine.Merge {
+			capabilities := answered[strings.ToLower(member)]
+			if capabilities == nil {
+				continue
+			}
+			// Every member's own ids must fit the range that the first
+			// member keeps as it is.
+			first, last := routing.MemberIDs(0)
+			for _, function := range capabilities.Message.GetFunctions() {
+				if function.GetFunctionId() < first || function.GetFunctionId() > last {
+					left = append(left, fmt.Sprintf("%s: %s (%d)", member, function.GetName(), function.GetFunctionId()))
+				}
+			}
+		}
+		if len(left) > 0 {
+			fmt.Fprintf(out, "engine %s: WARNING: leaves out %s, since a member's function ids must be from 0 to 999 to be merged\n", engine.Name, strings.Join(left, ", "))
+		}
+	}
 }
 
 // replicaBackends returns the backends with each dns: true backend

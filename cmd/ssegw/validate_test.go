@@ -425,6 +425,16 @@ func TestValidateConnect(t *testing.T) {
 		}
 	})
 
+	t.Run("merged ids out of range", func(t *testing.T) {
+		big := startValidatePlugin(t, "big", forecast, validateFunction(1500, "Big"))
+		path := writeValidateConfig(t, validateConnectConfig(big.Addr))
+		output, err := runCommand(t, "validate", "--config", path, "--connect", "--timeout", "10s")
+		checkValidateExit(t, err, 0, output)
+		if want := "engine M: WARNING: leaves out R: Big (1500), since a member's function ids must be from 0 to 999 to be merged\n"; !strings.Contains(output, want) {
+			t.Errorf("validate --connect output:\n%s\nwant the line %q", output, want)
+		}
+	})
+
 	t.Run("replica with scripts off", func(t *testing.T) {
 		second := ssetest.StartPlugin(t, &ssetest.Connector{
 			Capabilities: func(context.Context, *ssepb.Empty) (*ssepb.Capabilities, error) {
