@@ -298,6 +298,7 @@ func (g *Gateway) engineStatus(engine *routing.Engine) engineStatus {
 	for _, replica := range engine.Replicas() {
 		status.Replicas = append(status.Replicas, replica.Status())
 	}
+
 	capabilities := engine.Capabilities()
 	var merged map[int32]routing.MergedFunction
 	if engine.Merged() {
@@ -309,6 +310,7 @@ func (g *Gateway) engineStatus(engine *routing.Engine) engineStatus {
 	if capabilities == nil {
 		return status
 	}
+
 	message := capabilities.Message
 	status.Known = true
 	status.Plugin = strings.TrimSpace(message.GetPluginIdentifier() + " " + message.GetPluginVersion())

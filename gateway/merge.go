@@ -18,7 +18,8 @@ import (
 	"github.com/ssegw/ssegw/ssepb"
 )
 
-// mergeOutcome is how resolveMerged left a call to a merged engine.
+// mergeOutcome is the state in which resolveMerged leaves a call to a
+// merged engine.
 type mergeOutcome int
 
 const (

@@ -189,7 +189,7 @@ func checkBackends(ctx context.Context, out io.Writer, cfg *config.Config, timeo
 		ctx = context.Background()
 	}
 	ok := true
-	answered := map[string]*routing.Capabilities{} // by engine, a replica's answer
+	answered := map[string]*routing.Capabilities{} // by engine, the capabilities of its first replica that responded
 	for _, name := range cfg.EngineNames() {
 		engine := cfg.Engine(name)
 		if len(engine.Merge) > 0 {
@@ -246,7 +246,7 @@ func checkBackends(ctx context.Context, out io.Writer, cfg *config.Config, timeo
 
 // warnLeftOut prints, for each merged engine, the functions of its
 // members that the gateway leaves out of its list because their ids do
-// not fit a member's range of ids, as answered by a replica of each.
+// not fit a member's range of ids, as a replica of each returned them.
 func warnLeftOut(out io.Writer, cfg *config.Config, answered map[string]*routing.Capabilities) {
 	for _, name := range cfg.EngineNames() {
 		engine := cfg.Engine(name)
