@@ -52,18 +52,22 @@ func (g *Gateway) startAdmin() error {
 	}
 	idle := &idleConns{conns: map[net.Conn]struct{}{}, silent: map[net.Conn]time.Time{}}
 	lis = &guardedListener{Listener: lis, gateway: g, address: g.cfg.Admin.Address, max: maxAdminConnections,
-		full:  fmt.Sprintf("connection closed: the admin listener has %d connections open and none idle or silent for %v, as many as it takes", maxAdminConnections, silentGrace),
+		full:  fmt.Sprintf("connection closed: the admin listener has %d connections open, as many as it takes, and none idle or without a request header after %v", maxAdminConnections, silentGrace),
 		evict: idle.closeOne}
 	g.admin = &adminServer{
 		lis: lis,
 		server: &http.Server{
 			// A new connection finding the listener full closes an idle
-			// keep-alive one, or one silent since it opened, so that
-			// clients that keep theirs open cannot lock out a health
-			// check.
+			// keep-alive one, or one that has not sent its request header
+			// within a second, so that clients that keep theirs open
+			// cannot lock out a health check.
 			ConnState:         idle.track,
 			Handler:           mux,
 			ReadHeaderTimeout: 10 * time.Second,
+			// A request that announces a body and never sends it would
+			// otherwise hold its connection for good: the server reads the
+			// body before it responds. Admin requests have no body.
+			ReadTimeout: 10 * time.Second,
 			// Without it, each keep-alive connection stays open for good
 			// after its last request, and clients could use up the
 			// process's file descriptors, which the gRPC listeners need
@@ -83,19 +87,21 @@ func (g *Gateway) startAdmin() error {
 
 // idleConns is the admin listener's connections that a new one may take
 // the place of: keep-alive connections waiting for a request, and
-// connections that have sent nothing since they opened.
+// connections whose first request header has not arrived.
 type idleConns struct {
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
-	// silent maps each connection that has sent no request yet to when it
-	// opened.
+	// silent maps each connection whose first request header has not
+	// arrived to when it opened; net/http reports a connection active only
+	// once the whole header is in.
 	silent map[net.Conn]time.Time
 }
 
-// silentGrace is how long a new connection may stay silent before a
-// connection that finds the listener full takes its place. Health checks
-// and scrapers send their request at once, while connections that send
-// nothing would otherwise lock them out until ReadHeaderTimeout.
+// silentGrace is how long a new connection may take to send its first
+// request header before a connection that finds the listener full takes
+// its place. Health checks and scrapers send theirs at once, while
+// connections that send nothing, or trickle it, would otherwise lock them
+// out until ReadHeaderTimeout.
 const silentGrace = time.Second
 
 func (i *idleConns) track(conn net.Conn, state http.ConnState) {
@@ -111,9 +117,9 @@ func (i *idleConns) track(conn net.Conn, state http.ConnState) {
 	}
 }
 
-// closeOne closes an idle connection, or else the oldest one that has
-// been silent for silentGrace, if there is one, and reports whether it
-// did.
+// closeOne closes an idle connection, or else the oldest one whose first
+// request header has not arrived within silentGrace, if there is one, and
+// reports whether it did.
 func (i *idleConns) closeOne() bool {
 	i.mu.Lock()
 	var victim net.Conn

@@ -919,7 +919,7 @@ func TestAdminConnectionLimit(t *testing.T) {
 	if n, err := extra.Read(make([]byte, 1)); n != 0 || (err != io.EOF && !errors.Is(err, syscall.ECONNRESET)) {
 		t.Errorf("read on connection %d = %d bytes, %v; want it closed at once", limit+1, n, err)
 	}
-	gw.Logs.WaitFor(t, "connection closed: the admin listener has 64 connections open and none idle or silent for 1s, as many as it takes", 5*time.Second, nil)
+	gw.Logs.WaitFor(t, "connection closed: the admin listener has 64 connections open, as many as it takes, and none idle or without a request header after 1s", 5*time.Second, nil)
 
 	// Once the silent connections have sent nothing for a second, a
 	// health check takes the place of one of them. It was locked out
@@ -982,5 +982,28 @@ func TestAdminConnectionLimit(t *testing.T) {
 	response.Body.Close()
 	if response.StatusCode != http.StatusOK {
 		t.Errorf("GET /healthz with the listener full of idle connections = %d, want 200", response.StatusCode)
+	}
+}
+
+// TestAdminRequestWithoutBody checks that a request that announces a body
+// and never sends it loses its connection within the admin server's
+// ReadTimeout. The server reads the body before it responds, and 64 such
+// connections once locked the health checks out for good.
+func TestAdminRequestWithoutBody(t *testing.T) {
+	t.Parallel()
+	plugin := ssetest.StartHoldingPlugin(t, "p", false)
+	gw := ssetest.StartGateway(t, reloadConfig(30*time.Second, plugin.Addr))
+	conn, err := net.Dial("tcp", gw.AdminAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: admin\r\nContent-Length: 100\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// ReadTimeout is 10 s; the margin allows for a slow machine.
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.Copy(io.Discard, conn); err != nil {
+		t.Errorf("connection of a request without its body = %v after 20s, want it closed by the server", err)
 	}
 }

@@ -251,7 +251,9 @@ func warnLeftOut(out io.Writer, cfg *config.Config, answered map[string]*routing
 	for _, name := range cfg.EngineNames() {
 		engine := cfg.Engine(name)
 		var left []string
-		for _, member := range engine.Merge {
+		for _, name := range engine.Merge {
+			// Named as the engine's own section names it, as the gateway does.
+			member := cfg.Engine(name).Name
 			capabilities := answered[strings.ToLower(member)]
 			if capabilities == nil {
 				continue
