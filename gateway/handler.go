@@ -186,6 +186,15 @@ func (c *call) route() (engine *routing.Engine, untrack func(), st *status.Statu
 	}
 }
 
+// movable reports whether an engine of the current routing table takes
+// the call, so that a call waiting on an engine that a reload replaced can
+// move there. A call that none takes, as when the reload removed its
+// engine, stays: its engine's calls finish on it, up to drain_timeout.
+func (c *call) movable() bool {
+	_, err := c.match(c.gateway.routing.Load())
+	return err == nil
+}
+
 // match finds the engine of routes that takes the call on its listener,
 // from the client's own headers.
 func (c *call) match(routes *routes) (*routing.Engine, error) {
@@ -449,13 +458,7 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 		})
 		if mayWait && a.number == 1 {
 			onReplaced := func() {
-				// A call that no engine of the new table takes, as when the
-				// reload removed its engine, stays: its engine's calls
-				// finish on it, up to drain_timeout.
-				if _, err := c.match(c.gateway.routing.Load()); err != nil {
-					return
-				}
-				if outcome.CompareAndSwap(waiting, replaced) {
+				if c.movable() && outcome.CompareAndSwap(waiting, replaced) {
 					a.cancel(errEngineReplaced)
 				}
 			}

@@ -61,8 +61,8 @@ func (c *call) resolveMerged(ss grpc.ServerStream, merged *routing.Engine) (st *
 		function, ok := functions[id]
 		owner := merged.MemberOf(id)
 		if !ok && owner != nil && owner.Capabilities() == nil {
-			// The function may be that member's, which has not answered
-			// yet. A client that the member would refuse learns no more.
+			// The function may be that member's, which has not responded
+			// yet. A client that the member would reject learns no more.
 			if !c.clientAllowed(owner.Config) {
 				c.rejected = true // its ids stay off the status page
 				return c.admit(owner), false, mergeAnswered
@@ -81,9 +81,8 @@ func (c *call) resolveMerged(ss grpc.ServerStream, merged *routing.Engine) (st *
 			// an admin needs to see. Otherwise the client called an id
 			// never listed.
 			if owner != nil && owner.Capabilities() == nil {
-				member := owner
 				return status.Newf(codes.Unavailable, "engine %s: function id %d is one of member %s's, whose functions are not known: its plugin has not answered GetCapabilities; replicas: %s",
-					merged.Name, id, member.Name, replicaSummary(member)), true, mergeAnswered
+					merged.Name, id, owner.Name, replicaSummary(owner)), true, mergeAnswered
 			}
 			return status.Newf(codes.Unimplemented, "engine %s has no function id %d; it has %s",
 				merged.Name, id, functionList(c.allowedFunctions(merged, capabilities.Message, functions))), false, mergeAnswered
@@ -129,14 +128,14 @@ func (c *call) allowedFunctions(merged *routing.Engine, message *ssepb.Capabilit
 
 // warnMergeGaps warns, at most once per warning interval and engine,
 // about what a merged engine's list of functions leaves out: the functions
-// of members whose plugins have not answered, and functions whose ids do
+// of members whose plugins have not responded, and functions whose ids do
 // not fit a member's range. A Qlik engine learns the list only when it
 // starts, so one that gets an incomplete list lacks those functions until
 // it restarts.
 func (c *call) warnMergeGaps(merged *routing.Engine) {
 	g := c.gateway
 	if unknown := c.unknownVisibleMembers(merged); len(unknown) > 0 && g.warnings.allow("merge unknown members:"+merged.Name) {
-		g.logger.Warn("merged engine sent its functions without those of members whose plugins have not answered; Qlik engines that got this list need a restart once the members are back",
+		g.logger.Warn("merged engine sent its functions without those of members whose plugins have not responded; Qlik engines that got this list need a restart once the members are back",
 			"engine", merged.Name, "members", engineNames(unknown), "peer", peerAddress(c.ctx))
 	}
 	if left := merged.LeftOutFunctions(); len(left) > 0 && g.warnings.allow("merge ids out of range:"+merged.Name) {
@@ -177,9 +176,7 @@ func (c *call) awaitMembers(ctx context.Context, merged *routing.Engine, members
 	defer context.AfterFunc(merged.Cut(), cancel)()
 	var replaced atomic.Bool
 	onReplaced := func() {
-		// A call that no engine of the new table takes, as when the reload
-		// removed its engine, stays, as in openStream.
-		if _, err := c.match(c.gateway.routing.Load()); err == nil {
+		if c.movable() {
 			replaced.Store(true)
 			cancel()
 		}
@@ -192,16 +189,13 @@ func (c *call) awaitMembers(ctx context.Context, merged *routing.Engine, members
 	began := time.Now()
 	routing.AwaitMembers(wait, c.wait, members)
 	c.wait += time.Since(began)
-	var drained *drainedError
-	var stopped *stoppedError
-	cut := context.Cause(merged.Cut())
-	switch {
-	case replaced.Load():
+	if replaced.Load() {
 		return nil, false, true
-	case errors.As(cut, &drained):
-		return status.New(codes.Unavailable, drained.Error()), true, false
-	case errors.As(cut, &stopped):
-		return stopped.grpcStatus(), true, false
+	}
+	if st := cutStatus(context.Cause(merged.Cut())); st != nil {
+		return st, true, false
+	}
+	switch {
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return status.Newf(codes.DeadlineExceeded, "the call's deadline passed while engine %s waited for the capabilities of its members", merged.Name), false, false
 	case ctx.Err() != nil:

@@ -360,7 +360,7 @@ func TestMergedEngineExecuteFunction(t *testing.T) {
 	}
 
 	// The access record names the member and its function as the plugin
-	// knows them, and the merged engine and function as Qlik does.
+	// receives them, and the merged engine and function as Qlik calls them.
 	found := false
 	for _, record := range setup.gateway.Logs.Records("call") {
 		if record["merged_engine"] == "M" && record["merged_function"] == "B_Forecast" {
@@ -589,7 +589,7 @@ func TestMergedEngineWaitsForMembers(t *testing.T) {
 
 			// The list without B warns, and a call of an id in B's range
 			// names B's outage, not a missing function.
-			const warning = "merged engine sent its functions without those of members whose plugins have not answered; Qlik engines that got this list need a restart once the members are back"
+			const warning = "merged engine sent its functions without those of members whose plugins have not responded; Qlik engines that got this list need a restart once the members are back"
 			record := gw.Logs.WaitFor(t, warning, 5*time.Second, nil)
 			if members := asList(record["members"]); !slices.Equal(members, []any{"B"}) {
 				t.Errorf("warning members = %v, want [B]", record["members"])
@@ -1330,7 +1330,7 @@ func TestMergedCallWaitsOnlyForItsMember(t *testing.T) {
 	if diff := cmp.Diff([]idAndName{{3, "Forecast"}}, functionsOf(capabilities)); diff != "" {
 		t.Errorf("functions (-want +got):\n%s", diff)
 	}
-	if records := gw.Logs.Records("merged engine sent its functions without those of members whose plugins have not answered; Qlik engines that got this list need a restart once the members are back"); len(records) > 0 {
+	if records := gw.Logs.Records("merged engine sent its functions without those of members whose plugins have not responded; Qlik engines that got this list need a restart once the members are back"); len(records) > 0 {
 		t.Errorf("got a warning about missing members, want none for a member the client may not see: %v", records)
 	}
 }

@@ -72,6 +72,20 @@ func (e *drainedError) Error() string {
 	return fmt.Sprintf("engine %s was %s by a configuration reload, and drain_timeout (%v) passed before the call ended", e.engine, change, e.drainTimeout)
 }
 
+// cutStatus returns the status of a call that a stop or a reload's drain
+// ended with cause, or nil when cause is neither.
+func cutStatus(cause error) *status.Status {
+	var stopped *stoppedError
+	var drained *drainedError
+	switch {
+	case errors.As(cause, &stopped):
+		return stopped.grpcStatus()
+	case errors.As(cause, &drained):
+		return status.New(codes.Unavailable, drained.Error())
+	}
+	return nil
+}
+
 // requestTimeoutError is the cause of a call cut by its engine's
 // request_timeout.
 type requestTimeoutError struct {
@@ -143,13 +157,10 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 		}
 	}
 	var timeout *requestTimeoutError
-	var stopped *stoppedError
-	var drained *drainedError
+	if st := cutStatus(cause); st != nil {
+		return st, true
+	}
 	switch {
-	case errors.As(cause, &stopped):
-		return stopped.grpcStatus(), true
-	case errors.As(cause, &drained):
-		return status.New(codes.Unavailable, drained.Error()), true
 	case errors.Is(err, errTooManyWaiting):
 		return status.Newf(codes.ResourceExhausted, "engine %s: max_waiting (%d) calls already wait for a ready replica",
 			c.engine.Name, c.engine.Config.MaxWaiting), true
