@@ -92,7 +92,7 @@ type idleConns struct {
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
 	// silent maps each connection whose first request header has not
-	// arrived to when it opened; net/http reports a connection active only
+	// arrived to when it opened. net/http reports a connection active only
 	// once the whole header is in.
 	silent map[net.Conn]time.Time
 }

@@ -82,7 +82,7 @@ type Gateway struct {
 	// failed, such as exports the collector did not take.
 	telemetryErrors atomic.Int64
 	// unloggedDrops counts the spans dropped since the last warning that
-	// told of them, and dropQueueSize is the export queue's size that the
+	// reported them. dropQueueSize is the export queue's size that the
 	// recorder last reported with a drop.
 	unloggedDrops atomic.Int64
 	dropQueueSize atomic.Int64

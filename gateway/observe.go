@@ -346,8 +346,8 @@ func (c *call) log(st *status.Status, gatewayFailure bool, duration time.Duratio
 		attributes = append(attributes, slog.Int("function_id", int(c.info.functionID)))
 	}
 	if c.merged != nil {
-		// engine and function are the member's, as the plugin sees them.
-		// Qlik calls the function by these names.
+		// engine and function are the member's, as the plugin receives
+		// them. Qlik calls the function by these names.
 		attributes = append(attributes, slog.String("merged_engine", c.merged.Name))
 		if c.mergedName != "" {
 			attributes = append(attributes, slog.String("merged_function", c.mergedName))

@@ -1279,7 +1279,7 @@ func BenchmarkTracingOverhead(b *testing.B) {
 // just before. Both once shared one limit of a warning per 10 s, so the
 // dropped spans went unlogged for as long as the collector failed. It
 // then checks that the warnings account for every dropped span: those of
-// a second burst, which the limit holds back, are told at shutdown.
+// a second burst, which the limit holds back, are logged at shutdown.
 func TestDroppedSpansWarned(t *testing.T) {
 	const calls = 5 // per burst; each ends two spans
 	var (

@@ -99,7 +99,7 @@ func (e *Engine) LeftOutFunctions() []string {
 	return left
 }
 
-// AwaitMembers returns once each of members knows its capabilities, or
+// AwaitMembers returns once each of members has its capabilities, or
 // when one has not learnt them within what waited leaves of its
 // reconnect_buffer, or when ctx ends. waited is how long the call waited
 // before, as on an engine that a reload replaced. Right after the gateway

@@ -183,9 +183,9 @@ func loadKeyPair(role, certFile, keyFile string) (tls.Certificate, error) {
 // requireUsage returns an error when the certificate of pair lacks an
 // extended key usage that its role needs, as lacksUsage reports. Every
 // client checks a server certificate in every handshake. A plugin that
-// requests no client certificate never sees the gateway's, but a folder
-// with one is given for plugins that require it, as SSE plugins with
-// mutual TLS do, and they reject it.
+// requests no client certificate never receives the gateway's. But a
+// folder with one is given for plugins that require it, as SSE plugins
+// with mutual TLS do, and they reject it.
 func requireUsage(pair tls.Certificate, usage x509.ExtKeyUsage, role, certFile string) error {
 	if pair.Leaf == nil {
 		return nil

@@ -324,8 +324,8 @@ func TestWatcherReloadLogsBadFiles(t *testing.T) {
 		}
 	}
 
-	// The key put back as it was loads again, which the log tells, once:
-	// the certificates did not change, so nothing else would.
+	// The key put back as it was loads again, which the log reports once,
+	// because the certificates did not change and nothing else would.
 	ssetest.ReplaceFile(t, badFiles.KeyFile, originalKey)
 	watcher.Reload()
 	watcher.Reload()
