@@ -10,6 +10,14 @@ import (
 // dnsLookupTimeout bounds one resolution of a DNS backend.
 const dnsLookupTimeout = 5 * time.Second
 
+// maxDiscoveredReplicas bounds the replicas of one dns: true backend. Each
+// replica costs two connections and a probe every probe_interval, so a
+// name that resolves to thousands of addresses, by mistake or through a
+// wildcard record, would otherwise open thousands of connections. The
+// lowest addresses in sorted order are kept, so that the same answer keeps
+// the same replicas.
+const maxDiscoveredReplicas = 64
+
 // discoverLoop resolves the host of a backend with dns: true now and every
 // dns_interval, and makes each address a replica: new addresses get a
 // replica and probes, vanished ones are dropped and their calls in flight
@@ -22,6 +30,7 @@ func (e *Engine) discoverLoop(ctx context.Context, backend int) {
 		return
 	}
 	failing := false
+	leftOut := 0
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -43,7 +52,14 @@ func (e *Engine) discoverLoop(ctx context.Context, backend int) {
 			failing = true
 		default:
 			failing = false
-			e.setDiscovered(ctx, backend, addresses)
+			kept := BoundReplicas(addresses)
+			if dropped := len(addresses) - len(kept); dropped != leftOut {
+				leftOut = dropped
+				if dropped > 0 {
+					e.logger.Warn("a DNS backend resolves to more addresses than the gateway makes replicas of; the rest are left out", "engine", e.Name, "host", host, "addresses", len(addresses), "replicas", len(kept))
+				}
+			}
+			e.setDiscovered(ctx, backend, kept)
 		}
 		timer.Reset(e.Config.DNSInterval)
 	}
@@ -65,6 +81,14 @@ func ResolveBackend(ctx context.Context, address string) ([]string, error) {
 		addresses[i] = net.JoinHostPort(ip, port)
 	}
 	return addresses, nil
+}
+
+// BoundReplicas returns the addresses of a DNS answer that the gateway
+// makes replicas of: sorted, without repeats, and at most
+// maxDiscoveredReplicas of them.
+func BoundReplicas(addresses []string) []string {
+	addresses = slices.Compact(slices.Sorted(slices.Values(addresses)))
+	return addresses[:min(len(addresses), maxDiscoveredReplicas)]
 }
 
 // setDiscovered makes addresses the replicas of a DNS backend.

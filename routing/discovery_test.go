@@ -2,6 +2,7 @@ package routing
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"slices"
@@ -200,5 +201,30 @@ func TestDNSReplicaBusyStillWaitsForProbe(t *testing.T) {
 	replica := &Replica{Address: "127.0.0.1:50055", backend: 0, state: ReplicaUnknown, busy: true, inFlight: new(atomic.Int32)}
 	if engine.fitForCalls(replica) {
 		t.Error("fitForCalls() = true for a busy DNS replica that no probe has checked, want false")
+	}
+}
+
+// A DNS answer with repeats and more addresses than the bound makes each
+// address one replica, up to the bound, the same ones for any order of
+// the answer.
+func TestBoundReplicas(t *testing.T) {
+	var answer []string
+	for i := range 2 * maxDiscoveredReplicas {
+		answer = append(answer, net.JoinHostPort(fmt.Sprintf("10.0.%d.%d", i/256, i%256), "50055"))
+	}
+	answer = append(answer, answer[0], answer[1])
+	kept := BoundReplicas(slices.Clone(answer))
+	if len(kept) != maxDiscoveredReplicas {
+		t.Fatalf("kept %d replicas of %d addresses, want %d", len(kept), len(answer), maxDiscoveredReplicas)
+	}
+	if !slices.IsSorted(kept) || len(slices.Compact(slices.Clone(kept))) != len(kept) {
+		t.Fatalf("kept replicas are not sorted without repeats: %v", kept)
+	}
+	slices.Reverse(answer)
+	if again := BoundReplicas(answer); !slices.Equal(again, kept) {
+		t.Fatalf("the same answer in another order kept %v, want %v", again, kept)
+	}
+	if small := BoundReplicas([]string{"127.0.0.2:1", "127.0.0.1:1", "127.0.0.2:1"}); !slices.Equal(small, []string{"127.0.0.1:1", "127.0.0.2:1"}) {
+		t.Fatalf("a small answer kept %v", small)
 	}
 }

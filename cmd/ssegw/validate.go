@@ -290,7 +290,11 @@ func replicaBackends(ctx context.Context, out io.Writer, backends []config.Backe
 			fmt.Fprintf(out, "  %s: FAILED: resolving the name of a dns backend: %v\n", backend.Address, err)
 			continue
 		}
-		for _, address := range addresses {
+		kept := routing.BoundReplicas(addresses)
+		if len(kept) < len(addresses) {
+			fmt.Fprintf(out, "  %s: WARNING: resolves to %d addresses; the gateway makes replicas of the first %d in sorted order and leaves out the rest\n", backend.Address, len(addresses), len(kept))
+		}
+		for _, address := range kept {
 			replica := backend
 			replica.Address, replica.DNS = address, false
 			if backend.TLS != nil {
