@@ -36,9 +36,8 @@ around the value or a certificate folder are dropped, as Windows drops
 them) and write a gateway configuration with one engine per analytic
 connection: its address, its certificate folder as the backend's TLS
 folder, its request timeout, and its reconnect timeout as the engine's
-reconnect_buffer. Then print the SSEPlugin= line
-that points Qlik at the gateway instead, with the gateway's client
-certificate folder for Qlik.
+reconnect_buffer. Then print the SSEPlugin= line that points Qlik at the
+gateway instead, with the gateway's client certificate folder for Qlik.
 
 --mode ports gives each engine its own gateway port; --mode hosts gives
 all engines one port, and each a host name <engine>.<gateway-host> that
@@ -46,9 +45,9 @@ must resolve to the gateway.
 
 Malformed entries are reported with their position, and the others are
 still imported; the command then exits with status 1, so that a script
-can tell a partial import from a whole one. Like Windows, the import reads only the first SSEPlugin=
-line under [Settings 7], and it warns about the others with their line
-numbers. Entries with control characters or text that is not UTF-8,
+can tell a partial import from a whole one. Like Windows, the import
+reads only the first SSEPlugin= line under [Settings 7], and it warns
+about the others with their line numbers. Entries with control characters or text that is not UTF-8,
 which a YAML file cannot contain as written, are reported and skipped too.
 The Settings.ini itself is never changed: an --out that names it, by any
 path or link, is rejected, even with --force.
