@@ -28,12 +28,24 @@ type Source struct {
 	caFile string // the CA file among files, for expiry checks
 	build  func() (*tls.Config, error)
 
-	current atomic.Pointer[tls.Config]
-	cas     atomic.Pointer[[]*x509.Certificate] // the CA file's certificates, as last read
+	current atomic.Pointer[loaded]
+
+	// reloading makes reloads take turns: a file change, a SIGHUP and a
+	// retry timer can start them at once, and each must find validFrom and
+	// current as the one before left them.
+	reloading sync.Mutex
 
 	// validFrom is when the files that Reload last rejected as not valid
 	// yet become valid, in Unix nanoseconds, or 0.
 	validFrom atomic.Int64
+}
+
+// loaded is a configuration with the certificates of its CA file as
+// they were read with it, swapped as one so that readers never see the
+// CAs of one reload beside the configuration of another.
+type loaded struct {
+	cfg *tls.Config
+	cas []*x509.Certificate
 }
 
 // NewServerSource loads a server's files. Its configurations negotiate
@@ -76,7 +88,7 @@ func newSource(name, caFile string, files []string, build func() (*tls.Config, e
 
 // Config returns the current configuration. The caller must not change it.
 func (s *Source) Config() *tls.Config {
-	return s.current.Load()
+	return s.current.Load().cfg
 }
 
 // ServerConfig returns a configuration for a TLS server that hands each
@@ -85,7 +97,7 @@ func (s *Source) ServerConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			return s.current.Load(), nil
+			return s.current.Load().cfg, nil
 		},
 	}
 }
@@ -95,6 +107,8 @@ func (s *Source) ServerConfig() *tls.Config {
 // expired or is not valid yet, are an error too while the current
 // configuration works: swapping them in would end every new connection.
 func (s *Source) Reload() error {
+	s.reloading.Lock()
+	defer s.reloading.Unlock()
 	// Files that fail to load are waited for by the next change of the
 	// files, not by a retry at a time they no longer have.
 	s.validFrom.Store(0)
@@ -107,12 +121,11 @@ func (s *Source) Reload() error {
 	cas, _ := readCertificates(s.caFile)
 	if current := s.current.Load(); current != nil {
 		now := time.Now()
-		if bad := unusable(cfg, cas, now); len(bad) > 0 && len(unusable(current, *s.cas.Load(), now)) == 0 {
+		if bad := unusable(cfg, cas, now); len(bad) > 0 && len(unusable(current.cfg, current.cas, now)) == 0 {
 			return s.rejectUnusable(bad, now)
 		}
 	}
-	s.cas.Store(&cas)
-	s.current.Store(cfg)
+	s.current.Store(&loaded{cfg: cfg, cas: cas})
 	return nil
 }
 
@@ -186,14 +199,12 @@ func unusable(cfg *tls.Config, cas []*x509.Certificate, now time.Time) []*x509.C
 // its CAs. An intermediate that expires ends the chain's validity as
 // surely as the leaf does.
 func (s *Source) Certificates() []*x509.Certificate {
-	cfg := s.current.Load()
+	current := s.current.Load()
 	var certificates []*x509.Certificate
-	for _, pair := range cfg.Certificates {
+	for _, pair := range current.cfg.Certificates {
 		certificates = append(certificates, chainOf(pair)...)
 	}
-	if cas := s.cas.Load(); cas != nil {
-		certificates = append(certificates, *cas...)
-	}
+	certificates = append(certificates, current.cas...)
 	return distinct(certificates)
 }
 
@@ -216,7 +227,7 @@ func distinct(certificates []*x509.Certificate) []*x509.Certificate {
 // certificate's error.
 func (s *Source) VerifyHostname(host string) error {
 	var first error
-	for _, pair := range s.current.Load().Certificates {
+	for _, pair := range s.current.Load().cfg.Certificates {
 		leaf := leafOf(pair)
 		if leaf == nil {
 			continue
@@ -277,7 +288,8 @@ const (
 // yet: see unusable.
 func (s *Source) Unusable(now time.Time) []string {
 	var warnings []string
-	for _, cert := range unusable(s.current.Load(), *s.cas.Load(), now) {
+	current := s.current.Load()
+	for _, cert := range unusable(current.cfg, current.cas, now) {
 		warnings = append(warnings, unusableWarning(s.name, cert, now))
 	}
 	return warnings
@@ -313,6 +325,12 @@ type Watcher struct {
 	// of the watched files started and that changed some certificates,
 	// with the sources whose certificates changed.
 	Reloaded func(changed []*Source)
+
+	// reloading makes reloads take turns, so that each arms the retry
+	// from the validFrom its own reloads left: one that overlapped another
+	// could read a validFrom cleared for the other's reload, and stop the
+	// retry that the other had just armed.
+	reloading sync.Mutex
 
 	mu      sync.Mutex // guards the following
 	sources []*Source
@@ -371,6 +389,8 @@ func (w *Watcher) Reload() int {
 // how many sources kept their current certificates because the new files
 // failed.
 func (w *Watcher) reload() (changed []*Source, failed int) {
+	w.reloading.Lock()
+	defer w.reloading.Unlock()
 	sources := w.snapshot()
 	defer w.retryLater(sources)
 	now := time.Now()
