@@ -126,8 +126,8 @@ type Engine struct {
 	// no limit, as in Qlik. A shorter deadline from the client still wins.
 	RequestTimeout time.Duration `mapstructure:"request_timeout"`
 
-	// Backends are the plugin replicas; calls are spread over the ready ones
-	// round-robin. At least one.
+	// Backends are the plugin replicas; Balancer spreads calls over the
+	// ready ones. At least one.
 	Backends []Backend `mapstructure:"backends"`
 
 	// ProbeInterval is how often each replica's GetCapabilities is called

@@ -197,7 +197,10 @@ func (c *Config) resolvePaths(baseDir string) {
 func (c *Config) ApplyDefaults() {
 	for key, engine := range c.Engines {
 		if engine == nil {
-			continue
+			// An engine with no keys, as a configuration built in code may
+			// hold, is an engine with its defaults, as in a file.
+			engine = &Engine{}
+			c.Engines[key] = engine
 		}
 		orDefault(&engine.Name, key)
 		orDefault(&engine.ProbeInterval, DefaultProbeInterval)

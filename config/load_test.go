@@ -762,6 +762,21 @@ func TestValidateFunctionKeysInCode(t *testing.T) {
 	checkProblems(t, cfg.Validate(), []problem{{"engines.A.functions.SumOfRows.max_attempts", "11 is out of range"}})
 }
 
+// TestValidateEmptyEngineInCode checks that an engine without keys in a
+// configuration built in code, a nil entry, gets its defaults and its
+// problems like one in a file, where Validate panicked on it.
+func TestValidateEmptyEngineInCode(t *testing.T) {
+	cfg := &config.Config{
+		Listeners: []config.Listener{{Address: "127.0.0.1:0", Insecure: true}},
+		Engines:   map[string]*config.Engine{"A": nil},
+	}
+	cfg.ApplyDefaults()
+	if engine := cfg.Engine("A"); engine == nil || engine.Name != "A" || engine.ProbeInterval != config.DefaultProbeInterval {
+		t.Fatalf("engine A after ApplyDefaults = %+v, want its name and defaults", engine)
+	}
+	checkProblems(t, cfg.Validate(), []problem{{"engines.A.backends", "none configured"}})
+}
+
 // TestApplyDefaultsLowerCasesPins checks that ApplyDefaults writes the hex
 // digits of sha256: entries of allow_clients in lower case, as the gateway
 // writes a client's key, so that a pin that Validate accepts with

@@ -120,7 +120,8 @@ const maxBatchSetting = 1<<31 - 1
 // batchSettingsFromEnv reads the OTEL_BSP_* variables as the SDK (v1.47)
 // does: whole numbers, delays in milliseconds, an empty value as unset,
 // an export timeout of 0 as none, and a batch larger than the queue cut
-// down to it. A value out of range or not a number is an error, as a bad
+// down to the default batch size, or to the queue when that is smaller.
+// A value out of range or not a number is an error, as a bad
 // key of the gateway's own configuration is. The SDK ignores such a
 // value, or panics on a negative size, and the specification recommends a
 // warning and the default, which would leave a mistyped queue unnoticed.
