@@ -79,11 +79,15 @@ type Engine struct {
 	cut      context.Context
 	cutCalls context.CancelCauseFunc
 
-	mu       sync.Mutex    // guards the following
-	eligible []string      // addresses of the replicas the pool uses
+	// callsMu guards the following. Every call takes it twice, so it is
+	// apart from mu, which reconcile holds while it writes the state file.
+	callsMu  sync.Mutex
 	inFlight int           // calls under way, so that Drain can tell when it is idle
 	draining bool          // Drain has begun, so Track rejects new calls
 	idle     chan struct{} // closed when inFlight drops to 0 during Drain
+
+	mu       sync.Mutex // guards the following
+	eligible []string   // addresses of the replicas the pool uses
 	// agreedKey is the key of the list the probes last agreed on, which
 	// was logged, once agreedSet; an empty list has the key "". A list
 	// that a forwarded GetCapabilities response set, or that came from the
@@ -716,16 +720,16 @@ func (e *Engine) EndWait() {
 // call and returns false, because the call belongs to the engine that
 // replaced this one.
 func (e *Engine) Track() (done func(), ok bool) {
-	e.mu.Lock()
+	e.callsMu.Lock()
 	if e.draining {
-		e.mu.Unlock()
+		e.callsMu.Unlock()
 		return nil, false
 	}
 	e.inFlight++
-	e.mu.Unlock()
+	e.callsMu.Unlock()
 	return func() {
-		e.mu.Lock()
-		defer e.mu.Unlock()
+		e.callsMu.Lock()
+		defer e.callsMu.Unlock()
 		e.inFlight--
 		if e.inFlight == 0 && e.idle != nil {
 			close(e.idle)
@@ -757,19 +761,19 @@ const cutGrace = 2 * time.Second
 // closes it. A reload uses it for engines it replaced. It returns the
 // number of calls still open when ctx ended, which Cut ended.
 func (e *Engine) Drain(ctx context.Context) (cut int) {
-	e.mu.Lock()
+	e.callsMu.Lock()
 	e.draining = true
 	e.markReplaced()
 	if e.inFlight > 0 {
 		idle := make(chan struct{})
 		e.idle = idle
-		e.mu.Unlock()
+		e.callsMu.Unlock()
 		select {
 		case <-idle:
 		case <-ctx.Done():
-			e.mu.Lock()
+			e.callsMu.Lock()
 			cut = e.inFlight
-			e.mu.Unlock()
+			e.callsMu.Unlock()
 			e.cutCalls(context.Cause(ctx))
 			grace := time.NewTimer(cutGrace)
 			select {
@@ -779,7 +783,7 @@ func (e *Engine) Drain(ctx context.Context) (cut int) {
 			grace.Stop()
 		}
 	} else {
-		e.mu.Unlock()
+		e.callsMu.Unlock()
 	}
 	e.Close()
 	return cut
