@@ -18,8 +18,9 @@ func (f *frame) len() int {
 	return f.data.Len()
 }
 
-// release returns the frame's buffers to gRPC's pool. It is needed only when
-// a send failed before gRPC took the buffers over.
+// release returns the frame's buffers to gRPC's pool, for a frame that
+// gRPC has not taken over: one whose send failed, or a received one that
+// is dropped.
 func (f *frame) release() {
 	f.data.Free()
 	f.data = nil

@@ -111,7 +111,7 @@ func routeStatus(err error) *status.Status {
 // backendStatus returns the status that ends the client's call after the
 // backend stream failed with err. The plugin's own status passes
 // untouched. Every other failure is the gateway's own, and gets a code and
-// a message that say what happened in the gateway's terms:
+// a message that say what happened in the gateway's terms, among them:
 //
 //   - Canceled when the client cancelled or disconnected;
 //   - Unavailable when the gateway, stopping, ended the calls still in
