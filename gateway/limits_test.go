@@ -410,6 +410,12 @@ func TestRequestHeaderLimit(t *testing.T) {
 			fields: limitsWireFields(limitsScriptMetadata(t, 60_000)),
 		},
 		{
+			// Over four times the default limit: a ceiling that low
+			// closed the connection, and the other calls on it failed.
+			name:   "one script header of 300 KB",
+			fields: limitsWireFields(limitsScriptMetadata(t, 230_000)),
+		},
+		{
 			name: "headers over the limit in total",
 			fields: append(limitsWireFields(small),
 				hpack.HeaderField{Name: "x-pad-1", Value: strings.Repeat("a", 16_000)},
