@@ -14,6 +14,16 @@ import (
 	"github.com/ssegw/ssegw/routing"
 )
 
+// BUG(ssegw): The plugin's status reaches the client as grpc-go's client
+// reads it (v1.85), which differs from the plugin's own in two cases. A
+// status with grpc-status-details-bin is taken from those details: the
+// client gets the details' message in place of grpc-message, and Internal
+// when the details' code differs from grpc-status. A message with status
+// OK is dropped, since grpc-go reports OK as the end of the stream without
+// it. Qlik shows only the code and message, and SSE plugins rarely send
+// either, but a proxy that copied the trailer block as sent would pass
+// them unchanged.
+
 // errWaitExpired is the cause of an attempt whose wait for a ready
 // replica outlasted reconnect_buffer.
 var errWaitExpired = errors.New("no replica became ready within reconnect_buffer")
