@@ -101,6 +101,38 @@ func TestPythonWithCertsInit(t *testing.T) {
 	}
 }
 
+// TestPythonClientDistrustsGateway has a grpcio client, as Qlik, call the
+// gateway with the qlik folder of another certificate set, whose
+// root_cert.pem did not sign the gateway's certificate: the most common
+// mistake in setting up Qlik's certificates. gRPC's C core then closes
+// the connection without a TLS alert, so the gateway's log must say what
+// to check rather than only that the client went away.
+func TestPythonClientDistrustsGateway(t *testing.T) {
+	python := findPython(t)
+	gatewaySet, otherSet := t.TempDir(), t.TempDir()
+	runCertsInit(t, "--out", gatewaySet, "--hosts", "localhost,127.0.0.1")
+	runCertsInit(t, "--out", otherSet, "--hosts", "localhost,127.0.0.1")
+	plugin := ssetest.StartPlugin(t, &ssetest.Connector{Execute: ssetest.Echo})
+	gw := startGatewayProcess(t, map[string]any{
+		"listeners": []map[string]any{{"address": "127.0.0.1:0", "engine": "R", "tls": map[string]any{"dir": filepath.Join(gatewaySet, tlsutil.GatewayFolder)}}},
+		"engines":   map[string]any{"R": map[string]any{"backends": []map[string]any{{"address": plugin.Addr}}}},
+	})
+
+	client := qlikClient{python: python, descriptors: writeDescriptorSet(t), certDir: filepath.Join(otherSet, tlsutil.QlikFolder), address: gw.Addrs[0]}
+	results := client.run(t, qlikCall{Method: "GetCapabilities"})
+	if results[0].Code != "UNAVAILABLE" {
+		t.Errorf("GetCapabilities with another set's root_cert.pem = %s %q, want UNAVAILABLE", results[0].Code, results[0].Details)
+	}
+	waitForRecord(t, gw, "TLS handshake refused")
+	record := gatewayRecords(gw.Process, "TLS handshake refused")[0]
+	if record["reason"] != string(tlsutil.FailureClosed) {
+		t.Errorf("refused handshake reason = %v, want %q", record["reason"], tlsutil.FailureClosed)
+	}
+	if hint, _ := record["hint"].(string); !strings.Contains(hint, "root_cert.pem") {
+		t.Errorf("refused handshake hint = %q, want it to point at the client's root_cert.pem", hint)
+	}
+}
+
 // TestPythonPluginCancelNotReplayed has a grpcio plugin cancel each call
 // after its first bundle. The plugin has run the call, so the gateway must
 // not send it again, and Qlik must get CANCELLED, as on a direct

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"slices"
@@ -40,14 +41,25 @@ func (h *handshakeLogger) ServerHandshake(conn net.Conn) (net.Conn, credentials.
 	peer := conn.RemoteAddr().String()
 	host, _, _ := net.SplitHostPort(peer)
 	if h.gateway.warnings.allow("handshake:" + host + ":" + string(reason)) {
-		h.gateway.logger.Warn("TLS handshake refused",
+		attributes := []slog.Attr{
 			slog.String("listener", h.listener),
 			slog.String("peer", peer),
 			slog.String("reason", string(reason)),
-			slog.String("error", err.Error()))
+			slog.String("error", err.Error()),
+		}
+		if reason == tlsutil.FailureClosed {
+			// gRPC's C core, Qlik's, closes the connection without an
+			// alert when it does not trust the gateway's certificate,
+			// so the most common mistake looks like a dropped connection.
+			attributes = append(attributes, slog.String("hint", closedHint))
+		}
+		h.gateway.logger.LogAttrs(context.Background(), slog.LevelWarn, "TLS handshake refused", attributes...)
 	}
 	return nil, nil, err
 }
+
+// closedHint is the hint of a handshake that the client closed.
+const closedHint = "a client that does not trust the gateway's certificate may close the connection without saying why: check that its root_cert.pem is the CA that signed the listener's certificate (ssegw certs check on both folders)"
 
 // closeDeferredConn is a connection whose Close, while deferring is set,
 // takes effect only at release.
