@@ -12,7 +12,8 @@ pluginIdentifier the --name followed by "CN=" and the common name of the
 client certificate of the call, so that a test can tell which certificate
 the gateway presented. ExecuteFunction returns each bundle it receives,
 or with --cancel reads one bundle, prints "cancelling a call" and cancels
-the call.
+the call. With --hold it reads the call's bundles and answers nothing
+until the call ends, as a function that outlasts its deadline.
 
 Message classes are built at run time from a FileDescriptorSet file of
 qlik.sse. Once listening, the script prints "listening on HOST:PORT" and
@@ -24,6 +25,7 @@ python3-protobuf).
 
 import argparse
 import concurrent.futures
+import threading
 
 import grpc
 from google.protobuf import descriptor_pb2, message_factory
@@ -39,6 +41,7 @@ def parse_args():
     parser.add_argument("--descriptors", required=True, help="FileDescriptorSet file that holds qlik.sse")
     parser.add_argument("--name", default="python-plugin", help="start of the pluginIdentifier")
     parser.add_argument("--cancel", action="store_true", help="cancel each ExecuteFunction call after its first bundle")
+    parser.add_argument("--hold", action="store_true", help="answer no ExecuteFunction call until it ends")
     return parser.parse_args()
 
 
@@ -55,7 +58,7 @@ def client_common_name(context):
     return names[0].decode("utf-8") if names else "none"
 
 
-def connector(messages, name, cancel):
+def connector(messages, name, cancel, hold):
     """Return the generic handler of qlik.sse.Connector."""
     empty = messages["qlik.sse.Empty"]
     capabilities = messages["qlik.sse.Capabilities"]
@@ -72,6 +75,13 @@ def connector(messages, name, cancel):
             next(requests, None)
             print("cancelling a call", flush=True)
             context.cancel()
+            return
+        if hold:
+            for _ in requests:
+                pass
+            ended = threading.Event()
+            context.add_callback(ended.set)
+            ended.wait()
             return
         for bundle in requests:
             yield bundle
@@ -100,7 +110,7 @@ def main():
         require_client_auth=True,
     )
     server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4))
-    server.add_generic_rpc_handlers((connector(messages, args.name, args.cancel),))
+    server.add_generic_rpc_handlers((connector(messages, args.name, args.cancel, args.hold),))
     port = server.add_secure_port(args.address, credentials)
     if port == 0:
         raise SystemExit(f"cannot listen on {args.address}")

@@ -160,6 +160,31 @@ func TestPythonPluginCancelNotReplayed(t *testing.T) {
 	}
 }
 
+// TestPythonPluginRequestTimeout has a grpcio plugin hold a call past the
+// engine's request_timeout. gRPC's C core ends such a call with its own
+// DEADLINE_EXCEEDED status, "Deadline Exceeded", where grpc-go resets the
+// stream, so the status must still say that request_timeout ended the
+// call (C22).
+func TestPythonPluginRequestTimeout(t *testing.T) {
+	python := findPython(t)
+	certs := t.TempDir()
+	runCertsInit(t, "--out", certs, "--hosts", "localhost,127.0.0.1")
+	descriptors := writeDescriptorSet(t)
+	address, _ := startPythonPlugin(t, python, descriptors, filepath.Join(certs, tlsutil.GatewayFolder), "--hold")
+	gw := startGatewayProcess(t, map[string]any{
+		"listeners": []map[string]any{{"address": "127.0.0.1:0", "engine": "R", "tls": map[string]any{"dir": filepath.Join(certs, tlsutil.GatewayFolder)}}},
+		"engines": map[string]any{"R": map[string]any{"request_timeout": "1s", "backends": []map[string]any{
+			{"address": address, "tls": map[string]any{"dir": filepath.Join(certs, tlsutil.QlikFolder)}},
+		}}},
+	})
+
+	client := qlikClient{python: python, descriptors: descriptors, certDir: filepath.Join(certs, tlsutil.QlikFolder), address: gw.Addrs[0]}
+	result := client.run(t, echoCall(t, 5))[0]
+	if result.Code != "DEADLINE_EXCEEDED" || !strings.Contains(result.Details, "request_timeout") {
+		t.Errorf("ExecuteFunction status = %s %q, want DEADLINE_EXCEEDED naming request_timeout", result.Code, result.Details)
+	}
+}
+
 // waitForRecord waits until the gateway's JSON log holds a record with
 // message msg, or fails the test after a minute.
 func waitForRecord(t *testing.T, gw *gatewayProcess, msg string) {

@@ -527,8 +527,19 @@ func TestMaxWaitingRejectsAtOnce(t *testing.T) {
 	checkWaitingCallsCanceled(t, gw, waiting, maxWaiting, engineLabel)
 	shortCtx, cancel := context.WithTimeout(testContext(t), 300*time.Millisecond)
 	defer cancel()
-	if result := resilCall(t, shortCtx, client, example.FunctionEcho, ssetest.StringBundle("waits again")); status.Code(result.err) != codes.DeadlineExceeded {
+	result := resilCall(t, shortCtx, client, example.FunctionEcho, ssetest.StringBundle("waits again"))
+	if status.Code(result.err) != codes.DeadlineExceeded {
 		t.Errorf("call after the waiting ones ended = %v, want DeadlineExceeded after waiting", result.err)
+	}
+	// No plugin was reached: the call's record says what the call waited
+	// for, and why no replica was ready, not that a plugin did not answer.
+	// The client reports its own deadline first.
+	record := gw.Logs.WaitFor(t, "call", 5*time.Second, func(r map[string]any) bool { return r["code"] == "DeadlineExceeded" })
+	message, _ := record["error"].(string)
+	for _, want := range []string{"engine R", "waited for a ready replica", "connection refused"} {
+		if !strings.Contains(message, want) {
+			t.Errorf("message of a call whose deadline passed while it waited = %q, want it to contain %q", message, want)
+		}
 	}
 }
 

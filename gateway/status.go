@@ -107,6 +107,29 @@ func (e *requestTimeoutError) Error() string {
 	return fmt.Sprintf("engine %s: request_timeout of %v exceeded", e.engine, e.timeout)
 }
 
+// requestTimedOut returns the status of a call that its plugin ended with
+// DeadlineExceeded because the engine's request_timeout passed, or nil. A
+// plugin on gRPC's C core, as one in Python is, sends that status with the
+// message "Deadline Exceeded" when the deadline the gateway gave it
+// passes, where grpc-go resets the stream, and Qlik's admin could not tell
+// which limit ended the call. The plugin counts the deadline from its
+// arrival, rounded up, so the gateway's own has passed by then; a plugin
+// that gives up sooner for a reason of its own keeps its status.
+func requestTimedOut(ctx context.Context, received *status.Status) *status.Status {
+	if received.Code() != codes.DeadlineExceeded {
+		return nil
+	}
+	if deadline, ok := ctx.Deadline(); !ok || time.Now().Before(deadline) {
+		return nil
+	}
+	<-ctx.Done()
+	var timeout *requestTimeoutError
+	if errors.As(context.Cause(ctx), &timeout) {
+		return status.New(codes.DeadlineExceeded, timeout.Error())
+	}
+	return nil
+}
+
 // routeStatus maps a routing failure to the status Qlik receives. An
 // engine named explicitly but not configured is NotFound; a call that
 // nothing routes is Unimplemented, which is also what a plugin answers for a
@@ -136,6 +159,9 @@ func routeStatus(err error) *status.Status {
 func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*status.Status, bool) {
 	received := status.Convert(err)
 	if a.statusReceived.Load() && !overReceiveLimit(received) {
+		if st := requestTimedOut(ctx, received); st != nil {
+			return st, true
+		}
 		// Without details: grpc-status-details-bin travels in the trailers
 		// exactly as the plugin sent it.
 		return status.New(received.Code(), received.Message()), false
@@ -185,9 +211,12 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 	case errors.As(cause, &timeout):
 		return status.New(codes.DeadlineExceeded, timeout.Error()), true
 	case errors.Is(cause, context.DeadlineExceeded):
-		return status.New(codes.DeadlineExceeded, deadlinePassed), false
+		return c.deadlineStatus(a)
 	case errors.Is(cause, context.Canceled):
-		return c.canceledStatus(), false
+		if st := c.canceledStatus(); st.Code() != codes.DeadlineExceeded {
+			return st, false
+		}
+		return c.deadlineStatus(a)
 	}
 
 	// gRPC checks the request headers against the plugin's advertised
@@ -301,6 +330,17 @@ func (c *call) clientSendStatus(err error) *status.Status {
 		return c.canceledStatus()
 	}
 	return status.Convert(err)
+}
+
+// deadlineStatus returns the status of an attempt that the client's
+// deadline ended. When no replica took it, the replicas' states say why
+// none was ready, which is the gateway's failure to report.
+func (c *call) deadlineStatus(a *attempt) (*status.Status, bool) {
+	if a.peer.Addr == nil {
+		return status.New(codes.DeadlineExceeded, withCertificateHint(fmt.Sprintf("engine %s: the call's deadline passed while it waited for a ready replica; replicas: %s",
+			c.engine.Name, replicaSummary(c.engine)))), true
+	}
+	return status.New(codes.DeadlineExceeded, deadlinePassed), false
 }
 
 // canceledStatus returns the status of a call whose context the client's
