@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"slices"
 	"sync"
@@ -219,7 +218,7 @@ func (g *Gateway) serverOptions(l *listener, creds credentials.TransportCredenti
 		grpc.ForceServerCodecV2(frameCodec{}),
 		grpc.MaxRecvMsgSize(int(g.cfg.Limits.MaxMessageSize)),
 		grpc.MaxSendMsgSize(int(g.cfg.Limits.MaxMessageSize)),
-		grpc.MaxHeaderListSize(headerListCeiling(g.cfg.Limits.MaxHeaderListSize)),
+		grpc.MaxHeaderListSize(g.cfg.Limits.HeaderListCeiling()),
 		grpc.MaxConcurrentStreams(g.cfg.Limits.MaxConcurrentStreams),
 		// A fixed window, unlike gRPC's default that grows with the
 		// measured bandwidth, bounds what Qlik sends ahead of the plugin:
@@ -241,26 +240,6 @@ func (g *Gateway) serverOptions(l *listener, creds credentials.TransportCredenti
 		}),
 	}
 }
-
-// headerListCeiling returns the header list size gRPC itself allows: four
-// times the configured limit, and at least grpcDefaultHeaderList. Between
-// the configured limit and the ceiling, the handler refuses a call with
-// ResourceExhausted and a message naming the limit. Over the ceiling, gRPC
-// (grpc-go v1.85 with golang.org/x/net v0.63) resets the stream without a
-// status, or closes the connection when one value alone is longer: HPACK's
-// table belongs to the connection, so a value that is not decoded leaves
-// every later header block unreadable. The ceiling is high for that
-// reason, so that a long script in Qlik's script header fails its own call
-// with a status, as a plugin on grpc-go fails it, instead of every call on
-// the connection. The cost is that a connection can make the gateway hold
-// that much memory while one header block is decoded.
-func headerListCeiling(limit config.ByteSize) uint32 {
-	return uint32(min(max(4*int64(limit), grpcDefaultHeaderList), math.MaxUint32))
-}
-
-// grpcDefaultHeaderList is grpc-go's own header list limit (16 MiB as of
-// v1.85), which a plugin on grpc-go applies when it sets none.
-const grpcDefaultHeaderList = 16 << 20
 
 // serverCredentials returns mutual TLS for a listener with a tls section,
 // with the source of its certificates, and plaintext for one marked

@@ -299,9 +299,15 @@ func (c *call) serve(ss grpc.ServerStream, engine *routing.Engine) (st *status.S
 			go c.forwardRequests(ss, cancel)
 		}
 		st, gatewayFailure, retry := c.forwardResponses(ss, a, backendCtx)
+		trailersFit := true
+		if over := c.trailersOverLimit(a, st); over != nil {
+			st, gatewayFailure, retry, trailersFit = over, true, false, false
+		}
 		c.endAttempt(a, st)
 		if !retry || !c.mayReplay() {
-			c.setTrailer(ss, a)
+			if trailersFit {
+				c.setTrailer(ss, a)
+			}
 			return st, gatewayFailure, false
 		}
 		c.gateway.logger.Debug("replaying call", "engine", engine.Name, "method", c.method,
@@ -660,6 +666,11 @@ func (c *call) forwardResponses(ss grpc.ServerStream, a *attempt, backendCtx con
 	// or the attempt failed. Then the client gets no header block either.
 	if header, _ := a.stream.Header(); header != nil {
 		c.answered(a)
+		if size, limit := headerListSize(header), c.gateway.cfg.Limits.MaxHeaderListSize; size > int(limit) {
+			a.abandon()
+			return status.Newf(codes.ResourceExhausted, "engine %s: plugin %s sent response headers of %d bytes, over limits.max_header_list_size (%v)",
+				c.engine.Name, a.backendAddress(), size, limit), true, false
+		}
 		c.noteTableDescription(header)
 		header, unsent := forwardedInPlace(header)
 		if len(unsent) > 0 {
@@ -693,6 +704,32 @@ func (c *call) forwardResponses(ss grpc.ServerStream, a *attempt, backendCtx con
 		}
 	}
 }
+
+// trailersOverLimit returns the status that ends a call whose plugin
+// ended it with a trailer block, its status message included, over
+// limits.max_header_list_size, or nil. Such trailers are not forwarded:
+// Qlik's gRPC would refuse them too, as it refuses a long traceback in a
+// status message. st is nil for OK. The size counts the message without
+// the percent-encoding that its non-ASCII bytes get on the wire.
+func (c *call) trailersOverLimit(a *attempt, st *status.Status) *status.Status {
+	if st != nil && !a.statusReceived.Load() {
+		return nil // the gateway's own status, with no trailers of the plugin
+	}
+	size := headerListSize(a.stream.Trailer()) + len("grpc-status") + 1 + 32
+	if message := st.Message(); message != "" {
+		size += len("grpc-message") + len(message) + 32
+	}
+	limit := c.gateway.cfg.Limits.MaxHeaderListSize
+	if size <= int(limit) {
+		return nil
+	}
+	return status.Newf(codes.ResourceExhausted, "engine %s: plugin %s ended the call with %v and trailers of %d bytes, over limits.max_header_list_size (%v); its message began: %s",
+		c.engine.Name, a.backendAddress(), st.Code(), size, limit, boundedText(st.Message(), maxQuotedMessage))
+}
+
+// maxQuotedMessage bounds the part of a plugin's status message that the
+// status of trailers over the limit quotes.
+const maxQuotedMessage = 200
 
 // finish records the call and returns its status as an error.
 func (c *call) finish(st *status.Status, gatewayFailure bool) error {

@@ -320,35 +320,130 @@ func TestLongErrorMessageUnchanged(t *testing.T) {
 	}
 }
 
-// TestPluginAnswerOverHeaderLimit has the plugin fail a call with an 80 KB
-// message, over the 64 KiB of headers that the gateway accepts from
-// plugins by default, so that the plugin's gRPC resets the stream instead.
-// The client must get INTERNAL naming the limit, and the call must not run
-// again: the plugin has read it and may have acted on it.
+// TestPluginAnswerOverHeaderLimit has the plugin answer with headers or
+// trailers over the 64 KiB that the gateway accepts from plugins by
+// default: an 80 KB status message, as a long traceback makes, a 100 KB
+// header value, and trailers of 70 KB after an OK call. The client must
+// get RESOURCE_EXHAUSTED naming the limit, and the call must not run
+// again: the plugin has read it and may have acted on it. A call open on
+// the same connection to the plugin must go on. One value longer than
+// what gRPC accepts of a whole header block closed that connection, and
+// failed every call on it, as a plugin on gRPC's C core sends it anyway.
 func TestPluginAnswerOverHeaderLimit(t *testing.T) {
-	var runs atomic.Int32
-	plugin := func(s ssetest.Stream) error {
-		runs.Add(1)
-		for {
-			if _, err := s.Recv(); err != nil {
-				break
+	tests := []struct {
+		name   string
+		answer func(s ssetest.Stream) error
+		want   []string
+	}{
+		{
+			name: "status message",
+			answer: func(ssetest.Stream) error {
+				return status.Error(codes.InvalidArgument, limitsText("the script has an error near token x: ", 80_000))
+			},
+			want: []string{"ended the call with InvalidArgument and trailers of", "limits.max_header_list_size (64KiB)", "the script has an error near token x: "},
+		},
+		{
+			name: "response header",
+			answer: func(s ssetest.Stream) error {
+				return s.SendHeader(metadata.Pairs("x-long", strings.Repeat("h", 100_000)))
+			},
+			want: []string{"sent response headers of", "limits.max_header_list_size (64KiB)"},
+		},
+		{
+			name: "trailers of an OK call",
+			answer: func(s ssetest.Stream) error {
+				s.SetTrailer(metadata.Pairs("x-long", strings.Repeat("t", 70_000)))
+				return s.Send(ssetest.NumericBundle(1, 1))
+			},
+			want: []string{"ended the call with OK and trailers of", "limits.max_header_list_size (64KiB)"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var runs atomic.Int32
+			release := make(chan struct{})
+			plugin := func(s ssetest.Stream) error {
+				for {
+					if _, err := s.Recv(); err != nil {
+						break
+					}
+				}
+				if md, _ := metadata.FromIncomingContext(s.Context()); len(md.Get("x-hold")) > 0 {
+					if err := s.SendHeader(nil); err != nil {
+						return err
+					}
+					<-release
+					return s.Send(ssetest.NumericBundle(1, 1))
+				}
+				runs.Add(1)
+				return tt.answer(s)
 			}
+			p := limitsPath(t, &ssetest.Connector{Execute: plugin})
+
+			// A call held open on the plugin's connection while the other
+			// answers over the limit.
+			heldCtx := metadata.AppendToOutgoingContext(functionContext(t, testContext(t), 1), "x-hold", "1")
+			held, err := p.viaGateway.ExecuteFunction(heldCtx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := held.CloseSend(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := held.Header(); err != nil {
+				t.Fatalf("held call's headers: %v", err)
+			}
+
+			_, err = wireExchange(functionContext(t, testContext(t), 1), ssepb.ConnectorClient.ExecuteFunction, p.viaGateway)
+			st := status.Convert(err)
+			if st.Code() != codes.ResourceExhausted {
+				t.Errorf("status = %v %.200q, want ResourceExhausted", st.Code(), st.Message())
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(st.Message(), want) {
+					t.Errorf("message = %.300q, want it to contain %q", st.Message(), want)
+				}
+			}
+			if len(st.Message()) > 1000 {
+				t.Errorf("message of %d bytes, want the plugin's message cut short", len(st.Message()))
+			}
+			if got := runs.Load(); got != 1 {
+				t.Errorf("the plugin ran the call %d times, want once", got)
+			}
+
+			close(release)
+			if _, err := held.Recv(); err != nil {
+				t.Errorf("call open on the same connection: %v, want its answer", err)
+			}
+			if _, err := held.Recv(); !errors.Is(err, io.EOF) {
+				t.Errorf("call open on the same connection ended with %v, want OK", err)
+			}
+		})
+	}
+}
+
+// TestRawPluginLongTrailer has a plugin that ignores the gateway's
+// advertised header limit, as gRPC's C core does, end a call with one
+// trailer value of 100 KB. The gateway must fail that call with
+// RESOURCE_EXHAUSTED and keep its connection to the plugin: a value
+// longer than what gRPC accepts of a whole header block ended that
+// connection with COMPRESSION_ERROR, and every call open on it failed.
+func TestRawPluginLongTrailer(t *testing.T) {
+	backend := startWireBackendWith(t, wireResponse{trailer: []hpack.HeaderField{{Name: "x-long", Value: strings.Repeat("v", 100_000)}}})
+	gw := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("R", nil)},
+		Engines:   map[string]*config.Engine{"R": ssetest.Engine(backend.addr)},
+	})
+	client := ssetest.Dial(t, gw.Addrs[0])
+	for i := range 3 {
+		_, err := wireExchange(functionContext(t, testContext(t), 1), ssepb.ConnectorClient.ExecuteFunction, client)
+		if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "limits.max_header_list_size") {
+			t.Errorf("call %d: status = %v %.200q, want ResourceExhausted naming limits.max_header_list_size", i, st.Code(), st.Message())
 		}
-		return status.Error(codes.InvalidArgument, limitsText("the script has an error near token x: ", 80_000))
 	}
-	p := limitsPath(t, &ssetest.Connector{Execute: plugin})
-	_, err := wireExchange(functionContext(t, testContext(t), 1), ssepb.ConnectorClient.ExecuteFunction, p.viaGateway)
-	st := status.Convert(err)
-	if st.Code() != codes.Internal {
-		t.Errorf("status = %v %.200q, want Internal", st.Code(), st.Message())
-	}
-	for _, want := range []string{"reset the call's stream with INTERNAL_ERROR", "limits.max_header_list_size, 64KiB"} {
-		if !strings.Contains(st.Message(), want) {
-			t.Errorf("message = %.300q, want it to contain %q", st.Message(), want)
-		}
-	}
-	if got := runs.Load(); got != 1 {
-		t.Errorf("the plugin ran the call %d times, want once", got)
+	// One connection for calls and one for probes, as at the start.
+	if got := backend.accepted.Load(); got > 2 {
+		t.Errorf("the plugin accepted %d connections, want at most 2: the gateway's pool connection was lost", got)
 	}
 }
 

@@ -234,9 +234,16 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 		// the plugin did not start the call, which a replay may retry.
 		message := fmt.Sprintf("engine %s: plugin %s reset the call's stream with %v", c.engine.Name, a.peer.Addr, reset)
 		if reset == http2.ErrCodeInternal {
-			message += fmt.Sprintf("; gRPC servers do so when the response headers or trailers are over the size the gateway accepts from plugins (limits.max_header_list_size, %v)", c.gateway.cfg.Limits.MaxHeaderListSize)
+			message += fmt.Sprintf("; gRPC servers do so when the response headers or trailers are over the %d bytes the gateway accepts from plugins before its own check of limits.max_header_list_size", c.gateway.cfg.Limits.HeaderListCeiling())
 		}
 		return status.New(received.Code(), message), reset != http2.ErrCodeCancel
+	}
+	if received.Message() == "peer header list size exceeded limit" && a.peer.Addr != nil {
+		// gRPC's own text for a header block over HeaderListCeiling (as of
+		// grpc-go v1.85). The plugin has read the call, so it is not
+		// replayed.
+		return status.Newf(codes.ResourceExhausted, "engine %s: plugin %s sent a header block over %d bytes, which gRPC refuses; the gateway accepts limits.max_header_list_size (%v)",
+			c.engine.Name, a.peer.Addr, c.gateway.cfg.Limits.HeaderListCeiling(), c.gateway.cfg.Limits.MaxHeaderListSize), true
 	}
 	if received.Code() == codes.ResourceExhausted {
 		return status.Newf(codes.ResourceExhausted, "engine %s: the plugin sent a message over limits.max_message_size (%v): %s",

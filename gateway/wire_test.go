@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -300,6 +301,8 @@ type wireBackend struct {
 	response wireResponse
 	listener net.Listener
 	wg       sync.WaitGroup
+	// accepted counts the connections the backend accepted.
+	accepted atomic.Int32
 
 	mu     sync.Mutex // guards the following
 	conns  map[net.Conn]bool
@@ -346,6 +349,7 @@ func startWireBackendWith(t *testing.T, response wireResponse) *wireBackend {
 				conn.Close()
 				return
 			}
+			b.accepted.Add(1)
 			b.wg.Go(func() { b.serve(conn) })
 		}
 	})

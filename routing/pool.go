@@ -83,7 +83,9 @@ func NewPool(engine *config.Engine, opts PoolOptions) (*Pool, error) {
 			// with gRPC's default policy, which forbids it.
 			PermitWithoutStream: false,
 		}),
-		grpc.WithMaxHeaderListSize(uint32(opts.Limits.MaxHeaderListSize)),
+		// The call path checks the plugin's headers against
+		// max_header_list_size itself; see HeaderListCeiling.
+		grpc.WithMaxHeaderListSize(opts.Limits.HeaderListCeiling()),
 		// A fixed window, unlike gRPC's default that grows with the
 		// measured bandwidth, bounds what a plugin sends ahead of Qlik.
 		grpc.WithInitialWindowSize(int32(opts.Limits.StreamWindow)),
