@@ -864,6 +864,56 @@ func TestBadInput(t *testing.T) {
 	secCheckLogClean(t, e.gw, badSecretScript, "bad_input_marker")
 }
 
+// TestBadInputSilentConnectionsEvicted checks that connections that send
+// nothing cannot keep Qlik out of a listener at limits.max_connections: a
+// new connection takes the place of one that has sent no HTTP/2 preface
+// within a second, on plaintext and mutual TLS listeners alike, and the
+// gateway logs the eviction, not a refused handshake. Such connections
+// held their places until the handshake timeout, so a client reopening
+// them kept Qlik out without a certificate.
+func TestBadInputSilentConnectionsEvicted(t *testing.T) {
+	e := startBadEnv(t, func(cfg *config.Config) { cfg.Limits.MaxConnections = badMaxConnections })
+	for _, listener := range []struct {
+		name    string
+		address string
+		secure  bool
+	}{{"plaintext", e.plaintext, false}, {"mutual TLS", e.secure, true}} {
+		t.Run(listener.name, func(t *testing.T) {
+			silent := map[string]*badRawConn{}
+			for range badMaxConnections {
+				c := badDialRaw(t, listener.address, false)
+				silent[c.conn.LocalAddr().String()] = c
+			}
+
+			// Qlik's connection is refused until a silent one has had its
+			// second, and gRPC's client connects again after a backoff.
+			client := e.badDial(t, listener.address, listener.secure)
+			ctx, cancel := context.WithTimeout(testContext(t), 10*time.Second)
+			defer cancel()
+			if _, err := client.GetCapabilities(ctx, &ssepb.Empty{}, grpc.WaitForReady(true)); err != nil {
+				t.Fatalf("GetCapabilities() beside %d silent connections = %v, want OK", badMaxConnections, err)
+			}
+			const evictedMessage = "connection closed to make room for a new one: it had sent no HTTP/2 preface within 1s, and the listener has limits.max_connections open"
+			record := e.gw.Logs.WaitFor(t, evictedMessage, badWait, func(r map[string]any) bool {
+				return silent[fmt.Sprint(r["peer"])] != nil
+			})
+			peer := fmt.Sprint(record["peer"])
+			silent[peer].waitClosed(t)
+
+			// The gateway would log a refused handshake as the handshake's
+			// read fails, at once; a call later it has not.
+			if _, err := client.GetCapabilities(ctx, &ssepb.Empty{}); err != nil {
+				t.Fatalf("second GetCapabilities() = %v, want OK", err)
+			}
+			for _, r := range e.gw.Logs.Records(badRefusedHandshake) {
+				if r["peer"] == peer {
+					t.Errorf("evicted connection logged as a refused handshake: %v", r)
+				}
+			}
+		})
+	}
+}
+
 // TestBadInputMaxConnections checks that a listener at
 // limits.max_connections closes one more connection at once and logs it,
 // and serves new connections again once others have closed.
@@ -884,7 +934,7 @@ func TestBadInputMaxConnections(t *testing.T) {
 	if frames := extra.waitClosed(t); len(frames) != 0 {
 		t.Errorf("connection over max_connections got frames %+v, want it closed at once", frames)
 	}
-	record := e.gw.Logs.WaitFor(t, "connection closed: the listener has limits.max_connections open", badWait, nil)
+	record := e.gw.Logs.WaitFor(t, "connection closed: the listener has limits.max_connections open, and none has been silent for 1s", badWait, nil)
 	if got := record["peer"]; got != extra.conn.LocalAddr().String() {
 		t.Errorf("record peer = %v, want %s", got, extra.conn.LocalAddr())
 	}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/net/http2"
 
@@ -29,6 +30,12 @@ type guardedListener struct {
 	// plaintext listeners check the HTTP/2 preface on the raw connection;
 	// TLS listeners do it after the handshake, in handshakeLogger.
 	plaintext bool
+
+	// silent tracks, on a listener with evictSilent, the connections that
+	// have not sent the HTTP/2 preface yet, with when they opened.
+	evictSilent bool
+	silentMu    sync.Mutex
+	silent      map[*countedConn]time.Time
 }
 
 func (l *guardedListener) Accept() (net.Conn, error) {
@@ -40,15 +47,20 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 		if l.max > 0 && l.open.Add(1) > l.max && !(l.evict != nil && l.evictFor()) {
 			l.open.Add(-1)
 			conn.Close()
-			if l.gateway.warnings.allow("connections:" + l.address) {
+			if l.gateway.warnings.allow("connections:" + l.Addr().String()) {
 				l.gateway.logger.Warn(l.full,
 					"listener", l.address, "peer", conn.RemoteAddr().String(), "max_connections", l.max)
 			}
 			continue
 		}
 		counted := &countedConn{Conn: conn, listener: l}
+		if l.evictSilent {
+			l.silentMu.Lock()
+			l.silent[counted] = time.Now()
+			l.silentMu.Unlock()
+		}
 		if l.plaintext {
-			return &watchedConn{Conn: counted, gateway: l.gateway, listener: l.address}, nil
+			return &watchedConn{Conn: counted, counted: counted, gateway: l.gateway, listener: l.address}, nil
 		}
 		return counted, nil
 	}
@@ -64,11 +76,47 @@ func (l *guardedListener) evictFor() bool {
 	return l.open.Load() <= l.max
 }
 
+// closeSilent closes the oldest connection that has not sent the HTTP/2
+// preface within silentGrace, if there is one, and reports whether it did.
+// Connections that send nothing, or trickle a TLS handshake, would
+// otherwise hold their places until handshakeTimeout or gRPC's wait for
+// the preface: a client reopening them faster than that could keep Qlik
+// out without a certificate. Qlik sends the preface within milliseconds
+// of connecting.
+func (l *guardedListener) closeSilent() bool {
+	l.silentMu.Lock()
+	var victim *countedConn
+	oldest := time.Now().Add(-silentGrace)
+	for conn, opened := range l.silent {
+		if opened.Before(oldest) {
+			victim, oldest = conn, opened
+		}
+	}
+	delete(l.silent, victim)
+	l.silentMu.Unlock()
+	if victim == nil {
+		return false
+	}
+	victim.evicted.Store(true)
+	victim.Close()
+	if l.gateway.warnings.allow("evicted:" + l.Addr().String()) {
+		l.gateway.logger.Warn(silentEvictedMessage,
+			"listener", l.address, "peer", victim.RemoteAddr().String(), "max_connections", l.max)
+	}
+	return true
+}
+
+// silentEvictedMessage is the warning of closeSilent.
+const silentEvictedMessage = "connection closed to make room for a new one: it had sent no HTTP/2 preface within 1s, and the listener has limits.max_connections open"
+
 // countedConn gives its listener's count back when closed.
 type countedConn struct {
 	net.Conn
 	listener *guardedListener
 	once     sync.Once
+	// evicted is set when closeSilent closed the connection, so that its
+	// failed handshake is not reported as the client's doing.
+	evicted atomic.Bool
 }
 
 func (c *countedConn) Close() error {
@@ -76,8 +124,25 @@ func (c *countedConn) Close() error {
 		if c.listener.max > 0 {
 			c.listener.open.Add(-1)
 		}
+		c.spoke()
 	})
 	return c.Conn.Close()
+}
+
+// wasEvicted reports whether closeSilent closed the connection.
+func (c *countedConn) wasEvicted() bool {
+	return c != nil && c.evicted.Load()
+}
+
+// spoke takes the connection off its listener's silent ones: it sent the
+// HTTP/2 preface, or closed.
+func (c *countedConn) spoke() {
+	if c == nil || !c.listener.evictSilent {
+		return
+	}
+	c.listener.silentMu.Lock()
+	delete(c.listener.silent, c)
+	c.listener.silentMu.Unlock()
 }
 
 // watchedConn reads what a client sends first, to log why a connection
@@ -87,6 +152,7 @@ func (c *countedConn) Close() error {
 // grpc-go v1.85).
 type watchedConn struct {
 	net.Conn
+	counted  *countedConn // the accepted connection beneath, or nil
 	gateway  *Gateway
 	listener string
 
@@ -112,13 +178,14 @@ func (c *watchedConn) Read(p []byte) (int, error) {
 	case len(c.seen) == len(http2Preface):
 		c.decided = true
 		c.seen = nil
+		c.counted.spoke()
 	case err != nil:
 		c.decided = true
 		switch reason := tlsutil.HandshakeFailureReason(err); {
 		case reason == tlsutil.FailureServerRejected:
 			c.gateway.handshakeFailures[slices.Index(tlsutil.HandshakeFailures, reason)].Add(1)
 			c.refused(string(reason) + ": " + err.Error())
-		case reason == tlsutil.FailureClosed && c.secured && len(c.seen) == 0:
+		case reason == tlsutil.FailureClosed && c.secured && len(c.seen) == 0 && !c.counted.wasEvicted():
 			// gRPC's C core, which Qlik uses, checks the gateway's host
 			// name only after the handshake, and closes without an alert
 			// when the certificate does not name it. Not counted as a

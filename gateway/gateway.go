@@ -266,14 +266,20 @@ func (g *Gateway) Start() error {
 			errs = append(errs, listenError(fmt.Sprintf("listeners[%d].address", l.index), l.config.Address, err))
 			continue
 		}
-		l.lis = &guardedListener{
+		guarded := &guardedListener{
 			Listener:  lis,
 			gateway:   g,
 			address:   l.config.Address,
 			max:       int64(g.cfg.Limits.MaxConnections),
-			full:      "connection closed: the listener has limits.max_connections open",
+			full:      "connection closed: the listener has limits.max_connections open, and none has been silent for 1s",
 			plaintext: l.config.TLS == nil,
 		}
+		if guarded.max > 0 {
+			guarded.evictSilent = true
+			guarded.silent = map[*countedConn]time.Time{}
+			guarded.evict = guarded.closeSilent
+		}
+		l.lis = guarded
 	}
 	if len(errs) > 0 {
 		g.closeListeners()

@@ -25,13 +25,17 @@ func (h *handshakeLogger) ServerHandshake(conn net.Conn) (net.Conn, credentials.
 	// gRPC's TLS credentials close the connection of a failed handshake
 	// themselves. Deferring that close until the failure is counted means
 	// a client never sees the close before /metrics shows the failure.
+	counted, _ := conn.(*countedConn)
 	deferred := &closeDeferredConn{Conn: conn, deferring: true}
 	defer deferred.release()
 	secured, info, err := h.TransportCredentials.ServerHandshake(deferred)
 	if err == nil {
 		// With TLS 1.3 a client refuses the gateway's certificate only
 		// after the handshake; the first read then finds its alert.
-		return &watchedConn{Conn: secured, gateway: h.gateway, listener: h.listener, secured: true}, info, nil
+		return &watchedConn{Conn: secured, counted: counted, gateway: h.gateway, listener: h.listener, secured: true}, info, nil
+	}
+	if counted.wasEvicted() {
+		return nil, nil, err // closeSilent closed it, and logged why
 	}
 	reason := tlsutil.HandshakeFailureReason(err)
 	h.gateway.handshakeFailures[slices.Index(tlsutil.HandshakeFailures, reason)].Add(1)
