@@ -92,6 +92,12 @@ type Gateway struct {
 	// sent to the client and logged, not as cancelled by the client.
 	cutCtx context.Context
 	cut    context.CancelCauseFunc
+
+	// stoppingCtx ends when Shutdown begins. Calls that wait for a replica
+	// then end at once: they have not reached a plugin, and would hold the
+	// stop for drain_timeout on the chance that one comes back.
+	stoppingCtx context.Context
+	stopWaiting context.CancelFunc
 }
 
 // listener is one configured address with its gRPC server.
@@ -141,6 +147,7 @@ func New(cfg *config.Config, logger *slog.Logger, opts Options) (*Gateway, error
 		certificates:      tlsutil.NewWatcher(logger),
 	}
 	g.cutCtx, g.cut = context.WithCancelCause(context.Background())
+	g.stoppingCtx, g.stopWaiting = context.WithCancel(context.Background())
 	g.retireCtx, g.stopRetire = context.WithCancel(context.Background())
 	g.current.Store(cfg)
 
@@ -392,6 +399,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		g.reloadMu.Lock()
 		g.stopping.Store(true)
 		g.reloadMu.Unlock()
+		g.stopWaiting()
 		if g.stopBackground != nil {
 			g.stopBackground()
 		}

@@ -450,10 +450,11 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 		options = append(options, grpc.WaitForReady(true))
 	}
 
-	// The wait may not outlast reconnect_buffer, nor the engine. Whichever
-	// comes first, the stream opening, the timer or the reload, decides:
-	// one that comes after the stream opened does nothing.
-	const waiting, opened, expired, replaced = 0, 1, 2, 3
+	// The wait may not outlast reconnect_buffer, nor the engine, nor the
+	// gateway. Whichever comes first, the stream opening, the timer, the
+	// reload or the stop, decides: one that comes after the stream opened
+	// does nothing.
+	const waiting, opened, expired, replaced, stopping = 0, 1, 2, 3, 4
 	var outcome atomic.Int32
 	var timer *time.Timer
 	if wait > 0 {
@@ -475,6 +476,11 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 				defer c.merged.AfterReplaced(onReplaced)()
 			}
 		}
+		defer context.AfterFunc(c.gateway.stoppingCtx, func() {
+			if outcome.CompareAndSwap(waiting, stopping) {
+				a.cancel(errStoppedWaiting)
+			}
+		})()
 	}
 	began := time.Now()
 	stream, err := engine.Pool.Conn().NewStream(a.ctx, &forwardedStreamDesc, c.method, options...)
@@ -487,8 +493,11 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 			// Opened as the wait ended: its end has cancelled it already.
 			awaitFinished(stream)
 		}
-		if outcome.Load() == replaced {
+		switch outcome.Load() {
+		case replaced:
 			return nil, errEngineReplaced
+		case stopping:
+			return nil, errStoppedWaiting
 		}
 		return nil, errWaitExpired
 	}

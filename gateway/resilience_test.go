@@ -543,6 +543,37 @@ func TestMaxWaitingRejectsAtOnce(t *testing.T) {
 	}
 }
 
+// TestStopEndsWaitingCalls checks that a stop ends the calls that wait for
+// a replica at once, with Unavailable saying so, instead of holding the
+// stop until its drain time: they have reached no plugin. Shutdown then
+// reports that every call ended by itself.
+func TestStopEndsWaitingCalls(t *testing.T) {
+	t.Parallel()
+	engine := ssetest.ReconnectBuffer(ssetest.Engine(ssetest.FreeAddress(t)), time.Minute)
+	gw := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("R", nil)},
+		Engines:   map[string]*config.Engine{"R": engine},
+	})
+	_, client := ssetest.DialConn(t, gw.Addrs[0])
+	waiting := make(chan error, 1)
+	go func() {
+		waiting <- resilCall(t, testContext(t), client, example.FunctionEcho, ssetest.StringBundle("waits")).err
+	}()
+	resilWait(t, 10*time.Second, "a waiting call", func() bool {
+		return resilMetric(t, gw, "ssegw_calls_waiting", `qlik_sse_engine="R"`) == 1
+	})
+
+	stopCtx, cancel := context.WithTimeout(testContext(t), 30*time.Second)
+	defer cancel()
+	if err := gw.Shutdown(stopCtx); err != nil {
+		t.Errorf("Shutdown() = %v, want nil: the waiting call should end by itself", err)
+	}
+	err := <-waiting
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "the gateway is stopping") {
+		t.Errorf("waiting call at the stop = %v, want Unavailable saying that the gateway is stopping", err)
+	}
+}
+
 // TestMaxWaitingHealthyReplica checks that calls to a ready replica do
 // not count among the waiting ones: with max_waiting at 2, 200 concurrent
 // calls all end OK, whether the engine waits for replicas or fails fast.

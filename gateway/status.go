@@ -33,6 +33,10 @@ var errWaitExpired = errors.New("no replica became ready within reconnect_buffer
 // new engine.
 var errEngineReplaced = errors.New("the engine was replaced by a configuration reload")
 
+// errStoppedWaiting is the cause of an attempt that was waiting for a
+// replica when the gateway began to stop.
+var errStoppedWaiting = errors.New("the gateway is stopping")
+
 // errTooManyWaiting is returned for a call that finds max_waiting calls
 // already waiting for a replica.
 var errTooManyWaiting = errors.New("too many calls wait for a replica")
@@ -200,6 +204,9 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 	case errors.Is(err, errTooManyWaiting):
 		return status.Newf(codes.ResourceExhausted, "engine %s: max_waiting (%d) calls already wait for a ready replica",
 			c.engine.Name, c.engine.Config.MaxWaiting), true
+	case errors.Is(err, errStoppedWaiting):
+		return status.New(codes.Unavailable, withCertificateHint(fmt.Sprintf("engine %s: the gateway is stopping, and the call was still waiting for a ready replica; replicas: %s",
+			c.engine.Name, replicaSummary(c.engine)))), true
 	case errors.Is(err, errWaitExpired) || errors.Is(context.Cause(a.ctx), errWaitExpired):
 		return status.New(codes.Unavailable, withCertificateHint(fmt.Sprintf("engine %s: no replica ready after waiting %v (reconnect_buffer); replicas: %s",
 			c.engine.Name, c.engine.Config.ReconnectWait(), replicaSummary(c.engine)))), true
