@@ -221,19 +221,12 @@ func newMetrics(meter metric.Meter, g *Gateway) (*metrics, error) {
 
 	// Observed from state the gateway keeps anyway.
 	_, err = meter.Int64ObservableGauge("ssegw.replica.healthy",
-		metric.WithDescription("1 when the replica answered its last probe, else 0."),
-		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
-			for _, engine := range g.routes().Engines() {
-				for _, replica := range engine.Replicas() {
-					healthy := int64(0)
-					if replica.Status().State == routing.ReplicaHealthy {
-						healthy = 1
-					}
-					o.Observe(healthy, metric.WithAttributes(attrEngine.String(engine.Name), attrReplica.String(replica.Address)))
-				}
-			}
-			return nil
-		}))
+		metric.WithDescription("1 when the replica answered its last probe, or is busy after it did, else 0."),
+		metric.WithInt64Callback(g.observeReplicas(func(r routing.ReplicaStatus) bool { return r.State == routing.ReplicaHealthy })))
+	collect(err)
+	_, err = meter.Int64ObservableGauge("ssegw.replica.busy",
+		metric.WithDescription("1 while the replica's probes time out as it serves calls: busy, or hung; else 0."),
+		metric.WithInt64Callback(g.observeReplicas(func(r routing.ReplicaStatus) bool { return r.Busy })))
 	collect(err)
 	_, err = meter.Int64ObservableCounter("ssegw.tls.handshake.failures", metric.WithUnit("{handshake}"),
 		metric.WithDescription("Refused TLS handshakes on the listeners, by reason."),
@@ -255,4 +248,21 @@ func newMetrics(meter metric.Meter, g *Gateway) (*metrics, error) {
 		return nil, fmt.Errorf("creating metrics: %w", err)
 	}
 	return &m, nil
+}
+
+// observeReplicas returns a gauge callback that observes 1 for each
+// replica of every engine for which is holds, else 0.
+func (g *Gateway) observeReplicas(is func(routing.ReplicaStatus) bool) metric.Int64Callback {
+	return func(_ context.Context, o metric.Int64Observer) error {
+		for _, engine := range g.routes().Engines() {
+			for _, replica := range engine.Replicas() {
+				value := int64(0)
+				if is(replica.Status()) {
+					value = 1
+				}
+				o.Observe(value, metric.WithAttributes(attrEngine.String(engine.Name), attrReplica.String(replica.Address)))
+			}
+		}
+		return nil
+	}
 }

@@ -357,6 +357,10 @@ func TestMetricsCountTraffic(t *testing.T) {
 		"Example/" + examplePlugin.Addr: 1,
 		"Failing/" + failingPlugin.Addr: 1,
 	}, "ssegw_replica_healthy", labelEngine, labelReplica)
+	metricsWaitFor(t, gw, 10*time.Second, map[string]float64{
+		"Example/" + examplePlugin.Addr: 0,
+		"Failing/" + failingPlugin.Addr: 0,
+	}, "ssegw_replica_busy", labelEngine, labelReplica)
 	examplePlugin.Server.Stop()
 	metricsWaitFor(t, gw, 10*time.Second, map[string]float64{
 		"Example/" + examplePlugin.Addr: 0,

@@ -92,6 +92,10 @@ type ReplicaStatus struct {
 	LastProbe    time.Time
 	LastError    string
 	Capabilities *Capabilities
+	// Busy is true while the replica's probes time out as it serves calls:
+	// it keeps its State, and gets new calls only while no other replica
+	// can take them. A hung plugin looks the same.
+	Busy bool
 }
 
 // Status returns the replica's current probe results.
@@ -104,6 +108,7 @@ func (r *Replica) Status() ReplicaStatus {
 		LastProbe:    r.lastProbe,
 		LastError:    r.lastError,
 		Capabilities: r.capabilities,
+		Busy:         r.busy,
 	}
 }
 
@@ -154,7 +159,12 @@ func (r *Replica) probe(ctx context.Context, timeout time.Duration) *Capabilitie
 		}
 		return nil
 	}
-	r.busy = false
+	if r.busy {
+		r.busy = false
+		// Otherwise nothing would tell that the warning is over when the
+		// replica stays in its state, or why it gets calls again.
+		r.logger.Info("replica no longer busy: its probe has ended", "engine", r.engine, "backend", r.Address)
+	}
 	if err != nil && unreachable(err) {
 		r.state, r.lastError = ReplicaFailing, err.Error()
 		if previous != ReplicaFailing {

@@ -275,8 +275,11 @@ func TestProbeTimeoutWhileBusy(t *testing.T) {
 	if !strings.Contains(status.LastError, "busy") || !strings.Contains(status.LastError, "2 calls") {
 		t.Errorf("last error after probes timed out with 2 calls in flight = %q, want it to say busy with 2 calls", status.LastError)
 	}
-	if got := strings.Count(log.String(), `"msg":"replica busy`); got != 1 {
+	if got := strings.Count(log.String(), `"msg":"replica busy:`); got != 1 {
 		t.Errorf("got %d busy records after two probes timed out, want 1; log:\n%s", got, log)
+	}
+	if !status.Busy {
+		t.Error("status after probes timed out with 2 calls in flight is not busy")
 	}
 
 	// A short call goes to the plugin, which queues it until a worker is
@@ -289,10 +292,13 @@ func TestProbeTimeoutWhileBusy(t *testing.T) {
 	}
 	waitResult(t, short, "short call")
 
-	// Its next probe answers, and the last error goes.
+	// Its next probe answers, the last error goes, and the log says so.
 	probeAndReconcile(t, e, 0)
-	if status := replica.Status(); status.State != ReplicaHealthy || status.LastError != "" {
-		t.Errorf("state and last error after a probe answered = %s, %q, want healthy and none", status.State, status.LastError)
+	if status := replica.Status(); status.State != ReplicaHealthy || status.LastError != "" || status.Busy {
+		t.Errorf("state, last error and busy after a probe answered = %s, %q, %v, want healthy, none and false", status.State, status.LastError, status.Busy)
+	}
+	if got := strings.Count(log.String(), `"msg":"replica no longer busy`); got != 1 {
+		t.Errorf("got %d records of the end of busy after a probe answered, want 1; log:\n%s", got, log)
 	}
 
 	// A probe that times out with no call in flight marks it failing.
