@@ -539,6 +539,27 @@ func (c *Config) UncoveredHosts() []string {
 	return c.UncoveredHostsOf(c.listenerSources())
 }
 
+// UnroutedEngines returns a warning for each engine that only a call
+// naming it in the x-sse-engine header can reach: no listener has it as
+// its engine, it has no hosts, and no merged engine has it as a member.
+// Qlik sends no such header, so its calls meant for the engine would end
+// with Unimplemented.
+func (c *Config) UnroutedEngines() []string {
+	var warnings []string
+	for _, name := range c.EngineNames() {
+		engine := c.Engine(name)
+		routed := len(engine.Hosts) > 0 || slices.ContainsFunc(c.Listeners, func(l Listener) bool {
+			return strings.EqualFold(l.Engine, name)
+		}) || slices.ContainsFunc(c.EngineNames(), func(other string) bool {
+			return slices.ContainsFunc(c.Engine(other).Merge, func(member string) bool { return strings.EqualFold(member, name) })
+		})
+		if !routed {
+			warnings = append(warnings, fmt.Sprintf("engines.%s: no listener has it as its engine, it has no hosts, and no merged engine has it as a member, so Qlik cannot reach it (only tools that send the x-sse-engine header can); set a listener's engine, or the engine's hosts", name))
+		}
+	}
+	return warnings
+}
+
 // listenerSources reads the certificates of each TLS listener whose files
 // load, with its key (listeners[0].tls) as label.
 func (c *Config) listenerSources() (sources []*tlsutil.Source, labels []string) {

@@ -460,9 +460,10 @@ func (g *Gateway) routes() *routing.Table {
 }
 
 // warnUncoveredHosts logs each engine host name of the current
-// configuration that no running TLS listener's certificate lists. Qlik's
-// calls by that name fail in the TLS handshake, so no call record would
-// show them. Listeners change only at a restart, so the certificates
+// configuration that no running TLS listener's certificate lists, and each
+// engine that Qlik cannot reach (see UnroutedEngines). Qlik's calls by
+// such a name fail in the TLS handshake, so no call record would show
+// them. Listeners change only at a restart, so the certificates
 // checked are those the running listeners present, whatever a reloaded
 // file contains.
 func (g *Gateway) warnUncoveredHosts() {
@@ -476,6 +477,9 @@ func (g *Gateway) warnUncoveredHosts() {
 	}
 	for _, warning := range g.Config().UncoveredHostsOf(sources, labels) {
 		g.logger.Warn("engine host name missing from the gateway's certificate", "warning", warning)
+	}
+	for _, warning := range g.Config().UnroutedEngines() {
+		g.logger.Warn("engine that Qlik cannot reach", "warning", warning)
 	}
 }
 

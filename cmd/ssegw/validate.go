@@ -85,7 +85,7 @@ answered and agrees; 1 otherwise.`,
 				}
 				fmt.Fprintf(out, "warning: %s: %s\n", unusable, advice)
 			}
-			for _, warning := range cfg.UncoveredHosts() {
+			for _, warning := range append(cfg.UncoveredHosts(), cfg.UnroutedEngines()...) {
 				fmt.Fprintf(out, "warning: %s\n", warning)
 			}
 			if connect && !checkBackends(cmd.Context(), out, cfg, timeout) {

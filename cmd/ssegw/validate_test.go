@@ -212,6 +212,39 @@ engines:
 	}
 }
 
+// TestValidateWarnsUnroutedEngine checks that validate warns about an
+// engine that no call from Qlik can reach: no listener has it as its
+// engine, and it has no hosts and is no merged engine's member. Such a file
+// is valid, since tools can still call the engine by name, but Qlik's calls
+// would end with Unimplemented. Engines reached in each of the other ways
+// get no warning.
+func TestValidateWarnsUnroutedEngine(t *testing.T) {
+	path := writeValidateConfig(t, `
+listeners:
+  - address: 127.0.0.1:0
+    insecure: true
+    engine: byListener
+engines:
+  ByListener: {backends: [{address: "127.0.0.1:1"}]}
+  ByHost: {hosts: [h.gw.test], backends: [{address: "127.0.0.1:2"}]}
+  Member: {backends: [{address: "127.0.0.1:3"}]}
+  Merged: {hosts: [m.gw.test], merge: [Member]}
+  Lost: {backends: [{address: "127.0.0.1:4"}]}
+`)
+	output, err := runCommand(t, "validate", "--config", path)
+	checkValidateExit(t, err, 0, output)
+	var warnings []string
+	for _, line := range validateOutputLines(output) {
+		if strings.HasPrefix(line, "warning: ") {
+			warnings = append(warnings, line)
+		}
+	}
+	want := "warning: engines.Lost: no listener has it as its engine, it has no hosts, and no merged engine has it as a member"
+	if len(warnings) != 1 || !strings.HasPrefix(warnings[0], want) {
+		t.Errorf("validate warnings = %q, want one starting with %q", warnings, want)
+	}
+}
+
 // TestValidateMergeProblems checks each mistake in a merged engine's
 // section: each gives one line naming the key, and exit status 1.
 func TestValidateMergeProblems(t *testing.T) {
@@ -219,6 +252,7 @@ func TestValidateMergeProblems(t *testing.T) {
 listeners:
   - address: 127.0.0.1:0
     insecure: true
+    engine: M
 engines:
   A:
     backends:
@@ -353,7 +387,7 @@ func startValidatePlugin(t *testing.T, identifier string, functions ...*ssepb.Fu
 // backends, and engine M merging R.
 func validateConnectConfig(backends ...string) string {
 	var text strings.Builder
-	text.WriteString("listeners:\n  - address: 127.0.0.1:0\n    insecure: true\nengines:\n  R:\n    backends:\n")
+	text.WriteString("listeners:\n  - address: 127.0.0.1:0\n    insecure: true\n    engine: M\nengines:\n  R:\n    backends:\n")
 	for _, backend := range backends {
 		fmt.Fprintf(&text, "      - address: %s\n", backend)
 	}
