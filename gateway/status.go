@@ -22,7 +22,13 @@ import (
 // OK is dropped, since grpc-go reports OK as the end of the stream without
 // it. Qlik shows only the code and message, and SSE plugins rarely send
 // either, but a proxy that copied the trailer block as sent would pass
-// them unchanged.
+// them unchanged. And when the plugin's trailers, its status message
+// included, are over the header limit the client announces (8 KiB by
+// default in gRPC's C core, so in Qlik), grpc-go's server resets the
+// stream with INTERNAL_ERROR instead of sending them, where a direct call
+// would end with the client's own RESOURCE_EXHAUSTED. The gateway's log
+// and metrics still record the plugin's status, since grpc-go does not
+// tell the handler.
 
 // errWaitExpired is the cause of an attempt whose wait for a ready
 // replica outlasted reconnect_buffer.
