@@ -14,21 +14,21 @@ import (
 	"github.com/ssegw/ssegw/routing"
 )
 
-// BUG(ssegw): The plugin's status reaches the client as grpc-go's client
-// reads it (v1.85), which differs from the plugin's own in two cases. A
-// status with grpc-status-details-bin is taken from those details: the
+// BUG(ssegw): The plugin's status reaches the client as grpc-go reads and
+// writes it (v1.85), which differs from the plugin's own in three cases.
+// A status with grpc-status-details-bin is taken from those details: the
 // client gets the details' message in place of grpc-message, and Internal
 // when the details' code differs from grpc-status. A message with status
 // OK is dropped, since grpc-go reports OK as the end of the stream without
-// it. Qlik shows only the code and message, and SSE plugins rarely send
-// either, but a proxy that copied the trailer block as sent would pass
-// them unchanged. And when the plugin's trailers, its status message
-// included, are over the header limit the client announces (8 KiB by
-// default in gRPC's C core, so in Qlik), grpc-go's server resets the
-// stream with INTERNAL_ERROR instead of sending them, where a direct call
-// would end with the client's own RESOURCE_EXHAUSTED. The gateway's log
-// and metrics still record the plugin's status, since grpc-go does not
-// tell the handler.
+// it. And when the trailers, the status message included, are over the
+// header limit the client announces (8 or 16 KiB by default in gRPC's C
+// core, by version, so in Qlik), grpc-go's server resets the stream with
+// INTERNAL_ERROR instead of sending them, where a direct call would end
+// with the client's own RESOURCE_EXHAUSTED; the gateway's log and metrics
+// record the plugin's status, since grpc-go does not tell the handler.
+// Qlik shows only the code and message, and SSE plugins rarely send
+// details or long messages, but a proxy that copied the trailer block as
+// sent would pass them unchanged.
 
 // errWaitExpired is the cause of an attempt whose wait for a ready
 // replica outlasted reconnect_buffer.
