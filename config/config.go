@@ -413,10 +413,10 @@ func (l Limits) ConnWindow() ByteSize {
 // and at least grpc-go's default of 16 MiB. Between the two, the gateway
 // fails the call with ResourceExhausted and a message naming
 // max_header_list_size. Over the ceiling, gRPC (grpc-go v1.85 with
-// golang.org/x/net v0.63) resets the stream without a status, or closes
-// the connection when one value alone is longer: HPACK's table belongs to
-// the connection, so a value that is not decoded leaves every later
-// header block unreadable. The ceiling is high for that reason, so that a
+// golang.org/x/net v0.63) resets the stream without a status. It closes
+// the connection when one value alone is longer, because HPACK's table
+// belongs to the connection: a value that is not decoded leaves every
+// later header block unreadable. The ceiling is high for that reason, so that a
 // long script in Qlik's script header, or a long traceback in a plugin's
 // status, fails its own call and not every call on the connection. The
 // cost is that a connection can make the gateway hold that much memory

@@ -164,7 +164,7 @@ func TestPythonPluginCancelNotReplayed(t *testing.T) {
 // engine's request_timeout. gRPC's C core ends such a call with its own
 // DEADLINE_EXCEEDED status, "Deadline Exceeded", where grpc-go resets the
 // stream, so the status must still say that request_timeout ended the
-// call (C22).
+// call.
 func TestPythonPluginRequestTimeout(t *testing.T) {
 	python := findPython(t)
 	certs := t.TempDir()

@@ -20,11 +20,11 @@ import (
 // client gets the details' message in place of grpc-message, and Internal
 // when the details' code differs from grpc-status. A message with status
 // OK is dropped, since grpc-go reports OK as the end of the stream without
-// it. And when the trailers, the status message included, are over the
-// header limit the client announces (8 or 16 KiB by default in gRPC's C
-// core, by version, so in Qlik), grpc-go's server resets the stream with
+// it. And trailers, the status message included, may be over the header
+// limit the client announces: 8 or 16 KiB by default in gRPC's C core, by
+// version, so in Qlik. grpc-go's server then resets the stream with
 // INTERNAL_ERROR instead of sending them, where a direct call would end
-// with the client's own RESOURCE_EXHAUSTED; the gateway's log and metrics
+// with the client's own RESOURCE_EXHAUSTED. The gateway's log and metrics
 // record the plugin's status, since grpc-go does not tell the handler.
 // Qlik shows only the code and message, and SSE plugins rarely send
 // details or long messages, but a proxy that copied the trailer block as
@@ -118,11 +118,11 @@ func (e *requestTimeoutError) Error() string {
 }
 
 // requestTimedOut returns the status of a call that its plugin ended with
-// DeadlineExceeded because the engine's request_timeout passed, or nil. A
-// plugin on gRPC's C core, as one in Python is, sends that status with the
-// message "Deadline Exceeded" when the deadline the gateway gave it
-// passes, where grpc-go resets the stream, and Qlik's admin could not tell
-// which limit ended the call. The plugin counts the deadline from its
+// DeadlineExceeded because the engine's request_timeout passed, or nil.
+// When the deadline the gateway gave it passes, a plugin on gRPC's C core,
+// as one in Python is, sends that status with the message "Deadline
+// Exceeded", where grpc-go resets the stream. Passed on as it is, it would
+// not tell Qlik's admin which limit ended the call. The plugin counts the deadline from its
 // arrival, rounded up, so the gateway's own has passed by then; a plugin
 // that gives up sooner for a reason of its own keeps its status.
 func requestTimedOut(ctx context.Context, received *status.Status) *status.Status {

@@ -327,9 +327,9 @@ type Watcher struct {
 	Reloaded func(changed []*Source)
 
 	// reloading makes reloads take turns, so that each arms the retry
-	// from the validFrom its own reloads left: one that overlapped another
-	// could read a validFrom cleared for the other's reload, and stop the
-	// retry that the other had just armed.
+	// from the validFrom that its own reloads left. One that overlapped
+	// another could read a validFrom cleared for the other's reload, and
+	// stop the retry that the other had just armed.
 	reloading sync.Mutex
 
 	mu      sync.Mutex // guards the following
