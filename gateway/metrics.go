@@ -251,7 +251,7 @@ func newMetrics(meter metric.Meter, g *Gateway) (*metrics, error) {
 }
 
 // observeReplicas returns a gauge callback that observes 1 for each
-// replica of every engine whose status is true of, else 0.
+// replica of every engine whose status satisfies is, else 0.
 func (g *Gateway) observeReplicas(is func(routing.ReplicaStatus) bool) metric.Int64Callback {
 	return func(_ context.Context, o metric.Int64Observer) error {
 		for _, engine := range g.routes().Engines() {
