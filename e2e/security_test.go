@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -133,24 +134,34 @@ func TestPythonClientDistrustsGateway(t *testing.T) {
 	}
 }
 
+// pythonPluginBehindGateway starts qlik_plugin.py with flags behind an
+// `ssegw serve` process whose engine R has the keys of engine besides its
+// backend, both hops with mutual TLS of one certificate set. It returns a
+// grpcio client of the gateway and the plugin's process.
+func pythonPluginBehindGateway(t *testing.T, engine map[string]any, flags ...string) (qlikClient, *ssetest.Process) {
+	t.Helper()
+	python := findPython(t)
+	certs := t.TempDir()
+	runCertsInit(t, "--out", certs, "--hosts", "localhost,127.0.0.1")
+	descriptors := writeDescriptorSet(t)
+	address, plugin := startPythonPlugin(t, python, descriptors, filepath.Join(certs, tlsutil.GatewayFolder), flags...)
+	settings := map[string]any{"backends": []map[string]any{
+		{"address": address, "tls": map[string]any{"dir": filepath.Join(certs, tlsutil.QlikFolder)}},
+	}}
+	maps.Copy(settings, engine)
+	gw := startGatewayProcess(t, map[string]any{
+		"listeners": []map[string]any{{"address": "127.0.0.1:0", "engine": "R", "tls": map[string]any{"dir": filepath.Join(certs, tlsutil.GatewayFolder)}}},
+		"engines":   map[string]any{"R": settings},
+	})
+	return qlikClient{python: python, descriptors: descriptors, certDir: filepath.Join(certs, tlsutil.QlikFolder), address: gw.Addrs[0]}, plugin
+}
+
 // TestPythonPluginCancelNotReplayed has a grpcio plugin cancel each call
 // after its first bundle. The plugin has run the call, so the gateway must
 // not send it again, and Qlik must get CANCELLED, as on a direct
 // connection, not the UNAVAILABLE of a plugin that could not be reached.
 func TestPythonPluginCancelNotReplayed(t *testing.T) {
-	python := findPython(t)
-	certs := t.TempDir()
-	runCertsInit(t, "--out", certs, "--hosts", "localhost,127.0.0.1")
-	descriptors := writeDescriptorSet(t)
-	address, plugin := startPythonPlugin(t, python, descriptors, filepath.Join(certs, tlsutil.GatewayFolder), "--cancel")
-	gw := startGatewayProcess(t, map[string]any{
-		"listeners": []map[string]any{{"address": "127.0.0.1:0", "engine": "R", "tls": map[string]any{"dir": filepath.Join(certs, tlsutil.GatewayFolder)}}},
-		"engines": map[string]any{"R": map[string]any{"backends": []map[string]any{
-			{"address": address, "tls": map[string]any{"dir": filepath.Join(certs, tlsutil.QlikFolder)}},
-		}}},
-	})
-
-	client := qlikClient{python: python, descriptors: descriptors, certDir: filepath.Join(certs, tlsutil.QlikFolder), address: gw.Addrs[0]}
+	client, plugin := pythonPluginBehindGateway(t, nil, "--cancel")
 	result := client.run(t, echoCall(t, 5))[0]
 	if result.Code != "CANCELLED" {
 		t.Errorf("ExecuteFunction status = %s %q, want CANCELLED", result.Code, result.Details)
@@ -166,19 +177,7 @@ func TestPythonPluginCancelNotReplayed(t *testing.T) {
 // stream, so the status must still say that request_timeout ended the
 // call.
 func TestPythonPluginRequestTimeout(t *testing.T) {
-	python := findPython(t)
-	certs := t.TempDir()
-	runCertsInit(t, "--out", certs, "--hosts", "localhost,127.0.0.1")
-	descriptors := writeDescriptorSet(t)
-	address, _ := startPythonPlugin(t, python, descriptors, filepath.Join(certs, tlsutil.GatewayFolder), "--hold")
-	gw := startGatewayProcess(t, map[string]any{
-		"listeners": []map[string]any{{"address": "127.0.0.1:0", "engine": "R", "tls": map[string]any{"dir": filepath.Join(certs, tlsutil.GatewayFolder)}}},
-		"engines": map[string]any{"R": map[string]any{"request_timeout": "1s", "backends": []map[string]any{
-			{"address": address, "tls": map[string]any{"dir": filepath.Join(certs, tlsutil.QlikFolder)}},
-		}}},
-	})
-
-	client := qlikClient{python: python, descriptors: descriptors, certDir: filepath.Join(certs, tlsutil.QlikFolder), address: gw.Addrs[0]}
+	client, _ := pythonPluginBehindGateway(t, map[string]any{"request_timeout": "1s"}, "--hold")
 	result := client.run(t, echoCall(t, 5))[0]
 	if result.Code != "DEADLINE_EXCEEDED" || !strings.Contains(result.Details, "request_timeout") {
 		t.Errorf("ExecuteFunction status = %s %q, want DEADLINE_EXCEEDED naming request_timeout", result.Code, result.Details)

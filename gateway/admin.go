@@ -129,12 +129,7 @@ func (i *idleConns) closeOne() bool {
 		break
 	}
 	if victim == nil {
-		oldest := time.Now().Add(-silentGrace)
-		for conn, opened := range i.silent {
-			if opened.Before(oldest) {
-				victim, oldest = conn, opened
-			}
-		}
+		victim = oldestSilent(i.silent)
 		delete(i.silent, victim)
 	}
 	i.mu.Unlock()

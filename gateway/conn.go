@@ -85,13 +85,7 @@ func (l *guardedListener) evictFor() bool {
 // of connecting.
 func (l *guardedListener) closeSilent() bool {
 	l.silentMu.Lock()
-	var victim *countedConn
-	oldest := time.Now().Add(-silentGrace)
-	for conn, opened := range l.silent {
-		if opened.Before(oldest) {
-			victim, oldest = conn, opened
-		}
-	}
+	victim := oldestSilent(l.silent)
 	delete(l.silent, victim)
 	l.silentMu.Unlock()
 	if victim == nil {
@@ -104,6 +98,20 @@ func (l *guardedListener) closeSilent() bool {
 			"listener", l.address, "peer", victim.RemoteAddr().String(), "max_connections", l.max)
 	}
 	return true
+}
+
+// oldestSilent returns the connection of opened, which maps connections to
+// when they opened, that opened first, if that was more than silentGrace
+// ago, or the zero value.
+func oldestSilent[C comparable](opened map[C]time.Time) C {
+	var victim C
+	oldest := time.Now().Add(-silentGrace)
+	for conn, at := range opened {
+		if at.Before(oldest) {
+			victim, oldest = conn, at
+		}
+	}
+	return victim
 }
 
 // silentEvictedMessage is the warning of closeSilent.
