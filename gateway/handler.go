@@ -36,8 +36,10 @@ type call struct {
 	gateway *Gateway
 	engine  *routing.Engine // nil for a call that no engine accepted
 	merged  *routing.Engine // the merged engine Qlik called, if any
-	// mergedName is the function's name in the merged engine.
+	// mergedName and mergedID are the function's name and id in the
+	// merged engine, as Qlik calls it; mergedName is "" for other calls.
 	mergedName string
+	mergedID   int32
 	ctx        context.Context // the client's call
 	method     string
 	start      time.Time

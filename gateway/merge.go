@@ -91,7 +91,7 @@ func (c *call) resolveMerged(ss grpc.ServerStream, merged *routing.Engine) (st *
 		// The member gets its own function id; everything else is Qlik's.
 		incoming := c.incoming.Copy()
 		ssepb.SetFunctionID(incoming, function.MemberID)
-		c.incoming, c.engine, c.mergedName = incoming, function.Member, function.Name
+		c.incoming, c.engine, c.mergedName, c.mergedID = incoming, function.Member, function.Name, id
 
 	case methodEvaluateScript:
 		member := merged.ScriptMember()

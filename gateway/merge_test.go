@@ -687,6 +687,65 @@ func TestMergedEngineOwnCallSpans(t *testing.T) {
 	}
 }
 
+// TestMergedEngineFunctionSpan checks the server span of a call of a
+// member's function through a merged engine: its function id and name are
+// those Qlik called, as its engine and name are the merged engine's, and
+// the member and the member's own id and name are beside them. The span
+// carried the member's id and name, so two members' functions with one id
+// looked alike.
+func TestMergedEngineFunctionSpan(t *testing.T) {
+	receiver := otlptest.StartGRPC(t)
+	a := startMergePlugin(t, "A", &ssepb.Capabilities{Functions: []*ssepb.FunctionDefinition{mergeFunction("A", 5, "Forecast")}})
+	b := startMergePlugin(t, "B", &ssepb.Capabilities{Functions: []*ssepb.FunctionDefinition{mergeFunction("B", 5, "Forecast")}})
+	gw := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("M", nil)},
+		Engines: map[string]*config.Engine{
+			"A": ssetest.Engine(a.Addr),
+			"B": ssetest.Engine(b.Addr),
+			"M": {Merge: []string{"A", "B"}},
+		},
+		Telemetry: config.Telemetry{
+			Traces:  config.TraceExport{Exporter: config.ExporterOTLP, Endpoint: receiver.Addr, Insecure: true},
+			Metrics: config.MetricExport{Exporter: config.ExporterNone},
+		},
+	})
+	client := ssetest.Dial(t, gw.Addrs[0])
+	if _, err := client.GetCapabilities(testContext(t), &ssepb.Empty{}); err != nil {
+		t.Fatalf("GetCapabilities through M: %v", err)
+	}
+	if _, err := wireExchange(functionContext(t, testContext(t), 1005), ssepb.ConnectorClient.ExecuteFunction, client); err != nil {
+		t.Fatalf("B_Forecast (1005) through M: %v", err)
+	}
+	if err := gw.Shutdown(testContext(t)); err != nil { // flushes the spans
+		t.Fatal(err)
+	}
+
+	want := map[string]any{
+		"qlik.sse.engine":                     "M",
+		"qlik.sse.function.id":                int64(1005),
+		"qlik.sse.function.name":              "B_Forecast",
+		"qlik.sse.merge.member":               "B",
+		"qlik.sse.merge.member.function.id":   int64(5),
+		"qlik.sse.merge.member.function.name": "Forecast",
+	}
+	found := false
+	for _, span := range receiver.Spans() {
+		if span.GetKind() != tracepb.Span_SPAN_KIND_SERVER || span.GetName() != "M.B_Forecast" {
+			continue
+		}
+		found = true
+		attributes := span.Attributes()
+		for key, value := range want {
+			if attributes[key] != value {
+				t.Errorf("span M.B_Forecast: %s = %v, want %v", key, attributes[key], value)
+			}
+		}
+	}
+	if !found {
+		t.Error("no server span M.B_Forecast")
+	}
+}
+
 // TestMergedEngineMaxWaiting checks that calls waiting for the
 // capabilities of a merged engine's members count against its max_waiting
 // (2 here), beyond which a call fails at once with ResourceExhausted

@@ -46,6 +46,10 @@ const (
 	attrAttempt        = attribute.Key("qlik.sse.attempt")
 	attrFromCache      = attribute.Key("qlik.sse.capabilities_from_cache")
 	attrMember         = attribute.Key("qlik.sse.merge.member")
+	// The member's own function id and name, beside the merged engine's
+	// in attrFunctionID and attrFunctionName.
+	attrMemberFunctionID   = attribute.Key("qlik.sse.merge.member.function.id")
+	attrMemberFunctionName = attribute.Key("qlik.sse.merge.member.function.name")
 )
 
 // metrics are the gateway's instruments. Their attributes are bounded:

@@ -152,11 +152,20 @@ func (c *call) describe() {
 	}
 
 	redaction := c.gateway.observer.redaction
-	if c.info.hasID {
-		attributes = append(attributes, attrFunctionID.Int(int(c.info.functionID)))
-	}
-	if c.info.function != "" {
-		attributes = append(attributes, attrFunctionName.String(c.info.function))
+	switch {
+	case c.merged != nil && c.mergedName != "":
+		// The function as Qlik calls it, beside qlik.sse.engine and the
+		// span's name, and as the member's plugin knows it.
+		attributes = append(attributes,
+			attrFunctionID.Int(int(c.mergedID)), attrFunctionName.String(c.mergedName),
+			attrMemberFunctionID.Int(int(c.info.functionID)), attrMemberFunctionName.String(c.info.function))
+	default:
+		if c.info.hasID {
+			attributes = append(attributes, attrFunctionID.Int(int(c.info.functionID)))
+		}
+		if c.info.function != "" {
+			attributes = append(attributes, attrFunctionName.String(c.info.function))
+		}
 	}
 	if c.info.hasType {
 		attributes = append(attributes, attrFunctionType.String(c.info.functionType.String()))
