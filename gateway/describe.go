@@ -116,10 +116,16 @@ func describeCall(fullMethod string, md metadata.MD, engine *routing.Engine) cal
 
 // spanName returns the name of a call's server span: <Engine>.<Function>,
 // or the gRPC method (service/method, as OpenTelemetry names RPC spans)
-// when the engine or the function is unknown.
+// when the engine or the function is unknown. A method outside the SSE
+// service is named "other", as in metrics: the path is the client's, and
+// tracing backends build metrics from span names.
 func (info *callInfo) spanName(engine, fullMethod string) string {
 	method := strings.TrimPrefix(fullMethod, "/")
 	switch {
+	case info.kind == methodOther && engine == "":
+		return methodOther
+	case info.kind == methodOther:
+		return engine + "." + methodOther
 	case engine == "":
 		return method
 	case info.function != "":

@@ -70,9 +70,7 @@ func (c metadataCarrier) Keys() []string {
 func (c *call) startSpan(l *listener) {
 	o := c.gateway.observer
 	parent := o.propagator.Extract(c.ctx, metadataCarrier(c.incoming))
-	// The path is the client's, so a call of no known method could name
-	// its span with anything a header allows.
-	c.spanName = boundedText(strings.TrimPrefix(c.method, "/"), maxMethodBytes)
+	c.spanName = c.info.spanName("", c.method)
 	c.spanCtx, c.span = o.tracer.Start(parent, c.spanName, trace.WithSpanKind(trace.SpanKindServer), trace.WithTimestamp(c.start))
 	o.metrics.inFlight.add(o.metrics, setKey{method: c.info.kind}, 1)
 	if !c.span.IsRecording() {
