@@ -706,8 +706,8 @@ func (c *call) forwardResponses(ss grpc.ServerStream, a *attempt, backendCtx con
 		}
 		c.answered(a)
 		c.messagesOut++
+		c.noteResponse(f) // may rewrite GetCapabilities' answer
 		c.bytesOut += int64(f.len())
-		c.noteResponse(f)
 		if err := ss.SendMsg(f); err != nil {
 			f.release()
 			a.abandon()

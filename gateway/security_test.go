@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ssegw/ssegw/config"
 	"github.com/ssegw/ssegw/internal/ssetest"
@@ -347,6 +348,13 @@ func TestScriptsDeny(t *testing.T) {
 	}
 	if got := plugin.capabilities.Load(); got != 1 {
 		t.Errorf("plugin GetCapabilities calls = %d, want 1", got)
+	}
+	// The bytes recorded are those the client got, not the plugin's.
+	record := gw.Logs.WaitFor(t, "call", secWait, func(r map[string]any) bool {
+		return r["method"] == "/qlik.sse.Connector/GetCapabilities"
+	})
+	if got, want := record["bytes_out"], float64(proto.Size(capabilities)); got != want {
+		t.Errorf("GetCapabilities record bytes_out = %v, want %v, the size of the answer without allowScript", got, want)
 	}
 
 	// Stop the plugin. Once the probes find it down, the gateway returns
