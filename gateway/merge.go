@@ -172,8 +172,10 @@ func (c *call) awaitMembers(ctx context.Context, merged *routing.Engine, members
 	wait, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// A stop, or the drain of a merged engine that a reload removed, ends
-	// the wait with its reason.
+	// the wait with its reason. So does the start of a stop: the call has
+	// reached no plugin yet, and would hold the stop for drain_timeout.
 	defer context.AfterFunc(merged.Cut(), cancel)()
+	defer context.AfterFunc(c.gateway.stoppingCtx, cancel)()
 	var replaced atomic.Bool
 	onReplaced := func() {
 		if c.movable() {
@@ -196,6 +198,8 @@ func (c *call) awaitMembers(ctx context.Context, merged *routing.Engine, members
 		return st, true, false
 	}
 	switch {
+	case ctx.Err() == nil && c.gateway.stoppingCtx.Err() != nil:
+		return status.Newf(codes.Unavailable, "engine %s: the gateway is stopping, and the call was still waiting for the capabilities of its members", merged.Name), true, false
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return status.Newf(codes.DeadlineExceeded, "the call's deadline passed while engine %s waited for the capabilities of its members", merged.Name), false, false
 	case ctx.Err() != nil:

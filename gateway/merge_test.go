@@ -746,6 +746,41 @@ func TestMergedEngineFunctionSpan(t *testing.T) {
 	}
 }
 
+// TestMergedEngineStopEndsWait checks that a stop ends at once a
+// GetCapabilities call that waits for a member's capabilities, with
+// Unavailable saying so: it has reached no plugin, and held the stop for
+// the whole drain time.
+func TestMergedEngineStopEndsWait(t *testing.T) {
+	a := startMergePlugin(t, "A", &ssepb.Capabilities{Functions: []*ssepb.FunctionDefinition{mergeFunction("A", 3, "Forecast")}})
+	gw := ssetest.StartGateway(t, &config.Config{
+		Listeners: []config.Listener{ssetest.Listen("M", nil)},
+		Engines: map[string]*config.Engine{
+			"A": ssetest.Engine(a.Addr),
+			"B": ssetest.ReconnectBuffer(ssetest.Engine(ssetest.FreeAddress(t)), time.Minute), // no plugin
+			"M": {Merge: []string{"A", "B"}},
+		},
+	})
+	client := ssetest.Dial(t, gw.Addrs[0])
+	waiting := make(chan error, 1)
+	go func() {
+		_, err := client.GetCapabilities(testContext(t), &ssepb.Empty{})
+		waiting <- err
+	}()
+	resilWait(t, 10*time.Second, "GetCapabilities waiting for the members of M", func() bool {
+		return resilMetric(t, gw, "ssegw_calls_waiting", `qlik_sse_engine="M"`) == 1
+	})
+
+	stopCtx, cancel := context.WithTimeout(testContext(t), 30*time.Second)
+	defer cancel()
+	if err := gw.Shutdown(stopCtx); err != nil {
+		t.Errorf("Shutdown() = %v, want nil: the waiting call should end by itself", err)
+	}
+	err := <-waiting
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "the gateway is stopping") {
+		t.Errorf("GetCapabilities waiting at the stop = %v, want Unavailable saying that the gateway is stopping", err)
+	}
+}
+
 // TestMergedEngineMaxWaiting checks that calls waiting for the
 // capabilities of a merged engine's members count against its max_waiting
 // (2 here), beyond which a call fails at once with ResourceExhausted
