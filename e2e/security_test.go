@@ -178,9 +178,13 @@ func TestPythonPluginCancelNotReplayed(t *testing.T) {
 // call.
 func TestPythonPluginRequestTimeout(t *testing.T) {
 	client, _ := pythonPluginBehindGateway(t, map[string]any{"request_timeout": "1s"}, "--hold")
-	result := client.run(t, echoCall(t, 5))[0]
-	if result.Code != "DEADLINE_EXCEEDED" || !strings.Contains(result.Details, "request_timeout") {
-		t.Errorf("ExecuteFunction status = %s %q, want DEADLINE_EXCEEDED naming request_timeout", result.Code, result.Details)
+	// The plugin's status can come a fraction of a millisecond before the
+	// gateway's own deadline, as in about one call of five: five calls.
+	call := echoCall(t, 5)
+	for i, result := range client.run(t, call, call, call, call, call) {
+		if result.Code != "DEADLINE_EXCEEDED" || !strings.Contains(result.Details, "request_timeout") {
+			t.Errorf("call %d: ExecuteFunction status = %s %q, want DEADLINE_EXCEEDED naming request_timeout", i, result.Code, result.Details)
+		}
 	}
 }
 
