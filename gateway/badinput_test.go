@@ -865,40 +865,62 @@ func TestBadInput(t *testing.T) {
 }
 
 // TestBadInputSilentConnectionsEvicted checks that connections that send
-// nothing cannot keep Qlik out of a listener at limits.max_connections: a
-// new connection takes the place of one that has sent no HTTP/2 preface
-// within a second, on plaintext and mutual TLS listeners alike, and the
-// gateway logs the eviction, not a refused handshake. Such connections
-// held their places until the handshake timeout, so a client reopening
-// them kept Qlik out without a certificate.
+// nothing, or only the 24 bytes of the HTTP/2 preface, cannot keep Qlik
+// out of a listener at limits.max_connections: a new connection takes the
+// place of one that has not sent the preface and its first frame within a
+// second, on plaintext and mutual TLS listeners alike, and the gateway
+// logs the eviction, not a refused handshake. Such connections held their
+// places until the handshake timeout, so a client reopening them kept
+// Qlik out without a certificate.
 func TestBadInputSilentConnectionsEvicted(t *testing.T) {
-	e := startBadEnv(t, func(cfg *config.Config) { cfg.Limits.MaxConnections = badMaxConnections })
 	for _, listener := range []struct {
-		name    string
-		address string
-		secure  bool
-	}{{"plaintext", e.plaintext, false}, {"mutual TLS", e.secure, true}} {
+		name   string
+		secure bool
+		send   string
+	}{
+		{"plaintext", false, ""},
+		{"plaintext, preface only", false, http2.ClientPreface},
+		{"mutual TLS", true, ""},
+	} {
 		t.Run(listener.name, func(t *testing.T) {
-			silent := map[string]*badRawConn{}
+			// A gateway each, whose warnings no other case has used up.
+			e := startBadEnv(t, func(cfg *config.Config) { cfg.Limits.MaxConnections = badMaxConnections })
+			address := e.plaintext
+			if listener.secure {
+				address = e.secure
+			}
+			silent := map[string]net.Conn{}
 			for range badMaxConnections {
-				c := badDialRaw(t, listener.address, false)
-				silent[c.conn.LocalAddr().String()] = c
+				conn, err := net.DialTimeout("tcp", address, badWait)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { conn.Close() })
+				if _, err := io.WriteString(conn, listener.send); err != nil {
+					t.Fatal(err)
+				}
+				silent[conn.LocalAddr().String()] = conn
 			}
 
 			// Qlik's connection is refused until a silent one has had its
 			// second, and gRPC's client connects again after a backoff.
-			client := e.badDial(t, listener.address, listener.secure)
+			client := e.badDial(t, address, listener.secure)
 			ctx, cancel := context.WithTimeout(testContext(t), 10*time.Second)
 			defer cancel()
 			if _, err := client.GetCapabilities(ctx, &ssepb.Empty{}, grpc.WaitForReady(true)); err != nil {
 				t.Fatalf("GetCapabilities() beside %d silent connections = %v, want OK", badMaxConnections, err)
 			}
-			const evictedMessage = "connection closed to make room for a new one: it had sent no HTTP/2 preface within 1s, and the listener has limits.max_connections open"
+			const evictedMessage = "connection closed to make room for a new one: it had not sent the HTTP/2 preface and its first frame within 1s, and the listener has limits.max_connections open"
 			record := e.gw.Logs.WaitFor(t, evictedMessage, badWait, func(r map[string]any) bool {
 				return silent[fmt.Sprint(r["peer"])] != nil
 			})
 			peer := fmt.Sprint(record["peer"])
-			silent[peer].waitClosed(t)
+			// The gateway closes it: reads end, after its SETTINGS if any.
+			evicted := silent[peer]
+			evicted.SetReadDeadline(time.Now().Add(badWait))
+			if _, err := io.Copy(io.Discard, evicted); err != nil {
+				t.Errorf("evicted connection: %v, want it closed by the gateway", err)
+			}
 
 			// The gateway would log a refused handshake as the handshake's
 			// read fails, at once; a call later it has not.

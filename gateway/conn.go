@@ -32,7 +32,8 @@ type guardedListener struct {
 	plaintext bool
 
 	// silent tracks, on a listener with evictSilent, the connections that
-	// have not sent the HTTP/2 preface yet, with when they opened.
+	// have not sent the HTTP/2 preface and its first frame yet, with when
+	// they opened.
 	evictSilent bool
 	silentMu    sync.Mutex
 	silent      map[*countedConn]time.Time
@@ -77,7 +78,8 @@ func (l *guardedListener) evictFor() bool {
 }
 
 // closeSilent closes the oldest connection that has not sent the HTTP/2
-// preface within silentGrace, if there is one, and reports whether it did.
+// preface and its first frame within silentGrace, if there is one, and
+// reports whether it did.
 // Connections that send nothing, or trickle a TLS handshake, would
 // otherwise hold their places until handshakeTimeout or gRPC's wait for
 // the preface: a client reopening them faster than that could keep Qlik
@@ -115,7 +117,7 @@ func oldestSilent[C comparable](opened map[C]time.Time) C {
 }
 
 // silentEvictedMessage is the warning of closeSilent.
-const silentEvictedMessage = "connection closed to make room for a new one: it had sent no HTTP/2 preface within 1s, and the listener has limits.max_connections open"
+const silentEvictedMessage = "connection closed to make room for a new one: it had not sent the HTTP/2 preface and its first frame within 1s, and the listener has limits.max_connections open"
 
 // countedConn gives its listener's count back when closed.
 type countedConn struct {
@@ -143,7 +145,7 @@ func (c *countedConn) wasEvicted() bool {
 }
 
 // spoke takes the connection off its listener's silent ones: it sent the
-// HTTP/2 preface, or closed.
+// HTTP/2 preface and its first frame, or closed.
 func (c *countedConn) spoke() {
 	if c == nil || !c.listener.evictSilent {
 		return
@@ -169,6 +171,9 @@ type watchedConn struct {
 	// Used by gRPC's reading goroutine only.
 	seen    []byte // the first bytes, up to the length of the preface
 	decided bool
+	// first tracks the frame after the preface, which ends the
+	// connection's silence; see firstFrame.
+	first firstFrame
 }
 
 var http2Preface = []byte(http2.ClientPreface)
@@ -176,9 +181,13 @@ var http2Preface = []byte(http2.ClientPreface)
 func (c *watchedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if c.decided {
+		if !c.first.done && c.first.take(p[:n]) {
+			c.counted.spoke()
+		}
 		return n, err
 	}
-	c.seen = append(c.seen, p[:min(n, len(http2Preface)-len(c.seen))]...)
+	taken := min(n, len(http2Preface)-len(c.seen))
+	c.seen = append(c.seen, p[:taken]...)
 	switch {
 	case !bytes.HasPrefix(http2Preface, c.seen):
 		c.decided = true
@@ -186,7 +195,9 @@ func (c *watchedConn) Read(p []byte) (int, error) {
 	case len(c.seen) == len(http2Preface):
 		c.decided = true
 		c.seen = nil
-		c.counted.spoke()
+		if c.first.take(p[taken:n]) {
+			c.counted.spoke()
+		}
 	case err != nil:
 		c.decided = true
 		switch reason := tlsutil.HandshakeFailureReason(err); {
@@ -207,6 +218,34 @@ func (c *watchedConn) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// firstFrame follows the first frame after the HTTP/2 preface, the
+// client's SETTINGS, through the bytes read. A connection has spoken once
+// that frame is whole: the preface alone, 24 bytes, would let a client
+// hold a place at limits.max_connections as cheaply as by sending nothing.
+type firstFrame struct {
+	header [9]byte
+	filled int // bytes of header read
+	left   int // bytes of the payload still to read, once the header is whole
+	done   bool
+}
+
+// take follows the frame through b, the next bytes read, and reports
+// whether the frame became whole in them.
+func (f *firstFrame) take(b []byte) bool {
+	if f.filled < len(f.header) {
+		k := copy(f.header[f.filled:], b)
+		f.filled += k
+		b = b[k:]
+		if f.filled < len(f.header) {
+			return false
+		}
+		f.left = int(f.header[0])<<16 | int(f.header[1])<<8 | int(f.header[2])
+	}
+	f.left -= min(f.left, len(b))
+	f.done = f.left == 0
+	return f.done
 }
 
 func (c *watchedConn) refused(reason string) {
