@@ -38,6 +38,11 @@ func (h *handshakeLogger) ServerHandshake(conn net.Conn) (net.Conn, credentials.
 		return nil, nil, err // closeSilent closed it, and logged why
 	}
 	reason := tlsutil.HandshakeFailureReason(err)
+	if reason == tlsutil.FailureClosed && !deferred.sent {
+		// Closed before a ClientHello, as a TCP health check or a port
+		// scan closes: no handshake was refused.
+		return nil, nil, err
+	}
 	h.gateway.handshakeFailures[slices.Index(tlsutil.HandshakeFailures, reason)].Add(1)
 
 	// One line per client address and reason and interval: a Qlik engine
@@ -69,9 +74,20 @@ const closedHint = "a client that does not trust the gateway's certificate may c
 // takes effect only at release.
 type closeDeferredConn struct {
 	net.Conn
+	// sent is set once the client has sent a byte. Only the handshake's
+	// goroutine writes it: a client's first bytes are its ClientHello.
+	sent      bool
 	mu        sync.Mutex
 	deferring bool
 	closed    bool // Close was called while deferring
+}
+
+func (c *closeDeferredConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && !c.sent {
+		c.sent = true
+	}
+	return n, err
 }
 
 func (c *closeDeferredConn) Close() error {

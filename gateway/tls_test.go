@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -247,6 +248,52 @@ func TestTLSListenerRefusesPlaintext(t *testing.T) {
 	checkRefusedHandshakeLogged(t, gw, conn.LocalAddr().String(), tlsutil.FailureNotTLS)
 	if got := plugin.calls.Load(); got != 0 {
 		t.Errorf("plugin calls = %d, want 0", got)
+	}
+}
+
+// TestTLSListenerProbeNotCounted checks that a connection closed before
+// it sends anything, as a TCP health check or a port scan closes, is not
+// counted or logged as a refused handshake, while one closed after the
+// start of a ClientHello is, with the hint about Qlik's root_cert.pem.
+func TestTLSListenerProbeNotCounted(t *testing.T) {
+	certs := ssetest.NewCerts(t)
+	plugin := startCountedPlugin(t, "plugin-a")
+	gw := startTLSGateway(t, certs, plugin)
+
+	// The probe comes from another address, so that the log's limit of a
+	// record per address and reason cannot hide it.
+	dialer := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+	probe, err := dialer.Dial("tcp", gw.Addrs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe.Close()
+	// A whole call, and then a connection that starts a handshake and
+	// whose refusal the test waits for: the probe's close, which the
+	// gateway reads at once, is long handled by then.
+	client := ssetest.DialTLS(t, gw.Addrs[0], certs.QlikDir, "localhost")
+	if _, err := client.GetCapabilities(testContext(t), &ssepb.Empty{}); err != nil {
+		t.Fatalf("GetCapabilities() after the probe: %v", err)
+	}
+	started, err := net.Dial("tcp", gw.Addrs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := started.Write([]byte{0x16, 0x03, 0x01}); err != nil { // a TLS record header
+		t.Fatal(err)
+	}
+	started.Close()
+
+	waitForHandshakeFailure(t, gw, tlsutil.FailureClosed, 5*time.Second)
+	if diff := cmp.Diff(handshakeCounts(tlsutil.FailureClosed), gw.HandshakeFailures()); diff != "" {
+		t.Errorf("HandshakeFailures() (-want +got):\n%s", diff)
+	}
+	records := gw.Logs.Records(refusedHandshakeMessage)
+	if len(records) != 1 || records[0]["peer"] != started.LocalAddr().String() {
+		t.Fatalf("refused handshake records = %v, want one, of %s", records, started.LocalAddr())
+	}
+	if hint, _ := records[0]["hint"].(string); !strings.Contains(hint, "root_cert.pem") {
+		t.Errorf("hint = %q, want it to point at root_cert.pem", hint)
 	}
 }
 

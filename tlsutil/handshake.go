@@ -63,7 +63,8 @@ func HandshakeFailureReason(err error) HandshakeFailure {
 		return FailureNotTLS
 	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
 		return FailureTimeout
-	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, syscall.ECONNRESET):
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed), errors.Is(err, syscall.ECONNRESET):
+		// Unexpected EOF: the client closed within a record.
 		return FailureClosed
 	// crypto/tls has no error type for a missing client certificate (as of
 	// Go 1.26), only this message.
