@@ -161,9 +161,12 @@ func (r *Replica) probe(ctx context.Context, timeout time.Duration) *Capabilitie
 	}
 	if r.busy {
 		r.busy = false
-		// Otherwise nothing would tell that the warning is over when the
-		// replica stays in its state, or why it gets calls again.
-		r.logger.Info("replica no longer busy: its probe has ended", "engine", r.engine, "backend", r.Address)
+		if err == nil || !unreachable(err) {
+			// Otherwise nothing would tell that the warning is over when
+			// the replica stays in its state, or why it gets calls again.
+			// A replica that did not answer is logged as failing below.
+			r.logger.Info("replica no longer busy: it answered its probe", "engine", r.engine, "backend", r.Address)
+		}
 	}
 	if err != nil && unreachable(err) {
 		r.state, r.lastError = ReplicaFailing, err.Error()

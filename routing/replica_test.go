@@ -301,12 +301,21 @@ func TestProbeTimeoutWhileBusy(t *testing.T) {
 		t.Errorf("got %d records of the end of busy after a probe answered, want 1; log:\n%s", got, log)
 	}
 
-	// A probe that times out with no call in flight marks it failing.
+	// A probe that times out with no call in flight marks it failing, also
+	// when it was busy: its calls ended, but it does not answer. That is no
+	// end of busy to log.
+	replica.mu.Lock()
+	replica.busy = true
+	replica.mu.Unlock()
+	before := len(log.String())
 	plugin.workers <- struct{}{}
 	plugin.workers <- struct{}{}
 	replica.probe(context.Background(), 200*time.Millisecond)
 	if got := replica.Status().State; got != ReplicaFailing {
 		t.Errorf("state after a probe timed out with no call in flight = %s, want failing", got)
+	}
+	if later := log.String()[before:]; strings.Contains(later, "no longer busy") || !strings.Contains(later, `"msg":"replica failing"`) {
+		t.Errorf("log after a busy replica's probe timed out with no call in flight:\n%s\nwant it failing, not no longer busy", later)
 	}
 	<-plugin.workers
 	<-plugin.workers
