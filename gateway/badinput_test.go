@@ -535,7 +535,7 @@ func badHeaderCases() []badCase {
 			run: func(t *testing.T, e *badEnv) {
 				md := functionMD(t)
 				md.Set("x-padding", strings.Repeat("p", badMaxHeaderListSize+4000))
-				refused(t, e, md, codes.ResourceExhausted, "limits.max_header_list_size")
+				refused(t, e, md, codes.ResourceExhausted, "in x-padding, are over limits.max_header_list_size")
 			},
 		},
 		{

@@ -148,8 +148,9 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 	// own limit it resets the stream or closes the connection without one.
 	if size := headerListSize(md); size > int(g.cfg.Limits.MaxHeaderListSize) {
 		close(c.requestsDone)
-		return c.finish(status.Newf(codes.ResourceExhausted, "request headers of %d bytes are over limits.max_header_list_size (%v)",
-			size, g.cfg.Limits.MaxHeaderListSize), true)
+		key, largest := largestHeader(md)
+		return c.finish(status.Newf(codes.ResourceExhausted, "request headers of %d bytes, %d of them in %s, are over limits.max_header_list_size (%v)",
+			size, largest, boundedText(key, maxLoggedKeyBytes), g.cfg.Limits.MaxHeaderListSize), true)
 	}
 
 	// Serve the call on the engine it matches. A call that waited for a

@@ -156,6 +156,18 @@ func headerListSize(md metadata.MD) int {
 	return size
 }
 
+// largestHeader returns the key of md whose values take the most of its
+// header list size, as headerListSize counts it, and their size: the one to
+// name when the list is over a limit, such as Qlik's script header.
+func largestHeader(md metadata.MD) (key string, size int) {
+	for k, values := range md {
+		if n := headerListSize(metadata.MD{k: values}); n > size {
+			key, size = k, n
+		}
+	}
+	return key, size
+}
+
 // firstValue returns the first value of key in md, or "".
 func firstValue(md metadata.MD, key string) string {
 	if values := md[key]; len(values) > 0 {
