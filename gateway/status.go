@@ -213,8 +213,12 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 		return status.Newf(codes.ResourceExhausted, "engine %s: max_waiting (%d) calls already wait for a ready replica",
 			c.engine.Name, c.engine.Config.MaxWaiting), true
 	case errors.Is(err, errStoppedWaiting):
-		return status.New(codes.Unavailable, withCertificateHint(fmt.Sprintf("engine %s: the gateway is stopping, and the call was still waiting for a ready replica; replicas: %s",
-			c.engine.Name, replicaSummary(c.engine)))), true
+		waitedFor := "a ready replica"
+		if limit := c.engine.Config.MaxInFlight; limit > 0 {
+			waitedFor = fmt.Sprintf("a ready replica with fewer than max_in_flight (%d) calls", limit)
+		}
+		return status.New(codes.Unavailable, withCertificateHint(fmt.Sprintf("engine %s: the gateway is stopping, and the call was still waiting for %s; replicas: %s",
+			c.engine.Name, waitedFor, replicaSummary(c.engine)))), true
 	case errors.Is(err, errWaitExpired) || errors.Is(context.Cause(a.ctx), errWaitExpired):
 		return status.New(codes.Unavailable, withCertificateHint(fmt.Sprintf("engine %s: no replica ready after waiting %v (reconnect_buffer); replicas: %s",
 			c.engine.Name, c.engine.Config.ReconnectWait(), replicaSummary(c.engine)))), true
