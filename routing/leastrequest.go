@@ -8,10 +8,10 @@ import (
 
 // leastRequestName is the balancer behind an engine's least_request. It
 // replaces gRPC's least_request_experimental, which (as of grpc-go v1.85)
-// compares a number of replicas drawn at random, ten as the gateway
-// configured it, and allocates once per draw and once more for the call's
-// end: eleven allocations per call, about a twentieth of the gateway's
-// allocations on small calls in a heap profile. This one compares every
+// compares a number of replicas drawn at random, and allocates once per
+// draw and once more for the call's end: with ten draws, eleven
+// allocations per call, about a twentieth of the gateway's allocations on
+// small calls in a heap profile. This one compares every
 // ready replica and allocates nothing per pick.
 const leastRequestName = "ssegw_least_request"
 

@@ -119,7 +119,7 @@ When the call ends with a status other than OK, its code and message go to
 standard error and the exit status is 1.`,
 		Example: `  ssegw call 127.0.0.1:50055 capabilities
   printf '1,2\n10,20\n' | ssegw call 127.0.0.1:50055 function SumOfRows
-  ssegw call gateway.example.com:50055 --tls-dir qlik --engine Example function SumOfRows --arg 1,10 --arg 2,20
+  ssegw call gateway.example.com:50052 --tls-dir certs/qlik --engine R function SumOfRows --arg 1,10 --arg 2,20
   echo '[["a", 1], ["b", 2]]' | ssegw call 127.0.0.1:50055 script 'args[0]' --function ScriptEvalExStr --types SN --input json`,
 		Args: validateCallArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
