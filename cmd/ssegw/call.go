@@ -727,6 +727,9 @@ func responseOverLimit(st *status.Status, sent []*ssepb.BundledRows, limit int) 
 func connectionHint(address string, flags callFlags, err error) string {
 	reason := tlsutil.DialFailureReason(err)
 	switch {
+	case strings.Contains(err.Error(), "connection refused"):
+		// Nothing listens there: no certificate can be the cause.
+		return fmt.Sprintf("Nothing listens at %s: check the address, and that the plugin or gateway runs.", address)
 	case flags.tlsDir != "" && reason == tlsutil.DialNotTLS:
 		return fmt.Sprintf("%s does not speak TLS: call it without --tls-dir.", address)
 	case flags.tlsDir != "" && reason == tlsutil.DialClientExpired:

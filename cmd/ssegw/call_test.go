@@ -851,7 +851,13 @@ func TestCallExplainsConnectionFailure(t *testing.T) {
 		{
 			name:     "refused",
 			args:     []string{closed, "capabilities"},
-			wantHint: "Check that " + closed + " is the address of a running plugin or gateway. If the endpoint requires TLS, pass --tls-dir",
+			wantHint: "Nothing listens at " + closed + ": check the address, and that the plugin or gateway runs.",
+		},
+		{
+			// No certificate advice, which cannot help.
+			name:     "refused with TLS",
+			args:     []string{closed, "--tls-dir", certs.QlikDir, "capabilities"},
+			wantHint: "Nothing listens at " + closed + ": check the address, and that the plugin or gateway runs.",
 		},
 		{
 			name:     "TLS to a plaintext plugin",
