@@ -302,14 +302,16 @@ func (c *call) serve(ss grpc.ServerStream, engine *routing.Engine) (st *status.S
 			go c.forwardRequests(ss, cancel)
 		}
 		st, gatewayFailure, retry := c.forwardResponses(ss, a, backendCtx)
+		// gRPC copies the trailer at each read, so it is read once.
+		trailer := a.stream.Trailer()
 		trailersFit := true
-		if over := c.trailersOverLimit(a, st); over != nil {
+		if over := c.trailersOverLimit(a, st, trailer); over != nil {
 			st, gatewayFailure, retry, trailersFit = over, true, false, false
 		}
 		c.endAttempt(a, st)
 		if !retry || !c.mayReplay() {
 			if trailersFit {
-				c.setTrailer(ss, a)
+				c.setTrailer(ss, a, trailer)
 			}
 			return st, gatewayFailure, false
 		}
@@ -434,7 +436,7 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 	//
 	// NOTE: the check comes before the pick, so a call that finds the last
 	// ready replica gone just after it waits uncounted and unmovable,
-	// within reconnect_buffer. With max_in_flight, every call is counted
+	// within reconnect_buffer, and a stop does not end its wait. With max_in_flight, every call is counted
 	// while its stream opens, since only the pick decides whether it
 	// waits.
 	mayWait := wait > 0 && !engine.PicksAtOnce()
@@ -479,11 +481,15 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 				defer c.merged.AfterReplaced(onReplaced)()
 			}
 		}
-		defer context.AfterFunc(c.gateway.stoppingCtx, func() {
-			if outcome.CompareAndSwap(waiting, stopping) {
-				a.cancel(errStoppedWaiting)
-			}
-		})()
+		if mayWait {
+			// Like the move above, only for a call that may wait: the
+			// watch costs three allocations, which most calls are spared.
+			defer context.AfterFunc(c.gateway.stoppingCtx, func() {
+				if outcome.CompareAndSwap(waiting, stopping) {
+					a.cancel(errStoppedWaiting)
+				}
+			})()
+		}
 	}
 	began := time.Now()
 	stream, err := engine.Pool.Conn().NewStream(a.ctx, &forwardedStreamDesc, c.method, options...)
@@ -723,11 +729,11 @@ func (c *call) forwardResponses(ss grpc.ServerStream, a *attempt, backendCtx con
 // Qlik's gRPC would refuse them too, as it refuses a long traceback in a
 // status message. st is nil for OK. The size counts the message without
 // the percent-encoding that its non-ASCII bytes get on the wire.
-func (c *call) trailersOverLimit(a *attempt, st *status.Status) *status.Status {
+func (c *call) trailersOverLimit(a *attempt, st *status.Status, trailer metadata.MD) *status.Status {
 	if st != nil && !a.statusReceived.Load() {
 		return nil // the gateway's own status, with no trailers of the plugin
 	}
-	size := headerListSize(a.stream.Trailer()) + len("grpc-status") + 1 + 32
+	size := headerListSize(trailer) + len("grpc-status") + 1 + 32
 	if message := st.Message(); message != "" {
 		size += len("grpc-message") + len(message) + 32
 	}
@@ -796,8 +802,8 @@ func (c *call) warnIfStale() {
 // client as the plugin sent them, as a direct call gets them. Should gRPC
 // reject them there too, those it cannot send are left out with a
 // warning, as response headers are.
-func (c *call) setTrailer(ss grpc.ServerStream, a *attempt) {
-	trailer := hopFiltered(a.stream.Trailer())
+func (c *call) setTrailer(ss grpc.ServerStream, a *attempt, trailer metadata.MD) {
+	trailer = hopFiltered(trailer)
 	if grpc.SetTrailer(ss.Context(), trailer) == nil || ss.Context().Err() != nil {
 		return // sent, or the client's side has ended and nothing goes out
 	}
