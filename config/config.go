@@ -410,21 +410,25 @@ func (l Limits) ConnWindow() ByteSize {
 
 // HeaderListCeiling returns the header list size that gRPC itself accepts
 // on the gateway's connections, both ways: four times MaxHeaderListSize,
-// and at least grpc-go's default of 16 MiB. Between the two, the gateway
-// fails the call with ResourceExhausted and a message naming
-// max_header_list_size. Over the ceiling, gRPC (grpc-go v1.85 with
-// golang.org/x/net v0.63) resets the stream without a status. It closes
-// the connection when one value alone is longer, because HPACK's table
-// belongs to the connection: a value that is not decoded leaves every
-// later header block unreadable. The ceiling is high for that reason, so that a
-// long script in Qlik's script header, or a long traceback in a plugin's
-// status, fails its own call and not every call on the connection. The
-// cost is that a connection can make the gateway hold that much memory
-// while one header block is decoded.
+// and at least 1 MiB. Between the two, the gateway fails the call with
+// ResourceExhausted and a message naming max_header_list_size.
+//
+// Over the ceiling, gRPC (grpc-go v1.85 with golang.org/x/net v0.63)
+// resets the stream without a status when the block ends in its first
+// frame, and closes the connection when it goes on in CONTINUATION frames
+// or one value alone is longer: HPACK's table belongs to the connection,
+// so a block that is not decoded leaves every later one unreadable. The
+// ceiling is well above the limit so that a long script in Qlik's script
+// header, or a long traceback in a plugin's status, fails its own call and
+// not every call on the connection. It is not higher, as gRPC's default of
+// 16 MiB is, because a connection can make the gateway hold that much
+// memory while one header block is decoded, and max_connections of them.
 func (l Limits) HeaderListCeiling() uint32 {
-	const grpcDefault = 16 << 20
-	return uint32(min(max(4*int64(l.MaxHeaderListSize), grpcDefault), math.MaxUint32))
+	return uint32(min(max(4*int64(l.MaxHeaderListSize), minHeaderListCeiling), math.MaxUint32))
 }
+
+// minHeaderListCeiling is the least of HeaderListCeiling.
+const minHeaderListCeiling = 1 << 20
 
 // FirstMessageWait returns the first_message_timeout in effect.
 func (l Limits) FirstMessageWait() time.Duration {
