@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"slices"
 	"sync"
@@ -117,7 +118,7 @@ func oldestSilent[C comparable](opened map[C]time.Time) C {
 }
 
 // silentEvictedMessage is the warning of closeSilent.
-const silentEvictedMessage = "connection closed to make room for a new one: it had not sent the HTTP/2 preface and its first frame within 1s, and the listener has limits.max_connections open"
+var silentEvictedMessage = fmt.Sprintf("connection closed to make room for a new one: it had not sent the HTTP/2 preface and its first frame within %v, and the listener has limits.max_connections open", silentGrace)
 
 // countedConn gives its listener's count back when closed.
 type countedConn struct {

@@ -35,16 +35,20 @@ const handshakeTimeout = 10 * time.Second
 // Gateway is a running set of listeners and the engines they serve.
 type Gateway struct {
 	// Immutable after New.
-	cfg           *config.Config
-	logger        *slog.Logger
-	listeners     []*listener
-	warnings      *warningLimiter
-	observer      *observer
-	telemetry     *telemetry.Providers
-	ownsTelemetry bool // the gateway made telemetry, and shuts it down
-	version       string
-	userAgent     string
-	certificates  *tlsutil.Watcher
+	cfg       *config.Config
+	logger    *slog.Logger
+	listeners []*listener
+	warnings  *warningLimiter
+	// unsentWarnings limits the warnings about headers gRPC cannot send,
+	// whose keys hold header names that clients choose: apart, a client
+	// that fills it cannot hold back the other warnings.
+	unsentWarnings *warningLimiter
+	observer       *observer
+	telemetry      *telemetry.Providers
+	ownsTelemetry  bool // the gateway made telemetry, and shuts it down
+	version        string
+	userAgent      string
+	certificates   *tlsutil.Watcher
 
 	// stopBackground ends the certificate watch and expiry checks.
 	stopBackground context.CancelFunc
@@ -140,6 +144,7 @@ func New(cfg *config.Config, logger *slog.Logger, opts Options) (*Gateway, error
 		cfg:               cfg,
 		logger:            logger,
 		warnings:          newWarningLimiter(10 * time.Second),
+		unsentWarnings:    newWarningLimiter(10 * time.Second),
 		handshakeFailures: make([]atomic.Int64, len(tlsutil.HandshakeFailures)),
 		telemetry:         opts.Telemetry,
 		version:           opts.Version,
@@ -278,7 +283,7 @@ func (g *Gateway) Start() error {
 			gateway:   g,
 			address:   l.config.Address,
 			max:       int64(g.cfg.Limits.MaxConnections),
-			full:      "connection closed: the listener has limits.max_connections open, and none has been silent for 1s",
+			full:      fmt.Sprintf("connection closed: the listener has limits.max_connections open, and none has been silent for %v", silentGrace),
 			plaintext: l.config.TLS == nil,
 		}
 		if guarded.max > 0 {

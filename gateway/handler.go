@@ -481,9 +481,11 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 				defer c.merged.AfterReplaced(onReplaced)()
 			}
 		}
-		if mayWait {
+		if mayWait && c.gateway.stoppingCtx.Err() == nil {
 			// Like the move above, only for a call that may wait: the
 			// watch costs three allocations, which most calls are spared.
+			// An attempt that starts once the stop has begun, such as a
+			// replay, is not raced against its own pick of a ready replica.
 			defer context.AfterFunc(c.gateway.stoppingCtx, func() {
 				if outcome.CompareAndSwap(waiting, stopping) {
 					a.cancel(errStoppedWaiting)
@@ -733,9 +735,9 @@ func (c *call) trailersOverLimit(a *attempt, st *status.Status, trailer metadata
 	if st != nil && !a.statusReceived.Load() {
 		return nil // the gateway's own status, with no trailers of the plugin
 	}
-	size := headerListSize(trailer) + len("grpc-status") + 1 + 32
+	size := headerListSize(trailer) + len("grpc-status") + 1 + hpackFieldOverhead
 	if message := st.Message(); message != "" {
-		size += len("grpc-message") + len(message) + 32
+		size += len("grpc-message") + len(message) + hpackFieldOverhead
 	}
 	limit := c.gateway.cfg.Limits.MaxHeaderListSize
 	if size <= int(limit) {
@@ -839,7 +841,7 @@ func (c *call) warnUnsent(direction string, keys []string, backend string) {
 	var allowed []string
 	for _, key := range keys {
 		key = boundedText(key, maxLoggedKeyBytes)
-		if c.gateway.warnings.allow("unsent:" + c.engine.Name + ":" + direction + ":" + key) {
+		if c.gateway.unsentWarnings.allow(c.engine.Name + ":" + direction + ":" + key) {
 			allowed = append(allowed, key)
 		}
 	}

@@ -160,7 +160,8 @@ func (c *call) unknownVisibleMembers(merged *routing.Engine) []*routing.Engine {
 // table takes the call. The call has read nothing from the client yet, so
 // it can be matched again.
 func (c *call) awaitMembers(ctx context.Context, merged *routing.Engine, members []*routing.Engine) (st *status.Status, gatewayFailure, moved bool) {
-	if !slices.ContainsFunc(members, func(member *routing.Engine) bool { return member.Capabilities() == nil }) {
+	unknown := func(member *routing.Engine) bool { return member.Capabilities() == nil }
+	if !slices.ContainsFunc(members, unknown) {
 		return nil, false, false
 	}
 	if !c.beginWait(merged) {
@@ -198,7 +199,9 @@ func (c *call) awaitMembers(ctx context.Context, merged *routing.Engine, members
 		return st, true, false
 	}
 	switch {
-	case ctx.Err() == nil && c.gateway.stoppingCtx.Err() != nil:
+	case ctx.Err() == nil && c.gateway.stoppingCtx.Err() != nil && slices.ContainsFunc(members, unknown):
+		// Not when the capabilities came as the stop began: the call can
+		// go on.
 		return status.Newf(codes.Unavailable, "engine %s: the gateway is stopping, and the call was still waiting for the capabilities of its members", merged.Name), true, false
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return status.Newf(codes.DeadlineExceeded, "the call's deadline passed while engine %s waited for the capabilities of its members", merged.Name), false, false

@@ -139,9 +139,13 @@ func contentSubtype(md metadata.MD) string {
 	return strings.TrimSpace(subtype)
 }
 
+// hpackFieldOverhead is what HTTP/2 adds to each field's name and value
+// when it counts a header list's size (RFC 7541, section 4.1).
+const hpackFieldOverhead = 32
+
 // headerListSize returns the size of md as HTTP/2 counts a header list:
-// each field's name and value plus 32 bytes, with -bin values in base64
-// as they travel.
+// each field's name and value plus hpackFieldOverhead, with -bin values in
+// base64 as they travel.
 func headerListSize(md metadata.MD) int {
 	size := 0
 	for key, values := range md {
@@ -150,7 +154,7 @@ func headerListSize(md metadata.MD) int {
 			if strings.HasSuffix(key, "-bin") {
 				n = base64.RawStdEncoding.EncodedLen(n)
 			}
-			size += len(key) + n + 32
+			size += len(key) + n + hpackFieldOverhead
 		}
 	}
 	return size
@@ -161,7 +165,9 @@ func headerListSize(md metadata.MD) int {
 // name when the list is over a limit, such as Qlik's script header.
 func largestHeader(md metadata.MD) (key string, size int) {
 	for k, values := range md {
-		if n := headerListSize(metadata.MD{k: values}); n > size {
+		// Ties go to the first key in sorted order, so that the same
+		// headers always name the same key.
+		if n := headerListSize(metadata.MD{k: values}); n > size || n == size && k < key {
 			key, size = k, n
 		}
 	}

@@ -17,9 +17,9 @@ type warningLimiter struct {
 	lastSweep time.Time
 }
 
-// maxWarningKeys bounds the keys the limiter remembers. Keys are made from
-// peer addresses and from header keys that clients choose, so a client
-// could otherwise grow the map without bound.
+// maxWarningKeys bounds the keys a limiter remembers. Keys are made from
+// peer addresses, and for Gateway.unsentWarnings from header keys that
+// clients choose, so a client could otherwise grow the map without bound.
 const maxWarningKeys = 10000
 
 func newWarningLimiter(interval time.Duration) *warningLimiter {

@@ -727,8 +727,11 @@ func responseOverLimit(st *status.Status, sent []*ssepb.BundledRows, limit int) 
 func connectionHint(address string, flags callFlags, err error) string {
 	reason := tlsutil.DialFailureReason(err)
 	switch {
-	case strings.Contains(err.Error(), "connection refused"):
-		// Nothing listens there: no certificate can be the cause.
+	case strings.Contains(err.Error(), "connection refused"), strings.Contains(err.Error(), "actively refused"):
+		// Nothing listens there: no certificate can be the cause. gRPC
+		// passes only the dial error's text (grpc-go v1.85); Windows words
+		// it "No connection could be made because the target machine
+		// actively refused it".
 		return fmt.Sprintf("Nothing listens at %s: check the address, and that the plugin or gateway runs.", address)
 	case flags.tlsDir != "" && reason == tlsutil.DialNotTLS:
 		return fmt.Sprintf("%s does not speak TLS: call it without --tls-dir.", address)
