@@ -415,9 +415,10 @@ func (l Limits) ConnWindow() ByteSize {
 //
 // Over the ceiling, gRPC (grpc-go v1.85 with golang.org/x/net v0.63)
 // resets the stream without a status when the block ends in its first
-// frame, and closes the connection when it goes on in CONTINUATION frames
-// or one value alone is longer: HPACK's table belongs to the connection,
-// so a block that is not decoded leaves every later one unreadable. The
+// frame. It closes the connection when the block goes on in CONTINUATION
+// frames or one value alone is longer, because HPACK's table belongs to
+// the connection: a block that is not decoded leaves every later one
+// unreadable. The
 // ceiling is well above the limit so that a long script in Qlik's script
 // header, or a long traceback in a plugin's status, fails its own call and
 // not every call on the connection. It is not higher, as gRPC's default of

@@ -139,8 +139,8 @@ func contentSubtype(md metadata.MD) string {
 	return strings.TrimSpace(subtype)
 }
 
-// hpackFieldOverhead is what HTTP/2 adds to each field's name and value
-// when it counts a header list's size (RFC 7541, section 4.1).
+// hpackFieldOverhead is the size HTTP/2 adds to each field's name and
+// value when it counts a header list (RFC 7541, section 4.1).
 const hpackFieldOverhead = 32
 
 // headerListSize returns the size of md as HTTP/2 counts a header list:

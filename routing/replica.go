@@ -165,7 +165,7 @@ func (r *Replica) probe(ctx context.Context, timeout time.Duration) *Capabilitie
 			// Otherwise nothing would tell that the warning is over when
 			// the replica stays in its state, or why it gets calls again.
 			// A replica that did not answer is logged as failing below.
-			r.logger.Info("replica no longer busy: it answered its probe", "engine", r.engine, "backend", r.Address)
+			r.logger.Info("replica no longer busy: it responded to its probe", "engine", r.engine, "backend", r.Address)
 		}
 	}
 	if err != nil && unreachable(err) {
