@@ -536,6 +536,11 @@ func badHeaderCases() []badCase {
 				md := functionMD(t)
 				md.Set("x-padding", strings.Repeat("p", badMaxHeaderListSize+4000))
 				refused(t, e, md, codes.ResourceExhausted, "in x-padding, are over limits.max_header_list_size")
+				// Recorded under the engine the call was for, not "none".
+				record := e.gw.Logs.WaitFor(t, "call", badWait, func(r map[string]any) bool { return r["code"] == codes.ResourceExhausted.String() })
+				if record["engine"] != "R" {
+					t.Errorf("record of the refused call names engine %v, want R", record["engine"])
+				}
 			},
 		},
 		{

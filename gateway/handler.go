@@ -148,6 +148,11 @@ func (l *listener) handleStream(_ any, ss grpc.ServerStream) error {
 	// own limit it resets the stream or closes the connection without one.
 	if size := headerListSize(md); size > int(g.cfg.Limits.MaxHeaderListSize) {
 		close(c.requestsDone)
+		// The engine the call would reach names it in the record and the
+		// metrics; the call is not counted on it, since it ends here.
+		if engine, err := c.match(g.routing.Load()); err == nil {
+			c.engine = engine
+		}
 		key, largest := largestHeader(md)
 		return c.finish(status.Newf(codes.ResourceExhausted, "request headers of %d bytes, %d of them in %s, are over limits.max_header_list_size (%v)",
 			size, largest, boundedText(key, maxLoggedKeyBytes), g.cfg.Limits.MaxHeaderListSize), true)
