@@ -38,9 +38,10 @@ func (h *handshakeLogger) ServerHandshake(conn net.Conn) (net.Conn, credentials.
 		return nil, nil, err // closeSilent closed it, and logged why
 	}
 	reason := tlsutil.HandshakeFailureReason(err)
-	if reason == tlsutil.FailureClosed && !deferred.sent {
-		// Closed before a ClientHello, as a TCP health check or a port
-		// scan closes: no handshake was refused.
+	if (reason == tlsutil.FailureClosed || reason == tlsutil.FailureTimeout) && !deferred.sent {
+		// Closed, or silent until the handshake's timeout, before a
+		// ClientHello, as a TCP health check or a port scan is: no
+		// handshake began, so none was refused.
 		return nil, nil, err
 	}
 	h.gateway.handshakeFailures[slices.Index(tlsutil.HandshakeFailures, reason)].Add(1)

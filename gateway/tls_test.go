@@ -297,6 +297,42 @@ func TestTLSListenerProbeNotCounted(t *testing.T) {
 	}
 }
 
+// TestTLSListenerSilentNotCounted checks that a connection that sends
+// nothing until the handshake's timeout (10s) is not counted as a refused
+// handshake, while one that stalls within its ClientHello is, as timed
+// out. Both start together, and the test waits for the second.
+func TestTLSListenerSilentNotCounted(t *testing.T) {
+	t.Parallel()
+	certs := ssetest.NewCerts(t)
+	plugin := startCountedPlugin(t, "plugin-a")
+	gw := startTLSGateway(t, certs, plugin)
+
+	dialer := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+	silent, err := dialer.Dial("tcp", gw.Addrs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	stalled, err := net.Dial("tcp", gw.Addrs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	if _, err := stalled.Write([]byte{0x16, 0x03, 0x01}); err != nil { // a TLS record header
+		t.Fatal(err)
+	}
+
+	waitForHandshakeFailure(t, gw, tlsutil.FailureTimeout, 20*time.Second)
+	if diff := cmp.Diff(handshakeCounts(tlsutil.FailureTimeout), gw.HandshakeFailures()); diff != "" {
+		t.Errorf("HandshakeFailures() (-want +got):\n%s", diff)
+	}
+	for _, record := range gw.Logs.Records(refusedHandshakeMessage) {
+		if record["peer"] == silent.LocalAddr().String() {
+			t.Errorf("silent connection logged as a refused handshake: %v", record)
+		}
+	}
+}
+
 // TestClientClosingAfterHandshakeLogged checks that a client that
 // completes the TLS handshake and closes before any call, as Qlik's gRPC
 // core does when the gateway's certificate does not name the host it
