@@ -632,6 +632,15 @@ func TestMergedEngineLeavesOutIDsOutOfRange(t *testing.T) {
 	}
 }
 
+// mergeSpansTo returns telemetry that sends the spans to receiver and
+// exports no metrics.
+func mergeSpansTo(receiver *otlptest.Receiver) config.Telemetry {
+	return config.Telemetry{
+		Traces:  config.TraceExport{Exporter: config.ExporterOTLP, Endpoint: receiver.Addr, Insecure: true},
+		Metrics: config.MetricExport{Exporter: config.ExporterNone},
+	}
+}
+
 // TestMergedEngineOwnCallSpans checks the server spans of calls that a
 // merged engine ends itself: GetCapabilities, which it serves, and a
 // function id that no member has. Each is named after the merged engine
@@ -645,10 +654,7 @@ func TestMergedEngineOwnCallSpans(t *testing.T) {
 			"A": ssetest.Engine(a.Addr),
 			"M": {Merge: []string{"A"}},
 		},
-		Telemetry: config.Telemetry{
-			Traces:  config.TraceExport{Exporter: config.ExporterOTLP, Endpoint: receiver.Addr, Insecure: true},
-			Metrics: config.MetricExport{Exporter: config.ExporterNone},
-		},
+		Telemetry: mergeSpansTo(receiver),
 	})
 	client := ssetest.Dial(t, gw.Addrs[0])
 	if _, err := client.GetCapabilities(testContext(t), &ssepb.Empty{}); err != nil {
@@ -704,10 +710,7 @@ func TestMergedEngineFunctionSpan(t *testing.T) {
 			"B": ssetest.Engine(b.Addr),
 			"M": {Merge: []string{"A", "B"}},
 		},
-		Telemetry: config.Telemetry{
-			Traces:  config.TraceExport{Exporter: config.ExporterOTLP, Endpoint: receiver.Addr, Insecure: true},
-			Metrics: config.MetricExport{Exporter: config.ExporterNone},
-		},
+		Telemetry: mergeSpansTo(receiver),
 	})
 	client := ssetest.Dial(t, gw.Addrs[0])
 	if _, err := client.GetCapabilities(testContext(t), &ssepb.Empty{}); err != nil {
@@ -761,24 +764,10 @@ func TestMergedEngineStopEndsWait(t *testing.T) {
 		},
 	})
 	client := ssetest.Dial(t, gw.Addrs[0])
-	waiting := make(chan error, 1)
-	go func() {
+	checkStopEndsWait(t, gw, "M", func() error {
 		_, err := client.GetCapabilities(testContext(t), &ssepb.Empty{})
-		waiting <- err
-	}()
-	resilWait(t, 10*time.Second, "GetCapabilities waiting for the members of M", func() bool {
-		return resilMetric(t, gw, "ssegw_calls_waiting", `qlik_sse_engine="M"`) == 1
+		return err
 	})
-
-	stopCtx, cancel := context.WithTimeout(testContext(t), 30*time.Second)
-	defer cancel()
-	if err := gw.Shutdown(stopCtx); err != nil {
-		t.Errorf("Shutdown() = %v, want nil: the waiting call should end by itself", err)
-	}
-	err := <-waiting
-	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "the gateway is stopping") {
-		t.Errorf("GetCapabilities waiting at the stop = %v, want Unavailable saying that the gateway is stopping", err)
-	}
 }
 
 // TestMergedEngineMaxWaiting checks that calls waiting for the

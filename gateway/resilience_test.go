@@ -555,12 +555,20 @@ func TestStopEndsWaitingCalls(t *testing.T) {
 		Engines:   map[string]*config.Engine{"R": engine},
 	})
 	_, client := ssetest.DialConn(t, gw.Addrs[0])
+	checkStopEndsWait(t, gw, "R", func() error {
+		return resilCall(t, testContext(t), client, example.FunctionEcho, ssetest.StringBundle("waits")).err
+	})
+}
+
+// checkStopEndsWait makes call, waits until it waits on engine, stops the
+// gateway, and checks that the stop ends without its drain time and the
+// call with Unavailable saying that the gateway is stopping.
+func checkStopEndsWait(t *testing.T, gw *ssetest.Gateway, engine string, call func() error) {
+	t.Helper()
 	waiting := make(chan error, 1)
-	go func() {
-		waiting <- resilCall(t, testContext(t), client, example.FunctionEcho, ssetest.StringBundle("waits")).err
-	}()
-	resilWait(t, 10*time.Second, "a waiting call", func() bool {
-		return resilMetric(t, gw, "ssegw_calls_waiting", `qlik_sse_engine="R"`) == 1
+	go func() { waiting <- call() }()
+	resilWait(t, 10*time.Second, "a call waiting on engine "+engine, func() bool {
+		return resilMetric(t, gw, "ssegw_calls_waiting", `qlik_sse_engine="`+engine+`"`) == 1
 	})
 
 	stopCtx, cancel := context.WithTimeout(testContext(t), 30*time.Second)
@@ -570,7 +578,7 @@ func TestStopEndsWaitingCalls(t *testing.T) {
 	}
 	err := <-waiting
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "the gateway is stopping") {
-		t.Errorf("waiting call at the stop = %v, want Unavailable saying that the gateway is stopping", err)
+		t.Errorf("call waiting at the stop = %v, want Unavailable saying that the gateway is stopping", err)
 	}
 }
 
