@@ -158,6 +158,10 @@ func writeTemporary(f pendingFile) (string, error) {
 			return "", err
 		}
 	}
+	if err := keepOwner(path, f.path); err != nil {
+		os.Remove(path)
+		return "", err
+	}
 	return path, nil
 }
 
