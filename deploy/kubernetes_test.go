@@ -323,10 +323,18 @@ func TestGatewayDeployment(t *testing.T) {
 		}
 	}
 
-	// SIGTERM drains for drain_timeout before the kubelet's SIGKILL.
+	// The pod waits before SIGTERM, so that the Service stops sending it
+	// connections before the gateway closes its listeners, then drains
+	// for drain_timeout, all before the kubelet's SIGKILL.
+	var wait int64
+	if stop := gateway.Lifecycle; stop == nil || stop.PreStop == nil || stop.PreStop.Sleep == nil || stop.PreStop.Sleep.Seconds < 1 {
+		t.Errorf("gateway lifecycle = %+v, want a preStop sleep", gateway.Lifecycle)
+	} else {
+		wait = stop.PreStop.Sleep.Seconds
+	}
 	grace := deployment.Spec.Template.Spec.TerminationGracePeriodSeconds
-	if grace == nil || float64(*grace) <= cfg.DrainTimeout.Seconds() {
-		t.Errorf("terminationGracePeriodSeconds = %v, want more than drain_timeout %v", grace, cfg.DrainTimeout)
+	if grace == nil || float64(*grace-wait) <= cfg.DrainTimeout.Seconds() {
+		t.Errorf("terminationGracePeriodSeconds = %v, want more than the preStop sleep (%ds) and drain_timeout (%v) together", grace, wait, cfg.DrainTimeout)
 	}
 
 	checkPodSecurity(t, deployment, gateway)
