@@ -222,8 +222,12 @@ func checkKey(add func(string, Severity, string, ...any), file, path string, cer
 		add(file, Error, "missing: %v", err)
 		return
 	}
-	if mode := info.Mode().Perm(); mode&0o077 != 0 {
+	switch mode := info.Mode().Perm(); {
+	case mode&0o007 != 0:
 		add(file, Warning, "readable by other users (mode %04o); run chmod 600 %s", mode, path)
+	case mode&0o070 != 0:
+		// A Kubernetes Secret mounted for a pod's fsGroup is so on purpose.
+		add(file, Info, "readable by its group (mode %04o): right where that group is the gateway's, as with a Kubernetes Secret's fsGroup; otherwise run chmod 600 %s", mode, path)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {

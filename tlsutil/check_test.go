@@ -184,6 +184,18 @@ func TestCheckFolder(t *testing.T) {
 			want: []wantFinding{{tlsutil.ServerKeyFile, tlsutil.Warning, "readable by other users (mode 0644)"}},
 		},
 		{
+			// As a Kubernetes Secret mounted for the pod's fsGroup is.
+			name: "key readable by its group",
+			build: func(t *testing.T) string {
+				dir := pluginFolder(t, root, serverRequest())
+				if err := os.Chmod(filepath.Join(dir, tlsutil.ServerKeyFile), 0o440); err != nil {
+					t.Fatal(err)
+				}
+				return dir
+			},
+			wantInfo: []string{"readable by its group (mode 0440)"},
+		},
+		{
 			name: "signed by another root",
 			build: func(t *testing.T) string {
 				cert, key := ssetest.IssueLeaf(t, otherRoot, serverRequest())
