@@ -45,7 +45,7 @@ type Finding struct {
 // about what breaks connections in the field: certificates that expire
 // within warnWithin, IP addresses written as DNS names and other DNS
 // names that clients never match, a server certificate without serverAuth,
-// keys readable by other users.
+// keys open to other users.
 func CheckFolder(dir string, now time.Time, warnWithin time.Duration) ([]Finding, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -223,9 +223,9 @@ func checkKey(add func(string, Severity, string, ...any), file, path string, cer
 		return
 	}
 	switch mode := info.Mode().Perm(); {
-	case mode&0o007 != 0:
-		add(file, Warning, "readable by other users (mode %04o); run chmod 600 %s", mode, path)
-	case mode&0o070 != 0:
+	case mode&0o007 != 0, mode&0o030 != 0:
+		add(file, Warning, "readable or writable by other users (mode %04o); run chmod 600 %s", mode, path)
+	case mode&0o040 != 0:
 		// A Kubernetes Secret mounted for a pod's fsGroup is so on purpose.
 		add(file, Info, "readable by its group (mode %04o): right where that group is the gateway's, as with a Kubernetes Secret's fsGroup; otherwise run chmod 600 %s", mode, path)
 	}

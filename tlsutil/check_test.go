@@ -181,7 +181,7 @@ func TestCheckFolder(t *testing.T) {
 				}
 				return dir
 			},
-			want: []wantFinding{{tlsutil.ServerKeyFile, tlsutil.Warning, "readable by other users (mode 0644)"}},
+			want: []wantFinding{{tlsutil.ServerKeyFile, tlsutil.Warning, "readable or writable by other users (mode 0644)"}},
 		},
 		{
 			// As a Kubernetes Secret mounted for the pod's fsGroup is.

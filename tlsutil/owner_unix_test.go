@@ -28,6 +28,19 @@ func TestRenewalKeepsOwner(t *testing.T) {
 	if err := os.Chown(key, uid, gid); err != nil {
 		t.Fatal(err)
 	}
+	// The client key is a link, owned by root, to a file of nobody's, as
+	// a secret store may lay it out: the file's owner counts.
+	clientKey := filepath.Join(set.QlikDir, ClientKeyFile)
+	target := filepath.Join(t.TempDir(), "client-key.pem")
+	if err := os.Rename(clientKey, target); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(target, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, clientKey); err != nil {
+		t.Fatal(err)
+	}
 	ca, err := LoadAuthority(filepath.Join(set.CADir, RootCertFile), filepath.Join(set.CADir, CAKeyFile))
 	if err != nil {
 		t.Fatal(err)
@@ -47,6 +60,9 @@ func TestRenewalKeepsOwner(t *testing.T) {
 	}
 	if u, g := owner(key); u != uid || g != gid {
 		t.Errorf("renewed %s belongs to %d:%d, want %d:%d as before", key, u, g, uid, gid)
+	}
+	if u, g := owner(clientKey); u != uid || g != gid {
+		t.Errorf("renewed %s, which was a link to a file of %d:%d, belongs to %d:%d", clientKey, uid, gid, u, g)
 	}
 	cert := filepath.Join(set.GatewayDir, ServerCertFile)
 	if u, g := owner(cert); u != 0 || g != 0 {

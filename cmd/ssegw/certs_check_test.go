@@ -476,7 +476,7 @@ func TestCertsCheck(t *testing.T) {
 				}
 				return dir
 			},
-			wantProblems: []string{"sse_server_key.pem: WARNING: readable by other users (mode 0644); run chmod 600"},
+			wantProblems: []string{"sse_server_key.pem: WARNING: readable or writable by other users (mode 0644); run chmod 600"},
 		},
 	}
 	for _, tt := range tests {
