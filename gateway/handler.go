@@ -119,6 +119,9 @@ type attempt struct {
 	// bufferSpent is set when the call's earlier waits had spent its
 	// reconnect_buffer, so that the attempt went without waiting.
 	bufferSpent bool
+	// stopping is set when the gateway's stop had begun before the
+	// attempt, so that it went without waiting.
+	stopping bool
 }
 
 // attemptKey is the context key under which backend streams carry their
@@ -434,6 +437,12 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 		wait = max(wait-c.wait, 0)
 		a.bufferSpent = wait == 0
 	}
+	if wait > 0 && c.gateway.stoppingCtx.Err() != nil {
+		// An attempt that starts once the stop has begun, such as a
+		// replay, takes a ready replica if there is one, but does not wait
+		// for one: the stop ends waits, and would race this one's pick.
+		wait, a.stopping = 0, true
+	}
 	// A call counts among the waiting ones (max_waiting and the metric),
 	// and can move to the engine a reload puts in place, only when it may
 	// wait: not when it fails fast, nor when a replica is ready and takes
@@ -441,9 +450,9 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 	//
 	// NOTE: the check comes before the pick, so a call that finds the last
 	// ready replica gone just after it waits uncounted and unmovable,
-	// within reconnect_buffer, and a stop does not end its wait. With max_in_flight, every call is counted
-	// while its stream opens, since only the pick decides whether it
-	// waits.
+	// within reconnect_buffer, and a stop does not end its wait. With
+	// max_in_flight, every call is counted while its stream opens, since
+	// only the pick decides whether it waits.
 	mayWait := wait > 0 && !engine.PicksAtOnce()
 	if mayWait {
 		if !c.beginWait(engine) {
@@ -486,11 +495,9 @@ func (c *call) openStream(a *attempt) (grpc.ClientStream, error) {
 				defer c.merged.AfterReplaced(onReplaced)()
 			}
 		}
-		if mayWait && c.gateway.stoppingCtx.Err() == nil {
+		if mayWait {
 			// Like the move above, only for a call that may wait: the
 			// watch costs three allocations, which most calls are spared.
-			// An attempt that starts once the stop has begun, such as a
-			// replay, is not raced against its own pick of a ready replica.
 			defer context.AfterFunc(c.gateway.stoppingCtx, func() {
 				if outcome.CompareAndSwap(waiting, stopping) {
 					a.cancel(errStoppedWaiting)

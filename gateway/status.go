@@ -212,7 +212,7 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 	case errors.Is(err, errTooManyWaiting):
 		return status.Newf(codes.ResourceExhausted, "engine %s: max_waiting (%d) calls already wait for a ready replica",
 			c.engine.Name, c.engine.Config.MaxWaiting), true
-	case errors.Is(err, errStoppedWaiting):
+	case errors.Is(err, errStoppedWaiting), a.stopping && a.peer.Addr == nil && status.Code(err) == codes.Unavailable:
 		waitedFor := "a ready replica"
 		if limit := c.engine.Config.MaxInFlight; limit > 0 {
 			waitedFor = fmt.Sprintf("a ready replica with fewer than max_in_flight (%d) calls", limit)
