@@ -584,6 +584,16 @@ func TestStatusPageContents(t *testing.T) {
 		if diff := cmp.Diff(wantFunctions, functions); diff != "" {
 			t.Errorf("Example functions (-want +got):\n%s", diff)
 		}
+		// Each app id stands in an element of its own that isolates its
+		// text direction: one that ends in a right-to-left override would
+		// otherwise turn the apps after it around.
+		var isolated []string
+		for _, n := range pageElements(section, func(n *html.Node) bool { return n.Data == "bdi" }) {
+			isolated = append(isolated, pageText(n))
+		}
+		if want := []string{s.quietApp, s.busyApp}; !slices.Equal(isolated, want) {
+			t.Errorf("Example app ids in bdi elements = %q, want %q", isolated, want)
+		}
 	})
 
 	t.Run("engine Offline", func(t *testing.T) {
