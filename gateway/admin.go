@@ -44,11 +44,26 @@ func (g *Gateway) startAdmin() error {
 	mux.Handle("GET /metrics", g.telemetry.Metrics)
 	mux.HandleFunc("GET /{$}", g.serveStatusPage)
 	if g.cfg.Admin.Pprof {
-		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		// Profiles take as long as their seconds parameter asks, each on a
+		// connection of the admin listener's 64: one at a time, so that
+		// they cannot hold them all and lock the health checks out.
+		profiles := make(chan struct{}, 1)
+		one := func(handler http.HandlerFunc) http.HandlerFunc {
+			return func(w http.ResponseWriter, r *http.Request) {
+				select {
+				case profiles <- struct{}{}:
+					defer func() { <-profiles }()
+					handler(w, r)
+				default:
+					http.Error(w, "another profile is being taken; ask again once it ends", http.StatusTooManyRequests)
+				}
+			}
+		}
+		mux.HandleFunc("GET /debug/pprof/", one(pprof.Index))
 		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/profile", one(pprof.Profile))
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("GET /debug/pprof/trace", one(pprof.Trace))
 	}
 	idle := &idleConns{conns: map[net.Conn]struct{}{}, silent: map[net.Conn]time.Time{}}
 	lis = &guardedListener{Listener: lis, gateway: g, address: g.cfg.Admin.Address, max: maxAdminConnections,
@@ -62,7 +77,7 @@ func (g *Gateway) startAdmin() error {
 			// within a second, so that clients that keep theirs open
 			// cannot lock out a health check.
 			ConnState:         idle.track,
-			Handler:           mux,
+			Handler:           withoutBody(mux),
 			ReadHeaderTimeout: 10 * time.Second,
 			// A request that announces a body and never sends it would
 			// otherwise hold its connection for good: the server reads the
@@ -83,6 +98,31 @@ func (g *Gateway) startAdmin() error {
 		}
 	}()
 	return nil
+}
+
+// withoutBody answers a request that announces a body with 400 and
+// closes its connection at once. Admin requests have none, and net/http
+// would otherwise read the body that such a request never sends until
+// ReadTimeout, holding one of the listener's connections: 64 of them
+// locked the health checks out.
+func withoutBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength == 0 && len(r.TransferEncoding) == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if hijacker, ok := w.(http.Hijacker); ok {
+			if conn, buffered, err := hijacker.Hijack(); err == nil {
+				const body = "admin requests take no body\n"
+				fmt.Fprintf(buffered, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+				buffered.Flush()
+				conn.Close()
+				return
+			}
+		}
+		w.Header().Set("Connection", "close")
+		http.Error(w, "admin requests take no body", http.StatusBadRequest)
+	})
 }
 
 // idleConns is the admin listener's connections that a new one may take

@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -339,6 +340,39 @@ func TestAdminPprof(t *testing.T) {
 			if code, _, body := adminGet(t, gw, path); code != want {
 				t.Errorf("admin.pprof %v: GET %s status = %d, want %d; body:\n%.300s", on, path, code, want, body)
 			}
+		}
+		if !on {
+			continue
+		}
+
+		// One profile at a time: profiles last as long as they ask, and
+		// 64 of them held every admin connection.
+		first := make(chan int, 1)
+		startFirst := func() {
+			go func() {
+				code, _, _ := adminGet(t, gw, "/debug/pprof/heap?seconds=3")
+				first <- code
+			}()
+		}
+		startFirst()
+		refused := false
+		for !refused {
+			select {
+			case code := <-first:
+				if code != http.StatusTooManyRequests {
+					t.Fatalf("first profile ended (%d) before a second one was refused", code)
+				}
+				startFirst() // the second took the place first: again
+			default:
+			}
+			code, _, _ := adminGet(t, gw, "/debug/pprof/goroutine?debug=1")
+			refused = code == http.StatusTooManyRequests
+		}
+		if code := <-first; code != http.StatusOK {
+			t.Errorf("first profile status = %d, want 200", code)
+		}
+		if code, _, _ := adminGet(t, gw, "/debug/pprof/goroutine?debug=1"); code != http.StatusOK {
+			t.Errorf("profile after the first ended: status %d, want 200", code)
 		}
 	}
 }
@@ -995,10 +1029,11 @@ func TestAdminConnectionLimit(t *testing.T) {
 	}
 }
 
-// TestAdminRequestWithoutBody checks that a request that announces a body
-// and never sends it loses its connection within the admin server's
-// ReadTimeout. The server reads the body before it responds, and 64 such
-// connections once locked the health checks out for good.
+// TestAdminRequestWithoutBody checks that a request that announces a body,
+// which no admin request has, gets 400 and loses its connection at once,
+// whether it sends the body or not. The server read the body before it
+// responded: 64 such connections that never sent it locked the health
+// checks out for good, and later for the 10 s of ReadTimeout.
 func TestAdminRequestWithoutBody(t *testing.T) {
 	t.Parallel()
 	plugin := ssetest.StartHoldingPlugin(t, "p", false)
@@ -1011,9 +1046,17 @@ func TestAdminRequestWithoutBody(t *testing.T) {
 	if _, err := io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: admin\r\nContent-Length: 100\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	// ReadTimeout is 10 s; the margin allows for a slow machine.
-	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	// Well under ReadTimeout (10 s), which closed it before.
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	response, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("response to a request without its body: %v", err)
+	}
+	response.Body.Close()
+	if response.StatusCode != http.StatusBadRequest {
+		t.Errorf("request announcing a body = %d, want 400", response.StatusCode)
+	}
 	if _, err := io.Copy(io.Discard, conn); err != nil {
-		t.Errorf("connection of a request without its body = %v after 20s, want it closed by the server", err)
+		t.Errorf("connection after the 400 = %v, want it closed by the server at once", err)
 	}
 }
