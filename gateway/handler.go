@@ -89,6 +89,7 @@ type call struct {
 	// share.
 	mu         sync.Mutex
 	current    *attempt          // the attempt that gets the client's messages
+	opening    *attempt          // a replay that waits for its stream; see openAttempt
 	replayLog  []mem.BufferSlice // the client's messages, kept for a replay
 	replayed   int64             // bytes in replayLog
 	replayOff  bool              // no replay: disabled, outgrown, or the plugin answered
@@ -345,7 +346,36 @@ func (c *call) openAttempt(backendCtx context.Context) (*attempt, *status.Status
 	a.ctx = metadata.NewOutgoingContext(a.ctx, outgoing)
 	a.ctx = context.WithValue(a.ctx, attemptKey{}, a)
 
+	// A replay can no longer be sent once the request has outgrown
+	// replay_buffer: it ends then, rather than wait for a replica and
+	// open a call on it only to abandon it.
+	if a.number > 1 {
+		c.mu.Lock()
+		outgrown := c.replayOff
+		if !outgrown {
+			c.opening = a
+		}
+		c.mu.Unlock()
+		if outgrown {
+			st := c.outgrownStatus(a)
+			c.endAttempt(a, st)
+			return nil, st, true
+		}
+	}
 	stream, err := c.openStream(a)
+	if a.number > 1 {
+		c.mu.Lock()
+		c.opening = nil
+		c.mu.Unlock()
+	}
+	if err != nil && errors.Is(context.Cause(a.ctx), errReplayOutgrown) {
+		if stream != nil {
+			awaitFinished(stream)
+		}
+		st := c.outgrownStatus(a)
+		c.endAttempt(a, st)
+		return nil, st, true
+	}
 	if err != nil {
 		if errors.Is(err, errEngineReplaced) {
 			// Nothing of the call reached a plugin, so it can move.
@@ -369,11 +399,11 @@ func (c *call) openAttempt(backendCtx context.Context) (*attempt, *status.Status
 	// request pump's next send waits on sendMu until the replay is done.
 	c.mu.Lock()
 	if a.number > 1 && c.replayOff {
-		// The request outgrew replay_buffer while this attempt waited for a
-		// replica. A plugin sent only the rest would process those rows alone.
+		// The request outgrew replay_buffer as this attempt's stream
+		// opened. A plugin sent only the rest would process those rows
+		// alone.
 		c.mu.Unlock()
-		st := status.Newf(codes.Unavailable, "engine %s: attempt %d failed, and the call cannot be sent again: its request outgrew replay_buffer (%v) while the gateway waited for a replica",
-			c.engine.Name, a.number-1, c.engine.Config.ReplayBuffer)
+		st := c.outgrownStatus(a)
 		a.abandon()
 		c.endAttempt(a, st)
 		return nil, st, true
@@ -659,9 +689,20 @@ func (c *call) keepForReplayLocked(data mem.BufferSlice) {
 	c.replayed += size
 }
 
+// outgrownStatus is the status of a replay whose request outgrew
+// replay_buffer before it could be sent.
+func (c *call) outgrownStatus(a *attempt) *status.Status {
+	return status.Newf(codes.Unavailable, "engine %s: attempt %d failed, and the call cannot be sent again: its request outgrew replay_buffer (%v) while the gateway waited for a replica",
+		c.engine.Name, a.number-1, c.engine.Config.ReplayBuffer)
+}
+
 // dropReplayLogLocked turns replay off for the rest of the call and frees
-// the kept messages. c.mu must be held.
+// the kept messages, and ends the wait of a replay that can no longer be
+// sent. c.mu must be held.
 func (c *call) dropReplayLogLocked() {
+	if c.opening != nil {
+		c.opening.cancel(errReplayOutgrown)
+	}
 	c.replayOff = true
 	for _, data := range c.replayLog {
 		data.Free()

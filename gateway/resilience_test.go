@@ -1407,7 +1407,9 @@ func TestReplayEndsWhileSending(t *testing.T) {
 // TestReplayLogOutgrownWhileWaiting checks that a call whose first attempt
 // fails after one bundle, and which sends more than replay_buffer while
 // the replica is unready, fails with Unavailable. The kept messages no
-// longer contain the whole request, so a replay would pass on only its tail.
+// longer contain the whole request, so a replay would pass on only its
+// tail. It fails while the replica is still unready: it waited for the
+// replica before, and opened a call there only to abandon it.
 func TestReplayLogOutgrownWhileWaiting(t *testing.T) {
 	t.Parallel()
 	plugin := startDroppingPlugin(t)
@@ -1443,15 +1445,17 @@ func TestReplayLogOutgrownWhileWaiting(t *testing.T) {
 	// 500 kB more: over replay_buffer, and over what the call's windows
 	// let the client send ahead of the gateway, so that the gateway has
 	// read past replay_buffer by the time the sends return.
+	// The call may end before the last sends, once the gateway has read
+	// past replay_buffer; a send then ends with io.EOF.
 	for range 10 {
-		if err := stream.Send(bundle); err != nil {
+		if err := stream.Send(bundle); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
 			t.Fatalf("sending while the gateway waits for a replica: %v", err)
 		}
 	}
-	if err := stream.CloseSend(); err != nil {
-		t.Fatal(err)
-	}
-	release()
+	stream.CloseSend()
+	calls := plugin.calls.Load()
 
 	replies := 0
 	for {
@@ -1462,6 +1466,10 @@ func TestReplayLogOutgrownWhileWaiting(t *testing.T) {
 	}
 	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "outgrew replay_buffer") {
 		t.Errorf("call = %v after %d reply bundles, want Unavailable naming replay_buffer", err, replies)
+	}
+	release()
+	if got := plugin.calls.Load(); got != calls {
+		t.Errorf("the plugin got %d calls after the request outgrew replay_buffer, want none", got-calls)
 	}
 }
 

@@ -39,6 +39,10 @@ var errWaitExpired = errors.New("no replica became ready within reconnect_buffer
 // new engine.
 var errEngineReplaced = errors.New("the engine was replaced by a configuration reload")
 
+// errReplayOutgrown is the cause of a replay that waited for its stream
+// while the request outgrew replay_buffer.
+var errReplayOutgrown = errors.New("the request outgrew replay_buffer")
+
 // errStoppedWaiting is the cause of an attempt that was waiting for a
 // replica when the gateway began to stop.
 var errStoppedWaiting = errors.New("the gateway is stopping")
