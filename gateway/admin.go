@@ -44,12 +44,18 @@ func (g *Gateway) startAdmin() error {
 	mux.Handle("GET /metrics", g.telemetry.Metrics)
 	mux.HandleFunc("GET /{$}", g.serveStatusPage)
 	if g.cfg.Admin.Pprof {
-		// Profiles take as long as their seconds parameter asks, each on a
-		// connection of the admin listener's 64: one at a time, so that
-		// they cannot hold them all and lock the health checks out.
+		// Profiles over time take as long as their seconds parameter asks,
+		// each on a connection of the admin listener's 64: one at a time,
+		// so that they cannot hold them all and lock the health checks
+		// out. Profiles of the moment, such as the heap's, are not held.
 		profiles := make(chan struct{}, 1)
 		one := func(handler http.HandlerFunc) http.HandlerFunc {
 			return func(w http.ResponseWriter, r *http.Request) {
+				overTime := strings.HasSuffix(r.URL.Path, "/profile") || strings.HasSuffix(r.URL.Path, "/trace") || r.URL.Query().Has("seconds")
+				if !overTime {
+					handler(w, r)
+					return
+				}
 				select {
 				case profiles <- struct{}{}:
 					defer func() { <-profiles }()
@@ -79,9 +85,8 @@ func (g *Gateway) startAdmin() error {
 			ConnState:         idle.track,
 			Handler:           withoutBody(mux),
 			ReadHeaderTimeout: 10 * time.Second,
-			// A request that announces a body and never sends it would
-			// otherwise hold its connection for good: the server reads the
-			// body before it responds. Admin requests have no body.
+			// A request must arrive whole within it; withoutBody ends those
+			// that announce a body sooner.
 			ReadTimeout: 10 * time.Second,
 			// Without it, each keep-alive connection stays open for good
 			// after its last request, and clients could use up the
@@ -104,7 +109,9 @@ func (g *Gateway) startAdmin() error {
 // closes its connection at once. Admin requests have none, and net/http
 // would otherwise read the body that such a request never sends until
 // ReadTimeout, holding one of the listener's connections: 64 of them
-// locked the health checks out.
+// locked the health checks out. A client that does send a large body may
+// see the connection reset rather than the 400, since the body stays
+// unread.
 func withoutBody(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength == 0 && len(r.TransferEncoding) == 0 {
@@ -113,8 +120,11 @@ func withoutBody(next http.Handler) http.Handler {
 		}
 		if hijacker, ok := w.(http.Hijacker); ok {
 			if conn, buffered, err := hijacker.Hijack(); err == nil {
-				const body = "admin requests take no body\n"
-				fmt.Fprintf(buffered, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+				body := "admin requests take no body\n"
+				fmt.Fprintf(buffered, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", len(body))
+				if r.Method != http.MethodHead {
+					buffered.WriteString(body)
+				}
 				buffered.Flush()
 				conn.Close()
 				return

@@ -345,13 +345,21 @@ func TestAdminPprof(t *testing.T) {
 			continue
 		}
 
-		// One profile at a time: profiles last as long as they ask, and
-		// 64 of them held every admin connection.
+		// One profile over time at a time: they last as long as they ask,
+		// and 64 of them held every admin connection. Profiles of the
+		// moment are served meanwhile.
 		first := make(chan int, 1)
 		startFirst := func() {
 			go func() {
-				code, _, _ := adminGet(t, gw, "/debug/pprof/heap?seconds=3")
-				first <- code
+				// Not adminGet, whose t.Fatal cannot end the test from here.
+				resp, err := adminClient.Get("http://" + gw.AdminAddr().String() + "/debug/pprof/heap?seconds=3")
+				if err != nil {
+					first <- -1
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				first <- resp.StatusCode
 			}()
 		}
 		startFirst()
@@ -365,13 +373,16 @@ func TestAdminPprof(t *testing.T) {
 				startFirst() // the second took the place first: again
 			default:
 			}
-			code, _, _ := adminGet(t, gw, "/debug/pprof/goroutine?debug=1")
+			code, _, _ := adminGet(t, gw, "/debug/pprof/heap?seconds=1")
 			refused = code == http.StatusTooManyRequests
+		}
+		if code, _, _ := adminGet(t, gw, "/debug/pprof/goroutine?debug=1"); code != http.StatusOK {
+			t.Errorf("profile of the moment beside one over time: status %d, want 200", code)
 		}
 		if code := <-first; code != http.StatusOK {
 			t.Errorf("first profile status = %d, want 200", code)
 		}
-		if code, _, _ := adminGet(t, gw, "/debug/pprof/goroutine?debug=1"); code != http.StatusOK {
+		if code, _, _ := adminGet(t, gw, "/debug/pprof/heap?seconds=1"); code != http.StatusOK {
 			t.Errorf("profile after the first ended: status %d, want 200", code)
 		}
 	}
@@ -1030,10 +1041,10 @@ func TestAdminConnectionLimit(t *testing.T) {
 }
 
 // TestAdminRequestWithoutBody checks that a request that announces a body,
-// which no admin request has, gets 400 and loses its connection at once,
-// whether it sends the body or not. The server read the body before it
-// responded: 64 such connections that never sent it locked the health
-// checks out for good, and later for the 10 s of ReadTimeout.
+// which no admin request has, and never sends it gets 400 and loses its
+// connection at once. The server read the body before it responded: 64
+// such connections locked the health checks out for good, and later for
+// the 10 s of ReadTimeout.
 func TestAdminRequestWithoutBody(t *testing.T) {
 	t.Parallel()
 	plugin := ssetest.StartHoldingPlugin(t, "p", false)

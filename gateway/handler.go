@@ -697,7 +697,7 @@ func (c *call) keepForReplayLocked(data mem.BufferSlice) {
 // outgrownStatus is the status of a replay whose request outgrew
 // replay_buffer before it could be sent.
 func (c *call) outgrownStatus(a *attempt) *status.Status {
-	return status.Newf(codes.Unavailable, "engine %s: attempt %d failed, and the call cannot be sent again: its request outgrew replay_buffer (%v) while the gateway waited for a replica",
+	return status.Newf(codes.Unavailable, "engine %s: attempt %d failed, and the call cannot be sent again: its request outgrew replay_buffer (%v) before it could be",
 		c.engine.Name, a.number-1, c.engine.Config.ReplayBuffer)
 }
 

@@ -1408,8 +1408,9 @@ func TestReplayEndsWhileSending(t *testing.T) {
 // fails after one bundle, and which sends more than replay_buffer while
 // the replica is unready, fails with Unavailable. The kept messages no
 // longer contain the whole request, so a replay would pass on only its
-// tail. It fails while the replica is still unready: it waited for the
-// replica before, and opened a call there only to abandon it.
+// tail. It fails while the replica is still unready (the test releases it
+// only at its end): it waited for the replica before, up to
+// reconnect_buffer, and opened a call there only to abandon it.
 func TestReplayLogOutgrownWhileWaiting(t *testing.T) {
 	t.Parallel()
 	plugin := startDroppingPlugin(t)
@@ -1455,7 +1456,6 @@ func TestReplayLogOutgrownWhileWaiting(t *testing.T) {
 		}
 	}
 	stream.CloseSend()
-	calls := plugin.calls.Load()
 
 	replies := 0
 	for {
@@ -1466,10 +1466,6 @@ func TestReplayLogOutgrownWhileWaiting(t *testing.T) {
 	}
 	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "outgrew replay_buffer") {
 		t.Errorf("call = %v after %d reply bundles, want Unavailable naming replay_buffer", err, replies)
-	}
-	release()
-	if got := plugin.calls.Load(); got != calls {
-		t.Errorf("the plugin got %d calls after the request outgrew replay_buffer, want none", got-calls)
 	}
 }
 

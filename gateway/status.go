@@ -221,8 +221,12 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 		if limit := c.engine.Config.MaxInFlight; limit > 0 {
 			waitedFor = fmt.Sprintf("a ready replica with fewer than max_in_flight (%d) calls", limit)
 		}
-		return status.New(codes.Unavailable, withCertificateHint(fmt.Sprintf("engine %s: the gateway is stopping, and the call was still waiting for %s; replicas: %s",
-			c.engine.Name, waitedFor, replicaSummary(c.engine)))), true
+		state := "the call was still waiting for"
+		if a.stopping {
+			state = "the call's next attempt found no"
+		}
+		return status.New(codes.Unavailable, withCertificateHint(fmt.Sprintf("engine %s: the gateway is stopping, and %s %s; replicas: %s",
+			c.engine.Name, state, waitedFor, replicaSummary(c.engine)))), true
 	case errors.Is(err, errWaitExpired) || errors.Is(context.Cause(a.ctx), errWaitExpired):
 		return status.New(codes.Unavailable, withCertificateHint(fmt.Sprintf("engine %s: no replica ready after waiting %v (reconnect_buffer); replicas: %s",
 			c.engine.Name, c.engine.Config.ReconnectWait(), replicaSummary(c.engine)))), true
