@@ -32,12 +32,11 @@ type guardedListener struct {
 	// TLS listeners do it after the handshake, in handshakeLogger.
 	plaintext bool
 
-	// silent tracks, on a listener with evictSilent, the connections that
-	// have not sent the HTTP/2 preface and its first frame yet, with when
-	// they opened.
-	evictSilent bool
-	silentMu    sync.Mutex
-	silent      map[*countedConn]time.Time
+	// silent tracks the connections that have not sent the HTTP/2
+	// preface and its first frame yet, with when they opened, on a
+	// listener that evicts them (see closeSilent); nil on others.
+	silentMu sync.Mutex
+	silent   map[*countedConn]time.Time
 }
 
 func (l *guardedListener) Accept() (net.Conn, error) {
@@ -56,7 +55,7 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 			continue
 		}
 		counted := &countedConn{Conn: conn, listener: l}
-		if l.evictSilent {
+		if l.silent != nil {
 			l.silentMu.Lock()
 			l.silent[counted] = time.Now()
 			l.silentMu.Unlock()
@@ -148,7 +147,7 @@ func (c *countedConn) wasEvicted() bool {
 // spoke takes the connection off its listener's silent ones: it sent the
 // HTTP/2 preface and its first frame, or closed.
 func (c *countedConn) spoke() {
-	if c == nil || !c.listener.evictSilent {
+	if c == nil || c.listener.silent == nil {
 		return
 	}
 	c.listener.silentMu.Lock()

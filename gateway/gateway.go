@@ -287,7 +287,6 @@ func (g *Gateway) Start() error {
 			plaintext: l.config.TLS == nil,
 		}
 		if guarded.max > 0 {
-			guarded.evictSilent = true
 			guarded.silent = map[*countedConn]time.Time{}
 			guarded.evict = guarded.closeSilent
 		}

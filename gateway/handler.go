@@ -357,9 +357,7 @@ func (c *call) openAttempt(backendCtx context.Context) (*attempt, *status.Status
 		}
 		c.mu.Unlock()
 		if outgrown {
-			st := c.outgrownStatus(a)
-			c.endAttempt(a, st)
-			return nil, st, true
+			return nil, c.endOutgrown(a), true
 		}
 	}
 	stream, err := c.openStream(a)
@@ -369,12 +367,7 @@ func (c *call) openAttempt(backendCtx context.Context) (*attempt, *status.Status
 		c.mu.Unlock()
 	}
 	if err != nil && errors.Is(context.Cause(a.ctx), errReplayOutgrown) {
-		if stream != nil {
-			awaitFinished(stream)
-		}
-		st := c.outgrownStatus(a)
-		c.endAttempt(a, st)
-		return nil, st, true
+		return nil, c.endOutgrown(a), true
 	}
 	if err != nil {
 		if errors.Is(err, errEngineReplaced) {
@@ -403,10 +396,8 @@ func (c *call) openAttempt(backendCtx context.Context) (*attempt, *status.Status
 		// opened. A plugin sent only the rest would process those rows
 		// alone.
 		c.mu.Unlock()
-		st := c.outgrownStatus(a)
 		a.abandon()
-		c.endAttempt(a, st)
-		return nil, st, true
+		return nil, c.endOutgrown(a), true
 	}
 	replay := make([]mem.BufferSlice, len(c.replayLog))
 	for i, data := range c.replayLog {
@@ -694,11 +685,13 @@ func (c *call) keepForReplayLocked(data mem.BufferSlice) {
 	c.replayed += size
 }
 
-// outgrownStatus is the status of a replay whose request outgrew
-// replay_buffer before it could be sent.
-func (c *call) outgrownStatus(a *attempt) *status.Status {
-	return status.Newf(codes.Unavailable, "engine %s: attempt %d failed, and the call cannot be sent again: its request outgrew replay_buffer (%v) before it could be",
+// endOutgrown ends a replay whose request outgrew replay_buffer before it
+// could be sent, and returns the status that ends the call.
+func (c *call) endOutgrown(a *attempt) *status.Status {
+	st := status.Newf(codes.Unavailable, "engine %s: attempt %d failed, and the call cannot be sent again: its request outgrew replay_buffer (%v) before it could be",
 		c.engine.Name, a.number-1, c.engine.Config.ReplayBuffer)
+	c.endAttempt(a, st)
+	return st
 }
 
 // dropReplayLogLocked turns replay off for the rest of the call and frees
@@ -773,7 +766,7 @@ func (c *call) forwardResponses(ss grpc.ServerStream, a *attempt, backendCtx con
 		}
 		c.answered(a)
 		c.messagesOut++
-		c.noteResponse(f) // may rewrite GetCapabilities' answer
+		c.noteResponse(f) // may rewrite GetCapabilities' response
 		c.bytesOut += int64(f.len())
 		if err := ss.SendMsg(f); err != nil {
 			f.release()

@@ -225,16 +225,13 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 		if a.stopping {
 			state = "the call's next attempt found no"
 		}
-		return status.New(codes.Unavailable, withCertificateHint(fmt.Sprintf("engine %s: the gateway is stopping, and %s %s; replicas: %s",
-			c.engine.Name, state, waitedFor, replicaSummary(c.engine)))), true
+		return c.replicasStatus(codes.Unavailable, "the gateway is stopping, and "+state+" "+waitedFor), true
 	case errors.Is(err, errWaitExpired) || errors.Is(context.Cause(a.ctx), errWaitExpired):
-		return status.New(codes.Unavailable, withCertificateHint(fmt.Sprintf("engine %s: no replica ready after waiting %v (reconnect_buffer); replicas: %s",
-			c.engine.Name, c.engine.Config.ReconnectWait(), replicaSummary(c.engine)))), true
+		return c.replicasStatus(codes.Unavailable, fmt.Sprintf("no replica ready after waiting %v (reconnect_buffer)", c.engine.Config.ReconnectWait())), true
 	case a.bufferSpent && a.peer.Addr == nil && status.Code(err) == codes.Unavailable && received.Message() != routing.ErrEveryReplicaFull.Error():
 		// The attempt went without waiting, since the call's earlier
 		// waits had spent reconnect_buffer.
-		return status.New(codes.Unavailable, withCertificateHint(fmt.Sprintf("engine %s: no replica ready, and the call had spent its reconnect_buffer (%v) waiting before; replicas: %s",
-			c.engine.Name, c.engine.Config.ReconnectWait(), replicaSummary(c.engine)))), true
+		return c.replicasStatus(codes.Unavailable, fmt.Sprintf("no replica ready, and the call had spent its reconnect_buffer (%v) waiting before", c.engine.Config.ReconnectWait())), true
 	case errors.As(cause, &timeout):
 		return status.New(codes.DeadlineExceeded, timeout.Error()), true
 	case errors.Is(cause, context.DeadlineExceeded):
@@ -276,29 +273,25 @@ func (c *call) backendStatus(a *attempt, ctx context.Context, err error) (*statu
 		return status.Newf(codes.ResourceExhausted, "engine %s: the plugin sent a message over limits.max_message_size (%v): %s",
 			c.engine.Name, c.gateway.cfg.Limits.MaxMessageSize, received.Message()), true
 	}
-	message := received.Message()
-	if a.peer.Addr == nil {
-		// No replica took the call, and the replicas' states give the
-		// reason. gRPC's balancer reports this case as "no children to pick
-		// from" (grpc-go v1.85), which adds nothing for an admin, while its
-		// other texts carry a cause.
-		switch message {
-		case "no children to pick from":
-			message = fmt.Sprintf("no plugin reachable; replicas: %s", replicaSummary(c.engine))
-		case routing.ErrEveryReplicaFull.Error():
-			waiting := "reconnect_buffer is 0s"
-			if a.bufferSpent {
-				waiting = fmt.Sprintf("the call had spent its reconnect_buffer (%v) waiting before", c.engine.Config.ReconnectWait())
-			}
-			message = fmt.Sprintf("every ready replica has max_in_flight (%d) calls open, and %s; replicas: %s",
-				c.engine.Config.MaxInFlight, waiting, replicaSummary(c.engine))
-		default:
-			message = fmt.Sprintf("no plugin reachable: %s; replicas: %s", message, replicaSummary(c.engine))
-		}
-	} else {
-		message = fmt.Sprintf("plugin %s: %s", a.peer.Addr, message)
+	if a.peer.Addr != nil {
+		return status.New(codes.Unavailable, withCertificateHint(fmt.Sprintf("engine %s: plugin %s: %s", c.engine.Name, a.peer.Addr, received.Message()))), true
 	}
-	return status.New(codes.Unavailable, withCertificateHint(fmt.Sprintf("engine %s: %s", c.engine.Name, message))), true
+	// No replica took the call, and the replicas' states give the reason.
+	// gRPC's balancer reports this case as "no children to pick from"
+	// (grpc-go v1.85), which adds nothing for an admin, while its other
+	// texts carry a cause.
+	switch message := received.Message(); message {
+	case "no children to pick from":
+		return c.replicasStatus(codes.Unavailable, "no plugin reachable"), true
+	case routing.ErrEveryReplicaFull.Error():
+		waiting := "reconnect_buffer is 0s"
+		if a.bufferSpent {
+			waiting = fmt.Sprintf("the call had spent its reconnect_buffer (%v) waiting before", c.engine.Config.ReconnectWait())
+		}
+		return c.replicasStatus(codes.Unavailable, fmt.Sprintf("every ready replica has max_in_flight (%d) calls open, and %s", c.engine.Config.MaxInFlight, waiting)), true
+	default:
+		return c.replicasStatus(codes.Unavailable, "no plugin reachable: "+message), true
+	}
 }
 
 // resetText starts the message of a call that the plugin's RST_STREAM
@@ -341,6 +334,13 @@ func overReceiveLimit(st *status.Status) bool {
 	return st.Code() == codes.ResourceExhausted && strings.HasPrefix(st.Message(), "grpc: received message ") && strings.Contains(st.Message(), " larger than max (")
 }
 
+// replicasStatus returns a status of code for a call that no replica of
+// its engine took, with what happened and the replicas' states, which say
+// why none was ready.
+func (c *call) replicasStatus(code codes.Code, what string) *status.Status {
+	return status.New(code, withCertificateHint(fmt.Sprintf("engine %s: %s; replicas: %s", c.engine.Name, what, replicaSummary(c.engine))))
+}
+
 // replicaSummary describes an engine's replicas for an error message, such
 // as "127.0.0.1:50055 failing (connection refused)".
 func replicaSummary(engine *routing.Engine) string {
@@ -371,8 +371,7 @@ func (c *call) clientSendStatus(err error) *status.Status {
 // none was ready, which is the gateway's failure to report.
 func (c *call) deadlineStatus(a *attempt) (*status.Status, bool) {
 	if a.peer.Addr == nil {
-		return status.New(codes.DeadlineExceeded, withCertificateHint(fmt.Sprintf("engine %s: the call's deadline passed while it waited for a ready replica; replicas: %s",
-			c.engine.Name, replicaSummary(c.engine)))), true
+		return c.replicasStatus(codes.DeadlineExceeded, "the call's deadline passed while it waited for a ready replica"), true
 	}
 	return status.New(codes.DeadlineExceeded, deadlinePassed), false
 }
