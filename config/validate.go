@@ -615,9 +615,9 @@ func (p listenerPorts) reaches(address string) (int, bool) {
 // of this machine.
 //
 // NOTE: the interface lookup needs netlink sockets on Linux, which the
-// systemd unit's RestrictAddressFamilies forbids. There it fails, and a
+// systemd unit's RestrictAddressFamilies forbids. There it fails, so a
 // backend at one of the host's own non-loopback addresses is not taken
-// for the gateway itself; `ssegw validate` run from a shell still finds it.
+// for the gateway itself. `ssegw validate` run from a shell still finds it.
 func isLocalAddress(host string) bool {
 	ip, err := netip.ParseAddr(host)
 	if err != nil {

@@ -12,7 +12,7 @@ pluginIdentifier the --name followed by "CN=" and the common name of the
 client certificate of the call, so that a test can tell which certificate
 the gateway presented. ExecuteFunction returns each bundle it receives,
 or with --cancel reads one bundle, prints "cancelling a call" and cancels
-the call. With --hold it reads the call's bundles and answers nothing
+the call. With --hold it reads the call's bundles and sends no response
 until the call ends, as a function that outlasts its deadline.
 
 Message classes are built at run time from a FileDescriptorSet file of

@@ -44,7 +44,7 @@ func (g *Gateway) startAdmin() error {
 	mux.Handle("GET /metrics", g.telemetry.Metrics)
 	mux.HandleFunc("GET /{$}", g.serveStatusPage)
 	if g.cfg.Admin.Pprof {
-		// Profiles over time take as long as their seconds parameter asks,
+		// Profiles over time last as long as their seconds parameter sets,
 		// each on a connection of the admin listener's 64: one at a time,
 		// so that they cannot hold them all and lock the health checks
 		// out. Profiles of the moment, such as the heap's, are not held.
@@ -105,7 +105,7 @@ func (g *Gateway) startAdmin() error {
 	return nil
 }
 
-// withoutBody answers a request that announces a body with 400 and
+// withoutBody responds to a request that announces a body with 400 and
 // closes its connection at once. Admin requests have none, and net/http
 // would otherwise read the body that such a request never sends until
 // ReadTimeout, holding one of the listener's connections: 64 of them

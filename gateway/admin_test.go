@@ -629,7 +629,7 @@ func TestStatusPageContents(t *testing.T) {
 		if diff := cmp.Diff(wantFunctions, functions); diff != "" {
 			t.Errorf("Example functions (-want +got):\n%s", diff)
 		}
-		// Each app id stands in an element of its own that isolates its
+		// Each app id is in an element of its own that isolates its
 		// text direction: one that ends in a right-to-left override would
 		// otherwise turn the apps after it around.
 		var isolated []string

@@ -153,7 +153,7 @@ func (c *call) describe() {
 	switch {
 	case c.merged != nil && c.mergedName != "":
 		// The function as Qlik calls it, beside qlik.sse.engine and the
-		// span's name, and as the member's plugin knows it.
+		// span's name, and as the member's plugin names it.
 		attributes = append(attributes,
 			attrFunctionID.Int(int(c.mergedID)), attrFunctionName.String(c.mergedName),
 			attrMemberFunctionID.Int(int(c.info.functionID)), attrMemberFunctionName.String(c.info.function))

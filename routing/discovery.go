@@ -14,8 +14,8 @@ const dnsLookupTimeout = 5 * time.Second
 // replica costs two connections and a probe every probe_interval, so a
 // name that resolves to thousands of addresses, by mistake or through a
 // wildcard record, would otherwise open thousands of connections. The
-// lowest addresses in sorted order are kept, so that the same answer keeps
-// the same replicas.
+// lowest addresses in sorted order are kept, so that the same DNS response
+// keeps the same replicas.
 const maxDiscoveredReplicas = 64
 
 // discoverLoop resolves the host of a backend with dns: true now and every
