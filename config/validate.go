@@ -545,15 +545,19 @@ func (c *Config) UncoveredHosts() []string {
 // Qlik sends no such header, so its calls meant for the engine would end
 // with Unimplemented.
 func (c *Config) UnroutedEngines() []string {
+	// Engine names match regardless of case.
+	reached := map[string]bool{}
+	for _, listener := range c.Listeners {
+		reached[strings.ToLower(listener.Engine)] = true
+	}
+	for _, name := range c.EngineNames() {
+		for _, member := range c.Engine(name).Merge {
+			reached[strings.ToLower(member)] = true
+		}
+	}
 	var warnings []string
 	for _, name := range c.EngineNames() {
-		engine := c.Engine(name)
-		routed := len(engine.Hosts) > 0 || slices.ContainsFunc(c.Listeners, func(l Listener) bool {
-			return strings.EqualFold(l.Engine, name)
-		}) || slices.ContainsFunc(c.EngineNames(), func(other string) bool {
-			return slices.ContainsFunc(c.Engine(other).Merge, func(member string) bool { return strings.EqualFold(member, name) })
-		})
-		if !routed {
+		if len(c.Engine(name).Hosts) == 0 && !reached[strings.ToLower(name)] {
 			warnings = append(warnings, fmt.Sprintf("engines.%s: no listener has it as its engine, it has no hosts, and no merged engine has it as a member, so Qlik cannot reach it (only tools that send the x-sse-engine header can); set a listener's engine, or the engine's hosts", name))
 		}
 	}
